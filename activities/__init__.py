@@ -1,0 +1,1 @@
+"""Activities: every piece of I/O the workflows ask for (Postgres, SMTP, service blocks)."""

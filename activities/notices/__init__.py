@@ -1,0 +1,1 @@
+"""Client notices: rendering (Jinja2) and delivery (SMTP), exactly once per workflow step."""

@@ -1,0 +1,131 @@
+"""Workflow test harness: recording activities under the real names, invoices, and polling."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from temporalio import activity
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from worker.worker import workflow_runner
+from workflows.invoice import InvoiceWorkflow, InvoiceWorkflowInput
+from workflows.models import DomainEvent, Invoice, NoticeRequest, ServiceAction
+
+
+def with_pydantic(client: Client) -> Client:
+    """The same connection, with the data converter the service uses."""
+    config = client.config()
+    config["data_converter"] = pydantic_data_converter
+    return Client(**config)
+
+
+@dataclass
+class Recorder:
+    """Activities registered by the real names that remember what they were asked to do."""
+
+    notices: list[NoticeRequest] = field(default_factory=list)
+    events: dict[tuple[str, int], DomainEvent] = field(default_factory=dict)
+    service_calls: list[tuple[str, ServiceAction]] = field(default_factory=list)
+
+    @activity.defn(name="send_notice")
+    async def send_notice(self, notice: NoticeRequest) -> str:
+        if all(n.idempotency_key != notice.idempotency_key for n in self.notices):
+            self.notices.append(notice)
+        return f"<{notice.idempotency_key}>"
+
+    @activity.defn(name="append_events")
+    async def append_events(self, events: list[DomainEvent]) -> int:
+        new = [e for e in events if (e.invoice_id, e.sequence) not in self.events]
+        self.events.update({(e.invoice_id, e.sequence): e for e in new})
+        return len(new)
+
+    @activity.defn(name="suspend_service")
+    async def suspend_service(self, request: ServiceAction) -> dict:
+        self.service_calls.append(("suspend", request))
+        return {"support_and_orders_blocked": True}
+
+    @activity.defn(name="restore_service")
+    async def restore_service(self, request: ServiceAction) -> dict:
+        self.service_calls.append(("restore", request))
+        return {"support_and_orders_blocked": False}
+
+    def notice_kinds(self, invoice_id: str | None = None) -> list[str]:
+        return [n.kind.value for n in self.notices if invoice_id in (None, n.invoice_id)]
+
+    def event_kinds(self, invoice_id: str) -> list[str]:
+        return [e.kind.value for (i, _), e in sorted(self.events.items()) if i == invoice_id]
+
+    def events_of(self, invoice_id: str, kind: str) -> list[DomainEvent]:
+        return [e for (i, _), e in sorted(self.events.items()) if i == invoice_id and e.kind.value == kind]
+
+    @property
+    def activities(self) -> list[Callable]:
+        return [self.send_notice, self.append_events, self.suspend_service, self.restore_service]
+
+
+@asynccontextmanager
+async def recording_worker(client: Client, recorder: Recorder):
+    """Run the invoice workflow on a fresh task queue; yields the queue name."""
+    queue = f"test-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        client,
+        task_queue=queue,
+        workflows=[InvoiceWorkflow],
+        activities=recorder.activities,
+        workflow_runner=workflow_runner(),
+    ):
+        yield queue
+
+
+def make_invoice(today: date, **overrides: Any) -> Invoice:
+    """An invoice issued today and due in 14 days (EUR 1,000.00), with any field overridden."""
+    fields: dict[str, Any] = {
+        "invoice_id": f"INV-{uuid.uuid4().hex[:8]}",
+        "customer_id": "CUST-1",
+        "contact": {"name": "Ana Pop", "email": "ana@client.example"},
+        "amount_minor": 100_000,
+        "currency": "EUR",
+        "issue_date": today,
+        "due_date": today + timedelta(days=14),
+        "time_zone": "UTC",
+        "terms": {"late_fee_percent_per_month": "2", "fixed_late_fee_minor": 1_500},
+    }
+    fields.update(overrides)
+    return Invoice.model_validate(fields)
+
+
+async def start_invoice(client: Client, queue: str, invoice: Invoice, **input_fields: Any) -> WorkflowHandle:
+    return await client.start_workflow(
+        InvoiceWorkflow.run,
+        InvoiceWorkflowInput(invoice=invoice, **input_fields),
+        id=invoice.workflow_id,
+        task_queue=queue,
+    )
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> None:
+    """Poll ``check`` (sync or async) in real time until it returns truthy."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+def at_local(day: date, hour: int = 9) -> datetime:
+    from datetime import timezone
+
+    return datetime(day.year, day.month, day.day, hour, tzinfo=timezone.utc)

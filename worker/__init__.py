@@ -1,0 +1,1 @@
+"""Wiring: settings, Temporal client, worker, embedded dev stack and the CLI."""

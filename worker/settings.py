@@ -1,0 +1,41 @@
+"""Service settings, read once from the environment (prefix ``DUNNING_``, plus ``DATABASE_URL``)."""
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where the service finds Temporal, Postgres and SMTP; embedded defaults for one machine."""
+
+    model_config = SettingsConfigDict(env_prefix="DUNNING_", extra="ignore")
+
+    data_dir: Path = Path("data")
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "dunning"
+    temporal_ui_port: int = 8233
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "DUNNING_DATABASE_URL")
+    )
+    smtp_host: str = "localhost"
+    smtp_port: int = 8025
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    smtp_implicit_tls: bool = False
+    mail_from: str = "billing@dunning.invalid"
+    payee_name: str = "Dunning Demo Ltd"
+    payment_instructions: str = "Bank transfer to IBAN RO49 AAAA 1B31 0075 9384 0000, reference: the invoice number."
+
+    @property
+    def embedded_pgdata(self) -> Path:
+        """Data folder of the embedded PostgreSQL server."""
+        return (self.data_dir / "postgres").resolve()
+
+    def resolved_database_url(self) -> str:
+        """``DATABASE_URL`` if set, else the embedded server's Unix-socket address."""
+        if self.database_url:
+            return self.database_url
+        return f"postgresql://postgres@/postgres?host={self.embedded_pgdata}"

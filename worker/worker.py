@@ -1,0 +1,72 @@
+"""The worker: the invoice workflow and its activities on one task queue."""
+
+from __future__ import annotations
+
+import asyncpg
+from temporalio.client import Client
+import dataclasses
+
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.ledger import LedgerActivities, create_pool
+from activities.notices.smtp import NoticeActivities, SmtpConfig
+from activities.service import ServiceActivities
+from worker.client import connect
+from worker.settings import Settings
+from workflows.invoice import InvoiceWorkflow
+
+
+def smtp_config(settings: Settings) -> SmtpConfig:
+    """SMTP settings as the notice activity wants them."""
+    return SmtpConfig(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        username=settings.smtp_username,
+        password=settings.smtp_password,
+        starttls=settings.smtp_starttls,
+        implicit_tls=settings.smtp_implicit_tls,
+        sender=settings.mail_from,
+        payee=settings.payee_name,
+        payment_instructions=settings.payment_instructions,
+    )
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The workflow sandbox with the project's pure modules passed through (loaded once, not per run).
+
+    ``zoneinfo.ZoneInfo`` is unrestricted so local dates can be computed: the sandbox only guards
+    its cache-clearing and file-loading members, which the workflows never call.
+    """
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(
+        "workflows.models", "workflows.policy", "workflows.state", "pydantic", "babel", "email_validator", "idna"
+    )
+    members = restrictions.invalid_module_members.with_child_unrestricted("zoneinfo", "ZoneInfo")
+    return SandboxedWorkflowRunner(restrictions=dataclasses.replace(restrictions, invalid_module_members=members))
+
+
+def build_worker(client: Client, pool: asyncpg.Pool, settings: Settings) -> Worker:
+    """A worker for the invoice workflow with every activity bound to its resources."""
+    ledger, notices, service = LedgerActivities(pool), NoticeActivities(pool, smtp_config(settings)), ServiceActivities(pool)
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[InvoiceWorkflow],
+        workflow_runner=workflow_runner(),
+        activities=[
+            ledger.append_events,
+            notices.send_notice,
+            service.suspend_service,
+            service.restore_service,
+        ],
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    """Connect, open the pool and run the worker until cancelled."""
+    client = await connect(settings)
+    pool = await create_pool(settings.resolved_database_url())
+    try:
+        await build_worker(client, pool, settings).run()
+    finally:
+        await pool.close()

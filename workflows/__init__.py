@@ -1,0 +1,1 @@
+"""Deterministic workflow code: models, the dunning policy and the invoice state machine."""

@@ -1,0 +1,653 @@
+"""InvoiceWorkflow: one durable dunning state machine per invoice.
+
+The run loop reads like the policy table: wait until the next step is due (or a handler wakes
+it), perform the step, send what the handlers queued, write the events. Handlers at the bottom
+only validate, change state and wake the loop; every piece of I/O is an activity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RawValue, RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel, Field
+
+    from workflows import policy
+    from workflows import search_attributes as sa
+    from workflows.models import (
+        DecideLegal,
+        DisputeOutcome,
+        DomainEvent,
+        EventKind,
+        Fee,
+        Invoice,
+        InvoiceOutcome,
+        InvoiceState,
+        InvoiceStatus,
+        LegalDecision,
+        NextAction,
+        NoticeKind,
+        NoticeRequest,
+        OpenDispute,
+        Payment,
+        PaymentPlan,
+        ResolveDispute,
+        ServiceAction,
+        Stage,
+        StageAction,
+        format_money,
+    )
+    from workflows.state import Dispute, InvoiceLedger, PlanInProgress, QueuedNotice
+
+NOTICE_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=10), non_retryable_error_types=["PermanentDeliveryFailure"])
+IO_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
+NOTICE_FOR_STAGE = {
+    StageAction.COURTESY: NoticeKind.COURTESY,
+    StageAction.REMINDER: NoticeKind.REMINDER,
+    StageAction.WARNING: NoticeKind.WARNING,
+    StageAction.LATE_FEE: NoticeKind.LATE_FEE,
+    StageAction.ULTIMATUM: NoticeKind.ULTIMATUM,
+    StageAction.SUSPEND: NoticeKind.SUSPENDED,
+    StageAction.AGENCY: NoticeKind.AGENCY_HANDOVER,
+    StageAction.LEGAL_REVIEW: NoticeKind.LEGAL_REVIEW,
+}
+
+
+class InvoiceWorkflowInput(BaseModel):
+    """Start (or continue-as-new) argument: the invoice, and the state a previous run carried."""
+
+    invoice: Invoice
+    carried: InvoiceLedger | None = None
+    history_limit: int = Field(default=10_000, ge=50, description="continue-as-new beyond this many events")
+
+
+@dataclass(frozen=True)
+class Step:
+    """The next thing the loop will do unless a handler wakes it first."""
+
+    kind: str  # "stage" | "late_fee" | "instalment" | "legal_review"
+    at: datetime
+    label: str
+
+
+@workflow.defn
+class InvoiceWorkflow:
+    """Escalates one invoice through the policy until it is paid, settled or written off."""
+
+    @workflow.init
+    def __init__(self, params: InvoiceWorkflowInput) -> None:
+        self.ledger = params.carried or InvoiceLedger(invoice=params.invoice)
+        self._history_limit = params.history_limit
+        self._wake = False
+        self._published: list | None = None
+
+    @property
+    def invoice(self) -> Invoice:
+        return self.ledger.invoice
+
+    # --- the run loop ---------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, params: InvoiceWorkflowInput) -> InvoiceOutcome:
+        if params.carried is None:
+            self._issue()
+        while True:
+            await self._flush()
+            if self.ledger.escalation.closed:
+                break
+            if self._history_is_long():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                await self._flush()
+                if not self.ledger.escalation.closed:
+                    workflow.continue_as_new(
+                        InvoiceWorkflowInput(
+                            invoice=self.invoice, carried=self.ledger, history_limit=self._history_limit
+                        )
+                    )
+                continue
+            step = self._next_step()
+            self._publish(step)
+            if step and step.at <= workflow.now():
+                await self._perform(step)
+                continue
+            self._wake = False
+            try:
+                await workflow.wait_condition(
+                    lambda: self._wake,
+                    timeout=(step.at - workflow.now()) if step else None,
+                    timeout_summary=step.label if step else None,
+                )
+            except asyncio.TimeoutError:
+                assert step is not None
+                await self._perform(step)
+        if self.ledger.suspended:
+            await self._restore_service()
+            await self._flush()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._flush()
+        self._publish(None)
+        return InvoiceOutcome(
+            invoice_id=self.invoice.invoice_id,
+            state=self.ledger.escalation,
+            paid_minor=self.ledger.paid_minor,
+            fees_minor=self.ledger.fees_minor,
+            written_off_minor=self.ledger.written_off_minor,
+            overpaid_minor=self.ledger.overpaid_minor,
+        )
+
+    def _history_is_long(self) -> bool:
+        info = workflow.info()
+        return info.is_continue_as_new_suggested() or info.get_current_history_length() >= self._history_limit
+
+    def _issue(self) -> None:
+        now = workflow.now()
+        self._event(EventKind.INVOICE_ISSUED, invoice=self.invoice.model_dump(mode="json"))
+        self._queue_notice(NoticeKind.INVOICE_ISSUED)
+        self.ledger.remember(now, f"Invoice issued for {format_money(self.invoice.amount_minor, self.invoice.currency)}")
+        stages = self.invoice.policy.stages
+        if stages[0].action == StageAction.COURTESY and policy.stage_due_at(self.invoice, stages[0], self.ledger.paused) <= now:
+            self.ledger.next_stage_index = 1  # too late for a courtesy note
+
+    def _next_step(self) -> Step | None:
+        """The earliest of: next stage, next monthly late fee, instalment check, renewed legal review."""
+        ledger, invoice = self.ledger, self.invoice
+        if ledger.escalation.closed or ledger.dispute:
+            return None
+        if ledger.plan:
+            index = ledger.plan.checked
+            if index >= len(ledger.plan.plan.instalments):
+                return None
+            return Step("instalment", policy.instalment_check_at(ledger, index), f"instalment {index + 1} check")
+        candidates = []
+        if ledger.next_stage_index < len(invoice.policy.stages):
+            stage = invoice.policy.stages[ledger.next_stage_index]
+            candidates.append(Step("stage", policy.stage_due_at(invoice, stage, ledger.paused), stage.action.value))
+        fee_at = policy.late_fee_due_at(ledger)
+        if fee_at and ledger.principal_outstanding_minor > 0:
+            candidates.append(Step("late_fee", fee_at, f"late fee {len(ledger.fees) + 1}"))
+        if ledger.legal_review_again_at:
+            candidates.append(Step("legal_review", ledger.legal_review_again_at, "legal review again"))
+        return min(candidates, key=lambda s: s.at, default=None)
+
+    async def _perform(self, step: Step) -> None:
+        if step.kind == "stage":
+            stage = self.invoice.policy.stages[self.ledger.next_stage_index]
+            self.ledger.next_stage_index += 1
+            await self._run_stage(stage)
+        elif step.kind == "late_fee":
+            self._charge_late_fee()
+        elif step.kind == "instalment":
+            self._check_instalment()
+        elif step.kind == "legal_review":
+            self._open_legal_review()
+
+    async def _run_stage(self, stage: Stage) -> None:
+        action, now = stage.action, workflow.now()
+        if stage.action in policy.STATE_AFTER_STAGE:
+            self.ledger.escalation = policy.STATE_AFTER_STAGE[action]
+        self._event(EventKind.STAGE_REACHED, stage=action.value, days_overdue=policy.days_overdue(self.invoice, now))
+        self.ledger.remember(now, f"Stage reached: {action.value.replace('_', ' ')}")
+        if action == StageAction.LATE_FEE:
+            self._charge_late_fee()
+            return
+        if action == StageAction.SUSPEND:
+            await self._suspend_service()
+        elif action == StageAction.AGENCY:
+            self._event(EventKind.AGENCY_HANDOVER, balance_minor=self.ledger.balance_minor)
+        elif action == StageAction.LEGAL_REVIEW:
+            self._open_legal_review()
+            return
+        self._queue_notice(NOTICE_FOR_STAGE[action])
+
+    def _charge_late_fee(self) -> None:
+        ledger, now = self.ledger, workflow.now()
+        number = len(ledger.fees) + 1
+        amount = policy.late_fee_amount(ledger, number)
+        if amount <= 0:
+            return
+        reason = "late fee" if number == 1 else f"late fee, month {number} of delay"
+        ledger.fees.append(Fee(number=number, amount_minor=amount, charged_at=now, reason=reason))
+        self._event(EventKind.LATE_FEE_CHARGED, number=number, amount_minor=amount, reason=reason)
+        ledger.remember(now, f"Late fee {number} charged: {format_money(amount, self.invoice.currency)}")
+        self._queue_notice(NoticeKind.LATE_FEE)
+
+    def _check_instalment(self) -> None:
+        ledger, now = self.ledger, workflow.now()
+        assert ledger.plan is not None
+        ledger.plan.checked += 1
+        expected = policy.plan_amount_expected(ledger, ledger.plan.checked)
+        received = policy.plan_amount_received(ledger)
+        if received >= expected:
+            return
+        missed = ledger.plan.checked
+        ledger.paused += now - ledger.plan.agreed_at
+        ledger.plan = None
+        self._event(EventKind.INSTALMENT_MISSED, instalment=missed, expected_minor=expected, received_minor=received)
+        ledger.remember(now, f"Instalment {missed} missed: escalation resumes at {ledger.escalation.value}")
+        self._queue_notice(NoticeKind.INSTALMENT_MISSED)
+
+    def _open_legal_review(self) -> None:
+        ledger, now = self.ledger, workflow.now()
+        ledger.escalation = InvoiceState.LEGAL_REVIEW
+        ledger.legal_review_again_at = None
+        ledger.legal_decision = None
+        self._event(EventKind.LEGAL_REVIEW_OPENED, **policy.legal_summary(ledger, now))
+        ledger.remember(now, "Legal review opened: waiting for a decision")
+        self._queue_notice(NoticeKind.LEGAL_REVIEW)
+
+    async def _suspend_service(self) -> None:
+        result = await workflow.execute_activity(
+            "suspend_service",
+            self._service_action("suspend"),
+            start_to_close_timeout=timedelta(minutes=5),
+            retry_policy=IO_RETRY,
+            summary=f"Suspend service of customer {self.invoice.customer_id}",
+        )
+        self.ledger.suspended = True
+        self._event(EventKind.SERVICE_SUSPENDED, **result)
+        self.ledger.remember(workflow.now(), "Service suspended")
+
+    async def _restore_service(self) -> None:
+        result = await workflow.execute_activity(
+            "restore_service",
+            self._service_action("restore"),
+            start_to_close_timeout=timedelta(minutes=5),
+            retry_policy=IO_RETRY,
+            summary=f"Restore service of customer {self.invoice.customer_id}",
+        )
+        self.ledger.suspended = False
+        self._event(EventKind.SERVICE_RESTORED, **result)
+        self.ledger.remember(workflow.now(), "Service restored")
+        self._queue_notice(NoticeKind.RESTORED)
+
+    def _service_action(self, verb: str) -> ServiceAction:
+        terms = self.invoice.terms
+        return ServiceAction(
+            idempotency_key=f"{workflow.info().workflow_id}/{verb}-{self.ledger.next_sequence}",
+            customer_id=self.invoice.customer_id,
+            invoice_id=self.invoice.invoice_id,
+            remote_disconnect_authorized=terms.remote_disconnect_authorized,
+            equipment_ids=list(terms.equipment_ids),
+            reason=f"invoice {self.invoice.invoice_id} {'unpaid' if verb == 'suspend' else 'settled'}",
+        )
+
+    # --- output: notices and events --------------------------------------------------------
+
+    async def _flush(self) -> None:
+        """Send every queued notice, then write every pending event, until nothing is left."""
+        ledger = self.ledger
+        while ledger.outbox or ledger.pending_events:
+            if ledger.outbox:
+                await self._send_notice(ledger.outbox[0])
+                ledger.outbox.pop(0)
+                continue
+            batch = list(ledger.pending_events)
+            await workflow.execute_activity(
+                "append_events",
+                batch,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=IO_RETRY,
+                summary=f"Record {len(batch)} event(s)",
+            )
+            del ledger.pending_events[: len(batch)]
+
+    async def _send_notice(self, queued: QueuedNotice) -> None:
+        request = self._notice_request(queued)
+        label = queued.kind.value.replace("_", " ")
+        try:
+            await workflow.execute_activity(
+                "send_notice",
+                request,
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=NOTICE_RETRY,
+                summary=f"E-mail {label} notice",
+            )
+        except ActivityError as err:
+            self._event(EventKind.NOTICE_FAILED, kind=queued.kind.value, step=queued.step, error=str(err.cause or err))
+            self.ledger.remember(workflow.now(), f"Notice failed: {label}")
+            return
+        self._event(EventKind.NOTICE_SENT, kind=queued.kind.value, step=queued.step, to=str(request.to_email))
+
+    def _notice_request(self, queued: QueuedNotice) -> NoticeRequest:
+        ledger, invoice, now = self.ledger, self.invoice, workflow.now()
+        suspension_at = None
+        if queued.kind == NoticeKind.ULTIMATUM:
+            try:
+                suspend = invoice.policy.stage(StageAction.SUSPEND)
+                suspension_at = policy.stage_due_at(invoice, suspend, ledger.paused)
+            except KeyError:
+                pass
+        return NoticeRequest(
+            idempotency_key=f"{workflow.info().workflow_id}/{queued.step}",
+            kind=queued.kind,
+            invoice_id=invoice.invoice_id,
+            customer_id=invoice.customer_id,
+            to_name=invoice.contact.name,
+            to_email=invoice.contact.email,
+            language=invoice.language,
+            time_zone=invoice.time_zone,
+            currency=invoice.currency,
+            invoice_amount_minor=invoice.amount_minor,
+            fees=list(ledger.fees),
+            paid_minor=ledger.paid_minor,
+            credited_minor=ledger.credited_minor + ledger.discount_minor + ledger.written_off_minor,
+            balance_minor=ledger.balance_minor,
+            issue_date=invoice.issue_date,
+            due_date=invoice.due_date,
+            suspension_at=suspension_at,
+            discount_minor=policy.discount_available(ledger, now) or ledger.discount_minor,
+            discount_until=policy.discount_deadline(invoice),
+            detail=queued.detail,
+        )
+
+    def _queue_notice(self, kind: NoticeKind, detail: str = "") -> None:
+        self.ledger.notices_queued += 1
+        step = f"{self.ledger.notices_queued:04d}-{kind.value}"
+        self.ledger.outbox.append(QueuedNotice(kind=kind, step=step, detail=detail))
+
+    def _event(self, kind: EventKind, /, **data: object) -> None:
+        ledger = self.ledger
+        ledger.pending_events.append(
+            DomainEvent(
+                invoice_id=self.invoice.invoice_id,
+                sequence=ledger.next_sequence,
+                kind=kind,
+                occurred_at=workflow.now(),
+                data=data,
+            )
+        )
+        ledger.next_sequence += 1
+
+    def _publish(self, step: Step | None) -> None:
+        """Upsert the search attributes that changed and describe the state for the UI."""
+        ledger, invoice, now = self.ledger, self.invoice, workflow.now()
+        updates = [
+            sa.INVOICE_STATE.value_set(ledger.state.value),
+            sa.CUSTOMER_ID.value_set(invoice.customer_id),
+            sa.AMOUNT_DUE.value_set(ledger.balance_minor),
+            sa.CURRENCY.value_set(invoice.currency),
+            sa.DUE_DATE.value_set(policy.due_moment(invoice)),
+            sa.DAYS_OVERDUE.value_set(policy.days_overdue(invoice, now)),
+            sa.REJECTED_PAYMENTS.value_set(ledger.rejected_payments),
+        ]
+        if updates != self._published:
+            workflow.upsert_search_attributes(updates)
+            self._published = updates
+        balance = format_money(ledger.balance_minor, invoice.currency)
+        lines = [f"**{ledger.state.value.replace('_', ' ').capitalize()}**: {balance} due"]
+        if step:
+            lines.append(f"Next: {step.label.replace('_', ' ')} at {step.at.isoformat(timespec='minutes')}")
+        elif ledger.dispute:
+            lines.append(f"Waiting: dispute open since {ledger.dispute.opened_at:%Y-%m-%d} ({ledger.dispute.reason})")
+        elif ledger.escalation == InvoiceState.LEGAL_REVIEW:
+            lines.append("Waiting: a legal decision (sue, settle, write off or back to agency)")
+        if ledger.rejected_payments:
+            lines.append(f"Rejected payments: {ledger.rejected_payments} (see the payment_rejected events)")
+        workflow.set_current_details("\n\n".join(lines))
+
+    def _changed(self) -> None:
+        """Called by every handler that changed state: republish and wake the run loop."""
+        self._publish(self._next_step())
+        self._wake = True
+
+    # --- payments --------------------------------------------------------------------------
+
+    def _payment_problem(self, payment: Payment) -> str | None:
+        ledger, invoice = self.ledger, self.invoice
+        known = ledger.payments.get(payment.payment_id)
+        if known is not None:
+            if known != payment.amount_minor:
+                return f"payment {payment.payment_id} was already recorded with amount {known}, not {payment.amount_minor}"
+            return None
+        if ledger.escalation.closed:
+            return f"invoice {invoice.invoice_id} is {ledger.escalation.value}: no further payments are accepted"
+        if payment.currency != invoice.currency:
+            return f"payment currency {payment.currency} does not match invoice currency {invoice.currency}"
+        return None
+
+    def _apply_payment(self, payment: Payment) -> int:
+        ledger, now = self.ledger, workflow.now()
+        if payment.payment_id in ledger.payments:
+            return ledger.balance_minor
+        ledger.payments[payment.payment_id] = payment.amount_minor
+        self._event(
+            EventKind.PAYMENT_RECORDED,
+            payment_id=payment.payment_id,
+            amount_minor=payment.amount_minor,
+            received_at=(payment.received_at or now).isoformat(),
+            balance_minor=ledger.balance_minor,
+        )
+        ledger.remember(now, f"Payment {payment.payment_id}: {format_money(payment.amount_minor, payment.currency)}")
+        discount = policy.discount_available(ledger, now)
+        if discount and ledger.net_minor - discount <= 0:
+            ledger.discount_minor = discount
+            self._event(EventKind.DISCOUNT_APPLIED, amount_minor=discount)
+            ledger.remember(now, f"Early-payment discount applied: {format_money(discount, payment.currency)}")
+        if ledger.net_minor <= 0:
+            if ledger.overpaid_minor:
+                self._event(EventKind.OVERPAYMENT_CREDITED, amount_minor=ledger.overpaid_minor)
+            settled = ledger.legal_decision == LegalDecision.SETTLE
+            self._close(InvoiceState.SETTLED if settled else InvoiceState.PAID)
+        self._queue_notice(NoticeKind.RECEIPT, detail=payment.payment_id)
+        self._changed()
+        return ledger.balance_minor
+
+    def _reject_payment(self, reason: str, payload: object) -> None:
+        self.ledger.rejected_payments += 1
+        self._event(EventKind.PAYMENT_REJECTED, reason=reason, payload=payload)
+        self.ledger.remember(workflow.now(), f"Payment rejected: {reason}")
+        self._changed()
+
+    def _close(self, state: InvoiceState) -> None:
+        ledger = self.ledger
+        ledger.escalation = state
+        ledger.dispute = None
+        ledger.plan = None
+        self._event(
+            EventKind.INVOICE_CLOSED,
+            state=state.value,
+            paid_minor=ledger.paid_minor,
+            fees_minor=ledger.fees_minor,
+            written_off_minor=ledger.written_off_minor,
+            overpaid_minor=ledger.overpaid_minor,
+        )
+        ledger.remember(workflow.now(), f"Invoice closed: {state.value.replace('_', ' ')}")
+
+    # --- handlers --------------------------------------------------------------------------
+
+    @workflow.update
+    def record_payment(self, payment: Payment) -> int:
+        """Record a payment; returns the new balance in minor units. Idempotent by payment id."""
+        return self._apply_payment(payment)
+
+    @record_payment.validator
+    def _validate_payment(self, payment: Payment) -> None:
+        if problem := self._payment_problem(payment):
+            raise ApplicationError(problem, type="InvalidPayment", non_retryable=True)
+
+    @workflow.signal(name="payment_received")
+    def payment_received(self, raw: RawValue) -> None:
+        """Fire-and-forget payment. The payload is decoded here, so a bad one is recorded, never lost."""
+        try:
+            payment = workflow.payload_converter().from_payload(raw.payload, Payment)
+        except Exception as err:  # noqa: BLE001 - any decoding failure is a rejected payment, not a task failure
+            raw_text = raw.payload.data.decode("utf-8", errors="replace")[:2000]
+            self._reject_payment(f"malformed payment: {_one_line(err)}", raw_text)
+            return
+        if problem := self._payment_problem(payment):
+            self._reject_payment(problem, payment.model_dump(mode="json"))
+            return
+        self._apply_payment(payment)
+
+    @workflow.update
+    def open_dispute(self, dispute: OpenDispute) -> InvoiceStatus:
+        """The client disputes the invoice: escalation pauses until the dispute is resolved."""
+        now = workflow.now()
+        self.ledger.dispute = Dispute(opened_at=now, reason=dispute.reason)
+        self._event(EventKind.DISPUTE_OPENED, reason=dispute.reason)
+        self.ledger.remember(now, f"Dispute opened: {dispute.reason}")
+        self._queue_notice(NoticeKind.DISPUTE_OPENED)
+        self._changed()
+        return self.status()
+
+    @open_dispute.validator
+    def _validate_open_dispute(self, dispute: OpenDispute) -> None:
+        self._require_open()
+        if self.ledger.dispute:
+            raise ApplicationError("a dispute is already open on this invoice", type="InvalidRequest")
+        if self.ledger.plan:
+            raise ApplicationError("the invoice is on a payment plan; a dispute cannot be opened", type="InvalidRequest")
+
+    @workflow.update
+    def resolve_dispute(self, resolution: ResolveDispute) -> InvoiceStatus:
+        """End the dispute: upheld with a credit, or rejected; escalation resumes, shifted by the pause."""
+        ledger, now = self.ledger, workflow.now()
+        assert ledger.dispute is not None
+        ledger.paused += now - ledger.dispute.opened_at
+        ledger.dispute = None
+        ledger.credited_minor += resolution.credit_minor
+        self._event(
+            EventKind.DISPUTE_RESOLVED,
+            outcome=resolution.outcome.value,
+            credit_minor=resolution.credit_minor,
+            note=resolution.note,
+        )
+        ledger.remember(now, f"Dispute {resolution.outcome.value}")
+        self._queue_notice(NoticeKind.DISPUTE_RESOLVED, detail=resolution.outcome.value)
+        if ledger.net_minor <= 0:
+            self._close(InvoiceState.SETTLED)
+        self._changed()
+        return self.status()
+
+    @resolve_dispute.validator
+    def _validate_resolve_dispute(self, resolution: ResolveDispute) -> None:
+        self._require_open()
+        if not self.ledger.dispute:
+            raise ApplicationError("no dispute is open on this invoice", type="InvalidRequest")
+        if resolution.outcome == DisputeOutcome.UPHELD and resolution.credit_minor > self.ledger.balance_minor:
+            raise ApplicationError(
+                f"credit {resolution.credit_minor} exceeds the balance {self.ledger.balance_minor}", type="InvalidRequest"
+            )
+
+    @workflow.update
+    def agree_payment_plan(self, plan: PaymentPlan) -> InvoiceStatus:
+        """Replace escalation by instalments; a missed one resumes escalation where it stopped."""
+        ledger, now = self.ledger, workflow.now()
+        ledger.plan = PlanInProgress(
+            plan=plan, agreed_at=now, settled_at_agreement_minor=ledger.paid_minor + ledger.credited_minor
+        )
+        self._event(EventKind.PAYMENT_PLAN_AGREED, plan=plan.model_dump(mode="json"))
+        ledger.remember(now, f"Payment plan agreed: {len(plan.instalments)} instalment(s)")
+        self._queue_notice(NoticeKind.PLAN_AGREED)
+        self._changed()
+        return self.status()
+
+    @agree_payment_plan.validator
+    def _validate_plan(self, plan: PaymentPlan) -> None:
+        self._require_open()
+        ledger = self.ledger
+        if ledger.dispute or ledger.plan:
+            raise ApplicationError("the invoice already has an open dispute or payment plan", type="InvalidRequest")
+        if plan.total_minor != ledger.balance_minor:
+            raise ApplicationError(
+                f"instalments sum to {plan.total_minor} but the balance is {ledger.balance_minor}", type="InvalidRequest"
+            )
+        today = policy.local_date(self.invoice, workflow.now())
+        if plan.instalments[0].due_date < today:
+            raise ApplicationError(f"the first instalment is due before today ({today})", type="InvalidRequest")
+
+    @workflow.update
+    def resend_invoice(self) -> None:
+        """Re-send the current invoice with fees now, without moving the escalation clock."""
+        self._event(EventKind.INVOICE_RESENT, balance_minor=self.ledger.balance_minor)
+        self.ledger.remember(workflow.now(), "Invoice re-sent on request")
+        self._queue_notice(NoticeKind.INVOICE_ISSUED, detail="resend")
+        self._changed()
+
+    @resend_invoice.validator
+    def _validate_resend(self) -> None:
+        self._require_open()
+
+    @workflow.update
+    def decide_legal(self, decision: DecideLegal) -> InvoiceStatus:
+        """A human's decision at legal review: sue, settle for an amount, write off, or back to agency."""
+        ledger, now = self.ledger, workflow.now()
+        ledger.legal_decision = decision.decision
+        self._event(
+            EventKind.LEGAL_DECISION,
+            decision=decision.decision.value,
+            settle_amount_minor=decision.settle_amount_minor,
+            note=decision.note,
+            balance_minor=ledger.balance_minor,
+        )
+        ledger.remember(now, f"Legal decision: {decision.decision.value.replace('_', ' ')}")
+        if decision.decision == LegalDecision.SUE:
+            ledger.escalation = InvoiceState.LEGAL_ACTION
+        elif decision.decision == LegalDecision.SETTLE:
+            assert decision.settle_amount_minor is not None
+            ledger.written_off_minor += ledger.balance_minor - decision.settle_amount_minor
+            ledger.escalation = InvoiceState.LEGAL_ACTION
+        elif decision.decision == LegalDecision.WRITE_OFF:
+            ledger.written_off_minor += ledger.balance_minor
+            self._close(InvoiceState.WRITTEN_OFF)
+        else:
+            ledger.escalation = InvoiceState.AGENCY
+            ledger.legal_review_again_at = now + self.invoice.policy.legal_review_again_after
+        self._changed()
+        return self.status()
+
+    @decide_legal.validator
+    def _validate_legal(self, decision: DecideLegal) -> None:
+        self._require_open()
+        escalation = self.ledger.escalation
+        if escalation == InvoiceState.LEGAL_ACTION:
+            if decision.decision not in (LegalDecision.SETTLE, LegalDecision.WRITE_OFF):
+                raise ApplicationError("legal action is under way: only settle or write off", type="InvalidRequest")
+        elif escalation != InvoiceState.LEGAL_REVIEW:
+            raise ApplicationError(f"no legal review is open (invoice is {escalation.value})", type="InvalidRequest")
+        amount = decision.settle_amount_minor
+        if amount is not None and amount > self.ledger.balance_minor:
+            raise ApplicationError(
+                f"settlement {amount} exceeds the balance {self.ledger.balance_minor}", type="InvalidRequest"
+            )
+
+    def _require_open(self) -> None:
+        if self.ledger.escalation.closed:
+            raise ApplicationError(f"invoice is {self.ledger.escalation.value}", type="InvoiceClosed")
+
+    @workflow.query
+    def status(self) -> InvoiceStatus:
+        """State, amounts, next action and the story so far."""
+        ledger, invoice, now = self.ledger, self.invoice, workflow.now()
+        step = self._next_step()
+        return InvoiceStatus(
+            invoice_id=invoice.invoice_id,
+            customer_id=invoice.customer_id,
+            state=ledger.state,
+            currency=invoice.currency,
+            amount_minor=invoice.amount_minor,
+            fees_minor=ledger.fees_minor,
+            paid_minor=ledger.paid_minor,
+            credited_minor=ledger.credited_minor + ledger.discount_minor,
+            written_off_minor=ledger.written_off_minor,
+            balance_minor=ledger.balance_minor,
+            overpaid_minor=ledger.overpaid_minor,
+            days_overdue=policy.days_overdue(invoice, now),
+            disputed=ledger.dispute is not None,
+            on_payment_plan=ledger.plan is not None,
+            rejected_payments=ledger.rejected_payments,
+            next_action=NextAction(what=step.label, at=step.at) if step else None,
+            discount_available_minor=policy.discount_available(ledger, now),
+            legal_summary=policy.legal_summary(ledger, now) if ledger.escalation == InvoiceState.LEGAL_REVIEW else None,
+            actions=list(ledger.actions),
+        )
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())[:500]

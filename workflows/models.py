@@ -1,0 +1,455 @@
+"""Pydantic models shared by workflows, activities, the CLI and the API.
+
+Money is always integer minor units plus an ISO 4217 currency; percentages are ``Decimal``.
+Every model validates at the edge, so a bad invoice or payment never reaches a workflow.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import email_validator  # noqa: F401 - loaded now, not lazily inside the workflow sandbox
+from babel.numbers import get_currency_precision, list_currencies
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    model_validator,
+)
+
+ISO_CURRENCIES = frozenset(list_currencies())
+SUPPORTED_LANGUAGES = ("en", "ro", "bg", "et", "it")
+
+
+def _known_currency(code: str) -> str:
+    if code not in ISO_CURRENCIES:
+        raise ValueError(f"unknown currency {code!r}: use an ISO 4217 code such as EUR or RON")
+    return code
+
+
+def _known_time_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r}: use an IANA name such as Europe/Bucharest") from None
+    return name
+
+
+Currency = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(_known_currency)]
+TimeZone = Annotated[str, AfterValidator(_known_time_zone)]
+PositiveMinor = Annotated[int, Field(gt=0, le=10**15, description="amount in minor units (cents)")]
+NonNegativeMinor = Annotated[int, Field(ge=0, le=10**15, description="amount in minor units (cents)")]
+Percent = Annotated[Decimal, Field(ge=0, le=100, max_digits=7, decimal_places=4)]
+Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+
+
+def minor_units_per_major(currency: str) -> int:
+    """10 for a one-decimal currency, 100 for EUR, 1 for JPY."""
+    return 10 ** get_currency_precision(currency)
+
+
+def format_money(amount_minor: int, currency: str) -> str:
+    """``12345, 'EUR'`` -> ``'123.45 EUR'`` (locale-free; notices format per locale)."""
+    digits = get_currency_precision(currency)
+    sign = "-" if amount_minor < 0 else ""
+    major, minor = divmod(abs(amount_minor), 10**digits)
+    return f"{sign}{major}.{minor:0{digits}d} {currency}" if digits else f"{sign}{major} {currency}"
+
+
+class Strict(BaseModel):
+    """Base for every model: unknown fields are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- contract and policy -------------------------------------------------------------------
+
+
+class EarlyPaymentDiscount(Strict):
+    """Percent off the invoice amount when paid in full within ``within_days`` of issue."""
+
+    percent: Annotated[Percent, Field(gt=0, lt=100)]
+    within_days: int = Field(ge=1, le=365)
+
+
+class ContractTerms(Strict):
+    """What the client agreed to before work started (technique 1)."""
+
+    late_fee_percent_per_month: Percent = Decimal("0")
+    fixed_late_fee_minor: NonNegativeMinor = 0
+    remote_disconnect_authorized: bool = False
+    equipment_ids: list[Identifier] = Field(default_factory=list, max_length=100)
+    early_payment_discount: EarlyPaymentDiscount | None = None
+
+
+class StageAction(StrEnum):
+    """What happens at a policy stage, in escalation order."""
+
+    COURTESY = "courtesy"
+    REMINDER = "reminder"
+    WARNING = "warning"
+    LATE_FEE = "late_fee"
+    ULTIMATUM = "ultimatum"
+    SUSPEND = "suspend"
+    AGENCY = "agency"
+    LEGAL_REVIEW = "legal_review"
+
+
+ESCALATION_ORDER = list(StageAction)
+
+
+class Stage(Strict):
+    """One rung of the escalation ladder: ``action`` at ``offset`` after the due moment."""
+
+    action: StageAction
+    offset: timedelta = Field(description="time after the due moment, e.g. 'P5D'; negative before it")
+
+
+class DunningPolicy(Strict):
+    """The escalation ladder as data (domain.md, default policy); every value is a setting."""
+
+    stages: list[Stage] = Field(min_length=1)
+    due_time: time = Field(default=time(9, 0), description="local time on the due date the clock starts")
+    legal_review_again_after: timedelta = Field(default=timedelta(days=90), gt=timedelta(0))
+    cost_of_legal_action_minor: NonNegativeMinor = 150_000
+    small_claims_limit_minor: NonNegativeMinor = 500_000
+
+    @model_validator(mode="after")
+    def _stages_in_order(self) -> DunningPolicy:
+        actions = [s.action for s in self.stages]
+        if len(set(actions)) != len(actions):
+            raise ValueError("each stage action may appear only once in a policy")
+        if actions != sorted(actions, key=ESCALATION_ORDER.index):
+            raise ValueError(
+                "stages are out of order: actions must follow " + " < ".join(a.value for a in ESCALATION_ORDER)
+            )
+        offsets = [s.offset for s in self.stages]
+        if any(later <= earlier for earlier, later in zip(offsets, offsets[1:])):
+            raise ValueError("stages are out of order: each stage's offset must be later than the one before")
+        if StageAction.COURTESY in actions and self.stage(StageAction.COURTESY).offset >= timedelta(0):
+            raise ValueError("the courtesy note goes before the due date: its offset must be negative")
+        return self
+
+    def stage(self, action: StageAction) -> Stage:
+        """The stage with this action (KeyError if the policy has none)."""
+        for stage in self.stages:
+            if stage.action == action:
+                return stage
+        raise KeyError(action)
+
+    @classmethod
+    def default(cls) -> DunningPolicy:
+        """domain.md's published policy: +1 reminder, +5 warning, +10 fee, +15 ultimatum, +20 cut, +90 agency."""
+        days = {
+            StageAction.REMINDER: 1,
+            StageAction.WARNING: 5,
+            StageAction.LATE_FEE: 10,
+            StageAction.ULTIMATUM: 15,
+            StageAction.SUSPEND: 20,
+            StageAction.AGENCY: 90,
+            StageAction.LEGAL_REVIEW: 120,
+        }
+        return cls(stages=[Stage(action=a, offset=timedelta(days=d)) for a, d in days.items()])
+
+
+# --- invoice ---------------------------------------------------------------------------------
+
+
+class Contact(Strict):
+    """Who receives the notices."""
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[^\r\n]+$")
+    email: EmailStr
+
+
+class Invoice(Strict):
+    """An issued invoice with its contract terms and the policy that dunns it."""
+
+    invoice_id: Identifier
+    customer_id: Identifier
+    contact: Contact
+    amount_minor: PositiveMinor
+    currency: Currency
+    issue_date: date
+    due_date: date
+    language: str = Field(default="en", description="one of " + ", ".join(SUPPORTED_LANGUAGES))
+    time_zone: TimeZone = "UTC"
+    terms: ContractTerms = Field(default_factory=ContractTerms)
+    policy: DunningPolicy = Field(default_factory=DunningPolicy.default)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Invoice:
+        if self.due_date < self.issue_date:
+            raise ValueError(f"due date {self.due_date} is before issue date {self.issue_date}")
+        if self.language not in SUPPORTED_LANGUAGES:
+            raise ValueError(f"unsupported language {self.language!r}: use one of {', '.join(SUPPORTED_LANGUAGES)}")
+        return self
+
+    @property
+    def workflow_id(self) -> str:
+        """Temporal workflow id of this invoice."""
+        return invoice_workflow_id(self.invoice_id)
+
+
+def invoice_workflow_id(invoice_id: str) -> str:
+    """``invoice-<invoice id>``: one workflow per invoice."""
+    return f"invoice-{invoice_id}"
+
+
+# --- requests (update / signal inputs) ------------------------------------------------------
+
+
+class Payment(Strict):
+    """A payment received from the client; idempotent by ``payment_id``."""
+
+    payment_id: Identifier
+    amount_minor: PositiveMinor
+    currency: Currency
+    received_at: datetime | None = Field(default=None, description="when the money arrived; defaults to now")
+
+
+class OpenDispute(Strict):
+    """The client contests the invoice; escalation pauses."""
+
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class DisputeOutcome(StrEnum):
+    UPHELD = "upheld"
+    REJECTED = "rejected"
+
+
+class ResolveDispute(Strict):
+    """End a dispute: upheld (with a credit) or rejected."""
+
+    outcome: DisputeOutcome
+    credit_minor: NonNegativeMinor = 0
+    note: str = Field(default="", max_length=500)
+
+    @model_validator(mode="after")
+    def _credit_only_when_upheld(self) -> ResolveDispute:
+        if self.outcome == DisputeOutcome.REJECTED and self.credit_minor:
+            raise ValueError("a rejected dispute carries no credit")
+        return self
+
+
+class Instalment(Strict):
+    due_date: date
+    amount_minor: PositiveMinor
+
+
+class PaymentPlan(Strict):
+    """Instalments that replace escalation while they arrive on time."""
+
+    instalments: list[Instalment] = Field(min_length=1, max_length=60)
+
+    @model_validator(mode="after")
+    def _dates_ascending(self) -> PaymentPlan:
+        dates = [i.due_date for i in self.instalments]
+        if any(later <= earlier for earlier, later in zip(dates, dates[1:])):
+            raise ValueError("instalment due dates must be strictly ascending")
+        return self
+
+    @property
+    def total_minor(self) -> int:
+        return sum(i.amount_minor for i in self.instalments)
+
+
+class LegalDecision(StrEnum):
+    SUE = "sue"
+    SETTLE = "settle"
+    WRITE_OFF = "write_off"
+    AGENCY = "agency"
+
+
+class DecideLegal(Strict):
+    """A human's decision at legal review."""
+
+    decision: LegalDecision
+    settle_amount_minor: PositiveMinor | None = None
+    note: str = Field(default="", max_length=500)
+
+    @model_validator(mode="after")
+    def _amount_only_for_settle(self) -> DecideLegal:
+        if (self.decision == LegalDecision.SETTLE) != (self.settle_amount_minor is not None):
+            raise ValueError("settle_amount_minor is required for 'settle' and only for 'settle'")
+        return self
+
+
+# --- state, events, status ------------------------------------------------------------------
+
+
+class InvoiceState(StrEnum):
+    """Where an invoice stands: escalation stages, the two pauses, then the closed states."""
+
+    ISSUED = "issued"
+    REMINDED = "reminded"
+    WARNED = "warned"
+    LATE_FEE = "late_fee"
+    ULTIMATUM = "ultimatum"
+    SUSPENDED = "suspended"
+    AGENCY = "agency"
+    LEGAL_REVIEW = "legal_review"
+    LEGAL_ACTION = "legal_action"
+    DISPUTED = "disputed"
+    PAYMENT_PLAN = "payment_plan"
+    PAID = "paid"
+    SETTLED = "settled"
+    WRITTEN_OFF = "written_off"
+
+    @property
+    def closed(self) -> bool:
+        return self in (InvoiceState.PAID, InvoiceState.SETTLED, InvoiceState.WRITTEN_OFF)
+
+
+class EventKind(StrEnum):
+    """Kinds of domain events in the append-only event log."""
+
+    INVOICE_ISSUED = "invoice_issued"
+    INVOICE_RESENT = "invoice_resent"
+    NOTICE_SENT = "notice_sent"
+    NOTICE_FAILED = "notice_failed"
+    STAGE_REACHED = "stage_reached"
+    LATE_FEE_CHARGED = "late_fee_charged"
+    PAYMENT_RECORDED = "payment_recorded"
+    PAYMENT_REJECTED = "payment_rejected"
+    DISCOUNT_APPLIED = "discount_applied"
+    OVERPAYMENT_CREDITED = "overpayment_credited"
+    DISPUTE_OPENED = "dispute_opened"
+    DISPUTE_RESOLVED = "dispute_resolved"
+    PAYMENT_PLAN_AGREED = "payment_plan_agreed"
+    INSTALMENT_MISSED = "instalment_missed"
+    SERVICE_SUSPENDED = "service_suspended"
+    SERVICE_RESTORED = "service_restored"
+    AGENCY_HANDOVER = "agency_handover"
+    LEGAL_REVIEW_OPENED = "legal_review_opened"
+    LEGAL_DECISION = "legal_decision"
+    INVOICE_CLOSED = "invoice_closed"
+
+
+class DomainEvent(Strict):
+    """One fact about an invoice; ``(invoice_id, sequence)`` is its identity."""
+
+    invoice_id: str
+    sequence: int = Field(ge=1)
+    kind: EventKind
+    occurred_at: datetime
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class NoticeKind(StrEnum):
+    """Every message the service sends to a client."""
+
+    INVOICE_ISSUED = "invoice_issued"
+    COURTESY = "courtesy"
+    REMINDER = "reminder"
+    WARNING = "warning"
+    LATE_FEE = "late_fee"
+    ULTIMATUM = "ultimatum"
+    SUSPENDED = "suspended"
+    RESTORED = "restored"
+    RECEIPT = "receipt"
+    PLAN_AGREED = "plan_agreed"
+    INSTALMENT_MISSED = "instalment_missed"
+    DISPUTE_OPENED = "dispute_opened"
+    DISPUTE_RESOLVED = "dispute_resolved"
+    AGENCY_HANDOVER = "agency_handover"
+    LEGAL_REVIEW = "legal_review"
+
+
+class Fee(Strict):
+    """A late fee charged on an invoice."""
+
+    number: int = Field(ge=1)
+    amount_minor: PositiveMinor
+    charged_at: datetime
+    reason: str
+
+
+class NoticeRequest(Strict):
+    """Everything a notice needs; built by the workflow, rendered and sent by an activity."""
+
+    idempotency_key: str
+    kind: NoticeKind
+    invoice_id: str
+    customer_id: str
+    to_name: str
+    to_email: EmailStr
+    language: str
+    time_zone: str
+    currency: str
+    invoice_amount_minor: int
+    fees: list[Fee]
+    paid_minor: int
+    credited_minor: int
+    balance_minor: int
+    issue_date: date
+    due_date: date
+    suspension_at: datetime | None = None
+    discount_minor: int = 0
+    discount_until: date | None = None
+    detail: str = ""
+
+
+class ServiceAction(Strict):
+    """A request to block or unblock a customer's service for one invoice."""
+
+    idempotency_key: str
+    customer_id: str
+    invoice_id: str
+    remote_disconnect_authorized: bool
+    equipment_ids: list[str]
+    reason: str
+
+
+class ActionTaken(Strict):
+    """A line of the invoice's story for the status query."""
+
+    at: datetime
+    what: str
+
+
+class NextAction(Strict):
+    what: str
+    at: datetime
+
+
+class InvoiceStatus(Strict):
+    """Answer of the ``status`` query: everything ops want to know at a glance."""
+
+    invoice_id: str
+    customer_id: str
+    state: InvoiceState
+    currency: str
+    amount_minor: int
+    fees_minor: int
+    paid_minor: int
+    credited_minor: int
+    written_off_minor: int
+    balance_minor: int
+    overpaid_minor: int
+    discount_available_minor: int
+    days_overdue: int
+    disputed: bool
+    on_payment_plan: bool
+    rejected_payments: int
+    next_action: NextAction | None
+    actions: list[ActionTaken]
+    legal_summary: dict[str, Any] | None = None
+
+
+class InvoiceOutcome(Strict):
+    """The workflow's result."""
+
+    invoice_id: str
+    state: InvoiceState
+    paid_minor: int
+    fees_minor: int
+    written_off_minor: int
+    overpaid_minor: int

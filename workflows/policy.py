@@ -1,0 +1,152 @@
+"""Pure functions of the dunning policy: when each step is due and what it costs.
+
+No I/O and no clock: every function takes ``now`` or the ledger it needs, so it is unit-tested
+without Temporal and is deterministic inside the workflow.
+"""
+
+from __future__ import annotations
+
+import calendar
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from workflows.models import Invoice, InvoiceState, Stage, StageAction, format_money
+from workflows.state import InvoiceLedger
+
+STATE_AFTER_STAGE = {
+    StageAction.REMINDER: InvoiceState.REMINDED,
+    StageAction.WARNING: InvoiceState.WARNED,
+    StageAction.LATE_FEE: InvoiceState.LATE_FEE,
+    StageAction.ULTIMATUM: InvoiceState.ULTIMATUM,
+    StageAction.SUSPEND: InvoiceState.SUSPENDED,
+    StageAction.AGENCY: InvoiceState.AGENCY,
+    StageAction.LEGAL_REVIEW: InvoiceState.LEGAL_REVIEW,
+}
+
+
+def local_date(invoice: Invoice, moment: datetime) -> date:
+    """The calendar date at ``moment`` in the client's time zone."""
+    return moment.astimezone(ZoneInfo(invoice.time_zone)).date()
+
+
+def local_moment(invoice: Invoice, day: date) -> datetime:
+    """``day`` at the policy's due time in the client's time zone."""
+    return datetime.combine(day, invoice.policy.due_time, tzinfo=ZoneInfo(invoice.time_zone))
+
+
+def due_moment(invoice: Invoice) -> datetime:
+    """The moment the escalation clock starts: the due date at the policy's due time, local."""
+    return local_moment(invoice, invoice.due_date)
+
+
+def stage_due_at(invoice: Invoice, stage: Stage, paused: timedelta) -> datetime:
+    """When ``stage`` is due, shifted by all the time escalation was paused."""
+    return due_moment(invoice) + stage.offset + paused
+
+
+def add_months(moment: datetime, months: int) -> datetime:
+    """Same day-of-month ``months`` later, clamped to the month's last day."""
+    month_index = moment.month - 1 + months
+    year, month = moment.year + month_index // 12, month_index % 12 + 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
+
+
+def late_fee_due_at(ledger: InvoiceLedger) -> datetime | None:
+    """When the next late fee is due, or None if no further fee applies.
+
+    The first fee comes with the late-fee stage; fee n (n >= 2) when the n-th month of delay
+    starts (due moment + n-1 months, shifted by pauses), for percentage fees only.
+    """
+    invoice = ledger.invoice
+    try:
+        stage = invoice.policy.stage(StageAction.LATE_FEE)
+    except KeyError:
+        return None
+    number = len(ledger.fees) + 1
+    if number == 1:
+        return None  # the first fee is charged by its stage
+    if invoice.terms.late_fee_percent_per_month <= 0:
+        return None
+    stage_at = stage_due_at(invoice, stage, ledger.paused)
+    month_start = add_months(due_moment(invoice), number - 1) + ledger.paused
+    return max(stage_at, month_start)
+
+
+def late_fee_amount(ledger: InvoiceLedger, number: int) -> int:
+    """Fee ``number``: percent of the unpaid principal, plus the fixed fee with the first one."""
+    terms = ledger.invoice.terms
+    percent_part = Decimal(ledger.principal_outstanding_minor) * terms.late_fee_percent_per_month / 100
+    amount = int(percent_part.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    return amount + (terms.fixed_late_fee_minor if number == 1 else 0)
+
+
+def days_overdue(invoice: Invoice, now: datetime) -> int:
+    """Whole days since the due date in the client's time zone (0 before it)."""
+    return max(0, (local_date(invoice, now) - invoice.due_date).days)
+
+
+def discount_deadline(invoice: Invoice) -> date | None:
+    """Last local date on which the early-payment discount applies."""
+    offer = invoice.terms.early_payment_discount
+    return invoice.issue_date + timedelta(days=offer.within_days) if offer else None
+
+
+def discount_available(ledger: InvoiceLedger, now: datetime) -> int:
+    """The early-payment discount the client gets if it pays in full now (0 if none)."""
+    invoice = ledger.invoice
+    offer = invoice.terms.early_payment_discount
+    deadline = discount_deadline(invoice)
+    if not offer or deadline is None or ledger.discount_minor or local_date(invoice, now) > deadline:
+        return 0
+    discount = Decimal(invoice.amount_minor) * offer.percent / 100
+    return int(discount.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def instalment_check_at(ledger: InvoiceLedger, index: int) -> datetime:
+    """When instalment ``index`` counts as missed: the morning after its due date."""
+    assert ledger.plan is not None
+    due = ledger.plan.plan.instalments[index].due_date
+    return local_moment(ledger.invoice, due + timedelta(days=1))
+
+
+def plan_instalments_due_by(ledger: InvoiceLedger, now: datetime) -> int:
+    """How many instalments were due before ``now``."""
+    assert ledger.plan is not None
+    return sum(1 for i, _ in enumerate(ledger.plan.plan.instalments) if instalment_check_at(ledger, i) <= now)
+
+
+def plan_amount_expected(ledger: InvoiceLedger, instalments: int) -> int:
+    """The amount the client must have paid since the plan after ``instalments`` instalments."""
+    assert ledger.plan is not None
+    return sum(i.amount_minor for i in ledger.plan.plan.instalments[:instalments])
+
+
+def plan_amount_received(ledger: InvoiceLedger) -> int:
+    assert ledger.plan is not None
+    return ledger.paid_minor + ledger.credited_minor - ledger.plan.settled_at_agreement_minor
+
+
+def legal_summary(ledger: InvoiceLedger, now: datetime) -> dict[str, Any]:
+    """Cost-benefit summary for the human deciding at legal review (technique 18)."""
+    invoice, policy = ledger.invoice, ledger.invoice.policy
+    balance, cost = ledger.balance_minor, policy.cost_of_legal_action_minor
+    return {
+        "balance_minor": balance,
+        "fees_minor": ledger.fees_minor,
+        "paid_minor": ledger.paid_minor,
+        "days_overdue": days_overdue(invoice, now),
+        "cost_of_action_minor": cost,
+        "net_if_recovered_minor": balance - cost,
+        "small_claims_limit_minor": policy.small_claims_limit_minor,
+        "small_claims_eligible": balance <= policy.small_claims_limit_minor,
+        "worth_suing": balance > cost,
+        "summary": (
+            f"Owed {format_money(balance, invoice.currency)} after {days_overdue(invoice, now)} days; "
+            f"action costs about {format_money(cost, invoice.currency)}; "
+            + ("within" if balance <= policy.small_claims_limit_minor else "above")
+            + " the small-claims limit."
+        ),
+    }

@@ -1,0 +1,13 @@
+"""Typed search-attribute keys the invoice workflow upserts, declared once for the UI and the set-up."""
+
+from temporalio.common import SearchAttributeKey
+
+INVOICE_STATE = SearchAttributeKey.for_keyword("InvoiceState")
+CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
+AMOUNT_DUE = SearchAttributeKey.for_int("AmountDue")
+CURRENCY = SearchAttributeKey.for_keyword("Currency")
+DUE_DATE = SearchAttributeKey.for_datetime("DueDate")
+DAYS_OVERDUE = SearchAttributeKey.for_int("DaysOverdue")
+REJECTED_PAYMENTS = SearchAttributeKey.for_int("RejectedPayments")
+
+ALL = (INVOICE_STATE, CUSTOMER_ID, AMOUNT_DUE, CURRENCY, DUE_DATE, DAYS_OVERDUE, REJECTED_PAYMENTS)

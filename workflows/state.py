@@ -1,0 +1,125 @@
+"""The invoice workflow's state: everything continue-as-new carries to the next run."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from workflows.models import (
+    ActionTaken,
+    DomainEvent,
+    Fee,
+    Invoice,
+    InvoiceState,
+    LegalDecision,
+    NoticeKind,
+    PaymentPlan,
+)
+
+MAX_ACTIONS_KEPT = 200
+
+
+class QueuedNotice(BaseModel):
+    """A notice a handler asked for; the run loop sends it."""
+
+    kind: NoticeKind
+    step: str
+    detail: str = ""
+
+
+class Dispute(BaseModel):
+    opened_at: datetime
+    reason: str
+
+
+class PlanInProgress(BaseModel):
+    plan: PaymentPlan
+    agreed_at: datetime
+    settled_at_agreement_minor: int = Field(description="paid + credited when the plan was agreed")
+    checked: int = Field(default=0, description="instalments whose deadline has been checked")
+
+
+class InvoiceLedger(BaseModel):
+    """Mutable state of one invoice; derived amounts are properties, not fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    invoice: Invoice
+    escalation: InvoiceState = InvoiceState.ISSUED
+    next_stage_index: int = 0
+    fees: list[Fee] = Field(default_factory=list)
+    payments: dict[str, int] = Field(default_factory=dict, description="payment id -> amount (minor)")
+    credited_minor: int = 0
+    discount_minor: int = 0
+    written_off_minor: int = 0
+    paused: timedelta = timedelta(0)
+    dispute: Dispute | None = None
+    plan: PlanInProgress | None = None
+    suspended: bool = False
+    legal_decision: LegalDecision | None = None
+    legal_review_again_at: datetime | None = None
+    rejected_payments: int = 0
+    next_sequence: int = 1
+    pending_events: list[DomainEvent] = Field(default_factory=list)
+    outbox: list[QueuedNotice] = Field(default_factory=list)
+    notices_queued: int = 0
+    actions: list[ActionTaken] = Field(default_factory=list)
+
+    @property
+    def fees_minor(self) -> int:
+        return sum(f.amount_minor for f in self.fees)
+
+    @property
+    def paid_minor(self) -> int:
+        return sum(self.payments.values())
+
+    @property
+    def net_minor(self) -> int:
+        """What the client still owes; negative when overpaid."""
+        return (
+            self.invoice.amount_minor
+            + self.fees_minor
+            - self.paid_minor
+            - self.credited_minor
+            - self.discount_minor
+            - self.written_off_minor
+        )
+
+    @property
+    def balance_minor(self) -> int:
+        return max(0, self.net_minor)
+
+    @property
+    def overpaid_minor(self) -> int:
+        return max(0, -self.net_minor)
+
+    @property
+    def principal_outstanding_minor(self) -> int:
+        """Unpaid part of the invoice amount itself: the basis of percentage late fees."""
+        settled = self.paid_minor + self.credited_minor + self.discount_minor + self.written_off_minor
+        return max(0, self.invoice.amount_minor - settled)
+
+    @property
+    def state(self) -> InvoiceState:
+        """What ops see: a pause shows over the escalation stage it interrupts."""
+        if self.escalation.closed:
+            return self.escalation
+        if self.dispute:
+            return InvoiceState.DISPUTED
+        if self.plan:
+            return InvoiceState.PAYMENT_PLAN
+        return self.escalation
+
+    @property
+    def paused_since(self) -> datetime | None:
+        if self.dispute:
+            return self.dispute.opened_at
+        if self.plan:
+            return self.plan.agreed_at
+        return None
+
+    def remember(self, at: datetime, what: str) -> None:
+        """Add a line to the story shown by the status query (the newest few hundred)."""
+        self.actions.append(ActionTaken(at=at, what=what))
+        del self.actions[:-MAX_ACTIONS_KEPT]
