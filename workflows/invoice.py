@@ -71,7 +71,7 @@ class InvoiceWorkflowInput(BaseModel):
 class Step:
     """The next thing the loop will do unless a handler wakes it first."""
 
-    kind: str  # "stage" | "late_fee" | "instalment" | "legal_review"
+    kind: str  # "stage" | "late_fee" | "instalment" | "legal_review" | "discount_ends"
     at: datetime
     label: str
 
@@ -126,7 +126,7 @@ class InvoiceWorkflow:
             except asyncio.TimeoutError:
                 assert step is not None
                 await self._perform(step)
-        if self.ledger.suspended:
+        if self.ledger.suspended and self.ledger.escalation != InvoiceState.WRITTEN_OFF:
             await self._restore_service()
             await self._flush()
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -173,6 +173,9 @@ class InvoiceWorkflow:
             candidates.append(Step("late_fee", fee_at, f"late fee {len(ledger.fees) + 1}"))
         if ledger.legal_review_again_at:
             candidates.append(Step("legal_review", ledger.legal_review_again_at, "legal review again"))
+        discount_ends = policy.discount_ends_at(ledger)
+        if discount_ends and discount_ends > workflow.now():
+            candidates.append(Step("discount_ends", discount_ends, "early-payment discount ends"))
         return min(candidates, key=lambda s: s.at, default=None)
 
     async def _perform(self, step: Step) -> None:
@@ -186,6 +189,8 @@ class InvoiceWorkflow:
             self._check_instalment()
         elif step.kind == "legal_review":
             self._open_legal_review()
+        elif step.kind == "discount_ends":
+            self.ledger.remember(workflow.now(), "Early-payment discount lapsed")
 
     async def _run_stage(self, stage: Stage) -> None:
         action, now = stage.action, workflow.now()
@@ -403,7 +408,10 @@ class InvoiceWorkflow:
         known = ledger.payments.get(payment.payment_id)
         if known is not None:
             if known != payment.amount_minor:
-                return f"payment {payment.payment_id} was already recorded with amount {known}, not {payment.amount_minor}"
+                return (
+                    f"payment {payment.payment_id} was already recorded with amount {self._money(known)},"
+                    f" not {self._money(payment.amount_minor)}"
+                )
             return None
         if ledger.escalation.closed:
             return f"invoice {invoice.invoice_id} is {ledger.escalation.value}: no further payments are accepted"
@@ -532,7 +540,8 @@ class InvoiceWorkflow:
             raise ApplicationError("no dispute is open on this invoice", type="InvalidRequest")
         if resolution.outcome == DisputeOutcome.UPHELD and resolution.credit_minor > self.ledger.balance_minor:
             raise ApplicationError(
-                f"credit {resolution.credit_minor} exceeds the balance {self.ledger.balance_minor}", type="InvalidRequest"
+                f"credit {self._money(resolution.credit_minor)} exceeds the balance {self._money(self.ledger.balance_minor)}",
+                type="InvalidRequest",
             )
 
     @workflow.update
@@ -556,7 +565,8 @@ class InvoiceWorkflow:
             raise ApplicationError("the invoice already has an open dispute or payment plan", type="InvalidRequest")
         if plan.total_minor != ledger.balance_minor:
             raise ApplicationError(
-                f"instalments sum to {plan.total_minor} but the balance is {ledger.balance_minor}", type="InvalidRequest"
+                f"instalments sum to {self._money(plan.total_minor)} but the balance is {self._money(ledger.balance_minor)}",
+                type="InvalidRequest",
             )
         today = policy.local_date(self.invoice, workflow.now())
         if plan.instalments[0].due_date < today:
@@ -614,8 +624,12 @@ class InvoiceWorkflow:
         amount = decision.settle_amount_minor
         if amount is not None and amount > self.ledger.balance_minor:
             raise ApplicationError(
-                f"settlement {amount} exceeds the balance {self.ledger.balance_minor}", type="InvalidRequest"
+                f"settlement {self._money(amount)} exceeds the balance {self._money(self.ledger.balance_minor)}",
+                type="InvalidRequest",
             )
+
+    def _money(self, amount_minor: int) -> str:
+        return format_money(amount_minor, self.invoice.currency)
 
     def _require_open(self) -> None:
         if self.ledger.escalation.closed:
@@ -630,6 +644,7 @@ class InvoiceWorkflow:
             invoice_id=invoice.invoice_id,
             customer_id=invoice.customer_id,
             state=ledger.state,
+            time_zone=invoice.time_zone,
             currency=invoice.currency,
             amount_minor=invoice.amount_minor,
             fees_minor=ledger.fees_minor,

@@ -6,14 +6,16 @@ Every model validates at the edge, so a bad invoice or payment never reaches a w
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import available_timezones
 
 import email_validator  # noqa: F401 - loaded now, not lazily inside the workflow sandbox
-from babel.numbers import get_currency_precision, list_currencies
+from babel.core import get_global
+from babel.numbers import get_currency_precision, get_territory_currencies
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -23,7 +25,15 @@ from pydantic import (
     model_validator,
 )
 
-ISO_CURRENCIES = frozenset(list_currencies())
+# ISO 4217 codes that are legal tender somewhere (not XXX, XTS, gold or withdrawn currencies);
+# fixed dates keep the set the same whenever it is computed
+ISO_CURRENCIES = frozenset(
+    code
+    for territory in get_global("territory_currencies")
+    for code in get_territory_currencies(territory, start_date=date(2020, 1, 1), end_date=date(2100, 1, 1))
+)
+# IANA zones, less the host-dependent aliases that would make workers disagree
+TIME_ZONES = frozenset(available_timezones() - {"localtime", "Factory", "posixrules"})
 SUPPORTED_LANGUAGES = ("en", "ro", "bg", "et", "it")
 
 
@@ -34,17 +44,24 @@ def _known_currency(code: str) -> str:
 
 
 def _known_time_zone(name: str) -> str:
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r}: use an IANA name such as Europe/Bucharest") from None
+    if name not in TIME_ZONES:
+        raise ValueError(f"unknown time zone {name!r}: use an IANA name such as Europe/Bucharest")
     return name
+
+
+def _printable_line(text: str) -> str:
+    # control and separator characters would read as line breaks in e-mail headers
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in text):
+        raise ValueError("must be one line of text without control characters")
+    if not text.strip():
+        raise ValueError("must not be blank")
+    return text
 
 
 Currency = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(_known_currency)]
 TimeZone = Annotated[str, AfterValidator(_known_time_zone)]
-PositiveMinor = Annotated[int, Field(gt=0, le=10**15, description="amount in minor units (cents)")]
-NonNegativeMinor = Annotated[int, Field(ge=0, le=10**15, description="amount in minor units (cents)")]
+PositiveMinor = Annotated[int, Field(strict=True, gt=0, le=10**15, description="amount in minor units (cents)")]
+NonNegativeMinor = Annotated[int, Field(strict=True, ge=0, le=10**15, description="amount in minor units (cents)")]
 Percent = Annotated[Decimal, Field(ge=0, le=100, max_digits=7, decimal_places=4)]
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 
@@ -164,7 +181,7 @@ class DunningPolicy(Strict):
 class Contact(Strict):
     """Who receives the notices."""
 
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[^\r\n]+$")
+    name: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable_line)]
     email: EmailStr
 
 
@@ -426,6 +443,7 @@ class InvoiceStatus(Strict):
     invoice_id: str
     customer_id: str
     state: InvoiceState
+    time_zone: str
     currency: str
     amount_minor: int
     fees_minor: int

@@ -68,8 +68,8 @@ def late_fee_due_at(ledger: InvoiceLedger) -> datetime | None:
     number = len(ledger.fees) + 1
     if number == 1:
         return None  # the first fee is charged by its stage
-    if invoice.terms.late_fee_percent_per_month <= 0:
-        return None
+    if late_fee_amount(ledger, number) <= 0:
+        return None  # nothing left to charge on: no step, or the loop would spin on it
     stage_at = stage_due_at(invoice, stage, ledger.paused)
     month_start = add_months(due_moment(invoice), number - 1) + ledger.paused
     return max(stage_at, month_start)
@@ -92,6 +92,14 @@ def discount_deadline(invoice: Invoice) -> date | None:
     """Last local date on which the early-payment discount applies."""
     offer = invoice.terms.early_payment_discount
     return invoice.issue_date + timedelta(days=offer.within_days) if offer else None
+
+
+def discount_ends_at(ledger: InvoiceLedger) -> datetime | None:
+    """When an unused early-payment discount lapses (the morning after its last day)."""
+    deadline = discount_deadline(ledger.invoice)
+    if deadline is None or ledger.discount_minor:
+        return None
+    return local_moment(ledger.invoice, deadline + timedelta(days=1))
 
 
 def discount_available(ledger: InvoiceLedger, now: datetime) -> int:

@@ -1,0 +1,25 @@
+# dunning: `make run` starts the whole service locally, `make test` runs the tests.
+
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+
+.PHONY: venv run test clean
+
+venv: $(VENV)/.installed
+
+# Re-installs only when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install -e '.[test]'
+	touch $@
+
+run: venv
+	$(VENV)/bin/dunning dev
+
+test: venv
+	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+
+# Leaves data/ (the dev stack's invoices, events and mail) alone.
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

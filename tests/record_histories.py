@@ -1,0 +1,103 @@
+"""Record the workflow histories that ``test_replay.py`` replays: ``python -m tests.record_histories``.
+
+Run it when a release changes the workflow on purpose, commit the new files beside the old
+ones (never replace a history that live invoices may still have), and keep the old ones
+replaying with ``workflow.patched()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from tests.harness import Recorder, eventually, make_invoice, recording_worker, start_invoice, with_pydantic
+from workflows import policy
+from workflows import search_attributes as sa
+from workflows.invoice import InvoiceWorkflow
+from workflows.models import DecideLegal, Instalment, OpenDispute, Payment, PaymentPlan, ResolveDispute, StageAction
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def _skip_past(env: WorkflowEnvironment, invoice, action: StageAction, paused: timedelta = timedelta(0)) -> None:
+    moment = policy.stage_due_at(invoice, invoice.policy.stage(action), paused)
+    await env.sleep(moment - await env.get_current_time() + timedelta(minutes=1))
+
+
+async def _settle(handle: WorkflowHandle) -> None:
+    await asyncio.sleep(0.5)  # let the worker finish the activities the last step started
+    await handle.query(InvoiceWorkflow.status)
+
+
+async def written_off_after_every_stage(env: WorkflowEnvironment, client: Client, queue: str) -> WorkflowHandle:
+    invoice = make_invoice((await env.get_current_time()).date())
+    handle = await start_invoice(client, queue, invoice)
+    for action in (StageAction.REMINDER, StageAction.SUSPEND, StageAction.LEGAL_REVIEW):
+        await _skip_past(env, invoice, action)
+        await _settle(handle)
+    await handle.signal("payment_received", {"payment_id": "bad", "amount_minor": "lots"})
+    await handle.execute_update(InvoiceWorkflow.decide_legal, DecideLegal(decision="write_off"))
+    await handle.result()
+    return handle
+
+
+async def paid_while_suspended(env: WorkflowEnvironment, client: Client, queue: str) -> WorkflowHandle:
+    invoice = make_invoice((await env.get_current_time()).date())
+    handle = await start_invoice(client, queue, invoice)
+    await handle.execute_update(InvoiceWorkflow.record_payment, Payment(payment_id="part", amount_minor=10_000, currency="EUR"))
+    await _skip_past(env, invoice, StageAction.SUSPEND)
+    await _settle(handle)
+    balance = (await handle.query(InvoiceWorkflow.status)).balance_minor
+    await handle.signal(InvoiceWorkflow.payment_received, Payment(payment_id="rest", amount_minor=balance, currency="EUR"))
+    await handle.result()
+    return handle
+
+
+async def disputed_then_plan_missed(env: WorkflowEnvironment, client: Client, queue: str) -> WorkflowHandle:
+    invoice = make_invoice((await env.get_current_time()).date(), terms={"early_payment_discount": {"percent": "2", "within_days": 7}})
+    handle = await start_invoice(client, queue, invoice)
+    await handle.execute_update(InvoiceWorkflow.open_dispute, OpenDispute(reason="rate"))
+    await env.sleep(timedelta(days=20))
+    await handle.execute_update(InvoiceWorkflow.resolve_dispute, ResolveDispute(outcome="upheld", credit_minor=5_000))
+    today = (await env.get_current_time()).date()
+    plan = PaymentPlan(instalments=[Instalment(due_date=today + timedelta(days=5), amount_minor=95_000)])
+    await handle.execute_update(InvoiceWorkflow.agree_payment_plan, plan)
+    await env.sleep(timedelta(days=7))
+    await _settle(handle)
+    await handle.execute_update(InvoiceWorkflow.resend_invoice)
+    await handle.execute_update(InvoiceWorkflow.record_payment, Payment(payment_id="all", amount_minor=95_000, currency="EUR"))
+    await handle.result()
+    return handle
+
+
+SCENARIOS = [written_off_after_every_stage, paid_while_suspended, disputed_then_plan_missed]
+
+
+async def main() -> None:
+    async with await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=shutil.which("temporal-test-server")
+    ) as env:
+        await env.client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=env.client.namespace,
+                search_attributes={key.name: int(key.indexed_value_type) for key in sa.ALL},
+            )
+        )
+        client = with_pydantic(env.client)
+        async with recording_worker(client, Recorder()) as queue:
+            for scenario in SCENARIOS:
+                handle = await scenario(env, client, queue)
+                history = await handle.fetch_history()
+                path = HISTORIES / f"{scenario.__name__}.json"
+                path.write_text(history.to_json())
+                print(f"{path}: {len(history.events)} events")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

