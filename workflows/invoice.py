@@ -127,7 +127,7 @@ class InvoiceWorkflow:
                 assert step is not None
                 await self._perform(step)
         if self.ledger.suspended and self.ledger.escalation != InvoiceState.WRITTEN_OFF:
-            await self._restore_service()
+            await self._change_service("restore")
             await self._flush()
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._flush()
@@ -202,7 +202,7 @@ class InvoiceWorkflow:
             self._charge_late_fee()
             return
         if action == StageAction.SUSPEND:
-            await self._suspend_service()
+            await self._change_service("suspend")
         elif action == StageAction.AGENCY:
             self._event(EventKind.AGENCY_HANDOVER, balance_minor=self.ledger.balance_minor)
         elif action == StageAction.LEGAL_REVIEW:
@@ -246,30 +246,23 @@ class InvoiceWorkflow:
         ledger.remember(now, "Legal review opened: waiting for a decision")
         self._queue_notice(NoticeKind.LEGAL_REVIEW)
 
-    async def _suspend_service(self) -> None:
+    async def _change_service(self, verb: str) -> None:
+        """``suspend`` or ``restore`` the customer's service through its activity, and record it."""
         result = await workflow.execute_activity(
-            "suspend_service",
-            self._service_action("suspend"),
+            f"{verb}_service",
+            self._service_action(verb),
             start_to_close_timeout=timedelta(minutes=5),
             retry_policy=IO_RETRY,
-            summary=f"Suspend service of customer {self.invoice.customer_id}",
+            summary=f"{verb.capitalize()} service of customer {self.invoice.customer_id}",
         )
-        self.ledger.suspended = True
-        self._event(EventKind.SERVICE_SUSPENDED, **result)
-        self.ledger.remember(workflow.now(), "Service suspended")
-
-    async def _restore_service(self) -> None:
-        result = await workflow.execute_activity(
-            "restore_service",
-            self._service_action("restore"),
-            start_to_close_timeout=timedelta(minutes=5),
-            retry_policy=IO_RETRY,
-            summary=f"Restore service of customer {self.invoice.customer_id}",
+        self.ledger.suspended = verb == "suspend"
+        kind, done = (
+            (EventKind.SERVICE_SUSPENDED, "suspended") if self.ledger.suspended else (EventKind.SERVICE_RESTORED, "restored")
         )
-        self.ledger.suspended = False
-        self._event(EventKind.SERVICE_RESTORED, **result)
-        self.ledger.remember(workflow.now(), "Service restored")
-        self._queue_notice(NoticeKind.RESTORED)
+        self._event(kind, **result)
+        self.ledger.remember(workflow.now(), f"Service {done}")
+        if not self.ledger.suspended:
+            self._queue_notice(NoticeKind.RESTORED)
 
     def _service_action(self, verb: str) -> ServiceAction:
         terms = self.invoice.terms
