@@ -1,7 +1,8 @@
 """End to end with the real activities: the dev server, a fresh Postgres database and a real SMTP server.
 
 Invoices are started and paid through the CLI. Their policy is a few seconds long so that real
-time drives them: reminder at +2 s, warning at +4 s, late fee at +6 s after a due moment 3 s away.
+time drives them: reminder at +2 s, warning at +8 s, late fee at +14 s after a due moment 3 s away
+(the gaps leave room for a worker to stop between stages on a loaded machine).
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ from workflows.models import (
 
 SHORT_STAGES = [
     {"action": "reminder", "offset": "PT2S"},
-    {"action": "warning", "offset": "PT4S"},
-    {"action": "late_fee", "offset": "PT6S"},
+    {"action": "warning", "offset": "PT8S"},
+    {"action": "late_fee", "offset": "PT14S"},
 ]
 AMOUNT = 1_250_000  # examples/invoice.json: 12,500.00 RON
 LATE_FEE = 18_750 + 15_000  # 1.5 % of the amount, plus the fixed fee

@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from activities.ledger import apply_schema
 from worker.embedded import MailSink, start_postgres, start_temporal_dev_server
 from worker.settings import Settings
 from worker.worker import run_worker
@@ -36,7 +35,6 @@ async def run_dev_stack(settings: Settings) -> None:
             postgres = start_postgres(settings.embedded_pgdata)
             started.callback(postgres.stop)
             database_url = postgres.url
-        await apply_schema(database_url)
 
         mail = MailSink(settings.smtp_host, settings.smtp_port, data_dir / "mail")
         mail.start()

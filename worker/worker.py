@@ -9,7 +9,7 @@ import dataclasses
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.ledger import LedgerActivities, create_pool
+from activities.ledger import LedgerActivities, apply_schema, create_pool
 from activities.notices.smtp import NoticeActivities, SmtpConfig
 from activities.service import ServiceActivities
 from worker.client import connect
@@ -63,9 +63,11 @@ def build_worker(client: Client, pool: asyncpg.Pool, settings: Settings) -> Work
 
 
 async def run_worker(settings: Settings) -> None:
-    """Connect, open the pool and run the worker until cancelled."""
+    """Connect, apply pending migrations, open the pool and run the worker until cancelled."""
     client = await connect(settings)
-    pool = await create_pool(settings.resolved_database_url())
+    database_url = settings.resolved_database_url()
+    await apply_schema(database_url)
+    pool = await create_pool(database_url)
     try:
         await build_worker(client, pool, settings).run()
     finally:
