@@ -19,9 +19,11 @@ import asyncpg
 import pytest
 from aiosmtpd.controller import Controller
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from activities.ledger import apply_schema
+from tests.harness import Recorder, recording_worker
 from worker.embedded import find_executable, start_postgres
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
@@ -111,6 +113,19 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_startup_timeout=timedelta(seconds=60),
     ) as env:
         yield env
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    """Recording activities for a workflow test (see ``tests.harness``)."""
+    return Recorder()
+
+
+@pytest.fixture
+async def queue(client: Client, recorder: Recorder) -> AsyncIterator[str]:
+    """A worker with the recording activities on a fresh task queue; each module provides ``client``."""
+    async with recording_worker(client, recorder) as task_queue:
+        yield task_queue
 
 
 class SmtpServer:

@@ -24,7 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 from tests.cli_helpers import EXAMPLES, dunning, example_invoice, failed, local_today, succeeded
 from tests.cli_helpers import cli_env as cli_environment
 from tests.conftest import free_port
-from tests.harness import Recorder, eventually, recording_worker, with_pydantic
+from tests.harness import Recorder, eventually, with_pydantic
 from worker.cli import to_minor
 from worker.invoices import invoice_details, invoice_summary
 from workflows import search_attributes as sa
@@ -37,17 +37,6 @@ from workflows.models import Invoice, InvoiceState, InvoiceStatus, PaymentPlan, 
 @pytest.fixture
 def client(dev_env: WorkflowEnvironment) -> Client:
     return with_pydantic(dev_env.client)
-
-
-@pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
-
-
-@pytest.fixture
-async def queue(client: Client, recorder: Recorder):
-    async with recording_worker(client, recorder) as task_queue:
-        yield task_queue
 
 
 @pytest.fixture

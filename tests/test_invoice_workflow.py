@@ -11,7 +11,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from tests.harness import Recorder, eventually, make_invoice, recording_worker, start_invoice, with_pydantic
+from tests.harness import Recorder, eventually, make_invoice, start_invoice, with_pydantic
 from workflows import policy
 from workflows import search_attributes as sa
 from workflows.invoice import InvoiceWorkflow
@@ -44,17 +44,6 @@ async def env(time_skipping_env: WorkflowEnvironment) -> WorkflowEnvironment:
 @pytest.fixture
 def client(env: WorkflowEnvironment) -> Client:
     return with_pydantic(env.client)
-
-
-@pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
-
-
-@pytest.fixture
-async def queue(client: Client, recorder: Recorder):
-    async with recording_worker(client, recorder) as task_queue:
-        yield task_queue
 
 
 async def today(env: WorkflowEnvironment) -> date:
