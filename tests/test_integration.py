@@ -48,6 +48,17 @@ SHORT_STAGES = [
 ]
 AMOUNT = 1_250_000  # examples/invoice.json: 12,500.00 RON
 LATE_FEE = 18_750 + 15_000  # 1.5 % of the amount, plus the fixed fee
+ESCALATION_STORY = [  # the events up to the late fee, as ``story()`` tells them
+    "invoice_issued",
+    "notice_sent invoice_issued",
+    "stage_reached reminder",
+    "notice_sent reminder",
+    "stage_reached warning",
+    "notice_sent warning",
+    "stage_reached late_fee",
+    f"late_fee_charged {LATE_FEE}",
+    "notice_sent late_fee",
+]
 
 
 # --- fixtures and helpers ------------------------------------------------------------------
@@ -197,15 +208,7 @@ async def test_invoice_lifecycle_end_to_end(client, pool, settings, env, smtp_se
     events = await events_of(pool, invoice)
     assert_gap_free(events, invoice)
     assert story(events) == [
-        "invoice_issued",
-        "notice_sent invoice_issued",
-        "stage_reached reminder",
-        "notice_sent reminder",
-        "stage_reached warning",
-        "notice_sent warning",
-        "stage_reached late_fee",
-        f"late_fee_charged {LATE_FEE}",
-        "notice_sent late_fee",
+        *ESCALATION_STORY,
         "payment_recorded BT-1 500000",
         "notice_sent receipt",
         f"payment_recorded BT-2 {rest}",
@@ -279,15 +282,7 @@ async def test_worker_restart_loses_nothing_and_sends_nothing_twice(client, pool
     events = await events_of(pool, invoice)
     assert_gap_free(events, invoice)
     assert story(events) == [
-        "invoice_issued",
-        "notice_sent invoice_issued",
-        "stage_reached reminder",
-        "notice_sent reminder",
-        "stage_reached warning",
-        "notice_sent warning",
-        "stage_reached late_fee",
-        f"late_fee_charged {LATE_FEE}",
-        "notice_sent late_fee",
+        *ESCALATION_STORY,
         "payment_recorded BT-1 1283750",
         "invoice_closed paid",
         "notice_sent receipt",

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from tests import harness
 from workflows import policy
 from workflows.models import DunningPolicy, Fee, Invoice, PaymentPlan, StageAction
 from workflows.state import InvoiceLedger, PlanInProgress
@@ -20,19 +21,7 @@ DEFAULT = DunningPolicy.default()
 
 def make_invoice(**overrides: Any) -> Invoice:
     """EUR 1,000.00 issued 1 March 2024, due 15 March, 2 % a month plus EUR 15.00; any field overridden."""
-    fields: dict[str, Any] = {
-        "invoice_id": "INV-1",
-        "customer_id": "CUST-1",
-        "contact": {"name": "Ana Pop", "email": "ana@client.example"},
-        "amount_minor": 100_000,
-        "currency": "EUR",
-        "issue_date": date(2024, 3, 1),
-        "due_date": date(2024, 3, 15),
-        "time_zone": "UTC",
-        "terms": {"late_fee_percent_per_month": "2", "fixed_late_fee_minor": 1_500},
-    }
-    fields.update(overrides)
-    return Invoice.model_validate(fields)
+    return harness.make_invoice(date(2024, 3, 1), **{"invoice_id": "INV-1", **overrides})
 
 
 def fee(number: int, amount: int = 1_000) -> Fee:
@@ -388,20 +377,6 @@ def plan_ledger(**fields: Any) -> InvoiceLedger:
 )
 def test_instalment_is_checked_the_morning_after_its_due_date(index: int, expected: datetime) -> None:
     assert policy.instalment_check_at(plan_ledger(), index) == expected
-
-
-@pytest.mark.parametrize(
-    ("now", "due"),
-    [
-        (utc(2024, 4, 15, 20), 0),  # instalment 1 due date, late evening: not missed yet
-        (utc(2024, 4, 16, 5, 59), 0),
-        (utc(2024, 4, 16, 6), 1),
-        (utc(2024, 5, 20), 2),
-        (utc(2024, 12, 1), 3),
-    ],
-)
-def test_instalments_due_by_now(now: datetime, due: int) -> None:
-    assert policy.plan_instalments_due_by(plan_ledger(), now) == due
 
 
 @pytest.mark.parametrize(("instalments", "expected"), [(0, 0), (1, 30_000), (2, 60_000), (3, 100_000)])

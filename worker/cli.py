@@ -222,7 +222,7 @@ def resolve(
     async def run(client: Client, settings: Settings) -> None:
         credit_minor = 0
         if credit is not None:
-            credit_minor = to_minor(credit, (await invoices.status(client, invoice_id)).currency, "--credit", allow_zero=True)
+            credit_minor = await _minor_on_invoice(client, invoice_id, credit, "--credit", allow_zero=True)
         request = _model(ResolveDispute, "resolution", outcome=chosen, credit_minor=credit_minor, note=note)
         current = await invoices.resolve_dispute(client, invoice_id, request)
         typer.echo(f"Dispute on invoice {invoice_id} {chosen.value} ({_state_line(current)})")
@@ -280,7 +280,7 @@ def decide(
     async def run(client: Client, settings: Settings) -> None:
         settle_minor = None
         if amount is not None:
-            settle_minor = to_minor(amount, (await invoices.status(client, invoice_id)).currency, "--amount")
+            settle_minor = await _minor_on_invoice(client, invoice_id, amount, "--amount")
         request = _model(DecideLegal, "decision", decision=chosen, settle_amount_minor=settle_minor, note=note)
         current = await invoices.decide_legal(client, invoice_id, request)
         typer.echo(f"Legal decision on invoice {invoice_id}: {chosen.value} ({_state_line(current)})")
@@ -356,6 +356,12 @@ def to_minor(amount: str, currency: str, option: str = "amount", allow_zero: boo
         allowed = f"{digits} decimal{'s' if digits != 1 else ''}" if digits else "no decimals"
         raise CliError(f"{option} {amount} has more decimals than {currency} allows ({allowed})")
     return int(minor)
+
+
+async def _minor_on_invoice(client: Client, invoice_id: str, amount: str, option: str, allow_zero: bool = False) -> int:
+    """An amount in major units, in minor units of the invoice's own currency."""
+    currency = (await invoices.status(client, invoice_id)).currency
+    return to_minor(amount, currency, option, allow_zero)
 
 
 def _check_amount_syntax(amount: str, option: str, allow_zero: bool = False) -> None:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 from temporalio.client import (
     Client,
@@ -159,10 +160,7 @@ async def status(client: Client, invoice_id: str) -> InvoiceStatus:
 
 async def record_payment(client: Client, invoice_id: str, payment: Payment) -> int:
     """Record a payment and wait for it; returns the new balance in minor units (idempotent by payment id)."""
-    async with _translated(client, invoice_id):
-        return await invoice_handle(client, invoice_id).execute_update(
-            InvoiceWorkflow.record_payment, payment, rpc_timeout=ANSWER_TIMEOUT
-        )
+    return await _update(client, invoice_id, InvoiceWorkflow.record_payment, payment)
 
 
 async def send_payment_signal(client: Client, invoice_id: str, payment: Payment) -> None:
@@ -173,40 +171,33 @@ async def send_payment_signal(client: Client, invoice_id: str, payment: Payment)
 
 async def open_dispute(client: Client, invoice_id: str, dispute: OpenDispute) -> InvoiceStatus:
     """Open a dispute: escalation pauses until it is resolved."""
-    async with _translated(client, invoice_id):
-        return await invoice_handle(client, invoice_id).execute_update(
-            InvoiceWorkflow.open_dispute, dispute, rpc_timeout=ANSWER_TIMEOUT
-        )
+    return await _update(client, invoice_id, InvoiceWorkflow.open_dispute, dispute)
 
 
 async def resolve_dispute(client: Client, invoice_id: str, resolution: ResolveDispute) -> InvoiceStatus:
     """Resolve the open dispute (upheld with an optional credit, or rejected)."""
-    async with _translated(client, invoice_id):
-        return await invoice_handle(client, invoice_id).execute_update(
-            InvoiceWorkflow.resolve_dispute, resolution, rpc_timeout=ANSWER_TIMEOUT
-        )
+    return await _update(client, invoice_id, InvoiceWorkflow.resolve_dispute, resolution)
 
 
 async def agree_plan(client: Client, invoice_id: str, plan: PaymentPlan) -> InvoiceStatus:
     """Replace escalation by a payment plan whose instalments sum to the balance."""
-    async with _translated(client, invoice_id):
-        return await invoice_handle(client, invoice_id).execute_update(
-            InvoiceWorkflow.agree_payment_plan, plan, rpc_timeout=ANSWER_TIMEOUT
-        )
+    return await _update(client, invoice_id, InvoiceWorkflow.agree_payment_plan, plan)
 
 
 async def resend(client: Client, invoice_id: str) -> None:
     """Re-send the current invoice (with fees) now, without moving the escalation clock."""
-    async with _translated(client, invoice_id):
-        await invoice_handle(client, invoice_id).execute_update(InvoiceWorkflow.resend_invoice, rpc_timeout=ANSWER_TIMEOUT)
+    await _update(client, invoice_id, InvoiceWorkflow.resend_invoice)
 
 
 async def decide_legal(client: Client, invoice_id: str, decision: DecideLegal) -> InvoiceStatus:
     """A human's decision at legal review: sue, settle, write off or back to agency."""
+    return await _update(client, invoice_id, InvoiceWorkflow.decide_legal, decision)
+
+
+async def _update(client: Client, invoice_id: str, update: Any, *args: Any) -> Any:
+    """Run one of the workflow's updates and wait for its result, with errors translated."""
     async with _translated(client, invoice_id):
-        return await invoice_handle(client, invoice_id).execute_update(
-            InvoiceWorkflow.decide_legal, decision, rpc_timeout=ANSWER_TIMEOUT
-        )
+        return await invoice_handle(client, invoice_id).execute_update(update, args=args, rpc_timeout=ANSWER_TIMEOUT)
 
 
 # --- error translation ------------------------------------------------------------------------

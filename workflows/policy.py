@@ -120,12 +120,6 @@ def instalment_check_at(ledger: InvoiceLedger, index: int) -> datetime:
     return local_moment(ledger.invoice, due + timedelta(days=1))
 
 
-def plan_instalments_due_by(ledger: InvoiceLedger, now: datetime) -> int:
-    """How many instalments were due before ``now``."""
-    assert ledger.plan is not None
-    return sum(1 for i, _ in enumerate(ledger.plan.plan.instalments) if instalment_check_at(ledger, i) <= now)
-
-
 def plan_amount_expected(ledger: InvoiceLedger, instalments: int) -> int:
     """The amount the client must have paid since the plan after ``instalments`` instalments."""
     assert ledger.plan is not None

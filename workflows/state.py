@@ -111,14 +111,6 @@ class InvoiceLedger(BaseModel):
             return InvoiceState.PAYMENT_PLAN
         return self.escalation
 
-    @property
-    def paused_since(self) -> datetime | None:
-        if self.dispute:
-            return self.dispute.opened_at
-        if self.plan:
-            return self.plan.agreed_at
-        return None
-
     def remember(self, at: datetime, what: str) -> None:
         """Add a line to the story shown by the status query (the newest few hundred)."""
         self.actions.append(ActionTaken(at=at, what=what))
