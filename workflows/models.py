@@ -35,11 +35,19 @@ ISO_CURRENCIES = frozenset(
 # IANA zones, less the host-dependent aliases that would make workers disagree
 TIME_ZONES = frozenset(available_timezones() - {"localtime", "Factory", "posixrules"})
 SUPPORTED_LANGUAGES = ("en", "ro", "bg", "et", "it")
+# ISO 3166-1 alpha-2 countries (Babel's territories that are two letters)
+COUNTRIES = frozenset(code for code in get_global("territory_currencies") if len(code) == 2 and code.isalpha())
 
 
 def _known_currency(code: str) -> str:
     if code not in ISO_CURRENCIES:
         raise ValueError(f"unknown currency {code!r}: use an ISO 4217 code such as EUR or RON")
+    return code
+
+
+def _known_country(code: str) -> str:
+    if code not in COUNTRIES:
+        raise ValueError(f"unknown country {code!r}: use an ISO 3166-1 alpha-2 code such as RO or EE")
     return code
 
 
@@ -60,6 +68,7 @@ def _printable_line(text: str) -> str:
 
 Currency = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(_known_currency)]
 TimeZone = Annotated[str, AfterValidator(_known_time_zone)]
+Country = Annotated[str, Field(min_length=2, max_length=2), AfterValidator(_known_country)]
 PositiveMinor = Annotated[int, Field(strict=True, gt=0, le=10**15, description="amount in minor units (cents)")]
 NonNegativeMinor = Annotated[int, Field(strict=True, ge=0, le=10**15, description="amount in minor units (cents)")]
 Percent = Annotated[Decimal, Field(ge=0, le=100, max_digits=7, decimal_places=4)]
@@ -128,6 +137,23 @@ class Stage(Strict):
     offset: timedelta = Field(description="time after the due moment, e.g. 'P5D'; negative before it")
 
 
+class SendingWindow(Strict):
+    """When notices and escalation steps may happen, in the client's time zone (technique 7: stay polite)."""
+
+    weekdays: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1, max_length=7)
+    opens: time = time(9, 0)
+    closes: time = time(17, 0)
+    skip_public_holidays: bool = Field(default=True, description="skip the public holidays of the invoice's country")
+
+    @model_validator(mode="after")
+    def _sane(self) -> SendingWindow:
+        if any(not 0 <= d <= 6 for d in self.weekdays) or len(set(self.weekdays)) != len(self.weekdays):
+            raise ValueError("weekdays are distinct numbers 0 (Monday) to 6 (Sunday)")
+        if self.closes <= self.opens:
+            raise ValueError("the sending window must close after it opens")
+        return self
+
+
 class DunningPolicy(Strict):
     """The escalation ladder as data (domain.md, default policy); every value is a setting."""
 
@@ -136,6 +162,9 @@ class DunningPolicy(Strict):
     legal_review_again_after: timedelta = Field(default=timedelta(days=90), gt=timedelta(0))
     cost_of_legal_action_minor: NonNegativeMinor = 150_000
     small_claims_limit_minor: NonNegativeMinor = 500_000
+    sending_window: SendingWindow | None = Field(
+        default_factory=SendingWindow, description="null sends at any hour, weekends and holidays included"
+    )
 
     @model_validator(mode="after")
     def _stages_in_order(self) -> DunningPolicy:
@@ -197,6 +226,8 @@ class Invoice(Strict):
     due_date: date
     language: str = Field(default="en", description="one of " + ", ".join(SUPPORTED_LANGUAGES))
     time_zone: TimeZone = "UTC"
+    country: Country | None = Field(default=None, description="the client's country: public holidays, locale")
+    service: Identifier | None = Field(default=None, description="the service this invoice covers, e.g. 'hosting'")
     terms: ContractTerms = Field(default_factory=ContractTerms)
     policy: DunningPolicy = Field(default_factory=DunningPolicy.default)
 
@@ -319,10 +350,11 @@ class InvoiceState(StrEnum):
     PAID = "paid"
     SETTLED = "settled"
     WRITTEN_OFF = "written_off"
+    FACTORED = "factored"
 
     @property
     def closed(self) -> bool:
-        return self in (InvoiceState.PAID, InvoiceState.SETTLED, InvoiceState.WRITTEN_OFF)
+        return self in (InvoiceState.PAID, InvoiceState.SETTLED, InvoiceState.WRITTEN_OFF, InvoiceState.FACTORED)
 
 
 class EventKind(StrEnum):
@@ -344,7 +376,12 @@ class EventKind(StrEnum):
     INSTALMENT_MISSED = "instalment_missed"
     SERVICE_SUSPENDED = "service_suspended"
     SERVICE_RESTORED = "service_restored"
+    EQUIPMENT_SUSPENDED = "equipment_suspended"
+    EQUIPMENT_RESTORED = "equipment_restored"
+    SUSPEND_FAILED = "suspend_failed"
+    RESTORE_FAILED = "restore_failed"
     AGENCY_HANDOVER = "agency_handover"
+    INVOICE_FACTORED = "invoice_factored"
     LEGAL_REVIEW_OPENED = "legal_review_opened"
     LEGAL_DECISION = "legal_decision"
     INVOICE_CLOSED = "invoice_closed"
@@ -390,7 +427,10 @@ class Fee(Strict):
 
 
 class NoticeRequest(Strict):
-    """Everything a notice needs; built by the workflow, rendered and sent by an activity."""
+    """Everything a notice needs; built by the workflow, rendered and sent by an activity.
+
+    Only validated data reaches a notice: no free text from callers (reasons, notes) is carried.
+    """
 
     idempotency_key: str
     kind: NoticeKind
@@ -411,7 +451,57 @@ class NoticeRequest(Strict):
     suspension_at: datetime | None = None
     discount_minor: int = 0
     discount_until: date | None = None
-    detail: str = ""
+    detail: str = Field(default="", description="a payment id (receipt) or a dispute outcome; identifiers only")
+    country: str | None = None
+    days_overdue: int = 0
+    late_fee_percent_per_month: Decimal = Decimal("0")
+    fixed_late_fee_minor: int = 0
+    payment_minor: int = Field(default=0, description="receipt: the amount of this payment")
+    credit_minor: int = Field(default=0, description="dispute resolved: the credit granted")
+    instalments: list[Instalment] = Field(default_factory=list, description="plan agreed / instalment missed")
+    missed_instalment: int | None = Field(default=None, description="instalment missed: its number, from 1")
+    remote_disconnect: bool = Field(default=False, description="ultimatum/suspended: equipment is cut, not only support")
+    service: str | None = None
+
+
+class AgencyHandover(Strict):
+    """The agency stage's hand-over package request; the activity adds the history from the event log."""
+
+    idempotency_key: str
+    invoice: Invoice
+    fees: list[Fee]
+    paid_minor: int
+    credited_minor: int
+    balance_minor: int
+    days_overdue: int
+
+
+class EquipmentRequest(Strict):
+    """Cut or restore one piece of a customer's equipment, named only by its registry id."""
+
+    idempotency_key: str
+    equipment_id: Identifier
+    customer_id: Identifier
+    invoice_id: Identifier
+    reason: str = Field(max_length=200)
+    requested_by: str = Field(max_length=200, description="who asks: the workflow id, or an ops user")
+
+
+class EquipmentResult(Strict):
+    """What the adapter read back after acting."""
+
+    equipment_id: str
+    action: str  # "suspend" | "restore"
+    changed: bool = Field(description="false when it was already in the wanted state")
+    state: str = Field(description="the state read back from the equipment, e.g. 'Off' or 'down'")
+    dry_run: bool = False
+
+
+class MarkFactored(Strict):
+    """The receivable was sold to a factor (technique 17): client-facing escalation ends."""
+
+    factor: Identifier
+    advance_minor: NonNegativeMinor = Field(description="what the factor paid for the receivable")
 
 
 class ServiceAction(Strict):
