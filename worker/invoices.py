@@ -40,6 +40,7 @@ from workflows.models import (
     InvoiceOutcome,
     InvoiceState,
     InvoiceStatus,
+    MarkFactored,
     OpenDispute,
     Payment,
     PaymentPlan,
@@ -192,6 +193,11 @@ async def resend(client: Client, invoice_id: str) -> None:
 async def decide_legal(client: Client, invoice_id: str, decision: DecideLegal) -> InvoiceStatus:
     """A human's decision at legal review: sue, settle, write off or back to agency."""
     return await _update(client, invoice_id, InvoiceWorkflow.decide_legal, decision)
+
+
+async def mark_factored(client: Client, invoice_id: str, factoring: MarkFactored) -> InvoiceStatus:
+    """Mark the receivable as sold to a factor: the client-facing escalation ends."""
+    return await _update(client, invoice_id, InvoiceWorkflow.mark_factored, factoring)
 
 
 async def _update(client: Client, invoice_id: str, update: Any, *args: Any) -> Any:

@@ -1,6 +1,7 @@
 """Service settings, read once from the environment (prefix ``DUNNING_``, plus ``DATABASE_URL``)."""
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,11 +24,26 @@ class Settings(BaseSettings):
     smtp_port: int = 8025
     smtp_username: str | None = None
     smtp_password: str | None = None
-    smtp_starttls: bool = False
-    smtp_implicit_tls: bool = False
+    smtp_security: Literal["none", "starttls", "tls"] = "none"
+    smtp_ca_file: Path | None = None
     mail_from: str = "billing@dunning.invalid"
     payee_name: str = "Dunning Demo Ltd"
-    payment_instructions: str = "Bank transfer to IBAN RO49 AAAA 1B31 0075 9384 0000, reference: the invoice number."
+    payment_instructions: str = "Bank transfer, reference: the invoice number."
+    payee_iban: str | None = "RO49 AAAA 1B31 0075 9384 0000"
+    payment_link: str | None = None
+    agency_email: str = "collections@agency.invalid"
+    channels_file: Path | None = Field(default=None, description="per-customer notice channels (TOML)")
+    equipment_file: Path | None = Field(default=None, description="the equipment registry (TOML)")
+    equipment_dry_run: bool = False
+    equipment_kill_switch: bool = Field(default=False, description="global: refuse every cut and restore")
+    customers_file: Path | None = Field(default=None, description="per-customer standing settings (TOML)")
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_tokens: dict[str, Literal["integration", "ops"]] = Field(
+        default_factory=dict, description='JSON: {"<token>": "ops" | "integration"}'
+    )
+    payment_webhook_secret: str | None = None
+    payment_webhook_tolerance_seconds: int = Field(default=300, ge=1)
 
     @property
     def embedded_pgdata(self) -> Path:

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         InvoiceState,
         InvoiceStatus,
         LegalDecision,
+        MarkFactored,
         NextAction,
         NoticeKind,
         NoticeRequest,
@@ -620,6 +621,27 @@ class InvoiceWorkflow:
                 f"settlement {self._money(amount)} exceeds the balance {self._money(self.ledger.balance_minor)}",
                 type="InvalidRequest",
             )
+
+    @workflow.update
+    def mark_factored(self, factoring: MarkFactored) -> InvoiceStatus:
+        """The receivable was sold to a factor: client-facing escalation ends; the block, if any, lifts."""
+        ledger = self.ledger
+        self._event(
+            EventKind.INVOICE_FACTORED,
+            factor=factoring.factor,
+            advance_minor=factoring.advance_minor,
+            balance_minor=ledger.balance_minor,
+        )
+        ledger.remember(workflow.now(), f"Receivable sold to factor {factoring.factor}")
+        self._close(InvoiceState.FACTORED)
+        self._changed()
+        return self.status()
+
+    @mark_factored.validator
+    def _validate_factored(self, factoring: MarkFactored) -> None:
+        self._require_open()
+        if self.ledger.escalation in (InvoiceState.LEGAL_ACTION,):
+            raise ApplicationError("legal action is under way: settle or write off first", type="InvalidRequest")
 
     def _money(self, amount_minor: int) -> str:
         return format_money(amount_minor, self.invoice.currency)
