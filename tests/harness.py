@@ -11,13 +11,24 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-from worker.worker import workflow_runner
+from activities.calendar import public_holidays
+from worker.sandbox import workflow_runner
 from workflows.invoice import InvoiceWorkflow, InvoiceWorkflowInput
-from workflows.models import DomainEvent, Invoice, NoticeRequest, ServiceAction
+from workflows.models import (
+    AgencyHandover,
+    DomainEvent,
+    DunningPolicy,
+    EquipmentRequest,
+    EquipmentResult,
+    Invoice,
+    NoticeRequest,
+    ServiceAction,
+)
 
 
 def with_pydantic(client: Client) -> Client:
@@ -34,12 +45,40 @@ class Recorder:
     notices: list[NoticeRequest] = field(default_factory=list)
     events: dict[tuple[str, int], DomainEvent] = field(default_factory=dict)
     service_calls: list[tuple[str, ServiceAction]] = field(default_factory=list)
+    equipment_calls: list[tuple[str, EquipmentRequest]] = field(default_factory=list)
+    unreachable_equipment: set[str] = field(default_factory=set)
+    agency_packages: list[AgencyHandover] = field(default_factory=list)
+    failing_channels: dict[str, str] = field(default_factory=dict)
 
     @activity.defn(name="send_notice")
-    async def send_notice(self, notice: NoticeRequest) -> str:
+    async def send_notice(self, notice: NoticeRequest) -> dict:
         if all(n.idempotency_key != notice.idempotency_key for n in self.notices):
             self.notices.append(notice)
-        return f"<{notice.idempotency_key}>"
+        delivered = [c for c in ("email", "webhook") if c == "email" or c in self.failing_channels]
+        return {
+            "message_id": f"<{notice.idempotency_key}>",
+            "delivered": [c for c in delivered if c not in self.failing_channels],
+            "failed": dict(self.failing_channels),
+        }
+
+    @activity.defn(name="suspend_equipment")
+    async def suspend_equipment(self, request: EquipmentRequest) -> EquipmentResult:
+        return self._equipment("suspend", request, "Off")
+
+    @activity.defn(name="restore_equipment")
+    async def restore_equipment(self, request: EquipmentRequest) -> EquipmentResult:
+        return self._equipment("restore", request, "On")
+
+    def _equipment(self, action: str, request: EquipmentRequest, state: str) -> EquipmentResult:
+        self.equipment_calls.append((action, request))
+        if request.equipment_id in self.unreachable_equipment:
+            raise ApplicationError(f"{request.equipment_id} refused the connection", type="EquipmentRefused", non_retryable=True)
+        return EquipmentResult(equipment_id=request.equipment_id, action=action, changed=True, state=state)
+
+    @activity.defn(name="send_agency_package")
+    async def send_agency_package(self, handover: AgencyHandover) -> str:
+        self.agency_packages.append(handover)
+        return f"<{handover.idempotency_key}>"
 
     @activity.defn(name="append_events")
     async def append_events(self, events: list[DomainEvent]) -> int:
@@ -68,7 +107,16 @@ class Recorder:
 
     @property
     def activities(self) -> list[Callable]:
-        return [self.send_notice, self.append_events, self.suspend_service, self.restore_service]
+        return [
+            self.send_notice,
+            self.append_events,
+            self.suspend_service,
+            self.restore_service,
+            self.suspend_equipment,
+            self.restore_equipment,
+            self.send_agency_package,
+            public_holidays,
+        ]
 
 
 @asynccontextmanager
@@ -85,8 +133,14 @@ async def recording_worker(client: Client, recorder: Recorder):
         yield queue
 
 
+ROUND_THE_CLOCK = DunningPolicy.default().model_copy(update={"sending_window": None})
+
+
 def make_invoice(today: date, **overrides: Any) -> Invoice:
-    """An invoice issued today and due in 14 days (EUR 1,000.00), with any field overridden."""
+    """An invoice issued today and due in 14 days (EUR 1,000.00), with any field overridden.
+
+    Its policy sends at any hour (no sending window), so stage times are the policy's offsets exactly.
+    """
     fields: dict[str, Any] = {
         "invoice_id": f"INV-{uuid.uuid4().hex[:8]}",
         "customer_id": "CUST-1",
@@ -97,6 +151,7 @@ def make_invoice(today: date, **overrides: Any) -> Invoice:
         "due_date": today + timedelta(days=14),
         "time_zone": "UTC",
         "terms": {"late_fee_percent_per_month": "2", "fixed_late_fee_minor": 1_500},
+        "policy": ROUND_THE_CLOCK,
     }
     fields.update(overrides)
     return Invoice.model_validate(fields)

@@ -103,7 +103,7 @@ def short_invoice(tmp_path: Path, lead: timedelta = timedelta(seconds=3), **chan
         issue_date=due.date().isoformat(),
         due_date=due.date().isoformat(),
         terms={"late_fee_percent_per_month": "1.5", "fixed_late_fee_minor": 15_000, "remote_disconnect_authorized": False},
-        policy={"stages": SHORT_STAGES, "due_time": due.time().isoformat()},
+        policy={"stages": SHORT_STAGES, "due_time": due.time().isoformat(), "sending_window": None},
         **changes,
     )
     invoice = Invoice.model_validate(data)

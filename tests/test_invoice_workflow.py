@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from collections.abc import Callable
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from temporalio.api.enums.v1 import EventType
@@ -21,6 +23,7 @@ from workflows.models import (
     Instalment,
     Invoice,
     InvoiceState,
+    MarkFactored,
     OpenDispute,
     Payment,
     PaymentPlan,
@@ -28,7 +31,7 @@ from workflows.models import (
     StageAction,
 )
 
-DEFAULT = DunningPolicy.default()
+DEFAULT = DunningPolicy.default()  # the stages; test invoices send round the clock (see make_invoice)
 WORKFLOW_TASK_EVENTS = {
     EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED,
     EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
@@ -501,10 +504,147 @@ async def _run_changed(handle: WorkflowHandle, first_run: str) -> bool:
 
 async def test_invoice_started_after_its_courtesy_moment_skips_the_courtesy_note(env, client, queue, recorder):
     start = await today(env)
-    courtesy_policy = {"stages": [{"action": "courtesy", "offset": "-P3D"}, *[s.model_dump(mode="json") for s in DEFAULT.stages]]}
+    courtesy_policy = {
+        "stages": [{"action": "courtesy", "offset": "-P3D"}, *[s.model_dump(mode="json") for s in DEFAULT.stages]],
+        "sending_window": None,
+    }
     _, handle = await begin(env, client, queue, recorder, due_date=start + timedelta(days=1), policy=courtesy_policy)
     _, early_handle = await begin(env, client, queue, recorder, due_date=start + timedelta(days=10), policy=courtesy_policy)
     assert (await status(handle)).next_action.what == "reminder"
     assert (await status(early_handle)).next_action.what == "courtesy"
     await handle.terminate("done")
     await early_handle.terminate("done")
+
+
+# --- sending window ------------------------------------------------------------------------
+
+
+def _next_business_morning(after: date, country: str) -> date:
+    """Independent of the workflow's policy code: the next Monday-to-Friday date that is no public holiday."""
+    import holidays
+
+    day = after + timedelta(days=1)
+    while day.weekday() >= 5 or day in holidays.country_holidays(country, years=day.year):
+        day += timedelta(days=1)
+    return day
+
+
+def _first_day_after(start: date, wanted: Callable[[date], bool]) -> date:
+    day = start + timedelta(days=3)
+    while not wanted(day):
+        day += timedelta(days=1)
+    return day
+
+
+async def _reminder_waits_for_window(env, client, queue, recorder, reminder_day: date) -> None:
+    import holidays  # noqa: F401 - loaded before the sandbox sees it
+
+    zone = ZoneInfo("Europe/Bucharest")
+    invoice, handle = await begin(
+        env, client, queue, recorder,
+        due_date=reminder_day - timedelta(days=1), time_zone="Europe/Bucharest", country="RO",
+        policy=DunningPolicy.default(),
+    )
+    opening_day = _next_business_morning(reminder_day, "RO")
+    opening = datetime.combine(opening_day, time(9, 0), tzinfo=zone)
+    nominal = datetime.combine(reminder_day, time(9, 0), tzinfo=zone)
+    # once the workflow has looked up the country's holidays, its next step is the window's opening
+    await eventually(lambda: _next_action_at(handle, opening))
+    await sleep_until(env, nominal)
+    await sleep_until(env, opening - timedelta(minutes=1))
+    assert "reminder" not in recorder.notice_kinds(invoice.invoice_id)
+    assert (await status(handle)).state == InvoiceState.ISSUED
+    await sleep_until(env, opening)
+    # (a later stage whose own time has come by then, like a +5 warning, follows at once)
+    await eventually(lambda: recorder.events_of(invoice.invoice_id, "stage_reached"))
+    reached = recorder.events_of(invoice.invoice_id, "stage_reached")[0]
+    assert reached.data["stage"] == "reminder"
+    assert reached.occurred_at.astimezone(zone) - opening < timedelta(seconds=1)
+    await eventually(lambda: "reminder" in recorder.notice_kinds(invoice.invoice_id))
+
+
+async def _next_action_at(handle: WorkflowHandle, moment: datetime) -> bool:
+    return (await status(handle)).next_action.at == moment
+
+
+async def test_stage_due_on_a_saturday_goes_out_the_next_business_morning(env, client, queue, recorder):
+    saturday = _first_day_after(await today(env), lambda d: d.weekday() == 5)
+    await _reminder_waits_for_window(env, client, queue, recorder, saturday)
+
+
+async def test_stage_due_on_a_public_holiday_goes_out_the_next_business_morning(env, client, queue, recorder):
+    import holidays
+
+    start = await today(env)
+    ro = holidays.country_holidays("RO", years=[start.year, start.year + 1])
+    holiday = _first_day_after(start, lambda d: d.weekday() < 5 and d in ro)
+    await _reminder_waits_for_window(env, client, queue, recorder, holiday)
+
+
+# --- equipment, agency package, factoring, failed channels ----------------------------------
+
+
+async def test_suspension_cuts_authorised_equipment_and_payment_restores_only_what_was_cut(env, client, queue, recorder):
+    recorder.unreachable_equipment.add("sw-2")
+    terms = {"remote_disconnect_authorized": True, "equipment_ids": ["bmc-1", "sw-1", "sw-2"]}
+    invoice, handle = await begin(env, client, queue, recorder, terms=terms)
+    await reach(env, invoice, handle, StageAction.SUSPEND)
+    await eventually(lambda: len(recorder.events_of(invoice.invoice_id, "suspend_failed")) == 1)
+    cuts = [(verb, r.equipment_id) for verb, r in recorder.equipment_calls]
+    assert sorted(cuts) == [("suspend", "bmc-1"), ("suspend", "sw-1"), ("suspend", "sw-2")]
+    assert [e.data["equipment_id"] for e in recorder.events_of(invoice.invoice_id, "equipment_suspended")] == ["bmc-1", "sw-1"]
+    assert recorder.events_of(invoice.invoice_id, "suspend_failed")[0].data["equipment_id"] == "sw-2"
+    assert (await handle.describe()).typed_search_attributes.get(sa.FAILED_EQUIPMENT) == ["sw-2"]
+    suspended_notice = [n for n in recorder.notices if n.kind.value == "suspended"][0]
+    assert suspended_notice.remote_disconnect
+    await handle.execute_update(InvoiceWorkflow.record_payment, pay("full", (await status(handle)).balance_minor))
+    await handle.result()
+    restores = sorted(r.equipment_id for verb, r in recorder.equipment_calls if verb == "restore")
+    assert restores == ["bmc-1", "sw-1"]
+    assert all(r.requested_by == f"workflow {invoice.workflow_id}" for _, r in recorder.equipment_calls)
+
+
+async def test_without_authorisation_suspension_cuts_nothing_and_says_so(env, client, queue, recorder):
+    terms = {"remote_disconnect_authorized": False, "equipment_ids": ["bmc-1"]}
+    invoice, handle = await begin(env, client, queue, recorder, terms=terms)
+    await reach(env, invoice, handle, StageAction.SUSPEND)
+    await eventually(lambda: "suspended" in recorder.notice_kinds(invoice.invoice_id))
+    assert recorder.equipment_calls == []
+    assert [verb for verb, _ in recorder.service_calls] == ["suspend"]
+    assert not [n for n in recorder.notices if n.kind.value == "suspended"][0].remote_disconnect
+
+
+async def test_agency_stage_sends_the_hand_over_package_once(env, client, queue, recorder):
+    invoice, handle = await begin(env, client, queue, recorder)
+    await reach(env, invoice, handle, StageAction.AGENCY)
+    await eventually(lambda: recorder.events_of(invoice.invoice_id, "agency_handover"))
+    assert len(recorder.agency_packages) == 1
+    package = recorder.agency_packages[0]
+    assert package.invoice == invoice
+    assert package.balance_minor == invoice.amount_minor + sum(f.amount_minor for f in package.fees)
+    assert len(package.fees) >= 3
+    assert package.days_overdue == 90
+    assert recorder.events_of(invoice.invoice_id, "agency_handover")[0].data["package_sent"] is True
+
+
+async def test_factored_invoice_closes_and_refuses_further_requests(env, client, queue, recorder):
+    invoice, handle = await begin(env, client, queue, recorder)
+    await reach(env, invoice, handle, StageAction.WARNING)
+    result = await handle.execute_update(InvoiceWorkflow.mark_factored, MarkFactored(factor="factor-1", advance_minor=80_000))
+    assert result.state == InvoiceState.FACTORED
+    outcome = await handle.result()
+    assert outcome.state == InvoiceState.FACTORED
+    event = recorder.events_of(invoice.invoice_id, "invoice_factored")[0]
+    assert event.data == {"factor": "factor-1", "advance_minor": 80_000, "balance_minor": 100_000}
+
+
+async def test_a_failed_channel_is_shown_to_ops_and_escalation_goes_on(env, client, queue, recorder):
+    recorder.failing_channels["webhook"] = "400 Bad Request from the CRM"
+    invoice, handle = await begin(env, client, queue, recorder)
+    await reach(env, invoice, handle, StageAction.REMINDER)
+    await eventually(lambda: len(recorder.events_of(invoice.invoice_id, "notice_failed")) == 2)
+    failed = recorder.events_of(invoice.invoice_id, "notice_failed")
+    assert [e.data["kind"] for e in failed] == ["invoice_issued", "reminder"]
+    assert all(e.data["channel"] == "webhook" and "400" in e.data["error"] for e in failed)
+    assert (await handle.describe()).typed_search_attributes.get(sa.FAILED_NOTICES) == 2
+    assert [e.data["channels"] for e in recorder.events_of(invoice.invoice_id, "notice_sent")] == [["email"], ["email"]]

@@ -15,6 +15,7 @@ from workflows.models import (
     DunningPolicy,
     EarlyPaymentDiscount,
     Invoice,
+    MarkFactored,
     Payment,
     PaymentPlan,
     ResolveDispute,
@@ -621,3 +622,49 @@ def test_equipment_ids_are_identifiers() -> None:
         ("equipment_ids", 1),
         "String should match pattern",
     )
+
+
+# --- country, service, sending window, factoring ------------------------------------------------
+
+
+@pytest.mark.parametrize("country", ["RO", "BG", "EE", "IT", "GB"])
+def test_invoice_accepts_iso_countries(country):
+    assert Invoice.model_validate(invoice_fields(country=country)).country == country
+
+
+@pytest.mark.parametrize("country", ["XX", "ro", "SU", "YU", "EU", "ROU"])
+def test_invoice_refuses_unknown_or_historic_countries(country):
+    errors = rejection(Invoice, invoice_fields(country=country))
+    assert errors and errors[0][0] == ("country",)
+
+
+def test_invoice_service_is_an_identifier():
+    assert Invoice.model_validate(invoice_fields(service="hosting")).service == "hosting"
+    assert_rejected(Invoice, invoice_fields(service="hosting\r\nBcc: x@y"), ("service",), "pattern")
+
+
+def test_default_policy_sends_on_weekdays_in_office_hours():
+    window = DunningPolicy.default().sending_window
+    assert window is not None
+    assert (window.weekdays, window.opens.hour, window.closes.hour, window.skip_public_holidays) == ([0, 1, 2, 3, 4], 9, 17, True)
+
+
+@pytest.mark.parametrize(
+    ("window", "fragment"),
+    [
+        ({"weekdays": [0, 7]}, "weekdays are distinct numbers"),
+        ({"weekdays": [1, 1]}, "weekdays are distinct numbers"),
+        ({"weekdays": []}, "at least 1 item"),
+        ({"opens": "18:00:00", "closes": "08:00:00"}, "close after it opens"),
+    ],
+)
+def test_bad_sending_windows_are_refused(window, fragment):
+    data = {"stages": [{"action": "reminder", "offset": "P1D"}], "sending_window": window}
+    errors = rejection(DunningPolicy, data)
+    assert any(fragment in message for _, message in errors), errors
+
+
+def test_mark_factored_needs_a_factor_id_and_a_non_negative_advance():
+    assert MarkFactored(factor="factor-1", advance_minor=0).advance_minor == 0
+    assert_rejected(MarkFactored, {"factor": "factor-1", "advance_minor": -1}, ("advance_minor",), "greater than or equal")
+    assert_rejected(MarkFactored, {"factor": "", "advance_minor": 5}, ("factor",), "at least 1")

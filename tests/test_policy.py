@@ -448,3 +448,69 @@ def test_legal_summary_of_an_overpaid_invoice_owes_nothing() -> None:
     summary = policy.legal_summary(ledger_with(payments={"p1": 120_000}), utc(2024, 7, 1))
     assert summary["balance_minor"] == 0
     assert summary["worth_suing"] is False
+
+
+# --- sending window ----------------------------------------------------------------------------
+
+ROMANIAN_HOLIDAYS = frozenset({date(2026, 11, 30), date(2026, 12, 1), date(2026, 12, 25), date(2026, 12, 26)})
+
+
+def windowed(**overrides: Any) -> Invoice:
+    """A Bucharest invoice with the default policy's window: Monday to Friday, 09:00-17:00."""
+    return make_invoice(**{"time_zone": "Europe/Bucharest", "country": "RO", "policy": DEFAULT, **overrides})
+
+
+def local(*args: int) -> datetime:
+    return datetime(*args, tzinfo=BUCHAREST)
+
+
+@pytest.mark.parametrize(
+    ("moment", "expected"),
+    [
+        (local(2026, 11, 25, 10, 30), local(2026, 11, 25, 10, 30)),  # Wednesday, office hours: as is
+        (local(2026, 11, 25, 9, 0), local(2026, 11, 25, 9, 0)),  # the opening itself
+        (local(2026, 11, 25, 7, 15), local(2026, 11, 25, 9, 0)),  # too early: later that morning
+        (local(2026, 11, 25, 17, 0), local(2026, 11, 26, 9, 0)),  # the closing: next morning
+        (local(2026, 11, 27, 22, 0), local(2026, 12, 2, 9, 0)),  # Friday night, weekend, two holidays
+        (local(2026, 11, 28, 9, 0), local(2026, 12, 2, 9, 0)),  # Saturday
+        (local(2026, 12, 24, 16, 59), local(2026, 12, 24, 16, 59)),  # Christmas Eve is a working day
+        (local(2026, 12, 24, 17, 30), local(2026, 12, 28, 9, 0)),  # Christmas and the weekend
+    ],
+)
+def test_next_sending_moment_waits_for_business_hours_and_holidays(moment, expected):
+    assert policy.next_sending_moment(windowed(), moment, ROMANIAN_HOLIDAYS) == expected
+
+
+def test_moment_in_utc_is_judged_in_the_clients_zone():
+    # 06:30 UTC is 08:30 in Bucharest: before the window opens at 09:00 local
+    assert policy.next_sending_moment(windowed(), utc(2026, 11, 25, 6, 30), ROMANIAN_HOLIDAYS) == local(2026, 11, 25, 9)
+
+
+def test_no_window_sends_at_any_moment():
+    invoice = make_invoice(time_zone="Europe/Bucharest", country="RO")  # harness policy: no window
+    assert policy.next_sending_moment(invoice, local(2026, 11, 28, 3, 0), ROMANIAN_HOLIDAYS) == local(2026, 11, 28, 3, 0)
+
+
+def test_window_can_ignore_holidays_and_allow_saturdays():
+    window = {"weekdays": [0, 1, 2, 3, 4, 5], "opens": "10:00:00", "closes": "14:00:00", "skip_public_holidays": False}
+    invoice = windowed(policy={"stages": [s.model_dump(mode="json") for s in DEFAULT.stages], "sending_window": window})
+    assert policy.next_sending_moment(invoice, local(2026, 11, 27, 15, 0), ROMANIAN_HOLIDAYS) == local(2026, 11, 28, 10)
+    assert policy.next_sending_moment(invoice, local(2026, 11, 30, 11, 0), ROMANIAN_HOLIDAYS) == local(2026, 11, 30, 11)
+
+
+def test_window_opening_across_the_autumn_clock_change():
+    # Saturday 24 October 2026 is in summer time, Monday 26 October in winter time: 09:00 local either way
+    assert policy.next_sending_moment(windowed(), local(2026, 10, 24, 12, 0), frozenset()) == local(2026, 10, 26, 9)
+    assert local(2026, 10, 26, 9).utcoffset() == timedelta(hours=2)
+
+
+def test_holiday_years_are_this_one_and_the_next_only_when_needed():
+    assert list(policy.holiday_years_needed(windowed(), local(2026, 12, 31, 23, 30))) == [2026, 2027]
+    assert list(policy.holiday_years_needed(windowed(country=None), local(2026, 12, 31))) == []
+    assert list(policy.holiday_years_needed(make_invoice(country="RO"), utc(2026, 5, 1))) == []  # no window
+
+
+def test_a_window_must_close_after_it_opens():
+    with pytest.raises(ValueError, match="close after it opens"):
+        windowed(policy={"stages": [{"action": "reminder", "offset": "P1D"}],
+                         "sending_window": {"opens": "17:00:00", "closes": "09:00:00"}})

@@ -7,7 +7,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from worker.worker import workflow_runner
+from worker.sandbox import workflow_runner
 from workflows.invoice import InvoiceWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))

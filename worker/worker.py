@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncpg
 from temporalio.client import Client
-import dataclasses
-
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.calendar import public_holidays
 from activities.ledger import LedgerActivities, apply_schema, create_pool
 from activities.notices.smtp import NoticeActivities, SmtpConfig
 from activities.service import ServiceActivities
 from worker.client import connect
+from worker.sandbox import workflow_runner
 from worker.settings import Settings
 from workflows.invoice import InvoiceWorkflow
 
@@ -32,19 +31,6 @@ def smtp_config(settings: Settings) -> SmtpConfig:
     )
 
 
-def workflow_runner() -> SandboxedWorkflowRunner:
-    """The workflow sandbox with the project's pure modules passed through (loaded once, not per run).
-
-    ``zoneinfo.ZoneInfo`` is unrestricted so local dates can be computed: the sandbox only guards
-    its cache-clearing and file-loading members, which the workflows never call.
-    """
-    restrictions = SandboxRestrictions.default.with_passthrough_modules(
-        "workflows.models", "workflows.policy", "workflows.state", "pydantic", "babel", "email_validator", "idna"
-    )
-    members = restrictions.invalid_module_members.with_child_unrestricted("zoneinfo", "ZoneInfo")
-    return SandboxedWorkflowRunner(restrictions=dataclasses.replace(restrictions, invalid_module_members=members))
-
-
 def build_worker(client: Client, pool: asyncpg.Pool, settings: Settings) -> Worker:
     """A worker for the invoice workflow with every activity bound to its resources."""
     ledger, notices, service = LedgerActivities(pool), NoticeActivities(pool, smtp_config(settings)), ServiceActivities(pool)
@@ -58,6 +44,7 @@ def build_worker(client: Client, pool: asyncpg.Pool, settings: Settings) -> Work
             notices.send_notice,
             service.suspend_service,
             service.restore_service,
+            public_holidays,
         ],
     )
 

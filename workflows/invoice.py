@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
@@ -21,9 +22,12 @@ with workflow.unsafe.imports_passed_through():
     from workflows import policy
     from workflows import search_attributes as sa
     from workflows.models import (
+        AgencyHandover,
         DecideLegal,
         DisputeOutcome,
         DomainEvent,
+        EquipmentRequest,
+        EquipmentResult,
         EventKind,
         Fee,
         Invoice,
@@ -38,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         OpenDispute,
         Payment,
         PaymentPlan,
+        PublicHolidaysRequest,
         ResolveDispute,
         ServiceAction,
         Stage,
@@ -48,6 +53,19 @@ with workflow.unsafe.imports_passed_through():
 
 NOTICE_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=10), non_retryable_error_types=["PermanentDeliveryFailure"])
 IO_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
+# a piece of equipment still unreachable after about half an hour of tries is reported, not waited for
+EQUIPMENT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=5),
+    maximum_interval=timedelta(minutes=10),
+    maximum_attempts=6,
+    non_retryable_error_types=["EquipmentRefused", "KillSwitchOn"],
+)
+# steps that talk to the client wait for its sending window (business hours, no holidays)
+WINDOWED_STEPS = frozenset({"stage", "late_fee", "instalment", "legal_review"})
+# workflow.patched() ids: each guards a change made while invoices were in flight (see README, Versioning)
+PATCH_SENDING_WINDOW = "sending-window"
+PATCH_EQUIPMENT = "equipment-adapters"
+PATCH_AGENCY_PACKAGE = "agency-package"
 NOTICE_FOR_STAGE = {
     StageAction.COURTESY: NoticeKind.COURTESY,
     StageAction.REMINDER: NoticeKind.REMINDER,
@@ -87,6 +105,7 @@ class InvoiceWorkflow:
         self._history_limit = params.history_limit
         self._wake = False
         self._published: list | None = None
+        self._windowed = workflow.patched(PATCH_SENDING_WINDOW)
 
     @property
     def invoice(self) -> Invoice:
@@ -112,6 +131,8 @@ class InvoiceWorkflow:
                         )
                     )
                 continue
+            if self._windowed:
+                await self._learn_public_holidays()
             step = self._next_step()
             self._publish(step)
             if step and step.at <= workflow.now():
@@ -128,7 +149,7 @@ class InvoiceWorkflow:
                 assert step is not None
                 await self._perform(step)
         if self.ledger.suspended and self.ledger.escalation != InvoiceState.WRITTEN_OFF:
-            await self._change_service("restore")
+            await self._restore()
             await self._flush()
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._flush()
@@ -145,6 +166,22 @@ class InvoiceWorkflow:
     def _history_is_long(self) -> bool:
         info = workflow.info()
         return info.is_continue_as_new_suggested() or info.get_current_history_length() >= self._history_limit
+
+    async def _learn_public_holidays(self) -> None:
+        """Look up the holidays of the years the sending window may need, once per year."""
+        ledger = self.ledger
+        missing = [y for y in policy.holiday_years_needed(self.invoice, workflow.now()) if y not in ledger.holiday_years]
+        if not missing:
+            return
+        days = await workflow.execute_local_activity(
+            "public_holidays",
+            PublicHolidaysRequest(country=self.invoice.country or "", years=missing),
+            result_type=list[date],
+            start_to_close_timeout=timedelta(seconds=30),
+            summary=f"Public holidays of {self.invoice.country} in {', '.join(map(str, missing))}",
+        )
+        ledger.public_holidays = sorted(set(ledger.public_holidays) | set(days))
+        ledger.holiday_years.extend(missing)
 
     def _issue(self) -> None:
         now = workflow.now()
@@ -164,7 +201,9 @@ class InvoiceWorkflow:
             index = ledger.plan.checked
             if index >= len(ledger.plan.plan.instalments):
                 return None
-            return Step("instalment", policy.instalment_check_at(ledger, index), f"instalment {index + 1} check")
+            return self._in_window(
+                Step("instalment", policy.instalment_check_at(ledger, index), f"instalment {index + 1} check")
+            )
         candidates = []
         if ledger.next_stage_index < len(invoice.policy.stages):
             stage = invoice.policy.stages[ledger.next_stage_index]
@@ -177,7 +216,14 @@ class InvoiceWorkflow:
         discount_ends = policy.discount_ends_at(ledger)
         if discount_ends and discount_ends > workflow.now():
             candidates.append(Step("discount_ends", discount_ends, "early-payment discount ends"))
-        return min(candidates, key=lambda s: s.at, default=None)
+        return min((self._in_window(step) for step in candidates), key=lambda s: s.at, default=None)
+
+    def _in_window(self, step: Step) -> Step:
+        """Move a step that talks to the client to the next opening of its sending window."""
+        if not self._windowed or step.kind not in WINDOWED_STEPS:
+            return step
+        at = policy.next_sending_moment(self.invoice, step.at, frozenset(self.ledger.public_holidays))
+        return step if at == step.at else Step(step.kind, at, f"{step.label} (next sending window)")
 
     async def _perform(self, step: Step) -> None:
         if step.kind == "stage":
@@ -203,9 +249,10 @@ class InvoiceWorkflow:
             self._charge_late_fee()
             return
         if action == StageAction.SUSPEND:
-            await self._change_service("suspend")
+            await self._suspend()
         elif action == StageAction.AGENCY:
-            self._event(EventKind.AGENCY_HANDOVER, balance_minor=self.ledger.balance_minor)
+            sent = await self._send_agency_package() if workflow.patched(PATCH_AGENCY_PACKAGE) else False
+            self._event(EventKind.AGENCY_HANDOVER, balance_minor=self.ledger.balance_minor, package_sent=sent)
         elif action == StageAction.LEGAL_REVIEW:
             self._open_legal_review()
             return
@@ -231,12 +278,12 @@ class InvoiceWorkflow:
         received = policy.plan_amount_received(ledger)
         if received >= expected:
             return
-        missed = ledger.plan.checked
+        missed, instalments = ledger.plan.checked, ledger.plan.plan.instalments
         ledger.paused += now - ledger.plan.agreed_at
         ledger.plan = None
         self._event(EventKind.INSTALMENT_MISSED, instalment=missed, expected_minor=expected, received_minor=received)
         ledger.remember(now, f"Instalment {missed} missed: escalation resumes at {ledger.escalation.value}")
-        self._queue_notice(NoticeKind.INSTALMENT_MISSED)
+        self._queue_notice(NoticeKind.INSTALMENT_MISSED, number=missed, instalments=instalments)
 
     def _open_legal_review(self) -> None:
         ledger, now = self.ledger, workflow.now()
@@ -247,23 +294,77 @@ class InvoiceWorkflow:
         ledger.remember(now, "Legal review opened: waiting for a decision")
         self._queue_notice(NoticeKind.LEGAL_REVIEW)
 
-    async def _change_service(self, verb: str) -> None:
-        """``suspend`` or ``restore`` the customer's service through its activity, and record it."""
-        result = await workflow.execute_activity(
+    async def _suspend(self) -> None:
+        """Block support and orders, then cut each authorised piece of equipment."""
+        result = await self._service_activity("suspend")
+        self.ledger.suspended = True
+        self._event(EventKind.SERVICE_SUSPENDED, **result, service=self.invoice.service)
+        self.ledger.remember(workflow.now(), "Service suspended: support and new orders blocked")
+        terms = self.invoice.terms
+        if terms.remote_disconnect_authorized and terms.equipment_ids and workflow.patched(PATCH_EQUIPMENT):
+            await self._change_equipment("suspend", list(terms.equipment_ids))
+
+    async def _restore(self) -> None:
+        """Restore each piece of equipment that was cut (and only those), then lift the block."""
+        if self.ledger.equipment_cut and workflow.patched(PATCH_EQUIPMENT):
+            await self._change_equipment("restore", list(self.ledger.equipment_cut))
+        result = await self._service_activity("restore")
+        self.ledger.suspended = False
+        self._event(EventKind.SERVICE_RESTORED, **result, service=self.invoice.service)
+        self.ledger.remember(workflow.now(), "Service restored")
+        self._queue_notice(NoticeKind.RESTORED)
+
+    async def _service_activity(self, verb: str) -> dict:
+        return await workflow.execute_activity(
             f"{verb}_service",
             self._service_action(verb),
             start_to_close_timeout=timedelta(minutes=5),
             retry_policy=IO_RETRY,
-            summary=f"{verb.capitalize()} service of customer {self.invoice.customer_id}",
+            summary=f"{verb.capitalize()} support and orders of customer {self.invoice.customer_id}",
         )
-        self.ledger.suspended = verb == "suspend"
-        kind, done = (
-            (EventKind.SERVICE_SUSPENDED, "suspended") if self.ledger.suspended else (EventKind.SERVICE_RESTORED, "restored")
+
+    async def _change_equipment(self, verb: str, equipment_ids: list[str]) -> None:
+        """One activity per piece, in parallel; a piece that stays unreachable is reported, not waited for."""
+        outcomes = await asyncio.gather(*(self._one_equipment(verb, eid) for eid in equipment_ids))
+        ledger, now = self.ledger, workflow.now()
+        for equipment_id, result, error in outcomes:
+            if result is not None:
+                kind = EventKind.EQUIPMENT_SUSPENDED if verb == "suspend" else EventKind.EQUIPMENT_RESTORED
+                self._event(kind, **result.model_dump(exclude={"action"}))
+                ledger.equipment_failed.pop(equipment_id, None)
+                if verb == "suspend":
+                    ledger.equipment_cut.append(equipment_id)
+                else:
+                    ledger.equipment_cut.remove(equipment_id)
+                ledger.remember(now, f"Equipment {equipment_id} {'cut' if verb == 'suspend' else 'restored'}: {result.state}")
+            else:
+                kind = EventKind.SUSPEND_FAILED if verb == "suspend" else EventKind.RESTORE_FAILED
+                self._event(kind, equipment_id=equipment_id, error=error)
+                ledger.equipment_failed[equipment_id] = f"{verb} failed: {error}"
+                ledger.remember(now, f"Equipment {equipment_id}: {verb} FAILED ({error})")
+
+    async def _one_equipment(self, verb: str, equipment_id: str) -> tuple[str, EquipmentResult | None, str]:
+        request = EquipmentRequest(
+            idempotency_key=f"{workflow.info().workflow_id}/{verb}-equipment-{equipment_id}",
+            equipment_id=equipment_id,
+            customer_id=self.invoice.customer_id,
+            invoice_id=self.invoice.invoice_id,
+            reason=f"invoice {self.invoice.invoice_id} {'unpaid' if verb == 'suspend' else 'settled'}",
+            requested_by=f"workflow {workflow.info().workflow_id}",
         )
-        self._event(kind, **result)
-        self.ledger.remember(workflow.now(), f"Service {done}")
-        if not self.ledger.suspended:
-            self._queue_notice(NoticeKind.RESTORED)
+        try:
+            result = await workflow.execute_activity(
+                f"{verb}_equipment",
+                request,
+                result_type=EquipmentResult,
+                start_to_close_timeout=timedelta(minutes=5),
+                heartbeat_timeout=timedelta(minutes=1),
+                retry_policy=EQUIPMENT_RETRY,
+                summary=f"{verb.capitalize()} equipment {equipment_id}",
+            )
+        except ActivityError as err:
+            return equipment_id, None, _one_line(err.cause or err)
+        return equipment_id, result, ""
 
     def _service_action(self, verb: str) -> ServiceAction:
         terms = self.invoice.terms
@@ -275,6 +376,33 @@ class InvoiceWorkflow:
             equipment_ids=list(terms.equipment_ids),
             reason=f"invoice {self.invoice.invoice_id} {'unpaid' if verb == 'suspend' else 'settled'}",
         )
+
+    async def _send_agency_package(self) -> bool:
+        """Write the history first, then send the hand-over package to the agency; False if it failed."""
+        await self._flush()
+        ledger = self.ledger
+        handover = AgencyHandover(
+            idempotency_key=f"{workflow.info().workflow_id}/agency-package",
+            invoice=self.invoice,
+            fees=list(ledger.fees),
+            paid_minor=ledger.paid_minor,
+            credited_minor=ledger.credited_minor + ledger.discount_minor,
+            balance_minor=ledger.balance_minor,
+            days_overdue=policy.days_overdue(self.invoice, workflow.now()),
+        )
+        try:
+            await workflow.execute_activity(
+                "send_agency_package",
+                handover,
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=NOTICE_RETRY,
+                summary="Send the hand-over package to the collection agency",
+            )
+        except ActivityError as err:
+            self._notice_failed("agency_package", "agency-package", "agency", err)
+            return False
+        ledger.remember(workflow.now(), "Hand-over package sent to the collection agency")
+        return True
 
     # --- output: notices and events --------------------------------------------------------
 
@@ -300,26 +428,43 @@ class InvoiceWorkflow:
         request = self._notice_request(queued)
         label = queued.kind.value.replace("_", " ")
         try:
-            await workflow.execute_activity(
+            result = await workflow.execute_activity(
                 "send_notice",
                 request,
                 start_to_close_timeout=timedelta(minutes=2),
                 retry_policy=NOTICE_RETRY,
-                summary=f"E-mail {label} notice",
+                summary=f"Send {label} notice",
             )
         except ActivityError as err:
-            self._event(EventKind.NOTICE_FAILED, kind=queued.kind.value, step=queued.step, error=str(err.cause or err))
-            self.ledger.remember(workflow.now(), f"Notice failed: {label}")
+            self._notice_failed(queued.kind.value, queued.step, "all", err)
             return
-        self._event(EventKind.NOTICE_SENT, kind=queued.kind.value, step=queued.step, to=str(request.to_email))
+        # histories from before the channels change carry a bare Message-ID: e-mail only
+        delivered = result.get("delivered", []) if isinstance(result, dict) else ["email"]
+        failed = result.get("failed", {}) if isinstance(result, dict) else {}
+        if delivered:
+            self._event(
+                EventKind.NOTICE_SENT, kind=queued.kind.value, step=queued.step, to=str(request.to_email), channels=delivered
+            )
+        for channel, error in sorted(failed.items()):
+            self._notice_failed(queued.kind.value, queued.step, channel, error)
+
+    def _notice_failed(self, kind: str, step: str, channel: str, error: object) -> None:
+        if isinstance(error, ActivityError):
+            error = error.cause or error
+        self.ledger.failed_notices += 1
+        self._event(EventKind.NOTICE_FAILED, kind=kind, step=step, channel=channel, error=_one_line(error))
+        self.ledger.remember(workflow.now(), f"Notice FAILED: {kind.replace('_', ' ')} ({channel}): {_one_line(error)}")
 
     def _notice_request(self, queued: QueuedNotice) -> NoticeRequest:
         ledger, invoice, now = self.ledger, self.invoice, workflow.now()
         suspension_at = None
-        if queued.kind == NoticeKind.ULTIMATUM:
+        terms = invoice.terms
+        if queued.kind in (NoticeKind.ULTIMATUM, NoticeKind.SUSPENDED):
             try:
                 suspend = invoice.policy.stage(StageAction.SUSPEND)
-                suspension_at = policy.stage_due_at(invoice, suspend, ledger.paused)
+                suspension_at = self._in_window(
+                    Step("stage", policy.stage_due_at(invoice, suspend, ledger.paused), "suspend")
+                ).at
             except KeyError:
                 pass
         return NoticeRequest(
@@ -343,12 +488,22 @@ class InvoiceWorkflow:
             discount_minor=policy.discount_available(ledger, now) or ledger.discount_minor,
             discount_until=policy.discount_deadline(invoice),
             detail=queued.detail,
+            country=invoice.country,
+            days_overdue=policy.days_overdue(invoice, now),
+            late_fee_percent_per_month=terms.late_fee_percent_per_month,
+            fixed_late_fee_minor=terms.fixed_late_fee_minor,
+            payment_minor=queued.amount_minor if queued.kind == NoticeKind.RECEIPT else 0,
+            credit_minor=queued.amount_minor if queued.kind == NoticeKind.DISPUTE_RESOLVED else 0,
+            instalments=list(queued.instalments),
+            missed_instalment=queued.number,
+            remote_disconnect=terms.remote_disconnect_authorized and bool(terms.equipment_ids),
+            service=invoice.service,
         )
 
-    def _queue_notice(self, kind: NoticeKind, detail: str = "") -> None:
+    def _queue_notice(self, kind: NoticeKind, detail: str = "", **facts: Any) -> None:
         self.ledger.notices_queued += 1
         step = f"{self.ledger.notices_queued:04d}-{kind.value}"
-        self.ledger.outbox.append(QueuedNotice(kind=kind, step=step, detail=detail))
+        self.ledger.outbox.append(QueuedNotice(kind=kind, step=step, detail=detail, **facts))
 
     def _event(self, kind: EventKind, /, **data: object) -> None:
         ledger = self.ledger
@@ -374,6 +529,8 @@ class InvoiceWorkflow:
             sa.DUE_DATE.value_set(policy.due_moment(invoice)),
             sa.DAYS_OVERDUE.value_set(policy.days_overdue(invoice, now)),
             sa.REJECTED_PAYMENTS.value_set(ledger.rejected_payments),
+            sa.FAILED_NOTICES.value_set(ledger.failed_notices),
+            sa.FAILED_EQUIPMENT.value_set(sorted(ledger.equipment_failed)),
         ]
         if updates != self._published:
             workflow.upsert_search_attributes(updates)
@@ -388,6 +545,12 @@ class InvoiceWorkflow:
             lines.append("Waiting: a legal decision (sue, settle, write off or back to agency)")
         if ledger.rejected_payments:
             lines.append(f"Rejected payments: {ledger.rejected_payments} (see the payment_rejected events)")
+        if ledger.failed_notices:
+            lines.append(f"Failed notices: {ledger.failed_notices} (see the notice_failed events)")
+        if ledger.equipment_failed:
+            lines.append("Equipment needing ops: " + "; ".join(f"{k}: {v}" for k, v in sorted(ledger.equipment_failed.items())))
+        if ledger.equipment_cut:
+            lines.append("Equipment cut: " + ", ".join(ledger.equipment_cut))
         workflow.set_current_details("\n\n".join(lines))
 
     def _changed(self) -> None:
@@ -436,7 +599,7 @@ class InvoiceWorkflow:
                 self._event(EventKind.OVERPAYMENT_CREDITED, amount_minor=ledger.overpaid_minor)
             settled = ledger.legal_decision == LegalDecision.SETTLE
             self._close(InvoiceState.SETTLED if settled else InvoiceState.PAID)
-        self._queue_notice(NoticeKind.RECEIPT, detail=payment.payment_id)
+        self._queue_notice(NoticeKind.RECEIPT, detail=payment.payment_id, amount_minor=payment.amount_minor)
         self._changed()
         return ledger.balance_minor
 
@@ -521,7 +684,9 @@ class InvoiceWorkflow:
             note=resolution.note,
         )
         ledger.remember(now, f"Dispute {resolution.outcome.value}")
-        self._queue_notice(NoticeKind.DISPUTE_RESOLVED, detail=resolution.outcome.value)
+        self._queue_notice(
+            NoticeKind.DISPUTE_RESOLVED, detail=resolution.outcome.value, amount_minor=resolution.credit_minor
+        )
         if ledger.net_minor <= 0:
             self._close(InvoiceState.SETTLED)
         self._changed()
@@ -547,7 +712,7 @@ class InvoiceWorkflow:
         )
         self._event(EventKind.PAYMENT_PLAN_AGREED, plan=plan.model_dump(mode="json"))
         ledger.remember(now, f"Payment plan agreed: {len(plan.instalments)} instalment(s)")
-        self._queue_notice(NoticeKind.PLAN_AGREED)
+        self._queue_notice(NoticeKind.PLAN_AGREED, instalments=plan.instalments)
         self._changed()
         return self.status()
 

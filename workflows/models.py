@@ -35,8 +35,13 @@ ISO_CURRENCIES = frozenset(
 # IANA zones, less the host-dependent aliases that would make workers disagree
 TIME_ZONES = frozenset(available_timezones() - {"localtime", "Factory", "posixrules"})
 SUPPORTED_LANGUAGES = ("en", "ro", "bg", "et", "it")
-# ISO 3166-1 alpha-2 countries (Babel's territories that are two letters)
-COUNTRIES = frozenset(code for code in get_global("territory_currencies") if len(code) == 2 and code.isalpha())
+# ISO 3166-1 alpha-2 countries: Babel's two-letter territories with a currency today (no USSR, no EU)
+COUNTRIES = frozenset(
+    code
+    for code in get_global("territory_currencies")
+    if len(code) == 2 and code not in ("EU", "ZZ")
+    and get_territory_currencies(code, start_date=date(2020, 1, 1), end_date=date(2100, 1, 1))
+)
 
 
 def _known_currency(code: str) -> str:
@@ -495,6 +500,13 @@ class EquipmentResult(Strict):
     changed: bool = Field(description="false when it was already in the wanted state")
     state: str = Field(description="the state read back from the equipment, e.g. 'Off' or 'down'")
     dry_run: bool = False
+
+
+class PublicHolidaysRequest(Strict):
+    """Which public holidays the sending window needs: a country and some years."""
+
+    country: Country
+    years: list[int] = Field(min_length=1, max_length=5)
 
 
 class MarkFactored(Strict):

@@ -46,6 +46,46 @@ def stage_due_at(invoice: Invoice, stage: Stage, paused: timedelta) -> datetime:
     return due_moment(invoice) + stage.offset + paused
 
 
+def is_sending_day(invoice: Invoice, day: date, holidays: frozenset[date]) -> bool:
+    """Whether notices may go out on this local date: an allowed weekday that is no public holiday."""
+    window = invoice.policy.sending_window
+    if window is None:
+        return True
+    if day.weekday() not in window.weekdays:
+        return False
+    return not (window.skip_public_holidays and day in holidays)
+
+
+def next_sending_moment(invoice: Invoice, moment: datetime, holidays: frozenset[date]) -> datetime:
+    """``moment`` if it falls inside the sending window, else the window's next opening (client's zone).
+
+    ``holidays`` are the public holidays of the client's country (looked up by an activity: the
+    calendar is outside data, so the workflow keeps what it was told).
+    """
+    window = invoice.policy.sending_window
+    if window is None:
+        return moment
+    zone = ZoneInfo(invoice.time_zone)
+    day = moment.astimezone(zone).date()
+    for _ in range(800):  # a window with at least one weekday opens within two years, holidays or not
+        if is_sending_day(invoice, day, holidays):
+            opens = datetime.combine(day, window.opens, tzinfo=zone)
+            closes = datetime.combine(day, window.closes, tzinfo=zone)
+            if moment < closes:
+                return max(moment, opens)
+        day += timedelta(days=1)
+    raise ValueError("the sending window never opens")
+
+
+def holiday_years_needed(invoice: Invoice, now: datetime) -> range:
+    """The years whose holidays the workflow should know now: this one and the next, if the window skips them."""
+    window = invoice.policy.sending_window
+    if window is None or not window.skip_public_holidays or not invoice.country:
+        return range(0)
+    year = local_date(invoice, now).year
+    return range(year, year + 2)
+
+
 def add_months(moment: datetime, months: int) -> datetime:
     """Same day-of-month ``months`` later, clamped to the month's last day."""
     month_index = moment.month - 1 + months

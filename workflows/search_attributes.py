@@ -9,5 +9,17 @@ CURRENCY = SearchAttributeKey.for_keyword("Currency")
 DUE_DATE = SearchAttributeKey.for_datetime("DueDate")
 DAYS_OVERDUE = SearchAttributeKey.for_int("DaysOverdue")
 REJECTED_PAYMENTS = SearchAttributeKey.for_int("RejectedPayments")
+FAILED_NOTICES = SearchAttributeKey.for_int("FailedNotices")
+FAILED_EQUIPMENT = SearchAttributeKey.for_keyword_list("FailedEquipment")
 
-ALL = (INVOICE_STATE, CUSTOMER_ID, AMOUNT_DUE, CURRENCY, DUE_DATE, DAYS_OVERDUE, REJECTED_PAYMENTS)
+ALL = (
+    INVOICE_STATE,
+    CUSTOMER_ID,
+    AMOUNT_DUE,
+    CURRENCY,
+    DUE_DATE,
+    DAYS_OVERDUE,
+    REJECTED_PAYMENTS,
+    FAILED_NOTICES,
+    FAILED_EQUIPMENT,
+)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -10,6 +10,7 @@ from workflows.models import (
     ActionTaken,
     DomainEvent,
     Fee,
+    Instalment,
     Invoice,
     InvoiceState,
     LegalDecision,
@@ -26,6 +27,9 @@ class QueuedNotice(BaseModel):
     kind: NoticeKind
     step: str
     detail: str = ""
+    amount_minor: int = Field(default=0, description="receipt: the payment; dispute resolved: the credit")
+    number: int | None = Field(default=None, description="instalment missed: which one")
+    instalments: list[Instalment] = Field(default_factory=list, description="plan agreed / instalment missed")
 
 
 class Dispute(BaseModel):
@@ -57,6 +61,11 @@ class InvoiceLedger(BaseModel):
     dispute: Dispute | None = None
     plan: PlanInProgress | None = None
     suspended: bool = False
+    equipment_cut: list[str] = Field(default_factory=list, description="equipment ids cut and not yet restored")
+    equipment_failed: dict[str, str] = Field(default_factory=dict, description="equipment id -> last error")
+    failed_notices: int = 0
+    public_holidays: list[date] = Field(default_factory=list, description="of the client's country, as looked up")
+    holiday_years: list[int] = Field(default_factory=list, description="years whose holidays were looked up")
     legal_decision: LegalDecision | None = None
     legal_review_again_at: datetime | None = None
     rejected_payments: int = 0

@@ -1,0 +1,221 @@
+"""The typed payload of every domain event kind: what each fact in the event log carries.
+
+``DomainEvent.data`` is stored as JSON; these models say what it must contain, so a malformed
+event is refused before it is written (``append_events``) and readers get typed payloads.
+A field added to a payload later gets a default, so events written before it still validate.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+
+from workflows.models import (
+    DisputeOutcome,
+    DomainEvent,
+    EventKind,
+    Invoice,
+    InvoiceState,
+    LegalDecision,
+    NoticeKind,
+    PaymentPlan,
+    StageAction,
+)
+
+Minor = Annotated[int, Field(strict=True, ge=0, description="amount in minor units (cents)")]
+PositiveMinor = Annotated[int, Field(strict=True, gt=0, description="amount in minor units (cents)")]
+Count = Annotated[int, Field(strict=True, ge=0)]
+
+
+class Payload(BaseModel):
+    """Base of every payload: unknown fields are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InvoiceIssued(Payload):
+    invoice: Invoice = Field(description="the whole invoice as started: terms, policy, contact")
+
+
+class InvoiceResent(Payload):
+    balance_minor: Minor
+
+
+class NoticeSent(Payload):
+    kind: NoticeKind
+    step: str
+    to: str
+    channels: list[str] = Field(default_factory=list, description="channels that delivered it, e.g. ['email']")
+
+
+class NoticeFailed(Payload):
+    kind: str = Field(description="a notice kind, or another message such as 'agency_package'")
+    step: str
+    error: str
+    channel: str = Field(default="all", description="the channel that failed; 'all' when nothing was delivered")
+
+
+class StageReached(Payload):
+    stage: StageAction
+    days_overdue: Count
+
+
+class LateFeeCharged(Payload):
+    number: Annotated[int, Field(strict=True, ge=1)]
+    amount_minor: PositiveMinor
+    reason: str
+
+
+class PaymentRecorded(Payload):
+    payment_id: str
+    amount_minor: PositiveMinor
+    received_at: datetime
+    balance_minor: Minor = Field(description="the balance after this payment")
+
+
+class PaymentRejected(Payload):
+    reason: str
+    payload: JsonValue = Field(description="what was received: the raw text, or the payment as JSON")
+
+
+class AmountApplied(Payload):
+    """An early-payment discount granted, or an overpayment credited to the client."""
+
+    amount_minor: PositiveMinor
+
+
+class DisputeOpened(Payload):
+    reason: str
+
+
+class DisputeResolved(Payload):
+    outcome: DisputeOutcome
+    credit_minor: Minor
+    note: str = ""
+
+
+class PaymentPlanAgreed(Payload):
+    plan: PaymentPlan
+
+
+class InstalmentMissed(Payload):
+    instalment: Annotated[int, Field(strict=True, ge=1)]
+    expected_minor: Minor
+    received_minor: int
+
+
+class ServiceChanged(Payload):
+    """Support and new orders blocked (suspended) or unblocked (restored) for one invoice."""
+
+    support_and_orders_blocked: bool
+    remote_disconnect_authorized: bool
+    equipment_ids: list[str]
+    service: str | None = Field(default=None, description="the service the invoice covers; None: all of them")
+
+
+class EquipmentChanged(Payload):
+    """One piece of equipment cut or restored, with the state read back from it."""
+
+    equipment_id: str
+    state: str
+    changed: bool
+    dry_run: bool
+
+
+class EquipmentFailed(Payload):
+    equipment_id: str
+    error: str
+
+
+class AgencyHandedOver(Payload):
+    balance_minor: Minor
+    package_sent: bool = False
+
+
+class InvoiceFactored(Payload):
+    factor: str
+    advance_minor: Minor
+    balance_minor: Minor
+
+
+class LegalReviewOpened(Payload):
+    """The cost-benefit summary put before the human deciding (``policy.legal_summary``)."""
+
+    balance_minor: Minor
+    fees_minor: Minor
+    paid_minor: Minor
+    days_overdue: Count
+    cost_of_action_minor: Minor
+    net_if_recovered_minor: int
+    small_claims_limit_minor: Minor
+    small_claims_eligible: bool
+    worth_suing: bool
+    summary: str
+
+
+class LegalDecisionTaken(Payload):
+    decision: LegalDecision
+    settle_amount_minor: PositiveMinor | None = None
+    note: str = ""
+    balance_minor: Minor = Field(description="the balance when the decision was taken")
+
+
+class InvoiceClosed(Payload):
+    state: InvoiceState
+    paid_minor: Minor
+    fees_minor: Minor
+    written_off_minor: Minor
+    overpaid_minor: Minor
+
+    @field_validator("state")
+    @classmethod
+    def _a_closed_state(cls, state: InvoiceState) -> InvoiceState:
+        if not state.closed:
+            raise ValueError(f"{state.value!r} is not a closed state")
+        return state
+
+
+PAYLOADS: dict[EventKind, type[Payload]] = {
+    EventKind.INVOICE_ISSUED: InvoiceIssued,
+    EventKind.INVOICE_RESENT: InvoiceResent,
+    EventKind.NOTICE_SENT: NoticeSent,
+    EventKind.NOTICE_FAILED: NoticeFailed,
+    EventKind.STAGE_REACHED: StageReached,
+    EventKind.LATE_FEE_CHARGED: LateFeeCharged,
+    EventKind.PAYMENT_RECORDED: PaymentRecorded,
+    EventKind.PAYMENT_REJECTED: PaymentRejected,
+    EventKind.DISCOUNT_APPLIED: AmountApplied,
+    EventKind.OVERPAYMENT_CREDITED: AmountApplied,
+    EventKind.DISPUTE_OPENED: DisputeOpened,
+    EventKind.DISPUTE_RESOLVED: DisputeResolved,
+    EventKind.PAYMENT_PLAN_AGREED: PaymentPlanAgreed,
+    EventKind.INSTALMENT_MISSED: InstalmentMissed,
+    EventKind.SERVICE_SUSPENDED: ServiceChanged,
+    EventKind.SERVICE_RESTORED: ServiceChanged,
+    EventKind.EQUIPMENT_SUSPENDED: EquipmentChanged,
+    EventKind.EQUIPMENT_RESTORED: EquipmentChanged,
+    EventKind.SUSPEND_FAILED: EquipmentFailed,
+    EventKind.RESTORE_FAILED: EquipmentFailed,
+    EventKind.AGENCY_HANDOVER: AgencyHandedOver,
+    EventKind.INVOICE_FACTORED: InvoiceFactored,
+    EventKind.LEGAL_REVIEW_OPENED: LegalReviewOpened,
+    EventKind.LEGAL_DECISION: LegalDecisionTaken,
+    EventKind.INVOICE_CLOSED: InvoiceClosed,
+}
+
+
+def payload_of(event: DomainEvent) -> Payload:
+    """The event's data validated as its kind's payload (``pydantic.ValidationError`` if malformed)."""
+    return PAYLOADS[event.kind].model_validate(event.data)
+
+
+class RecordedEvent(DomainEvent):
+    """An event as read back from the store: with its global position and a typed payload."""
+
+    position: int = Field(ge=1, description="global order of appends across all invoices")
+
+    def payload(self) -> Payload:
+        """The typed payload of this event."""
+        return payload_of(self)
