@@ -11,7 +11,7 @@ import functools
 import json
 import re
 from collections.abc import Awaitable, Callable
-from datetime import timezone
+from datetime import timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -29,12 +29,14 @@ from worker import invoices
 from worker.client import connect
 from worker.invoices import InvoiceError
 from worker.settings import Settings
+from worker.setup import NotSetUp
 from workflows.models import (
     DecideLegal,
     DisputeOutcome,
     Invoice,
     InvoiceStatus,
     LegalDecision,
+    MarkFactored,
     OpenDispute,
     Payment,
     PaymentPlan,
@@ -96,6 +98,22 @@ def worker() -> None:
     from worker.worker import run_worker
 
     _serve(lambda settings: run_worker(settings), uses_database_url=True)
+
+
+@app.command()
+@guarded
+def setup(
+    retention_days: Annotated[int, typer.Option(help="Workflow retention of a namespace this creates", min=1)] = 90,
+) -> None:
+    """Prepare a real Temporal cluster: create the namespace if missing and register the search attributes."""
+    from worker.setup import set_up_namespace
+
+    async def run(client: Client, settings: Settings) -> None:
+        done = await set_up_namespace(client, settings.temporal_namespace, timedelta(days=retention_days))
+        for line in done or [f"namespace {settings.temporal_namespace} already set up"]:
+            typer.echo(line)
+
+    _with_client(run)
 
 
 def _serve(run: Callable[[Settings], Awaitable[None]], keep_lines: bool = False, uses_database_url: bool = False) -> None:
@@ -288,6 +306,25 @@ def decide(
     _with_client(run)
 
 
+@invoice_app.command("factored")
+@guarded
+def factored(
+    invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_default=False)],
+    factor: Annotated[str, typer.Option(help="Id of the factor that bought the receivable", show_default=False)],
+    advance: Annotated[str, typer.Option(help="What the factor paid, in major units", show_default=False)],
+) -> None:
+    """Mark the receivable as sold to a factor: the client-facing escalation ends."""
+    _check_amount_syntax(advance, "--advance", allow_zero=True)
+
+    async def run(client: Client, settings: Settings) -> None:
+        advance_minor = await _minor_on_invoice(client, invoice_id, advance, "--advance", allow_zero=True)
+        request = _model(MarkFactored, "factoring", factor=factor, advance_minor=advance_minor)
+        current = await invoices.mark_factored(client, invoice_id, request)
+        typer.echo(f"Invoice {invoice_id} sold to {factor} ({_state_line(current)})")
+
+    _with_client(run)
+
+
 # --- output ---------------------------------------------------------------------------------
 
 
@@ -440,7 +477,7 @@ def settings_or_none() -> Settings | None:
 
 def _describe(err: BaseException, settings: Settings | None) -> str:
     """A message for the user, for anything a command can fail with."""
-    if isinstance(err, (CliError, InvoiceError)):
+    if isinstance(err, (CliError, InvoiceError, NotSetUp)):
         return str(err)
     if isinstance(err, ValidationError):
         if err.title == Settings.__name__:

@@ -13,6 +13,7 @@ from activities.service import ServiceActivities
 from worker.client import connect
 from worker.sandbox import workflow_runner
 from worker.settings import Settings
+from worker.setup import check_namespace
 from workflows.invoice import InvoiceWorkflow
 
 
@@ -52,6 +53,7 @@ def build_worker(client: Client, pool: asyncpg.Pool, settings: Settings) -> Work
 async def run_worker(settings: Settings) -> None:
     """Connect, apply pending migrations, open the pool and run the worker until cancelled."""
     client = await connect(settings)
+    await check_namespace(client, settings.temporal_namespace)
     database_url = settings.resolved_database_url()
     await apply_schema(database_url)
     pool = await create_pool(database_url)

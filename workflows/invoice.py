@@ -451,7 +451,8 @@ class InvoiceWorkflow:
     def _notice_failed(self, kind: str, step: str, channel: str, error: object) -> None:
         if isinstance(error, ActivityError):
             error = error.cause or error
-        self.ledger.failed_notices += 1
+        if kind not in self.ledger.failed_notices:
+            self.ledger.failed_notices.append(kind)
         self._event(EventKind.NOTICE_FAILED, kind=kind, step=step, channel=channel, error=_one_line(error))
         self.ledger.remember(workflow.now(), f"Notice FAILED: {kind.replace('_', ' ')} ({channel}): {_one_line(error)}")
 
@@ -529,7 +530,7 @@ class InvoiceWorkflow:
             sa.DUE_DATE.value_set(policy.due_moment(invoice)),
             sa.DAYS_OVERDUE.value_set(policy.days_overdue(invoice, now)),
             sa.REJECTED_PAYMENTS.value_set(ledger.rejected_payments),
-            sa.FAILED_NOTICES.value_set(ledger.failed_notices),
+            sa.FAILED_NOTICES.value_set(sorted(ledger.failed_notices)),
             sa.FAILED_EQUIPMENT.value_set(sorted(ledger.equipment_failed)),
         ]
         if updates != self._published:
@@ -546,7 +547,8 @@ class InvoiceWorkflow:
         if ledger.rejected_payments:
             lines.append(f"Rejected payments: {ledger.rejected_payments} (see the payment_rejected events)")
         if ledger.failed_notices:
-            lines.append(f"Failed notices: {ledger.failed_notices} (see the notice_failed events)")
+            failed = ", ".join(k.replace("_", " ") for k in ledger.failed_notices)
+            lines.append(f"Failed notices: {failed} (see the notice_failed events)")
         if ledger.equipment_failed:
             lines.append("Equipment needing ops: " + "; ".join(f"{k}: {v}" for k, v in sorted(ledger.equipment_failed.items())))
         if ledger.equipment_cut:

@@ -1,4 +1,7 @@
-"""Typed search-attribute keys the invoice workflow upserts, declared once for the UI and the set-up."""
+"""Typed search-attribute keys the invoice workflow upserts, declared once for the UI and the set-up.
+
+Mind the dev server's SQLite visibility store: at most 3 Int and 3 KeywordList attributes.
+"""
 
 from temporalio.common import SearchAttributeKey
 
@@ -9,7 +12,7 @@ CURRENCY = SearchAttributeKey.for_keyword("Currency")
 DUE_DATE = SearchAttributeKey.for_datetime("DueDate")
 DAYS_OVERDUE = SearchAttributeKey.for_int("DaysOverdue")
 REJECTED_PAYMENTS = SearchAttributeKey.for_int("RejectedPayments")
-FAILED_NOTICES = SearchAttributeKey.for_int("FailedNotices")
+FAILED_NOTICES = SearchAttributeKey.for_keyword_list("FailedNotices")
 FAILED_EQUIPMENT = SearchAttributeKey.for_keyword_list("FailedEquipment")
 
 ALL = (

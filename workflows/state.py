@@ -63,7 +63,7 @@ class InvoiceLedger(BaseModel):
     suspended: bool = False
     equipment_cut: list[str] = Field(default_factory=list, description="equipment ids cut and not yet restored")
     equipment_failed: dict[str, str] = Field(default_factory=dict, description="equipment id -> last error")
-    failed_notices: int = 0
+    failed_notices: list[str] = Field(default_factory=list, description="kinds of the notices that failed")
     public_holidays: list[date] = Field(default_factory=list, description="of the client's country, as looked up")
     holiday_years: list[int] = Field(default_factory=list, description="years whose holidays were looked up")
     legal_decision: LegalDecision | None = None
