@@ -76,4 +76,5 @@ async def test_setup_command_reports_what_it_did(dev_env: WorkflowEnvironment):
     assert "registered namespace" in first and "registered search attributes InvoiceState" in first
     assert succeeded(await dunning(env, "setup")).strip().endswith("already set up")
     refused = await dunning(env, "setup", "--retention-days", "0")
-    assert refused.exit_code == 2 and "greater than or equal to 1" in refused.output
+    assert refused.exit_code == 2
+    assert "greater than or equal" in " ".join(refused.output.replace("│", " ").split())
