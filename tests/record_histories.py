@@ -1,14 +1,15 @@
-"""Record the workflow histories that ``test_replay.py`` replays: ``python -m tests.record_histories``.
+"""Record the workflow histories that ``test_replay.py`` replays: ``python -m tests.record_histories v3``.
 
-Run it when a release changes the workflow on purpose, commit the new files beside the old
-ones (never replace a history that live invoices may still have), and keep the old ones
-replaying with ``workflow.patched()``.
+Run it when a release changes the workflow on purpose: it writes ``histories/<release>/``
+beside the older releases' folders (it refuses to overwrite one: live invoices may still be
+running that code), and the older histories keep replaying thanks to ``workflow.patched()``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,7 +21,17 @@ from tests.harness import Recorder, make_invoice, recording_worker, start_invoic
 from workflows import policy
 from workflows import search_attributes as sa
 from workflows.invoice import InvoiceWorkflow
-from workflows.models import DecideLegal, Instalment, OpenDispute, Payment, PaymentPlan, ResolveDispute, StageAction
+from workflows.models import (
+    DecideLegal,
+    DunningPolicy,
+    Instalment,
+    MarkFactored,
+    OpenDispute,
+    Payment,
+    PaymentPlan,
+    ResolveDispute,
+    StageAction,
+)
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -76,10 +87,37 @@ async def disputed_then_plan_missed(env: WorkflowEnvironment, client: Client, qu
     return handle
 
 
-SCENARIOS = [written_off_after_every_stage, paid_while_suspended, disputed_then_plan_missed]
+async def windowed_cut_handed_over_then_factored(env: WorkflowEnvironment, client: Client, queue: str) -> WorkflowHandle:
+    """Sending window with Romanian holidays, equipment (one piece unreachable), agency package, factoring."""
+    invoice = make_invoice(
+        (await env.get_current_time()).date(),
+        time_zone="Europe/Bucharest",
+        country="RO",
+        policy=DunningPolicy.default(),
+        terms={"remote_disconnect_authorized": True, "equipment_ids": ["bmc-1", "sw-unreachable"]},
+    )
+    handle = await start_invoice(client, queue, invoice)
+    for action in (StageAction.WARNING, StageAction.SUSPEND, StageAction.AGENCY):
+        await _skip_past(env, invoice, action, timedelta(days=5))
+        await _settle(handle)
+    await handle.execute_update(InvoiceWorkflow.mark_factored, MarkFactored(factor="factor-1", advance_minor=70_000))
+    await handle.result()
+    return handle
 
 
-async def main() -> None:
+SCENARIOS = [
+    written_off_after_every_stage,
+    paid_while_suspended,
+    disputed_then_plan_missed,
+    windowed_cut_handed_over_then_factored,
+]
+
+
+async def main(release: str) -> None:
+    folder = HISTORIES / release
+    if folder.exists():
+        raise SystemExit(f"{folder} exists: histories of a release are never replaced")
+    folder.mkdir(parents=True)
     async with await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=shutil.which("temporal-test-server")
     ) as env:
@@ -90,14 +128,17 @@ async def main() -> None:
             )
         )
         client = with_pydantic(env.client)
-        async with recording_worker(client, Recorder()) as queue:
+        recorder = Recorder(unreachable_equipment={"sw-unreachable"})
+        async with recording_worker(client, recorder) as queue:
             for scenario in SCENARIOS:
                 handle = await scenario(env, client, queue)
                 history = await handle.fetch_history()
-                path = HISTORIES / f"{scenario.__name__}.json"
+                path = folder / f"{scenario.__name__}.json"
                 path.write_text(history.to_json())
                 print(f"{path}: {len(history.events)} events")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python -m tests.record_histories <release, e.g. v3>")
+    asyncio.run(main(sys.argv[1]))

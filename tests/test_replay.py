@@ -10,14 +10,16 @@ from temporalio.worker import Replayer
 from worker.sandbox import workflow_runner
 from workflows.invoice import InvoiceWorkflow
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*/*.json"))
 
 
-def test_there_are_histories_to_replay():
-    assert len(HISTORIES) >= 3
+def test_every_release_left_histories_to_replay():
+    releases = {path.parent.name for path in HISTORIES}
+    assert {"v1", "v2"} <= releases
+    assert all(len([p for p in HISTORIES if p.parent.name == r]) >= 3 for r in releases)
 
 
-@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 async def test_history_replays(path: Path):
     replayer = Replayer(
         workflows=[InvoiceWorkflow], data_converter=pydantic_data_converter, workflow_runner=workflow_runner()
