@@ -54,6 +54,8 @@ app = typer.Typer(
 )
 invoice_app = typer.Typer(help="Start an invoice and act on it (payments, disputes, plans, decisions).", no_args_is_help=True)
 app.add_typer(invoice_app, name="invoice")
+codec_app = typer.Typer(help="Payload encryption keys.", no_args_is_help=True)
+app.add_typer(codec_app, name="codec")
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -98,6 +100,34 @@ def worker() -> None:
     from worker.worker import run_worker
 
     _serve(lambda settings: run_worker(settings), uses_database_url=True)
+
+
+@app.command("codec-server")
+def codec_server() -> None:
+    """Serve the payload codec for the Temporal UI (needs DUNNING_CODEC_KEYS)."""
+    _serve(_run_codec_server)
+
+
+async def _run_codec_server(settings: Settings) -> None:
+    from worker.codec import codec_from_settings
+    from worker.codec_server import serve_codec
+
+    codec = codec_from_settings(settings.codec_keys)
+    if codec is None:
+        raise CliError("DUNNING_CODEC_KEYS is not set: there is nothing to decode")
+    token = settings.codec_token.get_secret_value() if settings.codec_token else None
+    await serve_codec(
+        settings.codec_host, settings.codec_port, codec, settings.codec_allowed_origins, asyncio.Event(),
+        token=token, on_started=lambda url: typer.echo(f"codec server on {url}"),
+    )
+
+
+@codec_app.command("new-key")
+def codec_new_key(key_id: Annotated[str, typer.Argument(help="Id of the new key, e.g. k2")]) -> None:
+    """Print a fresh key entry for DUNNING_CODEC_KEYS (put it first to make it current)."""
+    from worker.codec import new_key
+
+    typer.echo(f"{key_id}:{new_key()}")
 
 
 @app.command()

@@ -1,8 +1,9 @@
-"""The Temporal client, with the pydantic data converter every part of the service shares."""
+"""The Temporal client, with the pydantic data converter (and, when keys are set, encryption) every part shares."""
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from worker.codec import codec_from_settings, with_encryption
 from worker.settings import Settings
 
 
@@ -11,5 +12,5 @@ async def connect(settings: Settings) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=with_encryption(pydantic_data_converter, codec_from_settings(settings.codec_keys)),
     )

@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,6 +42,14 @@ class Settings(BaseSettings):
     api_tokens: dict[str, Literal["integration", "ops"]] = Field(
         default_factory=dict, description='JSON: {"<token>": "ops" | "integration"}'
     )
+    codec_keys: SecretStr | None = Field(
+        default=None, description='payload encryption keys "k2:<base64>,k1:<base64>", first current; unset: off'
+    )
+    codec_host: str = "127.0.0.1"
+    codec_port: int = 8081
+    codec_allowed_origins: list[str] = Field(default_factory=lambda: ["http://localhost:8233", "http://127.0.0.1:8233"])
+    codec_token: SecretStr | None = None
+    codec_endpoint: str | None = Field(default=None, description="the codec server's address as the browser sees it")
     payment_webhook_secret: str | None = None
     payment_webhook_tolerance_seconds: int = Field(default=300, ge=1)
 
@@ -49,6 +57,10 @@ class Settings(BaseSettings):
     def embedded_pgdata(self) -> Path:
         """Data folder of the embedded PostgreSQL server."""
         return (self.data_dir / "postgres").resolve()
+
+    def browser_codec_endpoint(self) -> str:
+        """Where the Temporal UI (in the browser) reaches the codec server."""
+        return self.codec_endpoint or f"http://localhost:{self.codec_port}"
 
     def resolved_database_url(self) -> str:
         """``DATABASE_URL`` if set, else the embedded server's Unix-socket address."""

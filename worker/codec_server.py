@@ -1,0 +1,128 @@
+"""The codec server: the Temporal UI and CLI send it encrypted payloads and show what comes back.
+
+It speaks Temporal's remote codec protocol: ``POST .../encode`` and ``POST .../decode``, each with
+a ``temporal.api.common.v1.Payloads`` message in proto3 JSON form as body and answer. Only the last
+path segment counts, so it can be mounted under a per-namespace prefix. The UI calls it from the
+browser, so it answers CORS for the UI's origins; with a token set, every call must carry
+``Authorization: Bearer <token>`` (the CLI's ``--codec-auth``, or a proxy in front of it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+
+import uvicorn
+from google.protobuf import json_format
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from temporalio.api.common.v1 import Payload, Payloads
+from temporalio.converter import PayloadCodec
+
+from worker.codec import PayloadDecryptionError, UnknownKeyError
+
+logger = logging.getLogger(__name__)
+
+CODEC_ERRORS = (UnknownKeyError, PayloadDecryptionError)
+
+
+def create_codec_app(codec: PayloadCodec, allowed_origins: Sequence[str], token: str | None = None) -> Starlette:
+    """The ASGI app serving ``codec``; browsers may call it from ``allowed_origins`` only."""
+    operations: dict[str, Callable[[Sequence[Payload]], Awaitable[list[Payload]]]] = {
+        "encode": codec.encode,
+        "decode": codec.decode,
+    }
+
+    async def apply(request: Request) -> Response:
+        operation = operations.get(request.path_params["path"].rstrip("/").rpartition("/")[2])
+        if operation is None:
+            return _problem(404, "not found: POST .../encode or .../decode")
+        if token is not None and not _bearer_matches(request, token):
+            return _problem(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+        try:
+            payloads = json_format.Parse(await request.body(), Payloads())
+        except json_format.ParseError as err:
+            return _problem(400, f"the body is not a Payloads message in JSON form: {err}")
+        try:
+            result = Payloads(payloads=await operation(payloads.payloads))
+        except CODEC_ERRORS as err:
+            logger.warning("codec server could not decode for namespace %s: %s", request.headers.get("x-namespace"), err)
+            return _problem(400, str(err))
+        return Response(json_format.MessageToJson(result), media_type="application/json")
+
+    return Starlette(
+        routes=[Route("/{path:path}", apply, methods=["POST"])],
+        middleware=[
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(allowed_origins),
+                allow_methods=["POST"],
+                allow_headers=["content-type", "x-namespace", "authorization"],
+            )
+        ],
+    )
+
+
+def _bearer_matches(request: Request, token: str) -> bool:
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(presented.strip().encode(), token.encode())
+
+
+def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handling: whoever runs the event loop decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve_codec(
+    host: str,
+    port: int,
+    codec: PayloadCodec,
+    allowed_origins: Sequence[str],
+    stop: asyncio.Event,
+    *,
+    token: str | None = None,
+    on_started: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the codec on ``host:port`` until ``stop`` is set (or the task is cancelled).
+
+    ``on_started`` gets the base URL once it listens; with port 0 it names the port chosen.
+    Raises ``RuntimeError`` if it cannot start (e.g. the port is taken).
+    """
+    config = uvicorn.Config(
+        create_codec_app(codec, allowed_origins, token), host=host, port=port, lifespan="off", log_level="warning"
+    )
+    try:
+        sock = config.bind_socket()
+    except SystemExit:  # uvicorn exits the process when it cannot bind; here that is the caller's decision
+        raise RuntimeError(f"the codec server cannot listen on {host}:{port}: see the error above") from None
+    server = _EmbeddedServer(config)
+    serving = asyncio.create_task(server.serve(sockets=[sock]), name="codec-server")
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        while not (server.started or serving.done() or stop.is_set()):
+            await asyncio.wait({serving, stopping}, timeout=0.05)
+        if server.started and on_started:
+            bound_host, bound_port = sock.getsockname()[:2]
+            on_started(f"http://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}")
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        server.should_exit = True
+        stopping.cancel()
+        await asyncio.shield(serving)
+        sock.close()
+    if not server.started and not stop.is_set():
+        raise RuntimeError(f"the codec server did not start on {host}:{port}: see the error above")
