@@ -1,4 +1,8 @@
-"""The event store: versioned schema migrations and the append-only ``invoice_events`` table."""
+"""The event store: versioned schema migrations and the append-only ``invoice_events`` table.
+
+Every event is checked against its kind's payload model (``workflows.events``) before it is
+written, so readers can rely on the shape of what they read.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,11 @@ import json
 from importlib.resources import files
 
 import asyncpg
+from pydantic import ValidationError
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
+from workflows.events import RecordedEvent, payload_of
 from workflows.models import DomainEvent
 
 MIGRATIONS = files("activities") / "migrations"
@@ -47,14 +54,36 @@ async def create_pool(database_url: str) -> asyncpg.Pool:
     return await asyncpg.create_pool(database_url, min_size=1, max_size=10, init=init)
 
 
-async def read_events(pool: asyncpg.Pool, invoice_id: str) -> list[DomainEvent]:
-    """All events of one invoice, in order."""
+EVENT_COLUMNS = "position, invoice_id, sequence, kind, occurred_at, data"
+
+
+async def read_events(pool: asyncpg.Pool, invoice_id: str) -> list[RecordedEvent]:
+    """All events of one invoice, in order; ``event.payload()`` is typed."""
     rows = await pool.fetch(
-        "SELECT invoice_id, sequence, kind, occurred_at, data FROM invoice_events"
-        " WHERE invoice_id = $1 ORDER BY sequence",
-        invoice_id,
+        f"SELECT {EVENT_COLUMNS} FROM invoice_events WHERE invoice_id = $1 ORDER BY sequence", invoice_id
     )
-    return [DomainEvent(**dict(row)) for row in rows]
+    return [RecordedEvent(**dict(row)) for row in rows]
+
+
+async def read_events_after(conn: asyncpg.Connection, position: int, limit: int) -> list[RecordedEvent]:
+    """Up to ``limit`` events of all invoices after global ``position``, in the order they were appended."""
+    rows = await conn.fetch(
+        f"SELECT {EVENT_COLUMNS} FROM invoice_events WHERE position > $1 ORDER BY position LIMIT $2", position, limit
+    )
+    return [RecordedEvent(**dict(row)) for row in rows]
+
+
+def check_payload(event: DomainEvent) -> None:
+    """Refuse an event whose data is not its kind's payload: a non-retryable ``InvalidEvent``."""
+    try:
+        payload_of(event)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'data'}: {e['msg']}" for e in err.errors())
+        raise ApplicationError(
+            f"event {event.invoice_id}#{event.sequence} ({event.kind.value}) is malformed: {problems}",
+            type="InvalidEvent",
+            non_retryable=True,
+        ) from None
 
 
 class LedgerActivities:
@@ -65,7 +94,12 @@ class LedgerActivities:
 
     @activity.defn(name="append_events")
     async def append_events(self, events: list[DomainEvent]) -> int:
-        """Append events; a retried batch is a no-op for rows already there. Returns rows inserted."""
+        """Append events; a retried batch is a no-op for rows already there. Returns rows inserted.
+
+        The whole batch is refused (nothing written) if any event's payload is malformed.
+        """
+        for event in events:
+            check_payload(event)
         rows = [(e.invoice_id, e.sequence, e.kind.value, e.occurred_at, e.model_dump(mode="json")["data"]) for e in events]
         async with self.pool.acquire() as conn, conn.transaction():
             before = await conn.fetchval(

@@ -89,12 +89,21 @@ class Recorder:
     @activity.defn(name="suspend_service")
     async def suspend_service(self, request: ServiceAction) -> dict:
         self.service_calls.append(("suspend", request))
-        return {"support_and_orders_blocked": True}
+        return self._service_result(request, blocked=True)
 
     @activity.defn(name="restore_service")
     async def restore_service(self, request: ServiceAction) -> dict:
         self.service_calls.append(("restore", request))
-        return {"support_and_orders_blocked": False}
+        return self._service_result(request, blocked=False)
+
+    @staticmethod
+    def _service_result(request: ServiceAction, blocked: bool) -> dict:
+        """What the real activity answers."""
+        return {
+            "support_and_orders_blocked": blocked,
+            "remote_disconnect_authorized": request.remote_disconnect_authorized,
+            "equipment_ids": request.equipment_ids if request.remote_disconnect_authorized else [],
+        }
 
     def notice_kinds(self, invoice_id: str | None = None) -> list[str]:
         return [n.kind.value for n in self.notices if invoice_id in (None, n.invoice_id)]

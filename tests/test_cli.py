@@ -76,7 +76,7 @@ def test_examples_validate():
     invoice = Invoice.model_validate_json((EXAMPLES / "invoice.json").read_text())
     assert (invoice.currency, invoice.time_zone, invoice.language) == ("RON", "Europe/Bucharest", "ro")
     assert invoice.terms.late_fee_percent_per_month > 0 and invoice.terms.fixed_late_fee_minor > 0
-    assert invoice.terms.remote_disconnect_authorized and len(invoice.terms.equipment_ids) == 1
+    assert invoice.terms.remote_disconnect_authorized and len(invoice.terms.equipment_ids) == 2
     assert invoice.terms.early_payment_discount is not None
     assert invoice.terms.early_payment_discount.within_days == 7
     plan = PaymentPlan.model_validate_json((EXAMPLES / "payment-plan.json").read_text())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -11,9 +12,12 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer, Worker
 
 from tests.harness import Recorder, eventually, make_invoice, start_invoice, with_pydantic
+from worker.sandbox import workflow_runner
 from workflows import policy
 from workflows import search_attributes as sa
 from workflows.invoice import InvoiceWorkflow
@@ -648,3 +652,29 @@ async def test_a_failed_channel_is_shown_to_ops_and_escalation_goes_on(env, clie
     assert all(e.data["channel"] == "webhook" and "400" in e.data["error"] for e in failed)
     assert (await handle.describe()).typed_search_attributes.get(sa.FAILED_NOTICES) == ["invoice_issued", "reminder"]
     assert [e.data["channels"] for e in recorder.events_of(invoice.invoice_id, "notice_sent")] == [["email"], ["email"]]
+
+
+# --- requests that arrive with the start ---------------------------------------------------------
+
+
+async def test_requests_delivered_with_the_start_follow_the_issue_and_replay(env, client, recorder):
+    """A signal and an update that reach the workflow in its very first task, before the run loop."""
+    invoice = make_invoice(await today(env))
+    queue = f"late-worker-{invoice.invoice_id}"
+    handle = await start_invoice(client, queue, invoice)  # no worker polls this queue yet
+    await handle.signal("payment_received", {"payment_id": "bad"})
+    resend = asyncio.create_task(handle.execute_update(InvoiceWorkflow.resend_invoice))
+    await asyncio.sleep(0.5)
+    async with Worker(
+        client, task_queue=queue, workflows=[InvoiceWorkflow], activities=recorder.activities,
+        workflow_runner=workflow_runner(),
+    ):
+        await resend
+        await eventually(lambda: len(recorder.notices) == 2)
+        kinds = recorder.event_kinds(invoice.invoice_id)
+        assert kinds[0] == "invoice_issued"
+        assert sorted(kinds[1:3]) == ["invoice_resent", "payment_rejected"]
+        assert (await status(handle)).rejected_payments == 1
+    replayer = Replayer(workflows=[InvoiceWorkflow], data_converter=pydantic_data_converter, workflow_runner=workflow_runner())
+    result = await replayer.replay_workflow(await handle.fetch_history(), raise_on_replay_failure=False)
+    assert result.replay_failure is None

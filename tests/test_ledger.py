@@ -7,13 +7,18 @@ from datetime import datetime, timezone
 import asyncpg
 import pytest
 
+from importlib.resources import files
+
+from temporalio.exceptions import ApplicationError
+
 from activities.ledger import LedgerActivities, apply_schema, create_pool, read_events
 from workflows.models import DomainEvent, EventKind
 
 AT = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
 
 
-def event(sequence: int, kind: EventKind = EventKind.NOTICE_SENT, **data) -> DomainEvent:
+def event(sequence: int, kind: EventKind = EventKind.INVOICE_RESENT, data: dict | None = None) -> DomainEvent:
+    data = data if data is not None else {"balance_minor": 100 * sequence}
     return DomainEvent(invoice_id="INV-L1", sequence=sequence, kind=kind, occurred_at=AT, data=data)
 
 
@@ -31,18 +36,30 @@ async def test_migrations_apply_once(db_url: str):
         names = [r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations ORDER BY name")]
     finally:
         await conn.close()
-    assert names == ["001_event_store.sql"]
+    shipped = sorted(p.name for p in (files("activities") / "migrations").iterdir() if p.name.endswith(".sql"))
+    assert names == shipped
+    assert names[0] == "001_event_store.sql"
 
 
 async def test_a_retried_batch_inserts_nothing_twice(pool):
     ledger = LedgerActivities(pool)
-    batch = [event(1, EventKind.INVOICE_ISSUED, amount_minor=100), event(2, note="fee"), event(3)]
+    sent = {"kind": "reminder", "step": "0002-reminder", "to": "a@b.example"}
+    batch = [event(1), event(2, EventKind.NOTICE_SENT, sent), event(3)]
     assert await ledger.append_events(batch) == 3
     assert await ledger.append_events(batch) == 0
     assert await ledger.append_events([*batch, event(4)]) == 1
     stored = await read_events(pool, "INV-L1")
     assert [e.sequence for e in stored] == [1, 2, 3, 4]
-    assert stored[0].data == {"amount_minor": 100} and stored[1].data == {"note": "fee"}
+    assert stored[0].data == {"balance_minor": 100} and stored[1].data == sent
+
+
+async def test_a_batch_with_a_malformed_payload_is_refused_whole(pool):
+    ledger = LedgerActivities(pool)
+    bad = event(2, EventKind.NOTICE_SENT, {"kind": "reminder"})  # no step, no recipient
+    with pytest.raises(ApplicationError) as refused:
+        await ledger.append_events([event(1), bad])
+    assert refused.value.type == "InvalidEvent" and refused.value.non_retryable
+    assert await read_events(pool, "INV-L1") == []
 
 
 @pytest.mark.parametrize("statement", ["UPDATE invoice_events SET kind = 'x'", "DELETE FROM invoice_events"])

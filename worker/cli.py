@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import re
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import timedelta, timezone
 from decimal import Decimal
@@ -28,6 +30,7 @@ from temporalio.client import Client
 from worker import invoices
 from worker.client import connect
 from worker.invoices import InvoiceError
+from worker.projections_cli import app as projections_app
 from worker.settings import Settings
 from worker.setup import NotSetUp
 from workflows.models import (
@@ -56,6 +59,7 @@ invoice_app = typer.Typer(help="Start an invoice and act on it (payments, disput
 app.add_typer(invoice_app, name="invoice")
 codec_app = typer.Typer(help="Payload encryption keys.", no_args_is_help=True)
 app.add_typer(codec_app, name="codec")
+app.add_typer(projections_app, name="projections")
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -533,8 +537,20 @@ def _fail(message: str, code: int = 1, keep_lines: bool = False) -> NoReturn:
 
 
 def main() -> None:
-    """Entry point for ``python -m worker.cli``."""
-    app()
+    """Entry point for ``python -m worker.cli`` and the ``dunning`` script.
+
+    Ends the process without interpreter finalisation: the Temporal SDK's native threads may
+    still be winding down then and can abort the process (SIGABRT/SIGSEGV after the command has
+    finished), which would turn a clean exit code into a crash.
+    """
+    try:
+        app()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,14 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     task_queue: str = "dunning"
     temporal_ui_port: int = 8233
+    temporal_metrics_bind: str | None = Field(
+        default=None, description="host:port where the SDK serves its Prometheus metrics; unset: off"
+    )
+    temporal_api_key: SecretStr | None = Field(default=None, description="Temporal Cloud API key (implies TLS)")
+    temporal_tls: bool = Field(default=False, description="TLS to the frontend with the system CAs")
+    temporal_tls_ca_file: Path | None = None
+    temporal_tls_cert_file: Path | None = Field(default=None, description="client certificate (mTLS)")
+    temporal_tls_key_file: Path | None = None
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "DUNNING_DATABASE_URL")
     )

@@ -1,14 +1,22 @@
-"""The worker: the invoice workflow and its activities on one task queue."""
+"""The worker: the invoice workflow and its activities on one task queue, plus the projector."""
 
 from __future__ import annotations
+
+import asyncio
 
 import asyncpg
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.calendar import public_holidays
+from activities.equipment.activities import EquipmentActivities
+from activities.equipment.registry import Registry
 from activities.ledger import LedgerActivities, apply_schema, create_pool
-from activities.notices.smtp import NoticeActivities, SmtpConfig
+from activities.notices.channels import load_channels
+from activities.notices.delivery import NoticeActivities
+from activities.notices.render import Payee
+from activities.notices.smtp import SmtpConfig
+from activities.projections import Projector
 from activities.service import ServiceActivities
 from worker.client import connect
 from worker.sandbox import workflow_runner
@@ -18,23 +26,51 @@ from workflows.invoice import InvoiceWorkflow
 
 
 def smtp_config(settings: Settings) -> SmtpConfig:
-    """SMTP settings as the notice activity wants them."""
+    """SMTP settings as the e-mail channel wants them."""
     return SmtpConfig(
         host=settings.smtp_host,
         port=settings.smtp_port,
         username=settings.smtp_username,
         password=settings.smtp_password,
-        starttls=settings.smtp_security == "starttls",
-        implicit_tls=settings.smtp_security == "tls",
-        sender=settings.mail_from,
-        payee=settings.payee_name,
+        security=settings.smtp_security,
+        ca_file=settings.smtp_ca_file,
+    )
+
+
+def payee(settings: Settings) -> Payee:
+    """Who gets paid and how, as every notice states it."""
+    return Payee(
+        name=settings.payee_name,
         payment_instructions=settings.payment_instructions,
+        iban=settings.payee_iban,
+        payment_link=settings.payment_link,
+    )
+
+
+def notice_activities(pool: asyncpg.Pool, settings: Settings) -> NoticeActivities:
+    """Notices on each customer's channels; fails now if a channels file or webhook secret is wrong."""
+    return NoticeActivities(
+        pool,
+        smtp_config(settings),
+        sender=settings.mail_from,
+        payee=payee(settings),
+        channels=load_channels(settings.channels_file),
+        agency_email=settings.agency_email,
+    )
+
+
+def equipment_activities(pool: asyncpg.Pool, settings: Settings) -> EquipmentActivities:
+    """Equipment adapters behind the registry (an empty registry refuses every id)."""
+    registry = Registry.load(settings.equipment_file) if settings.equipment_file else Registry()
+    return EquipmentActivities(
+        registry, pool, dry_run=settings.equipment_dry_run, global_kill_switch=settings.equipment_kill_switch
     )
 
 
 def build_worker(client: Client, pool: asyncpg.Pool, settings: Settings) -> Worker:
     """A worker for the invoice workflow with every activity bound to its resources."""
-    ledger, notices, service = LedgerActivities(pool), NoticeActivities(pool, smtp_config(settings)), ServiceActivities(pool)
+    ledger, service = LedgerActivities(pool), ServiceActivities(pool)
+    notices, equipment = notice_activities(pool, settings), equipment_activities(pool, settings)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -43,21 +79,31 @@ def build_worker(client: Client, pool: asyncpg.Pool, settings: Settings) -> Work
         activities=[
             ledger.append_events,
             notices.send_notice,
+            notices.send_agency_package,
             service.suspend_service,
             service.restore_service,
+            equipment.suspend_equipment,
+            equipment.restore_equipment,
             public_holidays,
         ],
     )
 
 
 async def run_worker(settings: Settings) -> None:
-    """Connect, apply pending migrations, open the pool and run the worker until cancelled."""
+    """Connect, apply pending migrations, open the pool and run the worker and the projector until cancelled."""
     client = await connect(settings)
     await check_namespace(client, settings.temporal_namespace)
     database_url = settings.resolved_database_url()
     await apply_schema(database_url)
     pool = await create_pool(database_url)
+    stop = asyncio.Event()
     try:
-        await build_worker(client, pool, settings).run()
+        worker = build_worker(client, pool, settings)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(Projector().run(pool, stop), name="projector")
+            try:
+                await worker.run()
+            finally:
+                stop.set()
     finally:
         await pool.close()

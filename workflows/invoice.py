@@ -105,7 +105,11 @@ class InvoiceWorkflow:
         self._history_limit = params.history_limit
         self._wake = False
         self._published: list | None = None
+        self._running = False
         self._windowed = workflow.patched(PATCH_SENDING_WINDOW)
+        if params.carried is None:
+            # here, not in run(): a request delivered with the start must find the invoice issued
+            self._issue()
 
     @property
     def invoice(self) -> Invoice:
@@ -115,8 +119,7 @@ class InvoiceWorkflow:
 
     @workflow.run
     async def run(self, params: InvoiceWorkflowInput) -> InvoiceOutcome:
-        if params.carried is None:
-            self._issue()
+        self._running = True
         while True:
             await self._flush()
             if self.ledger.escalation.closed:
@@ -556,8 +559,13 @@ class InvoiceWorkflow:
         workflow.set_current_details("\n\n".join(lines))
 
     def _changed(self) -> None:
-        """Called by every handler that changed state: republish and wake the run loop."""
-        self._publish(self._next_step())
+        """Called by every handler that changed state: republish and wake the run loop.
+
+        A request delivered with the start runs before the loop: it only wakes it, and the loop
+        publishes (a search-attribute upsert ahead of the update's acceptance would not replay).
+        """
+        if self._running:
+            self._publish(self._next_step())
         self._wake = True
 
     # --- payments --------------------------------------------------------------------------

@@ -183,6 +183,8 @@ class DunningPolicy(Strict):
         offsets = [s.offset for s in self.stages]
         if any(later <= earlier for earlier, later in zip(offsets, offsets[1:])):
             raise ValueError("stages are out of order: each stage's offset must be later than the one before")
+        if StageAction.ULTIMATUM in actions and StageAction.SUSPEND not in actions:
+            raise ValueError("an ultimatum names the suspension date: a policy with an ultimatum needs a suspend stage")
         if StageAction.COURTESY in actions and self.stage(StageAction.COURTESY).offset >= timedelta(0):
             raise ValueError("the courtesy note goes before the due date: its offset must be negative")
         return self

@@ -1,61 +1,65 @@
-"""Turns a ``NoticeRequest`` into an e-mail: subject and plain-text body from reviewed templates only."""
+"""Turns a ``NoticeRequest`` into notice content: subject, plain text, HTML and attachments.
+
+Every word comes from the reviewed templates (technique 19), in the invoice's language; every
+value comes from the validated request or the payee settings, never from a caller's free text.
+Templates: ``templates/<kind>.j2`` holds a kind's subject and message (plain text, written once);
+``layout.txt.j2`` and ``layout.html.j2`` put it around the facts of the invoice from ``common.j2``.
+"""
 
 from __future__ import annotations
 
-from email.message import EmailMessage
-from email.utils import formataddr
-from zoneinfo import ZoneInfo
+import re
+import unicodedata
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
+from activities.notices.content import Attachment, Payee, RenderedNotice
+from activities.notices.pdf import invoice_pdf
+from activities.notices.templating import environment, notice_context, render_block
+from workflows.models import NoticeKind, NoticeRequest
 
-from workflows.models import NoticeKind, NoticeRequest, format_money
-
-SUBJECTS = {
-    NoticeKind.INVOICE_ISSUED: "Invoice {id}",
-    NoticeKind.COURTESY: "Invoice {id} falls due soon",
-    NoticeKind.REMINDER: "Friendly reminder: invoice {id}",
-    NoticeKind.WARNING: "Overdue: invoice {id}",
-    NoticeKind.LATE_FEE: "Late fee charged: invoice {id}",
-    NoticeKind.ULTIMATUM: "Final notice before suspension: invoice {id}",
-    NoticeKind.SUSPENDED: "Service suspended: invoice {id}",
-    NoticeKind.RESTORED: "Service restored: invoice {id}",
-    NoticeKind.RECEIPT: "Payment received: invoice {id}",
-    NoticeKind.PLAN_AGREED: "Payment plan agreed: invoice {id}",
-    NoticeKind.INSTALMENT_MISSED: "Instalment missed: invoice {id}",
-    NoticeKind.DISPUTE_OPENED: "We are looking into invoice {id}",
-    NoticeKind.DISPUTE_RESOLVED: "Your query about invoice {id} is resolved",
-    NoticeKind.AGENCY_HANDOVER: "Invoice {id} handed to collection agency",
-    NoticeKind.LEGAL_REVIEW: "Legal review: invoice {id}",
-}
-
-_templates = Environment(
-    loader=PackageLoader("activities.notices", "templates"),
-    undefined=StrictUndefined,
-    autoescape=False,
-    keep_trailing_newline=True,
-)
+__all__ = ["Attachment", "IncompleteNotice", "Payee", "RenderedNotice", "render_notice"]
 
 
-def render_notice(
-    notice: NoticeRequest, *, sender: str, message_id: str, payee: str, payment_instructions: str
-) -> EmailMessage:
-    """Build the message; every value comes from the validated request or settings, never free text."""
-    suspension_at = ""
-    if notice.suspension_at:
-        local = notice.suspension_at.astimezone(ZoneInfo(notice.time_zone))
-        suspension_at = f"{local:%Y-%m-%d %H:%M} ({notice.time_zone})"
-    body = _templates.get_template("notice.en.txt.j2").render(
-        n=notice,
-        money=lambda minor: format_money(minor, notice.currency),
-        suspension_at=suspension_at,
-        payee=payee,
-        payment_instructions=payment_instructions,
-    )
-    message = EmailMessage()
-    message["Subject"] = SUBJECTS[notice.kind].format(id=notice.invoice_id)
-    message["From"] = sender
-    message["To"] = formataddr((notice.to_name, str(notice.to_email)))
-    message["Message-ID"] = message_id
-    message["X-Dunning-Step"] = notice.idempotency_key
-    message.set_content(body)
-    return message
+class IncompleteNotice(ValueError):
+    """The request lacks a fact its kind must state (a bug in the caller: retrying cannot help)."""
+
+
+def render_notice(notice: NoticeRequest, payee: Payee) -> RenderedNotice:
+    """The notice in the invoice's language; the invoice PDF is attached to ``invoice_issued`` (and resends)."""
+    _require_facts(notice)
+    context = notice_context(notice, payee)
+    env = environment(notice.language)
+    wording = env.get_template(f"{notice.kind.value}.j2")
+    subject = " ".join(line.strip() for line in render_block(wording, "subject", context).splitlines() if line.strip())
+    if not subject or any(unicodedata.category(c).startswith("C") for c in subject):
+        raise ValueError(f"the {notice.kind.value} subject must be one line of text, not {subject!r}")
+    paragraphs = _paragraphs(render_block(wording, "message", context))
+    text = env.get_template("layout.txt.j2").render(context, subject=subject, paragraphs=paragraphs)
+    html = env.get_template("layout.html.j2").render(context, subject=subject, paragraphs=paragraphs)
+    attachments: tuple[Attachment, ...] = ()
+    if notice.kind == NoticeKind.INVOICE_ISSUED:
+        pdf = invoice_pdf(notice, payee)
+        attachments = (Attachment(f"invoice-{notice.invoice_id}.pdf", "application/pdf", pdf),)
+    return RenderedNotice(subject=subject, text=text, html=html, attachments=attachments)
+
+
+def _paragraphs(message: str) -> list[list[str]]:
+    """Blank lines separate paragraphs; a paragraph keeps its line breaks (e.g. a list of instalments)."""
+    blocks = (block.strip() for block in re.split(r"\n\s*\n", message))
+    return [[line.strip() for line in block.splitlines()] for block in blocks if block]
+
+
+def _require_facts(notice: NoticeRequest) -> None:
+    kind = notice.kind
+    problem = None
+    if kind == NoticeKind.ULTIMATUM and (notice.suspension_at is None or notice.suspension_at.tzinfo is None):
+        problem = "an ultimatum names the suspension moment: suspension_at (with its time zone) is required"
+    elif kind == NoticeKind.RECEIPT and (notice.payment_minor <= 0 or not notice.detail):
+        problem = "a receipt states the payment: payment_minor and detail (the payment id) are required"
+    elif kind == NoticeKind.DISPUTE_RESOLVED and notice.detail not in ("upheld", "rejected"):
+        problem = f"detail must be the outcome 'upheld' or 'rejected', not {notice.detail!r}"
+    elif kind == NoticeKind.PLAN_AGREED and not notice.instalments:
+        problem = "a payment plan notice lists the instalments: instalments is required"
+    elif kind == NoticeKind.INSTALMENT_MISSED and not 1 <= (notice.missed_instalment or 0) <= len(notice.instalments):
+        problem = "missed_instalment must number one of the instalments (from 1)"
+    if problem:
+        raise IncompleteNotice(f"{kind.value} notice for invoice {notice.invoice_id}: {problem}")

@@ -1,0 +1,114 @@
+"""Postgres records of equipment safety: every action taken or refused, and the kill switches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+import asyncpg
+
+from workflows.models import EquipmentRequest, EquipmentResult
+
+GLOBAL_SCOPE = "global"
+DRY_RUN_STATE = "not read (dry run)"
+
+
+class Outcome(StrEnum):
+    """How a suspend or restore request ended."""
+
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    DRY_RUN = "dry_run"
+    REFUSED = "refused"
+    KILL_SWITCH = "kill_switch"
+    FAILED = "failed"
+
+
+COMPLETED = (Outcome.CHANGED, Outcome.UNCHANGED, Outcome.DRY_RUN)
+
+
+async def completed_action(pool: asyncpg.Pool, idempotency_key: str) -> EquipmentResult | None:
+    """The completed action recorded under this key, if any."""
+    row = await pool.fetchrow(
+        "SELECT action, equipment_id, outcome, state_read_back, dry_run FROM equipment_actions"
+        " WHERE idempotency_key = $1 AND outcome = ANY($2::text[])",
+        idempotency_key,
+        list(COMPLETED),
+    )
+    if row is None:
+        return None
+    return EquipmentResult(
+        equipment_id=row["equipment_id"],
+        action=row["action"],
+        changed=row["outcome"] == Outcome.CHANGED,
+        state=DRY_RUN_STATE if row["dry_run"] else row["state_read_back"],
+        dry_run=row["dry_run"],
+    )
+
+
+async def record_action(
+    pool: asyncpg.Pool,
+    request: EquipmentRequest,
+    action: str,
+    outcome: Outcome,
+    *,
+    state: str | None = None,
+    dry_run: bool = False,
+    detail: str | None = None,
+) -> None:
+    """Append one action; a second completed action under the same key is not recorded twice."""
+    await pool.execute(
+        "INSERT INTO equipment_actions (idempotency_key, equipment_id, customer_id, invoice_id, action,"
+        " requested_by, reason, outcome, state_read_back, dry_run, detail)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        " ON CONFLICT (idempotency_key) WHERE outcome IN ('changed', 'unchanged', 'dry_run') DO NOTHING",
+        request.idempotency_key,
+        request.equipment_id,
+        request.customer_id,
+        request.invoice_id,
+        action,
+        request.requested_by,
+        request.reason,
+        outcome.value,
+        state,
+        dry_run,
+        detail,
+    )
+
+
+@dataclass(frozen=True)
+class KillSwitch:
+    """A switch that refuses every cut and restore in its scope ('global' or a customer id)."""
+
+    scope: str
+    reason: str
+    set_by: str
+    set_at: datetime
+
+
+async def kill_switch_for(pool: asyncpg.Pool, customer_id: str) -> KillSwitch | None:
+    """The switch that stops actions on this customer's equipment now (the global one first), if any."""
+    row = await pool.fetchrow(
+        "SELECT scope, reason, set_by, set_at FROM equipment_kill_switches"
+        " WHERE scope IN ($1, $2) ORDER BY scope = $1 DESC LIMIT 1",
+        GLOBAL_SCOPE,
+        customer_id,
+    )
+    return KillSwitch(**dict(row)) if row else None
+
+
+async def set_kill_switch(pool: asyncpg.Pool, scope: str, reason: str, set_by: str) -> None:
+    """Turn a switch on for ``scope`` ('global' or a customer id), or update who and why."""
+    await pool.execute(
+        "INSERT INTO equipment_kill_switches (scope, reason, set_by) VALUES ($1, $2, $3)"
+        " ON CONFLICT (scope) DO UPDATE SET reason = EXCLUDED.reason, set_by = EXCLUDED.set_by, set_at = now()",
+        scope,
+        reason,
+        set_by,
+    )
+
+
+async def clear_kill_switch(pool: asyncpg.Pool, scope: str) -> bool:
+    """Turn a switch off; False if it was not on."""
+    return await pool.execute("DELETE FROM equipment_kill_switches WHERE scope = $1", scope) == "DELETE 1"

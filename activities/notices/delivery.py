@@ -1,0 +1,244 @@
+"""The notice activities: render a notice once, deliver it on each of the customer's channels.
+
+Guarantee, per notice step and channel (``notice_deliveries`` keyed by idempotency key and
+channel, recorded ``sending`` before the send and ``sent`` after it):
+
+- a channel recorded ``sent`` is never sent again, so a retry after a lost reply (the activity
+  finished but Temporal never heard) sends nothing twice;
+- if the worker dies after the server accepted a message and before ``sent`` is recorded, the
+  retry sends it again with the same ``Message-ID`` (e-mail) or ``Idempotency-Key`` and
+  ``message_id`` (webhook): in that window delivery is at-least-once, with a stable id the
+  receiver can drop the duplicate by;
+- while one attempt is sending, a lease (the activity's start-to-close timeout) keeps any other
+  attempt of the same step and channel from sending at the same time;
+- a permanent refusal is recorded ``failed`` and never retried; a transient one leaves the
+  channel ``sending`` (with the error) for the next attempt.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Literal
+
+import asyncpg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.ledger import read_events
+from activities.notices.agency_package import agency_package
+from activities.notices.channels import Channel, ChannelsConfig, CustomerChannels, SecretResolver
+from activities.notices.render import Payee, RenderedNotice, render_notice
+from activities.notices.smtp import (
+    SmtpConfig,
+    SmtpDeliveryError,
+    checked_address,
+    compose_email,
+    message_id_for,
+    send_email,
+)
+from activities.notices.webhook import WebhookDeliveryError, post_webhook, webhook_payload
+from workflows.models import AgencyHandover, NoticeRequest
+
+AGENCY_CHANNEL = "agency"
+DEFAULT_LEASE = timedelta(minutes=2)
+ClaimState = Literal["ours", "sent", "failed", "busy"]
+Outcome = Literal["sent", "failed", "retry"]
+
+
+def permanent_failure(message: str) -> ApplicationError:
+    """The error the workflow's retry policy does not retry: it records ``notice_failed`` and goes on."""
+    return ApplicationError(message, type="PermanentDeliveryFailure", non_retryable=True)
+
+
+def transient_failure(message: str) -> ApplicationError:
+    """An error Temporal retries with the activity's retry policy."""
+    return ApplicationError(message, type="TransientDeliveryFailure")
+
+
+class NoticeActivities:
+    """Activities that deliver notices to clients and the hand-over package to the agency."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        smtp: SmtpConfig,
+        sender: str,
+        payee: Payee,
+        channels: ChannelsConfig,
+        agency_email: str,
+        webhook_secret: SecretResolver = os.environ.get,
+        webhook_timeout: float = 10.0,
+    ) -> None:
+        missing = channels.missing_secrets(webhook_secret)
+        if missing:
+            raise ValueError(f"webhook secrets not set: {', '.join(missing)} (named by the channels file)")
+        self.pool = pool
+        self.smtp = smtp
+        self.sender = checked_address(sender)
+        self.payee = payee
+        self.channels = channels
+        self.agency_email = checked_address(agency_email)
+        self.webhook_secret = webhook_secret
+        self.webhook_timeout = webhook_timeout
+
+    @activity.defn(name="send_notice")
+    async def send_notice(self, notice: NoticeRequest) -> dict:
+        """Deliver the notice on each of the customer's channels not delivered yet.
+
+        Returns ``{"message_id", "delivered": [channels], "failed": {channel: error}}``. Raises a
+        retryable error while any channel failed transiently, and ``PermanentDeliveryFailure``
+        when no channel delivered and every failure was permanent.
+        """
+        key = notice.idempotency_key
+        message_id = message_id_for(key, self.sender)
+        customer = self.channels.for_customer(notice.customer_id)
+        render = functools.cache(lambda: render_notice(notice, self.payee))  # once, and only if needed
+        outcomes = {
+            channel: await self._deliver_once(notice, customer, channel, message_id, render)
+            for channel in customer.channels
+        }
+        delivered = [channel for channel, (outcome, _) in outcomes.items() if outcome == "sent"]
+        failed = {channel: error for channel, (outcome, error) in outcomes.items() if outcome == "failed"}
+        transient = {channel: error for channel, (outcome, error) in outcomes.items() if outcome == "retry"}
+        if transient:
+            raise transient_failure(f"notice {key} not yet delivered: {_describe(transient)}")
+        if not delivered:
+            raise permanent_failure(f"notice {key} refused on every channel: {_describe(failed)}")
+        return {"message_id": message_id, "delivered": delivered, "failed": failed}
+
+    async def _deliver_once(
+        self,
+        notice: NoticeRequest,
+        customer: CustomerChannels,
+        channel: Channel,
+        message_id: str,
+        render: Callable[[], RenderedNotice],
+    ) -> tuple[Outcome, str]:
+        """Send on one channel unless it is done or being sent; its outcome and error."""
+        key = notice.idempotency_key
+        recipient = str(notice.to_email) if channel == Channel.EMAIL else str(customer.webhook_url)
+        state, error = await self._claim(key, channel, notice.invoice_id, notice.kind.value, recipient, message_id)
+        if state != "ours":
+            return ("retry" if state == "busy" else state), error or ""
+        try:
+            rendered = render()
+        except ValueError as err:  # facts missing for this kind of notice: no retry can supply them
+            await self._record_failure(key, channel, f"cannot render: {err}", permanent=True)
+            return "failed", f"cannot render: {err}"
+        try:
+            if channel == Channel.EMAIL:
+                await self._email(rendered, notice.to_name, str(notice.to_email), message_id, key)
+            else:
+                await self._webhook(customer, webhook_payload(notice, rendered, message_id), key)
+        except (SmtpDeliveryError, WebhookDeliveryError) as err:
+            activity.logger.warning("notice %s on %s failed: %s", key, channel, err)
+            await self._record_failure(key, channel, str(err), permanent=err.permanent)
+            return ("failed" if err.permanent else "retry"), str(err)
+        await self._record_sent(key, channel)
+        return "sent", ""
+
+    @activity.defn(name="send_agency_package")
+    async def send_agency_package(self, handover: AgencyHandover) -> str:
+        """E-mail the hand-over package (invoice, notices, payments, fees, disputes) to the agency
+        once per hand-over; returns its Message-ID."""
+        key, invoice_id = handover.idempotency_key, handover.invoice.invoice_id
+        message_id = message_id_for(key, self.sender)
+        state, error = await self._claim(
+            key, AGENCY_CHANNEL, invoice_id, "agency_package", self.agency_email, message_id
+        )
+        if state == "sent":
+            return message_id
+        if state == "failed":
+            raise permanent_failure(f"agency package {key} was refused: {error}")
+        if state == "busy":
+            raise transient_failure(f"agency package {key}: {error}")
+        try:
+            package = agency_package(handover, await read_events(self.pool, invoice_id), self.payee)
+        except ValueError as err:
+            await self._record_failure(key, AGENCY_CHANNEL, f"cannot build: {err}", permanent=True)
+            raise permanent_failure(f"agency package {key} cannot be built: {err}") from err
+        try:
+            await self._email(package, None, self.agency_email, message_id, key)
+        except SmtpDeliveryError as err:
+            await self._record_failure(key, AGENCY_CHANNEL, str(err), permanent=err.permanent)
+            failure = permanent_failure if err.permanent else transient_failure
+            raise failure(f"agency package {key} not delivered: {err}") from err
+        await self._record_sent(key, AGENCY_CHANNEL)
+        return message_id
+
+    # --- channels ----------------------------------------------------------------------------
+
+    async def _email(
+        self, rendered: RenderedNotice, to_name: str | None, to_email: str, message_id: str, key: str
+    ) -> None:
+        try:
+            message = compose_email(rendered, self.sender, to_name, to_email, message_id, key)
+        except ValueError as err:
+            raise SmtpDeliveryError(f"refused to compose the e-mail: {err}", permanent=True) from err
+        await send_email(self.smtp, message, self.sender, to_email)
+
+    async def _webhook(self, customer: CustomerChannels, payload: dict, key: str) -> None:
+        assert customer.webhook_url and customer.webhook_secret_env  # guaranteed by CustomerChannels
+        secret = self.webhook_secret(customer.webhook_secret_env)
+        if not secret:
+            raise WebhookDeliveryError(f"webhook secret {customer.webhook_secret_env} is not set", permanent=True)
+        await post_webhook(str(customer.webhook_url), secret, payload, key, timeout=self.webhook_timeout)
+
+    # --- the delivery record -----------------------------------------------------------------
+
+    async def _claim(
+        self, key: str, channel: str, invoice_id: str, kind: str, recipient: str, message_id: str
+    ) -> tuple[ClaimState, str | None]:
+        """Record an attempt as ``sending`` under a lease, unless the channel is done or leased."""
+        lease = activity.info().start_to_close_timeout or DEFAULT_LEASE
+        claimed = await self.pool.fetchval(
+            "INSERT INTO notice_deliveries AS d"
+            " (idempotency_key, channel, invoice_id, kind, recipient, message_id, status, lease_until)"
+            " VALUES ($1, $2, $3, $4, $5, $6, 'sending', now() + make_interval(secs => $7))"
+            " ON CONFLICT (idempotency_key, channel) DO UPDATE"
+            " SET attempts = d.attempts + 1, lease_until = EXCLUDED.lease_until"
+            " WHERE d.status = 'sending' AND (d.lease_until IS NULL OR d.lease_until < now())"
+            " RETURNING true",
+            key,
+            channel,
+            invoice_id,
+            kind,
+            recipient,
+            message_id,
+            lease.total_seconds(),
+        )
+        if claimed:
+            return "ours", None
+        row = await self.pool.fetchrow(
+            "SELECT status, error, lease_until FROM notice_deliveries WHERE idempotency_key = $1 AND channel = $2",
+            key,
+            channel,
+        )
+        if row["status"] == "sending":
+            return "busy", f"another attempt is sending it (lease until {row['lease_until']:%H:%M:%S})"
+        return row["status"], row["error"]
+
+    async def _record_sent(self, key: str, channel: str) -> None:
+        await self.pool.execute(
+            "UPDATE notice_deliveries SET status = 'sent', sent_at = now(), error = NULL, lease_until = NULL"
+            " WHERE idempotency_key = $1 AND channel = $2",
+            key,
+            channel,
+        )
+
+    async def _record_failure(self, key: str, channel: str, error: str, *, permanent: bool) -> None:
+        await self.pool.execute(
+            "UPDATE notice_deliveries SET status = CASE WHEN $3 THEN 'failed' ELSE status END,"
+            " error = $4, lease_until = NULL WHERE idempotency_key = $1 AND channel = $2",
+            key,
+            channel,
+            permanent,
+            error,
+        )
+
+
+def _describe(errors: dict[str, str]) -> str:
+    return "; ".join(f"{channel}: {error}" for channel, error in errors.items())

@@ -1,0 +1,113 @@
+"""The signed webhook channel: a notice as JSON, POSTed to a chat or CRM system.
+
+Each request carries ``X-Dunning-Timestamp`` (unix seconds) and ``X-Dunning-Signature:
+sha256=<hex>``, the HMAC-SHA256 under the customer's shared secret of ``"<timestamp>.<body>"``,
+so a receiver can check both who sent the body and that it is fresh (replays of an old request
+fail the timestamp check). ``Idempotency-Key`` is the same on every retry of a notice step, for
+receivers that deduplicate. ``verify_signature`` is the receiving side of the same scheme.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import ssl
+import time
+from typing import Any
+
+import httpx
+
+from activities.notices.render import RenderedNotice
+from workflows.models import NoticeRequest
+
+SIGNATURE_PREFIX = "sha256="
+RETRYABLE_STATUS = frozenset({408, 429})
+
+
+class WebhookDeliveryError(Exception):
+    """The receiver did not take the notice; ``permanent`` says whether a retry could help."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """``sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">``."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return SIGNATURE_PREFIX + digest
+
+
+def verify_signature(
+    secret: str, timestamp: str, body: bytes, signature: str, tolerance: float = 300, now: float | None = None
+) -> bool:
+    """True if ``signature`` signs ``body`` at ``timestamp`` under ``secret`` and the timestamp is
+    within ``tolerance`` seconds of ``now`` (default: the current time); compares in constant time."""
+    if not timestamp.isascii() or not timestamp.isdigit():
+        return False
+    if abs((time.time() if now is None else now) - int(timestamp)) > tolerance:
+        return False
+    return hmac.compare_digest(sign(secret, int(timestamp), body), signature)
+
+
+def webhook_payload(notice: NoticeRequest, rendered: RenderedNotice, message_id: str) -> dict[str, Any]:
+    """What a receiver needs to show or file the notice; the same for every retry of a step."""
+    return {
+        "message_id": message_id,
+        "step": notice.idempotency_key,
+        "kind": notice.kind.value,
+        "invoice_id": notice.invoice_id,
+        "customer_id": notice.customer_id,
+        "language": notice.language,
+        "subject": rendered.subject,
+        "text": rendered.text,
+        "balance_minor": notice.balance_minor,
+        "invoice_amount_minor": notice.invoice_amount_minor,
+        "fees_minor": sum(fee.amount_minor for fee in notice.fees),
+        "currency": notice.currency,
+        "due_date": notice.due_date.isoformat(),
+        "suspension_at": notice.suspension_at.isoformat() if notice.suspension_at else None,
+    }
+
+
+async def post_webhook(
+    url: str, secret: str, payload: dict[str, Any], idempotency_key: str, timeout: float = 10.0
+) -> None:
+    """POST ``payload`` signed; ``WebhookDeliveryError`` unless the receiver answers 2xx.
+
+    408, 429, 5xx, timeouts and connection errors are transient; any other answer (a 4xx, or a
+    redirect, which is not followed) is permanent: the same request would be refused again.
+    """
+    body = json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+    timestamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "X-Dunning-Timestamp": str(timestamp),
+        "X-Dunning-Signature": sign(secret, timestamp, body),
+        "Idempotency-Key": idempotency_key,
+    }
+    try:
+        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+            response = await client.post(url, content=body, headers=headers)
+    except (httpx.LocalProtocolError, httpx.UnsupportedProtocol) as err:
+        raise WebhookDeliveryError(f"webhook request to {url} is malformed: {err}", permanent=True) from err
+    except httpx.HTTPError as err:
+        if _untrusted_certificate(err):
+            raise WebhookDeliveryError(f"webhook {url}: server certificate not trusted", permanent=True) from err
+        raise WebhookDeliveryError(f"webhook {url} unreachable: {err!r}", permanent=False) from err
+    if response.is_success:
+        return
+    transient = response.status_code >= 500 or response.status_code in RETRYABLE_STATUS
+    raise WebhookDeliveryError(
+        f"webhook {url} answered {response.status_code} {response.reason_phrase}", permanent=not transient
+    )
+
+
+def _untrusted_certificate(err: BaseException) -> bool:
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False

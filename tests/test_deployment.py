@@ -1,0 +1,416 @@
+"""The production deployment files: docker-compose.yml is consistent and runnable as written, and
+the Dockerfile's builder stage builds the wheel that its runtime stage installs.
+
+There is no Docker engine here, so the compose file is parsed and interpolated as Compose does
+(the ``${VAR:-default}`` / ``${VAR:?error}`` rules), the setup job's command is run against the
+dev server, and the Dockerfile's builder stage is replayed: its ``COPY`` instructions into a
+temporary context (minus ``.dockerignore``), its ``RUN`` command as written, then the wheel is
+installed into a fresh virtual environment and its ``dunning`` command run.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tomllib
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.testing import WorkflowEnvironment
+
+from tests.cli_helpers import dunning, succeeded
+from worker.codec import new_key
+from worker.settings import Settings
+from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+DUNNING_SERVICES = ("setup", "codec-server", "worker", "api")
+# Standard OpenTelemetry variables: the OpenTelemetry SDK reads them, not the service's settings.
+OTEL_VARIABLES = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_SERVICE_NAME"}
+# What an operator puts in .env: every variable the compose file requires (``:?``).
+OPERATOR_ENV = {
+    "DUNNING_CODEC_KEYS": f"k1:{new_key()}",
+    "DUNNING_DB_PASSWORD": "service-db-secret",
+    "TEMPORAL_DB_PASSWORD": "temporal-db-secret",
+    "DUNNING_SMTP_HOST": "smtp.example.com",
+    "DUNNING_MAIL_FROM": "billing@example.com",
+    "DUNNING_AGENCY_EMAIL": "collections@agency.example",
+    "DUNNING_PAYEE_NAME": "Example Services SRL",
+    "DUNNING_API_TOKENS": '{"ops-token": "ops"}',
+}
+
+
+# --- Compose's variable interpolation --------------------------------------------------------
+
+VARIABLE = re.compile(
+    r"\$(?:(?P<escaped>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
+    r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+class MissingVariable(ValueError):
+    """A ``${VAR:?message}`` whose variable is not set."""
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """``text`` with Compose's ``$VAR``, ``${VAR}``, ``${VAR[:]-default}``, ``${VAR[:]?error}`` and ``$$``."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match["escaped"]:
+            return "$"
+        name = match["name"] or match["bare"]
+        value, op = env.get(name), match["op"] or ""
+        missing = value is None or (op.startswith(":") and value == "")
+        if op.endswith("-") and missing:
+            return interpolate(match["arg"], env)
+        if op.endswith("?") and missing:
+            raise MissingVariable(f"{name}: {match['arg']}")
+        return value or ""
+
+    return VARIABLE.sub(replace, text)
+
+
+def resolved(node: Any, env: dict[str, str]) -> Any:
+    """Every string value (not key) of a parsed compose file, interpolated."""
+    if isinstance(node, dict):
+        return {key: resolved(value, env) for key, value in node.items()}
+    if isinstance(node, list):
+        return [resolved(item, env) for item in node]
+    return interpolate(node, env) if isinstance(node, str) else node
+
+
+def load_compose(env: dict[str, str] = OPERATOR_ENV) -> dict[str, Any]:
+    return resolved(yaml.safe_load(COMPOSE.read_text()), env)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load_compose()
+
+
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+def environment(service: dict[str, Any]) -> dict[str, str | None]:
+    """A service's environment; None is a variable passed through from the operator's environment."""
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        return dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+    return {key: None if value is None else str(value) for key, value in env.items()}
+
+
+def depends_on(service: dict[str, Any]) -> dict[str, str]:
+    """Each service depended on, with its condition."""
+    needs = service.get("depends_on", {})
+    if isinstance(needs, list):
+        return dict.fromkeys(needs, "service_started")
+    return {name: (spec or {}).get("condition", "service_started") for name, spec in needs.items()}
+
+
+def published(service: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """``(host address, host port, container port)`` of each published port."""
+    ports = []
+    for spec in service.get("ports", []):
+        parts = str(spec).split(":")
+        assert len(parts) in (2, 3), f"publish every port explicitly as [address:]host:container, not {spec!r}"
+        address = parts[0] if len(parts) == 3 else "0.0.0.0"
+        ports.append((address, int(parts[-2]), int(parts[-1])))
+    return ports
+
+
+# --- the compose file ------------------------------------------------------------------------------
+
+
+def test_every_service_runs_an_image_and_needs_only_services_that_exist(compose):
+    defined = services(compose)
+    for name, service in defined.items():
+        assert service.get("image") or service.get("build"), f"{name} has neither image nor build"
+        for needed, condition in depends_on(service).items():
+            assert needed in defined, f"{name} depends on {needed}, which is not a service"
+            assert condition in ("service_started", "service_healthy", "service_completed_successfully")
+            if condition == "service_healthy":
+                assert "healthcheck" in defined[needed], f"{name} waits for {needed} to be healthy: it has no healthcheck"
+            if condition == "service_completed_successfully":
+                assert str(defined[needed].get("restart", "no")).startswith(("no", "on-failure")), (
+                    f"{needed} is a one-shot job: restarting it unless stopped would never complete"
+                )
+        for volume in service.get("volumes", []):
+            source = str(volume).split(":")[0]
+            if not source.startswith((".", "/")):
+                assert source in compose.get("volumes", {}), f"{name} mounts undeclared volume {source}"
+
+
+def test_the_services_of_the_production_shape_are_all_there(compose):
+    defined = services(compose)
+    assert {"temporal-db", "temporal-schema", "temporal", "temporal-ui", "dunning-db", *DUNNING_SERVICES} <= set(defined)
+    assert defined["temporal"]["image"].startswith("temporalio/server:")
+    assert defined["temporal-schema"]["image"].startswith("temporalio/admin-tools:")
+    assert defined["temporal-ui"]["image"].startswith("temporalio/ui:")
+    assert depends_on(defined["temporal"]) == {"temporal-schema": "service_completed_successfully"}
+    schema_script = defined["temporal-schema"]["command"][0]
+    for database in ("temporal", "temporal_visibility"):
+        assert f"--db {database} setup-schema -v 0.0" in schema_script
+        assert f"--db {database} update-schema -d" in schema_script
+
+
+def test_host_ports_are_unique_and_only_the_api_listens_beyond_loopback(compose):
+    host_ports = [(name, port) for name, s in services(compose).items() for _, port, _ in published(s)]
+    assert len({port for _, port in host_ports}) == len(host_ports), host_ports
+    public = {name for name, s in services(compose).items() for address, _, _ in published(s) if address != "127.0.0.1"}
+    assert public == {"api"}
+
+
+def test_workers_scale_out(compose):
+    worker = services(compose)["worker"]
+    assert "ports" not in worker and "container_name" not in worker
+    assert "deploy" not in worker or "replicas" not in worker["deploy"]
+
+
+def test_the_ui_decodes_payloads_through_the_codec_server(compose):
+    defined = services(compose)
+    endpoint = urlsplit(environment(defined["temporal-ui"])["TEMPORAL_CODEC_ENDPOINT"])
+    assert endpoint.hostname in ("localhost", "127.0.0.1")  # the browser calls it, from the host
+    codec = defined["codec-server"]
+    codec_env = environment(codec)
+    assert [(port, container) for _, port, container in published(codec)] == [(endpoint.port, int(codec_env["DUNNING_CODEC_PORT"]))]
+    assert codec["command"] == ["codec-server"]
+    ui_port = published(defined["temporal-ui"])[0][1]
+    settings = settings_of(codec_env)
+    assert f"http://localhost:{ui_port}" in settings.codec_allowed_origins  # CORS lets the UI's page call it
+    assert settings.codec_host == "0.0.0.0"
+
+
+def test_encryption_is_on_unless_keys_are_missing_and_then_nothing_starts():
+    for service in DUNNING_SERVICES:
+        assert environment(services(load_compose())[service])["DUNNING_CODEC_KEYS"] == OPERATOR_ENV["DUNNING_CODEC_KEYS"]
+    without_keys = {k: v for k, v in OPERATOR_ENV.items() if k != "DUNNING_CODEC_KEYS"}
+    with pytest.raises(MissingVariable, match="DUNNING_CODEC_KEYS"):
+        load_compose(without_keys)
+
+
+def test_the_workers_and_the_api_wait_for_the_setup_job_and_their_database(compose):
+    for name in ("worker", "api"):
+        assert depends_on(services(compose)[name]) == {
+            "setup": "service_completed_successfully",
+            "dunning-db": "service_healthy",
+        }
+    assert depends_on(services(compose)["setup"]) == {"temporal": "service_healthy"}
+
+
+def settings_of(env: dict[str, str | None]) -> Settings:
+    """The settings a service gets from its environment (variables passed through left unset)."""
+    given = {key: value for key, value in env.items() if value is not None}
+    saved = {key: os.environ.pop(key) for key in list(os.environ) if key.startswith("DUNNING_") or key == "DATABASE_URL"}
+    os.environ.update(given)
+    try:
+        return Settings()
+    finally:
+        for key in given:
+            os.environ.pop(key, None)
+        os.environ.update(saved)
+
+
+@pytest.mark.parametrize("name", DUNNING_SERVICES)
+def test_the_service_environment_is_made_of_real_settings(compose, name):
+    fields = {f"DUNNING_{field.upper()}" for field in Settings.model_fields} | {"DATABASE_URL"}
+    env = environment(services(compose)[name])
+    unknown = set(env) - fields - OTEL_VARIABLES
+    assert not unknown, f"{name} sets variables that are no settings: {sorted(unknown)}"
+    settings = settings_of(env)  # and their values validate
+    if "DUNNING_TEMPORAL_ADDRESS" in env:
+        assert settings.temporal_address == "temporal:7233"
+    if "DATABASE_URL" in env:
+        assert urlsplit(settings.resolved_database_url()).hostname == "dunning-db"
+
+
+def test_the_api_listens_on_its_published_port(compose):
+    api = services(compose)["api"]
+    settings = settings_of(environment(api))
+    assert settings.api_host == "0.0.0.0"
+    assert [container for _, _, container in published(api)] == [settings.api_port]
+    assert api["command"] == ["api"]
+    assert f":{settings.api_port}/health" in " ".join(api["healthcheck"]["test"])
+
+
+async def test_the_setup_job_registers_every_search_attribute(compose, dev_env: WorkflowEnvironment):
+    setup = services(compose)["setup"]
+    namespace = f"compose-{uuid.uuid4().hex[:8]}"
+    env = {key: value for key, value in environment(setup).items() if value is not None}
+    env |= {"DUNNING_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host, "DUNNING_TEMPORAL_NAMESPACE": namespace}
+    succeeded(await dunning(env, *setup["command"]))
+    listed = await dev_env.client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
+    registered = {name: IndexedValueType.Name(kind) for name, kind in listed.custom_attributes.items()}
+    assert registered == {key.name: IndexedValueType.Name(int(key.indexed_value_type)) for key in SEARCH_ATTRIBUTES}
+
+
+# --- the Dockerfile ------------------------------------------------------------------------------
+
+WHEEL_BUILD = "python -m pip wheel --no-deps --wheel-dir /wheels ."
+
+
+def dockerfile_stages() -> dict[str, list[tuple[str, str]]]:
+    """Each stage's instructions as ``(INSTRUCTION, arguments)``, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        instruction, _, arguments = line.partition(" ")
+        if instruction.upper() == "FROM":
+            current = stages.setdefault(arguments.split()[-1] if " AS " in arguments.upper() else f"stage{len(stages)}", [])
+        current.append((instruction.upper(), " ".join(arguments.split())))
+    return stages
+
+
+def ignore_patterns() -> list[str]:
+    patterns = [line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert not any(p.startswith("!") for p in patterns), "this replay does not handle exceptions (!pattern)"
+    return patterns
+
+
+def ignored(relative: str, patterns: list[str]) -> bool:
+    """Whether ``.dockerignore`` leaves ``relative`` (or a folder above it) out of the build context."""
+    parts = relative.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    return any(
+        fnmatch.fnmatchcase(prefix, pattern) or (pattern.startswith("**/") and fnmatch.fnmatchcase(prefix, pattern[3:]))
+        for prefix in prefixes
+        for pattern in patterns
+    )
+
+
+def copy_context(source: Path, target: Path, patterns: list[str]) -> None:
+    """``COPY source target`` from the build context: what ``.dockerignore`` leaves in it."""
+    paths = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+    for path in paths:
+        relative = path.relative_to(ROOT).as_posix()
+        if ignored(relative, patterns):
+            continue
+        destination = target if source.is_file() else target / path.relative_to(source)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, destination)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel the Dockerfile's builder stage builds, built the same way from the same files."""
+    builder = dockerfile_stages()["builder"]
+    workdir = [args for instruction, args in builder if instruction == "WORKDIR"]
+    assert workdir == ["/src"]
+    context, wheels = tmp_path_factory.mktemp("context"), tmp_path_factory.mktemp("wheels")
+    patterns = ignore_patterns()
+    for instruction, args in builder:
+        if instruction == "COPY":
+            *sources, destination = shlex.split(args)
+            assert not any(s.startswith("--") for s in sources), "the builder copies from the build context only"
+            into_folder = destination.endswith("/") or len(sources) > 1
+            for source in sources:
+                path = ROOT / source
+                # a folder's contents go into the destination; a file goes into it, or becomes it
+                target = context / destination / (path.name if into_folder and path.is_file() else "")
+                copy_context(path, target, patterns)
+    runs = [args for instruction, args in builder if instruction == "RUN"]
+    assert runs == [WHEEL_BUILD]
+    command = [sys.executable if word == "python" else str(wheels) if word == "/wheels" else word for word in shlex.split(runs[0])]
+    built = subprocess.run(command, cwd=context, capture_output=True, text=True, timeout=180)
+    assert built.returncode == 0, built.stdout + built.stderr
+    (found,) = wheels.glob("dunning-*.whl")
+    return found
+
+
+def test_the_builder_copies_every_package_the_project_declares():
+    copied = {shlex.split(args)[0] for instruction, args in dockerfile_stages()["builder"] if instruction == "COPY"}
+    declared = {pattern.rstrip("*") for pattern in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]}
+    assert declared <= copied
+    assert {"pyproject.toml", PYPROJECT["project"]["readme"]} <= {
+        source for instruction, args in dockerfile_stages()["builder"] if instruction == "COPY" for source in shlex.split(args)[:-1]
+    }
+
+
+def test_the_build_context_leaves_out_local_state_and_secrets():
+    patterns = ignore_patterns()
+    for path in (".env", ".env.production", ".venv/bin/python", ".git/HEAD", "data/postgres/PG_VERSION", "worker/__pycache__/cli.cpython-311.pyc"):
+        assert ignored(path, patterns), path
+    for path in ("pyproject.toml", "README.md", "activities/notices/fonts/DejaVuSans.ttf", "activities/migrations/001_event_store.sql"):
+        assert not ignored(path, patterns), path
+
+
+def test_the_wheel_carries_the_package_data_and_the_command(wheel: Path):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    package_data = PYPROJECT["tool"]["setuptools"]["package-data"]
+    expected = {
+        path.relative_to(ROOT).as_posix()
+        for package, patterns in package_data.items()
+        for pattern in patterns
+        for path in (ROOT / package).glob(pattern)
+    }
+    for kind in ("migrations/", "templates/", "LC_MESSAGES/messages.po", "fonts/DejaVuSans.ttf"):
+        assert any(kind in path for path in expected), f"no {kind} in the source tree"
+    assert expected <= names, sorted(expected - names)
+    (entry_points,) = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "dunning = worker.cli:main" in text
+
+
+def test_the_runtime_stage_installs_that_wheel_and_runs_dunning_unprivileged():
+    runtime = dockerfile_stages()["runtime"]
+    assert ("COPY", "--from=builder /wheels /tmp/wheels") in runtime
+    assert any(instruction == "RUN" and "pip install /tmp/wheels/*.whl" in args for instruction, args in runtime)
+    users = [args for instruction, args in runtime if instruction == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    assert ("ENTRYPOINT", '["dunning"]') in runtime
+    assert list(PYPROJECT["project"]["scripts"]) == ["dunning"]
+
+
+def test_the_installed_wheel_runs(wheel: Path, tmp_path: Path):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-index", "--no-deps", str(wheel)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    # the dependencies come from the project's environment, after the wheel's own packages
+    site = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout.strip()
+    (Path(site) / "project-dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+
+    helped = subprocess.run([str(venv / "bin" / "dunning"), "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert helped.returncode == 0, helped.stderr
+    assert "worker" in helped.stdout and "invoice" in helped.stdout
+
+    probe = (
+        "import json, worker; from importlib.resources import files; from activities.notices.i18n import translations;"
+        "[translations(language) for language in ('ro', 'bg', 'et', 'it')];"  # the .po catalogs load
+        "print(worker.__file__);"
+        "print(json.dumps(sorted(p.name for p in (files('activities') / 'migrations').iterdir())))"
+    )
+    ran = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    module, migrations = ran.stdout.splitlines()
+    assert module.startswith(site), f"imported {module}, not the installed wheel"
+    assert json.loads(migrations) == sorted(p.name for p in (ROOT / "activities" / "migrations").glob("*.sql"))

@@ -1,0 +1,325 @@
+"""Typed event payloads: the events the workflow really emits validate, malformed ones are never written."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+import asyncpg
+import pytest
+from pydantic import ValidationError
+from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.ledger import LedgerActivities, create_pool, read_events
+from activities.projections import catch_up, invoice_view
+from activities.service import ServiceActivities
+from tests.harness import Recorder, eventually, make_invoice, start_invoice, with_pydantic
+from worker.sandbox import workflow_runner
+from workflows import events as ev
+from workflows.events import PAYLOADS, payload_of
+from workflows.invoice import InvoiceWorkflow
+from workflows.models import (
+    DecideLegal,
+    DomainEvent,
+    EventKind,
+    Instalment,
+    InvoiceState,
+    MarkFactored,
+    OpenDispute,
+    Payment,
+    PaymentPlan,
+    ResolveDispute,
+    StageAction,
+)
+
+AT = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+INVOICE = make_invoice(date(2026, 11, 1), invoice_id="INV-E1").model_dump(mode="json")
+SERVICE = {"support_and_orders_blocked": True, "remote_disconnect_authorized": False, "equipment_ids": []}
+EQUIPMENT = {"equipment_id": "srv-1", "state": "Off", "changed": True, "dry_run": False}
+LEGAL_SUMMARY = {
+    "balance_minor": 108_000,
+    "fees_minor": 8_000,
+    "paid_minor": 0,
+    "days_overdue": 120,
+    "cost_of_action_minor": 150_000,
+    "net_if_recovered_minor": -42_000,
+    "small_claims_limit_minor": 500_000,
+    "small_claims_eligible": True,
+    "worth_suing": False,
+    "summary": "Owed 1080.00 EUR after 120 days",
+}
+# one valid payload per kind, shaped as the workflow writes it
+SAMPLES: dict[EventKind, dict[str, Any]] = {
+    EventKind.INVOICE_ISSUED: {"invoice": INVOICE},
+    EventKind.INVOICE_RESENT: {"balance_minor": 100_000},
+    EventKind.NOTICE_SENT: {"kind": "reminder", "step": "0002-reminder", "to": "ana@client.example", "channels": ["email"]},
+    EventKind.NOTICE_FAILED: {"kind": "reminder", "step": "0002-reminder", "channel": "sms", "error": "refused"},
+    EventKind.STAGE_REACHED: {"stage": "warning", "days_overdue": 5},
+    EventKind.LATE_FEE_CHARGED: {"number": 1, "amount_minor": 3_500, "reason": "late fee"},
+    EventKind.PAYMENT_RECORDED: {
+        "payment_id": "p1", "amount_minor": 10_000, "received_at": AT.isoformat(), "balance_minor": 90_000,
+    },
+    EventKind.PAYMENT_REJECTED: {"reason": "malformed payment: not JSON", "payload": "garbage"},
+    EventKind.DISCOUNT_APPLIED: {"amount_minor": 2_000},
+    EventKind.OVERPAYMENT_CREDITED: {"amount_minor": 500},
+    EventKind.DISPUTE_OPENED: {"reason": "hours billed twice"},
+    EventKind.DISPUTE_RESOLVED: {"outcome": "upheld", "credit_minor": 10_000, "note": ""},
+    EventKind.PAYMENT_PLAN_AGREED: {"plan": {"instalments": [{"due_date": "2026-12-01", "amount_minor": 100_000}]}},
+    EventKind.INSTALMENT_MISSED: {"instalment": 1, "expected_minor": 100_000, "received_minor": 0},
+    EventKind.SERVICE_SUSPENDED: {**SERVICE, "service": "hosting"},
+    EventKind.SERVICE_RESTORED: {**SERVICE, "support_and_orders_blocked": False},
+    EventKind.EQUIPMENT_SUSPENDED: EQUIPMENT,
+    EventKind.EQUIPMENT_RESTORED: {**EQUIPMENT, "state": "On"},
+    EventKind.SUSPEND_FAILED: {"equipment_id": "srv-2", "error": "refused the connection"},
+    EventKind.RESTORE_FAILED: {"equipment_id": "srv-2", "error": "timed out"},
+    EventKind.AGENCY_HANDOVER: {"balance_minor": 108_000, "package_sent": True},
+    EventKind.INVOICE_FACTORED: {"factor": "acme-factoring", "advance_minor": 80_000, "balance_minor": 100_000},
+    EventKind.LEGAL_REVIEW_OPENED: LEGAL_SUMMARY,
+    EventKind.LEGAL_DECISION: {"decision": "settle", "settle_amount_minor": 80_000, "note": "", "balance_minor": 108_000},
+    EventKind.INVOICE_CLOSED: {
+        "state": "paid", "paid_minor": 100_000, "fees_minor": 0, "written_off_minor": 0, "overpaid_minor": 0,
+    },
+}
+
+
+def event(kind: EventKind, data: dict[str, Any], sequence: int = 1, invoice_id: str = "INV-E1") -> DomainEvent:
+    return DomainEvent(invoice_id=invoice_id, sequence=sequence, kind=kind, occurred_at=AT, data=data)
+
+
+@pytest.fixture
+async def pool(db_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(db_url)
+    yield pool
+    await pool.close()
+
+
+# --- the models ------------------------------------------------------------------------------
+
+
+def test_every_kind_has_a_payload_model():
+    assert set(PAYLOADS) == set(EventKind) == set(SAMPLES)
+    for model in PAYLOADS.values():
+        assert model.model_config.get("frozen") and model.model_config.get("extra") == "forbid"
+
+
+@pytest.mark.parametrize("kind", list(EventKind))
+def test_a_sample_validates_and_wrong_payloads_are_refused(kind: EventKind):
+    sample = SAMPLES[kind]
+    assert isinstance(payload_of(event(kind, sample)), PAYLOADS[kind])
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        payload_of(event(kind, {**sample, "surprise": 1}))
+    required = [name for name, field in PAYLOADS[kind].model_fields.items() if field.is_required()]
+    assert required, f"{kind} has no required field"
+    with pytest.raises(ValidationError, match="Field required"):
+        payload_of(event(kind, {k: v for k, v in sample.items() if k != required[0]}))
+
+
+@pytest.mark.parametrize(
+    ("kind", "change", "message"),
+    [
+        (EventKind.LATE_FEE_CHARGED, {"amount_minor": "3500"}, "valid integer"),
+        (EventKind.LATE_FEE_CHARGED, {"amount_minor": 35.5}, "valid integer"),
+        (EventKind.PAYMENT_RECORDED, {"amount_minor": 0}, "greater than 0"),
+        (EventKind.STAGE_REACHED, {"stage": "nagging"}, "Input should be"),
+        (EventKind.INVOICE_CLOSED, {"state": "warned"}, "not a closed state"),
+        (EventKind.LEGAL_DECISION, {"balance_minor": -1}, "greater than or equal to 0"),
+        (EventKind.INVOICE_ISSUED, {"invoice": {**INVOICE, "currency": "QQQ"}}, "unknown currency"),
+        (EventKind.SERVICE_SUSPENDED, {"equipment_ids": "srv-1"}, "valid list"),
+    ],
+)
+def test_wrong_types_are_refused(kind: EventKind, change: dict[str, Any], message: str):
+    with pytest.raises(ValidationError, match=message):
+        payload_of(event(kind, {**SAMPLES[kind], **change}))
+
+
+def test_fields_added_later_have_defaults_so_old_events_still_validate():
+    old_notice_failed = {"kind": "reminder", "step": "0002-reminder", "error": "550 mailbox unavailable"}
+    assert payload_of(event(EventKind.NOTICE_FAILED, old_notice_failed)).channel == "all"
+    old_notice_sent = {"kind": "reminder", "step": "0002-reminder", "to": "ana@client.example"}
+    assert payload_of(event(EventKind.NOTICE_SENT, old_notice_sent)).channels == []
+    assert payload_of(event(EventKind.SERVICE_SUSPENDED, SERVICE)).service is None
+    assert payload_of(event(EventKind.AGENCY_HANDOVER, {"balance_minor": 5})).package_sent is False
+
+
+def test_payment_rejected_keeps_any_json():
+    for raw in ("garbage", {"payment_id": "x", "currency": "EUR"}, 12345, None):
+        assert payload_of(event(EventKind.PAYMENT_REJECTED, {"reason": "bad", "payload": raw})).payload == raw
+
+
+# --- the store --------------------------------------------------------------------------------
+
+
+async def test_append_refuses_a_malformed_event_and_writes_nothing_of_its_batch(pool):
+    good = event(EventKind.INVOICE_ISSUED, SAMPLES[EventKind.INVOICE_ISSUED])
+    bad = event(EventKind.LATE_FEE_CHARGED, {"number": 1, "amount_minor": -5, "reason": "late fee"}, sequence=2)
+    with pytest.raises(ApplicationError) as refused:
+        await LedgerActivities(pool).append_events([good, bad])
+    assert refused.value.type == "InvalidEvent" and refused.value.non_retryable
+    assert "INV-E1#2 (late_fee_charged)" in str(refused.value) and "amount_minor" in str(refused.value)
+    assert await pool.fetchval("SELECT count(*) FROM invoice_events") == 0
+
+
+async def test_read_events_are_typed_and_in_global_order(pool):
+    ledger = LedgerActivities(pool)
+    await ledger.append_events([event(EventKind.INVOICE_ISSUED, SAMPLES[EventKind.INVOICE_ISSUED])])
+    await ledger.append_events([event(EventKind.STAGE_REACHED, SAMPLES[EventKind.STAGE_REACHED], sequence=2)])
+    issued, stage = await read_events(pool, "INV-E1")
+    assert isinstance(issued.payload(), ev.InvoiceIssued) and issued.payload().invoice.amount_minor == 100_000
+    assert isinstance(stage.payload(), ev.StageReached) and stage.payload().stage == StageAction.WARNING
+    assert issued.position < stage.position
+
+
+# --- what the real workflow emits -------------------------------------------------------------
+
+
+@pytest.fixture
+async def env(time_skipping_env: WorkflowEnvironment) -> WorkflowEnvironment:
+    return time_skipping_env
+
+
+@pytest.fixture
+def client(env: WorkflowEnvironment) -> Client:
+    return with_pydantic(env.client)
+
+
+@pytest.fixture
+async def storing_queue(client: Client, recorder: Recorder, pool: asyncpg.Pool) -> AsyncIterator[str]:
+    """The invoice workflow with the real event store and service activities (the rest recorded)."""
+    ledger, service = LedgerActivities(pool), ServiceActivities(pool)
+    real = {"append_events": ledger.append_events, "suspend_service": service.suspend_service,
+            "restore_service": service.restore_service}
+    activities = [fn for fn in recorder.activities if fn.__name__ not in real] + list(real.values())
+    queue = "test-events"
+    async with Worker(client, task_queue=queue, workflows=[InvoiceWorkflow], activities=activities,
+                      workflow_runner=workflow_runner()):
+        yield queue
+
+
+async def sleep_until(env: WorkflowEnvironment, moment: datetime) -> None:
+    gap = moment - await env.get_current_time() + timedelta(seconds=1)
+    if gap > timedelta(0):
+        await env.sleep(gap)
+
+
+async def status(handle: WorkflowHandle):
+    return await handle.query(InvoiceWorkflow.status)
+
+
+async def escalate_to(env: WorkflowEnvironment, handle: WorkflowHandle, state: InvoiceState) -> None:
+    """Skip from one next action to the next until the invoice is in ``state``."""
+    for _ in range(30):
+        current = await status(handle)
+        if current.state == state:
+            return
+        assert current.next_action is not None, f"stuck in {current.state}"
+        await sleep_until(env, current.next_action.at)
+        await eventually(lambda: _moved_on(handle, current.next_action))
+    raise AssertionError(f"never reached {state}")
+
+
+async def _state_is(handle: WorkflowHandle, state: InvoiceState) -> bool:
+    return (await status(handle)).state == state
+
+
+async def _moved_on(handle: WorkflowHandle, before) -> bool:
+    return (await status(handle)).next_action != before
+
+
+def pay(payment_id: str, amount: int) -> Payment:
+    return Payment(payment_id=payment_id, amount_minor=amount, currency="EUR")
+
+
+async def assert_projected_like_the_workflow(pool: asyncpg.Pool, handle: WorkflowHandle) -> None:
+    """Once the workflow has written its events, the projected invoice agrees with its status query."""
+
+    async def agree() -> bool:
+        await catch_up(pool)
+        projected, truth = await _projected_and_true(pool, handle)
+        return projected == truth
+
+    with contextlib.suppress(AssertionError):
+        await eventually(agree, timeout=5)
+    projected, truth = await _projected_and_true(pool, handle)
+    assert projected == truth
+
+
+async def _projected_and_true(pool: asyncpg.Pool, handle: WorkflowHandle) -> tuple[dict, dict]:
+    truth = await status(handle)
+    view = await invoice_view(pool, truth.invoice_id)
+    assert view is not None
+    amounts = ("balance_minor", "fees_minor", "paid_minor", "written_off_minor", "overpaid_minor", "rejected_payments")
+    projected = {"state": view.state, "credited_minor": view.credited_minor + view.discount_minor}
+    expected = {"state": truth.state, "credited_minor": truth.credited_minor}
+    projected |= {name: getattr(view, name) for name in amounts}
+    expected |= {name: getattr(truth, name) for name in amounts}
+    if truth.next_action is None or truth.next_action.what in {a.value for a in StageAction}:
+        projected["next_action"], expected["next_action"] = view.next_action, truth.next_action
+    return projected, expected
+
+
+async def test_every_event_the_workflow_emits_validates_and_projects_like_its_status(
+    env, client, storing_queue, recorder, pool
+):
+    """Three invoices at once. No ``handle.result()`` until the last: waiting on a result lets the
+    test server skip time, up to the run timeout of an invoice that waits without a timer (disputed)."""
+    today = (await env.get_current_time()).date()
+    hosting = make_invoice(
+        today, service="hosting",
+        terms={"late_fee_percent_per_month": "2", "fixed_late_fee_minor": 1_500,
+               "remote_disconnect_authorized": True, "equipment_ids": ["srv-1", "srv-2"]},
+    )
+    early = make_invoice(today, terms={"early_payment_discount": {"percent": "2", "within_days": 7}})
+    sold = make_invoice(today)
+    recorder.unreachable_equipment.add("srv-2")
+    recorder.failing_channels["webhook"] = "400 Bad Request from the CRM"
+    a, b, c = [await start_invoice(client, storing_queue, invoice) for invoice in (hosting, early, sold)]
+    for started in (hosting, early, sold):
+        await eventually(lambda: "invoice_issued" in recorder.notice_kinds(started.invoice_id))
+
+    # B: a malformed payment, a resend, then full payment within the discount window (overpaid by the discount)
+    await b.signal("payment_received", "not a payment")
+    await b.execute_update(InvoiceWorkflow.resend_invoice)
+    await b.execute_update(InvoiceWorkflow.record_payment, pay("b-all", 100_000))
+    await eventually(lambda: _state_is(b, InvoiceState.PAID))
+    await assert_projected_like_the_workflow(pool, b)
+
+    # A is disputed after the reminder; C is sold to a factor after the warning
+    await escalate_to(env, a, InvoiceState.REMINDED)
+    await a.execute_update(InvoiceWorkflow.open_dispute, OpenDispute(reason="hours billed twice"))
+    await escalate_to(env, c, InvoiceState.WARNED)
+    await c.execute_update(InvoiceWorkflow.mark_factored, MarkFactored(factor="acme-factoring", advance_minor=80_000))
+    await eventually(lambda: _state_is(c, InvoiceState.FACTORED))
+    await assert_projected_like_the_workflow(pool, a)
+    await a.execute_update(InvoiceWorkflow.resolve_dispute, ResolveDispute(outcome="upheld", credit_minor=10_000))
+    await assert_projected_like_the_workflow(pool, a)
+
+    # A agrees a plan, pays the first instalment, misses the second: escalation resumes, shifted by both pauses
+    start = (await env.get_current_time()).date()
+    plan = PaymentPlan(instalments=[Instalment(due_date=start + timedelta(days=2), amount_minor=40_000),
+                                    Instalment(due_date=start + timedelta(days=10), amount_minor=50_000)])
+    await a.execute_update(InvoiceWorkflow.agree_payment_plan, plan)
+    await a.execute_update(InvoiceWorkflow.record_payment, pay("a-1", 40_000))
+    await env.sleep(timedelta(days=12))
+    await eventually(lambda: "instalment_missed" in recorder.notice_kinds(hosting.invoice_id))
+    await assert_projected_like_the_workflow(pool, a)
+
+    # A is suspended (one server cut, one unreachable), handed to the agency, reviewed, settled and paid
+    await escalate_to(env, a, InvoiceState.LEGAL_REVIEW)
+    await assert_projected_like_the_workflow(pool, a)
+    balance = (await status(a)).balance_minor
+    await a.execute_update(InvoiceWorkflow.decide_legal, DecideLegal(decision="settle", settle_amount_minor=30_000))
+    await a.execute_update(InvoiceWorkflow.record_payment, pay("a-settle", 30_000))
+    assert (await a.result()).state == InvoiceState.SETTLED
+    await assert_projected_like_the_workflow(pool, a)
+    assert balance > 30_000
+
+    stored = [e for invoice in (hosting, early, sold) for e in await read_events(pool, invoice.invoice_id)]
+    for stored_event in stored:
+        assert isinstance(stored_event.payload(), PAYLOADS[stored_event.kind])
+    emitted = {e.kind for e in stored}
+    assert set(EventKind) - emitted == {EventKind.RESTORE_FAILED}  # srv-2 was never cut, so never restored
