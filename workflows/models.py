@@ -74,6 +74,15 @@ def _printable_line(text: str) -> str:
 Currency = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(_known_currency)]
 TimeZone = Annotated[str, AfterValidator(_known_time_zone)]
 Country = Annotated[str, Field(min_length=2, max_length=2), AfterValidator(_known_country)]
+
+
+def _wall_clock(moment: time) -> time:
+    if moment.tzinfo is not None:
+        raise ValueError("a local time of day in the client's time zone, without a UTC offset")
+    return moment
+
+
+LocalTime = Annotated[time, AfterValidator(_wall_clock)]
 PositiveMinor = Annotated[int, Field(strict=True, gt=0, le=10**15, description="amount in minor units (cents)")]
 NonNegativeMinor = Annotated[int, Field(strict=True, ge=0, le=10**15, description="amount in minor units (cents)")]
 Percent = Annotated[Decimal, Field(ge=0, le=100, max_digits=7, decimal_places=4)]
@@ -146,8 +155,8 @@ class SendingWindow(Strict):
     """When notices and escalation steps may happen, in the client's time zone (technique 7: stay polite)."""
 
     weekdays: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1, max_length=7)
-    opens: time = time(9, 0)
-    closes: time = time(17, 0)
+    opens: LocalTime = time(9, 0)
+    closes: LocalTime = time(17, 0)
     skip_public_holidays: bool = Field(default=True, description="skip the public holidays of the invoice's country")
 
     @model_validator(mode="after")
@@ -163,7 +172,7 @@ class DunningPolicy(Strict):
     """The escalation ladder as data (domain.md, default policy); every value is a setting."""
 
     stages: list[Stage] = Field(min_length=1)
-    due_time: time = Field(default=time(9, 0), description="local time on the due date the clock starts")
+    due_time: LocalTime = Field(default=time(9, 0), description="local time on the due date the clock starts")
     legal_review_again_after: timedelta = Field(default=timedelta(days=90), gt=timedelta(0))
     cost_of_legal_action_minor: NonNegativeMinor = 150_000
     small_claims_limit_minor: NonNegativeMinor = 500_000

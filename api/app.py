@@ -1,0 +1,147 @@
+"""The FastAPI application: its lifespan (Temporal client, Postgres pool, projector), routes and errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from activities.ledger import apply_schema, create_pool
+from activities.projections import ProjectionLag, Projector, projection_lag
+from activities.standing import StandingSettings
+from api import routes_invoices, routes_payments, routes_reports
+from api.context import ApiContext
+from api.problems import (
+    Kind,
+    Problem,
+    add_problem_schemas,
+    install_problem_handlers,
+    problem_response,
+    problem_responses,
+)
+from worker.client import connect
+from worker.settings import Settings
+
+MAX_BODY_BYTES = 64 * 1024
+PROJECTOR_STOP_SECONDS = 10
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Durable per-invoice dunning. Every change to an invoice goes through its Temporal workflow; lists
+and reports come from projections of the event log, which may trail it by a moment.
+
+**Money** is an integer in minor units (cents) with an ISO 4217 currency.
+**Authentication**: `Authorization: Bearer <token>`; the `integration` role may start invoices,
+record payments and read invoices, the `ops` role may do everything. The payment provider's
+webhook is authenticated by its HMAC signature instead.
+**Errors** are RFC 9457 problem details (`application/problem+json`); switch on `type`.
+**Lists** are paginated with `limit` and `offset`; the `Link` header names the next page.
+"""
+
+
+class Health(BaseModel):
+    """The API and what it depends on are up."""
+
+    status: str
+    projection_lag: ProjectionLag
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The API for ``settings``; Temporal and Postgres are connected when it starts (its lifespan)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.api_tokens:
+            log.warning("no API tokens are configured (DUNNING_API_TOKENS): every API request will be refused")
+        standing = StandingSettings.load(settings.customers_file)
+        client = await connect(settings)
+        database_url = settings.resolved_database_url()
+        await apply_schema(database_url)
+        pool = await create_pool(database_url)
+        stop = asyncio.Event()
+        projector = asyncio.create_task(Projector().run(pool, stop), name="projector")
+        app.state.context = ApiContext(client=client, pool=pool, settings=settings, standing=standing)
+        try:
+            yield
+        finally:
+            stop.set()
+            try:
+                await asyncio.wait_for(projector, PROJECTOR_STOP_SECONDS)
+            finally:
+                await pool.close()
+
+    app = FastAPI(
+        title="dunning",
+        version=_version(),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
+    install_problem_handlers(app)
+    app.include_router(routes_invoices.router)
+    app.include_router(routes_payments.router)
+    app.include_router(routes_reports.router)
+
+    @app.get("/health", tags=["service"], response_model=Health, responses=problem_responses(503), summary="Health")
+    async def health() -> Health:
+        """200 when Temporal and Postgres answer; reports how far the projections trail the event log."""
+        context: ApiContext = app.state.context
+        if not await context.client.service_client.check_health():
+            raise Problem(Kind.UNAVAILABLE, "Temporal reports that it is not serving")
+        return Health(status="ok", projection_lag=await projection_lag(context.pool))
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            add_problem_schemas(schema)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+class BodySizeLimit:
+    """Refuse a request body over ``limit`` bytes with a 413 problem: by its Content-Length, or while it arrives."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        detail = f"the request body exceeds the limit of {self.limit} bytes"
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.limit:
+            await problem_response(Request(scope), Problem(Kind.CONTENT_TOO_LARGE, detail))(scope, receive, send)
+            return
+        received = 0
+
+        async def receive_within_limit() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise HTTPException(413, detail)  # inside the route: answered by the problem handlers
+            return message
+
+        await self.app(scope, receive_within_limit, send)
+
+
+def _version() -> str:
+    try:
+        return version("dunning")
+    except PackageNotFoundError:
+        return "dev"

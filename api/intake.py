@@ -1,0 +1,301 @@
+"""Payment intake: a payment goes to its invoice's workflow; one that cannot be applied is kept, never lost.
+
+Three ways in share this module: the API (``POST /invoices/{id}/payments``), the provider's signed
+webhook and ops applying a kept payment. Payments are idempotent by payment id: the workflow
+answers a repeat while the invoice is open, the event log once it is closed, and
+``unapplied_payments`` for a payment kept aside.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from activities.ledger import read_events
+from api.context import ApiContext
+from api.problems import Kind, Problem, invoice_problem
+from worker import invoices
+from worker.invoices import InvoiceError
+from workflows.events import PaymentRecorded
+from workflows.models import Currency, Identifier, Payment, PositiveMinor, format_money
+
+SIGNATURE_HEADER = "X-Dunning-Signature"
+TIMESTAMP_HEADER = "X-Dunning-Timestamp"
+_INVOICE_ID = TypeAdapter(Identifier)
+
+
+class Source(StrEnum):
+    API = "api"
+    WEBHOOK = "webhook"
+
+
+class PaymentStatus(StrEnum):
+    APPLIED = "applied"
+    UNAPPLIED = "unapplied"
+
+
+class PaymentReceipt(BaseModel):
+    """What became of a payment: applied to its invoice (with the new balance), or kept unapplied (with why)."""
+
+    payment_id: str
+    invoice_id: str = Field(description="the invoice it was applied to, or the reference it came with")
+    status: PaymentStatus
+    amount_minor: int
+    currency: str
+    balance_minor: int | None = Field(default=None, description="applied: the invoice's balance now")
+    reason: str | None = Field(default=None, description="unapplied: why it could not be applied")
+
+
+class UnappliedPayment(BaseModel):
+    """A payment kept aside because no invoice could take it; ops apply it to the right invoice."""
+
+    payment_id: str
+    invoice_id: str = Field(description="the invoice reference as the payer gave it")
+    amount_minor: int
+    currency: str
+    received_at: datetime
+    source: Source
+    reason: str
+    recorded_at: datetime
+    applied_invoice_id: str | None = None
+    applied_at: datetime | None = None
+
+
+class ApplyPayment(BaseModel):
+    """Apply a kept payment to this invoice."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    invoice_id: Identifier
+
+
+class PaymentNotification(BaseModel):
+    """The payment provider's notification (fields it adds beyond these are ignored)."""
+
+    invoice_id: str = Field(min_length=1, max_length=200, description="the invoice reference the payer gave")
+    payment_id: Identifier
+    amount_minor: PositiveMinor
+    currency: Currency
+    received_at: datetime
+
+    def payment(self) -> Payment:
+        return Payment(
+            payment_id=self.payment_id,
+            amount_minor=self.amount_minor,
+            currency=self.currency,
+            received_at=self.received_at,
+        )
+
+
+# --- recording -----------------------------------------------------------------------------------
+
+
+async def intake(ctx: ApiContext, invoice_id: str, payment: Payment, source: Source) -> PaymentReceipt:
+    """Record ``payment`` on the invoice, or keep it unapplied when no invoice can take it.
+
+    A payment for an unknown invoice is always kept. From the webhook the money has already arrived,
+    so a payment the invoice refuses (closed, other currency) is kept too; the API refuses it instead.
+    """
+    kept = await _kept(ctx.pool, payment.payment_id)
+    if kept and not _same(kept, invoice_id, payment):
+        raise Problem(Kind.PAYMENT_CONFLICT, _conflict_text(kept))
+    if source == Source.WEBHOOK and not _is_invoice_id(invoice_id):
+        return await keep_unapplied(ctx.pool, invoice_id, payment, source, f"{invoice_id!r} is not an invoice id")
+    try:
+        balance = await record_on_invoice(ctx, invoice_id, payment)
+    except Problem as problem:
+        refused = problem.kind in (Kind.INVOICE_CLOSED, Kind.WRONG_CURRENCY)
+        if problem.kind == Kind.INVOICE_NOT_FOUND or (source == Source.WEBHOOK and refused):
+            return await keep_unapplied(ctx.pool, invoice_id, payment, source, problem.detail)
+        raise
+    if kept:
+        await _mark_applied(ctx.pool, payment.payment_id, invoice_id)
+    return _applied(invoice_id, payment, balance)
+
+
+async def apply_kept(ctx: ApiContext, payment_id: str, invoice_id: str) -> PaymentReceipt:
+    """Record a kept payment on ``invoice_id`` (which may differ from the payer's reference)."""
+    kept = await _kept(ctx.pool, payment_id)
+    if kept is None:
+        raise Problem(Kind.NOT_FOUND, f"no unapplied payment {payment_id}")
+    if kept.applied_invoice_id not in (None, invoice_id):
+        raise Problem(Kind.PAYMENT_CONFLICT, f"payment {payment_id} was already applied to invoice {kept.applied_invoice_id}")
+    payment = Payment(
+        payment_id=kept.payment_id, amount_minor=kept.amount_minor, currency=kept.currency, received_at=kept.received_at
+    )
+    balance = await record_on_invoice(ctx, invoice_id, payment)
+    await _mark_applied(ctx.pool, payment_id, invoice_id)
+    return _applied(invoice_id, payment, balance)
+
+
+async def record_on_invoice(ctx: ApiContext, invoice_id: str, payment: Payment) -> int:
+    """Record the payment through the workflow update; returns the balance.
+
+    A repeat after the invoice closed (its workflow has ended) gets the balance the first
+    recording left, from the event log.
+    """
+    try:
+        return await invoices.record_payment(ctx.client, invoice_id, payment)
+    except InvoiceError as err:
+        problem = invoice_problem(err)
+    if problem.kind != Kind.INVOICE_CLOSED:
+        raise problem
+    for event in await read_events(ctx.pool, invoice_id):
+        recorded = event.payload()
+        if isinstance(recorded, PaymentRecorded) and recorded.payment_id == payment.payment_id:
+            if recorded.amount_minor != payment.amount_minor:
+                raise Problem(
+                    Kind.PAYMENT_CONFLICT,
+                    f"payment {payment.payment_id} was already recorded with amount"
+                    f" {format_money(recorded.amount_minor, payment.currency)},"
+                    f" not {format_money(payment.amount_minor, payment.currency)}",
+                )
+            return recorded.balance_minor
+    raise problem
+
+
+def _applied(invoice_id: str, payment: Payment, balance: int) -> PaymentReceipt:
+    return PaymentReceipt(
+        payment_id=payment.payment_id,
+        invoice_id=invoice_id,
+        status=PaymentStatus.APPLIED,
+        amount_minor=payment.amount_minor,
+        currency=payment.currency,
+        balance_minor=balance,
+    )
+
+
+def _is_invoice_id(reference: str) -> bool:
+    try:
+        _INVOICE_ID.validate_python(reference)
+    except ValidationError:
+        return False
+    return True
+
+
+# --- unapplied payments ----------------------------------------------------------------------------
+
+
+async def keep_unapplied(pool: asyncpg.Pool, invoice_id: str, payment: Payment, source: Source, reason: str) -> PaymentReceipt:
+    """Keep the payment aside; a repeat of the same payment gets the first answer."""
+    received_at = payment.received_at or datetime.now(timezone.utc)
+    await pool.execute(
+        "INSERT INTO unapplied_payments (payment_id, invoice_id, amount_minor, currency, received_at, source, reason)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (payment_id) DO NOTHING",
+        payment.payment_id,
+        invoice_id,
+        payment.amount_minor,
+        payment.currency,
+        received_at,
+        source.value,
+        reason,
+    )
+    kept = await _kept(pool, payment.payment_id)
+    assert kept is not None
+    if not _same(kept, invoice_id, payment):
+        raise Problem(Kind.PAYMENT_CONFLICT, _conflict_text(kept))
+    return PaymentReceipt(
+        payment_id=kept.payment_id,
+        invoice_id=kept.invoice_id,
+        status=PaymentStatus.UNAPPLIED,
+        amount_minor=kept.amount_minor,
+        currency=kept.currency,
+        reason=kept.reason,
+    )
+
+
+async def list_unapplied(pool: asyncpg.Pool, *, include_applied: bool, limit: int, offset: int) -> tuple[list[UnappliedPayment], int]:
+    """Kept payments, oldest first (only those still unapplied unless ``include_applied``), and their count."""
+    where = "" if include_applied else " WHERE applied_at IS NULL"
+    rows = await pool.fetch(
+        f"SELECT * FROM unapplied_payments{where} ORDER BY recorded_at, payment_id LIMIT $1 OFFSET $2", limit, offset
+    )
+    total = await pool.fetchval(f"SELECT count(*) FROM unapplied_payments{where}")
+    return [UnappliedPayment(**dict(row)) for row in rows], total
+
+
+async def _kept(pool: asyncpg.Pool, payment_id: str) -> UnappliedPayment | None:
+    row = await pool.fetchrow("SELECT * FROM unapplied_payments WHERE payment_id = $1", payment_id)
+    return UnappliedPayment(**dict(row)) if row else None
+
+
+async def _mark_applied(pool: asyncpg.Pool, payment_id: str, invoice_id: str) -> None:
+    await pool.execute(
+        "UPDATE unapplied_payments SET applied_invoice_id = $2, applied_at = now()"
+        " WHERE payment_id = $1 AND applied_at IS NULL",
+        payment_id,
+        invoice_id,
+    )
+
+
+def _same(kept: UnappliedPayment, invoice_id: str, payment: Payment) -> bool:
+    return (kept.invoice_id, kept.amount_minor, kept.currency) == (invoice_id, payment.amount_minor, payment.currency) or (
+        kept.applied_invoice_id == invoice_id and (kept.amount_minor, kept.currency) == (payment.amount_minor, payment.currency)
+    )
+
+
+def _conflict_text(kept: UnappliedPayment) -> str:
+    return (
+        f"payment {kept.payment_id} was already received as {format_money(kept.amount_minor, kept.currency)}"
+        f" for invoice {kept.invoice_id}; a payment id names one payment"
+    )
+
+
+# --- the provider's webhook ------------------------------------------------------------------------
+
+
+def signature_of(secret: str, timestamp: str, body: bytes) -> str:
+    """``sha256=<hex>``: HMAC-SHA256 of ``"<timestamp>.<body>"`` with the shared secret."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def verify_signature(
+    secret: str, tolerance_seconds: int, timestamp: str | None, signature: str | None, body: bytes, now: datetime
+) -> datetime:
+    """Check the notification's signature and age; returns when it was signed. Raises a 401 problem."""
+    if not timestamp or not signature:
+        missing = " and ".join(h for h, v in ((TIMESTAMP_HEADER, timestamp), (SIGNATURE_HEADER, signature)) if not v)
+        raise _unsigned(f"the notification is not signed: {missing} missing")
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+        raise _unsigned(f"{TIMESTAMP_HEADER} must be unix seconds, e.g. 1767225600")
+    signed_at = datetime.fromtimestamp(int(timestamp), timezone.utc)
+    if abs((now - signed_at).total_seconds()) > tolerance_seconds:
+        raise _unsigned(
+            f"the notification was signed at {signed_at.isoformat()}, more than {tolerance_seconds} s from now:"
+            " a stale or replayed notification is refused; sign it again with the current time"
+        )
+    if not hmac.compare_digest(signature.strip().encode(), signature_of(secret, timestamp, body).encode()):
+        raise _unsigned(f"{SIGNATURE_HEADER} does not match the notification: it must be sha256=<hex HMAC-SHA256 of '<timestamp>.<body>'>")
+    return signed_at
+
+
+def _unsigned(detail: str) -> Problem:
+    return Problem(Kind.INVALID_SIGNATURE, detail, headers={"WWW-Authenticate": 'HMAC realm="payment-webhook"'})
+
+
+async def answered_before(pool: asyncpg.Pool, signature: str) -> tuple[int, dict[str, Any]] | None:
+    """The answer given to this exact signed notification before, if any."""
+    row = await pool.fetchrow("SELECT status_code, response FROM payment_notifications WHERE signature = $1", signature)
+    return (row["status_code"], row["response"]) if row else None
+
+
+async def remember_answer(
+    pool: asyncpg.Pool, signature: str, payment_id: str, signed_at: datetime, status_code: int, response: dict[str, Any]
+) -> None:
+    """Keep the answer to a verified notification, so that a replay of it gets the same one."""
+    await pool.execute(
+        "INSERT INTO payment_notifications (signature, payment_id, signed_at, status_code, response)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (signature) DO NOTHING",
+        signature,
+        payment_id,
+        signed_at,
+        status_code,
+        response,
+    )

@@ -1,0 +1,260 @@
+"""Invoices: start one, read it (projection, live status, events) and act on it through its workflow.
+
+Every change goes through the invoice's workflow (``worker.invoices``); reads come from the
+projections, except the live status, which is the workflow's own ``status`` query.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from pydantic import BaseModel, Field
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities import projections
+from activities.ledger import read_events
+from activities.projections import InvoiceView
+from api import examples
+from api.auth import any_role, ops_only
+from api.context import ApiContext, api_context
+from api.params import InvoiceId, Limit, Offset, Page, page
+from api.problems import Kind, Problem, invoice_problem, problem_responses
+from worker import invoices
+from worker.invoices import InvoiceError
+from workflows.events import RecordedEvent
+from workflows.invoice import InvoiceWorkflowInput
+from workflows.models import (
+    DecideLegal,
+    Invoice,
+    InvoiceState,
+    InvoiceStatus,
+    MarkFactored,
+    OpenDispute,
+    PaymentPlan,
+    ResolveDispute,
+)
+
+router = APIRouter(prefix="/invoices", tags=["invoices"])
+Context = Annotated[ApiContext, Depends(api_context)]
+ACTION_ERRORS = problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 503)
+READ_ERRORS = problem_responses(401, 403, 404, 422, 503)
+
+
+InvoiceBody = Annotated[Invoice, Body(openapi_examples=examples.INVOICE)]
+
+
+class InvoiceDetail(BaseModel):
+    """The invoice from the projections and, live, from its workflow."""
+
+    invoice: InvoiceView | None = Field(description="the projection; null until its first event is projected")
+    status: InvoiceStatus | None = Field(description="the workflow's answer now; null once its history is gone")
+
+
+# --- starting and reading --------------------------------------------------------------------
+
+
+@router.post(
+    "",
+    dependencies=[any_role],
+    status_code=201,
+    response_model=InvoiceStatus,
+    responses={
+        200: {"model": InvoiceStatus, "description": "The same invoice was already started: nothing changed."},
+        **problem_responses(400, 401, 403, 409, 413, 415, 422, 503),
+    },
+    summary="Start an invoice",
+)
+async def create_invoice(invoice: InvoiceBody, response: Response, ctx: Context) -> InvoiceStatus:
+    """Validate the invoice and start its workflow: it is sent at once and escalates per its policy.
+
+    Posting the very same invoice again is harmless (200); another invoice with a used id is 409.
+    """
+    created = False
+    if not await _issued(ctx, invoice.invoice_id):  # an id the event log knows is never started again
+        try:
+            await invoices.start_invoice(ctx.client, ctx.settings.task_queue, invoice)
+            created = True
+        except InvoiceError as err:
+            problem = invoice_problem(err)
+            if problem.kind != Kind.INVOICE_EXISTS:
+                raise problem from None
+    if not created and await _started_with(ctx, invoice.invoice_id) != invoice:
+        raise Problem(
+            Kind.INVOICE_EXISTS,
+            f"invoice {invoice.invoice_id} already exists with other content, or was closed and archived;"
+            " invoice ids cannot be reused",
+        )
+    response.status_code = 201 if created else 200
+    response.headers["Location"] = f"/invoices/{invoice.invoice_id}"
+    return await invoices.status(ctx.client, invoice.invoice_id)
+
+
+async def _issued(ctx: ApiContext, invoice_id: str) -> bool:
+    """Whether the event log knows the invoice."""
+    return bool(await ctx.pool.fetchval("SELECT 1 FROM invoice_events WHERE invoice_id = $1 LIMIT 1", invoice_id))
+
+
+async def _started_with(ctx: ApiContext, invoice_id: str) -> Invoice | None:
+    """The invoice the (latest run of the) workflow was started with; None if there is no such workflow."""
+    try:
+        async for event in invoices.invoice_handle(ctx.client, invoice_id).fetch_history_events():
+            started = event.workflow_execution_started_event_attributes
+            [params] = await ctx.client.data_converter.decode(started.input.payloads, [InvoiceWorkflowInput])
+            return params.invoice
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+    return None
+
+
+@router.get(
+    "",
+    dependencies=[any_role],
+    response_model=Page[InvoiceView],
+    responses=problem_responses(401, 403, 422),
+    summary="List invoices",
+)
+async def list_invoices(
+    request: Request,
+    response: Response,
+    ctx: Context,
+    customer_id: Annotated[str | None, Query(min_length=1, max_length=64, description="only this customer's")] = None,
+    state: Annotated[InvoiceState | None, Query(description="only invoices in this state")] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[InvoiceView]:
+    """Invoices from the projections, by due date."""
+    items = await projections.list_invoices(ctx.pool, customer_id=customer_id, state=state, limit=limit, offset=offset)
+    total = await ctx.pool.fetchval(
+        "SELECT count(*) FROM projected_invoices WHERE ($1::text IS NULL OR customer_id = $1)"
+        " AND ($2::text IS NULL OR state = $2)",
+        customer_id,
+        state.value if state else None,
+    )
+    return page(request, response, items, limit, offset, total)
+
+
+@router.get(
+    "/{invoice_id}",
+    dependencies=[any_role],
+    response_model=InvoiceDetail,
+    responses=READ_ERRORS,
+    summary="Read an invoice",
+)
+async def read_invoice(invoice_id: InvoiceId, ctx: Context) -> InvoiceDetail:
+    """The projected invoice and its live status."""
+    view = await projections.invoice_view(ctx.pool, invoice_id)
+    try:
+        live = await invoices.status(ctx.client, invoice_id)
+    except InvoiceError as err:
+        problem = invoice_problem(err)
+        if problem.kind != Kind.INVOICE_NOT_FOUND or view is None:
+            raise problem from None
+        live = None
+    return InvoiceDetail(invoice=view, status=live)
+
+
+@router.get(
+    "/{invoice_id}/status",
+    dependencies=[any_role],
+    response_model=InvoiceStatus,
+    responses=READ_ERRORS,
+    summary="Live status of an invoice",
+)
+async def invoice_status(invoice_id: InvoiceId, ctx: Context) -> InvoiceStatus:
+    """State, amounts, next action and story, from the workflow itself."""
+    return await invoices.status(ctx.client, invoice_id)
+
+
+@router.get(
+    "/{invoice_id}/events",
+    dependencies=[any_role],
+    response_model=Page[RecordedEvent],
+    responses=READ_ERRORS,
+    summary="Events of an invoice",
+)
+async def invoice_events(
+    invoice_id: InvoiceId, request: Request, response: Response, ctx: Context, limit: Limit = 50, offset: Offset = 0
+) -> Page[RecordedEvent]:
+    """The invoice's facts from the event log, oldest first."""
+    events = await read_events(ctx.pool, invoice_id)
+    if not events:
+        await invoices.status(ctx.client, invoice_id)  # 404 if no such invoice; else it has no event yet
+    return page(request, response, events[offset : offset + limit], limit, offset, len(events))
+
+
+# --- acting on an invoice (ops) --------------------------------------------------------------
+
+
+@router.post(
+    "/{invoice_id}/disputes",
+    dependencies=[ops_only],
+    response_model=InvoiceStatus,
+    responses=ACTION_ERRORS,
+    summary="Open a dispute",
+)
+async def open_dispute(invoice_id: InvoiceId, dispute: Annotated[OpenDispute, Body(openapi_examples=examples.DISPUTE)], ctx: Context) -> InvoiceStatus:
+    """The client contests the invoice: escalation pauses until the dispute is resolved."""
+    return await invoices.open_dispute(ctx.client, invoice_id, dispute)
+
+
+@router.post(
+    "/{invoice_id}/disputes/resolve",
+    dependencies=[ops_only],
+    response_model=InvoiceStatus,
+    responses=ACTION_ERRORS,
+    summary="Resolve the open dispute",
+)
+async def resolve_dispute(invoice_id: InvoiceId, resolution: Annotated[ResolveDispute, Body(openapi_examples=examples.RESOLUTION)], ctx: Context) -> InvoiceStatus:
+    """Upheld (with an optional credit) or rejected; escalation resumes, shifted by the pause."""
+    return await invoices.resolve_dispute(ctx.client, invoice_id, resolution)
+
+
+@router.post(
+    "/{invoice_id}/payment-plan",
+    dependencies=[ops_only],
+    response_model=InvoiceStatus,
+    responses=ACTION_ERRORS,
+    summary="Agree a payment plan",
+)
+async def agree_plan(invoice_id: InvoiceId, plan: Annotated[PaymentPlan, Body(openapi_examples=examples.PLAN)], ctx: Context) -> InvoiceStatus:
+    """Instalments summing to the balance replace escalation; a missed one resumes it."""
+    return await invoices.agree_plan(ctx.client, invoice_id, plan)
+
+
+@router.post(
+    "/{invoice_id}/resend",
+    dependencies=[ops_only],
+    response_model=InvoiceStatus,
+    responses=problem_responses(401, 403, 404, 409, 422, 503),
+    summary="Re-send the invoice",
+)
+async def resend(invoice_id: InvoiceId, ctx: Context) -> InvoiceStatus:
+    """Send the current invoice (with fees) again now, without moving the escalation clock."""
+    await invoices.resend(ctx.client, invoice_id)
+    return await invoices.status(ctx.client, invoice_id)
+
+
+@router.post(
+    "/{invoice_id}/legal-decision",
+    dependencies=[ops_only],
+    response_model=InvoiceStatus,
+    responses=ACTION_ERRORS,
+    summary="Decide at legal review",
+)
+async def decide_legal(invoice_id: InvoiceId, decision: Annotated[DecideLegal, Body(openapi_examples=examples.LEGAL_DECISION)], ctx: Context) -> InvoiceStatus:
+    """Sue, settle for an amount, write off, or send back to the agency."""
+    return await invoices.decide_legal(ctx.client, invoice_id, decision)
+
+
+@router.post(
+    "/{invoice_id}/factored",
+    dependencies=[ops_only],
+    response_model=InvoiceStatus,
+    responses=ACTION_ERRORS,
+    summary="Mark the invoice factored",
+)
+async def mark_factored(invoice_id: InvoiceId, factoring: Annotated[MarkFactored, Body(openapi_examples=examples.FACTORED)], ctx: Context) -> InvoiceStatus:
+    """The receivable was sold to a factor: client-facing escalation ends."""
+    return await invoices.mark_factored(ctx.client, invoice_id, factoring)

@@ -1,0 +1,184 @@
+"""The embedded stack for the API tests: the dev server, a Postgres database, a real worker and SMTP
+server, and the API served by uvicorn on a free loopback port, driven over real HTTP.
+
+Import the fixture into a test module (``from tests.api_stack import api_stack``); it is
+module-scoped: one stack per test module, its own database and task queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import httpx
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from activities.ledger import apply_schema, create_pool
+from api.server import serve_api
+from tests.conftest import SmtpServer
+from worker.client import connect
+from worker.invoices import invoice_handle
+from worker.settings import Settings
+from worker.worker import build_worker
+
+OPS_TOKEN = "ops-" + uuid.uuid4().hex
+INTEGRATION_TOKEN = "integration-" + uuid.uuid4().hex
+WEBHOOK_SECRET = "whsec-" + uuid.uuid4().hex
+PROBLEM_JSON = "application/problem+json"
+TIME_ZONE = "Europe/Bucharest"
+
+
+@dataclass
+class ApiStack:
+    """A running API and what the tests need to look behind it."""
+
+    url: str
+    settings: Settings
+    client: Client
+    pool: asyncpg.Pool
+    smtp: SmtpServer
+
+    def http(self, token: str | None = OPS_TOKEN) -> httpx.AsyncClient:
+        """An HTTP client for the API, with ``token`` as its bearer token (None: no token)."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.AsyncClient(base_url=self.url, headers=headers, timeout=30)
+
+    async def history_length(self, invoice_id: str) -> int:
+        """Events in the invoice workflow's history (0 if there is no such workflow)."""
+        try:
+            return len((await invoice_handle(self.client, invoice_id).fetch_history()).events)
+        except Exception:  # noqa: BLE001 - no workflow: nothing in its history
+            return 0
+
+
+@pytest.fixture(scope="module")
+async def api_stack(dev_env: WorkflowEnvironment, postgres_url: str) -> AsyncIterator[ApiStack]:
+    """A fresh database, a worker on a fresh task queue, an SMTP server, and the API on a free port."""
+    name = f"api_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    database_url = urlsplit(postgres_url)._replace(path=f"/{name}").geturl()
+    smtp = SmtpServer()
+    smtp.controller.start()
+    settings = Settings(
+        temporal_address=dev_env.client.service_client.config.target_host,
+        temporal_namespace=dev_env.client.namespace,
+        task_queue=f"api-{uuid.uuid4().hex[:8]}",
+        database_url=database_url,
+        smtp_host=smtp.host,
+        smtp_port=smtp.port,
+        api_host="127.0.0.1",
+        api_port=0,
+        api_tokens={OPS_TOKEN: "ops", INTEGRATION_TOKEN: "integration"},
+        payment_webhook_secret=WEBHOOK_SECRET,
+        payment_webhook_tolerance_seconds=300,
+    )
+    await apply_schema(database_url)
+    pool = await create_pool(database_url)
+    client = await connect(settings)
+    stop = asyncio.Event()
+    started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    try:
+        async with build_worker(client, pool, settings):
+            api = asyncio.create_task(serve_api(settings, stop, on_started=started.set_result))
+            done, _ = await asyncio.wait({api, started}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+            if started not in done:
+                stop.set()
+                await api  # raises the start-up failure
+                raise AssertionError("the API did not start within 30 s")
+            try:
+                yield ApiStack(url=started.result(), settings=settings, client=client, pool=pool, smtp=smtp)
+            finally:
+                stop.set()
+                await asyncio.wait_for(api, 30)
+    finally:
+        await pool.close()
+        smtp.controller.stop()
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+# --- building requests ---------------------------------------------------------------------------
+
+
+def local_today() -> date:
+    return datetime.now(ZoneInfo(TIME_ZONE)).date()
+
+
+def invoice_json(customer_id: str = "CUST-API", **changes: Any) -> dict[str, Any]:
+    """An invoice (EUR 1,000.00) issued today, due in 14 days, that sends at any hour; ``changes`` override."""
+    today = local_today()
+    data: dict[str, Any] = {
+        "invoice_id": f"INV-{uuid.uuid4().hex[:10]}",
+        "customer_id": customer_id,
+        "contact": {"name": "Ana Pop", "email": "ana@client.example"},
+        "amount_minor": 100_000,
+        "currency": "EUR",
+        "issue_date": today.isoformat(),
+        "due_date": (today + timedelta(days=14)).isoformat(),
+        "time_zone": TIME_ZONE,
+        "policy": {
+            "stages": [{"action": "reminder", "offset": "P1D"}, {"action": "suspend", "offset": "P20D"}],
+            "sending_window": None,
+        },
+    }
+    data.update(changes)
+    return data
+
+
+def due_in(seconds: float, stages: list[dict[str, str]], **changes: Any) -> dict[str, Any]:
+    """An invoice whose due moment is ``seconds`` from now, escalating by ``stages`` (offsets like 'PT2S')."""
+    due = (datetime.now(ZoneInfo(TIME_ZONE)) + timedelta(seconds=seconds)).replace(microsecond=0)
+    return invoice_json(
+        issue_date=due.date().isoformat(),
+        due_date=due.date().isoformat(),
+        policy={"stages": stages, "due_time": due.time().isoformat(), "sending_window": None},
+        **changes,
+    )
+
+
+def signed(body: dict[str, Any] | bytes, secret: str = WEBHOOK_SECRET, at: float | None = None) -> tuple[bytes, dict[str, str]]:
+    """A webhook body and its headers, signed the way a provider would (computed here, independently)."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    timestamp = str(int(time.time() if at is None else at))
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + raw, hashlib.sha256).hexdigest()
+    headers = {"X-Dunning-Timestamp": timestamp, "X-Dunning-Signature": f"sha256={digest}", "Content-Type": "application/json"}
+    return raw, headers
+
+
+def assert_problem(response: httpx.Response, status: int, kind: str, *fragments: str) -> dict[str, Any]:
+    """An RFC 9457 problem of this status and kind (the last part of its type URI) whose detail has ``fragments``."""
+    assert response.status_code == status, f"{response.status_code}: {response.text}"
+    assert response.headers["content-type"].startswith(PROBLEM_JSON), response.headers["content-type"]
+    problem = response.json()
+    assert problem["status"] == status
+    assert problem["type"].rsplit("/", 1)[-1] == kind, problem
+    assert problem["title"] and problem["detail"], problem
+    for fragment in fragments:
+        assert fragment in problem["detail"], problem
+    return problem
+
+
+async def eventually(check: Any, timeout: float = 20.0, interval: float = 0.2) -> Any:
+    """Poll ``check`` (async) until it returns something truthy, which is returned."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last: {result!r})")
+        await asyncio.sleep(interval)
