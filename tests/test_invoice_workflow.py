@@ -541,8 +541,6 @@ def _first_day_after(start: date, wanted: Callable[[date], bool]) -> date:
 
 
 async def _reminder_waits_for_window(env, client, queue, recorder, reminder_day: date) -> None:
-    import holidays  # noqa: F401 - loaded before the sandbox sees it
-
     zone = ZoneInfo("Europe/Bucharest")
     invoice, handle = await begin(
         env, client, queue, recorder,
