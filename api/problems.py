@@ -20,16 +20,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
-from temporalio.client import (
-    WorkflowQueryFailedError,
-    WorkflowQueryRejectedError,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-)
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
-from worker.invoices import InvoiceError
+from worker.invoices import InvoiceError, Refusal
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "https://dunning.invalid/problems/"
@@ -147,45 +140,22 @@ def add_problem_schemas(openapi: dict[str, Any]) -> None:
 
 
 def invoice_problem(err: InvoiceError) -> Problem:
-    """The problem for a failed invoice operation.
-
-    ``InvoiceError`` carries a message but no machine-readable kind yet, so the kind is read from the
-    Temporal error it replaced (``__context__``) and, where one Temporal error covers several cases,
-    from the message; see :func:`_refusal_kind`.
-    """
-    detail, cause = str(err), err.__context__
-    if isinstance(cause, WorkflowAlreadyStartedError):
-        return Problem(Kind.INVOICE_EXISTS, detail)
-    if isinstance(cause, WorkflowUpdateFailedError):
-        return Problem(_refusal_kind(cause.cause, detail), detail)
-    if isinstance(cause, WorkflowQueryRejectedError):
-        return Problem(Kind.REQUEST_REFUSED, detail)
-    if isinstance(cause, (WorkflowUpdateRPCTimeoutOrCancelledError, WorkflowQueryFailedError)):
-        return Problem(Kind.UNAVAILABLE, detail, headers={"Retry-After": "5"})
-    if isinstance(cause, RPCError) and cause.status == RPCStatusCode.NOT_FOUND:
-        if detail.startswith("unknown invoice"):
-            return Problem(Kind.INVOICE_NOT_FOUND, detail)
-        if " is closed " in detail:
-            return Problem(Kind.INVOICE_CLOSED, detail)
-        return Problem(Kind.UNAVAILABLE, detail, headers={"Retry-After": "1"})  # between runs
-    if isinstance(cause, RPCError):
-        return rpc_problem(cause, detail)
-    return Problem(Kind.UNAVAILABLE, detail)
+    """The problem for a failed invoice operation, by the reason it carries."""
+    kind, headers = _REFUSAL_KINDS[err.refusal], {}
+    if err.refusal == Refusal.UNAVAILABLE:
+        headers["Retry-After"] = "5"
+    return Problem(kind, str(err), headers=headers)
 
 
-def _refusal_kind(failure: BaseException | None, detail: str) -> Kind:
-    """Which refusal an update validator's ``ApplicationError`` is (types from ``workflows/invoice.py``)."""
-    kind = failure.type if isinstance(failure, ApplicationError) else None
-    if kind == "InvoiceClosed":
-        return Kind.INVOICE_CLOSED
-    if kind == "InvalidPayment":
-        if "does not match invoice currency" in detail:
-            return Kind.WRONG_CURRENCY
-        if "was already recorded with amount" in detail:
-            return Kind.PAYMENT_CONFLICT
-        if "no further payments are accepted" in detail:
-            return Kind.INVOICE_CLOSED
-    return Kind.REQUEST_REFUSED
+_REFUSAL_KINDS = {
+    Refusal.NOT_FOUND: Kind.INVOICE_NOT_FOUND,
+    Refusal.EXISTS: Kind.INVOICE_EXISTS,
+    Refusal.CLOSED: Kind.INVOICE_CLOSED,
+    Refusal.PAYMENT_CONFLICT: Kind.PAYMENT_CONFLICT,
+    Refusal.WRONG_CURRENCY: Kind.WRONG_CURRENCY,
+    Refusal.REJECTED: Kind.REQUEST_REFUSED,
+    Refusal.UNAVAILABLE: Kind.UNAVAILABLE,
+}
 
 
 def rpc_problem(err: RPCError, detail: str | None = None) -> Problem:

@@ -32,6 +32,7 @@ from activities.notices.i18n import (
     translations,
 )
 from activities.notices.render import IncompleteNotice, Payee, RenderedNotice, render_notice
+from activities.notices.templating import typeset
 from tests.notice_samples import BALANCE, CLIENTS, DUE, FEES, INVOICE, PAYEE, SUSPENSION, long_date, money, notice
 from workflows.models import NoticeKind
 
@@ -361,3 +362,24 @@ def test_the_result_is_content_not_a_mime_message() -> None:
     assert isinstance(rendered, RenderedNotice)
     assert rendered.subject == "Arve INV-2025-0042 maksetähtaeg on 20. märts 2025"
     assert rendered.html.startswith("<!DOCTYPE html>") and '<html lang="et">' in rendered.html
+
+
+@pytest.mark.parametrize(
+    ("language", "line", "typeset_line"),
+    [
+        ("bg", "такса от 150,00 лв..", "такса от 150,00 лв."),
+        ("bg", "с падеж 31 октомври 2025 г..", "с падеж 31 октомври 2025 г."),
+        ("en", "Wait for it...", "Wait for it..."),
+        ("it", "Scade il 8 febbraio 2026, entro il 11 marzo, dal 1 aprile.", "Scade l'8 febbraio 2026, entro l'11 marzo, dall'1 aprile."),
+        ("it", "il 18 febbraio e il 28 marzo", "il 18 febbraio e il 28 marzo"),
+        ("ro", "la 8 februarie", "la 8 februarie"),
+    ],
+)
+def test_typesetting_once_the_values_are_in(language, line, typeset_line):
+    assert typeset(line, language) == typeset_line
+
+
+def test_payment_instructions_are_optional():
+    payee = Payee(name="Tehnoserv SRL", iban="RO49AAAA1B31007593840000")
+    rendered = render_notice(notice(NoticeKind.REMINDER, "ro"), payee)
+    assert "IBAN: RO49 AAAA 1B31 0075 9384 0000" in rendered.text and "None" not in rendered.text

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from temporalio.client import (
@@ -53,8 +54,32 @@ ANSWER_TIMEOUT = timedelta(seconds=20)
 """How long a query or update waits for a worker to answer before giving up."""
 
 
+class Refusal(StrEnum):
+    """Why an invoice operation failed, for callers that answer differently per reason (the API)."""
+
+    NOT_FOUND = "not_found"
+    EXISTS = "exists"
+    CLOSED = "closed"
+    PAYMENT_CONFLICT = "payment_conflict"
+    WRONG_CURRENCY = "wrong_currency"
+    REJECTED = "rejected"  # any other refusal by the workflow's validators
+    UNAVAILABLE = "unavailable"  # no answer now (no worker, Temporal down, between runs): try again
+
+
+# the error types of the workflow's update validators
+_VALIDATOR_REFUSALS = {
+    "InvoiceClosed": Refusal.CLOSED,
+    "PaymentConflict": Refusal.PAYMENT_CONFLICT,
+    "WrongCurrency": Refusal.WRONG_CURRENCY,
+}
+
+
 class InvoiceError(Exception):
     """An invoice operation failed for a reason worth telling the user; ``str()`` is the message."""
+
+    def __init__(self, message: str, refusal: Refusal) -> None:
+        super().__init__(message)
+        self.refusal = refusal
 
 
 # --- starting ---------------------------------------------------------------------------------
@@ -139,10 +164,11 @@ async def start_invoice(client: Client, task_queue: str, invoice: Invoice) -> Wo
         )
     except WorkflowAlreadyStartedError:
         raise InvoiceError(
-            f"invoice {invoice.invoice_id} already exists (workflow {invoice.workflow_id}); invoice ids cannot be reused"
+            f"invoice {invoice.invoice_id} already exists (workflow {invoice.workflow_id}); invoice ids cannot be reused",
+            Refusal.EXISTS,
         ) from None
     except RPCError as err:
-        raise InvoiceError(f"could not start invoice {invoice.invoice_id}: {_rpc_text(err)}") from None
+        raise InvoiceError(f"could not start invoice {invoice.invoice_id}: {_rpc_text(err)}", Refusal.UNAVAILABLE) from None
 
 
 # --- requests to a running invoice ------------------------------------------------------------
@@ -215,31 +241,38 @@ async def _translated(client: Client, invoice_id: str) -> AsyncIterator[None]:
     try:
         yield
     except WorkflowUpdateFailedError as err:
-        raise InvoiceError(_failure_text(err.cause)) from None
+        raise InvoiceError(_failure_text(err.cause), _refusal_of(err.cause)) from None
     except WorkflowUpdateRPCTimeoutOrCancelledError:
-        raise InvoiceError(_no_answer(invoice_id)) from None
+        raise InvoiceError(_no_answer(invoice_id), Refusal.UNAVAILABLE) from None
     except WorkflowQueryFailedError as err:
-        raise InvoiceError(f"status of invoice {invoice_id} failed: {err.message}") from None
+        raise InvoiceError(f"status of invoice {invoice_id} failed: {err.message}", Refusal.UNAVAILABLE) from None
     except WorkflowQueryRejectedError as err:
-        raise InvoiceError(f"status of invoice {invoice_id} was rejected ({err.status})") from None
+        raise InvoiceError(f"status of invoice {invoice_id} was rejected ({err.status})", Refusal.REJECTED) from None
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
-            raise InvoiceError(await _not_found_text(client, invoice_id)) from None
+            raise await _not_found(client, invoice_id) from None
         if err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):  # our rpc_timeout expired
-            raise InvoiceError(_no_answer(invoice_id)) from None
-        raise InvoiceError(f"invoice {invoice_id}: {_rpc_text(err)}") from None
+            raise InvoiceError(_no_answer(invoice_id), Refusal.UNAVAILABLE) from None
+        raise InvoiceError(f"invoice {invoice_id}: {_rpc_text(err)}", Refusal.UNAVAILABLE) from None
 
 
-async def _not_found_text(client: Client, invoice_id: str) -> str:
+def _refusal_of(failure: BaseException) -> Refusal:
+    kind = failure.type if isinstance(failure, ApplicationError) else None
+    return _VALIDATOR_REFUSALS.get(kind or "", Refusal.REJECTED)
+
+
+async def _not_found(client: Client, invoice_id: str) -> InvoiceError:
     """NOT_FOUND means either no such workflow or one that has already completed; tell which."""
     try:
         description = await invoice_handle(client, invoice_id).describe()
     except RPCError:
-        return f"unknown invoice {invoice_id}: no workflow {invoice_workflow_id(invoice_id)}"
+        return InvoiceError(f"unknown invoice {invoice_id}: no workflow {invoice_workflow_id(invoice_id)}", Refusal.NOT_FOUND)
     if description.status == WorkflowExecutionStatus.RUNNING:  # raced with a continue-as-new
-        return f"invoice {invoice_id} is between runs; try again"
+        return InvoiceError(f"invoice {invoice_id} is between runs; try again", Refusal.UNAVAILABLE)
     state = description.status.name.lower().replace("_", " ") if description.status else "closed"
-    return f"invoice {invoice_id} is closed (workflow {state}); it accepts no further requests"
+    return InvoiceError(
+        f"invoice {invoice_id} is closed (workflow {state}); it accepts no further requests", Refusal.CLOSED
+    )
 
 
 def _no_answer(invoice_id: str) -> str:

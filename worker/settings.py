@@ -36,7 +36,9 @@ class Settings(BaseSettings):
     smtp_ca_file: Path | None = None
     mail_from: str = "billing@dunning.invalid"
     payee_name: str = "Dunning Demo Ltd"
-    payment_instructions: str = "Bank transfer, reference: the invoice number."
+    payment_instructions: str | None = Field(
+        default=None, description="printed as is on every notice, whatever its language: keep it language-neutral"
+    )
     payee_iban: str | None = "RO49 AAAA 1B31 0075 9384 0000"
     payment_link: str | None = None
     agency_email: str = "collections@agency.invalid"

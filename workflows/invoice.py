@@ -570,20 +570,26 @@ class InvoiceWorkflow:
 
     # --- payments --------------------------------------------------------------------------
 
-    def _payment_problem(self, payment: Payment) -> str | None:
+    def _payment_problem(self, payment: Payment) -> ApplicationError | None:
+        """Why this payment cannot be recorded (None if it can, or if it already was, identically)."""
         ledger, invoice = self.ledger, self.invoice
         known = ledger.payments.get(payment.payment_id)
         if known is not None:
             if known != payment.amount_minor:
-                return (
+                return _refusal(
+                    "PaymentConflict",
                     f"payment {payment.payment_id} was already recorded with amount {self._money(known)},"
-                    f" not {self._money(payment.amount_minor)}"
+                    f" not {self._money(payment.amount_minor)}",
                 )
             return None
         if ledger.escalation.closed:
-            return f"invoice {invoice.invoice_id} is {ledger.escalation.value}: no further payments are accepted"
+            return _refusal(
+                "InvoiceClosed", f"invoice {invoice.invoice_id} is {ledger.escalation.value}: no further payments are accepted"
+            )
         if payment.currency != invoice.currency:
-            return f"payment currency {payment.currency} does not match invoice currency {invoice.currency}"
+            return _refusal(
+                "WrongCurrency", f"payment currency {payment.currency} does not match invoice currency {invoice.currency}"
+            )
         return None
 
     def _apply_payment(self, payment: Payment) -> int:
@@ -644,7 +650,7 @@ class InvoiceWorkflow:
     @record_payment.validator
     def _validate_payment(self, payment: Payment) -> None:
         if problem := self._payment_problem(payment):
-            raise ApplicationError(problem, type="InvalidPayment", non_retryable=True)
+            raise problem
 
     @workflow.signal(name="payment_received")
     def payment_received(self, raw: RawValue) -> None:
@@ -656,7 +662,7 @@ class InvoiceWorkflow:
             self._reject_payment(f"malformed payment: {_one_line(err)}", raw_text)
             return
         if problem := self._payment_problem(payment):
-            self._reject_payment(problem, payment.model_dump(mode="json"))
+            self._reject_payment(problem.message, payment.model_dump(mode="json"))
             return
         self._apply_payment(payment)
 
@@ -852,6 +858,11 @@ class InvoiceWorkflow:
             legal_summary=policy.legal_summary(ledger, now) if ledger.escalation == InvoiceState.LEGAL_REVIEW else None,
             actions=list(ledger.actions),
         )
+
+
+def _refusal(kind: str, message: str) -> ApplicationError:
+    """An update validator's refusal; ``kind`` is the error type callers switch on."""
+    return ApplicationError(message, type=kind, non_retryable=True)
 
 
 def _one_line(err: Exception) -> str:

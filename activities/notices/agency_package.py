@@ -32,7 +32,7 @@ class Creditor(_Part):
     name: str
     iban: str | None
     payment_link: str | None
-    payment_instructions: str
+    payment_instructions: str | None
 
 
 class Debtor(_Part):
@@ -225,7 +225,7 @@ def handover_pdf(package: HandoverPackage) -> bytes:
             ("Name", creditor.name),
             ("IBAN", creditor.iban or "-"),
             ("Payment link", creditor.payment_link or "-"),
-            ("Payment instructions", creditor.payment_instructions),
+            ("Payment instructions", creditor.payment_instructions or "-"),
         ],
         "Debtor": [
             ("Customer", debtor.customer_id),

@@ -44,7 +44,9 @@ class Payee(Strict):
     """Who is paid and how (settings): stated on every notice and on the invoice PDF."""
 
     name: Annotated[OneLine, Field(max_length=200)]
-    payment_instructions: OneLine = Field(description="e.g. 'Bank transfer; quote the invoice number'")
+    payment_instructions: OneLine | None = Field(
+        default=None, description="printed as is in every language: keep it language-neutral (e.g. 'SWIFT: BTRLRO22')"
+    )
     iban: Annotated[str, AfterValidator(_iban)] | None = None
     payment_link: Annotated[str, Field(max_length=2000), AfterValidator(_https_url)] | None = None
 

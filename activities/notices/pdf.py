@@ -14,7 +14,7 @@ from pathlib import Path
 from fpdf import FPDF, FontFace
 
 from activities.notices.content import Payee
-from activities.notices.templating import notice_context
+from activities.notices.templating import notice_context, typeset
 from workflows.models import NoticeRequest
 
 FONT = "DejaVuSans"
@@ -100,10 +100,11 @@ def invoice_pdf(notice: NoticeRequest, payee: Payee) -> bytes:
     )
     for sentence in common.terms:
         pdf.ln(LINE / 2)
-        paragraph(pdf, sentence)
+        paragraph(pdf, typeset(sentence, notice.language))
     if notice.balance_minor > 0:
         heading(pdf, common.how_to_pay)
-        paragraph(pdf, payee.payment_instructions)
+        if payee.payment_instructions:
+            paragraph(pdf, payee.payment_instructions)
         paragraph(pdf, f"{common.payee_label}: {payee.name}")
         if payee.iban:
             paragraph(pdf, f"IBAN: {payee.iban}")

@@ -13,7 +13,7 @@ import unicodedata
 
 from activities.notices.content import Attachment, Payee, RenderedNotice
 from activities.notices.pdf import invoice_pdf
-from activities.notices.templating import environment, notice_context, render_block
+from activities.notices.templating import environment, notice_context, render_block, typeset
 from workflows.models import NoticeKind, NoticeRequest
 
 __all__ = ["Attachment", "IncompleteNotice", "Payee", "RenderedNotice", "render_notice"]
@@ -29,12 +29,14 @@ def render_notice(notice: NoticeRequest, payee: Payee) -> RenderedNotice:
     context = notice_context(notice, payee)
     env = environment(notice.language)
     wording = env.get_template(f"{notice.kind.value}.j2")
-    subject = " ".join(line.strip() for line in render_block(wording, "subject", context).splitlines() if line.strip())
+    subject = " ".join(
+        typeset(line.strip(), notice.language) for line in render_block(wording, "subject", context).splitlines() if line.strip()
+    )
     if not subject or any(unicodedata.category(c).startswith("C") for c in subject):
         raise ValueError(f"the {notice.kind.value} subject must be one line of text, not {subject!r}")
     paragraphs = _paragraphs(render_block(wording, "message", context))
-    text = env.get_template("layout.txt.j2").render(context, subject=subject, paragraphs=paragraphs)
-    html = env.get_template("layout.html.j2").render(context, subject=subject, paragraphs=paragraphs)
+    text = typeset(env.get_template("layout.txt.j2").render(context, subject=subject, paragraphs=paragraphs), notice.language)
+    html = typeset(env.get_template("layout.html.j2").render(context, subject=subject, paragraphs=paragraphs), notice.language)
     attachments: tuple[Attachment, ...] = ()
     if notice.kind == NoticeKind.INVOICE_ISSUED:
         pdf = invoice_pdf(notice, payee)
@@ -46,6 +48,8 @@ def _paragraphs(message: str) -> list[list[str]]:
     """Blank lines separate paragraphs; a paragraph keeps its line breaks (e.g. a list of instalments)."""
     blocks = (block.strip() for block in re.split(r"\n\s*\n", message))
     return [[line.strip() for line in block.splitlines()] for block in blocks if block]
+
+
 
 
 def _require_facts(notice: NoticeRequest) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -91,3 +93,18 @@ def notice_context(notice: NoticeRequest, payee: Payee) -> dict[str, Any]:
 def render_block(template: Template, block: str, context: dict[str, Any]) -> str:
     """One block of a template, rendered on its own."""
     return "".join(template.blocks[block](template.new_context(context)))
+
+
+# a sentence ending on a value that ends in a full stop ("150,00 лв.", "31 октомври 2025 г.") keeps one stop
+_DOUBLE_STOP = re.compile(r"(?<!\.)\.\.(?!\.)")
+# Italian elides the article before a day that starts with a vowel: l'8, dell'11, all'1
+_ITALIAN_ELISION = re.compile(r"\b(il|del|al|dal|nel|sul) (1|8|11)(?= )")
+_ELIDED = {"il": "l'", "del": "dell'", "al": "all'", "dal": "dall'", "nel": "nell'", "sul": "sull'"}
+
+
+def typeset(line: str, language: str) -> str:
+    """What translations cannot know in advance, once values are in: one full stop, Italian elision."""
+    line = _DOUBLE_STOP.sub(".", line)
+    if language == "it":
+        line = _ITALIAN_ELISION.sub(lambda m: _ELIDED[m.group(1)] + m.group(2), line)
+    return line
