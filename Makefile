@@ -16,8 +16,8 @@ $(VENV)/.installed: pyproject.toml
 
 # Debian's Chromium for the Temporal UI test (a test tool's own browser download cannot work here).
 browser:
-	@command -v chromium >/dev/null || $(SUDO) apt-get install -y -q chromium chromium-driver \
-		|| ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver)
+	@command -v chromium >/dev/null || $(SUDO) apt-get install -y -q chromium \
+		|| ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
 
 run: venv
 	$(VENV)/bin/dunning dev

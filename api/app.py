@@ -20,6 +20,7 @@ from activities.ledger import apply_schema, create_pool
 from activities.projections import ProjectionLag, Projector, projection_lag
 from activities.standing import StandingSettings
 from api import routes_invoices, routes_payments, routes_reports
+from activities.equipment.registry import Registry
 from api.context import ApiContext
 from api.problems import (
     Kind,
@@ -30,6 +31,7 @@ from api.problems import (
     problem_responses,
 )
 from worker.client import connect
+from worker.metrics import metrics_router
 from worker.settings import Settings
 
 MAX_BODY_BYTES = 64 * 1024
@@ -70,7 +72,8 @@ def create_app(settings: Settings) -> FastAPI:
         pool = await create_pool(database_url)
         stop = asyncio.Event()
         projector = asyncio.create_task(Projector().run(pool, stop), name="projector")
-        app.state.context = ApiContext(client=client, pool=pool, settings=settings, standing=standing)
+        registry = Registry.load(settings.equipment_file) if settings.equipment_file else Registry()
+        app.state.context = ApiContext(client=client, pool=pool, settings=settings, standing=standing, registry=registry)
         try:
             yield
         finally:
@@ -92,6 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_invoices.router)
     app.include_router(routes_payments.router)
     app.include_router(routes_reports.router)
+    app.include_router(metrics_router(lambda: app.state.context.pool))
 
     @app.get("/health", tags=["service"], response_model=Health, responses=problem_responses(503), summary="Health")
     async def health() -> Health:

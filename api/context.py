@@ -8,6 +8,7 @@ import asyncpg
 from fastapi import Request
 from temporalio.client import Client
 
+from activities.equipment.registry import Registry
 from activities.standing import StandingSettings
 from worker.settings import Settings
 
@@ -20,6 +21,7 @@ class ApiContext:
     pool: asyncpg.Pool
     settings: Settings
     standing: StandingSettings
+    registry: Registry
 
 
 def api_context(request: Request) -> ApiContext:

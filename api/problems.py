@@ -50,6 +50,7 @@ class Kind(Enum):
     UNSUPPORTED_MEDIA_TYPE = (415, "Unsupported media type")
     VALIDATION_FAILED = (422, "Request failed validation")
     WRONG_CURRENCY = (422, "Wrong currency")
+    EQUIPMENT_REFUSED = (422, "Equipment not in the registry for this customer")
     INTERNAL_ERROR = (500, "Internal server error")
     UNAVAILABLE = (503, "Service unavailable")
 

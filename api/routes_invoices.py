@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities import projections
+from activities.equipment.registry import EquipmentRefused
 from activities.ledger import read_events
 from activities.projections import InvoiceView
 from api import examples
@@ -54,6 +55,17 @@ class InvoiceDetail(BaseModel):
 # --- starting and reading --------------------------------------------------------------------
 
 
+def _check_equipment(ctx: ApiContext, invoice: Invoice) -> None:
+    """Equipment is named only by registry id, and only the customer's own (issue: no SSRF, no cross-customer cuts)."""
+    if not invoice.terms.remote_disconnect_authorized:
+        return
+    for equipment_id in invoice.terms.equipment_ids:
+        try:
+            ctx.registry.resolve(equipment_id, invoice.customer_id)
+        except EquipmentRefused as err:
+            raise Problem(Kind.EQUIPMENT_REFUSED, f"{err}: the invoice names equipment only by its registry id") from None
+
+
 @router.post(
     "",
     dependencies=[any_role],
@@ -70,6 +82,7 @@ async def create_invoice(invoice: InvoiceBody, response: Response, ctx: Context)
 
     Posting the very same invoice again is harmless (200); another invoice with a used id is 409.
     """
+    _check_equipment(ctx, invoice)
     created = False
     if not await _issued(ctx, invoice.invoice_id):  # an id the event log knows is never started again
         try:

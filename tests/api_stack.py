@@ -11,11 +11,13 @@ import asyncio
 import hashlib
 import hmac
 import json
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -64,6 +66,17 @@ class ApiStack:
             return 0
 
 
+# one piece of equipment, another customer's: invoices of CUST-API may not name it
+EQUIPMENT_REGISTRY = """
+[[equipment]]
+id = "fw-other-customer"
+customer_id = "CUST-OTHER"
+kind = "webhook"
+endpoint = "https://controller.other.example/dunning"
+credentials = { env = "UNUSED_SECRET" }
+"""
+
+
 @pytest.fixture(scope="module")
 async def api_stack(dev_env: WorkflowEnvironment, postgres_url: str) -> AsyncIterator[ApiStack]:
     """A fresh database, a worker on a fresh task queue, an SMTP server, and the API on a free port."""
@@ -73,7 +86,10 @@ async def api_stack(dev_env: WorkflowEnvironment, postgres_url: str) -> AsyncIte
     database_url = urlsplit(postgres_url)._replace(path=f"/{name}").geturl()
     smtp = SmtpServer()
     smtp.controller.start()
+    registry = Path(tempfile.mkdtemp(prefix="dunning-api-")) / "equipment.toml"
+    registry.write_text(EQUIPMENT_REGISTRY)
     settings = Settings(
+        equipment_file=registry,
         temporal_address=dev_env.client.service_client.config.target_host,
         temporal_namespace=dev_env.client.namespace,
         task_queue=f"api-{uuid.uuid4().hex[:8]}",

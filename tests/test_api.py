@@ -252,3 +252,21 @@ async def test_concurrent_repeats_of_a_payment_record_it_once(api_stack: ApiStac
         return kinds if kinds.count("notice_sent") == 2 else []
 
     assert (await eventually(receipt_sent)).count("payment_recorded") == 1
+
+
+async def test_the_api_serves_the_service_metrics_from_the_event_log(api_stack: ApiStack):
+    """After the stories above: /metrics (no token) counts what Postgres recorded."""
+    async with api_stack.http(token=None) as http:
+        response = await http.get("/metrics")
+    assert response.status_code == 200
+    sent = await api_stack.pool.fetchval("SELECT count(*) FROM notice_deliveries WHERE status = 'sent'")
+    payments = await api_stack.pool.fetchval("SELECT count(*) FROM invoice_events WHERE kind = 'payment_recorded'")
+    assert sent > 0 and payments > 0
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in response.text.splitlines()
+        if line and not line.startswith("#")
+    }
+    assert sum(v for k, v in samples.items() if k.startswith("dunning_notices_total") and 'status="sent"' in k) == sent
+    assert sum(v for k, v in samples.items() if k.startswith("dunning_payments_recorded_total")) == payments
+    assert "dunning_projection_lag_events" in samples

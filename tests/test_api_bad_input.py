@@ -115,6 +115,15 @@ CASES: dict[str, Bad] = {
     "array body": Bad("POST", "/invoices/{id}/payments", 422, "validation-failed", json=[]),
     "too large": Bad("POST", "/invoices", 413, "content-too-large", "limit", content=b" " * 100_000,
                      headers={"Content-Type": "application/json"}),
+    # equipment is named only by registry id, and only the customer's own
+    "unknown equipment": Bad("POST", "/invoices", 422, "equipment-refused", "'rtr-nowhere' is not in the registry",
+                             json=invoice_json(terms={"remote_disconnect_authorized": True, "equipment_ids": ["rtr-nowhere"]})),
+    "another customer's equipment": Bad("POST", "/invoices", 422, "equipment-refused", "does not belong to customer",
+                                        json=invoice_json(terms={"remote_disconnect_authorized": True,
+                                                                 "equipment_ids": ["fw-other-customer"]})),
+    "equipment as a url": Bad("POST", "/invoices", 422, "validation-failed", "equipment_ids",
+                              json=invoice_json(terms={"remote_disconnect_authorized": True,
+                                                       "equipment_ids": ["http://169.254.169.254/latest"]})),
     # wrong types
     "amount as string": Bad("POST", "/invoices/{id}/payments", 422, "validation-failed", "amount_minor",
                             json=pay(amount_minor="100")),

@@ -603,6 +603,8 @@ async def test_suspension_cuts_authorised_equipment_and_payment_restores_only_wh
     await handle.result()
     restores = sorted(r.equipment_id for verb, r in recorder.equipment_calls if verb == "restore")
     assert restores == ["bmc-1", "sw-1"]
+    # the piece that was never cut needs nothing from ops once the invoice is paid
+    assert not (await handle.describe()).typed_search_attributes.get(sa.FAILED_EQUIPMENT)
     assert all(r.requested_by == f"workflow {invoice.workflow_id}" for _, r in recorder.equipment_calls)
 
 

@@ -630,6 +630,8 @@ class InvoiceWorkflow:
         ledger.escalation = state
         ledger.dispute = None
         ledger.plan = None
+        # a piece that was never cut needs nothing more from ops once the invoice is closed
+        ledger.equipment_failed = {k: v for k, v in ledger.equipment_failed.items() if k in ledger.equipment_cut}
         self._event(
             EventKind.INVOICE_CLOSED,
             state=state.value,
