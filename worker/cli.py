@@ -30,6 +30,7 @@ from temporalio.client import Client
 from worker import invoices
 from worker.client import connect
 from worker.invoices import InvoiceError
+from worker.equipment_cli import app as equipment_app
 from worker.projections_cli import app as projections_app
 from worker.settings import Settings
 from worker.setup import NotSetUp
@@ -60,6 +61,7 @@ app.add_typer(invoice_app, name="invoice")
 codec_app = typer.Typer(help="Payload encryption keys.", no_args_is_help=True)
 app.add_typer(codec_app, name="codec")
 app.add_typer(projections_app, name="projections")
+app.add_typer(equipment_app, name="equipment")
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)

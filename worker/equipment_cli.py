@@ -1,0 +1,50 @@
+"""``dunning equipment``: the kill switches that stop every cut and restore, for one customer or all.
+
+Adapters read the switches at every call, so a switch takes effect on the next attempt.
+"""
+
+from __future__ import annotations
+
+import getpass
+from typing import Annotated
+
+import asyncpg
+import typer
+
+from activities.equipment.journal import clear_kill_switch, kill_switch_for, set_kill_switch
+from worker.database_cli import with_database
+
+GLOBAL = "global"
+
+app = typer.Typer(help="Equipment safety: kill switches for cuts and restores.", no_args_is_help=True)
+Customer = Annotated[str | None, typer.Option(help="Customer id; without it, the switch covers every customer")]
+
+
+@app.command("stop")
+def stop(
+    reason: Annotated[str, typer.Option(help="Why (recorded with who set it)", show_default=False)],
+    customer: Customer = None,
+) -> None:
+    """Turn a kill switch on: no equipment of the customer (or of anyone) is cut or restored."""
+    scope = customer or GLOBAL
+
+    async def work(pool: asyncpg.Pool) -> None:
+        await set_kill_switch(pool, scope, reason, getpass.getuser())
+
+    with_database(work)
+    typer.echo(f"kill switch on for {scope}: {reason}")
+
+
+@app.command("resume")
+def resume(customer: Customer = None) -> None:
+    """Turn a kill switch off again."""
+    scope = customer or GLOBAL
+    cleared = with_database(lambda pool: clear_kill_switch(pool, scope))
+    typer.echo(f"kill switch off for {scope}" if cleared else f"no kill switch was on for {scope}")
+
+
+@app.command("status")
+def status(customer: Annotated[str, typer.Argument(help="Customer id", show_default=False)]) -> None:
+    """Whether cuts and restores are stopped for this customer, and by whom."""
+    switch = with_database(lambda pool: kill_switch_for(pool, customer))
+    typer.echo(f"stopped ({switch.scope}): {switch.reason}, by {switch.set_by}" if switch else "not stopped")
