@@ -1,7 +1,7 @@
 """The embedded stack for the API tests: the dev server, a Postgres database, a real worker and SMTP
 server, and the API served by uvicorn on a free loopback port, driven over real HTTP.
 
-Import the fixture into a test module (``from tests.api_stack import api_stack``); it is
+The fixture is registered for every test module by ``conftest.py`` (``pytest_plugins``); it is
 module-scoped: one stack per test module, its own database and task queue.
 """
 

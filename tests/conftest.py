@@ -27,6 +27,9 @@ from tests.harness import Recorder, recording_worker
 from worker.embedded import find_executable, start_postgres
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
+# fixture modules shared by several test modules (their servers, pools and stacks)
+pytest_plugins = ["tests.notice_servers", "tests.api_stack"]
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""

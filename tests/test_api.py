@@ -17,10 +17,9 @@ import httpx
 
 from activities.projections import rebuild
 from activities.ledger import read_events
-from tests.api_stack import (  # noqa: F401 - api_stack is a fixture
+from tests.api_stack import (
     INTEGRATION_TOKEN,
     ApiStack,
-    api_stack,
     assert_problem,
     due_in,
     eventually,

@@ -13,11 +13,10 @@ from typing import Any
 
 import pytest
 
-from tests.api_stack import (  # noqa: F401 - api_stack is a fixture
+from tests.api_stack import (
     INTEGRATION_TOKEN,
     OPS_TOKEN,
     ApiStack,
-    api_stack,
     assert_problem,
     eventually,
     invoice_json,

@@ -21,7 +21,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from tests.api_stack import OPS_TOKEN, ApiStack, api_stack, signed  # noqa: F401 - api_stack is a fixture
+from tests.api_stack import OPS_TOKEN, ApiStack, signed
 
 EXAMPLES_PER_OPERATION = 40
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)

@@ -39,14 +39,6 @@ from tests.notice_servers import (
     run_activity,
     smtp_config,
 )
-from tests.notice_servers import (  # noqa: F401 - fixtures
-    pool,
-    rogue_ca,
-    rogue_server,
-    starttls_server,
-    tls_server,
-    trusted_ca,
-)
 from worker.sandbox import workflow_runner
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import AgencyHandover, DomainEvent, DunningPolicy, EventKind, NoticeKind

@@ -29,7 +29,6 @@ from tests.notice_servers import (
     run_activity,
     smtp_config,
 )
-from tests.notice_servers import pool, webhook_receiver  # noqa: F401 - fixtures
 from worker.sandbox import workflow_runner
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import DunningPolicy, NoticeKind
