@@ -10,10 +10,9 @@ browser, so it answers CORS for the UI's origins; with a token set, every call m
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import uvicorn
 from google.protobuf import json_format
@@ -27,6 +26,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.converter import PayloadCodec
 
 from worker.codec import PayloadDecryptionError, UnknownKeyError
+from worker.serving import serve
 
 logger = logging.getLogger(__name__)
 
@@ -79,14 +79,6 @@ def _problem(status: int, detail: str, headers: dict[str, str] | None = None) ->
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn without its own signal handling: whoever runs the event loop decides when to stop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 async def serve_codec(
     host: str,
     port: int,
@@ -100,29 +92,9 @@ async def serve_codec(
     """Serve the codec on ``host:port`` until ``stop`` is set (or the task is cancelled).
 
     ``on_started`` gets the base URL once it listens; with port 0 it names the port chosen.
-    Raises ``RuntimeError`` if it cannot start (e.g. the port is taken).
+    Raises ``ServerStartupError`` (a ``RuntimeError``) if it cannot start (e.g. the port is taken).
     """
     config = uvicorn.Config(
         create_codec_app(codec, allowed_origins, token), host=host, port=port, lifespan="off", log_level="warning"
     )
-    try:
-        sock = config.bind_socket()
-    except SystemExit:  # uvicorn exits the process when it cannot bind; here that is the caller's decision
-        raise RuntimeError(f"the codec server cannot listen on {host}:{port}: see the error above") from None
-    server = _EmbeddedServer(config)
-    serving = asyncio.create_task(server.serve(sockets=[sock]), name="codec-server")
-    stopping = asyncio.create_task(stop.wait())
-    try:
-        while not (server.started or serving.done() or stop.is_set()):
-            await asyncio.wait({serving, stopping}, timeout=0.05)
-        if server.started and on_started:
-            bound_host, bound_port = sock.getsockname()[:2]
-            on_started(f"http://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}")
-        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        server.should_exit = True
-        stopping.cancel()
-        await asyncio.shield(serving)
-        sock.close()
-    if not server.started and not stop.is_set():
-        raise RuntimeError(f"the codec server did not start on {host}:{port}: see the error above")
+    await serve(config, "codec server", stop, on_started)
