@@ -243,7 +243,7 @@ async def assert_projected_like_the_workflow(pool: asyncpg.Pool, handle: Workflo
         return projected == truth
 
     with contextlib.suppress(AssertionError):
-        await eventually(agree, timeout=5)
+        await eventually(agree, timeout=20)
     projected, truth = await _projected_and_true(pool, handle)
     assert projected == truth
 
