@@ -405,9 +405,9 @@ async def test_projector_wakes_on_notify_and_only_one_leads(pool):
     try:
         await eventually(lambda: _behind(pool, 0))
         await append(pool, story.events[2:4])
-        await eventually(lambda: _state_is(pool, "A3", InvoiceState.PAYMENT_PLAN), timeout=5)
+        await eventually(lambda: _state_is(pool, "A3", InvoiceState.PAYMENT_PLAN), timeout=15)
         await append(pool, story.events[4:])
-        await eventually(lambda: _state_is(pool, "A3", InvoiceState.PAID), timeout=5)
+        await eventually(lambda: _state_is(pool, "A3", InvoiceState.PAID), timeout=15)
         leaders = await pool.fetchval(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1", PROJECTOR_LOCK
         )
