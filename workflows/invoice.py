@@ -321,7 +321,7 @@ class InvoiceWorkflow:
         return await workflow.execute_activity(
             f"{verb}_service",
             self._service_action(verb),
-            start_to_close_timeout=timedelta(minutes=5),
+            start_to_close_timeout=timedelta(seconds=30),  # database rows only: a dead worker's task retries soon
             retry_policy=IO_RETRY,
             summary=f"{verb.capitalize()} support and orders of customer {self.invoice.customer_id}",
         )
@@ -434,7 +434,7 @@ class InvoiceWorkflow:
             result = await workflow.execute_activity(
                 "send_notice",
                 request,
-                start_to_close_timeout=timedelta(minutes=2),
+                start_to_close_timeout=timedelta(minutes=1),  # SMTP and webhook time out well within it
                 retry_policy=NOTICE_RETRY,
                 summary=f"Send {label} notice",
             )
