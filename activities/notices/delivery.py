@@ -17,6 +17,7 @@ channel, recorded ``sending`` before the send and ``sent`` after it):
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 from collections.abc import Callable
@@ -124,7 +125,8 @@ class NoticeActivities:
         if state != "ours":
             return ("retry" if state == "busy" else state), error or ""
         try:
-            rendered = render()
+            # rendering (the PDF above all) is CPU work: off the event loop, so workflow tasks keep flowing
+            rendered = await asyncio.to_thread(render)
         except ValueError as err:  # facts missing for this kind of notice: no retry can supply them
             await self._record_failure(key, channel, f"cannot render: {err}", permanent=True)
             return "failed", f"cannot render: {err}"
@@ -156,7 +158,8 @@ class NoticeActivities:
         if state == "busy":
             raise transient_failure(f"agency package {key}: {error}")
         try:
-            package = agency_package(handover, await read_events(self.pool, invoice_id), self.payee)
+            events = await read_events(self.pool, invoice_id)
+            package = await asyncio.to_thread(agency_package, handover, events, self.payee)
         except ValueError as err:
             await self._record_failure(key, AGENCY_CHANNEL, f"cannot build: {err}", permanent=True)
             raise permanent_failure(f"agency package {key} cannot be built: {err}") from err
