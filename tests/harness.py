@@ -39,6 +39,16 @@ def with_pydantic(client: Client) -> Client:
 
 
 @dataclass
+class Hold:
+    """An activity call kept running: ``reached`` is set when it starts, it returns once ``released`` is set."""
+
+    activity_name: str
+    when: Callable[[Any], bool]
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
 class Recorder:
     """Activities registered by the real names that remember what they were asked to do."""
 
@@ -49,9 +59,23 @@ class Recorder:
     unreachable_equipment: set[str] = field(default_factory=set)
     agency_packages: list[AgencyHandover] = field(default_factory=list)
     failing_channels: dict[str, str] = field(default_factory=dict)
+    holds: list[Hold] = field(default_factory=list)
+
+    def hold(self, activity_name: str, when: Callable[[Any], bool] = lambda _: True) -> Hold:
+        """Keep the next call of ``activity_name`` whose argument matches ``when`` running until released."""
+        held = Hold(activity_name, when)
+        self.holds.append(held)
+        return held
+
+    async def _wait_if_held(self, activity_name: str, argument: Any) -> None:
+        for held in self.holds:
+            if held.activity_name == activity_name and not held.reached.is_set() and held.when(argument):
+                held.reached.set()
+                await held.released.wait()
 
     @activity.defn(name="send_notice")
     async def send_notice(self, notice: NoticeRequest) -> dict:
+        await self._wait_if_held("send_notice", notice)
         if all(n.idempotency_key != notice.idempotency_key for n in self.notices):
             self.notices.append(notice)
         delivered = [c for c in ("email", "webhook") if c == "email" or c in self.failing_channels]
@@ -77,17 +101,20 @@ class Recorder:
 
     @activity.defn(name="send_agency_package")
     async def send_agency_package(self, handover: AgencyHandover) -> str:
+        await self._wait_if_held("send_agency_package", handover)
         self.agency_packages.append(handover)
         return f"<{handover.idempotency_key}>"
 
     @activity.defn(name="append_events")
     async def append_events(self, events: list[DomainEvent]) -> int:
+        await self._wait_if_held("append_events", events)
         new = [e for e in events if (e.invoice_id, e.sequence) not in self.events]
         self.events.update({(e.invoice_id, e.sequence): e for e in new})
         return len(new)
 
     @activity.defn(name="suspend_service")
     async def suspend_service(self, request: ServiceAction) -> dict:
+        await self._wait_if_held("suspend_service", request)
         self.service_calls.append(("suspend", request))
         return self._service_result(request, blocked=True)
 

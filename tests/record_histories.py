@@ -46,7 +46,7 @@ async def _settle(handle: WorkflowHandle) -> None:
     await handle.query(InvoiceWorkflow.status)
 
 
-async def written_off_after_every_stage(env: WorkflowEnvironment, client: Client, queue: str) -> WorkflowHandle:
+async def written_off_after_every_stage(env: WorkflowEnvironment, client: Client, queue: str, _: Recorder) -> WorkflowHandle:
     invoice = make_invoice((await env.get_current_time()).date())
     handle = await start_invoice(client, queue, invoice)
     for action in (StageAction.REMINDER, StageAction.SUSPEND, StageAction.LEGAL_REVIEW):
@@ -58,7 +58,7 @@ async def written_off_after_every_stage(env: WorkflowEnvironment, client: Client
     return handle
 
 
-async def paid_while_suspended(env: WorkflowEnvironment, client: Client, queue: str) -> WorkflowHandle:
+async def paid_while_suspended(env: WorkflowEnvironment, client: Client, queue: str, _: Recorder) -> WorkflowHandle:
     invoice = make_invoice((await env.get_current_time()).date())
     handle = await start_invoice(client, queue, invoice)
     await handle.execute_update(InvoiceWorkflow.record_payment, Payment(payment_id="part", amount_minor=10_000, currency="EUR"))
@@ -70,7 +70,26 @@ async def paid_while_suspended(env: WorkflowEnvironment, client: Client, queue: 
     return handle
 
 
-async def disputed_then_plan_missed(env: WorkflowEnvironment, client: Client, queue: str) -> WorkflowHandle:
+async def paid_while_the_suspension_was_under_way(
+    env: WorkflowEnvironment, client: Client, queue: str, recorder: Recorder
+) -> WorkflowHandle:
+    """The payment lands while the suspend stage waits on its service activity."""
+    invoice = make_invoice(
+        (await env.get_current_time()).date(), terms={"remote_disconnect_authorized": True, "equipment_ids": ["bmc-1"]}
+    )
+    handle = await start_invoice(client, queue, invoice)
+    held = recorder.hold("suspend_service", when=lambda request: request.invoice_id == invoice.invoice_id)
+    suspend_at = policy.stage_due_at(invoice, invoice.policy.stage(StageAction.SUSPEND), timedelta(0))
+    await env.sleep(suspend_at - await env.get_current_time() + timedelta(seconds=1))  # time stops while held
+    await held.reached.wait()
+    balance = (await handle.query(InvoiceWorkflow.status)).balance_minor
+    await handle.execute_update(InvoiceWorkflow.record_payment, Payment(payment_id="all", amount_minor=balance, currency="EUR"))
+    held.released.set()
+    await handle.result()
+    return handle
+
+
+async def disputed_then_plan_missed(env: WorkflowEnvironment, client: Client, queue: str, _: Recorder) -> WorkflowHandle:
     invoice = make_invoice((await env.get_current_time()).date(), terms={"early_payment_discount": {"percent": "2", "within_days": 7}})
     handle = await start_invoice(client, queue, invoice)
     await handle.execute_update(InvoiceWorkflow.open_dispute, OpenDispute(reason="rate"))
@@ -87,7 +106,7 @@ async def disputed_then_plan_missed(env: WorkflowEnvironment, client: Client, qu
     return handle
 
 
-async def windowed_cut_handed_over_then_factored(env: WorkflowEnvironment, client: Client, queue: str) -> WorkflowHandle:
+async def windowed_cut_handed_over_then_factored(env: WorkflowEnvironment, client: Client, queue: str, _: Recorder) -> WorkflowHandle:
     """Sending window with Romanian holidays, equipment (one piece unreachable), agency package, factoring."""
     invoice = make_invoice(
         (await env.get_current_time()).date(),
@@ -108,6 +127,7 @@ async def windowed_cut_handed_over_then_factored(env: WorkflowEnvironment, clien
 SCENARIOS = [
     written_off_after_every_stage,
     paid_while_suspended,
+    paid_while_the_suspension_was_under_way,
     disputed_then_plan_missed,
     windowed_cut_handed_over_then_factored,
 ]
@@ -131,7 +151,7 @@ async def main(release: str) -> None:
         recorder = Recorder(unreachable_equipment={"sw-unreachable"})
         async with recording_worker(client, recorder) as queue:
             for scenario in SCENARIOS:
-                handle = await scenario(env, client, queue)
+                handle = await scenario(env, client, queue, recorder)
                 history = await handle.fetch_history()
                 path = folder / f"{scenario.__name__}.json"
                 path.write_text(history.to_json())

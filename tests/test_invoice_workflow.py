@@ -16,7 +16,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
-from tests.harness import Recorder, eventually, make_invoice, start_invoice, with_pydantic
+from tests.harness import Hold, Recorder, eventually, make_invoice, start_invoice, with_pydantic
 from worker.sandbox import workflow_runner
 from workflows import policy
 from workflows import search_attributes as sa
@@ -629,6 +629,55 @@ async def test_agency_stage_sends_the_hand_over_package_once(env, client, queue,
     assert len(package.fees) >= 3
     assert package.days_overdue == 90
     assert recorder.events_of(invoice.invoice_id, "agency_handover")[0].data["package_sent"] is True
+
+
+async def pay_in_full_while_held(handle: WorkflowHandle, held: Hold) -> None:
+    """Pay the whole balance while ``held`` keeps a stage's activity running, then let it finish."""
+    await asyncio.wait_for(held.reached.wait(), timeout=30)
+    balance = (await status(handle)).balance_minor
+    await handle.execute_update(InvoiceWorkflow.record_payment, pay("during-the-stage", balance))
+    held.released.set()
+    assert (await handle.result()).state == InvoiceState.PAID
+
+
+async def test_payment_during_suspension_stops_it_before_any_cut_and_tells_the_client_nothing(env, client, queue, recorder):
+    terms = {"remote_disconnect_authorized": True, "equipment_ids": ["bmc-1"]}
+    invoice, handle = await begin(env, client, queue, recorder, terms=terms)
+    held = recorder.hold("suspend_service")
+    await sleep_until(env, policy.stage_due_at(invoice, invoice.policy.stage(StageAction.SUSPEND), timedelta(0)))
+    await pay_in_full_while_held(handle, held)
+    kinds = [k for k in recorder.event_kinds(invoice.invoice_id) if k != "notice_sent"]
+    # the block the activity made is recorded, after the close, and lifted; nothing is cut
+    assert kinds[kinds.index("invoice_closed") :] == ["invoice_closed", "service_suspended", "service_restored"]
+    assert recorder.equipment_calls == []
+    assert [verb for verb, _ in recorder.service_calls] == ["suspend", "restore"]
+    assert "suspended" not in recorder.notice_kinds(invoice.invoice_id)
+    assert recorder.notice_kinds(invoice.invoice_id)[-2:] == ["receipt", "restored"]
+
+
+async def test_payment_while_the_agency_package_goes_out_records_the_handover_but_tells_the_client_nothing(
+    env, client, queue, recorder
+):
+    invoice, handle = await begin(env, client, queue, recorder)
+    held = recorder.hold("send_agency_package")
+    await sleep_until(env, policy.stage_due_at(invoice, invoice.policy.stage(StageAction.AGENCY), timedelta(0)))
+    await pay_in_full_while_held(handle, held)
+    assert len(recorder.agency_packages) == 1
+    handovers = recorder.events_of(invoice.invoice_id, "agency_handover")
+    closed = recorder.events_of(invoice.invoice_id, "invoice_closed")
+    assert [e.data["package_sent"] for e in handovers] == [True] and handovers[0].sequence > closed[0].sequence
+    assert "agency_handover" not in recorder.notice_kinds(invoice.invoice_id)
+
+
+async def test_payment_before_the_agency_package_goes_out_sends_no_package(env, client, queue, recorder):
+    invoice, handle = await begin(env, client, queue, recorder)
+    # the stage first writes its history (the events of reaching it); the payment lands in between
+    held = recorder.hold("append_events", when=lambda events: any(e.data.get("stage") == "agency" for e in events))
+    await sleep_until(env, policy.stage_due_at(invoice, invoice.policy.stage(StageAction.AGENCY), timedelta(0)))
+    await pay_in_full_while_held(handle, held)
+    assert recorder.agency_packages == []
+    assert recorder.events_of(invoice.invoice_id, "agency_handover") == []
+    assert "agency_handover" not in recorder.notice_kinds(invoice.invoice_id)
 
 
 async def test_factored_invoice_closes_and_refuses_further_requests(env, client, queue, recorder):

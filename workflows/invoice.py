@@ -66,6 +66,7 @@ WINDOWED_STEPS = frozenset({"stage", "late_fee", "instalment", "legal_review"})
 PATCH_SENDING_WINDOW = "sending-window"
 PATCH_EQUIPMENT = "equipment-adapters"
 PATCH_AGENCY_PACKAGE = "agency-package"
+PATCH_STAGE_STOPS_AT_CLOSE = "stage-stops-at-close"
 NOTICE_FOR_STAGE = {
     StageAction.COURTESY: NoticeKind.COURTESY,
     StageAction.REMINDER: NoticeKind.REMINDER,
@@ -255,11 +256,18 @@ class InvoiceWorkflow:
             await self._suspend()
         elif action == StageAction.AGENCY:
             sent = await self._send_agency_package() if workflow.patched(PATCH_AGENCY_PACKAGE) else False
-            self._event(EventKind.AGENCY_HANDOVER, balance_minor=self.ledger.balance_minor, package_sent=sent)
+            if sent or not self._closed_meanwhile():
+                self._event(EventKind.AGENCY_HANDOVER, balance_minor=self.ledger.balance_minor, package_sent=sent)
         elif action == StageAction.LEGAL_REVIEW:
             self._open_legal_review()
             return
+        if self._closed_meanwhile():
+            return  # the client is not told of a stage that their payment (or a decision) overtook
         self._queue_notice(NOTICE_FOR_STAGE[action])
+
+    def _closed_meanwhile(self) -> bool:
+        """A request closed the invoice while a stage waited on its activities: the stage stops there."""
+        return self.ledger.escalation.closed and workflow.patched(PATCH_STAGE_STOPS_AT_CLOSE)
 
     def _charge_late_fee(self) -> None:
         ledger, now = self.ledger, workflow.now()
@@ -304,7 +312,12 @@ class InvoiceWorkflow:
         self._event(EventKind.SERVICE_SUSPENDED, **result, service=self.invoice.service)
         self.ledger.remember(workflow.now(), "Service suspended: support and new orders blocked")
         terms = self.invoice.terms
-        if terms.remote_disconnect_authorized and terms.equipment_ids and workflow.patched(PATCH_EQUIPMENT):
+        if (
+            terms.remote_disconnect_authorized
+            and terms.equipment_ids
+            and workflow.patched(PATCH_EQUIPMENT)
+            and not self._closed_meanwhile()
+        ):
             await self._change_equipment("suspend", list(terms.equipment_ids))
 
     async def _restore(self) -> None:
@@ -381,8 +394,11 @@ class InvoiceWorkflow:
         )
 
     async def _send_agency_package(self) -> bool:
-        """Write the history first, then send the hand-over package to the agency; False if it failed."""
+        """Write the history first, then send the hand-over package to the agency; False if it failed or the
+        invoice closed meanwhile."""
         await self._flush()
+        if self._closed_meanwhile():
+            return False
         ledger = self.ledger
         handover = AgencyHandover(
             idempotency_key=f"{workflow.info().workflow_id}/agency-package",
