@@ -1,10 +1,11 @@
 # dunning: `make run` starts the whole service locally, `make test` runs the tests.
+# `make soak` runs the fault tests at volume; `make bench` the benchmarks (see README, Performance).
 
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv browser run test clean
+.PHONY: venv browser run test soak bench clean
 
 venv: $(VENV)/.installed
 
@@ -24,6 +25,14 @@ run: venv
 
 test: venv browser
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
+
+# More invoices and more faults than `make test` runs; prints each test's one-line summary.
+soak: venv
+	DUNNING_SOAK=1 $(PYTHON) -m pytest -q -s tests/faults $(PYTEST_ARGS)
+
+# Every measurement at the issue's sizes, report in bench/results/; e.g. BENCH_ARGS="--only lifecycle".
+bench: venv
+	$(PYTHON) -m bench $(BENCH_ARGS)
 
 # Leaves data/ (the dev stack's invoices, events and mail) alone.
 clean:

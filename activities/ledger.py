@@ -45,13 +45,13 @@ async def apply_schema(database_url: str) -> list[str]:
         await conn.close()
 
 
-async def create_pool(database_url: str) -> asyncpg.Pool:
+async def create_pool(database_url: str, max_size: int = 10) -> asyncpg.Pool:
     """A connection pool whose connections read and write jsonb as Python objects."""
 
     async def init(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
-    return await asyncpg.create_pool(database_url, min_size=1, max_size=10, init=init)
+    return await asyncpg.create_pool(database_url, min_size=1, max_size=max_size, init=init)
 
 
 EVENT_COLUMNS = "position, invoice_id, sequence, kind, occurred_at, data"
@@ -94,23 +94,20 @@ class LedgerActivities:
 
     @activity.defn(name="append_events")
     async def append_events(self, events: list[DomainEvent]) -> int:
-        """Append events; a retried batch is a no-op for rows already there. Returns rows inserted.
+        """Append events in one statement; a retried batch is a no-op for rows already there. Returns rows inserted.
 
         The whole batch is refused (nothing written) if any event's payload is malformed.
         """
         for event in events:
             check_payload(event)
-        rows = [(e.invoice_id, e.sequence, e.kind.value, e.occurred_at, e.model_dump(mode="json")["data"]) for e in events]
-        async with self.pool.acquire() as conn, conn.transaction():
-            before = await conn.fetchval(
-                "SELECT count(*) FROM invoice_events WHERE (invoice_id, sequence) IN "
-                "(SELECT * FROM unnest($1::text[], $2::int[]))",
-                [r[0] for r in rows],
-                [r[1] for r in rows],
-            )
-            await conn.executemany(
-                "INSERT INTO invoice_events (invoice_id, sequence, kind, occurred_at, data)"
-                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (invoice_id, sequence) DO NOTHING",
-                rows,
-            )
-        return len(rows) - before
+        inserted = await self.pool.fetch(
+            "INSERT INTO invoice_events (invoice_id, sequence, kind, occurred_at, data)"
+            " SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::jsonb[])"
+            " ON CONFLICT (invoice_id, sequence) DO NOTHING RETURNING 1",
+            [e.invoice_id for e in events],
+            [e.sequence for e in events],
+            [e.kind.value for e in events],
+            [e.occurred_at for e in events],
+            [e.model_dump(mode="json")["data"] for e in events],
+        )
+        return len(inserted)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
@@ -155,9 +156,48 @@ class InvoiceRow(BaseModel):
 
     def record(self) -> list[object]:
         """Column values in ``INVOICE_COLUMNS`` order."""
-        values = self.model_dump(mode="python")
-        values["invoice"] = self.invoice.model_dump(mode="json")
+        values = self.model_dump(mode="python", exclude={"invoice"})
+        values["invoice"] = PARSED_INVOICES.document(self.invoice)
         return [values[column] for column in INVOICE_COLUMNS]
+
+
+class ParsedInvoices:
+    """Invoices parsed once per process, with their JSON documents, the most recently used kept.
+
+    Validating an invoice (its e-mail address, its policy) costs more than applying an event to
+    it, and every batch loads the rows it touches: a document equal to the one parsed before gives
+    back the same (frozen) invoice.
+    """
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._size = size
+        self._entries: OrderedDict[str, tuple[dict, Invoice]] = OrderedDict()
+
+    def parse(self, document: dict) -> Invoice:
+        entry = self._entries.get(document.get("invoice_id", ""))
+        if entry is not None and entry[0] == document:
+            self._entries.move_to_end(entry[1].invoice_id)
+            return entry[1]
+        invoice = Invoice.model_validate(document)
+        self._keep(document, invoice)
+        return invoice
+
+    def document(self, invoice: Invoice) -> dict:
+        entry = self._entries.get(invoice.invoice_id)
+        if entry is not None and entry[1] is invoice:
+            return entry[0]
+        document = invoice.model_dump(mode="json")
+        self._keep(document, invoice)
+        return document
+
+    def _keep(self, document: dict, invoice: Invoice) -> None:
+        self._entries[invoice.invoice_id] = (document, invoice)
+        self._entries.move_to_end(invoice.invoice_id)
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+
+PARSED_INVOICES = ParsedInvoices()
 
 
 def _in_sending_window(invoice: Invoice, moment: datetime) -> datetime:
@@ -324,7 +364,13 @@ async def _load_invoices(conn: asyncpg.Connection, invoice_ids: list[str]) -> di
     rows = await conn.fetch(
         f"SELECT {', '.join(INVOICE_COLUMNS)} FROM projected_invoices WHERE invoice_id = ANY($1)", invoice_ids
     )
-    return {row["invoice_id"]: InvoiceRow.model_validate(dict(row)) for row in rows}
+    return {row["invoice_id"]: _invoice_row(row) for row in rows}
+
+
+def _invoice_row(record: asyncpg.Record) -> InvoiceRow:
+    values = dict(record)
+    values["invoice"] = PARSED_INVOICES.parse(values["invoice"])
+    return InvoiceRow.model_validate(values)
 
 
 async def _apply_next_batch(conn: asyncpg.Connection, batch_size: int) -> int:

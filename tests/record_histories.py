@@ -46,7 +46,9 @@ async def _settle(handle: WorkflowHandle) -> None:
     await handle.query(InvoiceWorkflow.status)
 
 
-async def written_off_after_every_stage(env: WorkflowEnvironment, client: Client, queue: str, _: Recorder) -> WorkflowHandle:
+async def written_off_after_every_stage(
+    env: WorkflowEnvironment, client: Client, queue: str, _: Recorder
+) -> WorkflowHandle:
     invoice = make_invoice((await env.get_current_time()).date())
     handle = await start_invoice(client, queue, invoice)
     for action in (StageAction.REMINDER, StageAction.SUSPEND, StageAction.LEGAL_REVIEW):
@@ -58,7 +60,9 @@ async def written_off_after_every_stage(env: WorkflowEnvironment, client: Client
     return handle
 
 
-async def paid_while_suspended(env: WorkflowEnvironment, client: Client, queue: str, _: Recorder) -> WorkflowHandle:
+async def paid_while_suspended(
+    env: WorkflowEnvironment, client: Client, queue: str, _: Recorder
+) -> WorkflowHandle:
     invoice = make_invoice((await env.get_current_time()).date())
     handle = await start_invoice(client, queue, invoice)
     await handle.execute_update(InvoiceWorkflow.record_payment, Payment(payment_id="part", amount_minor=10_000, currency="EUR"))
@@ -89,7 +93,9 @@ async def paid_while_the_suspension_was_under_way(
     return handle
 
 
-async def disputed_then_plan_missed(env: WorkflowEnvironment, client: Client, queue: str, _: Recorder) -> WorkflowHandle:
+async def disputed_then_plan_missed(
+    env: WorkflowEnvironment, client: Client, queue: str, _: Recorder
+) -> WorkflowHandle:
     invoice = make_invoice((await env.get_current_time()).date(), terms={"early_payment_discount": {"percent": "2", "within_days": 7}})
     handle = await start_invoice(client, queue, invoice)
     await handle.execute_update(InvoiceWorkflow.open_dispute, OpenDispute(reason="rate"))
@@ -106,7 +112,9 @@ async def disputed_then_plan_missed(env: WorkflowEnvironment, client: Client, qu
     return handle
 
 
-async def windowed_cut_handed_over_then_factored(env: WorkflowEnvironment, client: Client, queue: str, _: Recorder) -> WorkflowHandle:
+async def windowed_cut_handed_over_then_factored(
+    env: WorkflowEnvironment, client: Client, queue: str, _: Recorder
+) -> WorkflowHandle:
     """Sending window with Romanian holidays, equipment (one piece unreachable), agency package, factoring."""
     invoice = make_invoice(
         (await env.get_current_time()).date(),

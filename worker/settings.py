@@ -28,6 +28,13 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "DUNNING_DATABASE_URL")
     )
+    worker_activity_slots: int = Field(
+        default=16, ge=1, description="activities one worker runs at once (notices render on its CPU)"
+    )
+    worker_workflow_task_slots: int = Field(default=10, ge=1, description="workflow tasks one worker runs at once")
+    worker_cached_workflows: int = Field(
+        default=1000, ge=0, description="open invoices a worker keeps in memory (others replay their history first)"
+    )
     smtp_host: str = "localhost"
     smtp_port: int = 8025
     smtp_username: str | None = None

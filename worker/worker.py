@@ -24,6 +24,8 @@ from worker.settings import Settings
 from worker.setup import check_namespace
 from workflows.invoice import InvoiceWorkflow
 
+PROJECTOR_CONNECTIONS = 2  # the projector listens on one connection and projects on another
+
 
 def smtp_config(settings: Settings) -> SmtpConfig:
     """SMTP settings as the e-mail channel wants them."""
@@ -76,6 +78,9 @@ def build_worker(client: Client, pool: asyncpg.Pool, settings: Settings) -> Work
         task_queue=settings.task_queue,
         workflows=[InvoiceWorkflow],
         workflow_runner=workflow_runner(),
+        max_concurrent_activities=settings.worker_activity_slots,
+        max_concurrent_workflow_tasks=settings.worker_workflow_task_slots,
+        max_cached_workflows=settings.worker_cached_workflows,
         activities=[
             ledger.append_events,
             notices.send_notice,
@@ -95,7 +100,7 @@ async def run_worker(settings: Settings) -> None:
     await check_namespace(client, settings.temporal_namespace)
     database_url = settings.resolved_database_url()
     await apply_schema(database_url)
-    pool = await create_pool(database_url)
+    pool = await create_pool(database_url, max_size=settings.worker_activity_slots + PROJECTOR_CONNECTIONS)
     stop = asyncio.Event()
     try:
         worker = build_worker(client, pool, settings)

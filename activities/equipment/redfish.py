@@ -26,7 +26,7 @@ from activities.equipment.adapter import (
     Reading,
 )
 from activities.equipment.registry import RedfishEquipment
-from activities.equipment.tls import tls_verification, untrusted_certificate
+from activities.tls import tls_verification, untrusted_certificate
 from workflows.models import EquipmentRequest
 
 logger = logging.getLogger(__name__)

@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import ssl
 import time
 from typing import Any
 
 import httpx
 
 from activities.notices.render import RenderedNotice
+from activities.tls import tls_verification, untrusted_certificate
 from workflows.models import NoticeRequest
 
 SIGNATURE_PREFIX = "sha256="
@@ -88,12 +88,12 @@ async def post_webhook(
         "Idempotency-Key": idempotency_key,
     }
     try:
-        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+        async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, verify=tls_verification(None)) as client:
             response = await client.post(url, content=body, headers=headers)
     except (httpx.LocalProtocolError, httpx.UnsupportedProtocol) as err:
         raise WebhookDeliveryError(f"webhook request to {url} is malformed: {err}", permanent=True) from err
     except httpx.HTTPError as err:
-        if _untrusted_certificate(err):
+        if untrusted_certificate(err):
             raise WebhookDeliveryError(f"webhook {url}: server certificate not trusted", permanent=True) from err
         raise WebhookDeliveryError(f"webhook {url} unreachable: {err!r}", permanent=False) from err
     if response.is_success:
@@ -102,12 +102,3 @@ async def post_webhook(
     raise WebhookDeliveryError(
         f"webhook {url} answered {response.status_code} {response.reason_phrase}", permanent=not transient
     )
-
-
-def _untrusted_certificate(err: BaseException) -> bool:
-    cause: BaseException | None = err
-    while cause is not None:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return False
