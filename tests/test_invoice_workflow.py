@@ -8,9 +8,11 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.common import RawValue
 from temporalio.service import RPCError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -20,7 +22,7 @@ from tests.harness import Hold, Recorder, eventually, make_invoice, start_invoic
 from worker.sandbox import workflow_runner
 from workflows import policy
 from workflows import search_attributes as sa
-from workflows.invoice import InvoiceWorkflow
+from workflows.invoice import NO_ARGUMENT, InvoiceWorkflow
 from workflows.models import (
     DecideLegal,
     DunningPolicy,
@@ -241,14 +243,19 @@ async def _balance_is(handle: WorkflowHandle, balance: int) -> bool:
         ({"payment_id": "x3", "amount_minor": 500, "currency": "EUR", "surprise": 1}, "malformed payment"),
         ({"payment_id": "x4", "amount_minor": 500, "currency": "USD"}, "does not match invoice currency EUR"),
         (12345, "malformed payment"),
+        (None, "not a payment object but NoneType"),  # a binary/null payload
+        (bytes(range(256)), "not a payment object but bytes"),  # binary/plain
+        (RawValue(Payload(metadata={"encoding": b"json/plain"}, data=b'{"payment_id": "S-\x00"}')), "malformed payment"),
+        (NO_ARGUMENT, "the signal carried no payment"),
     ],
 )
 async def test_malformed_signal_is_recorded_as_rejected_never_lost(env, client, queue, recorder, payload, reason):
     invoice, handle = await begin(env, client, queue, recorder)
-    await handle.signal("payment_received", payload)
+    await handle.signal("payment_received", *([] if payload is NO_ARGUMENT else [payload]))
     await eventually(lambda: len(recorder.events_of(invoice.invoice_id, "payment_rejected")) == 1)
     [rejected] = recorder.events_of(invoice.invoice_id, "payment_rejected")
     assert reason in rejected.data["reason"]
+    assert "\x00" not in rejected.model_dump_json()  # PostgreSQL could never store the event
     current = await status(handle)
     assert current.balance_minor == invoice.amount_minor and current.rejected_payments == 1
     description = await handle.describe()
@@ -340,7 +347,10 @@ async def test_dispute_requests_are_validated(env, client, queue, recorder):
     invoice, handle = await begin(env, client, queue, recorder)
     with pytest.raises(WorkflowUpdateFailedError, match="Workflow update failed"):
         await handle.execute_update(InvoiceWorkflow.resolve_dispute, ResolveDispute(outcome="rejected"))
-    await handle.execute_update(InvoiceWorkflow.open_dispute, OpenDispute(reason="wrong rate"))
+    with pytest.raises(WorkflowUpdateFailedError) as failed:  # a NUL could never be stored in the event log
+        await handle.execute_update("open_dispute", {"reason": "wrong\x00rate"})
+    assert "control characters" in str(failed.value.cause) + str(failed.value.cause.cause)
+    await handle.execute_update(InvoiceWorkflow.open_dispute, OpenDispute(reason="wrong rate\nand hours billed twice"))
     with pytest.raises(WorkflowUpdateFailedError) as failed:
         await handle.execute_update(InvoiceWorkflow.open_dispute, OpenDispute(reason="again"))
     assert "already open" in str(failed.value.cause)

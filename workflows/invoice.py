@@ -13,6 +13,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
+from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
@@ -67,6 +68,7 @@ PATCH_SENDING_WINDOW = "sending-window"
 PATCH_EQUIPMENT = "equipment-adapters"
 PATCH_AGENCY_PACKAGE = "agency-package"
 PATCH_STAGE_STOPS_AT_CLOSE = "stage-stops-at-close"
+NO_ARGUMENT = RawValue(Payload())  # what payment_received gets from a signal sent without an argument
 NOTICE_FOR_STAGE = {
     StageAction.COURTESY: NoticeKind.COURTESY,
     StageAction.REMINDER: NoticeKind.REMINDER,
@@ -671,13 +673,19 @@ class InvoiceWorkflow:
             raise problem
 
     @workflow.signal(name="payment_received")
-    def payment_received(self, raw: RawValue) -> None:
+    def payment_received(self, raw: RawValue = NO_ARGUMENT) -> None:
         """Fire-and-forget payment. The payload is decoded here, so a bad one is recorded, never lost."""
+        raw_text = _storable(raw.payload.data.decode("utf-8", errors="replace")[:2000])
+        if raw is NO_ARGUMENT:
+            self._reject_payment("malformed payment: the signal carried no payment", raw_text)
+            return
         try:
             payment = workflow.payload_converter().from_payload(raw.payload, Payment)
         except Exception as err:  # noqa: BLE001 - any decoding failure is a rejected payment, not a task failure
-            raw_text = raw.payload.data.decode("utf-8", errors="replace")[:2000]
-            self._reject_payment(f"malformed payment: {_one_line(err)}", raw_text)
+            self._reject_payment(f"malformed payment: {_storable(_one_line(err))}", raw_text)
+            return
+        if not isinstance(payment, Payment):  # a null or binary payload decodes to None or bytes, unchecked
+            self._reject_payment(f"malformed payment: not a payment object but {type(payment).__name__}", raw_text)
             return
         if problem := self._payment_problem(payment):
             self._reject_payment(problem.message, payment.model_dump(mode="json"))
@@ -885,3 +893,8 @@ def _refusal(kind: str, message: str) -> ApplicationError:
 
 def _one_line(err: Exception) -> str:
     return " ".join(str(err).split())[:500]
+
+
+def _storable(text: str) -> str:
+    """Untrusted text as the event log can keep it: PostgreSQL refuses NUL in text and jsonb."""
+    return text.replace("\x00", "\ufffd")

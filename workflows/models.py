@@ -71,6 +71,14 @@ def _printable_line(text: str) -> str:
     return text
 
 
+def _plain_text(text: str) -> str:
+    # line breaks and tabs are text; other control characters are not (PostgreSQL cannot even store NUL)
+    if any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in text):
+        raise ValueError("must be text without control characters (line breaks and tabs are allowed)")
+    return text
+
+
+FreeText = Annotated[str, AfterValidator(_plain_text)]
 Currency = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(_known_currency)]
 TimeZone = Annotated[str, AfterValidator(_known_time_zone)]
 Country = Annotated[str, Field(min_length=2, max_length=2), AfterValidator(_known_country)]
@@ -281,7 +289,7 @@ class Payment(Strict):
 class OpenDispute(Strict):
     """The client contests the invoice; escalation pauses."""
 
-    reason: str = Field(min_length=1, max_length=500)
+    reason: FreeText = Field(min_length=1, max_length=500)
 
 
 class DisputeOutcome(StrEnum):
@@ -294,7 +302,7 @@ class ResolveDispute(Strict):
 
     outcome: DisputeOutcome
     credit_minor: NonNegativeMinor = 0
-    note: str = Field(default="", max_length=500)
+    note: FreeText = Field(default="", max_length=500)
 
     @model_validator(mode="after")
     def _credit_only_when_upheld(self) -> ResolveDispute:
@@ -337,7 +345,7 @@ class DecideLegal(Strict):
 
     decision: LegalDecision
     settle_amount_minor: PositiveMinor | None = None
-    note: str = Field(default="", max_length=500)
+    note: FreeText = Field(default="", max_length=500)
 
     @model_validator(mode="after")
     def _amount_only_for_settle(self) -> DecideLegal:

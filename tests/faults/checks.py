@@ -1,0 +1,473 @@
+"""The end-of-run checks the fault tests share: nothing lost, nothing duplicated, and one line that says so.
+
+For every invoice, once its workflow has completed:
+
+- its outcome is the state its fate predicts, and no workflow task of it failed;
+- its events (Postgres) are numbered 1..n without a gap, each fact appears once (a stage, a
+  payment, a notice step, a cut...), the stages reached are the start of the ladder and include
+  the one the driver acted on, nothing escalates after the close, every payment the driver got an
+  answer for is there;
+- the notices it got are exactly those its events call for (``expected_notices``), numbered
+  without a gap, and the SMTP server received each step exactly once (a second copy with the
+  same Message-ID right after a fault is the documented at-least-once window: counted as
+  ``redelivered``, which a receiver drops by Message-ID; any other second copy is a duplicate);
+- each piece of equipment was cut once at the controller if the invoice was suspended, restored
+  once if it was then paid, settled or factored (never if written off), and a piece nothing
+  answers for is a ``suspend_failed`` event and showed in ``FailedEquipment`` for ops while the
+  invoice was open (the workflow drops a piece never cut from it at the close);
+- the projections have caught up and equal a rebuild from the events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import asyncpg
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from activities.projections import PROJECTION_TABLES, projection_lag, rebuild
+from tests.faults.fates import TRIGGER, Driver, ScriptedInvoice
+from tests.faults.stack import Delivery, Fault, FaultStack
+from workflows import policy
+from workflows.models import EventKind, InvoiceOutcome, InvoiceState, NoticeKind, StageAction
+
+# the event that commits the workflow to a notice (a stage's own notice comes with ``stage_reached``, except
+# suspension's and the hand-over's, which come at the end of their stage: a close before it stops them)
+STAGE_NOTICE = {
+    StageAction.COURTESY: NoticeKind.COURTESY,
+    StageAction.REMINDER: NoticeKind.REMINDER,
+    StageAction.WARNING: NoticeKind.WARNING,
+    StageAction.ULTIMATUM: NoticeKind.ULTIMATUM,
+}
+EVENT_NOTICE = {
+    EventKind.INVOICE_ISSUED: NoticeKind.INVOICE_ISSUED,
+    EventKind.INVOICE_RESENT: NoticeKind.INVOICE_ISSUED,
+    EventKind.LATE_FEE_CHARGED: NoticeKind.LATE_FEE,
+    EventKind.LEGAL_REVIEW_OPENED: NoticeKind.LEGAL_REVIEW,
+    EventKind.PAYMENT_RECORDED: NoticeKind.RECEIPT,
+    EventKind.DISPUTE_OPENED: NoticeKind.DISPUTE_OPENED,
+    EventKind.DISPUTE_RESOLVED: NoticeKind.DISPUTE_RESOLVED,
+    EventKind.SERVICE_RESTORED: NoticeKind.RESTORED,
+    EventKind.PAYMENT_PLAN_AGREED: NoticeKind.PLAN_AGREED,
+    EventKind.INSTALMENT_MISSED: NoticeKind.INSTALMENT_MISSED,
+}
+OPEN_INVOICE_NOTICE = {
+    EventKind.SERVICE_SUSPENDED: NoticeKind.SUSPENDED,
+    EventKind.AGENCY_HANDOVER: NoticeKind.AGENCY_HANDOVER,
+}
+# facts that happen at most once in these runs (per invoice; equipment facts per piece)
+ONCE = {
+    EventKind.INVOICE_ISSUED,
+    EventKind.INVOICE_CLOSED,
+    EventKind.LATE_FEE_CHARGED,
+    EventKind.DISPUTE_OPENED,
+    EventKind.DISPUTE_RESOLVED,
+    EventKind.SERVICE_SUSPENDED,
+    EventKind.SERVICE_RESTORED,
+    EventKind.AGENCY_HANDOVER,
+    EventKind.LEGAL_REVIEW_OPENED,
+    EventKind.LEGAL_DECISION,
+    EventKind.INVOICE_FACTORED,
+}
+# a new step of escalation: none may follow ``invoice_closed``
+ESCALATION_EVENTS = {EventKind.STAGE_REACHED, EventKind.LATE_FEE_CHARGED, EventKind.LEGAL_REVIEW_OPENED}
+CUT_EVENTS = {EventKind.EQUIPMENT_SUSPENDED, EventKind.SUSPEND_FAILED}
+STAGE_OF_STATE = {state: stage for stage, state in policy.STATE_AFTER_STAGE.items()}
+REDELIVERY_WINDOW_S = (5.0, 30.0)  # a fault from 5 s before a first copy to 30 s after it explains a second
+CATCH_UP_TIMEOUT_S = 60.0
+PARALLEL_READS = 10
+
+
+@dataclass
+class Event:
+    sequence: int
+    kind: EventKind
+    data: dict
+
+
+@dataclass
+class RunReport:
+    """What the checks counted, and every problem they found (``lost``, ``duplicated``, ``other``)."""
+
+    title: str
+    invoices: int = 0
+    messages: int = 0
+    cuts: int = 0
+    restores: int = 0
+    events: int = 0
+    redelivered: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    duplicated: list[str] = field(default_factory=list)
+    other: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        """The one line a fault test prints."""
+        return (
+            f"{self.title}: invoices={self.invoices} messages={self.messages} cuts={self.cuts}"
+            f" restores={self.restores} events={self.events} lost={len(self.lost)}"
+            f" duplicated={len(self.duplicated)} redelivered={len(self.redelivered)}"
+        )
+
+    def print(self) -> None:
+        """The line, then the redeliveries and the notes, indented."""
+        print(self.line())
+        for detail in [*(f"redelivered: {r}" for r in self.redelivered), *self.notes]:
+            print(f"    {detail}")
+
+    def assert_clean(self) -> None:
+        problems = [f"lost: {p}" for p in self.lost] + [f"duplicated: {p}" for p in self.duplicated]
+        problems += [f"wrong: {p}" for p in self.other]
+        assert not problems, f"{self.line()}; {len(problems)} problem(s):\n" + "\n".join(problems[:60])
+
+
+def expected_notices(events: list[Event]) -> Counter[str]:
+    """The notices an invoice's events call for, by kind (README: what an invoice does)."""
+    wanted: Counter[str] = Counter()
+    closed = next((e.sequence for e in events if e.kind == EventKind.INVOICE_CLOSED), None)
+    for event in events:
+        if event.kind == EventKind.STAGE_REACHED:
+            notice = STAGE_NOTICE.get(StageAction(event.data["stage"]))
+        elif event.kind in OPEN_INVOICE_NOTICE:
+            overtaken = closed is not None and closed < _stage_end(event, events)
+            notice = None if overtaken else OPEN_INVOICE_NOTICE[event.kind]
+        else:
+            notice = EVENT_NOTICE.get(event.kind)
+        if notice:
+            wanted[notice.value] += 1
+    return wanted
+
+
+def _stage_end(event: Event, events: list[Event]) -> int:
+    """The sequence that ends the stage of a block or a hand-over: a block's cuts are recorded after it (a close
+    during the cuts stops the stage before its notice, README: a stage overtaken by a payment stops there)."""
+    if event.kind != EventKind.SERVICE_SUSPENDED:
+        return event.sequence
+    cuts = [e.sequence for e in events if e.kind in CUT_EVENTS and e.sequence > event.sequence]
+    return max(cuts, default=event.sequence)
+
+
+async def check_run(
+    stack: FaultStack, driver: Driver, title: str, *, unreachable: frozenset[str] = frozenset()
+) -> RunReport:
+    """Every check of the module docstring, once ``driver.wait_closed()`` has returned.
+
+    ``unreachable``: the equipment nothing ever answers for (``fault_stack(unreachable=...)``).
+    """
+    scripts = driver.scripts
+    report = RunReport(title, invoices=len(scripts))
+    events = await _events(stack.pool)
+    report.events = sum(len(e) for e in events.values())
+    deliveries = _by_step(stack.smtp.deliveries)
+    outcomes, task_failures, retried = await _read_workflows(stack.client, scripts)
+    if stack.faults:
+        report.notes.append("faults: " + ", ".join(f"{f.what} for {f.ended - f.started:.1f} s" for f in stack.faults))
+    if retried:
+        report.notes.append("activities retried: " + "; ".join(f"{what} x{n}" for what, n in retried.most_common()))
+    for script in scripts:
+        _check_invoice(
+            report,
+            stack,
+            script,
+            events.get(script.invoice_id, []),
+            deliveries,
+            outcomes[script.invoice_id],
+            task_failures[script.invoice_id],
+            unreachable,
+        )
+    known = {s.workflow_id for s in scripts}
+    strays = sorted(step for step in deliveries if step.split("/")[0] not in known)
+    report.other += [f"a message for no invoice of the run: {step}" for step in strays]
+    report.other += await _projections_equal_rebuild(stack.pool, scripts)
+    return report
+
+
+def _check_invoice(
+    report: RunReport,
+    stack: FaultStack,
+    script: ScriptedInvoice,
+    events: list[Event],
+    deliveries: dict[str, list[Delivery]],
+    outcome: InvoiceOutcome | str,
+    task_failures: list[str],
+    unreachable: frozenset[str],
+) -> None:
+    who = script.label
+    if isinstance(outcome, str) or outcome.state != script.final_state:
+        report.other.append(f"{who}: ended {getattr(outcome, 'state', outcome)}, expected {script.final_state.value}")
+    report.other += [f"{who}: workflow task failed: {failure}" for failure in task_failures]
+
+    # the event log
+    sequences = [e.sequence for e in events]
+    if sequences != list(range(1, len(events) + 1)):
+        missing = sorted(set(range(1, max(sequences, default=0) + 1)) - set(sequences))
+        report.lost.append(f"{who}: event sequence has gaps: missing {missing[:10]} of {len(events)}")
+    kinds = Counter(e.kind for e in events)
+    for kind in ONCE:
+        if kinds[kind] > 1:
+            report.duplicated.append(f"{who}: {kind.value} recorded {kinds[kind]} times")
+    for kind in (EventKind.INVOICE_ISSUED, EventKind.INVOICE_CLOSED):
+        if not kinds[kind]:
+            report.lost.append(f"{who}: no {kind.value} event")
+    closed = [e for e in events if e.kind == EventKind.INVOICE_CLOSED]
+    if closed and closed[0].data["state"] != script.final_state.value:
+        report.other.append(f"{who}: invoice_closed says {closed[0].data['state']}")
+    if closed:
+        _check_nothing_escalates_after(report, who, closed[0], events)
+    report.other += [f"{who}: notice failed: {e.data}" for e in events if e.kind == EventKind.NOTICE_FAILED]
+
+    stages = [StageAction(e.data["stage"]) for e in events if e.kind == EventKind.STAGE_REACHED]
+    for stage, count in Counter(stages).items():
+        if count > 1:
+            report.duplicated.append(f"{who}: stage {stage.value} reached {count} times")
+    ladder = [stage for stage, _ in script.ladder]
+    if stages != ladder[: len(stages)]:
+        report.lost.append(f"{who}: stages reached {[s.value for s in stages]} skip one of the ladder")
+    trigger = STAGE_OF_STATE.get(TRIGGER[script.fate])
+    if trigger and trigger not in stages:
+        report.lost.append(f"{who}: stage {trigger.value}, which the driver acted on, is not in the events")
+
+    paid = Counter(e.data["payment_id"] for e in events if e.kind == EventKind.PAYMENT_RECORDED)
+    report.duplicated += [f"{who}: payment {pid} recorded {n} times" for pid, n in paid.items() if n > 1]
+    report.other += [f"{who}: payment {pid} recorded, never sent" for pid in paid if pid not in script.payments]
+    report.lost += [f"{who}: payment {pid} answered, not recorded" for pid in script.answered if pid not in paid]
+
+    _check_notices(report, script, events, deliveries, stack.faults)
+    _check_equipment(report, stack, script, events, stages, unreachable)
+
+
+def _check_nothing_escalates_after(report: RunReport, who: str, close: Event, events: list[Event]) -> None:
+    """Nothing escalates after the close: no new stage, fee or review; and a stage that was under way when a
+    request closed the invoice stops there. A service block recorded after the close is followed by no cut
+    and no suspension notice (it is lifted); a hand-over recorded after the close by no hand-over notice."""
+    after = [e for e in events if e.sequence > close.sequence]
+    kinds_after = {e.kind for e in after}
+    late = [e for e in after if e.kind in ESCALATION_EVENTS]
+    if EventKind.SERVICE_SUSPENDED in kinds_after:
+        late += [e for e in after if e.kind in CUT_EVENTS]
+    report.other += [
+        f"{who}: {e.kind.value} #{e.sequence} {_brief(e)}after the close (#{close.sequence})" for e in late
+    ]
+    for cause, notice in OPEN_INVOICE_NOTICE.items():
+        if cause in kinds_after:
+            told = [e.data["step"] for e in events if e.kind == EventKind.NOTICE_SENT and e.data["kind"] == notice]
+            if told:
+                report.other.append(
+                    f"{who}: {cause.value} after the close (#{close.sequence}), and notice {told[0]} tells the client"
+                )
+
+
+def _after_close(kind: EventKind, events: list[Event]) -> bool:
+    """An event of ``kind`` follows the close (the after-close check reports what it caused)."""
+    closed = next((e.sequence for e in events if e.kind == EventKind.INVOICE_CLOSED), None)
+    return closed is not None and any(e.kind == kind and e.sequence > closed for e in events)
+
+
+def _brief(event: Event) -> str:
+    detail = event.data.get("stage") or event.data.get("equipment_id")
+    return f"({detail}) " if detail else ""
+
+
+def _check_notices(
+    report: RunReport,
+    script: ScriptedInvoice,
+    events: list[Event],
+    deliveries: dict[str, list[Delivery]],
+    faults: list[Fault],
+) -> None:
+    who, prefix = script.label, f"{script.workflow_id}/"
+    sent = [e.data for e in events if e.kind == EventKind.NOTICE_SENT]
+    steps = Counter(s["step"] for s in sent)
+    report.duplicated += [f"{who}: notice step {step} recorded sent {n} times" for step, n in steps.items() if n > 1]
+    numbers = sorted(int(step.split("-", 1)[0]) for step in steps)
+    if numbers != list(range(1, len(numbers) + 1)):
+        report.lost.append(f"{who}: notice steps are not numbered 1..{len(numbers)}: {sorted(steps)}")
+    wanted, got = expected_notices(events), Counter(s["kind"] for s in sent)
+    report.lost += [f"{who}: {kind} notice missing ({n} of {wanted[kind]})" for kind, n in (wanted - got).items()]
+    told_after_close = {notice.value for cause, notice in OPEN_INVOICE_NOTICE.items() if _after_close(cause, events)}
+    report.duplicated += [
+        f"{who}: {n} {kind} notice(s) too many" for kind, n in (got - wanted).items() if kind not in told_after_close
+    ]
+
+    expected = {prefix + step for step in steps}
+    handovers = [e.data for e in events if e.kind == EventKind.AGENCY_HANDOVER]
+    if handovers:
+        expected.add(prefix + "agency-package")
+        if not handovers[0]["package_sent"]:
+            report.lost.append(f"{who}: the agency package was not sent")
+    for step in sorted(expected):
+        copies = deliveries.get(step, [])
+        if not copies:
+            report.lost.append(f"{who}: no message for step {step}")
+            continue
+        report.messages += 1
+        for first, again in itertools.pairwise(copies):
+            fault = _fault_between(first, again, faults)
+            if again.message_id == first.message_id and fault:
+                report.redelivered.append(f"{step} again {again.received_at - first.received_at:.1f} s later ({fault})")
+            else:
+                report.duplicated.append(
+                    f"{who}: step {step} received {len(copies)} times (Message-IDs {[c.message_id for c in copies]})"
+                )
+                break
+    for step in sorted(s for s in deliveries if s.startswith(prefix) and s not in expected):
+        report.lost.append(f"{who}: message {step} received, but no notice_sent event records it")
+
+
+def _fault_between(first: Delivery, again: Delivery, faults: list[Fault]) -> str | None:
+    """A fault that began around the first copy, before the second: why a step may arrive twice."""
+    before, after = REDELIVERY_WINDOW_S
+    for fault in faults:
+        if first.received_at - before <= fault.started <= min(again.received_at, first.received_at + after):
+            return fault.what
+    return None
+
+
+def _check_equipment(
+    report: RunReport,
+    stack: FaultStack,
+    script: ScriptedInvoice,
+    events: list[Event],
+    stages: list[StageAction],
+    unreachable: frozenset[str],
+) -> None:
+    """Each piece: cut once if the invoice was suspended while open, restored once unless written off; one
+    nothing answers for failed and showed in ``FailedEquipment``. A block made after the close is the
+    after-close check's: there, whatever was cut must have been restored."""
+    who = script.label
+    suspended = StageAction.SUSPEND in stages and not _after_close(EventKind.SERVICE_SUSPENDED, events)
+    late_block = _after_close(EventKind.SERVICE_SUSPENDED, events)
+    restoring = script.final_state != InvoiceState.WRITTEN_OFF
+    per_piece: dict[str, Counter] = defaultdict(Counter)
+    for e in events:
+        if e.kind in (
+            EventKind.EQUIPMENT_SUSPENDED,
+            EventKind.EQUIPMENT_RESTORED,
+            EventKind.SUSPEND_FAILED,
+            EventKind.RESTORE_FAILED,
+        ):
+            per_piece[e.data["equipment_id"]][e.kind] += 1
+    for equipment_id in script.equipment_ids:
+        calls = {action: stack.controller.calls(equipment_id, action) for action in ("suspend", "restore")}
+        report.cuts += calls["suspend"]
+        report.restores += calls["restore"]
+        reachable = equipment_id not in unreachable
+        if late_block:
+            cut, failed = min(calls["suspend"], 1), 0
+        else:
+            cut, failed = int(suspended and reachable), int(suspended and not reachable)
+        restored = cut if restoring else 0
+        wanted = {
+            EventKind.EQUIPMENT_SUSPENDED: cut,
+            EventKind.EQUIPMENT_RESTORED: restored,
+            EventKind.SUSPEND_FAILED: failed,
+            EventKind.RESTORE_FAILED: 0,
+        }
+        for kind, n in wanted.items():
+            if not (late_block and kind == EventKind.SUSPEND_FAILED):
+                _compare(report, who, f"{kind.value} events of {equipment_id}", n, per_piece[equipment_id][kind])
+        _compare(report, who, f"cuts of {equipment_id} at the controller", cut, calls["suspend"])
+        _compare(report, who, f"restores of {equipment_id} at the controller", restored, calls["restore"])
+        left = stack.controller.peer.state(equipment_id)
+        should = "suspended" if cut and not restored else "active"
+        if left != should:
+            report.other.append(f"{who}: {equipment_id} is left {left}, expected {should}")
+        if not late_block and bool(failed) != (equipment_id in script.failed_seen):
+            shown = sorted(script.failed_seen) or "never anything"
+            report.other.append(
+                f"{who}: {equipment_id} {'failed' if failed else 'did not fail'}; FailedEquipment showed {shown}"
+            )
+
+
+def _compare(report: RunReport, who: str, what: str, wanted: int, got: int) -> None:
+    if got < wanted:
+        report.lost.append(f"{who}: {what}: {got}, expected {wanted}")
+    elif got > wanted:
+        report.duplicated.append(f"{who}: {what}: {got}, expected {wanted}")
+
+
+# --- reading what happened -----------------------------------------------------------------------
+
+
+async def _events(pool: asyncpg.Pool) -> dict[str, list[Event]]:
+    rows = await pool.fetch("SELECT invoice_id, sequence, kind, data FROM invoice_events ORDER BY invoice_id, sequence")
+    events: dict[str, list[Event]] = defaultdict(list)
+    for row in rows:
+        events[row["invoice_id"]].append(Event(row["sequence"], EventKind(row["kind"]), row["data"]))
+    return events
+
+
+def _by_step(deliveries: list[Delivery]) -> dict[str, list[Delivery]]:
+    steps: dict[str, list[Delivery]] = defaultdict(list)
+    for delivery in deliveries:
+        steps[delivery.step].append(delivery)
+    return steps
+
+
+async def _read_workflows(
+    client: Client, scripts: list[ScriptedInvoice]
+) -> tuple[dict[str, InvoiceOutcome | str], dict[str, list[str]], Counter[str]]:
+    """Each workflow's result (or why there is none), the failures of its workflow tasks, and the activities
+    that took more than one attempt, by type and the last attempt's failure (what the faults cost)."""
+    limit = asyncio.Semaphore(PARALLEL_READS)
+    outcomes: dict[str, InvoiceOutcome | str] = {}
+    failures: dict[str, list[str]] = {}
+    retried: Counter[str] = Counter()
+
+    async def read(script: ScriptedInvoice) -> None:
+        handle = client.get_workflow_handle(script.workflow_id, result_type=InvoiceOutcome)
+        async with limit:
+            try:
+                outcomes[script.invoice_id] = await asyncio.wait_for(handle.result(), timeout=30)
+            except Exception as err:  # noqa: BLE001 - reported as the invoice's problem
+                outcomes[script.invoice_id] = f"no result ({type(err).__name__}: {err})"
+            failures[script.invoice_id] = []
+            scheduled: dict[int, str] = {}
+            async for event in handle.fetch_history_events():
+                if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+                    failures[script.invoice_id].append(event.workflow_task_failed_event_attributes.failure.message)
+                elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                    scheduled[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
+                elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+                    started = event.activity_task_started_event_attributes
+                    if started.attempt > 1:
+                        cause = " ".join(started.last_failure.message.split())[:70]
+                        retried[f"{scheduled.get(started.scheduled_event_id)} ({cause})"] += 1
+
+    await asyncio.gather(*(read(s) for s in scripts))
+    return outcomes, failures, retried
+
+
+async def _projections_equal_rebuild(pool: asyncpg.Pool, scripts: list[ScriptedInvoice]) -> list[str]:
+    """The projector has caught up, each invoice's projected state is its final one, and a rebuild changes nothing."""
+    deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
+    while (lag := await projection_lag(pool)).events_behind:
+        if time.monotonic() > deadline:
+            return [f"the projections are still {lag.events_behind} events behind after {CATCH_UP_TIMEOUT_S:.0f} s"]
+        await asyncio.sleep(0.5)
+    problems = []
+    states = dict(await pool.fetch("SELECT invoice_id, state FROM projected_invoices"))
+    for script in scripts:
+        if states.get(script.invoice_id) != script.final_state.value:
+            problems.append(f"{script.label}: projected state {states.get(script.invoice_id)}")
+    projected = await _snapshot(pool)
+    await rebuild(pool)
+    rebuilt = await _snapshot(pool)
+    for table in PROJECTION_TABLES:
+        if projected[table] != rebuilt[table]:
+            differing = [row for row in rebuilt[table] if row not in projected[table]]
+            sizes = f"{len(projected[table])} vs {len(rebuilt[table])} rows"
+            problems.append(f"{table} differs from its rebuild ({sizes}), e.g. {differing[:2]}")
+    return problems
+
+
+async def _snapshot(pool: asyncpg.Pool) -> dict[str, list[dict]]:
+    return {
+        table: [dict(r) for r in await pool.fetch(f"SELECT * FROM {table} ORDER BY 1, 2")]
+        for table in PROJECTION_TABLES
+    }

@@ -1,0 +1,474 @@
+"""The fault tests' stack: each real part runs on its own, so that a test can kill, stop and start it.
+
+- the Temporal dev server, persisting to SQLite in the stack's folder on fixed ports, so that a
+  restart finds every workflow, timer and task where it was;
+- embedded PostgreSQL on a pgdata under /tmp (see ``tests.conftest.new_pgdata``), stopped and
+  started again on the same folder (same Unix socket, same ``url``);
+- ``dunning worker`` processes, killed with SIGKILL and started again;
+- an SMTP server that keeps the ``X-Dunning-Step`` and ``Message-ID`` of every message it accepts,
+  and refuses connections while stopped;
+- the customers' equipment controller (the webhook peer of ``tests.equipment_peers``), which
+  refuses connections while stopped, and a port where nothing ever answers.
+
+Every fault is recorded with its start and end (``FaultStack.faults``): a message redelivered
+with the same Message-ID is only explained by a fault that hit between its two copies.
+Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.parser
+import email.policy
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import asyncpg
+from aiosmtpd.controller import Controller
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from activities.ledger import create_pool
+from tests.conftest import free_port, new_pgdata
+from tests.equipment_peers import ControllerPeer
+from worker.client import connect
+from worker.embedded import EmbeddedPostgres, TemporalDevServer, start_postgres, start_temporal_dev_server
+from worker.settings import Settings
+
+LOOPBACK = "127.0.0.1"
+NAMESPACE = "default"
+TASK_QUEUE = "dunning-faults"
+CONTROLLER_SECRET = "fault-controller-secret-1"
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+DUNNING = Path(sys.executable).with_name("dunning")
+# a worker outlives a test process that is killed (it runs in a session of its own): setpriv makes the
+# kernel kill it with its parent
+DIE_WITH_THE_TEST = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A fault the test caused: ``what`` was down from ``started`` to ``ended`` (``time.time()``)."""
+
+    what: str
+    started: float
+    ended: float
+
+
+# --- SMTP -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message the SMTP server accepted."""
+
+    step: str  # the X-Dunning-Step header: "<workflow id>/<step>"
+    message_id: str
+    received_at: float  # time.time()
+
+
+class CountingSmtpServer:
+    """An SMTP server on a fixed loopback port that keeps every message it accepts.
+
+    Only the headers are read (the step and the Message-ID). ``stop()`` closes the port, so
+    connections are refused until ``start()``.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._deliveries: list[Delivery] = []
+        self._lock = threading.Lock()
+        self._controller: Controller | None = None
+        self._parser = email.parser.BytesHeaderParser(policy=email.policy.default)
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 - aiosmtpd's hook name
+        """aiosmtpd hook: keep the message's step and Message-ID."""
+        headers = self._parser.parsebytes(envelope.original_content)
+        delivery = Delivery(str(headers["X-Dunning-Step"] or ""), str(headers["Message-ID"] or ""), time.time())
+        with self._lock:
+            self._deliveries.append(delivery)
+        return "250 OK"
+
+    def start(self) -> None:
+        """Accept connections (again)."""
+        self._controller = Controller(self, hostname=LOOPBACK, port=self.port, ready_timeout=READY_TIMEOUT_S)
+        self._controller.start()
+
+    def stop(self) -> None:
+        """Close the port: every connection is refused."""
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    @property
+    def deliveries(self) -> list[Delivery]:
+        with self._lock:
+            return list(self._deliveries)
+
+
+# --- the equipment controller ------------------------------------------------------------------
+
+
+class EquipmentController:
+    """The customers' controller on a fixed loopback port; ``peer`` counts its calls per equipment.
+
+    ``stop()`` closes the port, so connections are refused until ``start()``; the peer's memory
+    (states and calls) survives.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.peer = ControllerPeer(url=f"http://{LOOPBACK}:{self.port}/dunning", secret=CONTROLLER_SECRET)
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Accept connections (again)."""
+        peer = self.peer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status, answer = peer.handle(self.headers, body)
+                payload = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer((LOOPBACK, self.port), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Close the port: every connection is refused."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(timeout=STOP_TIMEOUT_S)
+            self._server = self._thread = None
+
+    def calls(self, equipment_id: str, action: str) -> int:
+        """How many ``suspend`` or ``restore`` calls the controller received for this equipment."""
+        return len(self.peer.calls_to(equipment_id, action))
+
+
+class ClosedPort:
+    """A loopback port held bound and never listening: every connection to it is refused."""
+
+    def __init__(self) -> None:
+        self._socket = socket.socket()
+        self._socket.bind((LOOPBACK, 0))
+        self.port = self._socket.getsockname()[1]
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+def write_registry(
+    path: Path, equipment: Mapping[str, str], reachable_url: str, unreachable: Iterable[str], unreachable_url: str
+) -> None:
+    """An equipment registry (TOML) with one webhook entry per ``{equipment id: customer id}``; the ids in
+    ``unreachable`` point where nothing answers."""
+    secret = path.with_name("controller-secret")
+    secret.write_text(CONTROLLER_SECRET + "\n")
+    secret.chmod(0o600)
+    dead = set(unreachable)
+    entries = [
+        "[[equipment]]\n"
+        f'id = "{equipment_id}"\n'
+        f'customer_id = "{customer_id}"\n'
+        'kind = "webhook"\n'
+        f'endpoint = "{unreachable_url if equipment_id in dead else reachable_url}"\n'
+        f'credentials = {{ file = "{secret}" }}\n'
+        "request_timeout_s = 5\n"
+        for equipment_id, customer_id in equipment.items()
+    ]
+    path.write_text("\n".join(entries))
+
+
+# --- Temporal, Postgres, workers ----------------------------------------------------------------
+
+
+class TemporalServer:
+    """The dev server on fixed ports with its SQLite file in ``folder``: a restart keeps everything."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.ui_port = free_port()
+        self._server: TemporalDevServer | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    def start(self) -> None:
+        """Start (blocking until it serves the namespace; at most a minute)."""
+        self._server = start_temporal_dev_server(self.folder, self.port, self.ui_port, NAMESPACE)
+
+    def stop(self) -> None:
+        """SIGTERM (SIGKILL after 10 s)."""
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+
+class PostgresServer:
+    """Embedded PostgreSQL on one pgdata: stopped and started again, it keeps its data and its ``url``."""
+
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata
+        self._server: EmbeddedPostgres | None = start_postgres(pgdata)
+        self.url = self._server.url
+
+    def start(self) -> None:
+        self._server = start_postgres(self.pgdata)
+        assert self._server.url == self.url, (self._server.url, self.url)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+
+class Workers:
+    """``dunning worker`` processes (one at a time here), each in its own session, logging to ``folder``."""
+
+    def __init__(self, env: dict[str, str], folder: Path) -> None:
+        self.env = env
+        self.folder = folder
+        self.processes: dict[subprocess.Popen, Path] = {}
+        self.incarnations = 0
+
+    def start(self) -> None:
+        """One more worker, logging to ``worker-<n>.log``."""
+        self.incarnations += 1
+        log_path = self.folder / f"worker-{self.incarnations}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [*DIE_WITH_THE_TEST, str(DUNNING), "worker"],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.processes[process] = log_path
+
+    def kill(self) -> int:
+        """SIGKILL every running worker; returns how many were killed. They are forgotten first, so that
+        ``exited()`` (called from the event loop while this runs in a thread) never takes them for a crash."""
+        processes, self.processes = self.processes, {}
+        killed = 0
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                killed += 1
+            process.wait(timeout=STOP_TIMEOUT_S)
+        return killed
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL whatever has not exited within 10 s."""
+        processes, self.processes = self.processes, {}
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=STOP_TIMEOUT_S)
+
+    def exited(self) -> list[str]:
+        """Workers that exited on their own, with the end of their log."""
+        return [
+            f"worker pid {process.pid} exited with {process.returncode}; {log.name} ends:\n{_tail(log)}"
+            for process, log in self.processes.items()
+            if process.poll() is not None
+        ]
+
+
+def worker_environment(
+    temporal: TemporalServer, database_url: str, smtp_port: int, registry: Path, folder: Path
+) -> dict[str, str]:
+    """The worker's settings for this stack; nothing ``DUNNING_*`` leaks in from the test's environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DUNNING_", "OTEL_")) and k != "DATABASE_URL"}
+    env.update(
+        DUNNING_TEMPORAL_ADDRESS=temporal.address,
+        DUNNING_TEMPORAL_NAMESPACE=NAMESPACE,
+        DUNNING_TASK_QUEUE=TASK_QUEUE,
+        DATABASE_URL=database_url,
+        DUNNING_SMTP_HOST=LOOPBACK,
+        DUNNING_SMTP_PORT=str(smtp_port),
+        DUNNING_SMTP_SECURITY="none",
+        DUNNING_EQUIPMENT_FILE=str(registry),
+        DUNNING_DATA_DIR=str(folder),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+# --- the stack --------------------------------------------------------------------------------
+
+
+@dataclass
+class FaultStack:
+    """Everything a fault test runs against, and the faults it caused."""
+
+    folder: Path
+    temporal: TemporalServer
+    postgres: PostgresServer
+    smtp: CountingSmtpServer
+    controller: EquipmentController
+    workers: Workers
+    client: Client
+    pool: asyncpg.Pool
+    faults: list[Fault] = field(default_factory=list)
+
+    async def kill_workers(self, down_for: float) -> None:
+        """SIGKILL the worker, wait ``down_for`` seconds, start a new one."""
+        started = time.time()
+        await asyncio.to_thread(self.workers.kill)
+        await asyncio.sleep(down_for)
+        self.workers.start()
+        self.faults.append(Fault("worker killed", started, time.time()))
+
+    async def restart_temporal(self, down_for: float) -> None:
+        """Stop the dev server, wait ``down_for`` seconds, start it again on the same ports and file."""
+        started = time.time()
+        await asyncio.to_thread(self.temporal.stop)
+        await asyncio.sleep(down_for)
+        await asyncio.to_thread(self.temporal.start)
+        self.faults.append(Fault("temporal stopped", started, time.time()))
+
+    async def stop_postgres(self, down_for: float) -> None:
+        """Stop PostgreSQL for ``down_for`` seconds, then start it again on the same data (the test's own
+        pool is closed meanwhile)."""
+        started = time.time()
+        await self.pool.close()
+        await asyncio.to_thread(self.postgres.stop)
+        await asyncio.sleep(down_for)
+        await asyncio.to_thread(self.postgres.start)
+        self.pool = await create_pool(self.postgres.url)
+        self.faults.append(Fault("postgres stopped", started, time.time()))
+
+    async def peers_down(self, smtp: bool, controller: bool, down_for: float) -> None:
+        """Refuse connections to the SMTP server and/or the controller for ``down_for`` seconds."""
+        started = time.time()
+        if smtp:
+            self.smtp.stop()
+        if controller:
+            self.controller.stop()
+        await asyncio.sleep(down_for)
+        if smtp:
+            await asyncio.to_thread(self.smtp.start)
+        if controller:
+            self.controller.start()
+        what = " and ".join(name for name, down in (("smtp", smtp), ("controller", controller)) if down)
+        self.faults.append(Fault(f"{what} refusing", started, time.time()))
+
+    def assert_workers_alive(self) -> None:
+        exited = self.workers.exited()
+        assert not exited, "\n".join(exited)
+
+
+async def wait_for_poller(client: Client, timeout: float = READY_TIMEOUT_S) -> None:
+    """Until a worker polls the task queue for workflow tasks."""
+    request = DescribeTaskQueueRequest(
+        namespace=NAMESPACE,
+        task_queue=TaskQueue(name=TASK_QUEUE),
+        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if (await client.workflow_service.describe_task_queue(request)).pollers:
+                return
+        except RPCError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no worker polled task queue {TASK_QUEUE} within {timeout:.0f} s")
+        await asyncio.sleep(0.5)
+
+
+@asynccontextmanager
+async def fault_stack(equipment: Mapping[str, str], *, unreachable: Iterable[str] = ()) -> AsyncIterator[FaultStack]:
+    """Start everything: Postgres, the dev server, the SMTP server, the controller and a worker whose
+    registry holds ``equipment`` (``{id: customer id}``, the ``unreachable`` ids where nothing answers).
+    Everything is stopped and deleted afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="dunning-faults-"))
+    async with AsyncExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, folder, ignore_errors=True)
+        pgdata = cleanup.enter_context(new_pgdata())
+        temporal = TemporalServer(folder / "temporal")
+        cleanup.callback(temporal.stop)  # nothing to do if it did not start
+        # PostgreSQL and the dev server start side by side; each is stopped afterwards if it started
+        postgres, temporal_started = await asyncio.gather(
+            asyncio.to_thread(PostgresServer, pgdata), asyncio.to_thread(temporal.start), return_exceptions=True
+        )
+        if isinstance(postgres, PostgresServer):
+            cleanup.callback(postgres.stop)
+        for outcome in (postgres, temporal_started):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        smtp = CountingSmtpServer()
+        await asyncio.to_thread(smtp.start)
+        cleanup.callback(smtp.stop)
+        controller = EquipmentController()
+        controller.start()
+        cleanup.callback(controller.stop)
+        closed = ClosedPort()
+        cleanup.callback(closed.close)
+
+        registry = folder / "equipment.toml"
+        write_registry(
+            registry, equipment, controller.peer.url, unreachable, f"http://{LOOPBACK}:{closed.port}/dunning"
+        )
+        processes = Workers(worker_environment(temporal, postgres.url, smtp.port, registry, folder), folder)
+        processes.start()
+        cleanup.callback(processes.stop)
+
+        settings = Settings(
+            temporal_address=temporal.address,
+            temporal_namespace=NAMESPACE,
+            task_queue=TASK_QUEUE,
+            database_url=postgres.url,
+            codec_keys=None,
+            temporal_api_key=None,
+            temporal_tls=False,
+            temporal_metrics_bind=None,
+        )
+        client = await connect(settings)
+        await wait_for_poller(client)
+        stack = FaultStack(
+            folder, temporal, postgres, smtp, controller, processes, client, await create_pool(postgres.url)
+        )
+        cleanup.push_async_callback(lambda: stack.pool.close())
+        yield stack
+
+
+def _tail(log: Path, lines: int = 20) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
