@@ -1,0 +1,173 @@
+"""Measurement 1: invoices through their lifecycle per second, at several levels of concurrency.
+
+Each invoice is started, passes reminder, warning and late fee on real-time timers (its
+notices go to the loopback mail sink, its events to Postgres), and is then paid in full through
+``record_payment``. The baseline workflow has the same timers, activities and update, and its
+activities do nothing. At each level the two run one after the other on the same stack.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from statistics import median
+
+from temporalio.client import Client
+
+from bench.baseline import BaselinePlan, BaselineWorkflow
+from bench.report import Figure, Measurement, Target
+from bench.stack import BASELINE_QUEUE, INVOICE_QUEUE, BenchStack
+from bench.workload import (
+    ACTIVITIES_PER_STEP,
+    Say,
+    history_shape,
+    lifecycle_invoice,
+    poll,
+    run_bounded,
+    sleep_until,
+    stage_moments,
+    utc_now,
+)
+from worker import invoices
+from workflows.models import InvoiceState, Payment
+
+THROUGHPUT_TARGET = Target(on="ratio", op=">=", bound=0.8)
+
+
+@dataclass(frozen=True)
+class LifecycleSizes:
+    concurrency: list[int]
+    rounds: int  # each level runs rounds x concurrency invoices
+    gap: float = 1.0  # seconds from the due moment to the reminder, and between stages
+    timeout: float = 600.0  # for one invoice's whole lifecycle
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """One invoice (or baseline workflow) driven through its lifecycle."""
+
+    seconds: float
+    workflow_id: str
+
+
+async def _real_lifecycle(client: Client, invoice_id: str, gap: timedelta, timeout: float) -> Lifecycle:
+    began = time.monotonic()
+    invoice = lifecycle_invoice(invoice_id, utc_now() + gap, gap)
+    handle = await invoices.start_invoice(client, INVOICE_QUEUE, invoice)
+    await sleep_until(stage_moments(invoice)[-1])
+    current = await poll(
+        lambda: invoices.status(client, invoice_id),
+        lambda s: s.state == InvoiceState.LATE_FEE and s.fees_minor > 0,
+        timeout,
+    )
+    payment = Payment(payment_id=f"PAY-{invoice_id}", amount_minor=current.balance_minor, currency=invoice.currency)
+    await invoices.record_payment(client, invoice_id, payment)
+    outcome = await handle.result(rpc_timeout=timedelta(seconds=timeout))
+    if outcome.state != InvoiceState.PAID or outcome.fees_minor <= 0:
+        raise RuntimeError(f"{invoice_id} ended {outcome.state} with fees {outcome.fees_minor}")
+    return Lifecycle(time.monotonic() - began, handle.id)
+
+
+async def _baseline_lifecycle(client: Client, workflow_id: str, gap: timedelta, timeout: float) -> Lifecycle:
+    began = time.monotonic()
+    moments = [utc_now() + gap * n for n in (2, 3, 4)]  # as the invoice: due after one gap, stages each gap after
+    plan = BaselinePlan(
+        start_activities=ACTIVITIES_PER_STEP,
+        steps=[(moment, ACTIVITIES_PER_STEP) for moment in moments],
+        payment_activities=ACTIVITIES_PER_STEP,
+    )
+    handle = await client.start_workflow(BaselineWorkflow.run, plan, id=workflow_id, task_queue=BASELINE_QUEUE)
+    await sleep_until(moments[-1])
+    await poll(lambda: handle.query(BaselineWorkflow.steps_done), lambda done: done == len(moments), timeout)
+    await handle.execute_update(BaselineWorkflow.pay, 1)
+    await handle.result(rpc_timeout=timedelta(seconds=timeout))
+    return Lifecycle(time.monotonic() - began, workflow_id)
+
+
+async def _level(
+    drive: Callable[[str], Awaitable[Lifecycle]], prefix: str, concurrency: int, count: int
+) -> tuple[float, list[Lifecycle], list[str]]:
+    """Run ``count`` lifecycles, ``concurrency`` at a time: (per second, the lifecycles, the failures)."""
+    began = time.monotonic()
+    outcomes = await run_bounded([lambda n=n: drive(f"{prefix}-{n}") for n in range(count)], concurrency)
+    elapsed = time.monotonic() - began
+    done = [o for o in outcomes if isinstance(o, Lifecycle)]
+    failed = [f"{type(o).__name__}: {o}"[:300] for o in outcomes if isinstance(o, BaseException)]
+    return len(done) / elapsed, done, failed
+
+
+async def measure_lifecycle(
+    stack: BenchStack, sizes: LifecycleSizes, report_progress: Say = lambda text: None
+) -> Measurement:
+    """Lifecycle throughput of invoices and of baseline workflows, level by level, on ``stack``."""
+    began = time.monotonic()
+    gap = timedelta(seconds=sizes.gap)
+    run = uuid.uuid4().hex[:6]
+    levels, figures, shapes = [], [], {}
+    assert stack.client is not None
+    client = stack.client
+    for concurrency in sizes.concurrency:
+        count = sizes.rounds * concurrency
+        report_progress(f"lifecycle: {count} invoices, {concurrency} in flight")
+        async with stack.watch() as watch:
+            real_rate, real, real_failed = await _level(
+                lambda i: _real_lifecycle(client, i, gap, sizes.timeout), f"L{run}-{concurrency}", concurrency, count
+            )
+        report_progress(f"lifecycle: {count} baseline workflows, {concurrency} in flight")
+        async with stack.watch() as base_watch:
+            base_rate, base, base_failed = await _level(
+                lambda i: _baseline_lifecycle(client, i, gap, sizes.timeout),
+                f"B{run}-{concurrency}",
+                concurrency,
+                count,
+            )
+        if not shapes and real and base:
+            shapes = {
+                "dunning": history_shape(await client.get_workflow_handle(real[0].workflow_id).fetch_history()),
+                "baseline": history_shape(await client.get_workflow_handle(base[0].workflow_id).fetch_history()),
+            }
+        usage, base_usage = watch.usage(), base_watch.usage()
+        levels.append(
+            {
+                "concurrency": concurrency,
+                "invoices": count,
+                "dunning_per_second": round(real_rate, 3),
+                "baseline_per_second": round(base_rate, 3),
+                "dunning_median_lifecycle_s": round(median(r.seconds for r in real), 2) if real else None,
+                "baseline_median_lifecycle_s": round(median(b.seconds for b in base), 2) if base else None,
+                "failures": real_failed + base_failed,
+                "worker_cpu_s_per_invoice": round(usage["worker"].cpu_seconds / max(1, len(real)), 3),
+                "baseline_worker_cpu_s_per_workflow": round(
+                    base_usage["baseline_worker"].cpu_seconds / max(1, len(base)), 3
+                ),
+                "dev_server_cpu_s_per_invoice": round(usage["dev_server"].cpu_seconds / max(1, len(real)), 3),
+                "dev_server_cpu_s_per_baseline_workflow": round(
+                    base_usage["dev_server"].cpu_seconds / max(1, len(base)), 3
+                ),
+                "worker_peak_rss_mb": usage["worker"].peak_rss_mb,
+            }
+        )
+        if real and base:
+            figures.append(
+                Figure(
+                    name=f"invoices through the lifecycle, {concurrency} in flight",
+                    unit="/s",
+                    measured=real_rate,
+                    baseline=base_rate,
+                    target=THROUGHPUT_TARGET,
+                )
+            )
+    return Measurement(
+        name="lifecycle",
+        seconds=round(time.monotonic() - began, 1),
+        figures=figures,
+        details={
+            "ideal_lifecycle_s": round(4 * sizes.gap, 2),
+            "levels": levels,
+            "history_shapes": shapes,
+            "worker_overload_signs": stack.workers["worker"].overload_signs(),
+        },
+    )

@@ -1,0 +1,167 @@
+"""Measurement 3: many open invoices waiting on timers, and the time for all of them to pass one boundary.
+
+All invoices' reminders are due at one moment, placed ahead of the time opening them takes
+(estimated from a warm-up batch, plus a margin). Measured: how long after that moment the last
+reminder notice is recorded, the worker's peak memory meanwhile (its workflow cache bounded, as
+``build_worker`` leaves it), and the size on disk of Postgres and the dev server. The baseline
+does the same with as many baseline workflows (two no-op activities at start and at the boundary).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+from temporalio.client import Client
+
+from bench.baseline import BaselinePlan, BaselineWorkflow
+from bench.report import Figure, Measurement, Target
+from bench.stack import BASELINE_QUEUE, INVOICE_QUEUE, BenchStack
+from bench.workload import ACTIVITIES_PER_STEP, Say, boundary_invoice, poll, run_bounded, sleep_until, utc_now
+from worker import invoices
+
+MEMORY_TARGET = Target(on="value", op="<=", bound=600)
+FAR_AWAY = timedelta(days=30)
+RUNNING = "ExecutionStatus = 'Running' AND WorkflowId STARTS_WITH '{prefix}'"
+
+
+@dataclass(frozen=True)
+class ScaleSizes:
+    invoices: int
+    start_concurrency: int = 32
+    warmup: int = 50
+    margin: float = 120.0  # seconds between the estimated end of opening and the boundary
+    timeout: float = 4 * 3600.0
+
+
+@dataclass
+class Phase:
+    """One side of the measurement: how long opening took, when the boundary was, how long passing it took."""
+
+    open_s: float = 0.0
+    boundary_lead_s: float = 0.0
+    opened_after_boundary: bool = False
+    pass_s: float = 0.0
+
+
+async def _count_events(pool: asyncpg.Pool, prefix: str, notice: str) -> int:
+    return await pool.fetchval(
+        "SELECT count(*) FROM invoice_events WHERE kind = 'notice_sent' AND data->>'kind' = $1 AND invoice_id LIKE $2",
+        notice,
+        prefix + "%",
+    )
+
+
+def _boundary(count: int, warmup_count: int, warmup_s: float, margin: float) -> datetime:
+    """A moment after the estimated time to open ``count``, from the warm-up's pace, plus the margin."""
+    return utc_now() + timedelta(seconds=count * warmup_s / max(1, warmup_count) * 1.25 + margin)
+
+
+async def _invoice_phase(stack: BenchStack, sizes: ScaleSizes, run: str, report_progress: Say) -> Phase:
+    assert stack.client is not None and stack.pool is not None
+    client, pool, phase = stack.client, stack.pool, Phase()
+
+    async def open_invoices(prefix: str, count: int, boundary: datetime) -> float:
+        began = time.monotonic()
+        jobs = [
+            lambda n=n: invoices.start_invoice(client, INVOICE_QUEUE, boundary_invoice(f"{prefix}{n}", boundary))
+            for n in range(count)
+        ]
+        failures = [o for o in await run_bounded(jobs, sizes.start_concurrency) if isinstance(o, BaseException)]
+        if failures:
+            raise RuntimeError(f"{len(failures)} invoices did not start: {failures[0]}")
+        await poll(lambda: _count_events(pool, prefix, "invoice_issued"), lambda n: n >= count, sizes.timeout, 1.0)
+        return time.monotonic() - began
+
+    report_progress(f"scale: warming up with {sizes.warmup} invoices")
+    warmup_s = await open_invoices(f"W{run}-", sizes.warmup, utc_now() + FAR_AWAY)
+    boundary = _boundary(sizes.invoices, sizes.warmup, warmup_s, sizes.margin)
+    phase.boundary_lead_s = round((boundary - utc_now()).total_seconds(), 1)
+    report_progress(f"scale: opening {sizes.invoices} invoices, boundary in {phase.boundary_lead_s:.0f} s")
+    phase.open_s = await open_invoices(f"X{run}-", sizes.invoices, boundary)
+    phase.opened_after_boundary = utc_now() > boundary
+    await sleep_until(boundary)
+    report_progress(f"scale: boundary reached, waiting for {sizes.invoices} reminders")
+    await poll(lambda: _count_events(pool, f"X{run}-", "reminder"), lambda n: n >= sizes.invoices, sizes.timeout, 0.25)
+    phase.pass_s = (utc_now() - boundary).total_seconds()
+    return phase
+
+
+async def _baseline_phase(client: Client, sizes: ScaleSizes, run: str, report_progress: Say) -> Phase:
+    phase = Phase()
+
+    async def open_baselines(prefix: str, count: int, boundary: datetime) -> float:
+        plan = BaselinePlan(
+            start_activities=ACTIVITIES_PER_STEP, steps=[(boundary, ACTIVITIES_PER_STEP)], wait_for_payment=False
+        )
+        began = time.monotonic()
+        jobs = [
+            lambda n=n: client.start_workflow(BaselineWorkflow.run, plan, id=f"{prefix}{n}", task_queue=BASELINE_QUEUE)
+            for n in range(count)
+        ]
+        failures = [o for o in await run_bounded(jobs, sizes.start_concurrency) if isinstance(o, BaseException)]
+        if failures:
+            raise RuntimeError(f"{len(failures)} baseline workflows did not start: {failures[0]}")
+        return time.monotonic() - began
+
+    report_progress(f"scale: warming up with {sizes.warmup} baseline workflows")
+    warmup_s = await open_baselines(f"BW{run}-", sizes.warmup, utc_now() + FAR_AWAY)
+    boundary = _boundary(sizes.invoices, sizes.warmup, warmup_s, min(sizes.margin, 30.0))
+    phase.boundary_lead_s = round((boundary - utc_now()).total_seconds(), 1)
+    report_progress(f"scale: opening {sizes.invoices} baseline workflows, boundary in {phase.boundary_lead_s:.0f} s")
+    phase.open_s = await open_baselines(f"BX{run}-", sizes.invoices, boundary)
+    phase.opened_after_boundary = utc_now() > boundary
+    await sleep_until(boundary)
+
+    async def running() -> int:
+        return (await client.count_workflows(RUNNING.format(prefix=f"BX{run}-"))).count
+
+    await poll(running, lambda n: n == 0, sizes.timeout, 0.25)
+    phase.pass_s = (utc_now() - boundary).total_seconds()
+    return phase
+
+
+async def measure_scale(stack: BenchStack, sizes: ScaleSizes, report_progress: Say = lambda text: None) -> Measurement:
+    """Baseline workflows, then invoices, waiting on one boundary each, on ``stack``."""
+    began = time.monotonic()
+    run = uuid.uuid4().hex[:6]
+    assert stack.client is not None
+    async with stack.watch() as watch:
+        baseline = await _baseline_phase(stack.client, sizes, run, report_progress)
+        real = await _invoice_phase(stack, sizes, run, report_progress)
+    usage = watch.usage()
+    disk = await stack.disk_usage_mb()
+    count = sizes.invoices
+    figures = [
+        Figure(
+            name=f"{count} waiting invoices passing one stage boundary",
+            unit="/s",
+            measured=count / real.pass_s,
+            baseline=count / baseline.pass_s,
+        ),
+        Figure(
+            name=f"worker peak memory, {count} open",
+            unit="MB",
+            measured=usage["worker"].peak_rss_mb,
+            baseline=usage["baseline_worker"].peak_rss_mb,
+            target=MEMORY_TARGET,
+        ),
+    ]
+    return Measurement(
+        name="scale",
+        seconds=round(time.monotonic() - began, 1),
+        figures=figures,
+        details={
+            "open_invoices": count,
+            "warmup": sizes.warmup,
+            "dunning": vars(real),
+            "baseline": vars(baseline),
+            "boundary_pass_s": {"dunning": round(real.pass_s, 1), "baseline": round(baseline.pass_s, 1)},
+            "usage": {name: vars(u) for name, u in usage.items()},
+            "disk_mb": disk,
+            "worker_overload_signs": stack.workers["worker"].overload_signs(),
+        },
+    )

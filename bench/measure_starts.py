@@ -1,0 +1,209 @@
+"""Measurement 2: invoice starts per second, and ``record_payment`` round trips with many invoices open.
+
+The bare workflows (a start and nothing else; an update that only answers) are started first,
+then the invoices (full default policy, so each stays open for weeks). Once every invoice has
+sent its invoice-issued notice, payments of EUR 1.00 go to invoices picked at random, each one
+followed by a bare update to a bare workflow picked at random, so that both see the same moment.
+A few such pairs are also timed while the worker is still issuing (rendering and sending the
+invoice-issued notices): what a client paying then waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import math
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import date
+
+import asyncpg
+from temporalio.client import Client
+
+from bench.baseline import BareWorkflow
+from bench.report import Figure, Measurement, Target
+from bench.stack import BASELINE_QUEUE, INVOICE_QUEUE, BenchStack
+from bench.workload import Say, open_invoice, poll, run_bounded
+from worker import invoices
+from worker.invoices import InvoiceError, Refusal
+from workflows.models import Payment
+
+START_TARGET = Target(on="ratio", op=">=", bound=0.8)
+P99_TARGET = Target(on="ratio", op="<=", bound=1.5)
+PAYMENT_MINOR = 100  # EUR 1.00: the invoice stays open
+BUSY_SAMPLES = 30
+
+
+@dataclass(frozen=True)
+class StartSizes:
+    open_invoices: int
+    payments: int
+    start_concurrency: int = 32
+    drain_timeout: float = 7200.0  # for every invoice-issued notice to be sent
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank percentile ``q`` (0-100) of ``values``."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+async def _start_rate(jobs: list[Callable[[], Awaitable[object]]], concurrency: int) -> tuple[float, int]:
+    """(starts per second, failures) of running the start jobs ``concurrency`` at a time."""
+    began = time.monotonic()
+    outcomes = await run_bounded(jobs, concurrency)
+    elapsed = time.monotonic() - began
+    failures = sum(isinstance(o, BaseException) for o in outcomes)
+    return (len(jobs) - failures) / elapsed, failures
+
+
+async def _issued_notices(pool: asyncpg.Pool, prefix: str) -> int:
+    return await pool.fetchval(
+        "SELECT count(*) FROM invoice_events WHERE kind = 'notice_sent' AND data->>'kind' = 'invoice_issued'"
+        " AND invoice_id LIKE $1",
+        prefix + "%",
+    )
+
+
+async def _timed(call: Callable[[], Awaitable[object]]) -> float:
+    """Milliseconds ``call`` took."""
+    began = time.perf_counter()
+    await call()
+    return (time.perf_counter() - began) * 1000
+
+
+async def _payment_pair(client: Client, invoice_id: str, bare_id: str, payment_id: str) -> tuple[float, float]:
+    """Milliseconds of one ``record_payment`` of EUR 1.00, then of one bare update."""
+    payment = Payment(payment_id=payment_id, amount_minor=PAYMENT_MINOR, currency="EUR")
+    real = await _timed(functools.partial(invoices.record_payment, client, invoice_id, payment))
+    handle = client.get_workflow_handle_for(BareWorkflow.run, bare_id)
+    return real, await _timed(functools.partial(handle.execute_update, BareWorkflow.ping, PAYMENT_MINOR))
+
+
+async def _sample_while_busy(
+    client: Client,
+    invoice_ids: list[str],
+    bare_ids: list[str],
+    pick: random.Random,
+    prefix: str,
+    samples: list[tuple[float | None, float | None]],
+) -> None:
+    """Every second, a payment pair while the worker is still issuing invoices (until cancelled);
+    None for a payment with no answer within ``worker.invoices.ANSWER_TIMEOUT``."""
+    while len(samples) < BUSY_SAMPLES:
+        await asyncio.sleep(1.0)
+        payment_id = f"{prefix}-{len(samples)}"
+        try:
+            samples.append(await _payment_pair(client, pick.choice(invoice_ids), pick.choice(bare_ids), payment_id))
+        except InvoiceError as err:
+            if err.refusal != Refusal.UNAVAILABLE:
+                raise
+            samples.append((None, None))
+
+
+async def measure_starts(stack: BenchStack, sizes: StartSizes, report_progress: Say = lambda text: None) -> Measurement:
+    """Start rates of invoices and bare workflows, then payment and bare-update round trips, on ``stack``."""
+    began = time.monotonic()
+    run = uuid.uuid4().hex[:6]
+    count = sizes.open_invoices
+    assert stack.client is not None and stack.pool is not None
+    client: Client = stack.client
+    bare_ids = [f"bare-{run}-{n}" for n in range(count)]
+    invoice_ids = [f"S{run}-{n}" for n in range(count)]
+    today = date.today()
+    async with stack.watch() as watch:
+        report_progress(f"starts: {count} bare workflows")
+        bare_rate, bare_failed = await _start_rate(
+            [lambda i=i: client.start_workflow(BareWorkflow.run, id=i, task_queue=BASELINE_QUEUE) for i in bare_ids],
+            sizes.start_concurrency,
+        )
+        report_progress(f"starts: {count} invoices")
+        real_began = time.monotonic()
+        real_rate, real_failed = await _start_rate(
+            [lambda i=i: invoices.start_invoice(client, INVOICE_QUEUE, open_invoice(i, today)) for i in invoice_ids],
+            sizes.start_concurrency,
+        )
+        report_progress(f"starts: waiting for {count} invoice-issued notices")
+        pick = random.Random(7)
+        busy_ms: list[tuple[float | None, float | None]] = []
+        sampler = asyncio.create_task(_sample_while_busy(client, invoice_ids, bare_ids, pick, f"BUSY-{run}", busy_ms))
+        try:
+            await poll(
+                lambda: _issued_notices(stack.pool, f"S{run}-"),
+                lambda n: n >= count - real_failed,
+                sizes.drain_timeout,
+                1.0,
+            )
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+        open_s = time.monotonic() - real_began
+        start_usage = watch.usage()
+
+    report_progress(f"payments: {sizes.payments} record_payment and as many bare updates")
+    real_ms, bare_ms = [], []
+    async with stack.watch() as watch:
+        for n in range(sizes.payments):
+            real, bare = await _payment_pair(client, pick.choice(invoice_ids), pick.choice(bare_ids), f"PAY-{run}-{n}")
+            real_ms.append(real)
+            bare_ms.append(bare)
+        payment_usage = watch.usage()
+    disk = await stack.disk_usage_mb()
+
+    figures = [
+        Figure(name="starts per second", unit="/s", measured=real_rate, baseline=bare_rate, target=START_TARGET),
+        Figure(
+            name="record_payment round trip p50",
+            unit="ms",
+            measured=percentile(real_ms, 50),
+            baseline=percentile(bare_ms, 50),
+        ),
+        Figure(
+            name="record_payment round trip p99",
+            unit="ms",
+            measured=percentile(real_ms, 99),
+            baseline=percentile(bare_ms, 99),
+            target=P99_TARGET,
+        ),
+    ]
+    return Measurement(
+        name="starts_and_payments",
+        seconds=round(time.monotonic() - began, 1),
+        figures=figures,
+        details={
+            "open_invoices": count,
+            "start_concurrency": sizes.start_concurrency,
+            "start_failures": {"dunning": real_failed, "bare": bare_failed},
+            "all_invoices_issued_in_s": round(open_s, 1),
+            "invoices_issued_per_second": round((count - real_failed) / open_s, 2),
+            "payments": sizes.payments,
+            "record_payment_ms": _summary(real_ms),
+            "bare_update_ms": _summary(bare_ms),
+            "while_issuing": {
+                "samples": len(busy_ms),
+                "record_payment_unanswered": sum(r is None for r, _ in busy_ms),
+                "record_payment_ms": _summary([r for r, _ in busy_ms if r is not None]),
+                "bare_update_ms": _summary([b for _, b in busy_ms if b is not None]),
+            },
+            "usage_while_starting": {k: vars(v) for k, v in start_usage.items()},
+            "usage_while_paying": {k: vars(v) for k, v in payment_usage.items()},
+            "disk_mb": disk,
+            "worker_overload_signs": stack.workers["worker"].overload_signs(),
+        },
+    )
+
+
+def _summary(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {
+        "p50": round(percentile(values, 50), 2),
+        "p90": round(percentile(values, 90), 2),
+        "p99": round(percentile(values, 99), 2),
+        "max": round(max(values), 2),
+    }

@@ -1,0 +1,209 @@
+"""What the measurements drive: invoices, the event stream an invoice writes, and the shape of a history."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, TypeVar
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHistory
+
+from workflows import policy
+from workflows.models import (
+    DomainEvent,
+    DunningPolicy,
+    EventKind,
+    Invoice,
+    NoticeKind,
+    StageAction,
+)
+
+T = TypeVar("T")
+Say = Callable[[str], None]
+"""How a measurement reports what it is doing (a progress line)."""
+
+AMOUNT_MINOR = 100_000  # EUR 1,000.00
+CURRENCY = "EUR"
+TERMS = {"late_fee_percent_per_month": "2", "fixed_late_fee_minor": 1_500}
+LATE_FEE_MINOR = 3_500  # 2 % of 1,000.00 + 15.00
+# every step of an invoice's lifecycle runs two activities: send_notice, then append_events
+ACTIVITIES_PER_STEP = 2
+LIFECYCLE_STAGES = (StageAction.REMINDER, StageAction.WARNING, StageAction.LATE_FEE)
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _invoice(invoice_id: str, due_at: datetime, policy_fields: dict[str, Any], **fields: Any) -> Invoice:
+    """An invoice of EUR 1,000.00 due on ``due_at``'s date at its time of day, read in the invoice's
+    time zone (UTC unless ``fields`` give another)."""
+    return Invoice.model_validate(
+        {
+            "invoice_id": invoice_id,
+            "customer_id": "BENCH-1",
+            "contact": {"name": "Ana Pop", "email": "ana@client.example"},
+            "amount_minor": AMOUNT_MINOR,
+            "currency": CURRENCY,
+            "issue_date": due_at.date(),
+            "due_date": due_at.date(),
+            "terms": TERMS,
+            "policy": {"due_time": due_at.time().replace(tzinfo=None), **policy_fields},
+            **fields,
+        }
+    )
+
+
+def lifecycle_invoice(invoice_id: str, due_at: datetime, gap: timedelta) -> Invoice:
+    """Reminder, warning and late fee at one, two and three ``gap`` after ``due_at``, at any hour."""
+    stages = [{"action": action.value, "offset": gap * (n + 1)} for n, action in enumerate(LIFECYCLE_STAGES)]
+    return _invoice(invoice_id, due_at, {"stages": stages, "sending_window": None})
+
+
+def stage_moments(invoice: Invoice) -> list[datetime]:
+    """When each stage of the invoice's policy is due."""
+    return [policy.stage_due_at(invoice, stage, timedelta(0)) for stage in invoice.policy.stages]
+
+
+def open_invoice(invoice_id: str, today: date) -> Invoice:
+    """An invoice on the full default policy (sending window, Romanian holidays), due in 14 days."""
+    due_at = datetime(today.year, today.month, today.day, 9, tzinfo=timezone.utc) + timedelta(days=14)
+    return _invoice(
+        invoice_id, due_at, {"stages": _default_stages()}, issue_date=today, time_zone="Europe/Bucharest", country="RO"
+    )
+
+
+def boundary_invoice(invoice_id: str, boundary: datetime) -> Invoice:
+    """The default policy at any hour, due a day before ``boundary``: its reminder is due at ``boundary``."""
+    due_at = boundary - DunningPolicy.default().stage(StageAction.REMINDER).offset
+    return _invoice(invoice_id, due_at, {"stages": _default_stages(), "sending_window": None})
+
+
+def _default_stages() -> list[dict[str, Any]]:
+    return [stage.model_dump(mode="json") for stage in DunningPolicy.default().stages]
+
+
+# --- the event stream of one paid invoice ---------------------------------------------------
+
+
+def paid_invoice_events(invoice: Invoice) -> list[list[DomainEvent]]:
+    """The events a lifecycle invoice writes (issued, reminder, warning, late fee, payment), in the
+    batches its workflow appends them: a step's facts and its ``notice_sent``, one batch per step."""
+    due = policy.due_moment(invoice)
+    sequence = 0
+    notices = 0
+
+    def event(kind: EventKind, at: datetime, /, **data: Any) -> DomainEvent:
+        nonlocal sequence
+        sequence += 1
+        return DomainEvent(invoice_id=invoice.invoice_id, sequence=sequence, kind=kind, occurred_at=at, data=data)
+
+    def notice(kind: NoticeKind, at: datetime) -> DomainEvent:
+        nonlocal notices
+        notices += 1
+        step = f"{invoice.workflow_id}/{notices:04d}-{kind.value}"
+        return event(
+            EventKind.NOTICE_SENT, at, kind=kind.value, step=step, to=str(invoice.contact.email), channels=["email"]
+        )
+
+    issued = due - timedelta(days=14)
+    batches = [[event(EventKind.INVOICE_ISSUED, issued, invoice=invoice.model_dump(mode="json"))]]
+    batches[0].append(notice(NoticeKind.INVOICE_ISSUED, issued))
+    for days, stage, kind in (
+        (1, StageAction.REMINDER, NoticeKind.REMINDER),
+        (5, StageAction.WARNING, NoticeKind.WARNING),
+    ):
+        at = due + timedelta(days=days)
+        batches.append([event(EventKind.STAGE_REACHED, at, stage=stage.value, days_overdue=days), notice(kind, at)])
+    at = due + timedelta(days=10)
+    batches.append(
+        [
+            event(EventKind.STAGE_REACHED, at, stage=StageAction.LATE_FEE.value, days_overdue=10),
+            event(EventKind.LATE_FEE_CHARGED, at, number=1, amount_minor=LATE_FEE_MINOR, reason="late fee"),
+            notice(NoticeKind.LATE_FEE, at),
+        ]
+    )
+    at, total = due + timedelta(days=11), AMOUNT_MINOR + LATE_FEE_MINOR
+    batches.append(
+        [
+            event(
+                EventKind.PAYMENT_RECORDED,
+                at,
+                payment_id=f"PAY-{invoice.invoice_id}",
+                amount_minor=total,
+                received_at=at.isoformat(),
+                balance_minor=0,
+            ),
+            event(
+                EventKind.INVOICE_CLOSED,
+                at,
+                state="paid",
+                paid_minor=total,
+                fees_minor=LATE_FEE_MINOR,
+                written_off_minor=0,
+                overpaid_minor=0,
+            ),
+            notice(NoticeKind.RECEIPT, at),
+        ]
+    )
+    return batches
+
+
+# --- histories -------------------------------------------------------------------------------
+
+SHAPE_EVENTS = {
+    "timers": EventType.EVENT_TYPE_TIMER_STARTED,
+    "activities": EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED,
+    "markers": EventType.EVENT_TYPE_MARKER_RECORDED,  # local activities and patches
+    "updates": EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
+    "workflow_tasks": EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+    "search_attribute_upserts": EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES,
+}
+
+
+def history_shape(history: WorkflowHistory) -> dict[str, int]:
+    """How many timers, activities, updates, ... a history holds, and its length."""
+    counts = {name: 0 for name in SHAPE_EVENTS}
+    for event in history.events:
+        for name, event_type in SHAPE_EVENTS.items():
+            if event.event_type == event_type:
+                counts[name] += 1
+    counts["events"] = len(history.events)
+    return counts
+
+
+# --- driving -----------------------------------------------------------------------------------
+
+
+async def sleep_until(moment: datetime) -> None:
+    delay = (moment - utc_now()).total_seconds()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+async def poll(
+    check: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float, interval: float = 0.2
+) -> T:
+    """Call ``check`` until ``done`` says its answer will do; TimeoutError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = await check()
+        if done(answer):
+            return answer
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not done within {timeout:g} s (last answer: {answer!r:.200})")
+        await asyncio.sleep(interval)
+
+
+async def run_bounded(jobs: list[Callable[[], Awaitable[T]]], concurrency: int) -> list[T | BaseException]:
+    """Run the jobs with at most ``concurrency`` at a time; each job's result or exception, in order."""
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(job: Callable[[], Awaitable[T]]) -> T:
+        async with slots:
+            return await job()
+
+    return await asyncio.gather(*(one(job) for job in jobs), return_exceptions=True)

@@ -1,0 +1,76 @@
+"""The benchmark at tiny sizes: it runs end to end and its report has the promised shape.
+
+Not the targets: absolute and relative speeds on a shared machine say nothing at these sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TINY = [
+    "--quick",
+    "--concurrency",
+    "1",
+    "--lifecycle-rounds",
+    "1",
+    "--open-invoices",
+    "3",
+    "--payments",
+    "3",
+    "--scale-invoices",
+    "3",
+    "--scale-warmup",
+    "1",
+    "--scale-margin",
+    "2",
+    "--projection-invoices",
+    "5",
+    "--timeskip-invoices",
+    "1",
+]
+MEASUREMENTS = ["lifecycle", "starts_and_payments", "scale", "projection", "time_skipping"]
+
+
+def test_quick_bench_writes_a_report_with_a_positive_ratio_for_every_figure(tmp_path):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", *TINY, "--out", str(tmp_path)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert [m["name"] for m in report["measurements"]] == MEASUREMENTS
+    for measurement in report["measurements"]:
+        assert measurement["figures"], f"{measurement['name']} has no figure"
+        for figure in measurement["figures"]:
+            for key in ("measured", "baseline", "ratio"):
+                value = figure[key]
+                assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, (
+                    measurement["name"],
+                    figure,
+                )
+            assert figure["ratio"] == round(figure["measured"] / figure["baseline"], 3)
+            if figure["target"] is not None:
+                assert isinstance(figure["met"], bool)
+
+    by_name = {m["name"]: m for m in report["measurements"]}
+    assert by_name["lifecycle"]["details"]["levels"][0]["concurrency"] == 1
+    assert by_name["starts_and_payments"]["details"]["open_invoices"] == 3
+    assert by_name["scale"]["details"]["open_invoices"] == 3
+    assert by_name["time_skipping"]["details"]["history_shape"]["updates"] == 1
+
+    table = (tmp_path / "bench.md").read_text()
+    assert table.count("\n") == 2 + sum(len(m["figures"]) for m in report["measurements"])
+    assert (tmp_path / "throughput.png").read_bytes().startswith(b"\x89PNG")
