@@ -404,11 +404,8 @@ class ControllerPeer:
             return 200, {"state": self.states.get(equipment_id, "active")}
 
 
-@contextmanager
-def controller_peer(secret: str = "controller-secret-1") -> Iterator[ControllerPeer]:
-    """The controller on a loopback port, served from a thread."""
-    port = free_port()
-    peer = ControllerPeer(url=f"http://{LOOPBACK}:{port}/dunning", secret=secret)
+def controller_server(peer: ControllerPeer, port: int) -> ThreadingHTTPServer:
+    """An HTTP server on a loopback ``port`` that answers as ``peer`` (serve it from a thread)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
@@ -425,7 +422,15 @@ def controller_peer(secret: str = "controller-secret-1") -> Iterator[ControllerP
         def log_message(self, *args) -> None:
             pass
 
-    server = ThreadingHTTPServer((LOOPBACK, port), Handler)
+    return ThreadingHTTPServer((LOOPBACK, port), Handler)
+
+
+@contextmanager
+def controller_peer(secret: str = "controller-secret-1") -> Iterator[ControllerPeer]:
+    """The controller on a loopback port, served from a thread."""
+    port = free_port()
+    peer = ControllerPeer(url=f"http://{LOOPBACK}:{port}/dunning", secret=secret)
+    server = controller_server(peer, port)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

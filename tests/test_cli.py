@@ -57,7 +57,8 @@ async def status_of(env: dict[str, str], invoice_id: str) -> InvoiceStatus:
 
 
 def due_now_policy(*stages: tuple[str, str], time_zone: str = "Europe/Bucharest") -> dict[str, Any]:
-    """Fields making an invoice due a minute ago (local), with ``stages`` as (action, ISO offset)."""
+    """Fields making an invoice due a minute ago (local), with ``stages`` as (action, ISO offset), sent at
+    any hour (the default sending window would hold a stage due in the evening until the next morning)."""
     moment = datetime.now(ZoneInfo(time_zone)) - timedelta(minutes=1)
     return {
         "issue_date": moment.date().isoformat(),
@@ -65,6 +66,7 @@ def due_now_policy(*stages: tuple[str, str], time_zone: str = "Europe/Bucharest"
         "policy": {
             "stages": [{"action": action, "offset": offset} for action, offset in stages],
             "due_time": moment.time().replace(microsecond=0).isoformat(),
+            "sending_window": None,
         },
     }
 

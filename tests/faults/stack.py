@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import email.parser
 import email.policy
-import json
 import os
 import shutil
 import signal
@@ -30,10 +29,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import asyncpg
@@ -46,7 +45,7 @@ from temporalio.service import RPCError
 
 from activities.ledger import create_pool
 from tests.conftest import free_port, new_pgdata
-from tests.equipment_peers import ControllerPeer
+from tests.equipment_peers import ControllerPeer, controller_server
 from worker.client import connect
 from worker.embedded import EmbeddedPostgres, TemporalDevServer, start_postgres, start_temporal_dev_server
 from worker.settings import Settings
@@ -141,23 +140,7 @@ class EquipmentController:
 
     def start(self) -> None:
         """Accept connections (again)."""
-        peer = self.peer
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                status, answer = peer.handle(self.headers, body)
-                payload = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer((LOOPBACK, self.port), Handler)
+        self._server = controller_server(self.peer, self.port)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -393,6 +376,15 @@ class FaultStack:
     def assert_workers_alive(self) -> None:
         exited = self.workers.exited()
         assert not exited, "\n".join(exited)
+
+
+async def repeat_fault(fault: Callable[[], Awaitable[None]], *, first_after: float, between: float, times: int) -> None:
+    """Cause ``fault`` ``times`` times: ``first_after`` seconds into the run, then ``between`` seconds apart."""
+    await asyncio.sleep(first_after)
+    for n in range(times):
+        if n:
+            await asyncio.sleep(between)
+        await fault()
 
 
 async def wait_for_poller(client: Client, timeout: float = READY_TIMEOUT_S) -> None:

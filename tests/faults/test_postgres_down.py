@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import os
 import time
 import uuid
 
 from tests.faults.checks import check_run
 from tests.faults.fates import Driver, equipment_owners, play_through, scripted_invoices
-from tests.faults.stack import FaultStack, fault_stack
+from tests.faults.stack import fault_stack, repeat_fault
 
 SOAK = os.environ.get("DUNNING_SOAK") == "1"
 INVOICES = 120 if SOAK else 24
@@ -21,14 +21,6 @@ DOWN_FOR_S = 30.0
 DEADLINE_S = 6 * 60.0
 
 
-async def stop_postgres(stack: FaultStack, outages: int) -> None:
-    await asyncio.sleep(FIRST_STOP_AFTER_S)
-    for n in range(outages):
-        if n:
-            await asyncio.sleep(BETWEEN_STOPS_S)
-        await stack.stop_postgres(down_for=DOWN_FOR_S)
-
-
 async def test_postgres_down_for_30_seconds():
     """24 invoices (soak: 120) over every fate; 6 s in, PostgreSQL is stopped for 30 s (soak: twice,
     20 s apart) and started again on the same data. Notices, events, service blocks and equipment
@@ -38,7 +30,16 @@ async def test_postgres_down_for_30_seconds():
     scripts = scripted_invoices(INVOICES, run=f"PG{uuid.uuid4().hex[:4]}")
     async with fault_stack(equipment_owners(scripts)) as stack:
         driver = Driver(stack.client, scripts, time.monotonic() + DEADLINE_S, stack.assert_workers_alive)
-        await play_through(driver, STARTS_PER_SECOND, stop_postgres(stack, OUTAGES))
+        await play_through(
+            driver,
+            STARTS_PER_SECOND,
+            repeat_fault(
+                functools.partial(stack.stop_postgres, down_for=DOWN_FOR_S),
+                first_after=FIRST_STOP_AFTER_S,
+                between=BETWEEN_STOPS_S,
+                times=OUTAGES,
+            ),
+        )
         report = await check_run(stack, driver, f"postgres down {OUTAGES} x {DOWN_FOR_S:.0f} s")
         report.notes.append(driver.timeline())
     report.print()
