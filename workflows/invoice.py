@@ -637,7 +637,10 @@ class InvoiceWorkflow:
         self._changed()
         return ledger.balance_minor
 
-    def _reject_payment(self, reason: str, payload: object) -> None:
+    def _reject_payment(self, reason: str, payload: dict | str) -> None:
+        """Record a payment that cannot be applied, with its reason and what was sent (untrusted text made storable)."""
+        reason = _storable(reason)
+        payload = _storable(payload) if isinstance(payload, str) else payload
         self.ledger.rejected_payments += 1
         self._event(EventKind.PAYMENT_REJECTED, reason=reason, payload=payload)
         self.ledger.remember(workflow.now(), f"Payment rejected: {reason}")
@@ -675,14 +678,14 @@ class InvoiceWorkflow:
     @workflow.signal(name="payment_received")
     def payment_received(self, raw: RawValue = NO_ARGUMENT) -> None:
         """Fire-and-forget payment. The payload is decoded here, so a bad one is recorded, never lost."""
-        raw_text = _storable(raw.payload.data.decode("utf-8", errors="replace")[:2000])
+        raw_text = raw.payload.data.decode("utf-8", errors="replace")[:2000]
         if raw is NO_ARGUMENT:
             self._reject_payment("malformed payment: the signal carried no payment", raw_text)
             return
         try:
             payment = workflow.payload_converter().from_payload(raw.payload, Payment)
         except Exception as err:  # noqa: BLE001 - any decoding failure is a rejected payment, not a task failure
-            self._reject_payment(f"malformed payment: {_storable(_one_line(err))}", raw_text)
+            self._reject_payment(f"malformed payment: {_one_line(err)}", raw_text)
             return
         if not isinstance(payment, Payment):  # a null or binary payload decodes to None or bytes, unchecked
             self._reject_payment(f"malformed payment: not a payment object but {type(payment).__name__}", raw_text)

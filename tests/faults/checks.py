@@ -24,6 +24,7 @@ import asyncio
 import itertools
 import time
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -31,8 +32,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from activities.projections import PROJECTION_TABLES, projection_lag, rebuild
-from tests.faults.fates import TRIGGER, Driver, ScriptedInvoice
-from tests.faults.stack import Delivery, Fault, FaultStack
+from tests.faults.fates import TRIGGER, Driver, ScriptedInvoice, equipment_owners, play_through
+from tests.faults.stack import Delivery, Fault, FaultStack, fault_stack
 from workflows import policy
 from workflows.models import EventKind, InvoiceOutcome, InvoiceState, NoticeKind, StageAction
 
@@ -150,6 +151,28 @@ def _stage_end(event: Event, events: list[Event]) -> int:
         return event.sequence
     cuts = [e.sequence for e in events if e.kind in CUT_EVENTS and e.sequence > event.sequence]
     return max(cuts, default=event.sequence)
+
+
+async def run_under_fault(
+    scripts: list[ScriptedInvoice],
+    per_second: float,
+    deadline_s: float,
+    fault: Callable[[FaultStack], Awaitable[None]],
+    title: str,
+    *,
+    unreachable: frozenset[str] = frozenset(),
+) -> None:
+    """Play ``scripts`` on a stack of their own, started ``per_second``, while ``fault(stack)`` runs; then run
+    every check (``check_run``), print the one-line result and fail on any problem."""
+    async with fault_stack(equipment_owners(scripts), unreachable=unreachable) as stack:
+        driver = Driver(stack.client, scripts, time.monotonic() + deadline_s, stack.assert_workers_alive)
+        await play_through(driver, per_second, fault(stack))
+        report = await check_run(stack, driver, title, unreachable=unreachable)
+        report.notes.append(driver.timeline())
+    if unreachable:
+        report.notes.append(f"never answering: {', '.join(sorted(unreachable))}")
+    report.print()
+    report.assert_clean()
 
 
 async def check_run(

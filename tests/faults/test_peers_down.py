@@ -8,9 +8,9 @@ import os
 import time
 import uuid
 
-from tests.faults.checks import check_run
-from tests.faults.fates import LADDER, Driver, Fate, equipment_owners, play_through, scripted_invoices
-from tests.faults.stack import FaultStack, fault_stack
+from tests.faults.checks import run_under_fault
+from tests.faults.fates import LADDER, Fate, scripted_invoices
+from tests.faults.stack import FaultStack
 
 SOAK = os.environ.get("DUNNING_SOAK") == "1"
 INVOICES = 64 if SOAK else 16
@@ -50,11 +50,11 @@ async def test_peers_refusing_then_back_and_one_never():
         script.ladder = FAST_LADDER
     scripts = never + [s for s in scripts if s not in never]
     unreachable = frozenset(script.equipment_ids[1] for script in never)
-    async with fault_stack(equipment_owners(scripts), unreachable=unreachable) as stack:
-        driver = Driver(stack.client, scripts, time.monotonic() + DEADLINE_S, stack.assert_workers_alive)
-        await play_through(driver, STARTS_PER_SECOND, peers_down(stack, [script.equipment_ids[0] for script in never]))
-        report = await check_run(stack, driver, f"smtp and controller down {DOWN_FOR_S:.0f} s", unreachable=unreachable)
-        report.notes.append(driver.timeline())
-        report.notes.append(f"never answering: {', '.join(sorted(unreachable))}")
-    report.print()
-    report.assert_clean()
+    await run_under_fault(
+        scripts,
+        STARTS_PER_SECOND,
+        DEADLINE_S,
+        lambda stack: peers_down(stack, [script.equipment_ids[0] for script in never]),
+        f"smtp and controller down {DOWN_FOR_S:.0f} s",
+        unreachable=unreachable,
+    )

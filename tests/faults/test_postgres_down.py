@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 import uuid
 
-from tests.faults.checks import check_run
-from tests.faults.fates import Driver, equipment_owners, play_through, scripted_invoices
-from tests.faults.stack import fault_stack, repeat_fault
+from tests.faults.checks import run_under_fault
+from tests.faults.fates import scripted_invoices
+from tests.faults.stack import repeat_fault
 
 SOAK = os.environ.get("DUNNING_SOAK") == "1"
 INVOICES = 120 if SOAK else 24
@@ -28,19 +27,11 @@ async def test_postgres_down_for_30_seconds():
     complete and gap-free, every notice step reached the SMTP server once, and the projections (the
     worker's projector lost its connection too) equal a rebuild from the events."""
     scripts = scripted_invoices(INVOICES, run=f"PG{uuid.uuid4().hex[:4]}")
-    async with fault_stack(equipment_owners(scripts)) as stack:
-        driver = Driver(stack.client, scripts, time.monotonic() + DEADLINE_S, stack.assert_workers_alive)
-        await play_through(
-            driver,
-            STARTS_PER_SECOND,
-            repeat_fault(
-                functools.partial(stack.stop_postgres, down_for=DOWN_FOR_S),
-                first_after=FIRST_STOP_AFTER_S,
-                between=BETWEEN_STOPS_S,
-                times=OUTAGES,
-            ),
-        )
-        report = await check_run(stack, driver, f"postgres down {OUTAGES} x {DOWN_FOR_S:.0f} s")
-        report.notes.append(driver.timeline())
-    report.print()
-    report.assert_clean()
+    outages = functools.partial(repeat_fault, first_after=FIRST_STOP_AFTER_S, between=BETWEEN_STOPS_S, times=OUTAGES)
+    await run_under_fault(
+        scripts,
+        STARTS_PER_SECOND,
+        DEADLINE_S,
+        lambda stack: outages(functools.partial(stack.stop_postgres, down_for=DOWN_FOR_S)),
+        f"postgres down {OUTAGES} x {DOWN_FOR_S:.0f} s",
+    )

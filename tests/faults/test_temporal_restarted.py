@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 import uuid
 
-from tests.faults.checks import check_run
-from tests.faults.fates import Driver, equipment_owners, play_through, scripted_invoices
-from tests.faults.stack import fault_stack, repeat_fault
+from tests.faults.checks import run_under_fault
+from tests.faults.fates import scripted_invoices
+from tests.faults.stack import repeat_fault
 
 SOAK = os.environ.get("DUNNING_SOAK") == "1"
 INVOICES = 120 if SOAK else 24
@@ -27,19 +26,11 @@ async def test_temporal_restarted_mid_run():
     worker and the driver ride it out; every invoice ends as its fate says, with every notice step
     received once, every cut and restore done once, and a gap-free event log."""
     scripts = scripted_invoices(INVOICES, run=f"TR{uuid.uuid4().hex[:4]}")
-    async with fault_stack(equipment_owners(scripts)) as stack:
-        driver = Driver(stack.client, scripts, time.monotonic() + DEADLINE_S, stack.assert_workers_alive)
-        await play_through(
-            driver,
-            STARTS_PER_SECOND,
-            repeat_fault(
-                functools.partial(stack.restart_temporal, down_for=DOWN_FOR_S),
-                first_after=FIRST_STOP_AFTER_S,
-                between=BETWEEN_STOPS_S,
-                times=RESTARTS,
-            ),
-        )
-        report = await check_run(stack, driver, f"temporal restarted {RESTARTS} time(s)")
-        report.notes.append(driver.timeline())
-    report.print()
-    report.assert_clean()
+    restarts = functools.partial(repeat_fault, first_after=FIRST_STOP_AFTER_S, between=BETWEEN_STOPS_S, times=RESTARTS)
+    await run_under_fault(
+        scripts,
+        STARTS_PER_SECOND,
+        DEADLINE_S,
+        lambda stack: restarts(functools.partial(stack.restart_temporal, down_for=DOWN_FOR_S)),
+        f"temporal restarted {RESTARTS} time(s)",
+    )

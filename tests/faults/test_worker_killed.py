@@ -8,9 +8,9 @@ import random
 import time
 import uuid
 
-from tests.faults.checks import check_run
-from tests.faults.fates import Driver, equipment_owners, play_through, scripted_invoices
-from tests.faults.stack import FaultStack, fault_stack
+from tests.faults.checks import run_under_fault
+from tests.faults.fates import scripted_invoices
+from tests.faults.stack import FaultStack
 
 SOAK = os.environ.get("DUNNING_SOAK") == "1"
 INVOICES = 200 if SOAK else 40
@@ -44,13 +44,12 @@ async def test_worker_killed_at_random_moments():
     seed = int(os.environ.get("DUNNING_FAULT_SEED", time.time_ns() % 1_000_000))
     rng = random.Random(seed)
     scripts = scripted_invoices(INVOICES, run=f"WK{uuid.uuid4().hex[:4]}")
-    async with fault_stack(equipment_owners(scripts)) as stack:
-        driver = Driver(stack.client, scripts, time.monotonic() + DEADLINE_S, stack.assert_workers_alive)
-        # while invoices are started, the first ones escalating up to their suspension meanwhile: the recovery
-        # from the last kill (up to a minute, see DEADLINE_S) is most of the test's time
-        kills = kill_at_random(stack, rng, KILLS, within=INVOICES / STARTS_PER_SECOND)
-        await play_through(driver, STARTS_PER_SECOND, kills)
-        report = await check_run(stack, driver, f"worker killed {KILLS} times (seed {seed})")
-        report.notes.append(driver.timeline())
-    report.print()
-    report.assert_clean()
+    # while invoices are started, the first ones escalating up to their suspension meanwhile: the recovery
+    # from the last kill (up to a minute, see DEADLINE_S) is most of the test's time
+    await run_under_fault(
+        scripts,
+        STARTS_PER_SECOND,
+        DEADLINE_S,
+        lambda stack: kill_at_random(stack, rng, KILLS, within=INVOICES / STARTS_PER_SECOND),
+        f"worker killed {KILLS} times (seed {seed})",
+    )
