@@ -69,7 +69,7 @@ async def paid_while_suspended(
     await _skip_past(env, invoice, StageAction.SUSPEND)
     await _settle(handle)
     balance = (await handle.query(InvoiceWorkflow.status)).balance_minor
-    await handle.signal(InvoiceWorkflow.payment_received, Payment(payment_id="rest", amount_minor=balance, currency="EUR"))
+    await handle.signal("payment_received", Payment(payment_id="rest", amount_minor=balance, currency="EUR"))
     await handle.result()
     return handle
 

@@ -22,7 +22,7 @@ from tests.harness import Hold, Recorder, eventually, make_invoice, start_invoic
 from worker.sandbox import workflow_runner
 from workflows import policy
 from workflows import search_attributes as sa
-from workflows.invoice import NO_ARGUMENT, InvoiceWorkflow
+from workflows.invoice import PAYMENT_SIGNAL, InvoiceWorkflow
 from workflows.models import (
     DecideLegal,
     DunningPolicy,
@@ -203,7 +203,7 @@ async def test_payment_is_idempotent_by_payment_id(env, client, queue, recorder)
     invoice, handle = await begin(env, client, queue, recorder)
     assert await handle.execute_update(InvoiceWorkflow.record_payment, pay("same", 10_000)) == 90_000
     assert await handle.execute_update(InvoiceWorkflow.record_payment, pay("same", 10_000)) == 90_000
-    await handle.signal(InvoiceWorkflow.payment_received, pay("same", 10_000))
+    await handle.signal(PAYMENT_SIGNAL, pay("same", 10_000))
     await eventually(lambda: recorder.notice_kinds(invoice.invoice_id).count("receipt") == 1)
     current = await status(handle)
     assert current.paid_minor == 10_000
@@ -224,10 +224,24 @@ async def test_overpayment_is_recorded_as_a_credit(env, client, queue, recorder)
 
 async def test_signal_payment_records_like_the_update(env, client, queue, recorder):
     invoice, handle = await begin(env, client, queue, recorder)
-    await handle.signal(InvoiceWorkflow.payment_received, pay("s1", 40_000))
+    await handle.signal(PAYMENT_SIGNAL, pay("s1", 40_000))
     await eventually(lambda: _balance_is(handle, 60_000))
-    await handle.signal(InvoiceWorkflow.payment_received, pay("s2", 60_000))
+    await handle.signal(PAYMENT_SIGNAL, pay("s2", 60_000))
     assert (await handle.result()).state == InvoiceState.PAID
+
+
+async def test_signal_of_another_name_is_dropped_and_changes_nothing(env, client, queue, recorder):
+    """A signal the invoice does not take (here a typo of payment_received) is dropped, whatever it carries;
+    no workflow task fails and the invoice still takes payments."""
+    invoice, handle = await begin(env, client, queue, recorder)
+    await handle.signal("payment_recieved", pay("typo", invoice.amount_minor))
+    await handle.signal("payment_received_twice", args=[1, 2, 3])
+    await handle.signal(PAYMENT_SIGNAL, pay("s1", 40_000))
+    await eventually(lambda: _balance_is(handle, 60_000))
+    current = await status(handle)
+    assert current.rejected_payments == 0 and current.paid_minor == 40_000
+    history = await handle.fetch_history()
+    assert not [e for e in history.events if e.HasField("workflow_task_failed_event_attributes")]
 
 
 async def _balance_is(handle: WorkflowHandle, balance: int) -> bool:
@@ -235,23 +249,24 @@ async def _balance_is(handle: WorkflowHandle, balance: int) -> bool:
 
 
 @pytest.mark.parametrize(
-    ("payload", "reason"),
+    ("arguments", "reason"),
     [
-        ("not a payment", "malformed payment"),
-        ({"payment_id": "x1", "currency": "EUR"}, "malformed payment"),
-        ({"payment_id": "x2", "amount_minor": -500, "currency": "EUR"}, "greater than 0"),
-        ({"payment_id": "x3", "amount_minor": 500, "currency": "EUR", "surprise": 1}, "malformed payment"),
-        ({"payment_id": "x4", "amount_minor": 500, "currency": "USD"}, "does not match invoice currency EUR"),
-        (12345, "malformed payment"),
-        (None, "not a payment object but NoneType"),  # a binary/null payload
-        (bytes(range(256)), "not a payment object but bytes"),  # binary/plain
-        (RawValue(Payload(metadata={"encoding": b"json/plain"}, data=b'{"payment_id": "S-\x00"}')), "malformed payment"),
-        (NO_ARGUMENT, "the signal carried no payment"),
+        (["not a payment"], "malformed payment"),
+        ([{"payment_id": "x1", "currency": "EUR"}], "malformed payment"),
+        ([{"payment_id": "x2", "amount_minor": -500, "currency": "EUR"}], "greater than 0"),
+        ([{"payment_id": "x3", "amount_minor": 500, "currency": "EUR", "surprise": 1}], "malformed payment"),
+        ([{"payment_id": "x4", "amount_minor": 500, "currency": "USD"}], "does not match invoice currency EUR"),
+        ([12345], "malformed payment"),
+        ([None], "not a payment object but NoneType"),  # a binary/null payload
+        ([bytes(range(256))], "not a payment object but bytes"),  # binary/plain
+        ([RawValue(Payload(metadata={"encoding": b"json/plain"}, data=b'{"payment_id": "S-\x00"}'))], "malformed payment"),
+        ([], "the signal carried no payment"),
+        ([{"payment_id": "y1", "amount_minor": 500, "currency": "EUR"}] * 2, "carried 2 arguments, not one payment"),
     ],
 )
-async def test_malformed_signal_is_recorded_as_rejected_never_lost(env, client, queue, recorder, payload, reason):
+async def test_malformed_signal_is_recorded_as_rejected_never_lost(env, client, queue, recorder, arguments, reason):
     invoice, handle = await begin(env, client, queue, recorder)
-    await handle.signal("payment_received", *([] if payload is NO_ARGUMENT else [payload]))
+    await handle.signal(PAYMENT_SIGNAL, args=arguments)
     await eventually(lambda: len(recorder.events_of(invoice.invoice_id, "payment_rejected")) == 1)
     [rejected] = recorder.events_of(invoice.invoice_id, "payment_rejected")
     assert reason in rejected.data["reason"]

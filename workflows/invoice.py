@@ -8,12 +8,12 @@ only validate, change state and wake the loop; every piece of I/O is an activity
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
@@ -68,7 +68,7 @@ PATCH_SENDING_WINDOW = "sending-window"
 PATCH_EQUIPMENT = "equipment-adapters"
 PATCH_AGENCY_PACKAGE = "agency-package"
 PATCH_STAGE_STOPS_AT_CLOSE = "stage-stops-at-close"
-NO_ARGUMENT = RawValue(Payload())  # what payment_received gets from a signal sent without an argument
+PAYMENT_SIGNAL = "payment_received"
 NOTICE_FOR_STAGE = {
     StageAction.COURTESY: NoticeKind.COURTESY,
     StageAction.REMINDER: NoticeKind.REMINDER,
@@ -151,7 +151,7 @@ class InvoiceWorkflow:
                     timeout=(step.at - workflow.now()) if step else None,
                     timeout_summary=step.label if step else None,
                 )
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 assert step is not None
                 await self._perform(step)
         if self.ledger.suspended and self.ledger.escalation != InvoiceState.WRITTEN_OFF:
@@ -675,13 +675,22 @@ class InvoiceWorkflow:
         if problem := self._payment_problem(payment):
             raise problem
 
-    @workflow.signal(name="payment_received")
-    def payment_received(self, raw: RawValue = NO_ARGUMENT) -> None:
-        """Fire-and-forget payment. The payload is decoded here, so a bad one is recorded, never lost."""
-        raw_text = raw.payload.data.decode("utf-8", errors="replace")[:2000]
-        if raw is NO_ARGUMENT:
-            self._reject_payment("malformed payment: the signal carried no payment", raw_text)
+    @workflow.signal(dynamic=True, description=f"{PAYMENT_SIGNAL}: a payment, fire-and-forget (any other name is dropped)")
+    def signal_received(self, name: str, args: Sequence[RawValue]) -> None:
+        """Every signal, whatever its name or its arguments, so none can fail a workflow task.
+
+        ``payment_received`` (one ``Payment``) records a payment; its arguments are decoded here,
+        so a bad one is recorded as rejected, never lost. Any other name is logged and dropped.
+        """
+        if name != PAYMENT_SIGNAL:
+            workflow.logger.warning("dropped a signal named %r: this workflow only takes %r", name[:200], PAYMENT_SIGNAL)
             return
+        if len(args) != 1:
+            carried = f"{len(args)} arguments, not one payment" if args else "no payment"
+            self._reject_payment(f"malformed payment: the signal carried {carried}", " | ".join(map(_raw_text, args)))
+            return
+        raw = args[0]
+        raw_text = _raw_text(raw)
         try:
             payment = workflow.payload_converter().from_payload(raw.payload, Payment)
         except Exception as err:  # noqa: BLE001 - any decoding failure is a rejected payment, not a task failure
@@ -896,6 +905,10 @@ def _refusal(kind: str, message: str) -> ApplicationError:
 
 def _one_line(err: Exception) -> str:
     return " ".join(str(err).split())[:500]
+
+
+def _raw_text(raw: RawValue) -> str:
+    return raw.payload.data.decode("utf-8", errors="replace")[:2000]
 
 
 def _storable(text: str) -> str:

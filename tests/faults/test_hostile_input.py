@@ -90,6 +90,7 @@ def bad_payments(script: ScriptedInvoice) -> list[tuple[Any, ...]]:
         (None,),  # a binary/null payload
         (_raw(b"binary/plain", bytes(range(256))),),
         (),  # no argument at all
+        (payment, {**payment, "payment_id": "S-3"}),  # two payments in one signal
     ]
 
 
@@ -97,7 +98,7 @@ def _raw(encoding: bytes, data: bytes) -> RawValue:
     return RawValue(Payload(metadata={"encoding": encoding}, data=data))
 
 
-UNKNOWN_SIGNAL = ("wire_money_to", {"iban": "XX00 0000"})  # no handler: kept by the SDK, harmless
+UNKNOWN_SIGNAL = ("wire_money_to", {"iban": "XX00 0000"})  # a name the invoice does not take: dropped
 # sent once, after the rounds: a model that takes any text lets it through, and no jsonb can hold a NUL
 NUL_DISPUTE = ("open_dispute", {"reason": "billed twice\x00"})
 
@@ -107,9 +108,9 @@ async def test_hostile_burst_of_signals_and_updates():
     updates each (wrong currency, a known payment id with another amount, negative, string and huge
     amounts, unsafe ids, unknown fields, garbage, no argument, requests the state does not allow, an
     unknown update), 32 in flight, then a dispute whose reason holds a NUL: every one is refused and not
-    one history event is added. The other half get 2 rounds of 10 malformed payment signals (garbage, bad JSON, a
-    NUL byte, null and binary payloads, no argument, wrong currency, a known id with another amount) and
-    an unknown signal: each payment becomes a ``payment_rejected`` event counted in ``RejectedPayments``,
+    one history event is added. The other half get 2 rounds of 11 malformed payment signals (garbage, bad
+    JSON, a NUL byte, null and binary payloads, no argument, two arguments, wrong currency, a known id with
+    another amount) and an unknown signal: each payment becomes a ``payment_rejected`` event counted in ``RejectedPayments``,
     the balance does not move, and no workflow task fails. Then every invoice is paid in full and closes
     as paid with its two receipts, once each, and a complete event log. Any problem of the bursts fails
     the test at once, with the refusals that did not happen, the failed workflow tasks and the stuck
@@ -192,7 +193,7 @@ async def _send_bad_signals(
     limit = asyncio.Semaphore(IN_FLIGHT)
     await asyncio.gather(
         *(
-            _limited(limit, functools.partial(handles[s.invoice_id].signal, name, *args))
+            _limited(limit, functools.partial(handles[s.invoice_id].signal, name, args=list(args)))
             for _ in range(ROUNDS)
             for s in scripts
             for name, args in [
