@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
+import psutil
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -85,22 +86,36 @@ def folder_bytes(path: Path) -> int:
 # --- processes -----------------------------------------------------------------------------
 
 
-def _proc_status_kb(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
+def _tree(pid: int) -> list[psutil.Process]:
+    """The process and its descendants (a worker's render processes), those still alive."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _peak_rss_kb(process: psutil.Process) -> int:
+    """Resident memory now, or its peak since the last reset (VmHWM) if higher."""
+    peak = 0
+    with contextlib.suppress(OSError, psutil.Error):
+        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peak = int(line.split()[1])
+        return max(peak, process.memory_info().rss // 1024)
+    return peak
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    with contextlib.suppress(psutil.Error):
+        times = process.cpu_times()
+        return times.user + times.system
+    return 0.0
 
 
 @dataclass
 class Usage:
-    """What one process used during a measurement."""
+    """What one process and its descendants used during a measurement."""
 
     peak_rss_mb: float
     cpu_seconds: float
@@ -108,19 +123,23 @@ class Usage:
 
 @dataclass
 class ProcessWatch:
-    """Samples the resident memory of some processes in the background; peak and CPU per process."""
+    """Samples the resident memory of some processes (each with its descendants) in the background; the
+    peak of their sum and their CPU seconds, per watched process."""
 
     pids: dict[str, int]
     interval: float = 0.5
     _peak_kb: dict[str, int] = field(default_factory=dict)
-    _cpu_start: dict[str, float] = field(default_factory=dict)
+    _cpu_start: dict[int, float] = field(default_factory=dict)
+    _cpu_seen: dict[str, dict[int, float]] = field(default_factory=dict)
     _task: asyncio.Task | None = None
 
     async def __aenter__(self) -> ProcessWatch:
         for name, pid in self.pids.items():
-            _reset_peak(pid)
-            self._cpu_start[name] = cpu_seconds(pid)
-            self._peak_kb[name] = _proc_status_kb(pid, "VmRSS")
+            self._cpu_seen[name] = {}
+            for process in _tree(pid):
+                _reset_peak(process.pid)
+                self._cpu_start[process.pid] = _cpu_seconds(process)
+        self._sample_once()
         self._task = asyncio.create_task(self._sample())
         return self
 
@@ -138,23 +157,21 @@ class ProcessWatch:
 
     def _sample_once(self) -> None:
         for name, pid in self.pids.items():
-            try:
-                # VmHWM catches peaks between samples (it was reset at the start, where the kernel allows it)
-                now = max(_proc_status_kb(pid, "VmRSS"), _proc_status_kb(pid, "VmHWM"))
-            except OSError:
-                continue
-            self._peak_kb[name] = max(self._peak_kb.get(name, 0), now)
+            tree = _tree(pid)
+            # VmHWM catches peaks between samples (it was reset at the start, where the kernel allows it)
+            self._peak_kb[name] = max(self._peak_kb.get(name, 0), sum(_peak_rss_kb(p) for p in tree))
+            for process in tree:  # a process that appeared during the watch used all its CPU in it
+                self._cpu_seen[name][process.pid] = _cpu_seconds(process) - self._cpu_start.get(process.pid, 0.0)
 
     def usage(self) -> dict[str, Usage]:
-        """Peak resident memory and CPU seconds of each process since the watch started."""
-        result = {}
-        for name, pid in self.pids.items():
-            try:
-                used = cpu_seconds(pid) - self._cpu_start[name]
-            except OSError:
-                used = 0.0
-            result[name] = Usage(peak_rss_mb=round(self._peak_kb[name] / 1024, 1), cpu_seconds=round(used, 2))
-        return result
+        """Peak resident memory and CPU seconds of each process with its descendants since the watch started."""
+        self._sample_once()
+        return {
+            name: Usage(
+                peak_rss_mb=round(self._peak_kb[name] / 1024, 1), cpu_seconds=round(sum(self._cpu_seen[name].values()), 2)
+            )
+            for name in self.pids
+        }
 
 
 def _reset_peak(pid: int) -> None:

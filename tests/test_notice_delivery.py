@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -23,7 +24,9 @@ from temporalio.worker import Worker
 
 from activities.calendar import public_holidays
 from activities.ledger import LedgerActivities, read_events
+from activities.notices.delivery import LEASE_MARGIN
 from activities.notices.render import Attachment, RenderedNotice, render_notice
+from activities.notices.rendering_pool import RENDER_NICENESS, rendering_pool
 from activities.notices.smtp import compose_email, message_id_for
 from activities.service import ServiceActivities
 from tests.harness import eventually, make_invoice, start_invoice, with_pydantic
@@ -87,6 +90,25 @@ async def test_starttls_with_auth_delivers_the_rendered_notice(pool, starttls_se
     assert (row["status"], row["attempts"], row["message_id"], row["recipient"]) == (
         "sent", 1, message_id, "ivan@client.example"
     )
+
+
+async def test_notices_render_in_a_low_priority_process_and_arrive_the_same(
+    pool, starttls_server: MailServer, trusted_ca
+):
+    """The worker's rendering pool: another process, scheduled after the worker; the e-mail and its PDF are
+    those rendered in place."""
+    notice = notice_request(NoticeKind.INVOICE_ISSUED)
+    with rendering_pool(1) as renderer:
+        assert renderer.submit(os.getpid).result() != os.getpid()
+        assert renderer.submit(os.nice, 0).result() == min(19, os.nice(0) + RENDER_NICENESS)
+        notices = notice_activities(pool, smtp_config(starttls_server, trusted_ca, "starttls"), renderer=renderer)
+        await run_activity(notices.send_notice, notice, lease=timedelta(seconds=30))
+    rendered = render_notice(notice, PAYEE)
+    [received] = starttls_server.received
+    assert received.message["Subject"] == rendered.subject
+    assert received.message.get_body(("plain",)).get_content().splitlines() == rendered.text.splitlines()
+    [pdf] = [part for part in received.message.iter_attachments() if part.get_content_type() == "application/pdf"]
+    assert pdf.get_content() == rendered.attachments[0].data
 
 
 async def test_implicit_tls_with_auth_delivers(pool, tls_server: MailServer, trusted_ca):
@@ -175,6 +197,8 @@ async def test_a_crash_between_sending_and_sent_resends_with_the_same_message_id
     with pytest.raises(ApplicationError) as busy:  # an attempt inside the lease does not send
         await run_activity(notices.send_notice, notice, lease)
     assert not busy.value.non_retryable and "another attempt is sending" in str(busy.value)
+    # retried as the lease ends, whatever backoff the attempts so far would give
+    assert timedelta(seconds=1) < busy.value.next_retry_delay <= lease + LEASE_MARGIN
     starttls_server.release_data()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(crashing, timeout=10)

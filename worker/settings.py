@@ -29,7 +29,10 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("DATABASE_URL", "DUNNING_DATABASE_URL")
     )
     worker_activity_slots: int = Field(
-        default=16, ge=1, description="activities one worker runs at once (notices render on its CPU)"
+        default=16, ge=1, description="activities one worker runs at once"
+    )
+    worker_render_processes: int = Field(
+        default=1, ge=1, description="low-priority processes that render notices and PDFs beside the worker"
     )
     worker_workflow_task_slots: int = Field(default=10, ge=1, description="workflow tasks one worker runs at once")
     worker_cached_workflows: int = Field(

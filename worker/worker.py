@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import Executor
 
 import asyncpg
 from temporalio.client import Client
@@ -15,6 +16,7 @@ from activities.ledger import LedgerActivities, apply_schema, create_pool
 from activities.notices.channels import load_channels
 from activities.notices.delivery import NoticeActivities
 from activities.notices.render import Payee
+from activities.notices.rendering_pool import rendering_pool
 from activities.notices.smtp import SmtpConfig
 from activities.projections import Projector
 from activities.service import ServiceActivities
@@ -49,8 +51,9 @@ def payee(settings: Settings) -> Payee:
     )
 
 
-def notice_activities(pool: asyncpg.Pool, settings: Settings) -> NoticeActivities:
-    """Notices on each customer's channels; fails now if a channels file or webhook secret is wrong."""
+def notice_activities(pool: asyncpg.Pool, settings: Settings, renderer: Executor | None = None) -> NoticeActivities:
+    """Notices on each customer's channels, rendered on ``renderer``; fails now if a channels file or webhook
+    secret is wrong."""
     return NoticeActivities(
         pool,
         smtp_config(settings),
@@ -58,6 +61,7 @@ def notice_activities(pool: asyncpg.Pool, settings: Settings) -> NoticeActivitie
         payee=payee(settings),
         channels=load_channels(settings.channels_file),
         agency_email=settings.agency_email,
+        renderer=renderer,
     )
 
 
@@ -69,10 +73,10 @@ def equipment_activities(pool: asyncpg.Pool, settings: Settings) -> EquipmentAct
     )
 
 
-def build_worker(client: Client, pool: asyncpg.Pool, settings: Settings) -> Worker:
+def build_worker(client: Client, pool: asyncpg.Pool, settings: Settings, renderer: Executor | None = None) -> Worker:
     """A worker for the invoice workflow with every activity bound to its resources."""
     ledger, service = LedgerActivities(pool), ServiceActivities(pool)
-    notices, equipment = notice_activities(pool, settings), equipment_activities(pool, settings)
+    notices, equipment = notice_activities(pool, settings, renderer), equipment_activities(pool, settings)
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -102,8 +106,9 @@ async def run_worker(settings: Settings) -> None:
     await apply_schema(database_url)
     pool = await create_pool(database_url, max_size=settings.worker_activity_slots + PROJECTOR_CONNECTIONS)
     stop = asyncio.Event()
+    renderer = rendering_pool(settings.worker_render_processes)
     try:
-        worker = build_worker(client, pool, settings)
+        worker = build_worker(client, pool, settings, renderer)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(Projector().run(pool, stop), name="projector")
             try:
@@ -111,4 +116,5 @@ async def run_worker(settings: Settings) -> None:
             finally:
                 stop.set()
     finally:
+        renderer.shutdown(wait=False, cancel_futures=True)
         await pool.close()

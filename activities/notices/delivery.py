@@ -10,7 +10,8 @@ channel, recorded ``sending`` before the send and ``sent`` after it):
   ``message_id`` (webhook): in that window delivery is at-least-once, with a stable id the
   receiver can drop the duplicate by;
 - while one attempt is sending, a lease (the activity's start-to-close timeout) keeps any other
-  attempt of the same step and channel from sending at the same time;
+  attempt of the same step and channel from sending at the same time; such an attempt is retried
+  as the lease ends (not after the retry policy's backoff, which grows with every attempt);
 - a permanent refusal is recorded ``failed`` and never retried; a transient one leaves the
   channel ``sending`` (with the error) for the next attempt.
 """
@@ -18,11 +19,11 @@ channel, recorded ``sending`` before the send and ``sent`` after it):
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 from datetime import timedelta
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import asyncpg
 from temporalio import activity
@@ -45,8 +46,25 @@ from workflows.models import AgencyHandover, NoticeRequest
 
 AGENCY_CHANNEL = "agency"
 DEFAULT_LEASE = timedelta(minutes=2)
+LEASE_MARGIN = timedelta(seconds=1)  # a retry that waits out another attempt's lease comes this much after it
 ClaimState = Literal["ours", "sent", "failed", "busy"]
-Outcome = Literal["sent", "failed", "retry"]
+Outcome = Literal["sent", "failed", "retry", "busy"]
+
+
+class Claim(NamedTuple):
+    """What claiming a step's channel found: ours to send, done, or leased by another attempt."""
+
+    state: ClaimState
+    error: str = ""
+    lease_left: timedelta = timedelta(0)
+
+
+class Delivery(NamedTuple):
+    """How one channel's delivery went (``lease_left``: of the attempt that holds it, when ``busy``)."""
+
+    outcome: Outcome
+    error: str = ""
+    lease_left: timedelta = timedelta(0)
 
 
 def permanent_failure(message: str) -> ApplicationError:
@@ -54,9 +72,9 @@ def permanent_failure(message: str) -> ApplicationError:
     return ApplicationError(message, type="PermanentDeliveryFailure", non_retryable=True)
 
 
-def transient_failure(message: str) -> ApplicationError:
-    """An error Temporal retries with the activity's retry policy."""
-    return ApplicationError(message, type="TransientDeliveryFailure")
+def transient_failure(message: str, retry_after: timedelta | None = None) -> ApplicationError:
+    """An error Temporal retries with the activity's retry policy, or after ``retry_after`` if given."""
+    return ApplicationError(message, type="TransientDeliveryFailure", next_retry_delay=retry_after)
 
 
 class NoticeActivities:
@@ -72,7 +90,9 @@ class NoticeActivities:
         agency_email: str,
         webhook_secret: SecretResolver = os.environ.get,
         webhook_timeout: float = 10.0,
+        renderer: Executor | None = None,
     ) -> None:
+        """``renderer``: where notices render (``rendering_pool``); None: the event loop's default threads."""
         missing = channels.missing_secrets(webhook_secret)
         if missing:
             raise ValueError(f"webhook secrets not set: {', '.join(missing)} (named by the channels file)")
@@ -84,6 +104,7 @@ class NoticeActivities:
         self.agency_email = checked_address(agency_email)
         self.webhook_secret = webhook_secret
         self.webhook_timeout = webhook_timeout
+        self.renderer = renderer
 
     @activity.defn(name="send_notice")
     async def send_notice(self, notice: NoticeRequest) -> dict:
@@ -96,16 +117,27 @@ class NoticeActivities:
         key = notice.idempotency_key
         message_id = message_id_for(key, self.sender)
         customer = self.channels.for_customer(notice.customer_id)
-        render = functools.cache(lambda: render_notice(notice, self.payee))  # once, and only if needed
+        rendering: asyncio.Future[RenderedNotice] | None = None
+
+        async def render() -> RenderedNotice:  # once, and only if a channel needs it
+            nonlocal rendering
+            if rendering is None:
+                rendering = asyncio.get_running_loop().run_in_executor(self.renderer, render_notice, notice, self.payee)
+            return await rendering
+
         outcomes = {
             channel: await self._deliver_once(notice, customer, channel, message_id, render)
             for channel in customer.channels
         }
-        delivered = [channel for channel, (outcome, _) in outcomes.items() if outcome == "sent"]
-        failed = {channel: error for channel, (outcome, error) in outcomes.items() if outcome == "failed"}
-        transient = {channel: error for channel, (outcome, error) in outcomes.items() if outcome == "retry"}
+        delivered = [channel for channel, done in outcomes.items() if done.outcome == "sent"]
+        failed = {channel: done.error for channel, done in outcomes.items() if done.outcome == "failed"}
+        transient = {channel: done for channel, done in outcomes.items() if done.outcome in ("retry", "busy")}
         if transient:
-            raise transient_failure(f"notice {key} not yet delivered: {_describe(transient)}")
+            # only leased by other attempts: retry as the last lease ends, however many attempts came before
+            leased = all(done.outcome == "busy" for done in transient.values())
+            retry_after = max(done.lease_left for done in transient.values()) + LEASE_MARGIN if leased else None
+            errors = {channel: done.error for channel, done in transient.items()}
+            raise transient_failure(f"notice {key} not yet delivered: {_describe(errors)}", retry_after)
         if not delivered:
             raise permanent_failure(f"notice {key} refused on every channel: {_describe(failed)}")
         return {"message_id": message_id, "delivered": delivered, "failed": failed}
@@ -116,20 +148,19 @@ class NoticeActivities:
         customer: CustomerChannels,
         channel: Channel,
         message_id: str,
-        render: Callable[[], RenderedNotice],
-    ) -> tuple[Outcome, str]:
-        """Send on one channel unless it is done or being sent; its outcome and error."""
+        render: Callable[[], Awaitable[RenderedNotice]],
+    ) -> Delivery:
+        """Send on one channel unless it is done or being sent."""
         key = notice.idempotency_key
         recipient = str(notice.to_email) if channel == Channel.EMAIL else str(customer.webhook_url)
-        state, error = await self._claim(key, channel, notice.invoice_id, notice.kind.value, recipient, message_id)
-        if state != "ours":
-            return ("retry" if state == "busy" else state), error or ""
+        claim = await self._claim(key, channel, notice.invoice_id, notice.kind.value, recipient, message_id)
+        if claim.state != "ours":
+            return Delivery(claim.state, claim.error, claim.lease_left)
         try:
-            # rendering (the PDF above all) is CPU work: off the event loop, so workflow tasks keep flowing
-            rendered = await asyncio.to_thread(render)
+            rendered = await render()
         except ValueError as err:  # facts missing for this kind of notice: no retry can supply them
             await self._record_failure(key, channel, f"cannot render: {err}", permanent=True)
-            return "failed", f"cannot render: {err}"
+            return Delivery("failed", f"cannot render: {err}")
         try:
             if channel == Channel.EMAIL:
                 await self._email(rendered, notice.to_name, str(notice.to_email), message_id, key)
@@ -138,9 +169,9 @@ class NoticeActivities:
         except (SmtpDeliveryError, WebhookDeliveryError) as err:
             activity.logger.warning("notice %s on %s failed: %s", key, channel, err)
             await self._record_failure(key, channel, str(err), permanent=err.permanent)
-            return ("failed" if err.permanent else "retry"), str(err)
+            return Delivery("failed" if err.permanent else "retry", str(err))
         await self._record_sent(key, channel)
-        return "sent", ""
+        return Delivery("sent")
 
     @activity.defn(name="send_agency_package")
     async def send_agency_package(self, handover: AgencyHandover) -> str:
@@ -148,18 +179,17 @@ class NoticeActivities:
         once per hand-over; returns its Message-ID."""
         key, invoice_id = handover.idempotency_key, handover.invoice.invoice_id
         message_id = message_id_for(key, self.sender)
-        state, error = await self._claim(
-            key, AGENCY_CHANNEL, invoice_id, "agency_package", self.agency_email, message_id
-        )
-        if state == "sent":
+        claim = await self._claim(key, AGENCY_CHANNEL, invoice_id, "agency_package", self.agency_email, message_id)
+        if claim.state == "sent":
             return message_id
-        if state == "failed":
-            raise permanent_failure(f"agency package {key} was refused: {error}")
-        if state == "busy":
-            raise transient_failure(f"agency package {key}: {error}")
+        if claim.state == "failed":
+            raise permanent_failure(f"agency package {key} was refused: {claim.error}")
+        if claim.state == "busy":
+            raise transient_failure(f"agency package {key}: {claim.error}", claim.lease_left + LEASE_MARGIN)
         try:
             events = await read_events(self.pool, invoice_id)
-            package = await asyncio.to_thread(agency_package, handover, events, self.payee)
+            loop = asyncio.get_running_loop()
+            package = await loop.run_in_executor(self.renderer, agency_package, handover, events, self.payee)
         except ValueError as err:
             await self._record_failure(key, AGENCY_CHANNEL, f"cannot build: {err}", permanent=True)
             raise permanent_failure(f"agency package {key} cannot be built: {err}") from err
@@ -194,7 +224,7 @@ class NoticeActivities:
 
     async def _claim(
         self, key: str, channel: str, invoice_id: str, kind: str, recipient: str, message_id: str
-    ) -> tuple[ClaimState, str | None]:
+    ) -> Claim:
         """Record an attempt as ``sending`` under a lease, unless the channel is done or leased."""
         lease = activity.info().start_to_close_timeout or DEFAULT_LEASE
         claimed = await self.pool.fetchval(
@@ -214,15 +244,17 @@ class NoticeActivities:
             lease.total_seconds(),
         )
         if claimed:
-            return "ours", None
+            return Claim("ours")
         row = await self.pool.fetchrow(
-            "SELECT status, error, lease_until FROM notice_deliveries WHERE idempotency_key = $1 AND channel = $2",
+            "SELECT status, error, lease_until, greatest(lease_until - now(), interval '0') AS lease_left"
+            " FROM notice_deliveries WHERE idempotency_key = $1 AND channel = $2",
             key,
             channel,
         )
         if row["status"] == "sending":
-            return "busy", f"another attempt is sending it (lease until {row['lease_until']:%H:%M:%S})"
-        return row["status"], row["error"]
+            until = f"{row['lease_until']:%H:%M:%S}"
+            return Claim("busy", f"another attempt is sending it (lease until {until})", row["lease_left"])
+        return Claim(row["status"], row["error"] or "")
 
     async def _record_sent(self, key: str, channel: str) -> None:
         await self.pool.execute(
