@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TypeVar
 
+from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -302,8 +303,37 @@ class Driver:
             if not open_:
                 self._reached_milestone("closed")
                 return
+            if time.monotonic() > self.deadline:
+                raise AssertionError(
+                    f"could not close every invoice before the deadline: {len(open_)} invoice(s) open:\n"
+                    + "\n".join([await self._why_open(s) for s in open_[:10]])
+                )
             self._check_time("close every invoice", open_)
             await asyncio.sleep(POLL_INTERVAL_S)
+
+    async def _why_open(self, script: ScriptedInvoice) -> str:
+        """What an open invoice waits on, from the server: its visible state, its pending activities and a pending
+        workflow task with its last failure."""
+        seen = getattr(self.visible.get(script.workflow_id), "state", None)
+        try:
+            description = await self.client.get_workflow_handle(script.workflow_id).describe()
+        except RPCError as err:
+            return f"{script.label} seen {seen}; not described: {err.message}"
+        raw = description.raw_description
+        pending = [
+            f"{a.activity_type.name} attempt {a.attempt} ({PendingActivityState.Name(a.state)}, next try in "
+            f"{a.current_retry_interval.ToTimedelta()}), last failure: {a.last_failure.message or None}"
+            for a in raw.pending_activities
+        ]
+        if raw.HasField("pending_workflow_task"):
+            failures = [
+                e.workflow_task_failed_event_attributes
+                async for e in self.client.get_workflow_handle(script.workflow_id).fetch_history_events()
+                if e.HasField("workflow_task_failed_event_attributes")
+            ]
+            last = f", last failure: {failures[-1].failure.message[:2000]}" if failures else ""
+            pending.append(f"workflow task attempt {raw.pending_workflow_task.attempt}{last}")
+        return f"{script.label} seen {seen}; pending: {'; '.join(pending) or 'nothing'}"
 
     async def _act(self, script: ScriptedInvoice) -> None:
         fate, amount = script.fate, script.amount_minor

@@ -410,10 +410,12 @@ async def wait_for_poller(client: Client, timeout: float = READY_TIMEOUT_S) -> N
 async def fault_stack(equipment: Mapping[str, str], *, unreachable: Iterable[str] = ()) -> AsyncIterator[FaultStack]:
     """Start everything: Postgres, the dev server, the SMTP server, the controller and a worker whose
     registry holds ``equipment`` (``{id: customer id}``, the ``unreachable`` ids where nothing answers).
-    Everything is stopped and deleted afterwards."""
+    Everything is stopped and deleted afterwards; after a failure the folder (worker logs, the dev server's
+    database) is kept, and named on stderr."""
     folder = Path(tempfile.mkdtemp(prefix="dunning-faults-"))
+    failed = False
     async with AsyncExitStack() as cleanup:
-        cleanup.callback(shutil.rmtree, folder, ignore_errors=True)
+        cleanup.callback(lambda: failed or shutil.rmtree(folder, ignore_errors=True))
         pgdata = cleanup.enter_context(new_pgdata())
         temporal = TemporalServer(folder / "temporal")
         cleanup.callback(temporal.stop)  # nothing to do if it did not start
@@ -459,7 +461,12 @@ async def fault_stack(equipment: Mapping[str, str], *, unreachable: Iterable[str
             folder, temporal, postgres, smtp, controller, processes, client, await create_pool(postgres.url)
         )
         cleanup.push_async_callback(lambda: stack.pool.close())
-        yield stack
+        try:
+            yield stack
+        except BaseException:
+            failed = True
+            print(f"\nkept {folder} (worker logs, the dev server's database) to see what failed", file=sys.stderr)
+            raise
 
 
 def _tail(log: Path, lines: int = 20) -> str:
