@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     )
     worker_workflow_task_slots: int = Field(default=10, ge=1, description="workflow tasks one worker runs at once")
     worker_cached_workflows: int = Field(
-        default=1000, ge=0, description="open invoices a worker keeps in memory (others replay their history first)"
+        default=500, ge=0, description="open invoices a worker keeps in memory (others replay their history first)"
     )
     smtp_host: str = "localhost"
     smtp_port: int = 8025
