@@ -23,7 +23,7 @@ import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import timedelta
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, TypeVar
 
 import asyncpg
 from temporalio import activity
@@ -44,25 +44,19 @@ from activities.notices.smtp import (
 from activities.notices.webhook import WebhookDeliveryError, post_webhook, webhook_payload
 from workflows.models import AgencyHandover, NoticeRequest
 
+T = TypeVar("T")
 AGENCY_CHANNEL = "agency"
 DEFAULT_LEASE = timedelta(minutes=2)
 LEASE_MARGIN = timedelta(seconds=1)  # a retry that waits out another attempt's lease comes this much after it
-ClaimState = Literal["ours", "sent", "failed", "busy"]
-Outcome = Literal["sent", "failed", "retry", "busy"]
+# a channel of a step: "ours" to send (claimed), "sent", "failed" for good, "retry" after a transient
+# failure, or "busy" while another attempt holds its lease
+ChannelState = Literal["ours", "sent", "failed", "retry", "busy"]
 
 
-class Claim(NamedTuple):
-    """What claiming a step's channel found: ours to send, done, or leased by another attempt."""
+class Channeled(NamedTuple):
+    """Where one channel of a step stands (``lease_left``: of the attempt that holds it, when ``busy``)."""
 
-    state: ClaimState
-    error: str = ""
-    lease_left: timedelta = timedelta(0)
-
-
-class Delivery(NamedTuple):
-    """How one channel's delivery went (``lease_left``: of the attempt that holds it, when ``busy``)."""
-
-    outcome: Outcome
+    state: ChannelState
     error: str = ""
     lease_left: timedelta = timedelta(0)
 
@@ -122,19 +116,19 @@ class NoticeActivities:
         async def render() -> RenderedNotice:  # once, and only if a channel needs it
             nonlocal rendering
             if rendering is None:
-                rendering = asyncio.get_running_loop().run_in_executor(self.renderer, render_notice, notice, self.payee)
+                rendering = self._on_renderer(render_notice, notice, self.payee)
             return await rendering
 
         outcomes = {
             channel: await self._deliver_once(notice, customer, channel, message_id, render)
             for channel in customer.channels
         }
-        delivered = [channel for channel, done in outcomes.items() if done.outcome == "sent"]
-        failed = {channel: done.error for channel, done in outcomes.items() if done.outcome == "failed"}
-        transient = {channel: done for channel, done in outcomes.items() if done.outcome in ("retry", "busy")}
+        delivered = [channel for channel, done in outcomes.items() if done.state == "sent"]
+        failed = {channel: done.error for channel, done in outcomes.items() if done.state == "failed"}
+        transient = {channel: done for channel, done in outcomes.items() if done.state in ("retry", "busy")}
         if transient:
             # only leased by other attempts: retry as the last lease ends, however many attempts came before
-            leased = all(done.outcome == "busy" for done in transient.values())
+            leased = all(done.state == "busy" for done in transient.values())
             retry_after = max(done.lease_left for done in transient.values()) + LEASE_MARGIN if leased else None
             errors = {channel: done.error for channel, done in transient.items()}
             raise transient_failure(f"notice {key} not yet delivered: {_describe(errors)}", retry_after)
@@ -149,18 +143,18 @@ class NoticeActivities:
         channel: Channel,
         message_id: str,
         render: Callable[[], Awaitable[RenderedNotice]],
-    ) -> Delivery:
+    ) -> Channeled:
         """Send on one channel unless it is done or being sent."""
         key = notice.idempotency_key
         recipient = str(notice.to_email) if channel == Channel.EMAIL else str(customer.webhook_url)
         claim = await self._claim(key, channel, notice.invoice_id, notice.kind.value, recipient, message_id)
         if claim.state != "ours":
-            return Delivery(claim.state, claim.error, claim.lease_left)
+            return claim
         try:
             rendered = await render()
         except ValueError as err:  # facts missing for this kind of notice: no retry can supply them
             await self._record_failure(key, channel, f"cannot render: {err}", permanent=True)
-            return Delivery("failed", f"cannot render: {err}")
+            return Channeled("failed", f"cannot render: {err}")
         try:
             if channel == Channel.EMAIL:
                 await self._email(rendered, notice.to_name, str(notice.to_email), message_id, key)
@@ -169,9 +163,9 @@ class NoticeActivities:
         except (SmtpDeliveryError, WebhookDeliveryError) as err:
             activity.logger.warning("notice %s on %s failed: %s", key, channel, err)
             await self._record_failure(key, channel, str(err), permanent=err.permanent)
-            return Delivery("failed" if err.permanent else "retry", str(err))
+            return Channeled("failed" if err.permanent else "retry", str(err))
         await self._record_sent(key, channel)
-        return Delivery("sent")
+        return Channeled("sent")
 
     @activity.defn(name="send_agency_package")
     async def send_agency_package(self, handover: AgencyHandover) -> str:
@@ -188,8 +182,7 @@ class NoticeActivities:
             raise transient_failure(f"agency package {key}: {claim.error}", claim.lease_left + LEASE_MARGIN)
         try:
             events = await read_events(self.pool, invoice_id)
-            loop = asyncio.get_running_loop()
-            package = await loop.run_in_executor(self.renderer, agency_package, handover, events, self.payee)
+            package = await self._on_renderer(agency_package, handover, events, self.payee)
         except ValueError as err:
             await self._record_failure(key, AGENCY_CHANNEL, f"cannot build: {err}", permanent=True)
             raise permanent_failure(f"agency package {key} cannot be built: {err}") from err
@@ -201,6 +194,10 @@ class NoticeActivities:
             raise failure(f"agency package {key} not delivered: {err}") from err
         await self._record_sent(key, AGENCY_CHANNEL)
         return message_id
+
+    def _on_renderer(self, build: Callable[..., T], *args: object) -> asyncio.Future[T]:
+        """``build(*args)`` (CPU-bound: a notice, a PDF) on the renderer, off the event loop."""
+        return asyncio.get_running_loop().run_in_executor(self.renderer, build, *args)
 
     # --- channels ----------------------------------------------------------------------------
 
@@ -224,7 +221,7 @@ class NoticeActivities:
 
     async def _claim(
         self, key: str, channel: str, invoice_id: str, kind: str, recipient: str, message_id: str
-    ) -> Claim:
+    ) -> Channeled:
         """Record an attempt as ``sending`` under a lease, unless the channel is done or leased."""
         lease = activity.info().start_to_close_timeout or DEFAULT_LEASE
         claimed = await self.pool.fetchval(
@@ -244,7 +241,7 @@ class NoticeActivities:
             lease.total_seconds(),
         )
         if claimed:
-            return Claim("ours")
+            return Channeled("ours")
         row = await self.pool.fetchrow(
             "SELECT status, error, lease_until, greatest(lease_until - now(), interval '0') AS lease_left"
             " FROM notice_deliveries WHERE idempotency_key = $1 AND channel = $2",
@@ -253,8 +250,8 @@ class NoticeActivities:
         )
         if row["status"] == "sending":
             until = f"{row['lease_until']:%H:%M:%S}"
-            return Claim("busy", f"another attempt is sending it (lease until {until})", row["lease_left"])
-        return Claim(row["status"], row["error"] or "")
+            return Channeled("busy", f"another attempt is sending it (lease until {until})", row["lease_left"])
+        return Channeled(row["status"], row["error"] or "")
 
     async def _record_sent(self, key: str, channel: str) -> None:
         await self.pool.execute(
