@@ -186,6 +186,24 @@ def test_workers_scale_out(compose):
     assert "deploy" not in worker or "replicas" not in worker["deploy"]
 
 
+def test_a_stopped_worker_has_time_to_finish_its_activities(compose):
+    """``docker compose stop`` sends SIGTERM, waits ``stop_grace_period``, then kills: the worker's own
+    shutdown grace (its running activities) must end before that."""
+    worker = services(compose)["worker"]
+    assert worker.get("init") is True  # PID 1 forwards SIGTERM to `dunning worker`
+    grace = settings_of(environment(worker)).worker_shutdown_grace_s
+    assert grace > 0
+    assert _seconds(worker["stop_grace_period"]) >= grace + 10
+
+
+def _seconds(duration: str) -> float:
+    """A compose duration such as ``60s``, ``1m30s`` or ``2m``, in seconds."""
+    parts = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", duration)
+    assert parts and duration, f"not a compose duration: {duration!r}"
+    minutes, seconds = (int(part or 0) for part in parts.groups())
+    return minutes * 60.0 + seconds
+
+
 def test_the_ui_decodes_payloads_through_the_codec_server(compose):
     defined = services(compose)
     endpoint = urlsplit(environment(defined["temporal-ui"])["TEMPORAL_CODEC_ENDPOINT"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from contextlib import ExitStack
 
 from rich.console import Console
@@ -23,9 +22,6 @@ async def run_dev_stack(settings: Settings) -> None:
     the worker, the HTTP API and (when payloads are encrypted) the codec server until cancelled.
     Everything started here is stopped again, in reverse order, however it ends.
     """
-    # A plain `kill` or a closed terminal should clean up like Ctrl-C does.
-    for stop_signal in (signal.SIGTERM, signal.SIGHUP):
-        asyncio.get_running_loop().add_signal_handler(stop_signal, asyncio.current_task().cancel)
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     grpc_port = int(settings.temporal_address.rsplit(":", 1)[1])

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     worker_cached_workflows: int = Field(
         default=500, ge=0, description="open invoices a worker keeps in memory (others replay their history first)"
     )
+    worker_shutdown_grace_s: float = Field(
+        default=30, ge=0, description="on SIGTERM, how long running activities may finish before they are cancelled"
+    )
     smtp_host: str = "localhost"
     smtp_port: int = 8025
     smtp_username: str | None = None

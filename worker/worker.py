@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import Executor
+from datetime import timedelta
 
 import asyncpg
 from temporalio.client import Client
@@ -85,6 +86,7 @@ def build_worker(client: Client, pool: asyncpg.Pool, settings: Settings, rendere
         max_concurrent_activities=settings.worker_activity_slots,
         max_concurrent_workflow_tasks=settings.worker_workflow_task_slots,
         max_cached_workflows=settings.worker_cached_workflows,
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_s),
         activities=[
             ledger.append_events,
             notices.send_notice,

@@ -237,7 +237,7 @@ class PostgresServer:
 
 
 class Workers:
-    """``dunning worker`` processes (one at a time here), each in its own session, logging to ``folder``."""
+    """``dunning worker`` processes, each in its own session, logging to ``folder``."""
 
     def __init__(self, env: dict[str, str], folder: Path) -> None:
         self.env = env
@@ -260,21 +260,26 @@ class Workers:
             )
         self.processes[process] = log_path
 
-    def kill(self) -> int:
-        """SIGKILL every running worker; returns how many were killed. They are forgotten first, so that
-        ``exited()`` (called from the event loop while this runs in a thread) never takes them for a crash."""
-        processes, self.processes = self.processes, {}
+    def pids(self) -> list[int]:
+        """The process ids of the running workers (a worker's Temporal identity starts with ``<pid>@``)."""
+        return [process.pid for process in self.processes if process.poll() is None]
+
+    def kill(self, pid: int | None = None) -> int:
+        """SIGKILL every running worker (or the one with ``pid``); returns how many were killed. They are
+        forgotten first, so that ``exited()`` (called from the event loop while this runs in a thread) never
+        takes them for a crash."""
         killed = 0
-        for process in processes:
+        for process in self._forget(pid):
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
                 killed += 1
             process.wait(timeout=STOP_TIMEOUT_S)
         return killed
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL whatever has not exited within 10 s."""
-        processes, self.processes = self.processes, {}
+    def stop(self, pid: int | None = None) -> list[int]:
+        """SIGTERM every worker (or the one with ``pid``), then SIGKILL whatever has not exited within 10 s;
+        returns their exit codes."""
+        processes = self._forget(pid)
         for process in processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -284,6 +289,13 @@ class Workers:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=STOP_TIMEOUT_S)
+        return [process.returncode for process in processes]
+
+    def _forget(self, pid: int | None) -> list[subprocess.Popen]:
+        chosen = [process for process in self.processes if pid is None or process.pid == pid]
+        for process in chosen:
+            del self.processes[process]
+        return chosen
 
     def exited(self) -> list[str]:
         """Workers that exited on their own, with the end of their log."""
