@@ -17,6 +17,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from activities.calendar import public_holidays
+from worker.invoices import initial_search_attributes
 from worker.sandbox import workflow_runner
 from workflows.invoice import InvoiceWorkflow, InvoiceWorkflowInput
 from workflows.models import (
@@ -194,11 +195,13 @@ def make_invoice(today: date, **overrides: Any) -> Invoice:
 
 
 async def start_invoice(client: Client, queue: str, invoice: Invoice, **input_fields: Any) -> WorkflowHandle:
+    """Start as the service does, with the invoice's search attributes."""
     return await client.start_workflow(
         InvoiceWorkflow.run,
         InvoiceWorkflowInput(invoice=invoice, **input_fields),
         id=invoice.workflow_id,
         task_queue=queue,
+        search_attributes=initial_search_attributes(invoice),
     )
 
 

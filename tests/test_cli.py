@@ -18,6 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
@@ -118,7 +119,17 @@ async def test_start_pay_and_status(cli_env, client, recorder, tmp_path):
     assert attributes.get(sa.DUE_DATE) == datetime(
         invoice.due_date.year, invoice.due_date.month, invoice.due_date.day, 9, tzinfo=ZoneInfo("Europe/Bucharest")
     )
+    assert attributes.get(sa.INVOICE_STATE) == "issued" and attributes.get(sa.REJECTED_PAYMENTS) == 0
     await eventually(lambda: "invoice_issued" in recorder.notice_kinds(invoice_id))
+    # started with all of them, the issued invoice has upserted none (only the SDK's TemporalChangeVersion)
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    upserted = {
+        name
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+        for name in event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+    }
+    assert not upserted & {key.name for key in sa.ALL}, upserted
 
     # the status, as a table and as JSON
     table = succeeded(await dunning(cli_env, "invoice", "status", invoice_id))

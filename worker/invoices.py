@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -136,7 +136,8 @@ def _offset(offset: timedelta) -> str:
 
 
 def initial_search_attributes(invoice: Invoice) -> TypedSearchAttributes:
-    """What the UI and list filters see before the workflow's first upsert."""
+    """Every search attribute an issued invoice has (its keyword lists are empty, so absent): the UI and the
+    list filters see it at once, and the workflow upserts nothing until something changes."""
     return TypedSearchAttributes(
         [
             SearchAttributePair(sa.INVOICE_STATE, InvoiceState.ISSUED.value),
@@ -144,6 +145,8 @@ def initial_search_attributes(invoice: Invoice) -> TypedSearchAttributes:
             SearchAttributePair(sa.AMOUNT_DUE, invoice.amount_minor),
             SearchAttributePair(sa.CURRENCY, invoice.currency),
             SearchAttributePair(sa.DUE_DATE, policy.due_moment(invoice)),
+            SearchAttributePair(sa.DAYS_OVERDUE, policy.days_overdue(invoice, datetime.now(timezone.utc))),
+            SearchAttributePair(sa.REJECTED_PAYMENTS, 0),
         ]
     )
 

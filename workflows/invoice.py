@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy
+from temporalio.common import RawValue, RetryPolicy, SearchAttributeIndexedValueType
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -107,7 +107,7 @@ class InvoiceWorkflow:
         self.ledger = params.carried or InvoiceLedger(invoice=params.invoice)
         self._history_limit = params.history_limit
         self._wake = False
-        self._published: list | None = None
+        self._published = _started_with()  # what the invoice was started with needs no upsert
         self._running = False
         self._windowed = workflow.patched(PATCH_SENDING_WINDOW)
         if params.carried is None:
@@ -905,6 +905,21 @@ def _refusal(kind: str, message: str) -> ApplicationError:
 
 def _one_line(err: Exception) -> str:
     return " ".join(str(err).split())[:500]
+
+
+def _started_with() -> list | None:
+    """The search attributes the run started with, in ``_publish``'s form (an absent keyword list is an
+    empty one); None unless every attribute is there. Read from the start event, so a replay sees the same."""
+    started = workflow.info().typed_search_attributes
+    values = []
+    for key in sa.ALL:
+        value = started.get(key)
+        if value is None and key.indexed_value_type == SearchAttributeIndexedValueType.KEYWORD_LIST:
+            value = []
+        if value is None:
+            return None
+        values.append(key.value_set(value))
+    return values
 
 
 def _raw_text(raw: RawValue) -> str:
