@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
@@ -261,7 +261,7 @@ class Workers:
         self.processes[process] = log_path
 
     def pids(self) -> list[int]:
-        """The process ids of the running workers (a worker's Temporal identity starts with ``<pid>@``)."""
+        """The process ids of the running workers."""
         return [process.pid for process in self.processes if process.poll() is None]
 
     def kill(self, pid: int | None = None) -> int:
@@ -399,8 +399,9 @@ async def repeat_fault(fault: Callable[[], Awaitable[None]], *, first_after: flo
         await fault()
 
 
-async def wait_for_poller(client: Client, timeout: float = READY_TIMEOUT_S) -> None:
-    """Until a worker polls the task queue for workflow tasks."""
+async def wait_for_poller(client: Client, timeout: float = READY_TIMEOUT_S, pids: Collection[int] = ()) -> None:
+    """Until a worker polls the task queue for workflow tasks (each of the workers ``pids``, when given: a
+    worker's Temporal identity starts with ``<pid>@``)."""
     request = DescribeTaskQueueRequest(
         namespace=NAMESPACE,
         task_queue=TaskQueue(name=TASK_QUEUE),
@@ -409,7 +410,9 @@ async def wait_for_poller(client: Client, timeout: float = READY_TIMEOUT_S) -> N
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if (await client.workflow_service.describe_task_queue(request)).pollers:
+            pollers = (await client.workflow_service.describe_task_queue(request)).pollers
+            polling = {poller.identity.split("@")[0] for poller in pollers}
+            if polling and all(str(pid) in polling for pid in pids):
                 return
         except RPCError:
             pass

@@ -21,14 +21,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from temporalio.api.enums.v1 import EventType, TimeoutType
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from tests.faults.fates import CURRENCY, LEAD, Fate, scripted_invoices
-from tests.faults.stack import NAMESPACE, TASK_QUEUE, fault_stack
+from tests.faults.stack import TASK_QUEUE, fault_stack, wait_for_poller
+from tests.harness import eventually
 from worker import invoices
 from worker.sandbox import workflow_runner
 from workflows.invoice import InvoiceWorkflow
@@ -63,11 +62,11 @@ async def test_payment_and_query_waiting_while_a_stage_timer_fires(stop: str):
     )
     async with fault_stack({}) as stack:
         stack.workers.start()  # two workers, as in a rolling deploy: one holds the invoice, the other takes over
-        await _until(lambda: _all_polling(stack.client, stack.workers.pids()), "both workers poll")
+        await wait_for_poller(stack.client, pids=stack.workers.pids())
         fires_at = time.monotonic() + LEAD.total_seconds() + REMINDER_AFTER_DUE_S
         invoice = script.build(datetime.now(UTC))
         handle = await invoices.start_invoice(stack.client, TASK_QUEUE, invoice)
-        await _until(lambda: _waits_on_a_timer(handle), "the invoice waits for its reminder")
+        await eventually(lambda: _waits_on_a_timer(handle), timeout=60)  # for its reminder
         holder = await _holder(handle)
         assert time.monotonic() < fires_at - GONE_BEFORE_TIMER_S, "too slow to issue the invoice before the reminder"
         await asyncio.sleep(fires_at - GONE_BEFORE_TIMER_S - time.monotonic())
@@ -82,7 +81,7 @@ async def test_payment_and_query_waiting_while_a_stage_timer_fires(stop: str):
         balance = await handle.execute_update(InvoiceWorkflow.record_payment, payment, rpc_timeout=ANSWER)
         assert balance == invoice.amount_minor - 100
         assert (await status).invoice_id == invoice.invoice_id
-        await _until(lambda: _reminded(handle), "the reminder is sent and the invoice waits for the warning")
+        await eventually(lambda: _reminded(handle), timeout=60)  # sent, and the invoice waits for the warning
 
         history = await handle.fetch_history()
         if stop == "sigterm":
@@ -114,14 +113,6 @@ def _stage_ran_before_the_payment_in_one_task(events) -> bool:
     return any(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED for e in events[completed:accepted])
 
 
-async def _until(check, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f} s: {what}")
-        await asyncio.sleep(0.2)
-
-
 async def _waits_on_a_timer(handle: WorkflowHandle) -> bool:
     return (await handle.fetch_history()).events[-1].event_type == EventType.EVENT_TYPE_TIMER_STARTED
 
@@ -130,13 +121,6 @@ async def _reminded(handle: WorkflowHandle) -> bool:
     events = (await handle.fetch_history()).events
     fired = any(e.event_type == EventType.EVENT_TYPE_TIMER_FIRED for e in events)
     return fired and events[-1].event_type == EventType.EVENT_TYPE_TIMER_STARTED
-
-
-async def _all_polling(client: Client, pids: list[int]) -> bool:
-    request = DescribeTaskQueueRequest(namespace=NAMESPACE, task_queue=TaskQueue(name=TASK_QUEUE))
-    pollers = (await client.workflow_service.describe_task_queue(request)).pollers
-    polling = {poller.identity.split("@")[0] for poller in pollers}
-    return all(str(pid) in polling for pid in pids)
 
 
 async def _holder(handle: WorkflowHandle) -> int:
