@@ -24,7 +24,6 @@ from api.problems import Kind, Problem, invoice_problem, problem_responses
 from worker import invoices
 from worker.invoices import InvoiceError
 from workflows.events import RecordedEvent
-from workflows.invoice import InvoiceWorkflowInput
 from workflows.models import (
     DecideLegal,
     Invoice,
@@ -35,6 +34,7 @@ from workflows.models import (
     PaymentPlan,
     ResolveDispute,
 )
+from workflows.state import InvoiceWorkflowInput
 
 router = APIRouter(prefix="/invoices", tags=["invoices"])
 Context = Annotated[ApiContext, Depends(api_context)]

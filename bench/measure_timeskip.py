@@ -27,9 +27,10 @@ from tests.harness import Recorder
 from worker.embedded import find_executable
 from worker.sandbox import workflow_runner
 from workflows import policy
-from workflows.invoice import InvoiceWorkflow, InvoiceWorkflowInput
+from workflows.invoice import InvoiceWorkflow
 from workflows.models import DecideLegal, InvoiceState, StageAction
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
+from workflows.state import InvoiceWorkflowInput
 
 WALL_TIME_TARGET = Target(on="value", op="<=", bound=2.0)
 # past the legal review, however far the sending window and holidays pushed it

@@ -11,15 +11,15 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from activities.calendar import public_holidays
 from worker.invoices import initial_search_attributes
 from worker.sandbox import workflow_runner
-from workflows.invoice import InvoiceWorkflow, InvoiceWorkflowInput
+from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
     AgencyHandover,
     DomainEvent,
@@ -30,6 +30,7 @@ from workflows.models import (
     NoticeRequest,
     ServiceAction,
 )
+from workflows.state import InvoiceWorkflowInput
 
 
 def with_pydantic(client: Client) -> Client:

@@ -4,6 +4,7 @@ SMTP server with AUTH and TLS on loopback, real Postgres, and (for retries) a re
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import os
@@ -264,6 +265,26 @@ def test_specials_in_a_name_are_quoted_not_parsed():
     [to] = parsed["To"].addresses
     assert (to.display_name, to.addr_spec) == (name, "ana@client.example")
     assert "Bcc" not in parsed and parsed.keys().count("To") == 1
+
+
+def test_composing_leaves_nothing_for_the_cycle_collector():
+    """A worker with many invoices cached runs the full collection rarely: garbage in cycles piles up."""
+    attachment = Attachment("invoice.pdf", "application/pdf", b"%PDF-1.7" * 1000)
+    rendered = RenderedNotice("Invoice INV-1", "x", "<p>x</p>", (attachment,))
+    compose_email(rendered, SENDER, "Ana Pop", "ana@client.example", MESSAGE_ID, STEP).as_bytes()  # warm
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds stays in gc.garbage
+    try:
+        for _ in range(20):
+            compose_email(rendered, SENDER, "Ana Pop", "ana@client.example", MESSAGE_ID, STEP).as_bytes()
+        gc.collect()
+        left = [o for o in gc.garbage if isinstance(o, type) or type(o).__module__.startswith("email")]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == []
 
 
 async def test_send_notice_refuses_a_name_with_a_line_break_and_sends_nothing(pool, starttls_server, trusted_ca):

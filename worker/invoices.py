@@ -34,7 +34,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from workflows import policy
 from workflows import search_attributes as sa
-from workflows.invoice import InvoiceWorkflow, InvoiceWorkflowInput
+from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
     DecideLegal,
     Invoice,
@@ -49,6 +49,7 @@ from workflows.models import (
     format_money,
     invoice_workflow_id,
 )
+from workflows.state import InvoiceWorkflowInput
 
 ANSWER_TIMEOUT = timedelta(seconds=20)
 """How long a query or update waits for a worker to answer before giving up."""

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -18,7 +17,6 @@ from temporalio.common import RawValue, RetryPolicy, SearchAttributeIndexedValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel, Field
 
     from workflows import policy
     from workflows import search_attributes as sa
@@ -50,7 +48,14 @@ with workflow.unsafe.imports_passed_through():
         StageAction,
         format_money,
     )
-    from workflows.state import Dispute, InvoiceLedger, PlanInProgress, QueuedNotice
+    from workflows.state import (
+        Dispute,
+        InvoiceLedger,
+        InvoiceWorkflowInput,
+        PlanInProgress,
+        QueuedNotice,
+        Step,
+    )
 
 NOTICE_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=10), non_retryable_error_types=["PermanentDeliveryFailure"])
 IO_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
@@ -79,23 +84,6 @@ NOTICE_FOR_STAGE = {
     StageAction.AGENCY: NoticeKind.AGENCY_HANDOVER,
     StageAction.LEGAL_REVIEW: NoticeKind.LEGAL_REVIEW,
 }
-
-
-class InvoiceWorkflowInput(BaseModel):
-    """Start (or continue-as-new) argument: the invoice, and the state a previous run carried."""
-
-    invoice: Invoice
-    carried: InvoiceLedger | None = None
-    history_limit: int = Field(default=10_000, ge=50, description="continue-as-new beyond this many events")
-
-
-@dataclass(frozen=True)
-class Step:
-    """The next thing the loop will do unless a handler wakes it first."""
-
-    kind: str  # "stage" | "late_fee" | "instalment" | "legal_review" | "discount_ends"
-    at: datetime
-    label: str
 
 
 @workflow.defn

@@ -1,7 +1,12 @@
-"""The invoice workflow's state: everything continue-as-new carries to the next run."""
+"""The invoice workflow's state: its input, everything continue-as-new carries to the next run, and its next step.
+
+Kept out of ``workflows.invoice``: the sandbox loads the workflow's own module once per invoice
+it holds, and a module it passes through once per worker.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -124,3 +129,20 @@ class InvoiceLedger(BaseModel):
         """Add a line to the story shown by the status query (the newest few hundred)."""
         self.actions.append(ActionTaken(at=at, what=what))
         del self.actions[:-MAX_ACTIONS_KEPT]
+
+
+class InvoiceWorkflowInput(BaseModel):
+    """Start (or continue-as-new) argument: the invoice, and the state a previous run carried."""
+
+    invoice: Invoice
+    carried: InvoiceLedger | None = None
+    history_limit: int = Field(default=10_000, ge=50, description="continue-as-new beyond this many events")
+
+
+@dataclass(frozen=True)
+class Step:
+    """The next thing the loop will do unless a handler wakes it first."""
+
+    kind: str  # "stage" | "late_fee" | "instalment" | "legal_review" | "discount_ends"
+    at: datetime
+    label: str
