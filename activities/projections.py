@@ -166,10 +166,12 @@ class ParsedInvoices:
 
     Validating an invoice (its e-mail address, its policy) costs more than applying an event to
     it, and every batch loads the rows it touches: a document equal to the one parsed before gives
-    back the same (frozen) invoice.
+    back the same (frozen) invoice. An entry takes about 8 KiB of the worker's memory, so few are
+    kept: an invoice's events come in bursts (issued, then a stage days later), and a burst finds
+    its invoice here.
     """
 
-    def __init__(self, size: int = 10_000) -> None:
+    def __init__(self, size: int = 2_000) -> None:
         self._size = size
         self._entries: OrderedDict[str, tuple[dict, Invoice]] = OrderedDict()
 

@@ -33,6 +33,7 @@ from activities.projections import (
     PROJECTION_TABLES,
     PROJECTOR_LOCK,
     AgingRow,
+    ParsedInvoices,
     Projector,
     aging_report,
     catch_up,
@@ -440,3 +441,18 @@ async def test_cli_rebuild_and_lag(pool, db_url):
     bad = {**env, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
     result = await asyncio.to_thread(CliRunner().invoke, projections_cli, ["rebuild"], env=bad)
     assert result.exit_code == 1 and result.output.startswith("error: ")
+
+
+def test_parsed_invoices_keep_the_most_recently_used_and_no_more():
+    issued = date(2026, 3, 2)
+    documents = [
+        invoice(f"INV-{n}", "C-1", 10_000, issued, issued + timedelta(days=14)).model_dump(mode="json") for n in range(4)
+    ]
+    parsed = ParsedInvoices(size=3)
+    first = [parsed.parse(document) for document in documents[:3]]
+    assert parsed.parse(dict(documents[0])) is first[0]  # an equal document: the same invoice, now the newest
+    parsed.parse(documents[3])  # one more than it keeps: the least recently used (INV-1) goes
+    assert parsed.parse(dict(documents[2])) is first[2]
+    again = parsed.parse(dict(documents[1]))
+    assert again is not first[1] and again == first[1]
+
