@@ -455,4 +455,3 @@ def test_parsed_invoices_keep_the_most_recently_used_and_no_more():
     assert parsed.parse(dict(documents[2])) is first[2]
     again = parsed.parse(dict(documents[1]))
     assert again is not first[1] and again == first[1]
-

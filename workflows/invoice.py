@@ -17,7 +17,6 @@ from temporalio.common import RawValue, RetryPolicy, SearchAttributeIndexedValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-
     from workflows import policy
     from workflows import search_attributes as sa
     from workflows.models import (
@@ -48,14 +47,7 @@ with workflow.unsafe.imports_passed_through():
         StageAction,
         format_money,
     )
-    from workflows.state import (
-        Dispute,
-        InvoiceLedger,
-        InvoiceWorkflowInput,
-        PlanInProgress,
-        QueuedNotice,
-        Step,
-    )
+    from workflows.state import Dispute, InvoiceLedger, InvoiceWorkflowInput, PlanInProgress, QueuedNotice, Step
 
 NOTICE_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=10), non_retryable_error_types=["PermanentDeliveryFailure"])
 IO_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))

@@ -1,4 +1,4 @@
-"""The invoice workflow's state: its input, everything continue-as-new carries to the next run, and its next step.
+"""The invoice workflow's input, the state continue-as-new carries to the next run, and its next step.
 
 Kept out of ``workflows.invoice``: the sandbox loads the workflow's own module once per invoice
 it holds, and a module it passes through once per worker.

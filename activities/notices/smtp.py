@@ -42,7 +42,7 @@ class _ReusedHeaderClasses(HeaderRegistry):
 
     @functools.cache
     def __getitem__(self, name: str) -> type:
-        return super().__getitem__(name.lower())
+        return super().__getitem__(name)
 
 
 MESSAGE_POLICY = policy.default.clone(header_factory=_ReusedHeaderClasses())
