@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import date
 
 import asyncpg
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
 
 from bench.baseline import BareWorkflow
 from bench.report import Figure, Measurement, Target
@@ -76,12 +76,27 @@ async def _timed(call: Callable[[], Awaitable[object]]) -> float:
     return (time.perf_counter() - began) * 1000
 
 
-async def _payment_pair(client: Client, invoice_id: str, bare_id: str, payment_id: str) -> tuple[float, float]:
-    """Milliseconds of one ``record_payment`` of EUR 1.00, then of one bare update."""
+async def _payment_pair(
+    client: Client, invoice_id: str, bare_id: str, payment_id: str
+) -> tuple[float | None, float | None]:
+    """Milliseconds of one ``record_payment`` of EUR 1.00, then of one bare update; None for either
+    when it had no answer within ``worker.invoices.ANSWER_TIMEOUT``."""
     payment = Payment(payment_id=payment_id, amount_minor=PAYMENT_MINOR, currency="EUR")
-    real = await _timed(functools.partial(invoices.record_payment, client, invoice_id, payment))
+    try:
+        real: float | None = await _timed(functools.partial(invoices.record_payment, client, invoice_id, payment))
+    except InvoiceError as err:
+        if err.refusal != Refusal.UNAVAILABLE:
+            raise
+        real = None
     handle = client.get_workflow_handle_for(BareWorkflow.run, bare_id)
-    return real, await _timed(functools.partial(handle.execute_update, BareWorkflow.ping, PAYMENT_MINOR))
+    update = functools.partial(
+        handle.execute_update, BareWorkflow.ping, PAYMENT_MINOR, rpc_timeout=invoices.ANSWER_TIMEOUT
+    )
+    try:
+        bare: float | None = await _timed(update)
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        bare = None
+    return real, bare
 
 
 async def _sample_while_busy(
@@ -91,18 +106,19 @@ async def _sample_while_busy(
     pick: random.Random,
     prefix: str,
     samples: list[tuple[float | None, float | None]],
+    stop: asyncio.Event,
 ) -> None:
-    """Every second, a payment pair while the worker is still issuing invoices (until cancelled);
-    None for a payment with no answer within ``worker.invoices.ANSWER_TIMEOUT``."""
+    """Every second, a payment pair while the worker is still issuing invoices, until ``stop`` is set.
+
+    Not cancelled: the SDK turns a cancelled update into an error of its own, which would end the run.
+    """
     while len(samples) < BUSY_SAMPLES:
-        await asyncio.sleep(1.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+        if stop.is_set():
+            return
         payment_id = f"{prefix}-{len(samples)}"
-        try:
-            samples.append(await _payment_pair(client, pick.choice(invoice_ids), pick.choice(bare_ids), payment_id))
-        except InvoiceError as err:
-            if err.refusal != Refusal.UNAVAILABLE:
-                raise
-            samples.append((None, None))
+        samples.append(await _payment_pair(client, pick.choice(invoice_ids), pick.choice(bare_ids), payment_id))
 
 
 async def measure_starts(stack: BenchStack, sizes: StartSizes, report_progress: Say = lambda text: None) -> Measurement:
@@ -130,7 +146,10 @@ async def measure_starts(stack: BenchStack, sizes: StartSizes, report_progress: 
         report_progress(f"starts: waiting for {count} invoice-issued notices")
         pick = random.Random(7)
         busy_ms: list[tuple[float | None, float | None]] = []
-        sampler = asyncio.create_task(_sample_while_busy(client, invoice_ids, bare_ids, pick, f"BUSY-{run}", busy_ms))
+        issued = asyncio.Event()
+        sampler = asyncio.create_task(
+            _sample_while_busy(client, invoice_ids, bare_ids, pick, f"BUSY-{run}", busy_ms, issued)
+        )
         try:
             await poll(
                 lambda: _issued_notices(stack.pool, f"S{run}-"),
@@ -139,31 +158,23 @@ async def measure_starts(stack: BenchStack, sizes: StartSizes, report_progress: 
                 1.0,
             )
         finally:
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
+            issued.set()
+            await sampler
         open_s = time.monotonic() - real_began
         start_usage = watch.usage()
 
     report_progress(f"payments: {sizes.payments} record_payment and as many bare updates")
-    real_ms, bare_ms = [], []
-    unanswered = 0
+    pairs = []
     async with stack.watch() as watch:
         for n in range(sizes.payments):
-            try:
-                real, bare = await _payment_pair(
-                    client, pick.choice(invoice_ids), pick.choice(bare_ids), f"PAY-{run}-{n}"
-                )
-            except InvoiceError as err:
-                if err.refusal != Refusal.UNAVAILABLE:
-                    raise
-                # counted at the client's timeout: a lower bound, so a stall shows in p99 instead of ending the run
-                unanswered += 1
-                real, bare = invoices.ANSWER_TIMEOUT.total_seconds() * 1000, None
-            real_ms.append(real)
-            if bare is not None:
-                bare_ms.append(bare)
+            pairs.append(
+                await _payment_pair(client, pick.choice(invoice_ids), pick.choice(bare_ids), f"PAY-{run}-{n}")
+            )
         payment_usage = watch.usage()
+    # no answer counts at the client's timeout: a lower bound, so a stall shows in p99 instead of ending the run
+    no_answer_ms = invoices.ANSWER_TIMEOUT.total_seconds() * 1000
+    real_ms = [no_answer_ms if real is None else real for real, _ in pairs]
+    bare_ms = [no_answer_ms if bare is None else bare for _, bare in pairs]
     disk = await stack.disk_usage_mb()
 
     figures = [
@@ -193,12 +204,14 @@ async def measure_starts(stack: BenchStack, sizes: StartSizes, report_progress: 
             "all_invoices_issued_in_s": round(open_s, 1),
             "invoices_issued_per_second": round((count - real_failed) / open_s, 2),
             "payments": sizes.payments,
-            "record_payment_unanswered": unanswered,
+            "record_payment_unanswered": sum(real is None for real, _ in pairs),
+            "bare_update_unanswered": sum(bare is None for _, bare in pairs),
             "record_payment_ms": _summary(real_ms),
             "bare_update_ms": _summary(bare_ms),
             "while_issuing": {
                 "samples": len(busy_ms),
                 "record_payment_unanswered": sum(r is None for r, _ in busy_ms),
+                "bare_update_unanswered": sum(b is None for _, b in busy_ms),
                 "record_payment_ms": _summary([r for r, _ in busy_ms if r is not None]),
                 "bare_update_ms": _summary([b for _, b in busy_ms if b is not None]),
             },

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from babel.numbers import format_currency
+from fontTools.ttLib import TTFont
 from pypdf import PdfReader
 
 import activities.notices
@@ -82,6 +83,23 @@ def test_fonts_are_bundled_and_embedded() -> None:
         for font in reader.pages[0]["/Resources"]["/Font"].values()
     }
     assert all("DejaVuSans" in name for name in embedded) and len(embedded) == 2  # regular and bold
+
+
+def test_fonts_carry_no_layout_tables_and_embed_only_the_glyphs_used() -> None:
+    """fpdf2 drops the OpenType layout tables at output: bundled, they were parsed for every PDF."""
+    fonts = Path(activities.notices.__file__).parent / "fonts"
+    for path in fonts.glob("*.ttf"):
+        assert not {"GDEF", "GPOS", "GSUB", "MATH"} & set(TTFont(path).keys()), path.name
+    reader, text = pdf_text(invoice_pdf(notice(NoticeKind.INVOICE_ISSUED, "bg"), PAYEE))
+    for font in reader.pages[0]["/Resources"]["/Font"].values():
+        descriptor = font.get_object()["/DescendantFonts"][0].get_object()["/FontDescriptor"].get_object()
+        embedded = TTFont(BytesIO(descriptor["/FontFile2"].get_object().get_data()))
+        glyphs = embedded.getGlyphOrder()
+        assert 10 < len(glyphs) <= len(set(text)) + 5  # the characters printed, .notdef and the recommended few
+        for name in glyphs:  # every outline kept its bounding box
+            glyph = embedded["glyf"][name]
+            if glyph.numberOfContours:
+                assert glyph.xMin <= glyph.xMax and glyph.yMin <= glyph.yMax
 
 
 @pytest.mark.parametrize("balance", [0, 1_272_500])

@@ -5,8 +5,9 @@ input gives the same bytes (the creation date is a fact of the document, e.g. th
 
 The fonts are parsed once per process into a blank document that every new document is a deep
 copy of: parsing them anew took most of a PDF's time. The bundled fonts are cut down to
-the Latin, Greek and Cyrillic scripts (see ``fonts/LICENSE``), which keeps both the copy and the
-subsetting at ``output()`` small.
+the Latin, Greek and Cyrillic scripts, without the layout tables fpdf2 drops at output (see
+``fonts/LICENSE``), which keeps both the copy and the subsetting at ``output()`` small; the
+subset keeps each glyph's bounding box as the font has it instead of recomputing them all.
 """
 
 from __future__ import annotations
@@ -48,9 +49,14 @@ def _font_file(path: Path) -> bytes:
 
 def new_document(*, title: str, author: str, language: str, created: datetime) -> FPDF:
     """An A4 document with its metadata set and a first page, ready for text."""
-    pdf = copy.deepcopy(_blank_document())
+    blank = _blank_document()
+    # the width and glyph tables are the font's, whatever the document: shared, not copied
+    shared = {id(table): table for font in blank.fonts.values() for table in (font.cw, font.glyph_ids)}
+    pdf = copy.deepcopy(blank, shared)
     for font in pdf.fonts.values():  # fpdf2 shares the font file across copies; output() subsets it in place
-        font.ttfont = TTFont(io.BytesIO(_font_file(font.ttffile)), recalcTimestamp=False, lazy=True)
+        font.ttfont = TTFont(
+            io.BytesIO(_font_file(font.ttffile)), recalcTimestamp=False, recalcBBoxes=False, lazy=True
+        )
     pdf.set_creation_date(created)
     pdf.set_title(title)
     pdf.set_author(author)
