@@ -17,6 +17,8 @@ from activities.notices.pdf import invoice_pdf
 from tests.notice_samples import PAYEE, notice
 from workflows.models import NoticeKind
 
+FONTS = Path(activities.notices.__file__).parent / "fonts"
+
 
 def pdf_text(data: bytes) -> tuple[PdfReader, str]:
     """The reader and the text of all pages, with every run of white space (NBSP too) as one space."""
@@ -74,9 +76,8 @@ def test_the_payment_link_is_clickable() -> None:
 
 
 def test_fonts_are_bundled_and_embedded() -> None:
-    fonts = Path(activities.notices.__file__).parent / "fonts"
-    assert {p.name for p in fonts.iterdir()} >= {"DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "LICENSE"}
-    assert "Bitstream Vera" in (fonts / "LICENSE").read_text()
+    assert {p.name for p in FONTS.iterdir()} >= {"DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "LICENSE"}
+    assert "Bitstream Vera" in (FONTS / "LICENSE").read_text()
     reader, _ = pdf_text(invoice_pdf(notice(NoticeKind.INVOICE_ISSUED, "bg"), PAYEE))
     embedded = {
         font.get_object()["/BaseFont"]
@@ -87,8 +88,7 @@ def test_fonts_are_bundled_and_embedded() -> None:
 
 def test_fonts_carry_no_layout_tables_and_embed_only_the_glyphs_used() -> None:
     """fpdf2 drops the OpenType layout tables at output: bundled, they were parsed for every PDF."""
-    fonts = Path(activities.notices.__file__).parent / "fonts"
-    for path in fonts.glob("*.ttf"):
+    for path in FONTS.glob("*.ttf"):
         assert not {"GDEF", "GPOS", "GSUB", "MATH"} & set(TTFont(path).keys()), path.name
     reader, text = pdf_text(invoice_pdf(notice(NoticeKind.INVOICE_ISSUED, "bg"), PAYEE))
     for font in reader.pages[0]["/Resources"]["/Font"].values():
@@ -96,10 +96,13 @@ def test_fonts_carry_no_layout_tables_and_embed_only_the_glyphs_used() -> None:
         embedded = TTFont(BytesIO(descriptor["/FontFile2"].get_object().get_data()))
         glyphs = embedded.getGlyphOrder()
         assert 10 < len(glyphs) <= len(set(text)) + 5  # the characters printed, .notdef and the recommended few
-        for name in glyphs:  # every outline kept its bounding box
-            glyph = embedded["glyf"][name]
+        glyf = embedded["glyf"]
+        for name in glyphs:  # the boxes are not recomputed at output: the stored ones must fit the outlines
+            glyph = glyf[name]
             if glyph.numberOfContours:
-                assert glyph.xMin <= glyph.xMax and glyph.yMin <= glyph.yMax
+                stored = (glyph.xMin, glyph.yMin, glyph.xMax, glyph.yMax)
+                glyph.recalcBounds(glyf)
+                assert stored == (glyph.xMin, glyph.yMin, glyph.xMax, glyph.yMax), name
 
 
 @pytest.mark.parametrize("balance", [0, 1_272_500])
