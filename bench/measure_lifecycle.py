@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,7 +20,7 @@ from temporalio.client import Client
 
 from bench.baseline import BaselinePlan, BaselineWorkflow
 from bench.report import Figure, Measurement, Target
-from bench.stack import BASELINE_QUEUE, INVOICE_QUEUE, BenchStack
+from bench.stack import BASELINE_QUEUE, INVOICE_QUEUE, BenchStack, Usage
 from bench.workload import (
     ACTIVITIES_PER_STEP,
     Say,
@@ -87,6 +88,20 @@ async def _baseline_lifecycle(client: Client, workflow_id: str, gap: timedelta, 
     return Lifecycle(time.monotonic() - began, workflow_id)
 
 
+def _cpu_per_lifecycle(usage: dict[str, Usage], worker: str, lifecycles: int) -> dict[str, float]:
+    """CPU seconds per lifecycle of the side's worker, the dev server, PostgreSQL and the driver (with the mail sink)."""
+    return {
+        name: round(usage[name].cpu_seconds / max(1, lifecycles), 3)
+        for name in (worker, "dev_server", "postgres", "driver")
+    }
+
+
+def _per_lifecycle(requests: Counter[str], lifecycles: int) -> dict[str, float]:
+    """The dev server's requests per lifecycle, those made at least once in ten lifecycles."""
+    per = {name: round(count / max(1, lifecycles), 1) for name, count in sorted(requests.items())}
+    return {name: value for name, value in per.items() if value >= 0.1}
+
+
 async def _level(
     drive: Callable[[str], Awaitable[Lifecycle]], prefix: str, concurrency: int, count: int
 ) -> tuple[float, list[Lifecycle], list[str]]:
@@ -112,10 +127,12 @@ async def measure_lifecycle(
     for concurrency in sizes.concurrency:
         count = sizes.rounds * concurrency
         report_progress(f"lifecycle: {count} invoices, {concurrency} in flight")
+        requests_before = await stack.dev_server_requests()
         async with stack.watch() as watch:
             real_rate, real, real_failed = await _level(
                 lambda i: _real_lifecycle(client, i, gap, sizes.timeout), f"L{run}-{concurrency}", concurrency, count
             )
+        requests_between = await stack.dev_server_requests()
         report_progress(f"lifecycle: {count} baseline workflows, {concurrency} in flight")
         async with stack.watch() as base_watch:
             base_rate, base, base_failed = await _level(
@@ -124,6 +141,7 @@ async def measure_lifecycle(
                 concurrency,
                 count,
             )
+        requests_after = await stack.dev_server_requests()
         if not shapes and real and base:
             shapes = {
                 "dunning": history_shape(await client.get_workflow_handle(real[0].workflow_id).fetch_history()),
@@ -139,15 +157,12 @@ async def measure_lifecycle(
                 "dunning_median_lifecycle_s": round(median(r.seconds for r in real), 2) if real else None,
                 "baseline_median_lifecycle_s": round(median(b.seconds for b in base), 2) if base else None,
                 "failures": real_failed + base_failed,
-                "worker_cpu_s_per_invoice": round(usage["worker"].cpu_seconds / max(1, len(real)), 3),
-                "baseline_worker_cpu_s_per_workflow": round(
-                    base_usage["baseline_worker"].cpu_seconds / max(1, len(base)), 3
-                ),
-                "dev_server_cpu_s_per_invoice": round(usage["dev_server"].cpu_seconds / max(1, len(real)), 3),
-                "dev_server_cpu_s_per_baseline_workflow": round(
-                    base_usage["dev_server"].cpu_seconds / max(1, len(base)), 3
-                ),
+                # every process on the machine that works for the run, per lifecycle: where the cores went
+                "cpu_s_per_invoice": _cpu_per_lifecycle(usage, "worker", len(real)),
+                "cpu_s_per_baseline_workflow": _cpu_per_lifecycle(base_usage, "baseline_worker", len(base)),
                 "worker_peak_rss_mb": usage["worker"].peak_rss_mb,
+                "dev_server_requests_per_invoice": _per_lifecycle(requests_between - requests_before, len(real)),
+                "dev_server_requests_per_baseline_workflow": _per_lifecycle(requests_after - requests_between, len(base)),
             }
         )
         if real and base:

@@ -18,13 +18,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
+import httpx
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -40,6 +43,13 @@ INVOICE_QUEUE = "bench-invoices"
 BASELINE_QUEUE = "bench-baseline"
 READY_TIMEOUT = 90.0
 BENCH_DATABASE = "bench"
+# the dev server's own counters: requests its frontend served (clients' calls), and its reads and writes
+REQUEST_METRICS = {
+    "service_requests": "frontend",
+    "persistence_requests": "persistence",
+    "visibility_persistence_requests": "visibility",
+}
+METRICS_LAG = 2.0  # seconds; the server publishes its counters about once a second (seen up to 1.2 s late)
 # what the SDK logs when the worker is too busy to finish a workflow task in time
 OVERLOAD_SIGNS = {
     "workflow_tasks_over_5s": "Workflow task duration exceeded 5 seconds",
@@ -86,11 +96,11 @@ def folder_bytes(path: Path) -> int:
 # --- processes -----------------------------------------------------------------------------
 
 
-def _tree(pid: int) -> list[psutil.Process]:
-    """The process and its descendants (a worker's render processes), those still alive."""
+def _tree(pid: int, descendants: bool = True) -> list[psutil.Process]:
+    """The process and (unless told otherwise) its descendants, such as a worker's render processes, those still alive."""
     try:
         root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)] if descendants else [root]
     except psutil.NoSuchProcess:
         return []
 
@@ -123,11 +133,14 @@ class Usage:
 
 @dataclass
 class ProcessWatch:
-    """Samples the resident memory of some processes (each with its descendants) in the background; the
-    peak of their sum and their CPU seconds, per watched process."""
+    """Samples the resident memory of some processes (each with its descendants, except those named in
+    ``alone``) in the background; the peak of their sum and their CPU seconds, per watched process,
+    from the start of the watch to its end."""
 
     pids: dict[str, int]
+    alone: frozenset[str] = frozenset()
     interval: float = 0.5
+    _ended: bool = False
     _peak_kb: dict[str, int] = field(default_factory=dict)
     _cpu_start: dict[int, float] = field(default_factory=dict)
     _cpu_seen: dict[str, dict[int, float]] = field(default_factory=dict)
@@ -136,7 +149,7 @@ class ProcessWatch:
     async def __aenter__(self) -> ProcessWatch:
         for name, pid in self.pids.items():
             self._cpu_seen[name] = {}
-            for process in _tree(pid):
+            for process in _tree(pid, name not in self.alone):
                 _reset_peak(process.pid)
                 self._cpu_start[process.pid] = _cpu_seconds(process)
         self._sample_once()
@@ -149,6 +162,7 @@ class ProcessWatch:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._sample_once()
+        self._ended = True
 
     async def _sample(self) -> None:
         while True:
@@ -157,15 +171,17 @@ class ProcessWatch:
 
     def _sample_once(self) -> None:
         for name, pid in self.pids.items():
-            tree = _tree(pid)
+            tree = _tree(pid, name not in self.alone)
             # VmHWM catches peaks between samples (it was reset at the start, where the kernel allows it)
             self._peak_kb[name] = max(self._peak_kb.get(name, 0), sum(_peak_rss_kb(p) for p in tree))
             for process in tree:  # a process that appeared during the watch used all its CPU in it
                 self._cpu_seen[name][process.pid] = _cpu_seconds(process) - self._cpu_start.get(process.pid, 0.0)
 
     def usage(self) -> dict[str, Usage]:
-        """Peak resident memory and CPU seconds of each process with its descendants since the watch started."""
-        self._sample_once()
+        """Peak resident memory and CPU seconds of each process (with its descendants) during the watch:
+        since it started, up to now or to its end, whichever came first."""
+        if not self._ended:
+            self._sample_once()
         return {
             name: Usage(
                 peak_rss_mb=round(self._peak_kb[name] / 1024, 1), cpu_seconds=round(sum(self._cpu_seen[name].values()), 2)
@@ -240,6 +256,8 @@ class BenchStack:
         self.pgdata = self.root / "pgdata"
         self.workers: dict[str, WorkerProcess] = {}
         self.dev_server_pid = 0
+        self.dev_server_metrics = ""
+        self.postgres_pid = 0
         self.started_in = 0.0
 
     async def __aenter__(self) -> BenchStack:
@@ -249,6 +267,7 @@ class BenchStack:
             postgres = await asyncio.to_thread(start_postgres, self.pgdata)
             self._exit.callback(postgres.stop)
             self.server_url = postgres.url
+            self.postgres_pid = int((self.pgdata / "postmaster.pid").read_text().split()[0])
             self.db_url = await new_database(self.server_url, BENCH_DATABASE)
             self.pool = await create_pool(self.db_url)
             self._exit.push_async_callback(self.pool.close)
@@ -269,9 +288,13 @@ class BenchStack:
         mail.start()
         self._exit.callback(mail.stop)
         port = free_port()
-        server = await asyncio.to_thread(start_temporal_dev_server, self.temporal_dir, port, free_port(), "default")
+        metrics_port = free_port()
+        server = await asyncio.to_thread(
+            start_temporal_dev_server, self.temporal_dir, port, free_port(), "default", metrics_port=metrics_port
+        )
         self._exit.callback(server.stop)
         self.dev_server_pid = server.process.pid
+        self.dev_server_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
         address = f"localhost:{port}"
         self.client = await connect(Settings(temporal_address=address))
         # workers run as deployed: their own settings, and bytecode cached (without it the sandbox compiles
@@ -311,11 +334,30 @@ class BenchStack:
             await asyncio.sleep(0.2)
 
     def watch(self) -> ProcessWatch:
-        """Watch both workers and the dev server for the span of an ``async with``."""
+        """Watch both workers, the dev server, PostgreSQL (with its backends) and this process (the
+        measurement's clients and the mail sink) for the span of an ``async with``."""
         pids = {name: process.pid for name, process in self.workers.items()}
         if self.dev_server_pid:
             pids["dev_server"] = self.dev_server_pid
-        return ProcessWatch(pids)
+        pids["postgres"] = self.postgres_pid
+        pids["driver"] = os.getpid()
+        return ProcessWatch(pids, alone=frozenset({"driver"}))
+
+    async def dev_server_requests(self) -> Counter[str]:
+        """How many requests the dev server has served (``frontend:<call>``) and made of its persistence
+        (``persistence:<operation>``, ``visibility:<operation>``) since it started, read once the
+        server has published what it did until now (its counters reach ``/metrics`` with a lag)."""
+        await asyncio.sleep(METRICS_LAG)
+        async with httpx.AsyncClient(timeout=10) as http:
+            text = (await http.get(self.dev_server_metrics)).raise_for_status().text
+        counts: Counter[str] = Counter()
+        for family in text_string_to_metric_families(text):
+            kind = REQUEST_METRICS.get(family.name)
+            for sample in family.samples if kind else ():
+                if kind == "frontend" and sample.labels.get("service_name") != "frontend":
+                    continue  # the services' calls to one another
+                counts[f"{kind}:{sample.labels.get('operation', '?')}"] += sample.value
+        return counts
 
     async def disk_usage_mb(self) -> dict[str, float]:
         """Size on disk of the service's database and of the dev server's SQLite files."""

@@ -66,7 +66,13 @@ def test_quick_bench_writes_a_report_with_a_positive_ratio_for_every_figure(tmp_
                 assert isinstance(figure["met"], bool)
 
     by_name = {m["name"]: m for m in report["measurements"]}
-    assert by_name["lifecycle"]["details"]["levels"][0]["concurrency"] == 1
+    level = by_name["lifecycle"]["details"]["levels"][0]
+    assert level["concurrency"] == 1
+    # the dev server's own counters: one start and one update per lifecycle, on either side
+    for side in ("dev_server_requests_per_invoice", "dev_server_requests_per_baseline_workflow"):
+        assert level[side]["frontend:StartWorkflowExecution"] == 1.0, level[side]
+        assert level[side]["frontend:UpdateWorkflowExecution"] == 1.0, level[side]
+    assert set(level["cpu_s_per_invoice"]) == {"worker", "dev_server", "postgres", "driver"}
     assert by_name["starts_and_payments"]["details"]["open_invoices"] == 3
     assert by_name["scale"]["details"]["open_invoices"] == 3
     assert by_name["time_skipping"]["details"]["history_shape"]["updates"] == 1

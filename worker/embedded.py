@@ -96,12 +96,18 @@ class TemporalDevServer:
 
 
 def start_temporal_dev_server(
-    data_dir: Path, port: int, ui_port: int, namespace: str, codec_endpoint: str | None = None
+    data_dir: Path,
+    port: int,
+    ui_port: int,
+    namespace: str,
+    codec_endpoint: str | None = None,
+    metrics_port: int | None = None,
 ) -> TemporalDevServer:
     """Start the Temporal dev server, persisting to ``data_dir/temporal.db``, and wait until it serves ``namespace``.
 
     Registers every search attribute of ``workflows.search_attributes``, points the UI at the
-    codec server when one is given (payloads are encrypted), and logs to
+    codec server when one is given (payloads are encrypted), serves the server's own Prometheus
+    metrics on ``metrics_port`` when one is given, and logs to
     ``data_dir/temporal.log``. The server runs in its own session, so Ctrl-C in the terminal
     reaches only this process, which then stops the server in order.
     """
@@ -120,6 +126,8 @@ def start_temporal_dev_server(
         command += ["--search-attribute", f"{key.name}={CLI_TYPE_NAMES[key.indexed_value_type]}"]
     if codec_endpoint:
         command += ["--ui-codec-endpoint", codec_endpoint]
+    if metrics_port:
+        command += ["--metrics-port", str(metrics_port)]
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "temporal.log"
     with log_path.open("ab") as log:
