@@ -1,12 +1,16 @@
 """The event store: versioned schema migrations and the append-only ``invoice_events`` table.
 
 Every event is checked against its kind's payload model (``workflows.events``) before it is
-written, so readers can rely on the shape of what they read.
+written, so readers can rely on the shape of what they read. Batches appended at the same time
+(by concurrent activities of one worker) are written together: one statement, one commit, one
+turn of the ordering lock (group commit, :class:`EventAppender`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+from dataclasses import dataclass
 from importlib.resources import files
 
 import asyncpg
@@ -86,28 +90,118 @@ def check_payload(event: DomainEvent) -> None:
         ) from None
 
 
+INSERT_EVENTS = (
+    "INSERT INTO invoice_events (invoice_id, sequence, kind, occurred_at, data)"
+    " SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::jsonb[])"
+    " ON CONFLICT (invoice_id, sequence) DO NOTHING RETURNING invoice_id, sequence"
+)
+
+
+async def _insert(pool: asyncpg.Pool, events: list[DomainEvent]) -> set[tuple[str, int]]:
+    """Write ``events`` in one statement, skipping rows already there; the keys of the rows written."""
+    inserted = await pool.fetch(
+        INSERT_EVENTS,
+        [e.invoice_id for e in events],
+        [e.sequence for e in events],
+        [e.kind.value for e in events],
+        [e.occurred_at for e in events],
+        [e.model_dump(mode="json")["data"] for e in events],
+    )
+    return {(row["invoice_id"], row["sequence"]) for row in inserted}
+
+
+@dataclass
+class _Queued:
+    events: list[DomainEvent]
+    written: asyncio.Future[int]
+
+
+class EventAppender:
+    """Writes event batches; batches that arrive while a statement runs go together in the next one.
+
+    A lone batch is written at once. Under load, one statement carries the batches of many
+    activities, so appends stop queueing one by one for the ordering lock and the commit. Each
+    batch is still all or nothing: it is never split across statements, and if a shared
+    statement fails, every batch in it is tried again alone, so a batch the database refuses
+    fails only its own caller.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, max_events: int = 2_000) -> None:
+        self._pool = pool
+        self._max_events = max_events
+        self._queue: list[_Queued] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def append(self, events: list[DomainEvent]) -> int:
+        """Write ``events`` (rows already there are skipped); how many rows this batch added."""
+        queued = _Queued(list(events), asyncio.get_running_loop().create_future())
+        self._queue.append(queued)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queued())
+        return await queued.written
+
+    async def _write_queued(self) -> None:
+        while self._queue:
+            taken = self._take()
+            if not taken:
+                continue
+            try:
+                written = await _insert(self._pool, [e for q in taken for e in q.events])
+            except asyncio.CancelledError:
+                for queued in taken:
+                    queued.written.cancel()
+                raise
+            except Exception as err:
+                if len(taken) == 1:
+                    _settle(taken[0], error=err)
+                    continue
+                for queued in taken:  # alone, so that one refused batch fails only its caller
+                    try:
+                        _settle(queued, count=len(await _insert(self._pool, queued.events)))
+                    except Exception as alone_err:
+                        _settle(queued, error=alone_err)
+                continue
+            for queued in taken:
+                mine = {(e.invoice_id, e.sequence) for e in queued.events} & written
+                written -= mine  # a row two batches share counts once
+                _settle(queued, count=len(mine))
+
+    def _take(self) -> list[_Queued]:
+        """The next batches in arrival order, up to ``max_events`` (a larger batch goes alone); those whose
+        callers gave up are dropped."""
+        taken: list[_Queued] = []
+        events = 0
+        while self._queue and (not taken or events + len(self._queue[0].events) <= self._max_events):
+            queued = self._queue.pop(0)
+            if not queued.written.done():
+                taken.append(queued)
+                events += len(queued.events)
+        return taken
+
+
+def _settle(queued: _Queued, *, count: int = 0, error: BaseException | None = None) -> None:
+    if queued.written.done():  # the caller was cancelled meanwhile
+        return
+    if error is not None:
+        queued.written.set_exception(error)
+    else:
+        queued.written.set_result(count)
+
+
 class LedgerActivities:
     """Activities that write the event log."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        self._appender = EventAppender(pool)
 
     @activity.defn(name="append_events")
     async def append_events(self, events: list[DomainEvent]) -> int:
-        """Append events in one statement; a retried batch is a no-op for rows already there. Returns rows inserted.
+        """Append a batch of events; a retried batch is a no-op for rows already there. Returns rows inserted.
 
-        The whole batch is refused (nothing written) if any event's payload is malformed.
+        The whole batch is refused (nothing written) if any event's payload is malformed. Batches
+        appended at the same time by other activities share its statement (``EventAppender``).
         """
         for event in events:
             check_payload(event)
-        inserted = await self.pool.fetch(
-            "INSERT INTO invoice_events (invoice_id, sequence, kind, occurred_at, data)"
-            " SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::jsonb[])"
-            " ON CONFLICT (invoice_id, sequence) DO NOTHING RETURNING 1",
-            [e.invoice_id for e in events],
-            [e.sequence for e in events],
-            [e.kind.value for e in events],
-            [e.occurred_at for e in events],
-            [e.model_dump(mode="json")["data"] for e in events],
-        )
-        return len(inserted)
+        return await self._appender.append(events)
