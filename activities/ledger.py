@@ -143,28 +143,33 @@ class EventAppender:
     async def _write_queued(self) -> None:
         while self._queue:
             taken = self._take()
-            if not taken:
-                continue
             try:
-                written = await _insert(self._pool, [e for q in taken for e in q.events])
-            except asyncio.CancelledError:
+                await self._write(taken)
+            except asyncio.CancelledError:  # the worker is stopping: the callers' activities will be retried
                 for queued in taken:
                     queued.written.cancel()
                 raise
-            except Exception as err:
-                if len(taken) == 1:
-                    _settle(taken[0], error=err)
-                    continue
-                for queued in taken:  # alone, so that one refused batch fails only its caller
-                    try:
-                        _settle(queued, count=len(await _insert(self._pool, queued.events)))
-                    except Exception as alone_err:
-                        _settle(queued, error=alone_err)
-                continue
-            for queued in taken:
-                mine = {(e.invoice_id, e.sequence) for e in queued.events} & written
-                written -= mine  # a row two batches share counts once
-                _settle(queued, count=len(mine))
+
+    async def _write(self, taken: list[_Queued]) -> None:
+        """Write the batches taken in one statement and tell each caller its count (or its error)."""
+        if not taken:
+            return
+        try:
+            written = await _insert(self._pool, [e for q in taken for e in q.events])
+        except Exception as err:
+            if len(taken) == 1:
+                _settle(taken[0], error=err)
+                return
+            for queued in taken:  # alone, so that one refused batch fails only its caller
+                try:
+                    _settle(queued, count=len(await _insert(self._pool, queued.events)))
+                except Exception as alone_err:
+                    _settle(queued, error=alone_err)
+            return
+        for queued in taken:
+            mine = {(e.invoice_id, e.sequence) for e in queued.events} & written
+            written -= mine  # a row two batches share counts once
+            _settle(queued, count=len(mine))
 
     def _take(self) -> list[_Queued]:
         """The next batches in arrival order, up to ``max_events`` (a larger batch goes alone); those whose
