@@ -134,7 +134,7 @@ class EventAppender:
 
     async def append(self, events: list[DomainEvent]) -> int:
         """Write ``events`` (rows already there are skipped); how many rows this batch added."""
-        queued = _Queued(list(events), asyncio.get_running_loop().create_future())
+        queued = _Queued(events, asyncio.get_running_loop().create_future())
         self._queue.append(queued)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_queued())

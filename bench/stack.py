@@ -267,7 +267,7 @@ class BenchStack:
             postgres = await asyncio.to_thread(start_postgres, self.pgdata)
             self._exit.callback(postgres.stop)
             self.server_url = postgres.url
-            self.postgres_pid = int((self.pgdata / "postmaster.pid").read_text().split()[0])
+            self.postgres_pid = postgres.pid
             self.db_url = await new_database(self.server_url, BENCH_DATABASE)
             self.pool = await create_pool(self.db_url)
             self._exit.push_async_callback(self.pool.close)

@@ -45,12 +45,13 @@ def find_executable(name: str) -> str:
 
 
 class EmbeddedPostgres:
-    """A running embedded PostgreSQL server. It listens only on a Unix socket, as ``url`` says."""
+    """A running embedded PostgreSQL server (``pid``: its postmaster). It listens only on a Unix socket, as ``url`` says."""
 
     def __init__(self, server: PostgresServer) -> None:
         self._server = server
         self.pgdata = server.pgdata
         self.url = server.get_uri()
+        self.pid = server.get_pid()
 
     def stop(self) -> None:
         """Shut the server down (fast mode); the data folder stays for the next start."""
