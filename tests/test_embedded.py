@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
+import sqlite3
 import time
 import uuid
 from datetime import timedelta
@@ -72,7 +74,7 @@ async def test_db_url_is_a_fresh_database_with_the_schema(db_url):
         await conn.close()
 
 
-async def test_dev_server_registers_search_attributes_and_keeps_workflows(tmp_path):
+async def test_dev_server_registers_search_attributes_and_keeps_workflows_in_a_wal_database(tmp_path):
     port, expected = free_port(), {key.name: int(key.indexed_value_type) for key in SEARCH_ATTRIBUTES}
     for run in ("first", "restart on the same temporal.db"):
         server = start_temporal_dev_server(tmp_path, port, free_port(), "dunning-test")
@@ -89,6 +91,9 @@ async def test_dev_server_registers_search_attributes_and_keeps_workflows(tmp_pa
         finally:
             server.stop()
         assert server.process.returncode is not None
+    # the server's SQLite file keeps a write-ahead log (the mode is stored in the file)
+    with contextlib.closing(sqlite3.connect(tmp_path / "temporal.db")) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
 async def test_mail_sink_saves_eml_files(tmp_path):
