@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 from dataclasses import dataclass
 from importlib.resources import files
 
@@ -129,7 +130,7 @@ class EventAppender:
     def __init__(self, pool: asyncpg.Pool, max_events: int = 2_000) -> None:
         self._pool = pool
         self._max_events = max_events
-        self._queue: list[_Queued] = []
+        self._queue: deque[_Queued] = deque()
         self._writer: asyncio.Task[None] | None = None
 
     async def append(self, events: list[DomainEvent]) -> int:
@@ -177,7 +178,7 @@ class EventAppender:
         taken: list[_Queued] = []
         events = 0
         while self._queue and (not taken or events + len(self._queue[0].events) <= self._max_events):
-            queued = self._queue.pop(0)
+            queued = self._queue.popleft()
             if not queued.written.done():
                 taken.append(queued)
                 events += len(queued.events)
