@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from workflows.events import RecordedEvent, payload_of
+from workflows.events import InvoiceSnapshot, RecordedEvent, payload_of
 from workflows.models import DomainEvent
 
 MIGRATIONS = files("activities") / "migrations"
@@ -92,28 +92,42 @@ def check_payload(event: DomainEvent) -> None:
 
 
 INSERT_EVENTS = (
-    "INSERT INTO invoice_events (invoice_id, sequence, kind, occurred_at, data)"
-    " SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::jsonb[])"
+    "INSERT INTO invoice_events (invoice_id, sequence, kind, occurred_at, data, snapshot, format)"
+    " SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::jsonb[], $6::jsonb[], $7::int2[])"
     " ON CONFLICT (invoice_id, sequence) DO NOTHING RETURNING invoice_id, sequence"
 )
+WITH_SNAPSHOTS = 2  # ``format`` of rows whose batch ends with the workflow's snapshot; 1 before (upcast)
 
 
-async def _insert(pool: asyncpg.Pool, events: list[DomainEvent]) -> set[tuple[str, int]]:
-    """Write ``events`` in one statement, skipping rows already there; the keys of the rows written."""
-    inserted = await pool.fetch(
-        INSERT_EVENTS,
-        [e.invoice_id for e in events],
-        [e.sequence for e in events],
-        [e.kind.value for e in events],
-        [e.occurred_at for e in events],
-        [e.model_dump(mode="json")["data"] for e in events],
-    )
+@dataclass
+class Batch:
+    """Events a workflow appends together, and the snapshot of the invoice after them (None before v5)."""
+
+    events: list[DomainEvent]
+    snapshot: InvoiceSnapshot | None = None
+
+    def rows(self) -> list[tuple]:
+        """Column values of ``INSERT_EVENTS``, the snapshot on the last event."""
+        last = len(self.events) - 1
+        document = self.snapshot.model_dump(mode="json") if self.snapshot else None
+        form = WITH_SNAPSHOTS if self.snapshot else 1
+        return [
+            (e.invoice_id, e.sequence, e.kind.value, e.occurred_at, e.model_dump(mode="json")["data"],
+             document if n == last else None, form)
+            for n, e in enumerate(self.events)
+        ]
+
+
+async def _insert(pool: asyncpg.Pool, batches: list[Batch]) -> set[tuple[str, int]]:
+    """Write ``batches`` in one statement, skipping rows already there; the keys of the rows written."""
+    rows = [row for batch in batches for row in batch.rows()]
+    inserted = await pool.fetch(INSERT_EVENTS, *(list(column) for column in zip(*rows, strict=True)))
     return {(row["invoice_id"], row["sequence"]) for row in inserted}
 
 
 @dataclass
 class _Queued:
-    events: list[DomainEvent]
+    batch: Batch
     written: asyncio.Future[int]
 
 
@@ -133,9 +147,9 @@ class EventAppender:
         self._queue: deque[_Queued] = deque()
         self._writer: asyncio.Task[None] | None = None
 
-    async def append(self, events: list[DomainEvent]) -> int:
-        """Write ``events`` (rows already there are skipped); how many rows this batch added."""
-        queued = _Queued(events, asyncio.get_running_loop().create_future())
+    async def append(self, batch: Batch) -> int:
+        """Write ``batch`` (rows already there are skipped); how many rows it added."""
+        queued = _Queued(batch, asyncio.get_running_loop().create_future())
         self._queue.append(queued)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_queued())
@@ -156,19 +170,19 @@ class EventAppender:
         if not taken:
             return
         try:
-            written = await _insert(self._pool, [e for q in taken for e in q.events])
+            written = await _insert(self._pool, [q.batch for q in taken])
         except Exception as err:
             if len(taken) == 1:
                 _settle(taken[0], error=err)
                 return
             for queued in taken:  # alone, so that one refused batch fails only its caller
                 try:
-                    _settle(queued, count=len(await _insert(self._pool, queued.events)))
+                    _settle(queued, count=len(await _insert(self._pool, [queued.batch])))
                 except Exception as alone_err:
                     _settle(queued, error=alone_err)
             return
         for queued in taken:
-            mine = {(e.invoice_id, e.sequence) for e in queued.events} & written
+            mine = {(e.invoice_id, e.sequence) for e in queued.batch.events} & written
             written -= mine  # a row two batches share counts once
             _settle(queued, count=len(mine))
 
@@ -177,11 +191,11 @@ class EventAppender:
         callers gave up are dropped."""
         taken: list[_Queued] = []
         events = 0
-        while self._queue and (not taken or events + len(self._queue[0].events) <= self._max_events):
+        while self._queue and (not taken or events + len(self._queue[0].batch.events) <= self._max_events):
             queued = self._queue.popleft()
             if not queued.written.done():
                 taken.append(queued)
-                events += len(queued.events)
+                events += len(queued.batch.events)
         return taken
 
 
@@ -202,12 +216,14 @@ class LedgerActivities:
         self._appender = EventAppender(pool)
 
     @activity.defn(name="append_events")
-    async def append_events(self, events: list[DomainEvent]) -> int:
-        """Append a batch of events; a retried batch is a no-op for rows already there. Returns rows inserted.
+    async def append_events(self, events: list[DomainEvent], snapshot: InvoiceSnapshot | None = None) -> int:
+        """Append a batch of events and the invoice's snapshot after them; a retried batch is a no-op for rows
+        already there. Returns rows inserted.
 
         The whole batch is refused (nothing written) if any event's payload is malformed. Batches
         appended at the same time by other activities share its statement (``EventAppender``).
+        A batch scheduled before v5 comes without a snapshot and is upcast by the projector.
         """
         for event in events:
             check_payload(event)
-        return await self._appender.append(events)
+        return await self._appender.append(Batch(events, snapshot))

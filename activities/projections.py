@@ -1,14 +1,21 @@
-"""Read models built from the event log, and the queries finance, ops and the API run on them.
+"""Read models copied from the event log, and the queries finance, ops and the API run on them.
 
-The projector reads ``invoice_events`` in global order (``position``) and applies each event to
-the ``projected_*`` tables, a batch at a time, in the same transaction as the checkpoint: a
-crash replays nothing twice and skips nothing. Appends commit in position order (a trigger in
-002_projections.sql serializes them), so "everything after the checkpoint" never misses a late
-commit. ``rebuild`` empties the tables and replays every event in one transaction: readers see
-the old projections until the new ones are complete, and the result equals incremental catch-up.
+The workflow decides; its events record the decisions: each batch it appends ends with the
+invoice's snapshot (state, every component of what is owed, the next action, the dated changes
+to the receivable, the story told since). The projector copies those facts with set-based SQL,
+never re-deriving a state, an amount or a date: the invoice row is the latest snapshot, the
+stages reached come from ``stage_reached`` events, the receivable entries and the story from
+the snapshots. Events written before snapshots existed (``format`` 1) are upcast once
+(``workflows.upcast``) and then read the same way.
 
-Amounts that depend on the day (overdue, aging, DSO) are computed at read time from the
-projected invoices and their dated receivable entries, so they never go stale overnight.
+Catch-up copies everything after the checkpoint, a range at a time, in the same transaction as
+the checkpoint: a crash copies nothing twice and skips nothing. Appends commit in position order
+(a trigger in 002_projections.sql serializes them), so "everything after the checkpoint" never
+misses a late commit. ``rebuild`` empties the tables and copies the whole log in one transaction
+with the same statements: readers see the old projections until the new ones are complete.
+
+Amounts that depend on the day (days overdue, aging, DSO) are computed at read time from the
+copied invoices and their dated receivable entries, so they never go stale overnight.
 """
 
 from __future__ import annotations
@@ -16,199 +23,155 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
-from datetime import date, datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import date, datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 
 import asyncpg
 import holidays
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from activities.ledger import read_events_after
-from workflows import events as ev
-from workflows import policy
-from workflows.events import RecordedEvent
-from workflows.models import (
-    EventKind,
-    Invoice,
-    InvoiceState,
-    LegalDecision,
-    NextAction,
-    StageAction,
-    minor_units_per_major,
-)
+from activities.ledger import read_events
+from workflows.models import ActionTaken, InvoiceState, InvoiceStatus, NextAction, StageAction, minor_units_per_major
+from workflows.upcast import upcast
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "projections"
 NOTIFY_CHANNEL = "invoice_events"
 PROJECTOR_LOCK = 4_150_003  # advisory lock id: one running projector across processes
-BATCH_SIZE = 500
-PROJECTION_TABLES = ("projected_invoices", "projected_invoice_stages", "projected_receivables")
+BATCH_SIZE = 5_000
+PROJECTION_TABLES = ("projected_invoices", "projected_invoice_stages", "projected_receivables", "projected_invoice_story")
 CLOSED_STATES = [state.value for state in InvoiceState if state.closed]
 FUNNEL_STAGES = ["issued", *(action.value for action in StageAction)]
+STORY_LINES_SHOWN = 200
 
 
-# --- the invoice projection: one row per invoice -------------------------------------------
+# --- copying the snapshots: one statement per table, over a range of positions ----------------
+
+SNAPSHOTS_IN_RANGE = """
+WITH batch AS (
+    SELECT invoice_id, sequence, snapshot FROM invoice_events
+    WHERE snapshot IS NOT NULL AND position > $1 AND position <= $2
+    UNION ALL
+    SELECT invoice_id, sequence, snapshot FROM upcast_snapshots WHERE position > $1 AND position <= $2
+)"""
+
+SNAPSHOT_COLUMNS = {
+    "customer_id": "text",
+    "currency": "text",
+    "service": "text",
+    "time_zone": "text",
+    "issue_date": "date",
+    "due_date": "date",
+    "state": "text",
+    "escalation": "text",
+    "last_stage": "text",
+    "amount_minor": "bigint",
+    "fees_minor": "bigint",
+    "paid_minor": "bigint",
+    "credited_minor": "bigint",
+    "discount_minor": "bigint",
+    "written_off_minor": "bigint",
+    "balance_minor": "bigint",
+    "overpaid_minor": "bigint",
+    "discount_available_minor": "bigint",
+    "disputed": "boolean",
+    "on_payment_plan": "boolean",
+    "suspended": "boolean",
+    "suspended_service": "text",
+    "sent_to_agency": "boolean",
+    "factored_to": "text",
+    "legal_review_again_at": "timestamptz",
+    "legal_summary": "jsonb",
+    "rejected_payments": "integer",
+    "failed_notices": "integer",
+    "closed_at": "timestamptz",
+    "closed_on": "date",
+    "last_sequence": "integer",
+}
+COPIED = {
+    **{column: f"s.{column}" for column in SNAPSHOT_COLUMNS},
+    "equipment_held": "ARRAY(SELECT jsonb_array_elements_text(s.equipment_held))",
+    "next_action": "s.next_action->>'what'",
+    "next_action_kind": "s.next_action->>'kind'",
+    "next_action_at": "(s.next_action->>'at')::timestamptz",
+    "updated_at": "s.taken_at",
+}
+RECORD_TYPE = ", ".join(
+    f"{name} {kind}"
+    for name, kind in {**SNAPSHOT_COLUMNS, "equipment_held": "jsonb", "next_action": "jsonb", "taken_at": "timestamptz"}.items()
+)
+COPY_INVOICES = f"""{SNAPSHOTS_IN_RANGE}, latest AS (
+    SELECT DISTINCT ON (invoice_id) invoice_id, snapshot FROM batch ORDER BY invoice_id, sequence DESC
+)
+INSERT INTO projected_invoices (invoice_id, {", ".join(COPIED)})
+SELECT l.invoice_id, {", ".join(COPIED.values())}
+FROM latest l, jsonb_to_record(l.snapshot) AS s({RECORD_TYPE})
+ON CONFLICT (invoice_id) DO UPDATE SET {", ".join(f"{column} = EXCLUDED.{column}" for column in COPIED)}
+WHERE projected_invoices.last_sequence < EXCLUDED.last_sequence
+"""
+COPY_STAGES = """
+INSERT INTO projected_invoice_stages (invoice_id, stage, reached_at)
+SELECT DISTINCT ON (invoice_id, stage) invoice_id, stage, occurred_at FROM (
+    SELECT invoice_id, CASE kind WHEN 'stage_reached' THEN data->>'stage' ELSE 'legal_review' END AS stage,
+           occurred_at, position
+    FROM invoice_events
+    WHERE kind IN ('stage_reached', 'legal_review_opened') AND position > $1 AND position <= $2
+) reached
+ORDER BY invoice_id, stage, position
+ON CONFLICT (invoice_id, stage) DO NOTHING
+"""
+COPY_RECEIVABLES = f"""{SNAPSHOTS_IN_RANGE}
+INSERT INTO projected_receivables (invoice_id, sequence, effective_on, amount_minor, reason)
+SELECT b.invoice_id, r.sequence, r.effective_on, r.amount_minor, r.reason
+FROM batch b, jsonb_to_recordset(b.snapshot->'receivables') AS r(sequence integer, effective_on date, amount_minor bigint, reason text)
+ON CONFLICT (invoice_id, sequence) DO NOTHING
+"""
+COPY_STORY = f"""{SNAPSHOTS_IN_RANGE}
+INSERT INTO projected_invoice_story (invoice_id, sequence, line, at, what)
+SELECT b.invoice_id, b.sequence, t.n, (t.line->>'at')::timestamptz, t.line->>'what'
+FROM batch b, jsonb_array_elements(b.snapshot->'story') WITH ORDINALITY AS t(line, n)
+ON CONFLICT (invoice_id, sequence, line) DO NOTHING
+"""
+COPY_STEPS = (
+    ("invoices", COPY_INVOICES),
+    ("stages reached", COPY_STAGES),
+    ("receivable entries", COPY_RECEIVABLES),
+    ("story lines", COPY_STORY),
+)
+TO_UPCAST = """
+SELECT e.invoice_id, array_agg(e.sequence ORDER BY e.sequence) AS sequences, max(e.position) AS position
+FROM invoice_events e
+WHERE e.format = 1 AND e.position > $1 AND e.position <= $2
+  AND NOT EXISTS (SELECT 1 FROM upcast_snapshots u WHERE u.invoice_id = e.invoice_id AND u.sequence >= e.sequence)
+GROUP BY e.invoice_id
+"""
+
+Progress = Callable[[str], None]
 
 
-class InvoiceRow(BaseModel):
-    """A row of ``projected_invoices``: the invoice's state after the events applied so far."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    invoice_id: str
-    customer_id: str
-    currency: str
-    service: str | None
-    invoice: Invoice
-    issue_date: date
-    due_date: date
-    state: InvoiceState = InvoiceState.ISSUED
-    escalation: InvoiceState = InvoiceState.ISSUED
-    stage_index: int = 0
-    last_stage: StageAction | None = None
-    amount_minor: int
-    fees_minor: int = 0
-    paid_minor: int = 0
-    credited_minor: int = 0
-    discount_minor: int = 0
-    written_off_minor: int = 0
-    balance_minor: int = 0
-    overpaid_minor: int = 0
-    disputed: bool = False
-    on_payment_plan: bool = False
-    paused: timedelta = timedelta(0)
-    paused_since: datetime | None = None
-    suspended: bool = False
-    suspended_service: str | None = None
-    sent_to_agency: bool = False
-    factored_to: str | None = None
-    legal_review_again_at: datetime | None = None
-    rejected_payments: int = 0
-    failed_notices: int = 0
-    next_action: str | None = None
-    next_action_at: datetime | None = None
-    closed_at: datetime | None = None
-    closed_on: date | None = None
-    last_sequence: int
-    updated_at: datetime
-
-    @classmethod
-    def issued(cls, invoice: Invoice, event: RecordedEvent) -> InvoiceRow:
-        """A new invoice; a courtesy note already too late at issue is skipped, as the workflow does."""
-        first = invoice.policy.stages[0]
-        courtesy_at = policy.stage_due_at(invoice, first, timedelta(0))
-        too_late = first.action == StageAction.COURTESY and courtesy_at <= event.occurred_at
-        return cls(
-            invoice_id=invoice.invoice_id,
-            customer_id=invoice.customer_id,
-            currency=invoice.currency,
-            service=invoice.service,
-            invoice=invoice,
-            issue_date=invoice.issue_date,
-            due_date=invoice.due_date,
-            stage_index=1 if too_late else 0,
-            amount_minor=invoice.amount_minor,
-            last_sequence=event.sequence,
-            updated_at=event.occurred_at,
+async def _upcast_range(conn: asyncpg.Connection, after: int, upto: int) -> int:
+    """Upcast the events before v5 in ``(after, upto]`` not yet upcast (``workflows.upcast``); returns how many invoices."""
+    pending = await conn.fetch(TO_UPCAST, after, upto)
+    for row in pending:
+        events = [e for e in await read_events(conn, row["invoice_id"]) if e.sequence <= max(row["sequences"])]
+        snapshot = upcast(events, set(row["sequences"]), _public_holidays)
+        if snapshot is None:
+            log.error("cannot upcast invoice %s: it was never issued", row["invoice_id"])
+            continue
+        last = max(row["sequences"])
+        position = next(e.position for e in events if e.sequence == last)
+        await conn.execute(
+            "INSERT INTO upcast_snapshots (invoice_id, sequence, position, snapshot) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (invoice_id, sequence) DO NOTHING",
+            row["invoice_id"],
+            last,
+            position,
+            snapshot.model_dump(mode="json"),
         )
-
-    def settle_derived(self) -> None:
-        """Recompute what follows from the facts: balance, the state ops see, the next action."""
-        net = (
-            self.amount_minor
-            + self.fees_minor
-            - self.paid_minor
-            - self.credited_minor
-            - self.discount_minor
-            - self.written_off_minor
-        )
-        self.balance_minor, self.overpaid_minor = max(0, net), max(0, -net)
-        if self.escalation.closed:
-            self.state = self.escalation
-        elif self.disputed:
-            self.state = InvoiceState.DISPUTED
-        elif self.on_payment_plan:
-            self.state = InvoiceState.PAYMENT_PLAN
-        else:
-            self.state = self.escalation
-        upcoming = self._next_action()
-        self.next_action, self.next_action_at = upcoming if upcoming else (None, None)
-
-    def _next_action(self) -> tuple[str, datetime] | None:
-        """The next stage not yet reached and when it is due (pauses and sending window included).
-
-        None while closed, paused (dispute, payment plan) or waiting for a legal decision.
-        """
-        waiting = (InvoiceState.LEGAL_REVIEW, InvoiceState.LEGAL_ACTION)
-        if self.escalation.closed or self.disputed or self.on_payment_plan or self.escalation in waiting:
-            return None
-        invoice = self.invoice
-        if self.legal_review_again_at is not None:
-            return StageAction.LEGAL_REVIEW.value, _in_sending_window(invoice, self.legal_review_again_at)
-        stages = invoice.policy.stages
-        if self.stage_index >= len(stages):
-            return None
-        stage = stages[self.stage_index]
-        return stage.action.value, _in_sending_window(invoice, policy.stage_due_at(invoice, stage, self.paused))
-
-    def record(self) -> list[object]:
-        """Column values in ``INVOICE_COLUMNS`` order."""
-        values = self.model_dump(mode="python", exclude={"invoice"})
-        values["invoice"] = PARSED_INVOICES.document(self.invoice)
-        return [values[column] for column in INVOICE_COLUMNS]
-
-
-class ParsedInvoices:
-    """Invoices parsed once per process, with their JSON documents, the most recently used kept.
-
-    Validating an invoice (its e-mail address, its policy) costs more than applying an event to
-    it, and every batch loads the rows it touches: a document equal to the one parsed before gives
-    back the same (frozen) invoice. An entry takes about 8 KiB of the worker's memory, so few are
-    kept: an invoice's events come in bursts (issued, then a stage days later), and a burst finds
-    its invoice here.
-    """
-
-    def __init__(self, size: int = 2_000) -> None:
-        self._size = size
-        self._entries: OrderedDict[str, tuple[dict, Invoice]] = OrderedDict()
-
-    def parse(self, document: dict) -> Invoice:
-        entry = self._entries.get(document.get("invoice_id", ""))
-        if entry is not None and entry[0] == document:
-            self._entries.move_to_end(entry[1].invoice_id)
-            return entry[1]
-        invoice = Invoice.model_validate(document)
-        self._keep(document, invoice)
-        return invoice
-
-    def document(self, invoice: Invoice) -> dict:
-        entry = self._entries.get(invoice.invoice_id)
-        if entry is not None and entry[1] is invoice:
-            return entry[0]
-        document = invoice.model_dump(mode="json")
-        self._keep(document, invoice)
-        return document
-
-    def _keep(self, document: dict, invoice: Invoice) -> None:
-        self._entries[invoice.invoice_id] = (document, invoice)
-        self._entries.move_to_end(invoice.invoice_id)
-        if len(self._entries) > self._size:
-            self._entries.popitem(last=False)
-
-
-PARSED_INVOICES = ParsedInvoices()
-
-
-def _in_sending_window(invoice: Invoice, moment: datetime) -> datetime:
-    """``moment`` moved to the invoice's next sending window, as the workflow moves its steps."""
-    year = policy.local_date(invoice, moment).year
-    days_off: frozenset[date] = frozenset()
-    if invoice.country:
-        days_off = _public_holidays(invoice.country, year) | _public_holidays(invoice.country, year + 1)
-    return policy.next_sending_moment(invoice, moment, days_off)
+    return len(pending)
 
 
 @lru_cache(maxsize=256)
@@ -219,192 +182,37 @@ def _public_holidays(country: str, year: int) -> frozenset[date]:
         return frozenset()
 
 
-INVOICE_COLUMNS = list(InvoiceRow.model_fields)
-UPSERT_INVOICE = (
-    f"INSERT INTO projected_invoices ({', '.join(INVOICE_COLUMNS)})"
-    f" VALUES ({', '.join(f'${n}' for n in range(1, len(INVOICE_COLUMNS) + 1))})"
-    " ON CONFLICT (invoice_id) DO UPDATE SET "
-    + ", ".join(f"{column} = EXCLUDED.{column}" for column in INVOICE_COLUMNS[1:])
-)
-
-
-class BatchWrites:
-    """What one batch of events changes: invoice rows, stages reached, receivable entries."""
-
-    def __init__(self, invoices: dict[str, InvoiceRow]) -> None:
-        self.invoices = invoices
-        self.changed: set[str] = set()
-        self.stages: list[tuple[str, str, datetime]] = []
-        self.receivables: list[tuple[int, str, date, int, str]] = []
-
-    def stage(self, row: InvoiceRow, stage: StageAction, event: RecordedEvent) -> None:
-        self.stages.append((row.invoice_id, stage.value, event.occurred_at))
-
-    def receivable(self, row: InvoiceRow, event: RecordedEvent, amount_minor: int, on: date | None = None) -> None:
-        """A change of what the client owes, dated in the client's time zone."""
-        effective_on = on or policy.local_date(row.invoice, event.occurred_at)
-        self.receivables.append((event.position, row.invoice_id, effective_on, amount_minor, event.kind.value))
-
-
-def apply_event(writes: BatchWrites, event: RecordedEvent) -> None:
-    """Apply one event to the rows of this batch (events already applied are ignored)."""
-    try:
-        payload = event.payload()
-    except ValidationError as err:
-        log.error("skipping malformed event %s#%s (%s): %s", event.invoice_id, event.sequence, event.kind.value, err)
-        return
-    row = writes.invoices.get(event.invoice_id)
-    if isinstance(payload, ev.InvoiceIssued):
-        if row is None:
-            row = writes.invoices[event.invoice_id] = InvoiceRow.issued(payload.invoice, event)
-            writes.receivable(row, event, row.amount_minor, on=row.issue_date)
-            writes.changed.add(row.invoice_id)
-            row.settle_derived()
-        return
-    if row is None:
-        log.error(
-            "skipping event %s#%s (%s): the invoice was never issued", event.invoice_id, event.sequence, event.kind.value
-        )
-        return
-    if event.sequence <= row.last_sequence:
-        return
-    _apply_fact(row, writes, event, payload)
-    row.last_sequence, row.updated_at = event.sequence, event.occurred_at
-    row.settle_derived()
-    writes.changed.add(row.invoice_id)
-
-
-def _apply_fact(row: InvoiceRow, writes: BatchWrites, event: RecordedEvent, payload: ev.Payload) -> None:
-    kind, at = event.kind, event.occurred_at
-    if isinstance(payload, ev.StageReached):
-        stage = payload.stage
-        row.escalation = policy.STATE_AFTER_STAGE.get(stage, row.escalation)
-        row.stage_index = _stage_index(row.invoice, stage, default=row.stage_index - 1) + 1
-        row.last_stage = stage
-        writes.stage(row, stage, event)
-    elif isinstance(payload, ev.LateFeeCharged):
-        row.fees_minor += payload.amount_minor
-        writes.receivable(row, event, payload.amount_minor)
-    elif isinstance(payload, ev.PaymentRecorded):
-        row.paid_minor += payload.amount_minor
-        writes.receivable(row, event, -payload.amount_minor, on=policy.local_date(row.invoice, payload.received_at))
-    elif isinstance(payload, ev.PaymentRejected):
-        row.rejected_payments += 1
-    elif kind == EventKind.DISCOUNT_APPLIED:
-        assert isinstance(payload, ev.AmountApplied)
-        row.discount_minor += payload.amount_minor
-        writes.receivable(row, event, -payload.amount_minor)
-    elif isinstance(payload, ev.DisputeOpened):
-        row.disputed, row.paused_since = True, at
-    elif isinstance(payload, ev.DisputeResolved):
-        _resume(row, at)
-        row.disputed = False
-        row.credited_minor += payload.credit_minor
-        if payload.credit_minor:
-            writes.receivable(row, event, -payload.credit_minor)
-    elif isinstance(payload, ev.PaymentPlanAgreed):
-        row.on_payment_plan, row.paused_since = True, at
-    elif isinstance(payload, ev.InstalmentMissed):
-        _resume(row, at)
-        row.on_payment_plan = False
-    elif isinstance(payload, ev.ServiceChanged):
-        row.suspended = kind == EventKind.SERVICE_SUSPENDED
-        row.suspended_service = (payload.service or row.service) if row.suspended else None
-    elif isinstance(payload, ev.AgencyHandedOver):
-        row.sent_to_agency = True
-    elif isinstance(payload, ev.InvoiceFactored):
-        row.factored_to = payload.factor
-        writes.receivable(row, event, -payload.balance_minor)
-    elif isinstance(payload, ev.LegalReviewOpened):
-        row.escalation, row.legal_review_again_at = InvoiceState.LEGAL_REVIEW, None
-        writes.stage(row, StageAction.LEGAL_REVIEW, event)
-    elif isinstance(payload, ev.LegalDecisionTaken):
-        _decide(row, writes, event, payload)
-    elif isinstance(payload, ev.InvoiceClosed):
-        row.escalation, row.disputed, row.on_payment_plan = payload.state, False, False
-        row.closed_at, row.closed_on = at, policy.local_date(row.invoice, at)
-    elif isinstance(payload, ev.NoticeFailed):
-        row.failed_notices += 1
-    # invoice_resent, notice_sent, overpayment_credited and equipment events change no projected column
-
-
-def _stage_index(invoice: Invoice, stage: StageAction, default: int) -> int:
-    for index, candidate in enumerate(invoice.policy.stages):
-        if candidate.action == stage:
-            return index
-    return default
-
-
-def _resume(row: InvoiceRow, at: datetime) -> None:
-    """A pause ends: the escalation clock shifts by its length."""
-    if row.paused_since is not None:
-        row.paused += at - row.paused_since
-    row.paused_since = None
-
-
-def _decide(row: InvoiceRow, writes: BatchWrites, event: RecordedEvent, payload: ev.LegalDecisionTaken) -> None:
-    written_off = 0
-    if payload.decision == LegalDecision.SUE:
-        row.escalation = InvoiceState.LEGAL_ACTION
-    elif payload.decision == LegalDecision.SETTLE:
-        written_off = payload.balance_minor - (payload.settle_amount_minor or 0)
-        row.escalation = InvoiceState.LEGAL_ACTION
-    elif payload.decision == LegalDecision.WRITE_OFF:
-        written_off = payload.balance_minor  # invoice_closed follows
-    else:
-        row.escalation = InvoiceState.AGENCY
-        row.legal_review_again_at = event.occurred_at + row.invoice.policy.legal_review_again_after
-    if written_off:
-        row.written_off_minor += written_off
-        writes.receivable(row, event, -written_off)
-
-
-# --- the projector ---------------------------------------------------------------------------
-
-
-async def _load_invoices(conn: asyncpg.Connection, invoice_ids: list[str]) -> dict[str, InvoiceRow]:
-    rows = await conn.fetch(
-        f"SELECT {', '.join(INVOICE_COLUMNS)} FROM projected_invoices WHERE invoice_id = ANY($1)", invoice_ids
-    )
-    return {row["invoice_id"]: _invoice_row(row) for row in rows}
-
-
-def _invoice_row(record: asyncpg.Record) -> InvoiceRow:
-    values = dict(record)
-    values["invoice"] = PARSED_INVOICES.parse(values["invoice"])
-    return InvoiceRow.model_validate(values)
+async def _copy_range(conn: asyncpg.Connection, after: int, upto: int, progress: Progress | None = None) -> None:
+    """Inside a transaction: copy every fact in positions ``(after, upto]`` into the read models."""
+    upcast_count = await _upcast_range(conn, after, upto)
+    if progress and upcast_count:
+        progress(f"upcast {upcast_count} invoice(s) written before snapshots")
+    for name, statement in COPY_STEPS:
+        status = await conn.execute(statement, after, upto)
+        if progress:
+            progress(f"{name}: {status.split()[-1]} row(s)")
 
 
 async def _apply_next_batch(conn: asyncpg.Connection, batch_size: int) -> int:
-    """Inside a transaction: apply the next events after the checkpoint and move it; returns how many."""
+    """Inside a transaction: copy up to ``batch_size`` events after the checkpoint and move it; returns how many."""
     checkpoint = await conn.fetchval("SELECT position FROM projection_checkpoint WHERE name = $1 FOR UPDATE", CHECKPOINT)
-    events = await read_events_after(conn, checkpoint, batch_size)
-    if not events:
+    upto, count = await conn.fetchrow(
+        "SELECT max(position), count(*) FROM"
+        " (SELECT position FROM invoice_events WHERE position > $1 ORDER BY position LIMIT $2) next_events",
+        checkpoint,
+        batch_size,
+    )
+    if not count:
         return 0
-    writes = BatchWrites(await _load_invoices(conn, sorted({e.invoice_id for e in events})))
-    for event in events:
-        apply_event(writes, event)
-    await conn.executemany(UPSERT_INVOICE, [writes.invoices[i].record() for i in sorted(writes.changed)])
-    await conn.executemany(
-        "INSERT INTO projected_invoice_stages (invoice_id, stage, reached_at) VALUES ($1, $2, $3)"
-        " ON CONFLICT (invoice_id, stage) DO NOTHING",
-        writes.stages,
-    )
-    await conn.executemany(
-        "INSERT INTO projected_receivables (position, invoice_id, effective_on, amount_minor, reason)"
-        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (position) DO NOTHING",
-        writes.receivables,
-    )
+    await _copy_range(conn, checkpoint, upto)
     await conn.execute(
-        "UPDATE projection_checkpoint SET position = $2, updated_at = now() WHERE name = $1",
-        CHECKPOINT,
-        events[-1].position,
+        "UPDATE projection_checkpoint SET position = $2, updated_at = now() WHERE name = $1", CHECKPOINT, upto
     )
-    return len(events)
+    return count
 
 
 async def catch_up(pool: asyncpg.Pool, batch_size: int = BATCH_SIZE) -> int:
-    """Apply every event after the checkpoint, one transaction per batch; returns the events applied."""
+    """Copy every event after the checkpoint, one transaction per batch; returns the events copied."""
     applied = 0
     async with pool.acquire() as conn:
         while True:
@@ -415,17 +223,21 @@ async def catch_up(pool: asyncpg.Pool, batch_size: int = BATCH_SIZE) -> int:
                 return applied
 
 
-async def rebuild(pool: asyncpg.Pool, batch_size: int = BATCH_SIZE) -> int:
-    """Recompute every projection from the first event, atomically; returns the events applied."""
-    applied = 0
+async def rebuild(pool: asyncpg.Pool, progress: Progress | None = None) -> int:
+    """Recompute every projection from the first event, atomically, set-based; returns the events copied.
+
+    ``progress`` is told each step as it ends (upcasting, then each table with its rows).
+    """
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT 1 FROM projection_checkpoint WHERE name = $1 FOR UPDATE", CHECKPOINT)
-        for table in PROJECTION_TABLES:
+        for table in PROJECTION_TABLES:  # not TRUNCATE: readers keep the old rows until the commit
             await conn.execute(f"DELETE FROM {table}")
-        await conn.execute("UPDATE projection_checkpoint SET position = 0, updated_at = now() WHERE name = $1", CHECKPOINT)
-        while count := await _apply_next_batch(conn, batch_size):
-            applied += count
-    return applied
+        upto, count = await conn.fetchrow("SELECT coalesce(max(position), 0), count(*) FROM invoice_events")
+        await _copy_range(conn, 0, upto, progress)
+        await conn.execute(
+            "UPDATE projection_checkpoint SET position = $2, updated_at = now() WHERE name = $1", CHECKPOINT, upto
+        )
+    return count
 
 
 async def projection_row_counts(pool: asyncpg.Pool) -> dict[str, int]:
@@ -517,16 +329,18 @@ class Frozen(BaseModel):
 
 
 class InvoiceView(Frozen):
-    """One invoice as finance and ops see it; money in minor units of ``currency``."""
+    """One invoice as finance and ops see it, as its workflow last decided; money in minor units of ``currency``."""
 
     invoice_id: str
     customer_id: str
     currency: str
     service: str | None
+    time_zone: str
     state: InvoiceState
     escalation: InvoiceState
     issue_date: date
     due_date: date
+    days_overdue: int
     amount_minor: int
     fees_minor: int
     paid_minor: int
@@ -535,9 +349,11 @@ class InvoiceView(Frozen):
     written_off_minor: int
     balance_minor: int
     overpaid_minor: int
+    discount_available_minor: int
     disputed: bool
     on_payment_plan: bool
     suspended: bool
+    equipment_held: list[str]
     sent_to_agency: bool
     factored_to: str | None
     stages_reached: list[StageAction]
@@ -549,23 +365,67 @@ class InvoiceView(Frozen):
 
 
 INVOICE_VIEW_QUERY = """
-SELECT i.*, ARRAY(SELECT s.stage FROM projected_invoice_stages s
-                  WHERE s.invoice_id = i.invoice_id ORDER BY s.reached_at, s.stage) AS stages_reached
+SELECT i.*,
+       greatest(0, (now() AT TIME ZONE i.time_zone)::date - i.due_date) AS days_overdue,
+       ARRAY(SELECT s.stage FROM projected_invoice_stages s
+             WHERE s.invoice_id = i.invoice_id ORDER BY s.reached_at, s.stage) AS stages_reached
 FROM projected_invoices i
 """
 
 
+def _next_action(row: asyncpg.Record) -> NextAction | None:
+    at = row["next_action_at"]
+    return NextAction(what=row["next_action"], at=at, kind=row["next_action_kind"]) if at else None
+
+
 def _invoice_view(row: asyncpg.Record) -> InvoiceView:
     values = {name: row[name] for name in InvoiceView.model_fields if name != "next_action"}
-    at = row["next_action_at"]
-    values["next_action"] = NextAction(what=row["next_action"], at=at) if at else None
-    return InvoiceView(**values)
+    return InvoiceView(**values, next_action=_next_action(row))
 
 
 async def invoice_view(pool: asyncpg.Pool, invoice_id: str) -> InvoiceView | None:
     """The projected invoice, or None if no event of it has been projected."""
     row = await pool.fetchrow(INVOICE_VIEW_QUERY + " WHERE i.invoice_id = $1", invoice_id)
     return _invoice_view(row) if row else None
+
+
+async def invoice_status(pool: asyncpg.Pool, invoice_id: str) -> InvoiceStatus | None:
+    """The invoice's status as its workflow last wrote it (the ``status`` query's answer, without asking it).
+
+    Days overdue are counted today; the discount on offer and the next action are as of the last
+    batch the workflow wrote (it writes one whenever either changes). None if not projected yet.
+    """
+    row = await pool.fetchrow(INVOICE_VIEW_QUERY + " WHERE i.invoice_id = $1", invoice_id)
+    if row is None:
+        return None
+    story = await pool.fetch(
+        "SELECT at, what FROM (SELECT at, what, sequence, line FROM projected_invoice_story WHERE invoice_id = $1"
+        " ORDER BY sequence DESC, line DESC LIMIT $2) last ORDER BY sequence, line",
+        invoice_id,
+        STORY_LINES_SHOWN,
+    )
+    return InvoiceStatus(
+        invoice_id=invoice_id,
+        customer_id=row["customer_id"],
+        state=row["state"],
+        time_zone=row["time_zone"],
+        currency=row["currency"],
+        amount_minor=row["amount_minor"],
+        fees_minor=row["fees_minor"],
+        paid_minor=row["paid_minor"],
+        credited_minor=row["credited_minor"] + row["discount_minor"],
+        written_off_minor=row["written_off_minor"],
+        balance_minor=row["balance_minor"],
+        overpaid_minor=row["overpaid_minor"],
+        discount_available_minor=row["discount_available_minor"],
+        days_overdue=row["days_overdue"],
+        disputed=row["disputed"],
+        on_payment_plan=row["on_payment_plan"],
+        rejected_payments=row["rejected_payments"],
+        next_action=_next_action(row),
+        actions=[ActionTaken(at=line["at"], what=line["what"]) for line in story],
+        legal_summary=row["legal_summary"],
+    )
 
 
 async def list_invoices(

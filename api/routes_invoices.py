@@ -1,7 +1,8 @@
-"""Invoices: start one, read it (projection, live status, events) and act on it through its workflow.
+"""Invoices: start one, read it (projection, status, events) and act on it through its workflow.
 
 Every change goes through the invoice's workflow (``worker.invoices``); reads come from the
-projections, except the live status, which is the workflow's own ``status`` query.
+projections, which copy the workflow's own snapshot of each invoice. ``?live=true`` asks the
+workflow itself (its ``status`` query), as does a read of an invoice not projected yet.
 """
 
 from __future__ import annotations
@@ -45,11 +46,23 @@ READ_ERRORS = problem_responses(401, 403, 404, 422, 503)
 InvoiceBody = Annotated[Invoice, Body(openapi_examples=examples.INVOICE)]
 
 
+Live = Annotated[
+    bool, Query(description="ask the workflow now instead of reading its last snapshot (slower; use for a check)")
+]
+
+
 class InvoiceDetail(BaseModel):
-    """The invoice from the projections and, live, from its workflow."""
+    """The invoice from the projections, and its status (from its snapshot, or live from its workflow)."""
 
     invoice: InvoiceView | None = Field(description="the projection; null until its first event is projected")
-    status: InvoiceStatus | None = Field(description="the workflow's answer now; null once its history is gone")
+    status: InvoiceStatus | None = Field(description="null once the invoice's history is gone and it was never projected")
+
+
+async def _status(ctx: ApiContext, invoice_id: str, live: bool) -> InvoiceStatus:
+    """The status from the projection, or from the workflow if asked to or if not projected yet."""
+    if not live and (projected := await projections.invoice_status(ctx.pool, invoice_id)) is not None:
+        return projected
+    return await invoices.status(ctx.client, invoice_id)
 
 
 # --- starting and reading --------------------------------------------------------------------
@@ -155,17 +168,17 @@ async def list_invoices(
     responses=READ_ERRORS,
     summary="Read an invoice",
 )
-async def read_invoice(invoice_id: InvoiceId, ctx: Context) -> InvoiceDetail:
-    """The projected invoice and its live status."""
+async def read_invoice(invoice_id: InvoiceId, ctx: Context, live: Live = False) -> InvoiceDetail:
+    """The projected invoice and its status."""
     view = await projections.invoice_view(ctx.pool, invoice_id)
     try:
-        live = await invoices.status(ctx.client, invoice_id)
+        status = await _status(ctx, invoice_id, live)
     except InvoiceError as err:
         problem = invoice_problem(err)
         if problem.kind != Kind.INVOICE_NOT_FOUND or view is None:
             raise problem from None
-        live = None
-    return InvoiceDetail(invoice=view, status=live)
+        status = None
+    return InvoiceDetail(invoice=view, status=status)
 
 
 @router.get(
@@ -173,11 +186,11 @@ async def read_invoice(invoice_id: InvoiceId, ctx: Context) -> InvoiceDetail:
     dependencies=[any_role],
     response_model=InvoiceStatus,
     responses=READ_ERRORS,
-    summary="Live status of an invoice",
+    summary="Status of an invoice",
 )
-async def invoice_status(invoice_id: InvoiceId, ctx: Context) -> InvoiceStatus:
-    """State, amounts, next action and story, from the workflow itself."""
-    return await invoices.status(ctx.client, invoice_id)
+async def invoice_status(invoice_id: InvoiceId, ctx: Context, live: Live = False) -> InvoiceStatus:
+    """State, amounts, next action and story, as the workflow last wrote them (``live``: from the workflow now)."""
+    return await _status(ctx, invoice_id, live)
 
 
 @router.get(

@@ -19,6 +19,7 @@ from temporalio.worker import Worker
 from activities.calendar import public_holidays
 from worker.invoices import initial_search_attributes
 from worker.sandbox import workflow_runner
+from workflows.events import InvoiceSnapshot
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
     AgencyHandover,
@@ -62,6 +63,7 @@ class Recorder:
     agency_packages: list[AgencyHandover] = field(default_factory=list)
     failing_channels: dict[str, str] = field(default_factory=dict)
     holds: list[Hold] = field(default_factory=list)
+    snapshots: dict[str, InvoiceSnapshot] = field(default_factory=dict)  # the latest, per invoice
 
     def hold(self, activity_name: str, when: Callable[[Any], bool] = lambda _: True) -> Hold:
         """Keep the next call of ``activity_name`` whose argument matches ``when`` running until released."""
@@ -108,10 +110,12 @@ class Recorder:
         return f"<{handover.idempotency_key}>"
 
     @activity.defn(name="append_events")
-    async def append_events(self, events: list[DomainEvent]) -> int:
+    async def append_events(self, events: list[DomainEvent], snapshot: InvoiceSnapshot | None = None) -> int:
         await self._wait_if_held("append_events", events)
         new = [e for e in events if (e.invoice_id, e.sequence) not in self.events]
         self.events.update({(e.invoice_id, e.sequence): e for e in new})
+        if new and snapshot is not None:
+            self.snapshots[events[-1].invoice_id] = snapshot
         return len(new)
 
     @activity.defn(name="suspend_service")

@@ -745,6 +745,7 @@ async def test_requests_delivered_with_the_start_follow_the_issue_and_replay(env
     ):
         await resend
         await eventually(lambda: len(recorder.notices) == 2)
+        await eventually(lambda: len(recorder.event_kinds(invoice.invoice_id)) >= 3)  # written after the notices
         kinds = recorder.event_kinds(invoice.invoice_id)
         assert kinds[0] == "invoice_issued"
         assert sorted(kinds[1:3]) == ["invoice_resent", "payment_rejected"]

@@ -29,6 +29,8 @@ from rich.console import Console
 from rich.table import Table
 from temporalio.client import Client
 
+from activities.ledger import create_pool
+from activities.projections import invoice_status
 from worker import invoices
 from worker.client import connect
 from worker.invoices import InvoiceError
@@ -253,11 +255,14 @@ def pay(
 def status(
     invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_default=False)],
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON")] = False,
+    live: Annotated[bool, typer.Option("--live", help="Ask the workflow now instead of reading its last snapshot")] = False,
 ) -> None:
-    """Show state, amounts, next action and what happened so far."""
+    """Show state, amounts, next action and what happened so far (as the workflow last wrote them)."""
 
     async def run(client: Client, settings: Settings) -> None:
-        current = await invoices.status(client, invoice_id)
+        current = None if live else await _projected_status(settings, invoice_id)
+        if current is None:  # asked to, or not projected yet
+            current = await invoices.status(client, invoice_id)
         if as_json:
             typer.echo(current.model_dump_json(indent=2))
         else:
@@ -516,6 +521,15 @@ def validation_text(err: ValidationError) -> str:
 
 
 # --- running a command, and its errors -------------------------------------------------------
+
+
+async def _projected_status(settings: Settings, invoice_id: str) -> InvoiceStatus | None:
+    """The invoice's status from the read models (None if not projected yet)."""
+    pool = await create_pool(settings.resolved_database_url(), max_size=1)
+    try:
+        return await invoice_status(pool, invoice_id)
+    finally:
+        await pool.close()
 
 
 def _with_client(run: Callable[[Client, Settings], Awaitable[None]]) -> None:

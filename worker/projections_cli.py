@@ -23,9 +23,17 @@ app = typer.Typer(
 @app.command("rebuild")
 def rebuild_command() -> None:
     """Recompute every projection from the first event (readers see the old ones until it is done)."""
+    console = Console(stderr=True)
 
     async def work(pool: asyncpg.Pool) -> tuple[int, dict[str, int]]:
-        return await rebuild(pool), await projection_row_counts(pool)
+        with console.status("Rebuilding the read models from the event log") as status:
+
+            def progress(step: str) -> None:
+                console.log(step)
+                status.update(f"Rebuilding the read models: {step}")
+
+            applied = await rebuild(pool, progress)
+        return applied, await projection_row_counts(pool)
 
     applied, counts = with_database(work)
     table = Table("projection", "rows", title=f"Rebuilt from {applied} events")

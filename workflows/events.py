@@ -7,12 +7,13 @@ A field added to a payload later gets a default, so events written before it sti
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated
+from datetime import date, datetime
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from workflows.models import (
+    ActionTaken,
     DisputeOutcome,
     DomainEvent,
     EventKind,
@@ -20,6 +21,7 @@ from workflows.models import (
     InvoiceState,
     LegalDecision,
     NoticeKind,
+    NextAction,
     PaymentPlan,
     StageAction,
 )
@@ -177,6 +179,12 @@ class InvoiceClosed(Payload):
         return state
 
 
+class DiscountLapsed(Payload):
+    """The early-payment discount was not used in time: the full amount is due."""
+
+    last_day: date = Field(description="the last local date on which the discount applied")
+
+
 PAYLOADS: dict[EventKind, type[Payload]] = {
     EventKind.INVOICE_ISSUED: InvoiceIssued,
     EventKind.INVOICE_RESENT: InvoiceResent,
@@ -203,7 +211,67 @@ PAYLOADS: dict[EventKind, type[Payload]] = {
     EventKind.LEGAL_REVIEW_OPENED: LegalReviewOpened,
     EventKind.LEGAL_DECISION: LegalDecisionTaken,
     EventKind.INVOICE_CLOSED: InvoiceClosed,
+    EventKind.DISCOUNT_LAPSED: DiscountLapsed,
 }
+
+
+# --- what the workflow decided: the snapshot that ends each batch of events -----------------
+
+
+class ReceivableEntry(Payload):
+    """A change to what the client owes, made by one event, dated in the client's time zone."""
+
+    sequence: Annotated[int, Field(strict=True, ge=1)] = Field(description="the event that made it")
+    effective_on: date
+    amount_minor: int = Field(description="positive: more is owed (invoice, fee); negative: less (payment, credit)")
+    reason: EventKind
+
+
+class InvoiceSnapshot(Payload):
+    """The invoice as the workflow left it after a batch of events: every fact a read model shows.
+
+    Read models copy these fields; they never re-derive a state, an amount or a next action.
+    Amounts are minor units of ``currency``; ``credited_minor`` is dispute credits only, and the
+    discount and write-offs are their own components.
+    """
+
+    taken_at: datetime
+    last_sequence: Annotated[int, Field(strict=True, ge=1)]
+    customer_id: str
+    currency: str
+    service: str | None
+    time_zone: str
+    issue_date: date
+    due_date: date
+    state: InvoiceState = Field(description="what ops see: a pause shows over the escalation stage")
+    escalation: InvoiceState
+    last_stage: StageAction | None
+    amount_minor: Minor
+    fees_minor: Minor
+    paid_minor: Minor
+    credited_minor: Minor
+    discount_minor: Minor
+    written_off_minor: Minor
+    balance_minor: Minor
+    overpaid_minor: Minor
+    discount_available_minor: Minor = Field(description="the discount if paid in full now, as of ``taken_at``")
+    days_overdue: Count = Field(description="as of ``taken_at``")
+    next_action: NextAction | None = Field(description="what the workflow will do next, unless a request comes first")
+    disputed: bool
+    on_payment_plan: bool
+    suspended: bool
+    suspended_service: str | None
+    sent_to_agency: bool
+    factored_to: str | None
+    equipment_held: list[str] = Field(description="equipment cut for this invoice and not yet restored")
+    legal_review_again_at: datetime | None
+    legal_summary: dict[str, Any] | None
+    rejected_payments: Count
+    failed_notices: Count = Field(description="notice deliveries that failed (notice_failed events)")
+    closed_at: datetime | None
+    closed_on: date | None = Field(description="the local date it closed")
+    receivables: list[ReceivableEntry] = Field(description="the changes to what is owed made by this batch")
+    story: list[ActionTaken] = Field(description="the lines of the invoice's story told since the previous batch")
 
 
 def payload_of(event: DomainEvent) -> Payload:

@@ -19,6 +19,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from workflows import policy
     from workflows import search_attributes as sa
+    from workflows import snapshot
     from workflows.models import (
         AgencyHandover,
         DecideLegal,
@@ -65,6 +66,7 @@ PATCH_SENDING_WINDOW = "sending-window"
 PATCH_EQUIPMENT = "equipment-adapters"
 PATCH_AGENCY_PACKAGE = "agency-package"
 PATCH_STAGE_STOPS_AT_CLOSE = "stage-stops-at-close"
+PATCH_DISCOUNT_LAPSE_EVENT = "discount-lapse-event"
 PAYMENT_SIGNAL = "payment_received"
 NOTICE_FOR_STAGE = {
     StageAction.COURTESY: NoticeKind.COURTESY,
@@ -223,6 +225,8 @@ class InvoiceWorkflow:
         elif step.kind == "legal_review":
             self._open_legal_review()
         elif step.kind == "discount_ends":
+            if workflow.patched(PATCH_DISCOUNT_LAPSE_EVENT):  # a fact, so the read models learn the next action
+                self._event(EventKind.DISCOUNT_LAPSED, last_day=str(policy.discount_deadline(self.invoice)))
             self.ledger.remember(workflow.now(), "Early-payment discount lapsed")
 
     async def _run_stage(self, stage: Stage) -> None:
@@ -418,7 +422,7 @@ class InvoiceWorkflow:
             batch = list(ledger.pending_events)
             await workflow.execute_activity(
                 "append_events",
-                batch,
+                args=[batch, snapshot.take(ledger, self._next_step(), workflow.now())],
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=IO_RETRY,
                 summary=f"Record {len(batch)} event(s)",
@@ -508,17 +512,18 @@ class InvoiceWorkflow:
         self.ledger.outbox.append(QueuedNotice(kind=kind, step=step, detail=detail, **facts))
 
     def _event(self, kind: EventKind, /, **data: object) -> None:
+        """Emit a fact; it is written with the next batch, whose snapshot says what it changed."""
         ledger = self.ledger
-        ledger.pending_events.append(
-            DomainEvent(
-                invoice_id=self.invoice.invoice_id,
-                sequence=ledger.next_sequence,
-                kind=kind,
-                occurred_at=workflow.now(),
-                data=data,
-            )
+        event = DomainEvent(
+            invoice_id=self.invoice.invoice_id,
+            sequence=ledger.next_sequence,
+            kind=kind,
+            occurred_at=workflow.now(),
+            data=data,
         )
+        ledger.pending_events.append(event)
         ledger.next_sequence += 1
+        snapshot.observe(ledger.batch_facts, self.invoice, event)
 
     def _publish(self, step: Step | None) -> None:
         """Upsert the search attributes that changed and describe the state for the UI."""
@@ -871,7 +876,7 @@ class InvoiceWorkflow:
             disputed=ledger.dispute is not None,
             on_payment_plan=ledger.plan is not None,
             rejected_payments=ledger.rejected_payments,
-            next_action=NextAction(what=step.label, at=step.at) if step else None,
+            next_action=NextAction(what=step.label, at=step.at, kind=step.kind) if step else None,
             discount_available_minor=policy.discount_available(ledger, now),
             legal_summary=policy.legal_summary(ledger, now) if ledger.escalation == InvoiceState.LEGAL_REVIEW else None,
             actions=list(ledger.actions),

@@ -409,6 +409,7 @@ class EventKind(StrEnum):
     LEGAL_REVIEW_OPENED = "legal_review_opened"
     LEGAL_DECISION = "legal_decision"
     INVOICE_CLOSED = "invoice_closed"
+    DISCOUNT_LAPSED = "discount_lapsed"
 
 
 class DomainEvent(Strict):
@@ -554,8 +555,11 @@ class ActionTaken(Strict):
 
 
 class NextAction(Strict):
+    """What the workflow will do next unless a request comes first, and when."""
+
     what: str
     at: datetime
+    kind: str | None = Field(default=None, description="stage, late_fee, instalment, legal_review or discount_ends")
 
 
 class InvoiceStatus(Strict):

@@ -11,6 +11,7 @@ from datetime import date, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflows.events import ReceivableEntry
 from workflows.models import (
     ActionTaken,
     DomainEvent,
@@ -21,6 +22,7 @@ from workflows.models import (
     LegalDecision,
     NoticeKind,
     PaymentPlan,
+    StageAction,
 )
 
 MAX_ACTIONS_KEPT = 200
@@ -47,6 +49,20 @@ class PlanInProgress(BaseModel):
     agreed_at: datetime
     settled_at_agreement_minor: int = Field(description="paid + credited when the plan was agreed")
     checked: int = Field(default=0, description="instalments whose deadline has been checked")
+
+
+class BatchFacts(BaseModel):
+    """What the snapshot at the end of the next batch needs beyond the ledger (``workflows.snapshot``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    last_stage: StageAction | None = None
+    sent_to_agency: bool = False
+    factored_to: str | None = None
+    closed_at: datetime | None = None
+    notices_failed: int = 0
+    receivables: list[ReceivableEntry] = Field(default_factory=list, description="not yet in a snapshot")
+    story_told: int = Field(default=0, description="story lines already in a snapshot")
 
 
 class InvoiceLedger(BaseModel):
@@ -79,6 +95,8 @@ class InvoiceLedger(BaseModel):
     outbox: list[QueuedNotice] = Field(default_factory=list)
     notices_queued: int = 0
     actions: list[ActionTaken] = Field(default_factory=list)
+    actions_total: int = Field(default=0, description="story lines told since the start, the dropped ones too")
+    batch_facts: BatchFacts = Field(default_factory=BatchFacts)
 
     @property
     def fees_minor(self) -> int:
@@ -128,6 +146,7 @@ class InvoiceLedger(BaseModel):
     def remember(self, at: datetime, what: str) -> None:
         """Add a line to the story shown by the status query (the newest few hundred)."""
         self.actions.append(ActionTaken(at=at, what=what))
+        self.actions_total += 1
         del self.actions[:-MAX_ACTIONS_KEPT]
 
 
