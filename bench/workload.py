@@ -13,11 +13,8 @@ from temporalio.client import WorkflowHistory
 
 from workflows import policy
 from workflows.models import (
-    DomainEvent,
     DunningPolicy,
-    EventKind,
     Invoice,
-    NoticeKind,
     StageAction,
 )
 
@@ -84,72 +81,6 @@ def boundary_invoice(invoice_id: str, boundary: datetime) -> Invoice:
 
 def _default_stages() -> list[dict[str, Any]]:
     return [stage.model_dump(mode="json") for stage in DunningPolicy.default().stages]
-
-
-# --- the event stream of one paid invoice ---------------------------------------------------
-
-
-def paid_invoice_events(invoice: Invoice) -> list[list[DomainEvent]]:
-    """The events a lifecycle invoice writes (issued, reminder, warning, late fee, payment), in the
-    batches its workflow appends them: a step's facts and its ``notice_sent``, one batch per step."""
-    due = policy.due_moment(invoice)
-    sequence = 0
-    notices = 0
-
-    def event(kind: EventKind, at: datetime, /, **data: Any) -> DomainEvent:
-        nonlocal sequence
-        sequence += 1
-        return DomainEvent(invoice_id=invoice.invoice_id, sequence=sequence, kind=kind, occurred_at=at, data=data)
-
-    def notice(kind: NoticeKind, at: datetime) -> DomainEvent:
-        nonlocal notices
-        notices += 1
-        step = f"{invoice.workflow_id}/{notices:04d}-{kind.value}"
-        return event(
-            EventKind.NOTICE_SENT, at, kind=kind.value, step=step, to=str(invoice.contact.email), channels=["email"]
-        )
-
-    issued = due - timedelta(days=14)
-    batches = [[event(EventKind.INVOICE_ISSUED, issued, invoice=invoice.model_dump(mode="json"))]]
-    batches[0].append(notice(NoticeKind.INVOICE_ISSUED, issued))
-    for days, stage, kind in (
-        (1, StageAction.REMINDER, NoticeKind.REMINDER),
-        (5, StageAction.WARNING, NoticeKind.WARNING),
-    ):
-        at = due + timedelta(days=days)
-        batches.append([event(EventKind.STAGE_REACHED, at, stage=stage.value, days_overdue=days), notice(kind, at)])
-    at = due + timedelta(days=10)
-    batches.append(
-        [
-            event(EventKind.STAGE_REACHED, at, stage=StageAction.LATE_FEE.value, days_overdue=10),
-            event(EventKind.LATE_FEE_CHARGED, at, number=1, amount_minor=LATE_FEE_MINOR, reason="late fee"),
-            notice(NoticeKind.LATE_FEE, at),
-        ]
-    )
-    at, total = due + timedelta(days=11), AMOUNT_MINOR + LATE_FEE_MINOR
-    batches.append(
-        [
-            event(
-                EventKind.PAYMENT_RECORDED,
-                at,
-                payment_id=f"PAY-{invoice.invoice_id}",
-                amount_minor=total,
-                received_at=at.isoformat(),
-                balance_minor=0,
-            ),
-            event(
-                EventKind.INVOICE_CLOSED,
-                at,
-                state="paid",
-                paid_minor=total,
-                fees_minor=LATE_FEE_MINOR,
-                written_off_minor=0,
-                overpaid_minor=0,
-            ),
-            notice(NoticeKind.RECEIPT, at),
-        ]
-    )
-    return batches
 
 
 # --- histories -------------------------------------------------------------------------------

@@ -76,6 +76,9 @@ def test_quick_bench_writes_a_report_with_a_positive_ratio_for_every_figure(tmp_
     assert by_name["starts_and_payments"]["details"]["open_invoices"] == 3
     assert by_name["scale"]["details"]["open_invoices"] == 3
     assert by_name["time_skipping"]["details"]["history_shape"]["updates"] == 1
+    # the projection measurement replays what the workflow really wrote, snapshots and all
+    assert by_name["projection"]["details"]["read_model_rows"]["projected_invoices"] == 5
+    assert by_name["projection"]["details"]["read_model_rows"]["projected_invoice_story"] > 0
 
     table = (tmp_path / "bench.md").read_text()
     assert table.count("\n") == 2 + sum(len(m["figures"]) for m in report["measurements"])

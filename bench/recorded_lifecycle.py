@@ -1,0 +1,86 @@
+"""The event batches a paid invoice's real workflow appends, with its snapshots, copied for many invoices.
+
+The projection measurement needs what the workflow really writes (each batch ends with the
+invoice's snapshot). One invoice runs through reminder, warning and late fee and is paid, on the
+time-skipping test server with activities that keep what they are asked to write; its batches
+are then copied under other invoice ids.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from activities.calendar import public_holidays
+from activities.ledger import Batch
+from bench.measure_timeskip import _environment
+from bench.workload import AMOUNT_MINOR, LATE_FEE_MINOR, boundary_invoice
+from worker.sandbox import workflow_runner
+from workflows.events import InvoiceSnapshot
+from workflows.invoice import InvoiceWorkflow
+from workflows.models import DomainEvent, EventKind, NoticeRequest, Payment
+from workflows.state import InvoiceWorkflowInput
+
+PAID_AFTER = timedelta(days=11)  # after the late fee (day 10 of the default policy), before the ultimatum
+
+
+class _Keeper:
+    """``send_notice`` and ``append_events`` under their real names, keeping the batches."""
+
+    def __init__(self) -> None:
+        self.batches: list[Batch] = []
+
+    @activity.defn(name="send_notice")
+    async def send_notice(self, notice: NoticeRequest) -> dict:
+        return {"message_id": f"<{notice.idempotency_key}>", "delivered": ["email"], "failed": {}}
+
+    @activity.defn(name="append_events")
+    async def append_events(self, events: list[DomainEvent], snapshot: InvoiceSnapshot | None = None) -> int:
+        self.batches.append(Batch(events, snapshot))
+        return len(events)
+
+
+async def record_paid_lifecycle() -> list[Batch]:
+    """The batches of one invoice of the default policy (at any hour), paid in full after its late fee."""
+    env = await _environment()
+    try:
+        config = env.client.config()
+        config["data_converter"] = pydantic_data_converter
+        client = Client(**config)
+        keeper, queue = _Keeper(), f"record-{uuid.uuid4().hex[:6]}"
+        invoice = boundary_invoice(f"REC-{uuid.uuid4().hex[:6]}", await env.get_current_time() + timedelta(days=15))
+        async with Worker(
+            client,
+            task_queue=queue,
+            workflows=[InvoiceWorkflow],
+            activities=[keeper.send_notice, keeper.append_events, public_holidays],
+            workflow_runner=workflow_runner(),
+        ):
+            handle = await client.start_workflow(
+                InvoiceWorkflow.run, InvoiceWorkflowInput(invoice=invoice), id=invoice.workflow_id, task_queue=queue
+            )
+            due = invoice.due_date
+            await env.sleep(due - (await env.get_current_time()).date() + PAID_AFTER)
+            payment = Payment(payment_id="PAY-1", amount_minor=AMOUNT_MINOR + LATE_FEE_MINOR, currency=invoice.currency)
+            await handle.execute_update(InvoiceWorkflow.record_payment, payment)
+            await handle.result()
+        return keeper.batches
+    finally:
+        await env.shutdown()
+
+
+def copied(batches: list[Batch], invoice_id: str) -> list[Batch]:
+    """The same batches for another invoice id (the issued invoice inside says so too)."""
+
+    def renamed(event: DomainEvent) -> DomainEvent:
+        data = event.data
+        if event.kind == EventKind.INVOICE_ISSUED:
+            data = {**data, "invoice": {**data["invoice"], "invoice_id": invoice_id}}
+        return event.model_copy(update={"invoice_id": invoice_id, "data": data})
+
+    return [Batch([renamed(e) for e in batch.events], batch.snapshot) for batch in batches]
