@@ -27,6 +27,7 @@ from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
 from bench.baseline import BareWorkflow
 from bench.report import Figure, Measurement, Target
 from bench.stack import BASELINE_QUEUE, INVOICE_QUEUE, BenchStack
+from activities.projections import projection_lag
 from bench.workload import Say, open_invoice, poll, run_bounded
 from worker import invoices
 from worker.invoices import InvoiceError, Refusal
@@ -121,6 +122,14 @@ async def _sample_while_busy(
         samples.append(await _payment_pair(client, pick.choice(invoice_ids), pick.choice(bare_ids), payment_id))
 
 
+async def _sample_projection_lag(pool: asyncpg.Pool, lags: list[float], stop: asyncio.Event) -> None:
+    """Every second until ``stop`` is set, how far the read models trail the event log (seconds)."""
+    while not stop.is_set():
+        lags.append((await projection_lag(pool)).seconds_behind)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+
+
 async def measure_starts(stack: BenchStack, sizes: StartSizes, report_progress: Say = lambda text: None) -> Measurement:
     """Start rates of invoices and bare workflows, then payment and bare-update round trips, on ``stack``."""
     began = time.monotonic()
@@ -150,6 +159,8 @@ async def measure_starts(stack: BenchStack, sizes: StartSizes, report_progress: 
         sampler = asyncio.create_task(
             _sample_while_busy(client, invoice_ids, bare_ids, pick, f"BUSY-{run}", busy_ms, issued)
         )
+        lags: list[float] = []
+        lag_sampler = asyncio.create_task(_sample_projection_lag(stack.pool, lags, issued))
         try:
             await poll(
                 lambda: _issued_notices(stack.pool, f"S{run}-"),
@@ -160,6 +171,7 @@ async def measure_starts(stack: BenchStack, sizes: StartSizes, report_progress: 
         finally:
             issued.set()
             await sampler
+            await lag_sampler
         open_s = time.monotonic() - real_began
         start_usage = watch.usage()
 
@@ -215,6 +227,7 @@ async def measure_starts(stack: BenchStack, sizes: StartSizes, report_progress: 
                 "record_payment_ms": _summary([r for r, _ in busy_ms if r is not None]),
                 "bare_update_ms": _summary([b for _, b in busy_ms if b is not None]),
             },
+            "projection_lag_while_issuing_s": {"samples": len(lags), **(_summary(lags) or {})},
             "usage_while_starting": {k: vars(v) for k, v in start_usage.items()},
             "usage_while_paying": {k: vars(v) for k, v in payment_usage.items()},
             "disk_mb": disk,

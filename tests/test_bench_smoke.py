@@ -74,6 +74,7 @@ def test_quick_bench_writes_a_report_with_a_positive_ratio_for_every_figure(tmp_
         assert level[side]["frontend:UpdateWorkflowExecution"] == 1.0, level[side]
     assert set(level["cpu_s_per_invoice"]) == {"worker", "dev_server", "postgres", "driver"}
     assert by_name["starts_and_payments"]["details"]["open_invoices"] == 3
+    assert by_name["starts_and_payments"]["details"]["projection_lag_while_issuing_s"]["samples"] >= 1
     assert by_name["scale"]["details"]["open_invoices"] == 3
     assert by_name["time_skipping"]["details"]["history_shape"]["updates"] == 1
     # the projection measurement replays what the workflow really wrote, snapshots and all
