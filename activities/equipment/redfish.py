@@ -52,7 +52,7 @@ SOFT_POWER_OFF = {
     "push_power_button": ("GracefulShutdown", "PushPowerButton"),
     "force_off_after": ("GracefulShutdown", "PushPowerButton"),
 }
-POWER_ON = ("On", "PushPowerButton")
+POWER_ON = ("On", "ForceOn", "PushPowerButton")
 TASK_RUNNING = frozenset({"New", "Starting", "Running", "Pending", "Suspended", "Interrupted", "Stopping", "Service"})
 TASK_FAILED = frozenset({"Exception", "Killed", "Cancelled"})
 DEFAULT_PORTS = {"https": 443, "http": 80}
