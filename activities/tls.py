@@ -51,7 +51,9 @@ def normalise_fingerprint(text: str) -> str:
     """A SHA-256 fingerprint as 64 lowercase hex digits, from ``AB:CD:…`` or plain hex; ValueError otherwise."""
     digits = re.sub(r"[\s:]", "", text).lower()
     if not re.fullmatch(r"[0-9a-f]{64}", digits):
-        raise ValueError("a SHA-256 fingerprint is 64 hex digits, e.g. 'AB:CD:…' as `openssl x509 -fingerprint -sha256` prints")
+        raise ValueError(
+            "a SHA-256 fingerprint is 64 hex digits, e.g. 'AB:CD:…' as `openssl x509 -fingerprint -sha256` prints"
+        )
     return digits
 
 
@@ -128,7 +130,7 @@ def verified_transport(
 
 
 def untrusted_certificate(exc: BaseException) -> bool:
-    """True if a connection failed because the server's certificate was not trusted."""
+    """True if a connection failed on the server's certificate (not trusted, another name, not the pinned one)."""
     return tls_failure(exc) is not None or "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 

@@ -20,11 +20,11 @@ with workflow.unsafe.imports_passed_through():
     from workflows import policy
     from workflows import search_attributes as sa
     from workflows.models import (
+        EQUIPMENT_ACTIVITY_TIMEOUT,
         AgencyHandover,
         DecideLegal,
         DisputeOutcome,
         DomainEvent,
-        EQUIPMENT_ACTIVITY_TIMEOUT,
         EquipmentRequest,
         EquipmentResult,
         EventKind,

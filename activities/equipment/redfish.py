@@ -138,10 +138,12 @@ class _Bmc:
         document = await self.get_json(path)
         reset = (document.get("Actions") or {}).get("#ComputerSystem.Reset") or {}
         target = reset.get("target")
+        if not isinstance(target, str):
+            target = f"{path.rstrip('/')}/Actions/ComputerSystem.Reset"
         return _System(
             bmc=self,
             path=path,
-            reset_target=self.local(target if isinstance(target, str) else f"{path.rstrip('/')}/Actions/ComputerSystem.Reset"),
+            reset_target=self.local(target),
             reset_types=await self._reset_types(reset),
         )
 
@@ -284,14 +286,15 @@ class _System:
         status = response.status_code
         if status in RESET_REFUSALS:
             if await self.power_state() == wanted:
-                logger.info("%s: %s answered HTTP %s; PowerState is %s already", self.bmc.name, reset_type, status, wanted)
+                logger.info("%s: %s answered HTTP %s; PowerState is %s", self.bmc.name, reset_type, status, wanted)
                 return False
             message = f"{reset_type} answered HTTP {status}: {_redfish_message(response)}"
             if status == 409:
                 raise EquipmentStateUnconfirmed(f"{self.bmc.name}: {message}")
             raise ResetRefused(message)
         if status == 202 and response.headers.get("Location"):
-            await self._follow_task(reset_type, self.bmc.local(urljoin(self.reset_target, response.headers["Location"])), deadline)
+            monitor = self.bmc.local(urljoin(self.reset_target, response.headers["Location"]))
+            await self._follow_task(reset_type, monitor, deadline)
         return True
 
     async def _follow_task(self, reset_type: str, monitor: str, deadline: float) -> None:
@@ -350,8 +353,7 @@ class RedfishAdapter:
         async with self._system() as system:
             if await system.power_state() == ON:
                 return Reading(changed=False, state=ON)
-            reset_type = next(iter(system.offered(POWER_ON)), "On")
-            return await self._reset_and_confirm(system, reset_type, ON)
+            return await self._power_on(system)
 
     async def _power_off(self, system: _System) -> Reading:
         """Power off a system that read On: the gentle way first, ForceOff only where ``power_off`` allows it."""
@@ -359,7 +361,8 @@ class RedfishAdapter:
         policy, soft = equipment.power_off, SOFT_POWER_OFF[equipment.power_off]
         taken: list[str] = []
         refusals: list[str] = []
-        for reset_type in system.offered(soft) if equipment.graceful_timeout_s > 0 else []:
+        gentle = system.offered(soft) if equipment.graceful_timeout_s > 0 else []
+        for reset_type in gentle:
             deadline = _deadline(equipment.graceful_timeout_s)
             try:
                 if not await system.reset(reset_type, OFF, deadline):
@@ -388,6 +391,10 @@ class RedfishAdapter:
         if taken:
             logger.warning("%s: not off %ss after %s: ForceOff", equipment.id, equipment.graceful_timeout_s, taken[-1])
         return await self._reset_and_confirm(system, "ForceOff", OFF, changed_before=bool(taken))
+
+    async def _power_on(self, system: _System) -> Reading:
+        """Power on a system that read Off: On, or what the BMC offers instead."""
+        return await self._reset_and_confirm(system, next(iter(system.offered(POWER_ON)), "On"), ON)
 
     async def _reset_and_confirm(
         self, system: _System, reset_type: str, wanted: str, changed_before: bool = False

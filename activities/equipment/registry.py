@@ -160,7 +160,9 @@ class RedfishEquipment(EquipmentEntry):
         if not self.verify_tls and (self.tls_server_name or self.tls_fingerprint_sha256 or self.ca_file):
             raise ValueError("ca_file, tls_server_name and tls_fingerprint_sha256 need verify_tls = true")
         if self.graceful_timeout_s == 0 and self.power_off != "force_off_after":
-            raise ValueError(f'graceful_timeout_s = 0 means ForceOff at once, which power_off = "{self.power_off}" forbids')
+            raise ValueError(
+                f'graceful_timeout_s = 0 means ForceOff at once, which power_off = "{self.power_off}" forbids'
+            )
         budget = EQUIPMENT_ACTIVITY_TIMEOUT.total_seconds()
         if self.longest_action_s > budget:
             raise ValueError(
