@@ -91,6 +91,7 @@ class MockupBmc:
     finishes_shutdown_at_force_off: bool = False  # the OS gets off just as ForceOff arrives (iDRAC 409)
     task_polls: int = 0  # >0: resets answered 202, done once the task monitor was read this often
     redirect_without_slash: bool = False  # iLO 4: /redfish/v1/Systems -> 301 /redfish/v1/Systems/
+    redirect_host: str | None = None  # the redirect is absolute and names this host
     session_host: str | None = None  # the session Location is absolute and names this host
     resets: list[str] = field(default_factory=list)
     answers: list[tuple[str, int]] = field(default_factory=list)
@@ -223,7 +224,8 @@ def _handler(bmc: MockupBmc, scheme: str, port: int) -> type[BaseHTTPRequestHand
             """The request's path, or None after answering a redirect (iLO 4) or a refusal."""
             path = urlsplit(self.path).path
             if bmc.redirect_without_slash and not path.endswith("/"):
-                self._answer(301, None, {"Location": path + "/"})
+                host = f"{scheme}://{bmc.redirect_host}:{port}" if bmc.redirect_host else ""
+                self._answer(301, None, {"Location": f"{host}{path}/"})
                 return None
             if _strip(path) not in ("/redfish/v1", sessions_path) and not self._authorised():
                 self._answer(401, {"error": {"message": "authentication required"}})

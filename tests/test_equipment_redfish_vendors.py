@@ -152,6 +152,18 @@ async def test_ilo4_redirects_to_slashed_paths_are_followed_and_either_spelling_
         assert bmc.read_power_state() == "Off"
 
 
+async def test_a_redirect_is_followed_only_while_it_stays_on_the_bmc(tmp_path):
+    with mockup_bmc("ilo5", redirect_without_slash=True, redirect_host="elsewhere.example") as bmc:
+        with pytest.raises(EquipmentMisconfigured, match="pointed outside its own address .*elsewhere.example"):
+            await suspend(bmc, tmp_path, system_path="/redfish/v1/Systems/1")
+        assert (bmc.resets, bmc.read_power_state()) == ([], "On")
+
+    with mockup_bmc("ilo5", redirect_without_slash=True, redirect_host=ILO_NAME, os_shutdown_s=0) as bmc:
+        suspended = await suspend(bmc, tmp_path, system_path="/redfish/v1/Systems/1", host_aliases=[ILO_NAME])
+        assert suspended == Reading(changed=True, state="Off")
+        assert (bmc.resets, bmc.read_power_state(), bmc.sessions_open) == (["PushPowerButton"], "Off", {})
+
+
 # --- 5. Sessions --------------------------------------------------------------------------
 
 
