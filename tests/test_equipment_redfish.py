@@ -121,7 +121,8 @@ async def test_wrong_credentials_are_a_clear_error_and_change_nothing(bmc, tmp_p
 
 async def test_tls_is_verified_against_the_configured_ca(bmc, password_file):
     system_trust = equipment(bmc, password_file, "untouched", ca_file=None)
-    with pytest.raises(EquipmentMisconfigured, match="TLS certificate .* is not trusted; set ca_file"):
+    untrusted = r"TLS certificate .* is not trusted \(unable to get local issuer certificate\); set ca_file"
+    with pytest.raises(EquipmentMisconfigured, match=untrusted):
         await RedfishAdapter(system_trust).suspend(request("bmc-untouched"))
     not_verified = equipment(bmc, password_file, "untouched", ca_file=None, verify_tls=False)
     assert await RedfishAdapter(not_verified).status() == "On"

@@ -89,12 +89,36 @@ def test_a_missing_file_and_bad_toml_say_so(tmp_path):
         ('endpoint = "ftp://10.0.0.5"', "endpoint: URL scheme should be 'http' or 'https'"),
         ('graceful_timeout_s = -1', "graceful_timeout_s"),
         ('system_path = "/elsewhere"', "system_path"),
+        ('graceful_timeout_s = 600', "= 780 s does not fit in the 300 s an equipment activity may run"),
+        ("power_timeout_s = 61", "= 301 s does not fit in the 300 s"),
+        ('request_timeout_s = 11', "= 312 s does not fit"),
+        ('power_off = "graceful_only"\ngraceful_timeout_s = 0', 'which power_off = "graceful_only" forbids'),
+        ('power_off = "force_off_later"', "power_off: Input should be 'force_off_after'"),
+        ('tls_fingerprint_sha256 = "AB:CD"', "a SHA-256 fingerprint is 64 hex digits"),
+        ('verify_tls = false\ntls_server_name = "ilo.example"', "need verify_tls = true"),
+        ('host_aliases = ["ilo example"]', "host_aliases.0: String should match pattern"),
     ],
 )
 def test_a_bad_entry_is_refused_naming_the_entry_and_the_field(tmp_path, change, complaint):
     key = change.split(" ", 1)[0]
     text = "\n".join(line for line in BMC.splitlines() if not line.startswith(key + " ")) + "\n" + change + "\n"
     assert complaint in load_error(tmp_path, text)
+
+
+def test_the_waits_must_fit_the_activity_so_force_off_is_reached(tmp_path):
+    # graceful_only never waits for ForceOff, so its graceful wait may take the power wait's share
+    fits = load(tmp_path, BMC + 'power_off = "graceful_only"\ngraceful_timeout_s = 180\n').resolve("bmc-1", "CUST-1")
+    assert (fits.longest_action_s, fits.power_off) == (300, "graceful_only")
+    assert "does not fit" in load_error(tmp_path, BMC + "graceful_timeout_s = 180\n")
+    default = load(tmp_path, BMC).resolve("bmc-1", "CUST-1")
+    assert (default.power_off, default.longest_action_s) == ("force_off_after", 300)
+
+
+def test_tls_and_alias_settings_are_normalised(tmp_path):
+    pin = ":".join(["ab"] * 32)
+    text = BMC + f'tls_fingerprint_sha256 = "{pin}"\ntls_server_name = "ilo-1.example"\nhost_aliases = ["ilo-1"]\n'
+    bmc = load(tmp_path, text).resolve("bmc-1", "CUST-1")
+    assert (bmc.tls_fingerprint_sha256, bmc.tls_server_name, bmc.host_aliases) == ("ab" * 32, "ilo-1.example", ["ilo-1"])
 
 
 def test_duplicate_ids_are_refused(tmp_path):

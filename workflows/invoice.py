@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import search_attributes as sa
     from workflows import snapshot
     from workflows.models import (
+        EQUIPMENT_ACTIVITY_TIMEOUT,
         AgencyHandover,
         DecideLegal,
         DisputeOutcome,
@@ -359,7 +360,7 @@ class InvoiceWorkflow:
                 f"{verb}_equipment",
                 request,
                 result_type=EquipmentResult,
-                start_to_close_timeout=timedelta(minutes=5),
+                start_to_close_timeout=EQUIPMENT_ACTIVITY_TIMEOUT,
                 heartbeat_timeout=timedelta(minutes=1),
                 retry_policy=EQUIPMENT_RETRY,
                 summary=f"{verb.capitalize()} equipment {equipment_id}",

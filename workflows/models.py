@@ -501,6 +501,11 @@ class AgencyHandover(Strict):
     days_overdue: int
 
 
+# how long one suspend_equipment/restore_equipment attempt may run; the registry refuses entries
+# whose waits cannot finish inside it (a BMC's graceful wait, then ForceOff and its wait)
+EQUIPMENT_ACTIVITY_TIMEOUT = timedelta(minutes=5)
+
+
 class EquipmentRequest(Strict):
     """Cut or restore one piece of a customer's equipment, named only by its registry id."""
 

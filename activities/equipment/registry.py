@@ -26,7 +26,8 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, Field, HttpUrl, ValidationError, model_validator
 
 from activities.equipment.adapter import EquipmentMisconfigured
-from workflows.models import Identifier, Strict
+from activities.tls import normalise_fingerprint
+from workflows.models import EQUIPMENT_ACTIVITY_TIMEOUT, Identifier, Strict
 
 
 class RegistryError(Exception):
@@ -95,6 +96,11 @@ def _udp_endpoint(endpoint: str) -> str:
 
 HttpEndpoint = Annotated[HttpUrl, AfterValidator(_no_userinfo_query_or_fragment)]
 Seconds = Annotated[float, Field(gt=0, le=3600)]
+HostName = Annotated[str, Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")]
+# requests an action makes besides its two waits (service root, session, systems, system, ActionInfo,
+# state, the resets, a fallback, a read past each wait, the final read, logout), each allowed the
+# whole request timeout
+REQUESTS_BESIDES_WAITS = 12
 
 
 class EquipmentEntry(Strict):
@@ -107,7 +113,14 @@ class EquipmentEntry(Strict):
 
 
 class RedfishEquipment(EquipmentEntry):
-    """A server BMC (iDRAC, iLO, OpenBMC): power off to suspend, power on to restore."""
+    """A server BMC (iDRAC, iLO, OpenBMC, Supermicro): power off to suspend, power on to restore.
+
+    ``power_off`` says what the operator accepts to power the server off: ``graceful_only``
+    (GracefulShutdown, never a button press or a cut), ``push_power_button`` (GracefulShutdown, or
+    where the BMC does not offer it a press of the power button: the OS shuts down as on the front
+    panel), ``force_off_after`` (the gentlest of those the BMC takes, then ForceOff after
+    ``graceful_timeout_s``; the default).
+    """
 
     kind: Literal["redfish"]
     endpoint: Annotated[HttpEndpoint, AfterValidator(_base_url)]
@@ -115,20 +128,55 @@ class RedfishEquipment(EquipmentEntry):
     auth: Literal["session", "basic"] = "session"
     system_path: str | None = Field(
         default=None,
-        pattern=r"^/redfish/v1/Systems/[^/?#]+$",
+        pattern=r"^/redfish/v1/Systems/[^/?#]+/?$",
         description="e.g. /redfish/v1/Systems/1; unset: the BMC's only system",
     )
+    power_off: Literal["force_off_after", "push_power_button", "graceful_only"] = "force_off_after"
     graceful_timeout_s: float = Field(
         default=120,
         ge=0,
         le=3600,
-        description="wait this long for GracefulShutdown, then ForceOff; 0: ForceOff at once",
+        description="wait this long for GracefulShutdown (or the button), then ForceOff; 0: ForceOff at once",
     )
     power_timeout_s: Seconds = Field(default=60, description="wait this long for ForceOff or On to show")
     poll_interval_s: Seconds = 1.0
     request_timeout_s: Seconds = 10.0
     ca_file: Path | None = Field(default=None, description="CA bundle that signed the BMC's certificate")
     verify_tls: bool = True
+    tls_server_name: HostName | None = Field(
+        default=None, description="the name the BMC's certificate carries, when the endpoint is its IP address"
+    )
+    tls_fingerprint_sha256: Annotated[str, AfterValidator(normalise_fingerprint)] | None = Field(
+        default=None, description="trust exactly this certificate (its SHA-256 fingerprint), e.g. a factory one"
+    )
+    host_aliases: list[HostName] = Field(
+        default_factory=list,
+        max_length=8,
+        description="other names of this BMC that its links may carry (an iLO's FQDN in a session Location)",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RedfishEquipment:
+        if not self.verify_tls and (self.tls_server_name or self.tls_fingerprint_sha256 or self.ca_file):
+            raise ValueError("ca_file, tls_server_name and tls_fingerprint_sha256 need verify_tls = true")
+        if self.graceful_timeout_s == 0 and self.power_off != "force_off_after":
+            raise ValueError(
+                f'graceful_timeout_s = 0 means ForceOff at once, which power_off = "{self.power_off}" forbids'
+            )
+        budget = EQUIPMENT_ACTIVITY_TIMEOUT.total_seconds()
+        if self.longest_action_s > budget:
+            raise ValueError(
+                f"graceful_timeout_s + power_timeout_s + {REQUESTS_BESIDES_WAITS} x request_timeout_s"
+                f" = {self.longest_action_s:g} s does not fit in the {budget:g} s an equipment activity may run,"
+                " so ForceOff or its read-back would never be reached; shorten them"
+            )
+        return self
+
+    @property
+    def longest_action_s(self) -> float:
+        """The longest a suspend or restore may take: both waits and every request at its timeout."""
+        waits = self.graceful_timeout_s + (self.power_timeout_s if self.power_off == "force_off_after" else 0)
+        return max(waits, self.power_timeout_s) + REQUESTS_BESIDES_WAITS * self.request_timeout_s
 
 
 SnmpAuthProtocol = Literal["md5", "sha", "sha224", "sha256", "sha384", "sha512"]
