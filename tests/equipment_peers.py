@@ -287,6 +287,7 @@ class SnmpPeer:
     user: str
     auth_key: str
     priv_key: str
+    aes256_users: dict[str, str] = field(default_factory=dict)  # key extension -> user with AES-256 privacy
 
     async def admin_status(self, *ports: int, timeout: float = 2.0) -> dict[int, int]:
         """ifAdminStatus of these ports, read with our own SNMPv2c GET."""
@@ -309,7 +310,8 @@ class SnmpPeer:
 
 @contextmanager
 def snmp_peer(admin_status: dict[int, int]) -> Iterator[SnmpPeer]:
-    """snmpsim answering for ``{ifIndex: ifAdminStatus}`` (writable), over v2c and v3 (SHA-256 + AES-128)."""
+    """snmpsim answering for ``{ifIndex: ifAdminStatus}`` (writable), over v2c and v3 (SHA-256 + AES-128;
+    and a user with SHA-1 + AES-256 per key extension, in ``aes256_users``)."""
     folder = Path(tempfile.mkdtemp(prefix="dunning-snmp-"))
     try:
         community = "switch-cluj"
@@ -337,8 +339,17 @@ def snmp_peer(admin_status: dict[int, int]) -> Iterator[SnmpPeer]:
             "--v3-auth-proto=SHA256",
             f"--v3-priv-key={peer.priv_key}",
             "--v3-priv-proto=AES128",
-            "--log-level=error",
         ]
+        for extension, proto in (("blumenthal", "AES256BLMT"), ("reeder", "AES256")):
+            peer.aes256_users[extension] = f"{peer.user}-{extension}"
+            command += [
+                f"--v3-user={peer.aes256_users[extension]}",
+                f"--v3-auth-key={peer.auth_key}",
+                "--v3-auth-proto=SHA",  # SHA-1's 20 bytes must be extended to 32 (SHA-256's need not be)
+                f"--v3-priv-key={peer.priv_key}",
+                f"--v3-priv-proto={proto}",
+            ]
+        command.append("--log-level=error")
 
         def ready() -> bool:
             try:

@@ -23,6 +23,8 @@ from pysnmp.hlapi.v3arch.asyncio import (
     get_cmd,
     set_cmd,
     usm3DESEDEPrivProtocol,
+    usmAesBlumenthalCfb192Protocol,
+    usmAesBlumenthalCfb256Protocol,
     usmAesCfb128Protocol,
     usmAesCfb192Protocol,
     usmAesCfb256Protocol,
@@ -49,7 +51,7 @@ from activities.equipment.adapter import (
     EquipmentUnreachable,
     Reading,
 )
-from activities.equipment.registry import SnmpEquipment
+from activities.equipment.registry import LONG_AES, SnmpEquipment
 from workflows.models import EquipmentRequest
 
 logger = logging.getLogger(__name__)
@@ -71,8 +73,13 @@ PRIV_PROTOCOLS = {
     "des": usmDESPrivProtocol,
     "3des": usm3DESEDEPrivProtocol,
     "aes128": usmAesCfb128Protocol,
-    "aes192": usmAesCfb192Protocol,
-    "aes256": usmAesCfb256Protocol,
+}
+# AES-192/256 by how the key is extended (pysnmp's plain usmAesCfb192/256Protocol are Reeder's)
+LONG_AES_PROTOCOLS = {
+    ("aes192", "blumenthal"): usmAesBlumenthalCfb192Protocol,
+    ("aes256", "blumenthal"): usmAesBlumenthalCfb256Protocol,
+    ("aes192", "reeder"): usmAesCfb192Protocol,
+    ("aes256", "reeder"): usmAesCfb256Protocol,
 }
 # what an agent's USM answers (or what the manager concludes) when the user, key or level is wrong
 CREDENTIAL_FAILURES = (
@@ -105,6 +112,13 @@ def new_engine() -> SnmpEngine:
     return engine
 
 
+def privacy_protocol(equipment: SnmpEquipment) -> tuple:
+    """pysnmp's privacy protocol for the entry: AES-192/256 with the entry's key extension."""
+    if equipment.priv_protocol in PRIV_PROTOCOLS:
+        return PRIV_PROTOCOLS[equipment.priv_protocol]
+    return LONG_AES_PROTOCOLS[equipment.priv_protocol, equipment.aes_key_extension]
+
+
 def summarise(statuses: dict[int, int]) -> str:
     """``'down'`` when every port is down, else each port's status: ``'12=down,13=up'``."""
     names = {port: STATUS_NAMES.get(value, str(value)) for port, value in statuses.items()}
@@ -122,6 +136,11 @@ class _Agent:
         self.target = target
         self.context = ContextData(contextName=equipment.context_name)
         self.auth = self._auth_data()
+        self.heard = False  # the USM processed a message from the agent (a v3 discovery report at least)
+        engine.observer.register_observer(self._heard_from_agent, "rfc3414.processIncomingMsg")
+
+    def _heard_from_agent(self, *_: object) -> None:
+        self.heard = True
 
     def _auth_data(self) -> CommunityData | UsmUserData:
         equipment = self.equipment
@@ -132,7 +151,7 @@ class _Agent:
             authKey=equipment.credentials.read(),
             privKey=equipment.priv_credentials.read() if equipment.priv_credentials else None,
             authProtocol=AUTH_PROTOCOLS[equipment.auth_protocol],
-            privProtocol=PRIV_PROTOCOLS[equipment.priv_protocol],
+            privProtocol=privacy_protocol(equipment),
         )
 
     async def read(self) -> dict[int, int]:
@@ -162,12 +181,15 @@ class _Agent:
             self.engine, self.auth, self.target, self.context, *var_binds
         )
         if isinstance(indication, errind.RequestTimedOut):
+            if self.heard:
+                raise EquipmentMisconfigured(self._silent_after_discovery())
             silent_v2c = " (an SNMPv2c agent also stays silent when the community is wrong)"
             hint = silent_v2c if equipment.version == "2c" else ""
             raise EquipmentUnreachable(f"{equipment.id}: no answer from {equipment.endpoint}{hint}")
         if isinstance(indication, CREDENTIAL_FAILURES):
+            hint = self._key_extension_hint() if isinstance(indication, errind.DecryptionError) else ""
             raise EquipmentAuthFailed(
-                f"{equipment.id}: the agent refused the SNMPv3 credentials of {equipment.user!r}: {indication}"
+                f"{equipment.id}: the agent refused the SNMPv3 credentials of {equipment.user!r}: {indication}{hint}"
             )
         if indication:
             raise EquipmentUnreachable(f"{equipment.id}: SNMP {verb} to {equipment.endpoint} failed: {indication}")
@@ -177,6 +199,26 @@ class _Agent:
             message = f"{equipment.id}: the agent refused the {verb}: {name} at {where}"
             raise (EquipmentUnreachable if name in TRANSIENT_ERROR_STATUS else EquipmentMisconfigured)(message)
         return list(answered)
+
+    def _silent_after_discovery(self) -> str:
+        """Why an agent that answered the SNMPv3 discovery ignores the request: it could not decrypt it."""
+        equipment = self.equipment
+        return (
+            f"{equipment.id}: the agent at {equipment.endpoint} answered the SNMPv3 discovery but not the request"
+            f" of {equipment.user!r}; agents drop what they cannot decrypt, so the privacy key (priv_credentials)"
+            f" or priv_protocol {equipment.priv_protocol!r} is probably wrong{self._key_extension_hint()}"
+        )
+
+    def _key_extension_hint(self) -> str:
+        """For AES-192/256: the agent may extend the key the other way."""
+        equipment = self.equipment
+        if equipment.priv_protocol not in LONG_AES:
+            return ""
+        other = "reeder" if equipment.aes_key_extension == "blumenthal" else "blumenthal"
+        return (
+            f", or the agent extends {equipment.priv_protocol} keys the other way"
+            f" (aes_key_extension is {equipment.aes_key_extension!r}; try {other!r})"
+        )
 
 
 class SnmpAdapter:
