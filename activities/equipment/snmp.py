@@ -2,6 +2,7 @@
 
 Only the ports listed in the registry are read or written; every action reads their
 ifAdminStatus first, sets only the ports not yet in the wanted state, and reads them back.
+A restore brings up only the ports that were up before the cut.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ from activities.equipment.adapter import (
     EquipmentStateUnconfirmed,
     EquipmentUnreachable,
     Reading,
+    Remember,
+    StateBeforeCut,
+    not_remembered,
 )
 from activities.equipment.registry import LONG_AES, SnmpEquipment
 from workflows.models import EquipmentRequest
@@ -232,27 +236,32 @@ class SnmpAdapter:
         async with self._agent() as agent:
             return summarise(await agent.read())
 
-    async def suspend(self, request: EquipmentRequest) -> Reading:
-        """Set the configured ports' ifAdminStatus to down(2)."""
-        return await self._set_ports(DOWN)
-
-    async def restore(self, request: EquipmentRequest) -> Reading:
-        """Set the configured ports' ifAdminStatus to up(1)."""
-        return await self._set_ports(UP)
-
-    async def _set_ports(self, wanted: int) -> Reading:
+    async def suspend(self, request: EquipmentRequest, remember: Remember = not_remembered) -> Reading:
+        """Set the configured ports' ifAdminStatus to down(2), once each port's status is remembered."""
         async with self._agent() as agent:
             before = await agent.read()
-            stale = {port: wanted for port, value in before.items() if value != wanted}
-            if not stale:
-                return Reading(changed=False, state=summarise(before))
-            await agent.write(stale)
-            after = await agent.read()
-            if any(value != wanted for value in after.values()):
-                raise EquipmentStateUnconfirmed(
-                    f"{self.equipment.id}: ifAdminStatus reads {summarise(after)} after setting {STATUS_NAMES[wanted]}"
-                )
-            return Reading(changed=True, state=summarise(after))
+            await remember({str(port): STATUS_NAMES.get(value, str(value)) for port, value in before.items()})
+            return await self._set_ports(agent, before, dict.fromkeys(before, DOWN))
+
+    async def restore(self, request: EquipmentRequest, before: StateBeforeCut | None = None) -> Reading:
+        """Set ifAdminStatus up(1) on the ports that were up before the cut (without ``before``: on all)."""
+        async with self._agent() as agent:
+            now = await agent.read()
+            was_up = [port for port in now if before is None or before.get(str(port)) == STATUS_NAMES[UP]]
+            return await self._set_ports(agent, now, dict.fromkeys(was_up, UP))
+
+    async def _set_ports(self, agent: _Agent, now: dict[int, int], wanted: dict[int, int]) -> Reading:
+        """Set the ports of ``wanted`` that differ from ``now``, then read them all back."""
+        stale = {port: value for port, value in wanted.items() if now[port] != value}
+        if not stale:
+            return Reading(changed=False, state=summarise(now))
+        await agent.write(stale)
+        after = await agent.read()
+        if any(after[port] != value for port, value in wanted.items()):
+            raise EquipmentStateUnconfirmed(
+                f"{self.equipment.id}: ifAdminStatus reads {summarise(after)} after setting {summarise(stale)}"
+            )
+        return Reading(changed=True, state=summarise(after))
 
     @asynccontextmanager
     async def _agent(self) -> AsyncIterator[_Agent]:
