@@ -1,7 +1,8 @@
 """The Redfish adapter: power a server off through its BMC (iDRAC, iLO, OpenBMC) and on again.
 
 Suspend asks for ``GracefulShutdown`` and, if the system is not off within ``graceful_timeout_s``,
-for ``ForceOff``; restore asks for ``On``. Every action reads ``PowerState`` first and back after.
+for ``ForceOff``; restore asks for ``On``, unless the system was already off before the cut.
+Every action reads ``PowerState`` first and back after.
 Only the registry's endpoint is contacted: links the BMC returns must stay on that address, and
 redirects are not followed.
 """
@@ -24,6 +25,9 @@ from activities.equipment.adapter import (
     EquipmentStateUnconfirmed,
     EquipmentUnreachable,
     Reading,
+    Remember,
+    StateBeforeCut,
+    not_remembered,
 )
 from activities.equipment.registry import RedfishEquipment
 from activities.tls import tls_verification, untrusted_certificate
@@ -34,6 +38,7 @@ logger = logging.getLogger(__name__)
 SERVICE_ROOT = "/redfish/v1/"
 SYSTEMS = "/redfish/v1/Systems"
 OFF, ON = "Off", "On"
+POWERED = frozenset({ON, "PoweringOn"})  # states a cut takes away, so a restore gives back
 TRANSIENT_STATUS = frozenset({408, 429})
 
 
@@ -189,10 +194,13 @@ class RedfishAdapter:
         async with self._system() as system:
             return await system.power_state()
 
-    async def suspend(self, request: EquipmentRequest) -> Reading:
-        """Power off: GracefulShutdown, then ForceOff after ``graceful_timeout_s``."""
+    async def suspend(self, request: EquipmentRequest, remember: Remember = not_remembered) -> Reading:
+        """Power off: GracefulShutdown, then ForceOff after ``graceful_timeout_s``; the PowerState found is
+        remembered first."""
         async with self._system() as system:
-            if await system.power_state() == OFF:
+            state = await system.power_state()
+            await remember({"PowerState": state})
+            if state == OFF:
                 return Reading(changed=False, state=OFF)
             graceful_timeout = self.equipment.graceful_timeout_s
             if graceful_timeout > 0 and system.allows("GracefulShutdown"):
@@ -203,11 +211,12 @@ class RedfishAdapter:
             await system.reset("ForceOff")
             return await self._confirm(system, OFF)
 
-    async def restore(self, request: EquipmentRequest) -> Reading:
-        """Power on."""
+    async def restore(self, request: EquipmentRequest, before: StateBeforeCut | None = None) -> Reading:
+        """Power on, unless the system was not powered before the cut (its owner had switched it off)."""
         async with self._system() as system:
-            if await system.power_state() == ON:
-                return Reading(changed=False, state=ON)
+            state = await system.power_state()
+            if state == ON or (before is not None and before.get("PowerState") not in POWERED):
+                return Reading(changed=False, state=state)
             await system.reset("On")
             return await self._confirm(system, ON)
 
