@@ -51,10 +51,11 @@ class SnmpdPeer:
     priv_key: str
     env: dict[str, str]
 
-    def admin_up(self) -> dict[str, bool]:
-        """Whether each link is administratively up, as ``ip -n <ns> -j link show`` reports it."""
+    def admin_up(self, *names: str) -> dict[str, bool]:
+        """Whether each of these links is administratively up, as ``ip -n <ns> -j link show`` reports it."""
         shown = json.loads(_run(["ip", "-n", self.namespace, "-j", "link", "show"]))
-        return {link["ifname"]: "UP" in link["flags"] for link in shown if link["ifname"] in self.links}
+        flags = {link["ifname"]: link["flags"] for link in shown}
+        return {name: "UP" in flags[name] for name in names}
 
     def snmpget_admin_status(self, *names: str) -> dict[str, int]:
         """ifAdminStatus of these links, read by net-snmp's ``snmpget`` (SNMPv2c) inside the namespace."""
@@ -65,10 +66,6 @@ class SnmpdPeer:
             env=self.env,
         )
         return dict(zip(names, map(int, output.split()), strict=True))
-
-    def set_admin(self, name: str, up: bool) -> None:
-        """Set a link up or down with ``ip`` (as the switch's own operator would)."""
-        _run(["ip", "-n", self.namespace, "link", "set", name, "up" if up else "down"])
 
 
 def _run(command: list[str], env: dict[str, str] | None = None) -> str:

@@ -87,7 +87,9 @@ def firewall(
     )
 
 
-def switch(agent: SnmpPeer, secrets: Path, equipment_id: str = "sw-1", ports: tuple[int, ...] = (7, 8)) -> SnmpEquipment:
+def switch(
+    agent: SnmpPeer, secrets: Path, equipment_id: str = "sw-1", ports: tuple[int, ...] = (7, 8)
+) -> SnmpEquipment:
     return SnmpEquipment(
         id=equipment_id,
         customer_id="CUST-1",

@@ -142,7 +142,9 @@ async def test_a_port_the_agent_does_not_have_is_a_configuration_error(agent, se
 @pytest.mark.parametrize("extension", ["blumenthal", "reeder"])
 async def test_aes_256_with_the_agents_key_extension(agent, secrets, extension):
     user = agent.aes256_users[extension]
-    entry = v3(agent, secrets, [41], user=user, auth_protocol="sha", priv_protocol="aes256", aes_key_extension=extension)
+    entry = v3(
+        agent, secrets, [41], user=user, auth_protocol="sha", priv_protocol="aes256", aes_key_extension=extension
+    )
     assert await SnmpAdapter(entry).status() == "up"
 
 

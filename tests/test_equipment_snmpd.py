@@ -82,9 +82,7 @@ async def test_v2c_takes_the_links_down_and_up_as_ip_link_shows(agent, secrets):
     adapter = SnmpAdapter(entry(agent, secrets, ["v2a", "v2b"], version="2c"))
 
     assert await adapter.suspend(request("sw-netns-v2c")) == Reading(changed=True, state="down")
-    assert {name: up for name, up in agent.admin_up().items() if name in ("spare", "v2a", "v2b")} == {
-        "spare": True, "v2a": False, "v2b": False,
-    }
+    assert agent.admin_up("spare", "v2a", "v2b") == {"spare": True, "v2a": False, "v2b": False}
 
     assert await adapter.restore(request("sw-netns-v2c")) == Reading(changed=True, state="up")
     assert agent.snmpget_admin_status("spare", "v2a", "v2b") == {"spare": UP, "v2a": UP, "v2b": UP}
@@ -101,24 +99,24 @@ async def test_v3_auth_priv_aes_takes_the_links_down_and_leaves_a_link_that_was_
     before = {str(agent.links["v3a"]): "up", str(agent.links["v3b"]): "down"}
     back = await adapter.restore(request("sw-netns-v3"), before)
     assert back.changed
-    assert {name: up for name, up in agent.admin_up().items() if name in ("spare", "v3a", "v3b")} == {
-        "spare": True, "v3a": True, "v3b": False,
-    }
+    assert agent.admin_up("spare", "v3a", "v3b") == {"spare": True, "v3a": True, "v3b": False}
 
 
 async def test_aes_256_keys_are_extended_as_net_snmp_does_by_default(agent, secrets):
-    adapter = SnmpAdapter(entry(agent, secrets, ["aes256"], user=agent.aes256_user, auth_protocol="sha",
-                                priv_protocol="aes256"))
+    aes256 = entry(agent, secrets, ["aes256"], user=agent.aes256_user, auth_protocol="sha", priv_protocol="aes256")
+    adapter = SnmpAdapter(aes256)
     assert await adapter.suspend(request("sw-netns-v3")) == Reading(changed=True, state="down")
-    assert agent.admin_up()["aes256"] is False
+    assert agent.admin_up("aes256") == {"aes256": False}
     assert await adapter.restore(request("sw-netns-v3")) == Reading(changed=True, state="up")
-    assert agent.admin_up()["aes256"] is True
+    assert agent.admin_up("aes256") == {"aes256": True}
 
 
 async def test_the_other_key_extension_is_a_clear_error_and_not_retried(agent, secrets):
     """net-snmp drops a request it cannot decrypt: silence after discovery names the key and the variant."""
-    reeder = entry(agent, secrets, ["wrong"], user=agent.aes256_user, auth_protocol="sha", priv_protocol="aes256",
-                   aes_key_extension="reeder")
+    reeder = entry(
+        agent, secrets, ["wrong"], user=agent.aes256_user, auth_protocol="sha", priv_protocol="aes256",
+        aes_key_extension="reeder",
+    )
     with pytest.raises(EquipmentMisconfigured, match="aes_key_extension is 'reeder'; try 'blumenthal'") as caught:
         await SnmpAdapter(reeder).suspend(request("sw-netns-v3"))
     assert not caught.value.retryable
@@ -127,8 +125,9 @@ async def test_the_other_key_extension_is_a_clear_error_and_not_retried(agent, s
 
 
 async def test_a_wrong_privacy_key_is_a_clear_error_and_not_retried(agent, secrets, tmp_path):
-    wrong = entry(agent, secrets, ["wrong"], priv_credentials=CredentialRef(file=write_secret(tmp_path, "p", "nope-1234")))
+    wrong_key = CredentialRef(file=write_secret(tmp_path, "priv", "not-the-priv-key"))
+    wrong = entry(agent, secrets, ["wrong"], priv_credentials=wrong_key)
     with pytest.raises(EquipmentMisconfigured, match="the privacy key .* is probably wrong") as caught:
         await SnmpAdapter(wrong).suspend(request("sw-netns-v3"))
     assert not caught.value.retryable
-    assert agent.admin_up()["wrong"] is True
+    assert agent.admin_up("wrong") == {"wrong": True}
