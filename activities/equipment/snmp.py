@@ -141,6 +141,7 @@ class _Agent:
         self.context = ContextData(contextName=equipment.context_name)
         self.auth = self._auth_data()
         self.heard = False  # the USM processed a message from the agent (a v3 discovery report at least)
+        self.understood = False  # the agent answered a request: the keys are right
         engine.observer.register_observer(self._heard_from_agent, "rfc3414.processIncomingMsg")
 
     def _heard_from_agent(self, *_: object) -> None:
@@ -185,7 +186,7 @@ class _Agent:
             self.engine, self.auth, self.target, self.context, *var_binds
         )
         if isinstance(indication, errind.RequestTimedOut):
-            if self.heard:
+            if self.heard and not self.understood:
                 raise EquipmentMisconfigured(self._silent_after_discovery())
             silent_v2c = " (an SNMPv2c agent also stays silent when the community is wrong)"
             hint = silent_v2c if equipment.version == "2c" else ""
@@ -197,6 +198,7 @@ class _Agent:
             )
         if indication:
             raise EquipmentUnreachable(f"{equipment.id}: SNMP {verb} to {equipment.endpoint} failed: {indication}")
+        self.understood = True
         if status:
             name = status.prettyPrint()
             where = answered[int(index) - 1][0].prettyPrint() if index and int(index) <= len(answered) else "?"
@@ -211,6 +213,7 @@ class _Agent:
             f"{equipment.id}: the agent at {equipment.endpoint} answered the SNMPv3 discovery but not the request"
             f" of {equipment.user!r}; agents drop what they cannot decrypt, so the privacy key (priv_credentials)"
             f" or priv_protocol {equipment.priv_protocol!r} is probably wrong{self._key_extension_hint()}"
+            " (not retried)"
         )
 
     def _key_extension_hint(self) -> str:
