@@ -5,7 +5,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv browser run test soak bench clean
+.PHONY: venv browser snmpd run test soak bench clean
 
 venv: $(VENV)/.installed
 
@@ -20,10 +20,16 @@ browser:
 	@command -v chromium >/dev/null || $(SUDO) apt-get install -y -q chromium \
 		|| ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
 
+# net-snmp's agent and tools, and iproute2, for the SNMP test that serves veth links from a network namespace.
+snmpd:
+	@command -v snmpd >/dev/null && command -v snmpget >/dev/null && command -v ip >/dev/null \
+		|| $(SUDO) apt-get install -y -q snmpd snmp iproute2 \
+		|| ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q snmpd snmp iproute2)
+
 run: venv
 	$(VENV)/bin/dunning dev
 
-test: venv browser
+test: venv browser snmpd
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
 
 # More invoices and more faults than `make test` runs; prints each test's one-line summary.

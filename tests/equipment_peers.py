@@ -48,7 +48,9 @@ from pysnmp.hlapi.v3arch.asyncio import (
     SnmpEngine,
     UdpTransportTarget,
     get_cmd,
+    set_cmd,
 )
+from pysnmp.proto.rfc1902 import Integer
 from pysnmp.smi.builder import MibBuilder
 from pysnmp.smi.view import MibViewController
 
@@ -125,6 +127,17 @@ class RedfishPeer:
         )
         response.raise_for_status()
         return response.json()["PowerState"]
+
+    def reset(self, name: str, reset_type: str) -> None:
+        """Ask the emulator for a reset with a plain POST (as the server's owner would)."""
+        response = httpx.post(
+            f"{self.url}{self.system_path(name)}/Actions/ComputerSystem.Reset",
+            json={"ResetType": reset_type},
+            auth=(self.username, self.password),
+            verify=ssl.create_default_context(cafile=str(self.ca_file)),
+            timeout=5,
+        )
+        response.raise_for_status()
 
     def resets_received(self, name: str) -> list[str]:
         """The ResetTypes the emulator logged for this system, in order."""
@@ -287,29 +300,36 @@ class SnmpPeer:
     user: str
     auth_key: str
     priv_key: str
+    aes256_users: dict[str, str] = field(default_factory=dict)  # key extension -> user with AES-256 privacy
 
     async def admin_status(self, *ports: int, timeout: float = 2.0) -> dict[int, int]:
         """ifAdminStatus of these ports, read with our own SNMPv2c GET."""
+        oids = [ObjectType(ObjectIdentity(f"{IF_ADMIN_STATUS}.{port}")) for port in ports]
+        var_binds = await self._v2c(get_cmd, oids, timeout)
+        return {port: int(value) for port, (_, value) in zip(ports, var_binds, strict=True)}
+
+    async def set_admin_status(self, port: int, value: int) -> None:
+        """Set a port's ifAdminStatus with our own SNMPv2c SET (as the switch's operator would)."""
+        await self._v2c(set_cmd, [ObjectType(ObjectIdentity(f"{IF_ADMIN_STATUS}.{port}"), Integer(value))], 2.0)
+
+    async def _v2c(self, command: Callable, var_binds: list[ObjectType], timeout: float) -> list:
         engine = SnmpEngine()
         engine.cache["mibViewController"] = _mib_view()  # see activities.equipment.snmp.shared_mib_view
         try:
             target = await UdpTransportTarget.create((LOOPBACK, self.port), timeout=timeout, retries=1)
-            indication, status, _, var_binds = await get_cmd(
-                engine,
-                CommunityData(self.community, mpModel=1),
-                target,
-                ContextData(),
-                *(ObjectType(ObjectIdentity(f"{IF_ADMIN_STATUS}.{p}")) for p in ports),
+            indication, status, _, answered = await command(
+                engine, CommunityData(self.community, mpModel=1), target, ContextData(), *var_binds
             )
         finally:
             engine.close_dispatcher()
         assert not indication and not status, (indication, status)
-        return {port: int(value) for port, (_, value) in zip(ports, var_binds, strict=True)}
+        return list(answered)
 
 
 @contextmanager
 def snmp_peer(admin_status: dict[int, int]) -> Iterator[SnmpPeer]:
-    """snmpsim answering for ``{ifIndex: ifAdminStatus}`` (writable), over v2c and v3 (SHA-256 + AES-128)."""
+    """snmpsim answering for ``{ifIndex: ifAdminStatus}`` (writable), over v2c and v3 (SHA-256 + AES-128;
+    and a user with SHA-1 + AES-256 per key extension, in ``aes256_users``)."""
     folder = Path(tempfile.mkdtemp(prefix="dunning-snmp-"))
     try:
         community = "switch-cluj"
@@ -337,8 +357,17 @@ def snmp_peer(admin_status: dict[int, int]) -> Iterator[SnmpPeer]:
             "--v3-auth-proto=SHA256",
             f"--v3-priv-key={peer.priv_key}",
             "--v3-priv-proto=AES128",
-            "--log-level=error",
         ]
+        for extension, proto in (("blumenthal", "AES256BLMT"), ("reeder", "AES256")):
+            peer.aes256_users[extension] = f"{peer.user}-{extension}"
+            command += [
+                f"--v3-user={peer.aes256_users[extension]}",
+                f"--v3-auth-key={peer.auth_key}",
+                "--v3-auth-proto=SHA",  # SHA-1's 20 bytes must be extended to 32 (SHA-256's need not be)
+                f"--v3-priv-key={peer.priv_key}",
+                f"--v3-priv-proto={proto}",
+            ]
+        command.append("--log-level=error")
 
         def ready() -> bool:
             try:

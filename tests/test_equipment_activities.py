@@ -1,9 +1,11 @@
-"""The equipment activities on a real Postgres, against the loopback controller and SNMP agent:
-refusals, kill switches, dry run, heartbeats, idempotency and the record of every action."""
+"""The equipment activities on a real Postgres, against the loopback controller, SNMP agent and BMC:
+refusals, kill switches, dry run, heartbeats, idempotency, the record of every action, and restores
+that put back only what the cut changed."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -15,10 +17,27 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.equipment.activities import EquipmentActivities
 from activities.equipment.adapter import EquipmentUnreachable
-from activities.equipment.journal import GLOBAL_SCOPE, clear_kill_switch, set_kill_switch
-from activities.equipment.registry import CredentialRef, Equipment, Registry, SnmpEquipment, WebhookEquipment
+from activities.equipment.journal import GLOBAL_SCOPE, clear_kill_switch, remember_state_before_cut, set_kill_switch
+from activities.equipment.registry import (
+    CredentialRef,
+    Equipment,
+    RedfishEquipment,
+    Registry,
+    SnmpEquipment,
+    WebhookEquipment,
+)
+from activities.equipment.snmp import SnmpAdapter
 from activities.ledger import create_pool
-from tests.equipment_peers import ControllerPeer, SnmpPeer, controller_peer, free_port, snmp_peer, write_secret
+from tests.equipment_peers import (
+    ControllerPeer,
+    RedfishPeer,
+    SnmpPeer,
+    controller_peer,
+    free_port,
+    redfish_peer,
+    snmp_peer,
+    write_secret,
+)
 from workflows.models import EquipmentRequest, EquipmentResult
 
 UP, DOWN = 1, 2
@@ -32,7 +51,14 @@ def controller() -> Iterator[ControllerPeer]:
 
 @pytest.fixture(scope="module")
 def agent() -> Iterator[SnmpPeer]:
-    with snmp_peer({1: UP, 7: UP, 8: UP}) as peer:
+    # 7, 8: cut and restored; 9-10, 11-12: one port up and one down before the cut
+    with snmp_peer({1: UP, 7: UP, 8: UP, 9: UP, 10: DOWN, 11: UP, 12: DOWN}) as peer:
+        yield peer
+
+
+@pytest.fixture(scope="module")
+def bmc() -> Iterator[RedfishPeer]:
+    with redfish_peer({"switched-off": "Off"}) as peer:
         yield peer
 
 
@@ -61,17 +87,33 @@ def firewall(
     )
 
 
-def switch(agent: SnmpPeer, secrets: Path) -> SnmpEquipment:
+def switch(
+    agent: SnmpPeer, secrets: Path, equipment_id: str = "sw-1", ports: tuple[int, ...] = (7, 8)
+) -> SnmpEquipment:
     return SnmpEquipment(
-        id="sw-1",
+        id=equipment_id,
         customer_id="CUST-1",
         kind="snmp",
         endpoint=agent.endpoint,
-        ports=[7, 8],
+        ports=list(ports),
         version="2c",
         credentials=CredentialRef(file=write_secret(secrets, "community", agent.community)),
         request_timeout_s=0.5,
         retries=1,
+    )
+
+
+def server(bmc: RedfishPeer, secrets: Path, system: str) -> RedfishEquipment:
+    return RedfishEquipment(
+        id=f"bmc-{system}",
+        customer_id="CUST-1",
+        kind="redfish",
+        endpoint=bmc.url,
+        username=bmc.username,
+        credentials=CredentialRef(file=write_secret(secrets, "bmc-password", bmc.password)),
+        auth="basic",
+        system_path=bmc.system_path(system),
+        ca_file=bmc.ca_file,
     )
 
 
@@ -243,3 +285,71 @@ async def test_an_unreachable_peer_raises_for_temporal_to_retry_and_completes_no
     with pytest.raises(EquipmentUnreachable):
         await run(activities(pool, gone), "suspend", request("fw-gone"))
     assert await recorded(pool, "fw-gone") == []
+
+
+async def states_before_cut(pool: asyncpg.Pool, equipment_id: str) -> list[tuple[str, dict]]:
+    rows = await pool.fetch(
+        "SELECT idempotency_key, state FROM equipment_states_before_cut WHERE equipment_id = $1 ORDER BY id",
+        equipment_id,
+    )
+    return [(row["idempotency_key"], row["state"]) for row in rows]
+
+
+async def test_a_port_that_was_down_before_the_cut_stays_down_after_the_restore(pool, agent, secrets):
+    acts = activities(pool, switch(agent, secrets, "sw-mixed", (9, 10)))
+
+    assert (await run(acts, "suspend", request("sw-mixed"))).state == "down"
+    assert await agent.admin_status(9, 10) == {9: DOWN, 10: DOWN}
+    assert await states_before_cut(pool, "sw-mixed") == [("invoice-INV-1/suspend/sw-mixed", {"9": "up", "10": "down"})]
+
+    back = await run(acts, "restore", request("sw-mixed", "restore"))
+    assert (back.changed, back.state) == (True, "9=up,10=down")
+    assert await agent.admin_status(1, 9, 10) == {1: UP, 9: UP, 10: DOWN}
+
+
+async def test_a_suspend_retried_after_a_crash_keeps_the_first_state_before_the_cut(pool, agent, secrets):
+    entry = switch(agent, secrets, "sw-crash", (11, 12))
+    cut = request("sw-crash")
+    # the first attempt remembered the ports and cut them, then its worker died before recording the action
+    await SnmpAdapter(entry).suspend(cut, functools.partial(remember_state_before_cut, pool, cut))
+    assert await agent.admin_status(11, 12) == {11: DOWN, 12: DOWN}
+    assert await recorded(pool, "sw-crash") == []
+
+    acts = activities(pool, entry)
+    assert (await run(acts, "suspend", cut)).state == "down"  # the retry finds everything down
+    assert await states_before_cut(pool, "sw-crash") == [("invoice-INV-1/suspend/sw-crash", {"11": "up", "12": "down"})]
+
+    await run(acts, "restore", request("sw-crash", "restore"))
+    assert await agent.admin_status(11, 12) == {11: UP, 12: DOWN}
+
+
+async def test_a_server_its_owner_had_switched_off_stays_off_after_the_restore(pool, bmc, secrets):
+    acts = activities(pool, server(bmc, secrets, "switched-off"))
+
+    cut = await run(acts, "suspend", request("bmc-switched-off"))
+    assert (cut.changed, cut.state) == (False, "Off")
+    back = await run(acts, "restore", request("bmc-switched-off", "restore"))
+    assert (back.changed, back.state) == (False, "Off")
+    assert bmc.power_state("switched-off") == "Off"
+    assert bmc.resets_received("switched-off") == []
+
+
+async def test_a_second_cut_while_the_first_is_in_force_keeps_what_the_owner_had(pool, controller, secrets):
+    """Two invoices cut the same controller: the second finds it suspended by the first, which is not
+    the owner's state; after the restores it is active again."""
+    acts = activities(pool, firewall(controller, secrets, "fw-twice"))
+    await run(acts, "suspend", request("fw-twice", "invoice-1-suspend"))
+    assert (await run(acts, "suspend", request("fw-twice", "invoice-2-suspend"))).changed is False
+    assert [state for _, state in await states_before_cut(pool, "fw-twice")] == [{"state": "active"}] * 2
+
+    assert (await run(acts, "restore", request("fw-twice", "invoice-1-restore"))).state == "active"
+    assert controller.state("fw-twice") == "active"
+
+
+async def test_a_controller_suspended_before_the_cut_stays_suspended(pool, controller, secrets):
+    acts = activities(pool, firewall(controller, secrets, "fw-already"))
+    controller.states["fw-already"] = "suspended"  # by the customer's own staff
+    await run(acts, "suspend", request("fw-already"))
+    back = await run(acts, "restore", request("fw-already", "restore"))
+    assert (back.changed, back.state) == (False, "suspended")
+    assert controller.calls_to("fw-already", "restore") == []

@@ -23,6 +23,7 @@ from tests.equipment_lifecycle_fixtures import (
     CUSTOMER_A,
     DOWN,
     PORTS_PER_SITE,
+    POWER_CHANGE_S,
     UP,
     Site,
     equipment_rows,
@@ -45,7 +46,7 @@ from workflows.events import RecordedEvent
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import Invoice, InvoiceState, Payment
 
-SITES = 5  # one per test below
+SITES = 6  # one per test below
 
 
 @pytest.fixture(scope="module")
@@ -226,6 +227,30 @@ async def test_suspension_cuts_only_the_customers_equipment_and_payment_brings_i
     ]
     assert tail == ["invoice_closed", *["equipment_restored"] * 3, "service_restored"]
     assert [verb for verb, _ in recorder.service_calls] == ["suspend", "restore"]
+
+
+async def test_what_the_customer_had_switched_off_stays_off_after_payment(time_skipping_env, client, pool, site, peers):
+    env, recorder = time_skipping_env, Recorder()
+    peers.bmc.reset(site.system_a, "ForceOff")
+    await peers.switch.set_admin_status(site.if_index[site.port_a2], DOWN)
+    await eventually(lambda: peers.bmc.power_state(site.system_a) == "Off", timeout=POWER_CHANGE_S)
+    owner_had = {**peers.untouched(), site.server_a: "Off", site.port_a2: DOWN}
+    assert await peers.read() == owner_had
+    async with lifecycle_worker(client, pool, site.registry_file, recorder) as queue:
+        invoice, handle = await begin(env, client, queue, recorder, site.equipment_a)
+        await reach_suspension(env, pool, invoice)
+        assert await peers.read() == {**owner_had, site.port_a1: DOWN}
+        await pay_in_full(handle)
+        await finish(handle)
+
+    assert await peers.read() == owner_had
+    assert peers.resets_of_a() == ["ForceOff"]  # the owner's; the service sent no reset
+    restored = rows_by(await equipment_rows(pool), "restore")
+    assert {k: (r["outcome"], r["state_read_back"]) for k, r in restored.items()} == {
+        site.server_a: ("unchanged", "Off"),
+        site.port_a1: ("changed", "up"),
+        site.port_a2: ("unchanged", "down"),
+    }
 
 
 # --- refusals, each through the workflow ---------------------------------------------------

@@ -155,6 +155,19 @@ ports = {ports}
         ("udp://10.0.0.2", "[12, 12]", 'version = "2c"\ncredentials = { env = "C" }', "only once"),
         ("udp://10.0.0.2", "[]", 'version = "2c"\ncredentials = { env = "C" }', "ports"),
         ("10.0.0.2:161", "[12]", 'version = "2c"\ncredentials = { env = "C" }', "udp://10.20.0.2:161"),
+        (
+            "udp://10.0.0.2",
+            "[12]",
+            'user = "u"\ncredentials = { env = "K" }\npriv_credentials = { env = "P" }\naes_key_extension = "reeder"',
+            '`aes_key_extension` applies only to SNMPv3 with priv_protocol "aes192" or "aes256"',
+        ),
+        (
+            "udp://10.0.0.2",
+            "[12]",
+            'user = "u"\ncredentials = { env = "K" }\npriv_credentials = { env = "P" }\npriv_protocol = "aes256"\n'
+            'aes_key_extension = "cisco"',
+            "'blumenthal' or 'reeder'",
+        ),
     ],
 )
 def test_snmp_entries_are_checked(tmp_path, endpoint, ports, extra, complaint):
@@ -166,6 +179,15 @@ def test_a_good_snmp_v2c_entry_loads(tmp_path):
     registry = load(tmp_path, SWITCH.format(endpoint="udp://10.0.0.2:1161", ports="[12, 13]", extra=extra))
     switch = registry.resolve("sw-1", "CUST-1")
     assert (switch.port, switch.ports, switch.version) == (1161, [12, 13], "2c")
+
+
+def test_aes_256_keys_are_extended_as_net_snmp_does_unless_the_entry_says_reeder(tmp_path):
+    extra = 'user = "u"\ncredentials = { env = "K" }\npriv_credentials = { env = "P" }\npriv_protocol = "aes256"'
+    common = load(tmp_path, SWITCH.format(endpoint="udp://10.0.0.2", ports="[12]", extra=extra))
+    assert common.resolve("sw-1", "CUST-1").aes_key_extension == "blumenthal"
+    extra += '\naes_key_extension = "reeder"'
+    cisco = load(tmp_path, SWITCH.format(endpoint="udp://10.0.0.2", ports="[12]", extra=extra))
+    assert cisco.resolve("sw-1", "CUST-1").aes_key_extension == "reeder"
 
 
 def test_secrets_are_read_at_use_from_the_environment_or_a_file(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 from activities.equipment.adapter import EquipmentAuthFailed, EquipmentMisconfigured, EquipmentUnreachable, Reading
 from activities.equipment.registry import CredentialRef, SnmpEquipment
 from activities.equipment.snmp import SnmpAdapter
-from tests.equipment_peers import SnmpPeer, snmp_peer, write_secret
+from tests.equipment_peers import SnmpPeer, free_port, snmp_peer, write_secret
 from workflows.models import EquipmentRequest
 
 UP, DOWN = 1, 2
@@ -137,3 +138,28 @@ async def test_a_port_the_agent_does_not_have_is_a_configuration_error(agent, se
     with pytest.raises(EquipmentMisconfigured, match="no port with ifIndex 99"):
         await SnmpAdapter(v2c(agent, secrets, [41, 99])).suspend(request("sw-v2c"))
     assert await agent.admin_status(41) == {41: UP}
+
+
+@pytest.mark.parametrize("extension", ["blumenthal", "reeder"])
+async def test_aes_256_with_the_agents_key_extension(agent, secrets, extension):
+    user = agent.aes256_users[extension]
+    entry = v3(
+        agent, secrets, [41], user=user, auth_protocol="sha", priv_protocol="aes256", aes_key_extension=extension
+    )
+    assert await SnmpAdapter(entry).status() == "up"
+
+
+async def test_aes_256_with_the_other_key_extension_is_a_clear_error_not_silence(agent, secrets):
+    entry = v3(agent, secrets, [41], user=agent.aes256_users["reeder"], auth_protocol="sha", priv_protocol="aes256")
+    # snmpsim reports the decryption error (net-snmp stays silent: see test_equipment_snmpd.py)
+    with pytest.raises(EquipmentAuthFailed, match="aes_key_extension is 'blumenthal'; try 'reeder'") as caught:
+        await SnmpAdapter(entry).suspend(request("sw-v3"))
+    assert not caught.value.retryable
+    assert await agent.admin_status(41) == {41: UP}
+
+
+async def test_a_v3_agent_that_does_not_answer_even_discovery_is_unreachable_and_retried(agent, secrets):
+    nobody = v3(agent, secrets, [41], endpoint=f"udp://127.0.0.1:{free_port(socket.SOCK_DGRAM)}")
+    with pytest.raises(EquipmentUnreachable, match="no answer from") as caught:
+        await SnmpAdapter(nobody).suspend(request("sw-v3"))
+    assert caught.value.retryable

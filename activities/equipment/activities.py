@@ -4,14 +4,17 @@ the kill switches, dry run and the record of every action.
 Order of checks for each request: a completed action under the same idempotency key is returned
 as it was (a retry never acts twice); an id the registry refuses and a kill switch that is on are
 refused without retry and recorded; in dry run the action is recorded, not done; otherwise the
-adapter acts and reads back, heartbeating meanwhile. Transient failures raise, so Temporal retries;
-failures that a retry cannot mend (credentials, configuration) are recorded and not retried.
+adapter acts and reads back, heartbeating meanwhile. A suspend records the state it found before
+cutting (the first reading under its key stays); a restore puts back only what that cut changed.
+Transient failures raise, so Temporal retries; failures that a retry cannot mend (credentials,
+configuration) are recorded and not retried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
@@ -21,7 +24,15 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.equipment.adapter import EquipmentAdapter, EquipmentError
-from activities.equipment.journal import DRY_RUN_STATE, Outcome, completed_action, kill_switch_for, record_action
+from activities.equipment.journal import (
+    DRY_RUN_STATE,
+    Outcome,
+    completed_action,
+    kill_switch_for,
+    record_action,
+    remember_state_before_cut,
+    state_before_cut,
+)
 from activities.equipment.redfish import RedfishAdapter
 from activities.equipment.registry import Equipment, EquipmentRefused, Registry
 from activities.equipment.snmp import SnmpAdapter
@@ -93,8 +104,12 @@ class EquipmentActivities:
             )
 
         adapter = adapter_for(equipment)
+        if action == "suspend":
+            work = adapter.suspend(request, functools.partial(remember_state_before_cut, self.pool, request))
+        else:
+            work = adapter.restore(request, await state_before_cut(self.pool, request))
         try:
-            reading = await _heartbeating(getattr(adapter, action)(request))
+            reading = await _heartbeating(work)
         except EquipmentError as exc:
             if exc.retryable:
                 raise

@@ -1,4 +1,5 @@
-"""Postgres records of equipment safety: every action taken or refused, and the kill switches."""
+"""Postgres records of equipment safety: every action taken or refused, the state each cut found before
+changing anything, and the kill switches."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from enum import StrEnum
 
 import asyncpg
 
+from activities.equipment.adapter import StateBeforeCut
 from workflows.models import EquipmentRequest, EquipmentResult
 
 GLOBAL_SCOPE = "global"
@@ -74,6 +76,44 @@ async def record_action(
         state,
         dry_run,
         detail,
+    )
+
+
+# the reading of this equipment's latest cut that is still in force (completed, no completed restore since)
+_CUT_IN_FORCE = """
+    SELECT b.state FROM equipment_states_before_cut b
+    JOIN equipment_actions cut ON cut.idempotency_key = b.idempotency_key
+        AND cut.action = 'suspend' AND cut.outcome IN ('changed', 'unchanged')
+    WHERE b.equipment_id = $2 AND b.customer_id = $3 AND b.idempotency_key <> $1
+        AND NOT EXISTS (SELECT FROM equipment_actions back WHERE back.equipment_id = b.equipment_id
+            AND back.action = 'restore' AND back.outcome IN ('changed', 'unchanged') AND back.at >= cut.at)
+    ORDER BY b.id DESC LIMIT 1
+"""
+
+
+async def remember_state_before_cut(pool: asyncpg.Pool, request: EquipmentRequest, state: StateBeforeCut) -> None:
+    """Keep what a cut found before changing anything, under its idempotency key; the first reading of a
+    key stays. Where an earlier cut of the equipment is still in force, what that cut found is kept
+    instead (the equipment now reads as that cut left it, not as its owner had it)."""
+    await pool.execute(
+        "INSERT INTO equipment_states_before_cut (idempotency_key, equipment_id, customer_id, invoice_id, state)"
+        f" VALUES ($1, $2, $3, $4, COALESCE(({_CUT_IN_FORCE}), $5::jsonb))"
+        " ON CONFLICT (idempotency_key) DO NOTHING",
+        request.idempotency_key,
+        request.equipment_id,
+        request.customer_id,
+        request.invoice_id,
+        state,
+    )
+
+
+async def state_before_cut(pool: asyncpg.Pool, request: EquipmentRequest) -> StateBeforeCut | None:
+    """What the latest cut of this customer's equipment found before changing it; None if none was recorded."""
+    return await pool.fetchval(
+        "SELECT state FROM equipment_states_before_cut WHERE equipment_id = $1 AND customer_id = $2"
+        " ORDER BY id DESC LIMIT 1",
+        request.equipment_id,
+        request.customer_id,
     )
 
 

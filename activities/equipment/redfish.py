@@ -2,7 +2,8 @@
 
 Suspend asks for the gentlest power-off the BMC takes and the entry's ``power_off`` allows
 (``GracefulShutdown``, else ``PushPowerButton``) and, if the system is not off within
-``graceful_timeout_s``, for ``ForceOff`` where allowed; restore asks for ``On``. The reset types
+``graceful_timeout_s``, for ``ForceOff`` where allowed; restore asks for ``On``, unless the
+system was already off before the cut (its owner had switched it off). The reset types
 the BMC takes are read from ``ResetType@Redfish.AllowableValues`` and its ``@Redfish.ActionInfo``
 resource; one it refuses anyway (HTTP 400) is passed over for the next. Every action reads
 ``PowerState`` first and back after; a reset answered 409 (iDRAC's "already powered OFF") or
@@ -31,6 +32,9 @@ from activities.equipment.adapter import (
     EquipmentStateUnconfirmed,
     EquipmentUnreachable,
     Reading,
+    Remember,
+    StateBeforeCut,
+    not_remembered,
 )
 from activities.equipment.registry import RedfishEquipment
 from activities.tls import tls_failure, verified_transport
@@ -41,6 +45,7 @@ logger = logging.getLogger(__name__)
 SERVICE_ROOT = "/redfish/v1/"
 SYSTEMS = "/redfish/v1/Systems"
 OFF, ON = "Off", "On"
+POWERED = frozenset({ON, "PoweringOn"})  # states a cut takes away, so a restore gives back
 TRANSIENT_STATUS = frozenset({408, 429})
 REDIRECT_STATUS = frozenset({301, 302, 307, 308})
 MAX_REDIRECTS = 5
@@ -341,18 +346,22 @@ class RedfishAdapter:
         async with self._system() as system:
             return await system.power_state()
 
-    async def suspend(self, request: EquipmentRequest) -> Reading:
-        """Power off: the gentlest way the entry allows, then ForceOff after ``graceful_timeout_s`` if allowed."""
+    async def suspend(self, request: EquipmentRequest, remember: Remember = not_remembered) -> Reading:
+        """Power off: the gentlest way the entry allows, then ForceOff after ``graceful_timeout_s`` if allowed;
+        the PowerState found is remembered first."""
         async with self._system() as system:
-            if await system.power_state() == OFF:
+            state = await system.power_state()
+            await remember({"PowerState": state})
+            if state == OFF:
                 return Reading(changed=False, state=OFF)
             return await self._power_off(system)
 
-    async def restore(self, request: EquipmentRequest) -> Reading:
-        """Power on."""
+    async def restore(self, request: EquipmentRequest, before: StateBeforeCut | None = None) -> Reading:
+        """Power on, unless the system was not powered before the cut (its owner had switched it off)."""
         async with self._system() as system:
-            if await system.power_state() == ON:
-                return Reading(changed=False, state=ON)
+            state = await system.power_state()
+            if state == ON or (before is not None and before.get("PowerState") not in POWERED):
+                return Reading(changed=False, state=state)
             return await self._power_on(system)
 
     async def _power_off(self, system: _System) -> Reading:

@@ -181,6 +181,8 @@ class RedfishEquipment(EquipmentEntry):
 
 SnmpAuthProtocol = Literal["md5", "sha", "sha224", "sha256", "sha384", "sha512"]
 SnmpPrivProtocol = Literal["none", "des", "3des", "aes128", "aes192", "aes256"]
+AesKeyExtension = Literal["blumenthal", "reeder"]
+LONG_AES = ("aes192", "aes256")
 
 
 class SnmpEquipment(EquipmentEntry):
@@ -188,6 +190,10 @@ class SnmpEquipment(EquipmentEntry):
 
     ``credentials`` is the community (v2c) or the USM authentication key (v3);
     ``priv_credentials`` the USM privacy key (v3 unless ``priv_protocol = "none"``).
+    ``aes_key_extension`` says how an AES-192/256 key is lengthened from the passphrase, which
+    agents do differently: "blumenthal" (draft-blumenthal-aes-usm-04: net-snmp's AES-192/AES-256,
+    most vendors) or "reeder" (draft-reeder-snmpv3-usm-3desede: Cisco and others; net-snmp's
+    AES192C/AES256C where built in).
     """
 
     kind: Literal["snmp"]
@@ -198,6 +204,9 @@ class SnmpEquipment(EquipmentEntry):
     auth_protocol: SnmpAuthProtocol = "sha256"
     priv_protocol: SnmpPrivProtocol = "aes128"
     priv_credentials: CredentialRef | None = None
+    aes_key_extension: AesKeyExtension = Field(
+        default="blumenthal", description="AES-192/256 only: 'blumenthal' (net-snmp, most agents) or 'reeder' (Cisco)"
+    )
     context_name: str = Field(default="", max_length=32)
     request_timeout_s: Seconds = 2.0
     retries: int = Field(default=2, ge=0, le=10)
@@ -206,6 +215,8 @@ class SnmpEquipment(EquipmentEntry):
     def _consistent(self) -> SnmpEquipment:
         if len(set(self.ports)) != len(self.ports):
             raise ValueError("each port (ifIndex) may appear only once")
+        if "aes_key_extension" in self.model_fields_set and (self.version != "3" or self.priv_protocol not in LONG_AES):
+            raise ValueError('`aes_key_extension` applies only to SNMPv3 with priv_protocol "aes192" or "aes256"')
         if self.version == "3":
             if self.user is None:
                 raise ValueError("SNMPv3 needs `user`")

@@ -2,6 +2,7 @@
 
 Only the ports listed in the registry are read or written; every action reads their
 ifAdminStatus first, sets only the ports not yet in the wanted state, and reads them back.
+A restore brings up only the ports that were up before the cut.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from pysnmp.hlapi.v3arch.asyncio import (
     get_cmd,
     set_cmd,
     usm3DESEDEPrivProtocol,
+    usmAesBlumenthalCfb192Protocol,
+    usmAesBlumenthalCfb256Protocol,
     usmAesCfb128Protocol,
     usmAesCfb192Protocol,
     usmAesCfb256Protocol,
@@ -48,8 +51,11 @@ from activities.equipment.adapter import (
     EquipmentStateUnconfirmed,
     EquipmentUnreachable,
     Reading,
+    Remember,
+    StateBeforeCut,
+    not_remembered,
 )
-from activities.equipment.registry import SnmpEquipment
+from activities.equipment.registry import LONG_AES, SnmpEquipment
 from workflows.models import EquipmentRequest
 
 logger = logging.getLogger(__name__)
@@ -71,8 +77,13 @@ PRIV_PROTOCOLS = {
     "des": usmDESPrivProtocol,
     "3des": usm3DESEDEPrivProtocol,
     "aes128": usmAesCfb128Protocol,
-    "aes192": usmAesCfb192Protocol,
-    "aes256": usmAesCfb256Protocol,
+}
+# AES-192/256 by how the key is extended (pysnmp's plain usmAesCfb192/256Protocol are Reeder's)
+LONG_AES_PROTOCOLS = {
+    ("aes192", "blumenthal"): usmAesBlumenthalCfb192Protocol,
+    ("aes256", "blumenthal"): usmAesBlumenthalCfb256Protocol,
+    ("aes192", "reeder"): usmAesCfb192Protocol,
+    ("aes256", "reeder"): usmAesCfb256Protocol,
 }
 # what an agent's USM answers (or what the manager concludes) when the user, key or level is wrong
 CREDENTIAL_FAILURES = (
@@ -105,6 +116,13 @@ def new_engine() -> SnmpEngine:
     return engine
 
 
+def privacy_protocol(equipment: SnmpEquipment) -> tuple:
+    """pysnmp's privacy protocol for the entry: AES-192/256 with the entry's key extension."""
+    if equipment.priv_protocol in PRIV_PROTOCOLS:
+        return PRIV_PROTOCOLS[equipment.priv_protocol]
+    return LONG_AES_PROTOCOLS[equipment.priv_protocol, equipment.aes_key_extension]
+
+
 def summarise(statuses: dict[int, int]) -> str:
     """``'down'`` when every port is down, else each port's status: ``'12=down,13=up'``."""
     names = {port: STATUS_NAMES.get(value, str(value)) for port, value in statuses.items()}
@@ -122,6 +140,12 @@ class _Agent:
         self.target = target
         self.context = ContextData(contextName=equipment.context_name)
         self.auth = self._auth_data()
+        self.heard = False  # the USM processed a message from the agent (a v3 discovery report at least)
+        self.understood = False  # the agent answered a request: the keys are right
+        engine.observer.register_observer(self._heard_from_agent, "rfc3414.processIncomingMsg")
+
+    def _heard_from_agent(self, *_: object) -> None:
+        self.heard = True
 
     def _auth_data(self) -> CommunityData | UsmUserData:
         equipment = self.equipment
@@ -132,7 +156,7 @@ class _Agent:
             authKey=equipment.credentials.read(),
             privKey=equipment.priv_credentials.read() if equipment.priv_credentials else None,
             authProtocol=AUTH_PROTOCOLS[equipment.auth_protocol],
-            privProtocol=PRIV_PROTOCOLS[equipment.priv_protocol],
+            privProtocol=privacy_protocol(equipment),
         )
 
     async def read(self) -> dict[int, int]:
@@ -162,21 +186,46 @@ class _Agent:
             self.engine, self.auth, self.target, self.context, *var_binds
         )
         if isinstance(indication, errind.RequestTimedOut):
+            if self.heard and not self.understood:
+                raise EquipmentMisconfigured(self._silent_after_discovery())
             silent_v2c = " (an SNMPv2c agent also stays silent when the community is wrong)"
             hint = silent_v2c if equipment.version == "2c" else ""
             raise EquipmentUnreachable(f"{equipment.id}: no answer from {equipment.endpoint}{hint}")
         if isinstance(indication, CREDENTIAL_FAILURES):
+            hint = self._key_extension_hint() if isinstance(indication, errind.DecryptionError) else ""
             raise EquipmentAuthFailed(
-                f"{equipment.id}: the agent refused the SNMPv3 credentials of {equipment.user!r}: {indication}"
+                f"{equipment.id}: the agent refused the SNMPv3 credentials of {equipment.user!r}: {indication}{hint}"
             )
         if indication:
             raise EquipmentUnreachable(f"{equipment.id}: SNMP {verb} to {equipment.endpoint} failed: {indication}")
+        self.understood = True
         if status:
             name = status.prettyPrint()
             where = answered[int(index) - 1][0].prettyPrint() if index and int(index) <= len(answered) else "?"
             message = f"{equipment.id}: the agent refused the {verb}: {name} at {where}"
             raise (EquipmentUnreachable if name in TRANSIENT_ERROR_STATUS else EquipmentMisconfigured)(message)
         return list(answered)
+
+    def _silent_after_discovery(self) -> str:
+        """Why an agent that answered the SNMPv3 discovery ignores the request: it could not decrypt it."""
+        equipment = self.equipment
+        return (
+            f"{equipment.id}: the agent at {equipment.endpoint} answered the SNMPv3 discovery but not the request"
+            f" of {equipment.user!r}; agents drop what they cannot decrypt, so the privacy key (priv_credentials)"
+            f" or priv_protocol {equipment.priv_protocol!r} is probably wrong{self._key_extension_hint()}"
+            " (not retried)"
+        )
+
+    def _key_extension_hint(self) -> str:
+        """For AES-192/256: the agent may extend the key the other way."""
+        equipment = self.equipment
+        if equipment.priv_protocol not in LONG_AES:
+            return ""
+        other = "reeder" if equipment.aes_key_extension == "blumenthal" else "blumenthal"
+        return (
+            f", or the agent extends {equipment.priv_protocol} keys the other way"
+            f" (aes_key_extension is {equipment.aes_key_extension!r}; try {other!r})"
+        )
 
 
 class SnmpAdapter:
@@ -190,27 +239,32 @@ class SnmpAdapter:
         async with self._agent() as agent:
             return summarise(await agent.read())
 
-    async def suspend(self, request: EquipmentRequest) -> Reading:
-        """Set the configured ports' ifAdminStatus to down(2)."""
-        return await self._set_ports(DOWN)
-
-    async def restore(self, request: EquipmentRequest) -> Reading:
-        """Set the configured ports' ifAdminStatus to up(1)."""
-        return await self._set_ports(UP)
-
-    async def _set_ports(self, wanted: int) -> Reading:
+    async def suspend(self, request: EquipmentRequest, remember: Remember = not_remembered) -> Reading:
+        """Set the configured ports' ifAdminStatus to down(2), once each port's status is remembered."""
         async with self._agent() as agent:
             before = await agent.read()
-            stale = {port: wanted for port, value in before.items() if value != wanted}
-            if not stale:
-                return Reading(changed=False, state=summarise(before))
-            await agent.write(stale)
-            after = await agent.read()
-            if any(value != wanted for value in after.values()):
-                raise EquipmentStateUnconfirmed(
-                    f"{self.equipment.id}: ifAdminStatus reads {summarise(after)} after setting {STATUS_NAMES[wanted]}"
-                )
-            return Reading(changed=True, state=summarise(after))
+            await remember({str(port): STATUS_NAMES.get(value, str(value)) for port, value in before.items()})
+            return await self._set_ports(agent, before, dict.fromkeys(before, DOWN))
+
+    async def restore(self, request: EquipmentRequest, before: StateBeforeCut | None = None) -> Reading:
+        """Set ifAdminStatus up(1) on the ports that were up before the cut (without ``before``: on all)."""
+        async with self._agent() as agent:
+            now = await agent.read()
+            was_up = [port for port in now if before is None or before.get(str(port)) == STATUS_NAMES[UP]]
+            return await self._set_ports(agent, now, dict.fromkeys(was_up, UP))
+
+    async def _set_ports(self, agent: _Agent, now: dict[int, int], wanted: dict[int, int]) -> Reading:
+        """Set the ports of ``wanted`` that differ from ``now``, then read them all back."""
+        stale = {port: value for port, value in wanted.items() if now[port] != value}
+        if not stale:
+            return Reading(changed=False, state=summarise(now))
+        await agent.write(stale)
+        after = await agent.read()
+        if any(after[port] != value for port, value in wanted.items()):
+            raise EquipmentStateUnconfirmed(
+                f"{self.equipment.id}: ifAdminStatus reads {summarise(after)} after setting {summarise(stale)}"
+            )
+        return Reading(changed=True, state=summarise(after))
 
     @asynccontextmanager
     async def _agent(self) -> AsyncIterator[_Agent]:

@@ -5,7 +5,8 @@ of ``suspend``, ``restore`` or ``status``, and the headers ``X-Dunning-Timestamp
 ``X-Dunning-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>" under the shared secret>``
 and ``Idempotency-Key`` (the same on every retry of one suspend or restore step). The controller
 answers ``{"state": "suspended"}`` or ``{"state": "active"}``. An action asks for the status first,
-acts only if needed, and asks again to confirm. Redirects are not followed.
+acts only if needed, and asks again to confirm; a restore leaves alone what was not active before the
+cut. Redirects are not followed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from activities.equipment.adapter import (
     EquipmentStateUnconfirmed,
     EquipmentUnreachable,
     Reading,
+    Remember,
+    StateBeforeCut,
+    not_remembered,
 )
 from activities.equipment.registry import WebhookEquipment
 from activities.tls import tls_verification, untrusted_certificate
@@ -53,24 +57,35 @@ class WebhookAdapter:
         async with self._client() as client:
             return await self._post(client, self._payload("status"), uuid.uuid4().hex)
 
-    async def suspend(self, request: EquipmentRequest) -> Reading:
-        """Ask the controller to suspend, unless it already reports 'suspended'."""
-        return await self._act("suspend", SUSPENDED, request)
-
-    async def restore(self, request: EquipmentRequest) -> Reading:
-        """Ask the controller to restore, unless it already reports 'active'."""
-        return await self._act("restore", ACTIVE, request)
-
-    async def _act(self, action: str, wanted: str, request: EquipmentRequest) -> Reading:
+    async def suspend(self, request: EquipmentRequest, remember: Remember = not_remembered) -> Reading:
+        """Ask the controller to suspend, unless it already reports 'suspended'; its state is remembered first."""
         async with self._client() as client:
-            if await self._post(client, self._payload("status", request), uuid.uuid4().hex) == wanted:
-                return Reading(changed=False, state=wanted)
-            logger.info("%s: webhook %s", self.equipment.id, action)
-            await self._post(client, self._payload(action, request), request.idempotency_key)
-            state = await self._post(client, self._payload("status", request), uuid.uuid4().hex)
-            if state != wanted:
-                raise EquipmentStateUnconfirmed(f"{self.equipment.id}: the controller reports {state!r} after {action}")
-            return Reading(changed=True, state=state)
+            state = await self._status(client, request)
+            await remember({"state": state})
+            return await self._act(client, "suspend", SUSPENDED, request, state)
+
+    async def restore(self, request: EquipmentRequest, before: StateBeforeCut | None = None) -> Reading:
+        """Ask the controller to restore, unless it already reports 'active' or was not active before the cut."""
+        async with self._client() as client:
+            state = await self._status(client, request)
+            if before is not None and before.get("state") != ACTIVE:
+                return Reading(changed=False, state=state)
+            return await self._act(client, "restore", ACTIVE, request, state)
+
+    async def _status(self, client: httpx.AsyncClient, request: EquipmentRequest) -> str:
+        return await self._post(client, self._payload("status", request), uuid.uuid4().hex)
+
+    async def _act(
+        self, client: httpx.AsyncClient, action: str, wanted: str, request: EquipmentRequest, state: str
+    ) -> Reading:
+        if state == wanted:
+            return Reading(changed=False, state=wanted)
+        logger.info("%s: webhook %s", self.equipment.id, action)
+        await self._post(client, self._payload(action, request), request.idempotency_key)
+        state = await self._status(client, request)
+        if state != wanted:
+            raise EquipmentStateUnconfirmed(f"{self.equipment.id}: the controller reports {state!r} after {action}")
+        return Reading(changed=True, state=state)
 
     def _payload(self, action: str, request: EquipmentRequest | None = None) -> dict[str, Any]:
         return {
