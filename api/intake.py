@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from activities.ledger import read_events
 from api.context import ApiContext
 from api.problems import Kind, Problem, invoice_problem
-from worker import invoices
-from worker.invoices import InvoiceError
+from client import invoices
+from client.invoices import InvoiceError
 from workflows.events import PaymentRecorded
 from workflows.models import Currency, Identifier, Payment, PositiveMinor, format_money
 

@@ -1,6 +1,6 @@
 """Invoices: start one, read it (projection, live status, events) and act on it through its workflow.
 
-Every change goes through the invoice's workflow (``worker.invoices``); reads come from the
+Every change goes through the invoice's workflow (``client.invoices``); reads come from the
 projections, except the live status, which is the workflow's own ``status`` query.
 """
 
@@ -21,8 +21,8 @@ from api.auth import any_role, ops_only
 from api.context import ApiContext, api_context
 from api.params import InvoiceId, Limit, Offset, Page, page
 from api.problems import Kind, Problem, invoice_problem, problem_responses
-from worker import invoices
-from worker.invoices import InvoiceError
+from client import invoices
+from client.invoices import InvoiceError
 from workflows.events import RecordedEvent
 from workflows.models import (
     DecideLegal,

@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from activities.calendar import public_holidays
-from worker.invoices import initial_search_attributes
+from client.invoices import initial_search_attributes
 from worker.sandbox import workflow_runner
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import (

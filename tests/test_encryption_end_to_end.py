@@ -17,9 +17,9 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from client import invoices
+from client.codec import ENCODING, AesGcmCodec, with_encryption
 from tests.harness import Recorder, eventually, make_invoice, recording_worker
-from worker import invoices
-from worker.codec import ENCODING, AesGcmCodec, with_encryption
 from workflows.models import Invoice, Payment, format_money
 
 NAME, EMAIL = "Ilinca Zamfirescu-Vlad", "ilinca.zv@codec-test.example"

@@ -21,10 +21,10 @@ from playwright.async_api import Browser, BrowserContext, Route, async_playwrigh
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from api.codec_server import serve_codec
+from client.codec import AesGcmCodec, with_encryption
 from tests.conftest import free_port
 from tests.harness import Recorder, recording_worker
-from worker.codec import AesGcmCodec, with_encryption
-from worker.codec_server import serve_codec
 from worker.embedded import start_temporal_dev_server
 
 NAMESPACE = "default"
