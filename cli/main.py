@@ -129,8 +129,8 @@ def codec_server() -> None:
 
 
 async def _run_codec_server(settings: Settings) -> None:
-    from client.codec import codec_from_settings
     from api.codec_server import serve_codec
+    from client.codec import codec_from_settings
 
     codec = codec_from_settings(settings.codec_keys)
     if codec is None:
