@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import Field, JsonValue, field_validator
 
 from workflows.models import (
     DisputeOutcome,
@@ -21,18 +21,17 @@ from workflows.models import (
     LegalDecision,
     NoticeKind,
     PaymentPlan,
+    PositiveMinor,
     StageAction,
+    Strict,
 )
 
 Minor = Annotated[int, Field(strict=True, ge=0, description="amount in minor units (cents)")]
-PositiveMinor = Annotated[int, Field(strict=True, gt=0, description="amount in minor units (cents)")]
 Count = Annotated[int, Field(strict=True, ge=0)]
 
 
-class Payload(BaseModel):
+class Payload(Strict):
     """Base of every payload: unknown fields are errors, instances are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class InvoiceIssued(Payload):
