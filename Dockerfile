@@ -10,8 +10,10 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY workflows ./workflows
 COPY activities ./activities
+COPY client ./client
 COPY worker ./worker
 COPY api ./api
+COPY cli ./cli
 RUN python -m pip wheel --no-deps --wheel-dir /wheels .
 
 # --- runtime: the wheel and its dependencies, run by an unprivileged user ----------------------

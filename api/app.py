@@ -16,12 +16,13 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from activities.equipment.registry import Registry
 from activities.ledger import apply_schema, create_pool
 from activities.projections import ProjectionLag, Projector, projection_lag
 from activities.standing import StandingSettings
 from api import routes_invoices, routes_payments, routes_reports
-from activities.equipment.registry import Registry
 from api.context import ApiContext
+from api.metrics import metrics_router
 from api.problems import (
     Kind,
     Problem,
@@ -30,9 +31,8 @@ from api.problems import (
     problem_response,
     problem_responses,
 )
-from worker.client import connect
-from worker.metrics import metrics_router
-from worker.settings import Settings
+from client.settings import Settings
+from client.temporal import connect
 
 MAX_BODY_BYTES = 64 * 1024
 PROJECTOR_STOP_SECONDS = 10

@@ -10,7 +10,7 @@ from temporalio.client import Client
 
 from activities.equipment.registry import Registry
 from activities.standing import StandingSettings
-from worker.settings import Settings
+from client.settings import Settings
 
 
 @dataclass(frozen=True)

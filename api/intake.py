@@ -8,8 +8,6 @@ answers a repeat while the invoice is open, the event log once it is closed, and
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Any
@@ -17,16 +15,15 @@ from typing import Any
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from activities import signing
 from activities.ledger import read_events
 from api.context import ApiContext
 from api.problems import Kind, Problem, invoice_problem
-from worker import invoices
-from worker.invoices import InvoiceError
+from client import invoices
+from client.invoices import InvoiceError
 from workflows.events import PaymentRecorded
 from workflows.models import Currency, Identifier, Payment, PositiveMinor, format_money
 
-SIGNATURE_HEADER = "X-Dunning-Signature"
-TIMESTAMP_HEADER = "X-Dunning-Timestamp"
 _INVOICE_ID = TypeAdapter(Identifier)
 
 
@@ -250,30 +247,14 @@ def _conflict_text(kept: UnappliedPayment) -> str:
 # --- the provider's webhook ------------------------------------------------------------------------
 
 
-def signature_of(secret: str, timestamp: str, body: bytes) -> str:
-    """``sha256=<hex>``: HMAC-SHA256 of ``"<timestamp>.<body>"`` with the shared secret."""
-    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
-
-
 def verify_signature(
     secret: str, tolerance_seconds: int, timestamp: str | None, signature: str | None, body: bytes, now: datetime
 ) -> datetime:
     """Check the notification's signature and age; returns when it was signed. Raises a 401 problem."""
-    if not timestamp or not signature:
-        missing = " and ".join(h for h, v in ((TIMESTAMP_HEADER, timestamp), (SIGNATURE_HEADER, signature)) if not v)
-        raise _unsigned(f"the notification is not signed: {missing} missing")
-    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
-        raise _unsigned(f"{TIMESTAMP_HEADER} must be unix seconds, e.g. 1767225600")
-    signed_at = datetime.fromtimestamp(int(timestamp), timezone.utc)
-    if abs((now - signed_at).total_seconds()) > tolerance_seconds:
-        raise _unsigned(
-            f"the notification was signed at {signed_at.isoformat()}, more than {tolerance_seconds} s from now:"
-            " a stale or replayed notification is refused; sign it again with the current time"
-        )
-    if not hmac.compare_digest(signature.strip().encode(), signature_of(secret, timestamp, body).encode()):
-        raise _unsigned(f"{SIGNATURE_HEADER} does not match the notification: it must be sha256=<hex HMAC-SHA256 of '<timestamp>.<body>'>")
-    return signed_at
+    try:
+        return signing.verify(secret, timestamp, signature, body, tolerance_seconds, now, subject="notification")
+    except signing.SignatureRefused as refused:
+        raise _unsigned(str(refused)) from None
 
 
 def _unsigned(detail: str) -> Problem:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
 from temporalio.service import RPCError
 
-from worker.invoices import InvoiceError, Refusal
+from client.invoices import InvoiceError, Refusal
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "https://dunning.invalid/problems/"

@@ -1,6 +1,6 @@
 """Invoices: start one, read it (projection, status, events) and act on it through its workflow.
 
-Every change goes through the invoice's workflow (``worker.invoices``); reads come from the
+Every change goes through the invoice's workflow (``client.invoices``); reads come from the
 projections, which copy the workflow's own snapshot of each invoice. ``?live=true`` asks the
 workflow itself (its ``status`` query), as does a read of an invoice not projected yet.
 """
@@ -22,8 +22,8 @@ from api.auth import any_role, ops_only
 from api.context import ApiContext, api_context
 from api.params import InvoiceId, Limit, Offset, Page, page
 from api.problems import Kind, Problem, invoice_problem, problem_responses
-from worker import invoices
-from worker.invoices import InvoiceError
+from client import invoices
+from client.invoices import InvoiceError
 from workflows.events import RecordedEvent
 from workflows.models import (
     DecideLegal,

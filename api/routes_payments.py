@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from activities import signing
 from api import examples, intake
 from api.auth import any_role, ops_only
 from api.context import ApiContext, api_context
@@ -126,7 +127,7 @@ async def payment_webhook(
         body,
         datetime.now(timezone.utc),
     )
-    signature = intake.signature_of(secret, x_dunning_timestamp or "", body)
+    signature = signing.sign(secret, x_dunning_timestamp or "", body)
     if before := await intake.answered_before(ctx.pool, signature):
         status_code, answer = before
         return JSONResponse(answer, status_code=status_code)

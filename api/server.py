@@ -8,8 +8,8 @@ from collections.abc import Callable
 import uvicorn
 
 from api.app import create_app
-from worker.serving import serve
-from worker.settings import Settings
+from api.serving import serve
+from client.settings import Settings
 
 SHUTDOWN_GRACE_SECONDS = 10
 

@@ -1,6 +1,6 @@
 """``python -m bench.baseline_worker``: the baseline workflows on their own task queue, in their own process.
 
-Connects like the service's worker (``worker.client.connect``: same data converter, same
+Connects like the service's worker (``client.temporal.connect``: same data converter, same
 sandbox, same slots and cache) with ``DUNNING_TEMPORAL_ADDRESS`` and ``DUNNING_TASK_QUEUE`` from the
 environment.
 """
@@ -12,9 +12,9 @@ import asyncio
 from temporalio.worker import Worker
 
 from bench.baseline import BareWorkflow, BaselineWorkflow, do_nothing
-from worker.client import connect
+from client.settings import Settings
+from client.temporal import connect
 from worker.sandbox import workflow_runner
-from worker.settings import Settings
 
 
 async def run_baseline_worker(settings: Settings) -> None:

@@ -32,7 +32,7 @@ from bench.workload import (
     stage_moments,
     utc_now,
 )
-from worker import invoices
+from client import invoices
 from workflows.models import InvoiceState, Payment
 
 THROUGHPUT_TARGET = Target(on="ratio", op=">=", bound=0.8)

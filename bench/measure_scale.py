@@ -21,7 +21,7 @@ from bench.baseline import BaselinePlan, BaselineWorkflow
 from bench.report import Figure, Measurement, Target
 from bench.stack import BASELINE_QUEUE, INVOICE_QUEUE, BenchStack
 from bench.workload import ACTIVITIES_PER_STEP, Say, boundary_invoice, poll, run_bounded, sleep_until, utc_now
-from worker import invoices
+from client import invoices
 
 MEMORY_TARGET = Target(on="value", op="<=", bound=600)
 FAR_AWAY = timedelta(days=30)

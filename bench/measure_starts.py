@@ -29,8 +29,8 @@ from bench.report import Figure, Measurement, Target
 from bench.stack import BASELINE_QUEUE, INVOICE_QUEUE, BenchStack
 from activities.projections import projection_lag
 from bench.workload import Say, open_invoice, poll, run_bounded
-from worker import invoices
-from worker.invoices import InvoiceError, Refusal
+from client import invoices
+from client.invoices import InvoiceError, Refusal
 from workflows.models import Payment
 
 START_TARGET = Target(on="ratio", op=">=", bound=0.8)
@@ -81,7 +81,7 @@ async def _payment_pair(
     client: Client, invoice_id: str, bare_id: str, payment_id: str
 ) -> tuple[float | None, float | None]:
     """Milliseconds of one ``record_payment`` of EUR 1.00, then of one bare update; None for either
-    when it had no answer within ``worker.invoices.ANSWER_TIMEOUT``."""
+    when it had no answer within ``client.invoices.ANSWER_TIMEOUT``."""
     payment = Payment(payment_id=payment_id, amount_minor=PAYMENT_MINOR, currency="EUR")
     try:
         real: float | None = await _timed(functools.partial(invoices.record_payment, client, invoice_id, payment))

@@ -1,7 +1,7 @@
 """Measurement 5: one invoice through the full default policy in the time-skipping test server.
 
 Sending window, public holidays, every stage, the monthly late fees, legal review and a
-write-off decision, with the recording activities of ``tests.harness``. Wall time per invoice
+write-off decision, with the recording activities of ``bench.recording``. Wall time per invoice
 (target under 2 s), against a baseline workflow with as many timers and activities and one
 update; and the same invoices unsandboxed, to show what the workflow sandbox costs.
 """
@@ -21,9 +21,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 
 from bench.baseline import BaselinePlan, BaselineWorkflow, do_nothing
+from bench.recording import Recorder
 from bench.report import Figure, Measurement, Target
 from bench.workload import Say, history_shape, open_invoice, poll
-from tests.harness import Recorder
 from worker.embedded import find_executable
 from worker.sandbox import workflow_runner
 from workflows import policy

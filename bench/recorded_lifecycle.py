@@ -2,7 +2,7 @@
 
 The projection measurement needs what the workflow really writes (each batch ends with the
 invoice's snapshot). One invoice runs through reminder, warning and late fee and is paid, on the
-time-skipping test server with activities that keep what they are asked to write; its batches
+time-skipping test server with the recording activities (``bench.recording``); its batches
 are then copied under other invoice ids.
 """
 
@@ -11,38 +11,20 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from temporalio import activity
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-from activities.calendar import public_holidays
 from activities.ledger import Batch
 from bench.measure_timeskip import _environment
+from bench.recording import Recorder
 from bench.workload import AMOUNT_MINOR, LATE_FEE_MINOR, boundary_invoice
 from worker.sandbox import workflow_runner
-from workflows.events import InvoiceSnapshot
 from workflows.invoice import InvoiceWorkflow
-from workflows.models import DomainEvent, EventKind, NoticeRequest, Payment
+from workflows.models import DomainEvent, EventKind, Payment
 from workflows.state import InvoiceWorkflowInput
 
 PAID_AFTER = timedelta(days=11)  # after the late fee (day 10 of the default policy), before the ultimatum
-
-
-class _Keeper:
-    """``send_notice`` and ``append_events`` under their real names, keeping the batches."""
-
-    def __init__(self) -> None:
-        self.batches: list[Batch] = []
-
-    @activity.defn(name="send_notice")
-    async def send_notice(self, notice: NoticeRequest) -> dict:
-        return {"message_id": f"<{notice.idempotency_key}>", "delivered": ["email"], "failed": {}}
-
-    @activity.defn(name="append_events")
-    async def append_events(self, events: list[DomainEvent], snapshot: InvoiceSnapshot | None = None) -> int:
-        self.batches.append(Batch(events, snapshot))
-        return len(events)
 
 
 async def record_paid_lifecycle() -> list[Batch]:
@@ -52,13 +34,13 @@ async def record_paid_lifecycle() -> list[Batch]:
         config = env.client.config()
         config["data_converter"] = pydantic_data_converter
         client = Client(**config)
-        keeper, queue = _Keeper(), f"record-{uuid.uuid4().hex[:6]}"
+        recorder, queue = Recorder(), f"record-{uuid.uuid4().hex[:6]}"
         invoice = boundary_invoice(f"REC-{uuid.uuid4().hex[:6]}", await env.get_current_time() + timedelta(days=15))
         async with Worker(
             client,
             task_queue=queue,
             workflows=[InvoiceWorkflow],
-            activities=[keeper.send_notice, keeper.append_events, public_holidays],
+            activities=recorder.activities,
             workflow_runner=workflow_runner(),
         ):
             handle = await client.start_workflow(
@@ -69,7 +51,7 @@ async def record_paid_lifecycle() -> list[Batch]:
             payment = Payment(payment_id="PAY-1", amount_minor=AMOUNT_MINOR + LATE_FEE_MINOR, currency=invoice.currency)
             await handle.execute_update(InvoiceWorkflow.record_payment, payment)
             await handle.result()
-        return keeper.batches
+        return recorder.batches
     finally:
         await env.shutdown()
 

@@ -34,9 +34,9 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from activities.ledger import apply_schema, create_pool
-from worker.client import connect
+from client.settings import Settings
+from client.temporal import connect
 from worker.embedded import MailSink, find_executable, start_postgres, start_temporal_dev_server
-from worker.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INVOICE_QUEUE = "bench-invoices"

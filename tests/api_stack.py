@@ -30,10 +30,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.ledger import apply_schema, create_pool
 from api.server import serve_api
+from client.invoices import invoice_handle
+from client.settings import Settings
+from client.temporal import connect
 from tests.conftest import SmtpServer
-from worker.client import connect
-from worker.invoices import invoice_handle
-from worker.settings import Settings
 from worker.worker import build_worker
 
 OPS_TOKEN = "ops-" + uuid.uuid4().hex

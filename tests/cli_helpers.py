@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner, Result
 
-from worker.cli import app
+from cli.main import app
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 RUNNER = CliRunner()

@@ -22,8 +22,9 @@ from activities.calendar import public_holidays
 from activities.equipment.activities import EquipmentActivities
 from activities.equipment.registry import Registry
 from activities.ledger import LedgerActivities, read_events
+from bench.recording import Recorder
 from tests.equipment_peers import RedfishPeer, SnmpPeer, write_secret
-from tests.harness import Recorder, eventually
+from tests.harness import eventually
 from worker.sandbox import workflow_runner
 from workflows import policy
 from workflows.events import RecordedEvent

@@ -15,8 +15,9 @@ from typing import Any
 
 import httpx
 
-from activities.projections import rebuild
 from activities.ledger import read_events
+from activities.projections import rebuild
+from client.invoices import invoice_handle
 from tests.api_stack import (
     INTEGRATION_TOKEN,
     ApiStack,
@@ -27,7 +28,6 @@ from tests.api_stack import (
     local_today,
     signed,
 )
-from worker.invoices import invoice_handle
 
 CUSTOMER = f"CUST-{uuid.uuid4().hex[:6]}"
 

@@ -22,12 +22,13 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from bench.recording import Recorder
+from cli.main import to_minor
+from client.invoices import invoice_details, invoice_summary
 from tests.cli_helpers import EXAMPLES, dunning, example_invoice, failed, local_today, succeeded
 from tests.cli_helpers import cli_env as cli_environment
 from tests.conftest import free_port
-from tests.harness import Recorder, eventually, with_pydantic
-from worker.cli import to_minor
-from worker.invoices import invoice_details, invoice_summary
+from tests.harness import eventually, with_pydantic
 from workflows import search_attributes as sa
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import Invoice, InvoiceState, InvoiceStatus, PaymentPlan, invoice_workflow_id
@@ -339,7 +340,7 @@ async def test_temporal_unreachable(cli_env, tmp_path):
 
 
 async def test_no_worker_on_the_queue(cli_env, tmp_path, monkeypatch):
-    monkeypatch.setattr("worker.invoices.ANSWER_TIMEOUT", timedelta(seconds=1))
+    monkeypatch.setattr("client.invoices.ANSWER_TIMEOUT", timedelta(seconds=1))
     env = {**cli_env, "DUNNING_TASK_QUEUE": f"nobody-{uuid.uuid4().hex[:8]}"}
     path, data = example_invoice(tmp_path)
     succeeded(await dunning(env, "invoice", "start", str(path)))
@@ -351,11 +352,11 @@ async def test_no_worker_on_the_queue(cli_env, tmp_path, monkeypatch):
 
 
 async def test_as_a_process(cli_env, recorder, tmp_path):
-    """``python -m worker.cli``: exit codes and streams as a shell sees them, and a clean interpreter exit."""
+    """``python -m cli.main``: exit codes and streams as a shell sees them, and a clean interpreter exit."""
     data = await started(cli_env, tmp_path, recorder)
     env = {**os.environ, **cli_env}
     run = lambda *args: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "worker.cli", *args], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "cli.main", *args], env=env, capture_output=True, text=True, timeout=60
     )
     ok = await asyncio.to_thread(run, "invoice", "status", data["invoice_id"], "--json")
     assert (ok.returncode, ok.stderr) == (0, "")

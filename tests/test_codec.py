@@ -12,7 +12,7 @@ from temporalio.api.failure.v1 import Failure
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 
-from worker.codec import (
+from client.codec import (
     ENCODING,
     KEY_ID_METADATA,
     AesGcmCodec,

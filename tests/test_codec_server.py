@@ -13,8 +13,8 @@ import pytest
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
-from worker.codec import ENCODING, AesGcmCodec
-from worker.codec_server import serve_codec
+from api.codec_server import serve_codec
+from client.codec import ENCODING, AesGcmCodec
 
 UI_ORIGIN = "http://localhost:8233"
 NAME, EMAIL = "Ilinca Zamfirescu-Vlad", "ilinca.zv@codec-test.example"

@@ -32,9 +32,9 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 
+from client.codec import new_key
+from client.settings import Settings
 from tests.cli_helpers import dunning, succeeded
-from worker.codec import new_key
-from worker.settings import Settings
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -369,7 +369,7 @@ def test_the_builder_copies_every_package_the_project_declares():
 
 def test_the_build_context_leaves_out_local_state_and_secrets():
     patterns = ignore_patterns()
-    for path in (".env", ".env.production", ".venv/bin/python", ".git/HEAD", "data/postgres/PG_VERSION", "worker/__pycache__/cli.cpython-311.pyc"):
+    for path in (".env", ".env.production", ".venv/bin/python", ".git/HEAD", "data/postgres/PG_VERSION", "cli/__pycache__/main.cpython-311.pyc"):
         assert ignored(path, patterns), path
     for path in ("pyproject.toml", "README.md", "activities/notices/fonts/DejaVuSans.ttf", "activities/migrations/001_event_store.sql"):
         assert not ignored(path, patterns), path
@@ -389,7 +389,7 @@ def test_the_wheel_carries_the_package_data_and_the_command(wheel: Path):
     assert expected <= names, sorted(expected - names)
     (entry_points,) = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "dunning = worker.cli:main" in text
+    assert "dunning = cli.main:main" in text
 
 
 def test_the_runtime_stage_installs_that_wheel_and_runs_dunning_unprivileged():

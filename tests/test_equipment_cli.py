@@ -8,7 +8,7 @@ import asyncpg
 from typer.testing import CliRunner
 
 from activities.equipment.journal import kill_switch_for
-from worker.cli import app
+from cli.main import app
 
 RUNNER = CliRunner()
 

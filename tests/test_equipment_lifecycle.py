@@ -4,7 +4,7 @@ real equipment activities, registry, kill switches and Postgres; payment in full
 
 Customer A owns a server and two ports, customer B a server and a port; B's equipment must never
 change. Every state is read from the peers directly, never through the adapters. Notices, the
-service block and public holidays are recording activities (``tests.harness.Recorder``).
+service block and public holidays are recording activities (``bench.recording.Recorder``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.equipment.journal import set_kill_switch
 from activities.ledger import create_pool
+from bench.recording import Recorder
 from tests.equipment_lifecycle_fixtures import (
     CUSTOMER_A,
     DOWN,
@@ -34,13 +35,7 @@ from tests.equipment_lifecycle_fixtures import (
     write_site,
 )
 from tests.equipment_peers import RedfishPeer, SnmpPeer, redfish_peer, snmp_peer
-from tests.harness import (
-    Recorder,
-    eventually,
-    make_invoice,
-    start_invoice,
-    with_pydantic,
-)
+from tests.harness import eventually, make_invoice, start_invoice, with_pydantic
 from workflows import search_attributes as sa
 from workflows.events import RecordedEvent
 from workflows.invoice import InvoiceWorkflow

@@ -18,7 +18,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
-from tests.harness import Hold, Recorder, eventually, make_invoice, start_invoice, with_pydantic
+from bench.recording import Hold, Recorder
+from tests.harness import eventually, make_invoice, start_invoice, with_pydantic
 from worker.sandbox import workflow_runner
 from workflows import policy
 from workflows import search_attributes as sa

@@ -26,11 +26,12 @@ from activities.equipment.journal import Outcome, record_action
 from activities.ledger import LedgerActivities, create_pool
 from activities.projections import catch_up
 from activities.service import ServiceActivities
+from api.metrics import metrics_router
+from client.telemetry import temporal_runtime, tracing_interceptor
 from tests.conftest import free_port
 from tests.event_stories import Story, invoice
 from tests.harness import eventually
 from tests.metrics_workflow import GreetingWorkflow, greet
-from worker.metrics import metrics_router, temporal_runtime, tracing_interceptor
 from worker.sandbox import workflow_runner
 from workflows.models import DomainEvent, EquipmentRequest, EventKind, NoticeKind, ServiceAction, StageAction
 

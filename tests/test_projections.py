@@ -47,9 +47,9 @@ from activities.projections import (
     rank_customers,
     rebuild,
 )
+from cli.projections import app as projections_cli
 from tests.event_stories import Story, at, invoice
 from tests.harness import eventually
-from worker.projections_cli import app as projections_cli
 from workflows.models import DomainEvent, EventKind, InvoiceState, NextAction, StageAction
 
 AS_OF = date(2026, 6, 30)

@@ -7,7 +7,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from tests.harness import Recorder, eventually, make_invoice, recording_worker, start_invoice, with_pydantic
+from bench.recording import Recorder
+from tests.harness import eventually, make_invoice, recording_worker, start_invoice, with_pydantic
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import DecideLegal, ResolveDispute
 

@@ -10,9 +10,9 @@ from google.protobuf.duration_pb2 import Duration
 from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.testing import WorkflowEnvironment
 
+from client.namespace import NotSetUp, check_namespace, missing_search_attributes, set_up_namespace
+from client.settings import Settings
 from tests.cli_helpers import cli_env, dunning, succeeded
-from worker.settings import Settings
-from worker.setup import NotSetUp, check_namespace, missing_search_attributes, set_up_namespace
 from workflows.search_attributes import ALL
 
 

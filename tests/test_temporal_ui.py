@@ -19,9 +19,9 @@ import pytest
 from playwright.async_api import Browser, Error as PlaywrightError, Page, expect
 from temporalio.client import Client
 
+from client import invoices
 from tests.harness import eventually, make_invoice
 from tests.ui_stack import NAMESPACE, UiStack, headless_chromium, loopback_only_context, running_ui_stack
-from worker import invoices
 from workflows.models import Invoice, Payment, format_money
 
 SUSPENDED_QUERY = 'InvoiceState="suspended"'

@@ -21,10 +21,11 @@ from playwright.async_api import Browser, BrowserContext, Route, async_playwrigh
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from api.codec_server import serve_codec
+from bench.recording import Recorder
+from client.codec import AesGcmCodec, with_encryption
 from tests.conftest import free_port
-from tests.harness import Recorder, recording_worker
-from worker.codec import AesGcmCodec, with_encryption
-from worker.codec_server import serve_codec
+from tests.harness import recording_worker
 from worker.embedded import start_temporal_dev_server
 
 NAMESPACE = "default"

@@ -1,1 +1,1 @@
-"""Wiring: settings, Temporal client, worker, embedded dev stack and the CLI."""
+"""The Temporal worker (workflows, activities, sandbox, start-up checks) and the embedded dev stack."""

@@ -9,11 +9,11 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from api.codec_server import serve_codec
 from api.server import serve_api
-from worker.codec import codec_from_settings
-from worker.codec_server import serve_codec
+from client.codec import codec_from_settings
+from client.settings import Settings
 from worker.embedded import MailSink, start_postgres, start_temporal_dev_server
-from worker.settings import Settings
 from worker.worker import run_worker
 
 

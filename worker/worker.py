@@ -21,10 +21,10 @@ from activities.notices.rendering_pool import rendering_pool
 from activities.notices.smtp import SmtpConfig
 from activities.projections import Projector
 from activities.service import ServiceActivities
-from worker.client import connect
+from client.namespace import check_namespace
+from client.settings import Settings
+from client.temporal import connect
 from worker.sandbox import workflow_runner
-from worker.settings import Settings
-from worker.setup import check_namespace
 from workflows.invoice import InvoiceWorkflow
 
 PROJECTOR_CONNECTIONS = 2  # the projector listens on one connection and projects on another

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import Field, JsonValue, field_validator
 
 from workflows.models import (
     ActionTaken,
@@ -23,18 +23,17 @@ from workflows.models import (
     NoticeKind,
     NextAction,
     PaymentPlan,
+    PositiveMinor,
     StageAction,
+    Strict,
 )
 
 Minor = Annotated[int, Field(strict=True, ge=0, description="amount in minor units (cents)")]
-PositiveMinor = Annotated[int, Field(strict=True, gt=0, description="amount in minor units (cents)")]
 Count = Annotated[int, Field(strict=True, ge=0)]
 
 
-class Payload(BaseModel):
+class Payload(Strict):
     """Base of every payload: unknown fields are errors, instances are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class InvoiceIssued(Payload):

@@ -11,11 +11,8 @@ cut. Redirects are not followed.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
-import time
 import uuid
 from typing import Any
 
@@ -32,6 +29,7 @@ from activities.equipment.adapter import (
     not_remembered,
 )
 from activities.equipment.registry import WebhookEquipment
+from activities.signing import signed_headers
 from activities.tls import tls_verification, untrusted_certificate
 from workflows.models import EquipmentRequest
 
@@ -39,11 +37,6 @@ logger = logging.getLogger(__name__)
 
 SUSPENDED, ACTIVE = "suspended", "active"
 TRANSIENT_STATUS = frozenset({408, 429})
-
-
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """``sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">``."""
-    return "sha256=" + hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
 class WebhookAdapter:
@@ -107,13 +100,7 @@ class WebhookAdapter:
         """POST one signed call; the ``state`` the controller answers."""
         equipment = self.equipment
         body = json.dumps(payload, separators=(",", ":")).encode()
-        timestamp = int(time.time())
-        headers = {
-            "Content-Type": "application/json",
-            "X-Dunning-Timestamp": str(timestamp),
-            "X-Dunning-Signature": sign(equipment.credentials.read(), timestamp, body),
-            "Idempotency-Key": idempotency_key,
-        }
+        headers = signed_headers(equipment.credentials.read(), body, idempotency_key)
         try:
             response = await client.post(str(equipment.endpoint), content=body, headers=headers)
         except httpx.ConnectError as exc:

@@ -4,24 +4,22 @@ Each request carries ``X-Dunning-Timestamp`` (unix seconds) and ``X-Dunning-Sign
 sha256=<hex>``, the HMAC-SHA256 under the customer's shared secret of ``"<timestamp>.<body>"``,
 so a receiver can check both who sent the body and that it is fresh (replays of an old request
 fail the timestamp check). ``Idempotency-Key`` is the same on every retry of a notice step, for
-receivers that deduplicate. ``verify_signature`` is the receiving side of the same scheme.
+receivers that deduplicate. ``activities.signing`` signs, and
+verifies on the receiving side.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import time
 from typing import Any
 
 import httpx
 
 from activities.notices.render import RenderedNotice
+from activities.signing import signed_headers
 from activities.tls import tls_verification, untrusted_certificate
 from workflows.models import NoticeRequest
 
-SIGNATURE_PREFIX = "sha256="
 RETRYABLE_STATUS = frozenset({408, 429})
 
 
@@ -31,24 +29,6 @@ class WebhookDeliveryError(Exception):
     def __init__(self, message: str, *, permanent: bool) -> None:
         super().__init__(message)
         self.permanent = permanent
-
-
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """``sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">``."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return SIGNATURE_PREFIX + digest
-
-
-def verify_signature(
-    secret: str, timestamp: str, body: bytes, signature: str, tolerance: float = 300, now: float | None = None
-) -> bool:
-    """True if ``signature`` signs ``body`` at ``timestamp`` under ``secret`` and the timestamp is
-    within ``tolerance`` seconds of ``now`` (default: the current time); compares in constant time."""
-    if not timestamp.isascii() or not timestamp.isdigit():
-        return False
-    if abs((time.time() if now is None else now) - int(timestamp)) > tolerance:
-        return False
-    return hmac.compare_digest(sign(secret, int(timestamp), body), signature)
 
 
 def webhook_payload(notice: NoticeRequest, rendered: RenderedNotice, message_id: str) -> dict[str, Any]:
@@ -80,13 +60,7 @@ async def post_webhook(
     redirect, which is not followed) is permanent: the same request would be refused again.
     """
     body = json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
-    timestamp = int(time.time())
-    headers = {
-        "Content-Type": "application/json",
-        "X-Dunning-Timestamp": str(timestamp),
-        "X-Dunning-Signature": sign(secret, timestamp, body),
-        "Idempotency-Key": idempotency_key,
-    }
+    headers = signed_headers(secret, body, idempotency_key)
     try:
         async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, verify=tls_verification(None)) as client:
             response = await client.post(url, content=body, headers=headers)

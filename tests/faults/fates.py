@@ -6,7 +6,7 @@ the run, and the notices, cuts and restores it must get follow from the stages i
 before the test acted (``tests.faults.checks``).
 
 The driver reads the stage of every invoice from Temporal's visibility (one list call for all
-of them; it needs no worker), starts invoices and asks their status through ``worker.invoices``,
+of them; it needs no worker), starts invoices and asks their status through ``client.invoices``,
 as the CLI and the API do, and sends each update under a stable update id of its own: a request
 that got no answer (worker dead, server down) is sent again unchanged, and Temporal applies an
 update id at most once, so no retry of the test is ever a second request.
@@ -33,9 +33,9 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from client import invoices
+from client.invoices import InvoiceError, Refusal
 from tests.faults.stack import TASK_QUEUE
-from worker import invoices
-from worker.invoices import InvoiceError, Refusal
 from workflows import search_attributes as sa
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import (

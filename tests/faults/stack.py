@@ -44,11 +44,11 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from activities.ledger import create_pool
+from client.settings import Settings
+from client.temporal import connect
 from tests.conftest import free_port, new_pgdata
 from tests.equipment_peers import ControllerPeer, controller_server
-from worker.client import connect
 from worker.embedded import EmbeddedPostgres, TemporalDevServer, start_postgres, start_temporal_dev_server
-from worker.settings import Settings
 
 LOOPBACK = "127.0.0.1"
 NAMESPACE = "default"

@@ -19,10 +19,10 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import RawValue
 
+from client import invoices
 from tests.faults.checks import RunReport, check_run
 from tests.faults.fates import CURRENCY, Driver, Fate, ScriptedInvoice, scripted_invoices
 from tests.faults.stack import fault_stack
-from worker import invoices
 from workflows import search_attributes as sa
 from workflows.models import (
     DecideLegal,

@@ -25,10 +25,10 @@ from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from client import invoices
 from tests.faults.fates import CURRENCY, LEAD, Fate, scripted_invoices
 from tests.faults.stack import TASK_QUEUE, fault_stack, wait_for_poller
 from tests.harness import eventually
-from worker import invoices
 from worker.sandbox import workflow_runner
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import Payment, StageAction

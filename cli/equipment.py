@@ -12,7 +12,7 @@ import asyncpg
 import typer
 
 from activities.equipment.journal import clear_kill_switch, kill_switch_for, set_kill_switch
-from worker.database_cli import with_database
+from cli.database import with_database
 
 GLOBAL = "global"
 

@@ -1,7 +1,7 @@
 """The ``dunning`` command line: run the service, and start and steer invoices.
 
 Every error ends as one line on stderr and exit code 1, never a traceback. Settings come from
-the environment (``DUNNING_TEMPORAL_ADDRESS``, ``DUNNING_TASK_QUEUE``, ... see ``worker.settings``).
+the environment (``DUNNING_TEMPORAL_ADDRESS``, ``DUNNING_TASK_QUEUE``, ... see ``client.settings``).
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ from temporalio.client import Client
 
 from activities.ledger import create_pool
 from activities.projections import invoice_status
-from worker import invoices
-from worker.client import connect
-from worker.invoices import InvoiceError
-from worker.equipment_cli import app as equipment_app
-from worker.projections_cli import app as projections_app
-from worker.settings import Settings
-from worker.setup import NotSetUp
+from cli.equipment import app as equipment_app
+from cli.projections import app as projections_app
+from client import invoices
+from client.invoices import InvoiceError
+from client.namespace import NotSetUp
+from client.settings import Settings
+from client.temporal import connect
 from workflows.models import (
     DecideLegal,
     DisputeOutcome,
@@ -131,8 +131,8 @@ def codec_server() -> None:
 
 
 async def _run_codec_server(settings: Settings) -> None:
-    from worker.codec import codec_from_settings
-    from worker.codec_server import serve_codec
+    from api.codec_server import serve_codec
+    from client.codec import codec_from_settings
 
     codec = codec_from_settings(settings.codec_keys)
     if codec is None:
@@ -147,7 +147,7 @@ async def _run_codec_server(settings: Settings) -> None:
 @codec_app.command("new-key")
 def codec_new_key(key_id: Annotated[str, typer.Argument(help="Id of the new key, e.g. k2")]) -> None:
     """Print a fresh key entry for DUNNING_CODEC_KEYS (put it first to make it current)."""
-    from worker.codec import new_key
+    from client.codec import new_key
 
     typer.echo(f"{key_id}:{new_key()}")
 
@@ -158,7 +158,7 @@ def setup(
     retention_days: Annotated[int, typer.Option(help="Workflow retention of a namespace this creates", min=1)] = 90,
 ) -> None:
     """Prepare a real Temporal cluster: create the namespace if missing and register the search attributes."""
-    from worker.setup import set_up_namespace
+    from client.namespace import set_up_namespace
 
     async def run(client: Client, settings: Settings) -> None:
         done = await set_up_namespace(client, settings.temporal_namespace, timedelta(days=retention_days))
@@ -577,7 +577,7 @@ def _fail(message: str, code: int = 1, keep_lines: bool = False) -> NoReturn:
 
 
 def main() -> None:
-    """Entry point for ``python -m worker.cli`` and the ``dunning`` script.
+    """Entry point for ``python -m cli.main`` and the ``dunning`` script.
 
     Ends the process without interpreter finalisation: the Temporal SDK's native threads may
     still be winding down then and can abort the process (SIGABRT/SIGSEGV after the command has

@@ -1,7 +1,7 @@
 """Client-side invoice operations, shared by the CLI and the HTTP API.
 
 Each operation is one short async function over a ``temporalio.client.Client`` that uses the
-pydantic data converter (``worker.client.connect`` gives one). Every Temporal failure a caller
+pydantic data converter (``client.temporal.connect`` gives one). Every Temporal failure a caller
 can act on is translated into :class:`InvoiceError`, whose message is meant for a human.
 """
 

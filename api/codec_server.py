@@ -25,8 +25,8 @@ from starlette.routing import Route
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.converter import PayloadCodec
 
-from worker.codec import PayloadDecryptionError, UnknownKeyError
-from worker.serving import serve
+from api.serving import serve
+from client.codec import PayloadDecryptionError, UnknownKeyError
 
 logger = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import TLSConfig
 
-from worker.codec import codec_from_settings, with_encryption
-from worker.metrics import temporal_runtime, tracing_interceptor
-from worker.settings import Settings
+from client.codec import codec_from_settings, with_encryption
+from client.settings import Settings
+from client.telemetry import temporal_runtime, tracing_interceptor
 
 
 async def connect(settings: Settings) -> Client:

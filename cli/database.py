@@ -10,7 +10,7 @@ import asyncpg
 import typer
 
 from activities.ledger import apply_schema, create_pool
-from worker.settings import Settings
+from client.settings import Settings
 
 T = TypeVar("T")
 

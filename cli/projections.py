@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from activities.projections import projection_lag, projection_row_counts, rebuild
-from worker.database_cli import with_database
+from cli.database import with_database
 
 app = typer.Typer(
     help="Read models built from the event log: rebuild them, or show how far they trail it.",
