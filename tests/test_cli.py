@@ -42,9 +42,9 @@ def client(dev_env: WorkflowEnvironment) -> Client:
 
 
 @pytest.fixture
-def cli_env(dev_env: WorkflowEnvironment, queue: str) -> dict[str, str]:
-    """Settings for the CLI: the dev server and the recording worker's queue."""
-    return cli_environment(dev_env, queue)
+def cli_env(dev_env: WorkflowEnvironment, queue: str, db_url: str) -> dict[str, str]:
+    """Settings for the CLI: the dev server, the recording worker's queue, and a database (status reads it first)."""
+    return {**cli_environment(dev_env, queue), "DUNNING_DATABASE_URL": db_url}
 
 
 async def started(env: dict[str, str], tmp_path: Path, recorder: Recorder, **changes: Any) -> dict[str, Any]:
