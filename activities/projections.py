@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from activities.ledger import read_events_after
 from workflows import events as ev
-from workflows import policy
+from workflows import ladder, policy
 from workflows.events import RecordedEvent
 from workflows.models import (
     EventKind,
@@ -47,7 +47,7 @@ PROJECTOR_LOCK = 4_150_003  # advisory lock id: one running projector across pro
 BATCH_SIZE = 500
 PROJECTION_TABLES = ("projected_invoices", "projected_invoice_stages", "projected_receivables")
 CLOSED_STATES = [state.value for state in InvoiceState if state.closed]
-FUNNEL_STAGES = ["issued", *(action.value for action in StageAction)]
+FUNNEL_STAGES = ladder.FUNNEL_STAGES
 
 
 # --- the invoice projection: one row per invoice -------------------------------------------

@@ -15,6 +15,7 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     """
     restrictions = SandboxRestrictions.default.with_passthrough_modules(
         "workflows.models",
+        "workflows.ladder",
         "workflows.policy",
         "workflows.state",
         "pydantic",

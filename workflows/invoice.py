@@ -17,8 +17,9 @@ from temporalio.common import RawValue, RetryPolicy, SearchAttributeIndexedValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import policy
+    from workflows import ladder, policy
     from workflows import search_attributes as sa
+    from workflows.ladder import StageWork, StepKind
     from workflows.models import (
         AgencyHandover,
         DecideLegal,
@@ -43,7 +44,6 @@ with workflow.unsafe.imports_passed_through():
         PublicHolidaysRequest,
         ResolveDispute,
         ServiceAction,
-        Stage,
         StageAction,
         format_money,
     )
@@ -58,24 +58,12 @@ EQUIPMENT_RETRY = RetryPolicy(
     maximum_attempts=6,
     non_retryable_error_types=["EquipmentRefused", "KillSwitchOn"],
 )
-# steps that talk to the client wait for its sending window (business hours, no holidays)
-WINDOWED_STEPS = frozenset({"stage", "late_fee", "instalment", "legal_review"})
 # workflow.patched() ids: each guards a change made while invoices were in flight (see README, Versioning)
 PATCH_SENDING_WINDOW = "sending-window"
 PATCH_EQUIPMENT = "equipment-adapters"
 PATCH_AGENCY_PACKAGE = "agency-package"
 PATCH_STAGE_STOPS_AT_CLOSE = "stage-stops-at-close"
 PAYMENT_SIGNAL = "payment_received"
-NOTICE_FOR_STAGE = {
-    StageAction.COURTESY: NoticeKind.COURTESY,
-    StageAction.REMINDER: NoticeKind.REMINDER,
-    StageAction.WARNING: NoticeKind.WARNING,
-    StageAction.LATE_FEE: NoticeKind.LATE_FEE,
-    StageAction.ULTIMATUM: NoticeKind.ULTIMATUM,
-    StageAction.SUSPEND: NoticeKind.SUSPENDED,
-    StageAction.AGENCY: NoticeKind.AGENCY_HANDOVER,
-    StageAction.LEGAL_REVIEW: NoticeKind.LEGAL_REVIEW,
-}
 
 
 @workflow.defn
@@ -179,79 +167,52 @@ class InvoiceWorkflow:
             self.ledger.next_stage_index = 1  # too late for a courtesy note
 
     def _next_step(self) -> Step | None:
-        """The earliest of: next stage, next monthly late fee, instalment check, renewed legal review."""
-        ledger, invoice = self.ledger, self.invoice
-        if ledger.escalation.closed or ledger.dispute:
-            return None
-        if ledger.plan:
-            index = ledger.plan.checked
-            if index >= len(ledger.plan.plan.instalments):
-                return None
-            return self._in_window(
-                Step("instalment", policy.instalment_check_at(ledger, index), f"instalment {index + 1} check")
-            )
-        candidates = []
-        if ledger.next_stage_index < len(invoice.policy.stages):
-            stage = invoice.policy.stages[ledger.next_stage_index]
-            candidates.append(Step("stage", policy.stage_due_at(invoice, stage, ledger.paused), stage.action.value))
-        fee_at = policy.late_fee_due_at(ledger)
-        if fee_at and ledger.principal_outstanding_minor > 0:
-            candidates.append(Step("late_fee", fee_at, f"late fee {len(ledger.fees) + 1}"))
-        if ledger.legal_review_again_at:
-            candidates.append(Step("legal_review", ledger.legal_review_again_at, "legal review again"))
-        discount_ends = policy.discount_ends_at(ledger)
-        if discount_ends and discount_ends > workflow.now():
-            candidates.append(Step("discount_ends", discount_ends, "early-payment discount ends"))
-        return min((self._in_window(step) for step in candidates), key=lambda s: s.at, default=None)
-
-    def _in_window(self, step: Step) -> Step:
-        """Move a step that talks to the client to the next opening of its sending window."""
-        if not self._windowed or step.kind not in WINDOWED_STEPS:
-            return step
-        at = policy.next_sending_moment(self.invoice, step.at, frozenset(self.ledger.public_holidays))
-        return step if at == step.at else Step(step.kind, at, f"{step.label} (next sending window)")
+        return policy.next_step(self.ledger, workflow.now(), self._windowed)
 
     async def _perform(self, step: Step) -> None:
-        if step.kind == "stage":
-            stage = self.invoice.policy.stages[self.ledger.next_stage_index]
-            self.ledger.next_stage_index += 1
-            await self._run_stage(stage)
-        elif step.kind == "late_fee":
-            self._charge_late_fee()
-        elif step.kind == "instalment":
-            self._check_instalment()
-        elif step.kind == "legal_review":
-            self._open_legal_review()
-        elif step.kind == "discount_ends":
-            self.ledger.remember(workflow.now(), "Early-payment discount lapsed")
+        work = {
+            StepKind.STAGE: self._climb,
+            StepKind.LATE_FEE: self._charge_late_fee,
+            StepKind.INSTALMENT: self._check_instalment,
+            StepKind.LEGAL_REVIEW: self._open_legal_review,
+            StepKind.DISCOUNT_ENDS: self._note_discount_lapsed,
+        }
+        await work[step.kind]()
 
-    async def _run_stage(self, stage: Stage) -> None:
-        action, now = stage.action, workflow.now()
-        if stage.action in policy.STATE_AFTER_STAGE:
-            self.ledger.escalation = policy.STATE_AFTER_STAGE[action]
-        self._event(EventKind.STAGE_REACHED, stage=action.value, days_overdue=policy.days_overdue(self.invoice, now))
-        self.ledger.remember(now, f"Stage reached: {action.value.replace('_', ' ')}")
-        if action == StageAction.LATE_FEE:
-            self._charge_late_fee()
-            return
-        if action == StageAction.SUSPEND:
-            await self._suspend()
-        elif action == StageAction.AGENCY:
-            sent = await self._send_agency_package() if workflow.patched(PATCH_AGENCY_PACKAGE) else False
-            if sent or not self._closed_meanwhile():
-                self._event(EventKind.AGENCY_HANDOVER, balance_minor=self.ledger.balance_minor, package_sent=sent)
-        elif action == StageAction.LEGAL_REVIEW:
-            self._open_legal_review()
-            return
-        if self._closed_meanwhile():
+    async def _climb(self) -> None:
+        """Reach the policy's next stage and do what its rung of the ladder says."""
+        stage = self.invoice.policy.stages[self.ledger.next_stage_index]
+        self.ledger.next_stage_index += 1
+        rung, now = ladder.RUNGS[stage.action], workflow.now()
+        if rung.state_after is not None:
+            self.ledger.escalation = rung.state_after
+        self._event(EventKind.STAGE_REACHED, stage=rung.action.value, days_overdue=policy.days_overdue(self.invoice, now))
+        self.ledger.remember(now, f"Stage reached: {rung.action.value.replace('_', ' ')}")
+        work = {
+            StageWork.CHARGE_LATE_FEE: self._charge_late_fee,
+            StageWork.SUSPEND_SERVICE: self._suspend,
+            StageWork.HAND_OVER_TO_AGENCY: self._hand_over_to_agency,
+            StageWork.OPEN_LEGAL_REVIEW: self._open_legal_review,
+        }.get(rung.work)
+        if work:
+            await work()
+        if rung.work.sends_own_notice or self._closed_meanwhile():
             return  # the client is not told of a stage that their payment (or a decision) overtook
-        self._queue_notice(NOTICE_FOR_STAGE[action])
+        self._queue_notice(rung.notice)
+
+    async def _hand_over_to_agency(self) -> None:
+        sent = await self._send_agency_package() if workflow.patched(PATCH_AGENCY_PACKAGE) else False
+        if sent or not self._closed_meanwhile():
+            self._event(EventKind.AGENCY_HANDOVER, balance_minor=self.ledger.balance_minor, package_sent=sent)
+
+    async def _note_discount_lapsed(self) -> None:
+        self.ledger.remember(workflow.now(), "Early-payment discount lapsed")
 
     def _closed_meanwhile(self) -> bool:
         """A request closed the invoice while a stage waited on its activities: the stage stops there."""
         return self.ledger.escalation.closed and workflow.patched(PATCH_STAGE_STOPS_AT_CLOSE)
 
-    def _charge_late_fee(self) -> None:
+    async def _charge_late_fee(self) -> None:
         ledger, now = self.ledger, workflow.now()
         number = len(ledger.fees) + 1
         amount = policy.late_fee_amount(ledger, number)
@@ -261,9 +222,9 @@ class InvoiceWorkflow:
         ledger.fees.append(Fee(number=number, amount_minor=amount, charged_at=now, reason=reason))
         self._event(EventKind.LATE_FEE_CHARGED, number=number, amount_minor=amount, reason=reason)
         ledger.remember(now, f"Late fee {number} charged: {format_money(amount, self.invoice.currency)}")
-        self._queue_notice(NoticeKind.LATE_FEE)
+        self._queue_notice(ladder.RUNGS[StageAction.LATE_FEE].notice)
 
-    def _check_instalment(self) -> None:
+    async def _check_instalment(self) -> None:
         ledger, now = self.ledger, workflow.now()
         assert ledger.plan is not None
         ledger.plan.checked += 1
@@ -278,14 +239,14 @@ class InvoiceWorkflow:
         ledger.remember(now, f"Instalment {missed} missed: escalation resumes at {ledger.escalation.value}")
         self._queue_notice(NoticeKind.INSTALMENT_MISSED, number=missed, instalments=instalments)
 
-    def _open_legal_review(self) -> None:
+    async def _open_legal_review(self) -> None:
         ledger, now = self.ledger, workflow.now()
         ledger.escalation = InvoiceState.LEGAL_REVIEW
         ledger.legal_review_again_at = None
         ledger.legal_decision = None
         self._event(EventKind.LEGAL_REVIEW_OPENED, **policy.legal_summary(ledger, now))
         ledger.remember(now, "Legal review opened: waiting for a decision")
-        self._queue_notice(NoticeKind.LEGAL_REVIEW)
+        self._queue_notice(ladder.RUNGS[StageAction.LEGAL_REVIEW].notice)
 
     async def _suspend(self) -> None:
         """Block support and orders, then cut each authorised piece of equipment."""
@@ -459,16 +420,9 @@ class InvoiceWorkflow:
 
     def _notice_request(self, queued: QueuedNotice) -> NoticeRequest:
         ledger, invoice, now = self.ledger, self.invoice, workflow.now()
-        suspension_at = None
         terms = invoice.terms
-        if queued.kind in (NoticeKind.ULTIMATUM, NoticeKind.SUSPENDED):
-            try:
-                suspend = invoice.policy.stage(StageAction.SUSPEND)
-                suspension_at = self._in_window(
-                    Step("stage", policy.stage_due_at(invoice, suspend, ledger.paused), "suspend")
-                ).at
-            except KeyError:
-                pass
+        announces_cut = queued.kind in (NoticeKind.ULTIMATUM, NoticeKind.SUSPENDED)
+        suspension_at = policy.suspension_at(ledger, self._windowed) if announces_cut else None
         return NoticeRequest(
             idempotency_key=f"{workflow.info().workflow_id}/{queued.step}",
             kind=queued.kind,

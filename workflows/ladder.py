@@ -1,0 +1,101 @@
+"""The escalation ladder as one table: what each stage action means, declared once.
+
+A policy (``DunningPolicy.stages``) says which rungs an invoice climbs and when; this table says
+what a rung does. The workflow performs it, customer standing ranks it, the projections name it
+in the funnel, the notices follow from it and the docs draw it (``mermaid_state_diagram``).
+Pure data and pure functions: the workflow sandbox passes this module through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from workflows.models import InvoiceState, NoticeKind, StageAction
+
+
+class StageWork(StrEnum):
+    """What the workflow does at a rung, after recording that the invoice reached it."""
+
+    NOTICE_ONLY = "notice_only"
+    CHARGE_LATE_FEE = "charge_late_fee"
+    SUSPEND_SERVICE = "suspend_service"
+    HAND_OVER_TO_AGENCY = "hand_over_to_agency"
+    OPEN_LEGAL_REVIEW = "open_legal_review"
+
+    @property
+    def sends_own_notice(self) -> bool:
+        """The work sends the rung's notice itself: it also runs between rungs (a monthly fee, a renewed review)."""
+        return self in (StageWork.CHARGE_LATE_FEE, StageWork.OPEN_LEGAL_REVIEW)
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One stage action of the ladder."""
+
+    action: StageAction
+    state_after: InvoiceState | None  # None: the invoice's state does not move (a courtesy note)
+    notice: NoticeKind  # what the client is told
+    work: StageWork
+    stops_new_orders: bool  # standing: by default, new orders stop once an open invoice reached this rung
+    windowed: bool = True  # waits for the client's sending window (business hours, no holidays)
+
+    @property
+    def suspends_service(self) -> bool:
+        """The rung blocks support and orders and cuts the equipment the contract allows."""
+        return self.work is StageWork.SUSPEND_SERVICE
+
+    @property
+    def funnel_stage(self) -> str:
+        """The rung's name in the collections funnel: the ``stage`` its ``stage_reached`` event carries."""
+        return self.action.value
+
+
+LADDER: tuple[Rung, ...] = (
+    Rung(StageAction.COURTESY, None, NoticeKind.COURTESY, StageWork.NOTICE_ONLY, stops_new_orders=False),
+    Rung(StageAction.REMINDER, InvoiceState.REMINDED, NoticeKind.REMINDER, StageWork.NOTICE_ONLY, stops_new_orders=False),
+    Rung(StageAction.WARNING, InvoiceState.WARNED, NoticeKind.WARNING, StageWork.NOTICE_ONLY, stops_new_orders=False),
+    Rung(
+        StageAction.LATE_FEE, InvoiceState.LATE_FEE, NoticeKind.LATE_FEE, StageWork.CHARGE_LATE_FEE, stops_new_orders=False
+    ),
+    Rung(StageAction.ULTIMATUM, InvoiceState.ULTIMATUM, NoticeKind.ULTIMATUM, StageWork.NOTICE_ONLY, stops_new_orders=True),
+    Rung(
+        StageAction.SUSPEND, InvoiceState.SUSPENDED, NoticeKind.SUSPENDED, StageWork.SUSPEND_SERVICE, stops_new_orders=True
+    ),
+    Rung(
+        StageAction.AGENCY,
+        InvoiceState.AGENCY,
+        NoticeKind.AGENCY_HANDOVER,
+        StageWork.HAND_OVER_TO_AGENCY,
+        stops_new_orders=True,
+    ),
+    Rung(
+        StageAction.LEGAL_REVIEW,
+        InvoiceState.LEGAL_REVIEW,
+        NoticeKind.LEGAL_REVIEW,
+        StageWork.OPEN_LEGAL_REVIEW,
+        stops_new_orders=True,
+    ),
+)
+RUNGS: dict[StageAction, Rung] = {rung.action: rung for rung in LADDER}
+
+STATE_AFTER_STAGE: dict[StageAction, InvoiceState] = {r.action: r.state_after for r in LADDER if r.state_after}
+# the states an open invoice climbs through, in order (legal action follows a decision at legal review)
+ESCALATION_STATES: list[InvoiceState] = [InvoiceState.ISSUED, *STATE_AFTER_STAGE.values(), InvoiceState.LEGAL_ACTION]
+# standing's default ``new_orders_block_at``
+NEW_ORDERS_STOP_AT: InvoiceState = next(r.state_after for r in LADDER if r.stops_new_orders and r.state_after)
+FUNNEL_STAGES: list[str] = [InvoiceState.ISSUED.value, *(rung.funnel_stage for rung in LADDER)]
+
+
+class StepKind(StrEnum):
+    """What falls due in the run loop: the next rung, or one of the steps between rungs."""
+
+    STAGE = "stage"
+    LATE_FEE = "late_fee"  # a further monthly late fee
+    INSTALMENT = "instalment"  # an instalment's deadline passed: check it was paid
+    LEGAL_REVIEW = "legal_review"  # review again after the agency had another go
+    DISCOUNT_ENDS = "discount_ends"  # the early-payment discount lapses
+
+
+# the steps between rungs that talk to the client, so wait for its sending window (a rung says it itself)
+WINDOWED_BETWEEN_RUNGS = frozenset({StepKind.LATE_FEE, StepKind.INSTALMENT, StepKind.LEGAL_REVIEW})
