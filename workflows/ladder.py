@@ -9,9 +9,10 @@ Pure data and pure functions: the workflow sandbox passes this module through.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 
-from workflows.models import InvoiceState, NoticeKind, StageAction
+from workflows.models import DunningPolicy, InvoiceState, NoticeKind, StageAction
 
 
 class StageWork(StrEnum):
@@ -99,3 +100,58 @@ class StepKind(StrEnum):
 
 # the steps between rungs that talk to the client, so wait for its sending window (a rung says it itself)
 WINDOWED_BETWEEN_RUNGS = frozenset({StepKind.LATE_FEE, StepKind.INSTALMENT, StepKind.LEGAL_REVIEW})
+
+
+def mermaid_state_diagram(policy: DunningPolicy | None = None) -> str:
+    """The invoice's states and transitions as Mermaid ``stateDiagram-v2`` text, drawn from the ladder.
+
+    ``policy`` None draws every rung (a policy climbs a subset of them, in this order); a policy
+    draws its own rungs, each with its offset from the due moment. The requests (payments,
+    disputes, plans, legal decisions, factoring) move the invoice as the workflow handles them.
+    """
+    rungs = LADDER if policy is None else tuple(RUNGS[stage.action] for stage in policy.stages)
+    offsets = {} if policy is None else {stage.action: _days(stage.offset) for stage in policy.stages}
+    ladder = ["[*] --> issued"]
+    state = InvoiceState.ISSUED
+    for rung in rungs:
+        target = rung.state_after or state
+        offset = f" ({offsets[rung.action]})" if rung.action in offsets else ""
+        ladder.append(f"{state} --> {target} : {_words(rung.action)}{offset}")
+        state = target
+    if StageAction.LEGAL_REVIEW in (rung.action for rung in rungs):
+        again = f" after {_days(policy.legal_review_again_after).lstrip('+')}" if policy else ""
+        ladder += [
+            "legal_review --> legal_action : decision sue or settle",
+            "legal_review --> agency : decision back to agency",
+            f"agency --> legal_review : legal review again{again}",
+        ]
+    lines = [
+        "stateDiagram-v2",
+        "    [*] --> open",
+        "    state open {",
+        "        [*] --> escalation",
+        "        state escalation {",
+        *(f"            {line}" for line in ladder),
+        "        }",
+        "        escalation --> disputed : dispute opened",
+        "        disputed --> escalation : dispute resolved, the clock shifted by the pause",
+        "        escalation --> payment_plan : payment plan agreed",
+        "        payment_plan --> escalation : instalment missed, the clock shifted by the plan",
+        "    }",
+        "    open --> paid : paid in full",
+        "    open --> settled : the settlement paid, or a credit from a dispute clears the balance",
+        "    open --> factored : receivable sold to a factor (not during legal action)",
+        "    open --> written_off : legal decision write off (at legal review or legal action)",
+        "    note right of written_off : a suspended service stays suspended, the other closings restore it",
+        *(f"    {closed} --> [*]" for closed in InvoiceState if closed.closed),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _words(action: StageAction) -> str:
+    return action.value.replace("_", " ")
+
+
+def _days(offset: timedelta) -> str:
+    days, rest = divmod(offset, timedelta(days=1))
+    return f"{days:+d} d" if not rest else f"{offset.total_seconds() / 3600:+g} h"
