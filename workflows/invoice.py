@@ -9,27 +9,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, timedelta
-from functools import partial
 
 from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import agency, ladder, policy
-    from workflows.ladder import StageWork, StepKind
+    from workflows import policy
     from workflows.models import (
         DecideLegal,
         DisputeOutcome,
         EventKind,
-        Fee,
         Invoice,
         InvoiceOutcome,
         InvoiceState,
         InvoiceStatus,
         LegalDecision,
         MarkFactored,
-        NextAction,
         NoticeKind,
         OpenDispute,
         Payment,
@@ -40,10 +36,11 @@ with workflow.unsafe.imports_passed_through():
         format_money,
     )
     from workflows.outbox import Outbox
-    from workflows.patches import PATCH_SENDING_WINDOW, closed_meanwhile
-    from workflows.publishing import Publisher
-    from workflows.signals import PAYMENT_SIGNAL, Malformed, decode_payment, storable
+    from workflows.patches import PATCH_SENDING_WINDOW
+    from workflows.payments import PAYMENT_SIGNAL, Malformed, decode_payment, payment_problem, storable
+    from workflows.publishing import Publisher, status_of
     from workflows.state import Dispute, InvoiceLedger, InvoiceWorkflowInput, PlanInProgress, Step
+    from workflows.steps import Steps
     from workflows.suspension import Suspension
 
 
@@ -61,6 +58,7 @@ class InvoiceWorkflow:
         self._windowed = workflow.patched(PATCH_SENDING_WINDOW)
         self._outbox = Outbox(self.ledger, window_applies=self._windowed)
         self._suspension = Suspension(self._outbox)
+        self._steps = Steps(self._outbox, self._suspension)
         if params.carried is None:
             # here, not in run(): a request delivered with the start must find the invoice issued
             self._issue()
@@ -93,7 +91,7 @@ class InvoiceWorkflow:
             step = self._next_step()
             self._publisher.publish(self.ledger, step)
             if step and step.at <= workflow.now():
-                await self._perform(step)
+                await self._steps.perform(step)
                 continue
             self._wake = False
             try:
@@ -104,7 +102,7 @@ class InvoiceWorkflow:
                 )
             except TimeoutError:
                 assert step is not None
-                await self._perform(step)
+                await self._steps.perform(step)
         if self.ledger.suspended and self.ledger.escalation != InvoiceState.WRITTEN_OFF:
             await self._suspension.restore()
             await self._outbox.flush()
@@ -152,76 +150,6 @@ class InvoiceWorkflow:
     def _next_step(self) -> Step | None:
         return policy.next_step(self.ledger, workflow.now(), self._windowed)
 
-    async def _perform(self, step: Step) -> None:
-        work = {
-            StepKind.STAGE: self._climb,
-            StepKind.LATE_FEE: self._charge_late_fee,
-            StepKind.INSTALMENT: self._check_instalment,
-            StepKind.LEGAL_REVIEW: self._open_legal_review,
-            StepKind.DISCOUNT_ENDS: self._note_discount_lapsed,
-        }
-        await work[step.kind]()
-
-    async def _climb(self) -> None:
-        """Reach the policy's next stage and do what its rung of the ladder says."""
-        stage = self.invoice.policy.stages[self.ledger.next_stage_index]
-        self.ledger.next_stage_index += 1
-        rung, now = ladder.RUNGS[stage.action], workflow.now()
-        if rung.state_after is not None:
-            self.ledger.escalation = rung.state_after
-        self._outbox.event(EventKind.STAGE_REACHED, stage=rung.action.value, days_overdue=policy.days_overdue(self.invoice, now))
-        self.ledger.remember(now, f"Stage reached: {rung.action.value.replace('_', ' ')}")
-        work = {
-            StageWork.CHARGE_LATE_FEE: self._charge_late_fee,
-            StageWork.SUSPEND_SERVICE: self._suspension.suspend,
-            StageWork.HAND_OVER_TO_AGENCY: partial(agency.hand_over, self._outbox),
-            StageWork.OPEN_LEGAL_REVIEW: self._open_legal_review,
-        }.get(rung.work)
-        if work:
-            await work()
-        if rung.work.sends_own_notice or closed_meanwhile(self.ledger):
-            return  # the client is not told of a stage that their payment (or a decision) overtook
-        self._outbox.queue_notice(rung.notice)
-
-    async def _note_discount_lapsed(self) -> None:
-        self.ledger.remember(workflow.now(), "Early-payment discount lapsed")
-
-    async def _charge_late_fee(self) -> None:
-        ledger, now = self.ledger, workflow.now()
-        number = len(ledger.fees) + 1
-        amount = policy.late_fee_amount(ledger, number)
-        if amount <= 0:
-            return
-        reason = "late fee" if number == 1 else f"late fee, month {number} of delay"
-        ledger.fees.append(Fee(number=number, amount_minor=amount, charged_at=now, reason=reason))
-        self._outbox.event(EventKind.LATE_FEE_CHARGED, number=number, amount_minor=amount, reason=reason)
-        ledger.remember(now, f"Late fee {number} charged: {format_money(amount, self.invoice.currency)}")
-        self._outbox.queue_notice(ladder.RUNGS[StageAction.LATE_FEE].notice)
-
-    async def _check_instalment(self) -> None:
-        ledger, now = self.ledger, workflow.now()
-        assert ledger.plan is not None
-        ledger.plan.checked += 1
-        expected = policy.plan_amount_expected(ledger, ledger.plan.checked)
-        received = policy.plan_amount_received(ledger)
-        if received >= expected:
-            return
-        missed, instalments = ledger.plan.checked, ledger.plan.plan.instalments
-        ledger.paused += now - ledger.plan.agreed_at
-        ledger.plan = None
-        self._outbox.event(EventKind.INSTALMENT_MISSED, instalment=missed, expected_minor=expected, received_minor=received)
-        ledger.remember(now, f"Instalment {missed} missed: escalation resumes at {ledger.escalation.value}")
-        self._outbox.queue_notice(NoticeKind.INSTALMENT_MISSED, number=missed, instalments=instalments)
-
-    async def _open_legal_review(self) -> None:
-        ledger, now = self.ledger, workflow.now()
-        ledger.escalation = InvoiceState.LEGAL_REVIEW
-        ledger.legal_review_again_at = None
-        ledger.legal_decision = None
-        self._outbox.event(EventKind.LEGAL_REVIEW_OPENED, **policy.legal_summary(ledger, now))
-        ledger.remember(now, "Legal review opened: waiting for a decision")
-        self._outbox.queue_notice(ladder.RUNGS[StageAction.LEGAL_REVIEW].notice)
-
     def _changed(self) -> None:
         """Called by every handler that changed state: republish and wake the run loop.
 
@@ -233,28 +161,6 @@ class InvoiceWorkflow:
         self._wake = True
 
     # --- payments --------------------------------------------------------------------------
-
-    def _payment_problem(self, payment: Payment) -> ApplicationError | None:
-        """Why this payment cannot be recorded (None if it can, or if it already was, identically)."""
-        ledger, invoice = self.ledger, self.invoice
-        known = ledger.payments.get(payment.payment_id)
-        if known is not None:
-            if known != payment.amount_minor:
-                return _refusal(
-                    "PaymentConflict",
-                    f"payment {payment.payment_id} was already recorded with amount {self._money(known)},"
-                    f" not {self._money(payment.amount_minor)}",
-                )
-            return None
-        if ledger.escalation.closed:
-            return _refusal(
-                "InvoiceClosed", f"invoice {invoice.invoice_id} is {ledger.escalation.value}: no further payments are accepted"
-            )
-        if payment.currency != invoice.currency:
-            return _refusal(
-                "WrongCurrency", f"payment currency {payment.currency} does not match invoice currency {invoice.currency}"
-            )
-        return None
 
     def _apply_payment(self, payment: Payment) -> int:
         ledger, now = self.ledger, workflow.now()
@@ -318,7 +224,7 @@ class InvoiceWorkflow:
 
     @record_payment.validator
     def _validate_payment(self, payment: Payment) -> None:
-        if problem := self._payment_problem(payment):
+        if problem := payment_problem(self.ledger, payment):
             raise problem
 
     @workflow.signal(dynamic=True, description=f"{PAYMENT_SIGNAL}: a payment, fire-and-forget (any other name is dropped)")
@@ -334,7 +240,7 @@ class InvoiceWorkflow:
         payment = decode_payment(args)
         if isinstance(payment, Malformed):
             self._reject_payment(payment.reason, payment.sent)
-        elif problem := self._payment_problem(payment):
+        elif problem := payment_problem(self.ledger, payment):
             self._reject_payment(problem.message, payment.model_dump(mode="json"))
         else:
             self._apply_payment(payment)
@@ -507,32 +413,4 @@ class InvoiceWorkflow:
     @workflow.query
     def status(self) -> InvoiceStatus:
         """State, amounts, next action and the story so far."""
-        ledger, invoice, now = self.ledger, self.invoice, workflow.now()
-        step = self._next_step()
-        return InvoiceStatus(
-            invoice_id=invoice.invoice_id,
-            customer_id=invoice.customer_id,
-            state=ledger.state,
-            time_zone=invoice.time_zone,
-            currency=invoice.currency,
-            amount_minor=invoice.amount_minor,
-            fees_minor=ledger.fees_minor,
-            paid_minor=ledger.paid_minor,
-            credited_minor=ledger.credited_minor + ledger.discount_minor,
-            written_off_minor=ledger.written_off_minor,
-            balance_minor=ledger.balance_minor,
-            overpaid_minor=ledger.overpaid_minor,
-            days_overdue=policy.days_overdue(invoice, now),
-            disputed=ledger.dispute is not None,
-            on_payment_plan=ledger.plan is not None,
-            rejected_payments=ledger.rejected_payments,
-            next_action=NextAction(what=step.label, at=step.at) if step else None,
-            discount_available_minor=policy.discount_available(ledger, now),
-            legal_summary=policy.legal_summary(ledger, now) if ledger.escalation == InvoiceState.LEGAL_REVIEW else None,
-            actions=list(ledger.actions),
-        )
-
-
-def _refusal(kind: str, message: str) -> ApplicationError:
-    """An update validator's refusal; ``kind`` is the error type callers switch on."""
-    return ApplicationError(message, type=kind, non_retryable=True)
+        return status_of(self.ledger, self._next_step(), workflow.now())

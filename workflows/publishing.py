@@ -1,13 +1,15 @@
-"""What the invoice workflow shows outside its history: search attributes and the UI's current details."""
+"""What the invoice workflow shows outside its history: search attributes, the UI's details, its status."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeIndexedValueType
 
 from workflows import policy
 from workflows import search_attributes as sa
-from workflows.models import InvoiceState, format_money
+from workflows.models import InvoiceState, InvoiceStatus, NextAction, format_money
 from workflows.state import InvoiceLedger, Step
 
 
@@ -35,6 +37,33 @@ class Publisher:
             workflow.upsert_search_attributes(updates)
             self._published = updates
         workflow.set_current_details(_details(ledger, step))
+
+
+def status_of(ledger: InvoiceLedger, step: Step | None, now: datetime) -> InvoiceStatus:
+    """The status query's answer: state, amounts, next action and the story so far."""
+    invoice = ledger.invoice
+    return InvoiceStatus(
+        invoice_id=invoice.invoice_id,
+        customer_id=invoice.customer_id,
+        state=ledger.state,
+        time_zone=invoice.time_zone,
+        currency=invoice.currency,
+        amount_minor=invoice.amount_minor,
+        fees_minor=ledger.fees_minor,
+        paid_minor=ledger.paid_minor,
+        credited_minor=ledger.credited_minor + ledger.discount_minor,
+        written_off_minor=ledger.written_off_minor,
+        balance_minor=ledger.balance_minor,
+        overpaid_minor=ledger.overpaid_minor,
+        days_overdue=policy.days_overdue(invoice, now),
+        disputed=ledger.dispute is not None,
+        on_payment_plan=ledger.plan is not None,
+        rejected_payments=ledger.rejected_payments,
+        next_action=NextAction(what=step.label, at=step.at) if step else None,
+        discount_available_minor=policy.discount_available(ledger, now),
+        legal_summary=policy.legal_summary(ledger, now) if ledger.escalation == InvoiceState.LEGAL_REVIEW else None,
+        actions=list(ledger.actions),
+    )
 
 
 def _details(ledger: InvoiceLedger, step: Step | None) -> str:
