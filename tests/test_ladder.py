@@ -36,6 +36,10 @@ def test_each_rung_tells_the_client_with_a_notice_of_its_own() -> None:
     assert RUNGS[StageAction.AGENCY].notice == NoticeKind.AGENCY_HANDOVER
 
 
+def test_the_ultimatum_and_the_suspension_notice_name_the_cut_date() -> None:
+    assert ladder.NOTICES_NAMING_CUT_DATE == {NoticeKind.ULTIMATUM, NoticeKind.SUSPENDED}
+
+
 def test_only_the_suspend_rung_touches_the_service() -> None:
     assert [rung.action for rung in LADDER if rung.suspends_service] == [StageAction.SUSPEND]
 

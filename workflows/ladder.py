@@ -40,6 +40,7 @@ class Rung:
     work: StageWork
     stops_new_orders: bool  # standing: by default, new orders stop once an open invoice reached this rung
     windowed: bool = True  # waits for the client's sending window (business hours, no holidays)
+    notice_names_cut_date: bool = False  # the notice tells when the suspend rung cuts the service
 
     @property
     def suspends_service(self) -> bool:
@@ -59,9 +60,21 @@ LADDER: tuple[Rung, ...] = (
     Rung(
         StageAction.LATE_FEE, InvoiceState.LATE_FEE, NoticeKind.LATE_FEE, StageWork.CHARGE_LATE_FEE, stops_new_orders=False
     ),
-    Rung(StageAction.ULTIMATUM, InvoiceState.ULTIMATUM, NoticeKind.ULTIMATUM, StageWork.NOTICE_ONLY, stops_new_orders=True),
     Rung(
-        StageAction.SUSPEND, InvoiceState.SUSPENDED, NoticeKind.SUSPENDED, StageWork.SUSPEND_SERVICE, stops_new_orders=True
+        StageAction.ULTIMATUM,
+        InvoiceState.ULTIMATUM,
+        NoticeKind.ULTIMATUM,
+        StageWork.NOTICE_ONLY,
+        stops_new_orders=True,
+        notice_names_cut_date=True,
+    ),
+    Rung(
+        StageAction.SUSPEND,
+        InvoiceState.SUSPENDED,
+        NoticeKind.SUSPENDED,
+        StageWork.SUSPEND_SERVICE,
+        stops_new_orders=True,
+        notice_names_cut_date=True,
     ),
     Rung(
         StageAction.AGENCY,
@@ -85,6 +98,7 @@ STATE_AFTER_STAGE: dict[StageAction, InvoiceState] = {r.action: r.state_after fo
 ESCALATION_STATES: list[InvoiceState] = [InvoiceState.ISSUED, *STATE_AFTER_STAGE.values(), InvoiceState.LEGAL_ACTION]
 # standing's default ``new_orders_block_at``
 NEW_ORDERS_STOP_AT: InvoiceState = next(r.state_after for r in LADDER if r.stops_new_orders and r.state_after)
+NOTICES_NAMING_CUT_DATE = frozenset(rung.notice for rung in LADDER if rung.notice_names_cut_date)
 FUNNEL_STAGES: list[str] = [InvoiceState.ISSUED.value, *(rung.funnel_stage for rung in LADDER)]
 
 

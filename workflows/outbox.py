@@ -13,7 +13,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
-from workflows import policy
+from workflows import ladder, policy
 from workflows.models import DomainEvent, EventKind, NoticeKind, NoticeRequest
 from workflows.state import InvoiceLedger, QueuedNotice
 
@@ -102,8 +102,8 @@ class Outbox:
     def _notice_request(self, queued: QueuedNotice) -> NoticeRequest:
         ledger, invoice, now = self.ledger, self.ledger.invoice, workflow.now()
         terms = invoice.terms
-        announces_cut = queued.kind in (NoticeKind.ULTIMATUM, NoticeKind.SUSPENDED)
-        suspension_at = policy.suspension_at(ledger, self._window_applies) if announces_cut else None
+        names_cut = queued.kind in ladder.NOTICES_NAMING_CUT_DATE
+        suspension_at = policy.suspension_at(ledger, self._window_applies) if names_cut else None
         return NoticeRequest(
             idempotency_key=f"{workflow.info().workflow_id}/{queued.step}",
             kind=queued.kind,

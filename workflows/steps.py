@@ -6,6 +6,7 @@ renewed legal review repeat the work of their rung, notice included.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 from temporalio import workflow
@@ -29,7 +30,7 @@ class Steps:
 
     async def perform(self, step: Step) -> None:
         """Do what the step that fell due says."""
-        work = {
+        work: dict[StepKind, Callable[[], Awaitable[None]]] = {
             StepKind.STAGE: self._climb,
             StepKind.LATE_FEE: self._charge_late_fee,
             StepKind.INSTALMENT: self._check_instalment,
@@ -48,14 +49,14 @@ class Steps:
             ledger.escalation = rung.state_after
         self.outbox.event(EventKind.STAGE_REACHED, stage=rung.action.value, days_overdue=policy.days_overdue(ledger.invoice, now))
         ledger.remember(now, f"Stage reached: {rung.action.value.replace('_', ' ')}")
-        work = {
+        work: dict[StageWork, Callable[[], Awaitable[None]]] = {
             StageWork.CHARGE_LATE_FEE: self._charge_late_fee,
             StageWork.SUSPEND_SERVICE: self.suspension.suspend,
             StageWork.HAND_OVER_TO_AGENCY: partial(agency.hand_over, self.outbox),
             StageWork.OPEN_LEGAL_REVIEW: self._open_legal_review,
-        }.get(rung.work)
-        if work:
-            await work()
+        }
+        if rung.work in work:  # a notice-only rung has nothing to do but tell
+            await work[rung.work]()
         if rung.work.sends_own_notice or closed_meanwhile(ledger):
             return  # the client is not told of a stage that their payment (or a decision) overtook
         self.outbox.queue_notice(rung.notice)
