@@ -38,9 +38,9 @@ class Rung:
     state_after: InvoiceState | None  # None: the invoice's state does not move (a courtesy note)
     notice: NoticeKind  # what the client is told
     work: StageWork
+    windowed: bool  # waits for the client's sending window (business hours, no holidays)
     stops_new_orders: bool  # standing: by default, new orders stop once an open invoice reached this rung
-    windowed: bool = True  # waits for the client's sending window (business hours, no holidays)
-    notice_names_cut_date: bool = False  # the notice tells when the suspend rung cuts the service
+    notice_names_cut_date: bool  # the notice tells when the suspend rung will cut (or cut) the service
 
     @property
     def suspends_service(self) -> bool:
@@ -53,44 +53,22 @@ class Rung:
         return self.action.value
 
 
+# window: waits for the sending window; orders: stops new orders (standing); cut date: its notice names it
+A, S, N, W = StageAction, InvoiceState, NoticeKind, StageWork  # short names for the table
+# fmt: off
+#        action          state after      notice              work                    window  orders  cut date
 LADDER: tuple[Rung, ...] = (
-    Rung(StageAction.COURTESY, None, NoticeKind.COURTESY, StageWork.NOTICE_ONLY, stops_new_orders=False),
-    Rung(StageAction.REMINDER, InvoiceState.REMINDED, NoticeKind.REMINDER, StageWork.NOTICE_ONLY, stops_new_orders=False),
-    Rung(StageAction.WARNING, InvoiceState.WARNED, NoticeKind.WARNING, StageWork.NOTICE_ONLY, stops_new_orders=False),
-    Rung(
-        StageAction.LATE_FEE, InvoiceState.LATE_FEE, NoticeKind.LATE_FEE, StageWork.CHARGE_LATE_FEE, stops_new_orders=False
-    ),
-    Rung(
-        StageAction.ULTIMATUM,
-        InvoiceState.ULTIMATUM,
-        NoticeKind.ULTIMATUM,
-        StageWork.NOTICE_ONLY,
-        stops_new_orders=True,
-        notice_names_cut_date=True,
-    ),
-    Rung(
-        StageAction.SUSPEND,
-        InvoiceState.SUSPENDED,
-        NoticeKind.SUSPENDED,
-        StageWork.SUSPEND_SERVICE,
-        stops_new_orders=True,
-        notice_names_cut_date=True,
-    ),
-    Rung(
-        StageAction.AGENCY,
-        InvoiceState.AGENCY,
-        NoticeKind.AGENCY_HANDOVER,
-        StageWork.HAND_OVER_TO_AGENCY,
-        stops_new_orders=True,
-    ),
-    Rung(
-        StageAction.LEGAL_REVIEW,
-        InvoiceState.LEGAL_REVIEW,
-        NoticeKind.LEGAL_REVIEW,
-        StageWork.OPEN_LEGAL_REVIEW,
-        stops_new_orders=True,
-    ),
+    Rung(A.COURTESY,     None,            N.COURTESY,         W.NOTICE_ONLY,          True,   False,  False),
+    Rung(A.REMINDER,     S.REMINDED,      N.REMINDER,         W.NOTICE_ONLY,          True,   False,  False),
+    Rung(A.WARNING,      S.WARNED,        N.WARNING,          W.NOTICE_ONLY,          True,   False,  False),
+    Rung(A.LATE_FEE,     S.LATE_FEE,      N.LATE_FEE,         W.CHARGE_LATE_FEE,      True,   False,  False),
+    Rung(A.ULTIMATUM,    S.ULTIMATUM,     N.ULTIMATUM,        W.NOTICE_ONLY,          True,   True,   True),
+    Rung(A.SUSPEND,      S.SUSPENDED,     N.SUSPENDED,        W.SUSPEND_SERVICE,      True,   True,   True),
+    Rung(A.AGENCY,       S.AGENCY,        N.AGENCY_HANDOVER,  W.HAND_OVER_TO_AGENCY,  True,   True,   False),
+    Rung(A.LEGAL_REVIEW, S.LEGAL_REVIEW,  N.LEGAL_REVIEW,     W.OPEN_LEGAL_REVIEW,    True,   True,   False),
 )
+# fmt: on
+del A, S, N, W
 RUNGS: dict[StageAction, Rung] = {rung.action: rung for rung in LADDER}
 
 STATE_AFTER_STAGE: dict[StageAction, InvoiceState] = {r.action: r.state_after for r in LADDER if r.state_after}
