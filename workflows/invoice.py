@@ -3,6 +3,11 @@
 The run loop reads like the policy table: wait until the next step is due (or a handler wakes
 it), perform the step, send what the handlers queued, write the events. Handlers at the bottom
 only validate, change state and wake the loop; every piece of I/O is an activity.
+
+The rooms it composes, all in ``workflows/``: ``ladder`` (what each rung means), ``policy``
+(when the next step is due), ``steps`` (what a due step does), ``outbox`` (events and notices),
+``suspension`` and ``agency`` (the rungs that reach beyond the client), ``payments`` (the
+payment signal and refusals), ``publishing`` (search attributes, UI details, the status answer).
 """
 
 from __future__ import annotations
