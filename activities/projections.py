@@ -33,6 +33,7 @@ import holidays
 from pydantic import BaseModel, ConfigDict
 
 from activities.ledger import read_events
+from workflows import ladder
 from workflows.models import ActionTaken, InvoiceState, InvoiceStatus, NextAction, StageAction, minor_units_per_major
 from workflows.upcast import upcast
 
@@ -44,7 +45,7 @@ PROJECTOR_LOCK = 4_150_003  # advisory lock id: one running projector across pro
 BATCH_SIZE = 5_000
 PROJECTION_TABLES = ("projected_invoices", "projected_invoice_stages", "projected_receivables", "projected_invoice_story")
 CLOSED_STATES = [state.value for state in InvoiceState if state.closed]
-FUNNEL_STAGES = ["issued", *(action.value for action in StageAction)]
+FUNNEL_STAGES = ladder.FUNNEL_STAGES
 STORY_LINES_SHOWN = 200
 
 

@@ -29,20 +29,9 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from activities.projections import CurrencyExposure, customer_view
+from workflows.ladder import ESCALATION_STATES, NEW_ORDERS_STOP_AT
 from workflows.models import Currency, Identifier, InvoiceState, NonNegativeMinor, Percent, format_money
 
-# escalation states in order: the ones ``new_orders_block_at`` may name
-ESCALATION_STATES = [
-    InvoiceState.ISSUED,
-    InvoiceState.REMINDED,
-    InvoiceState.WARNED,
-    InvoiceState.LATE_FEE,
-    InvoiceState.ULTIMATUM,
-    InvoiceState.SUSPENDED,
-    InvoiceState.AGENCY,
-    InvoiceState.LEGAL_REVIEW,
-    InvoiceState.LEGAL_ACTION,
-]
 DEPOSIT_LOOKBACK = timedelta(days=365)
 
 
@@ -75,7 +64,7 @@ class StandingTerms(BaseModel):
     deposit_percent: Percent = Decimal(50)
     deposit_after_overdue_days: int = Field(default=30, ge=0)
     credit_limit_minor: dict[Currency, NonNegativeMinor] = Field(default_factory=dict)
-    new_orders_block_at: InvoiceState = InvoiceState.ULTIMATUM
+    new_orders_block_at: InvoiceState = NEW_ORDERS_STOP_AT
 
     check_new_orders_block_at = field_validator("new_orders_block_at")(_escalation_state)
 

@@ -21,7 +21,7 @@ from temporalio.worker import Replayer, Worker
 from bench.recording import Hold, Recorder
 from tests.harness import eventually, make_invoice, start_invoice, with_pydantic
 from worker.sandbox import workflow_runner
-from workflows import policy
+from workflows import ladder, policy
 from workflows import search_attributes as sa
 from workflows.invoice import PAYMENT_SIGNAL, InvoiceWorkflow
 from workflows.models import (
@@ -93,7 +93,7 @@ async def begin(env: WorkflowEnvironment, client: Client, queue: str, recorder: 
 async def reach(env: WorkflowEnvironment, invoice: Invoice, handle: WorkflowHandle, action: StageAction) -> None:
     """Skip time to the stage and wait until the workflow has acted on it."""
     await sleep_until(env, policy.stage_due_at(invoice, invoice.policy.stage(action), timedelta(0)))
-    await settled_into(handle, policy.STATE_AFTER_STAGE[action])
+    await settled_into(handle, ladder.STATE_AFTER_STAGE[action])
 
 
 # --- the whole default policy ------------------------------------------------------------

@@ -10,8 +10,9 @@ import pytest
 
 from tests import harness
 from workflows import policy
-from workflows.models import DunningPolicy, Fee, Invoice, PaymentPlan, StageAction
-from workflows.state import InvoiceLedger, PlanInProgress
+from workflows.ladder import StepKind
+from workflows.models import DunningPolicy, Fee, Invoice, InvoiceState, PaymentPlan, StageAction
+from workflows.state import Dispute, InvoiceLedger, PlanInProgress
 
 UTC = timezone.utc
 BUCHAREST = ZoneInfo("Europe/Bucharest")
@@ -514,3 +515,68 @@ def test_a_window_must_close_after_it_opens():
     with pytest.raises(ValueError, match="close after it opens"):
         windowed(policy={"stages": [{"action": "reminder", "offset": "P1D"}],
                          "sending_window": {"opens": "17:00:00", "closes": "09:00:00"}})
+
+
+# --- the next step ---------------------------------------------------------------------------
+
+
+def test_next_step_is_the_policys_next_stage() -> None:
+    ledger = ledger_with(next_stage_index=2)  # reminder and warning done
+    step = policy.next_step(ledger, utc(2024, 3, 21), window_applies=True)
+    assert step is not None
+    assert (step.kind, step.label, step.at, step.windowed) == (StepKind.STAGE, "late_fee", utc(2024, 3, 25, 9), True)
+
+
+def test_no_next_step_while_disputed_or_once_closed() -> None:
+    disputed = ledger_with(dispute=Dispute(opened_at=utc(2024, 3, 20), reason="not delivered"))
+    assert policy.next_step(disputed, utc(2024, 3, 21), window_applies=True) is None
+    assert policy.next_step(ledger_with(escalation=InvoiceState.PAID), utc(2024, 3, 21), window_applies=True) is None
+
+
+def test_on_a_plan_the_next_step_is_the_instalment_check_only() -> None:
+    step = policy.next_step(plan_ledger(), utc(2024, 4, 2), window_applies=True)
+    assert step is not None
+    assert (step.kind, step.label, step.at) == (StepKind.INSTALMENT, "instalment 1 check", utc(2024, 4, 16, 6))
+    done = plan_ledger()
+    assert done.plan is not None
+    done.plan.checked = 3
+    assert policy.next_step(done, utc(2024, 6, 20), window_applies=True) is None
+
+
+def test_monthly_fee_and_renewed_legal_review_are_steps_between_rungs() -> None:
+    ledger = ledger_with(fees=[fee(1)], next_stage_index=len(DEFAULT.stages))
+    step = policy.next_step(ledger, utc(2024, 3, 26), window_applies=True)
+    assert step is not None
+    assert (step.kind, step.label, step.at) == (StepKind.LATE_FEE, "late fee 2", utc(2024, 4, 15, 9))
+    ledger.legal_review_again_at = utc(2024, 4, 1)
+    step = policy.next_step(ledger, utc(2024, 3, 26), window_applies=True)
+    assert step is not None
+    assert (step.kind, step.label) == (StepKind.LEGAL_REVIEW, "legal review again")
+
+
+def test_a_stage_waits_for_the_sending_window_but_the_discount_end_does_not() -> None:
+    invoice = windowed(terms={"early_payment_discount": {"percent": "2", "within_days": 7}})
+    ledger = ledger_with(invoice)
+    discount_ends = policy.next_step(ledger, local(2024, 3, 1, 10), window_applies=True)
+    assert discount_ends is not None  # 8 March is the last day: it lapses on Saturday 9 March, at 09:00
+    assert (discount_ends.kind, discount_ends.at, discount_ends.windowed) == (
+        StepKind.DISCOUNT_ENDS,
+        local(2024, 3, 9, 9),
+        False,
+    )
+    reminder = policy.next_step(ledger, local(2024, 3, 10), window_applies=True)
+    assert reminder is not None  # due Friday 15 March: the reminder's Saturday moves to Monday
+    assert (reminder.label, reminder.at) == ("reminder (next sending window)", local(2024, 3, 18, 9))
+    unwindowed = policy.next_step(ledger, local(2024, 3, 10), window_applies=False)
+    assert unwindowed is not None
+    assert (unwindowed.label, unwindowed.at) == ("reminder", local(2024, 3, 16, 9))
+
+
+def test_the_suspension_date_a_notice_announces_is_in_the_sending_window() -> None:
+    ledger = ledger_with(windowed())  # suspend stage +20 days: Thursday 4 April, a working day
+    assert policy.suspension_at(ledger, window_applies=True) == local(2024, 4, 4, 9)
+    ledger.paused = timedelta(days=2)  # Saturday 6 April: the next window opens on Monday
+    assert policy.suspension_at(ledger, window_applies=True) == local(2024, 4, 8, 9)
+    assert policy.suspension_at(ledger, window_applies=False) == local(2024, 4, 6, 9)
+    no_cut = {"stages": [{"action": "reminder", "offset": "P1D"}]}
+    assert policy.suspension_at(ledger_with(windowed(policy=no_cut)), window_applies=True) is None

@@ -15,8 +15,18 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     """
     restrictions = SandboxRestrictions.default.with_passthrough_modules(
         "workflows.models",
+        "workflows.events",
+        "workflows.snapshot",
+        "workflows.ladder",
         "workflows.policy",
         "workflows.state",
+        "workflows.patches",
+        "workflows.outbox",
+        "workflows.publishing",
+        "workflows.suspension",
+        "workflows.agency",
+        "workflows.payments",
+        "workflows.steps",
         "pydantic",
         "babel",
         "email_validator",

@@ -3,82 +3,50 @@
 The run loop reads like the policy table: wait until the next step is due (or a handler wakes
 it), perform the step, send what the handlers queued, write the events. Handlers at the bottom
 only validate, change state and wake the loop; every piece of I/O is an activity.
+
+The rooms it composes, all in ``workflows/``: ``ladder`` (what each rung means), ``policy``
+(when the next step is due), ``steps`` (what a due step does), ``outbox`` (events and notices),
+``suspension`` and ``agency`` (the rungs that reach beyond the client), ``payments`` (the
+payment signal and refusals), ``publishing`` (search attributes, UI details, the status answer).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from datetime import date, timedelta
-from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy, SearchAttributeIndexedValueType
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.common import RawValue
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import policy
-    from workflows import search_attributes as sa
-    from workflows import snapshot
     from workflows.models import (
-        EQUIPMENT_ACTIVITY_TIMEOUT,
-        AgencyHandover,
         DecideLegal,
         DisputeOutcome,
-        DomainEvent,
-        EquipmentRequest,
-        EquipmentResult,
         EventKind,
-        Fee,
         Invoice,
         InvoiceOutcome,
         InvoiceState,
         InvoiceStatus,
         LegalDecision,
         MarkFactored,
-        NextAction,
         NoticeKind,
-        NoticeRequest,
         OpenDispute,
         Payment,
         PaymentPlan,
         PublicHolidaysRequest,
         ResolveDispute,
-        ServiceAction,
-        Stage,
         StageAction,
         format_money,
     )
-    from workflows.state import Dispute, InvoiceLedger, InvoiceWorkflowInput, PlanInProgress, QueuedNotice, Step
-
-NOTICE_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=10), non_retryable_error_types=["PermanentDeliveryFailure"])
-IO_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
-# a piece of equipment still unreachable after about half an hour of tries is reported, not waited for
-EQUIPMENT_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=5),
-    maximum_interval=timedelta(minutes=10),
-    maximum_attempts=6,
-    non_retryable_error_types=["EquipmentRefused", "KillSwitchOn"],
-)
-# steps that talk to the client wait for its sending window (business hours, no holidays)
-WINDOWED_STEPS = frozenset({"stage", "late_fee", "instalment", "legal_review"})
-# workflow.patched() ids: each guards a change made while invoices were in flight (see README, Versioning)
-PATCH_SENDING_WINDOW = "sending-window"
-PATCH_EQUIPMENT = "equipment-adapters"
-PATCH_AGENCY_PACKAGE = "agency-package"
-PATCH_STAGE_STOPS_AT_CLOSE = "stage-stops-at-close"
-PATCH_DISCOUNT_LAPSE_EVENT = "discount-lapse-event"
-PAYMENT_SIGNAL = "payment_received"
-NOTICE_FOR_STAGE = {
-    StageAction.COURTESY: NoticeKind.COURTESY,
-    StageAction.REMINDER: NoticeKind.REMINDER,
-    StageAction.WARNING: NoticeKind.WARNING,
-    StageAction.LATE_FEE: NoticeKind.LATE_FEE,
-    StageAction.ULTIMATUM: NoticeKind.ULTIMATUM,
-    StageAction.SUSPEND: NoticeKind.SUSPENDED,
-    StageAction.AGENCY: NoticeKind.AGENCY_HANDOVER,
-    StageAction.LEGAL_REVIEW: NoticeKind.LEGAL_REVIEW,
-}
+    from workflows.outbox import Outbox
+    from workflows.patches import PATCH_SENDING_WINDOW
+    from workflows.payments import PAYMENT_SIGNAL, Malformed, decode_payment, payment_problem, storable
+    from workflows.publishing import Publisher, status_of
+    from workflows.state import Dispute, InvoiceLedger, InvoiceWorkflowInput, PlanInProgress, Step
+    from workflows.steps import Steps
+    from workflows.suspension import Suspension
 
 
 @workflow.defn
@@ -90,9 +58,12 @@ class InvoiceWorkflow:
         self.ledger = params.carried or InvoiceLedger(invoice=params.invoice)
         self._history_limit = params.history_limit
         self._wake = False
-        self._published = _started_with()  # what the invoice was started with needs no upsert
+        self._publisher = Publisher()
         self._running = False
         self._windowed = workflow.patched(PATCH_SENDING_WINDOW)
+        self._outbox = Outbox(self.ledger, window_applies=self._windowed)
+        self._suspension = Suspension(self._outbox)
+        self._steps = Steps(self._outbox, self._suspension)
         if params.carried is None:
             # here, not in run(): a request delivered with the start must find the invoice issued
             self._issue()
@@ -107,12 +78,12 @@ class InvoiceWorkflow:
     async def run(self, params: InvoiceWorkflowInput) -> InvoiceOutcome:
         self._running = True
         while True:
-            await self._flush()
+            await self._outbox.flush()
             if self.ledger.escalation.closed:
                 break
             if self._history_is_long():
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                await self._flush()
+                await self._outbox.flush()
                 if not self.ledger.escalation.closed:
                     workflow.continue_as_new(
                         InvoiceWorkflowInput(
@@ -123,9 +94,9 @@ class InvoiceWorkflow:
             if self._windowed:
                 await self._learn_public_holidays()
             step = self._next_step()
-            self._publish(step)
+            self._publisher.publish(self.ledger, step)
             if step and step.at <= workflow.now():
-                await self._perform(step)
+                await self._steps.perform(step)
                 continue
             self._wake = False
             try:
@@ -136,13 +107,13 @@ class InvoiceWorkflow:
                 )
             except TimeoutError:
                 assert step is not None
-                await self._perform(step)
+                await self._steps.perform(step)
         if self.ledger.suspended and self.ledger.escalation != InvoiceState.WRITTEN_OFF:
-            await self._restore()
-            await self._flush()
+            await self._suspension.restore()
+            await self._outbox.flush()
         await workflow.wait_condition(workflow.all_handlers_finished)
-        await self._flush()
-        self._publish(None)
+        await self._outbox.flush()
+        self._publisher.publish(self.ledger, None)
         return InvoiceOutcome(
             invoice_id=self.invoice.invoice_id,
             state=self.ledger.escalation,
@@ -174,393 +145,15 @@ class InvoiceWorkflow:
 
     def _issue(self) -> None:
         now = workflow.now()
-        self._event(EventKind.INVOICE_ISSUED, invoice=self.invoice.model_dump(mode="json"))
-        self._queue_notice(NoticeKind.INVOICE_ISSUED)
+        self._outbox.event(EventKind.INVOICE_ISSUED, invoice=self.invoice.model_dump(mode="json"))
+        self._outbox.queue_notice(NoticeKind.INVOICE_ISSUED)
         self.ledger.remember(now, f"Invoice issued for {format_money(self.invoice.amount_minor, self.invoice.currency)}")
         stages = self.invoice.policy.stages
         if stages[0].action == StageAction.COURTESY and policy.stage_due_at(self.invoice, stages[0], self.ledger.paused) <= now:
             self.ledger.next_stage_index = 1  # too late for a courtesy note
 
     def _next_step(self) -> Step | None:
-        """The earliest of: next stage, next monthly late fee, instalment check, renewed legal review."""
-        ledger, invoice = self.ledger, self.invoice
-        if ledger.escalation.closed or ledger.dispute:
-            return None
-        if ledger.plan:
-            index = ledger.plan.checked
-            if index >= len(ledger.plan.plan.instalments):
-                return None
-            return self._in_window(
-                Step("instalment", policy.instalment_check_at(ledger, index), f"instalment {index + 1} check")
-            )
-        candidates = []
-        if ledger.next_stage_index < len(invoice.policy.stages):
-            stage = invoice.policy.stages[ledger.next_stage_index]
-            candidates.append(Step("stage", policy.stage_due_at(invoice, stage, ledger.paused), stage.action.value))
-        fee_at = policy.late_fee_due_at(ledger)
-        if fee_at and ledger.principal_outstanding_minor > 0:
-            candidates.append(Step("late_fee", fee_at, f"late fee {len(ledger.fees) + 1}"))
-        if ledger.legal_review_again_at:
-            candidates.append(Step("legal_review", ledger.legal_review_again_at, "legal review again"))
-        discount_ends = policy.discount_ends_at(ledger)
-        if discount_ends and discount_ends > workflow.now():
-            candidates.append(Step("discount_ends", discount_ends, "early-payment discount ends"))
-        return min((self._in_window(step) for step in candidates), key=lambda s: s.at, default=None)
-
-    def _in_window(self, step: Step) -> Step:
-        """Move a step that talks to the client to the next opening of its sending window."""
-        if not self._windowed or step.kind not in WINDOWED_STEPS:
-            return step
-        at = policy.next_sending_moment(self.invoice, step.at, frozenset(self.ledger.public_holidays))
-        return step if at == step.at else Step(step.kind, at, f"{step.label} (next sending window)")
-
-    async def _perform(self, step: Step) -> None:
-        if step.kind == "stage":
-            stage = self.invoice.policy.stages[self.ledger.next_stage_index]
-            self.ledger.next_stage_index += 1
-            await self._run_stage(stage)
-        elif step.kind == "late_fee":
-            self._charge_late_fee()
-        elif step.kind == "instalment":
-            self._check_instalment()
-        elif step.kind == "legal_review":
-            self._open_legal_review()
-        elif step.kind == "discount_ends":
-            if workflow.patched(PATCH_DISCOUNT_LAPSE_EVENT):  # a fact, so the read models learn the next action
-                self._event(EventKind.DISCOUNT_LAPSED, last_day=str(policy.discount_deadline(self.invoice)))
-            self.ledger.remember(workflow.now(), "Early-payment discount lapsed")
-
-    async def _run_stage(self, stage: Stage) -> None:
-        action, now = stage.action, workflow.now()
-        if stage.action in policy.STATE_AFTER_STAGE:
-            self.ledger.escalation = policy.STATE_AFTER_STAGE[action]
-        self._event(EventKind.STAGE_REACHED, stage=action.value, days_overdue=policy.days_overdue(self.invoice, now))
-        self.ledger.remember(now, f"Stage reached: {action.value.replace('_', ' ')}")
-        if action == StageAction.LATE_FEE:
-            self._charge_late_fee()
-            return
-        if action == StageAction.SUSPEND:
-            await self._suspend()
-        elif action == StageAction.AGENCY:
-            sent = await self._send_agency_package() if workflow.patched(PATCH_AGENCY_PACKAGE) else False
-            if sent or not self._closed_meanwhile():
-                self._event(EventKind.AGENCY_HANDOVER, balance_minor=self.ledger.balance_minor, package_sent=sent)
-        elif action == StageAction.LEGAL_REVIEW:
-            self._open_legal_review()
-            return
-        if self._closed_meanwhile():
-            return  # the client is not told of a stage that their payment (or a decision) overtook
-        self._queue_notice(NOTICE_FOR_STAGE[action])
-
-    def _closed_meanwhile(self) -> bool:
-        """A request closed the invoice while a stage waited on its activities: the stage stops there."""
-        return self.ledger.escalation.closed and workflow.patched(PATCH_STAGE_STOPS_AT_CLOSE)
-
-    def _charge_late_fee(self) -> None:
-        ledger, now = self.ledger, workflow.now()
-        number = len(ledger.fees) + 1
-        amount = policy.late_fee_amount(ledger, number)
-        if amount <= 0:
-            return
-        reason = "late fee" if number == 1 else f"late fee, month {number} of delay"
-        ledger.fees.append(Fee(number=number, amount_minor=amount, charged_at=now, reason=reason))
-        self._event(EventKind.LATE_FEE_CHARGED, number=number, amount_minor=amount, reason=reason)
-        ledger.remember(now, f"Late fee {number} charged: {format_money(amount, self.invoice.currency)}")
-        self._queue_notice(NoticeKind.LATE_FEE)
-
-    def _check_instalment(self) -> None:
-        ledger, now = self.ledger, workflow.now()
-        assert ledger.plan is not None
-        ledger.plan.checked += 1
-        expected = policy.plan_amount_expected(ledger, ledger.plan.checked)
-        received = policy.plan_amount_received(ledger)
-        if received >= expected:
-            return
-        missed, instalments = ledger.plan.checked, ledger.plan.plan.instalments
-        ledger.paused += now - ledger.plan.agreed_at
-        ledger.plan = None
-        self._event(EventKind.INSTALMENT_MISSED, instalment=missed, expected_minor=expected, received_minor=received)
-        ledger.remember(now, f"Instalment {missed} missed: escalation resumes at {ledger.escalation.value}")
-        self._queue_notice(NoticeKind.INSTALMENT_MISSED, number=missed, instalments=instalments)
-
-    def _open_legal_review(self) -> None:
-        ledger, now = self.ledger, workflow.now()
-        ledger.escalation = InvoiceState.LEGAL_REVIEW
-        ledger.legal_review_again_at = None
-        ledger.legal_decision = None
-        self._event(EventKind.LEGAL_REVIEW_OPENED, **policy.legal_summary(ledger, now))
-        ledger.remember(now, "Legal review opened: waiting for a decision")
-        self._queue_notice(NoticeKind.LEGAL_REVIEW)
-
-    async def _suspend(self) -> None:
-        """Block support and orders, then cut each authorised piece of equipment."""
-        result = await self._service_activity("suspend")
-        self.ledger.suspended = True
-        self._event(EventKind.SERVICE_SUSPENDED, **result, service=self.invoice.service)
-        self.ledger.remember(workflow.now(), "Service suspended: support and new orders blocked")
-        terms = self.invoice.terms
-        if (
-            terms.remote_disconnect_authorized
-            and terms.equipment_ids
-            and workflow.patched(PATCH_EQUIPMENT)
-            and not self._closed_meanwhile()
-        ):
-            await self._change_equipment("suspend", list(terms.equipment_ids))
-
-    async def _restore(self) -> None:
-        """Restore each piece of equipment that was cut (and only those), then lift the block."""
-        if self.ledger.equipment_cut and workflow.patched(PATCH_EQUIPMENT):
-            await self._change_equipment("restore", list(self.ledger.equipment_cut))
-        result = await self._service_activity("restore")
-        self.ledger.suspended = False
-        self._event(EventKind.SERVICE_RESTORED, **result, service=self.invoice.service)
-        self.ledger.remember(workflow.now(), "Service restored")
-        self._queue_notice(NoticeKind.RESTORED)
-
-    async def _service_activity(self, verb: str) -> dict:
-        return await workflow.execute_activity(
-            f"{verb}_service",
-            self._service_action(verb),
-            start_to_close_timeout=timedelta(seconds=30),  # database rows only: a dead worker's task retries soon
-            retry_policy=IO_RETRY,
-            summary=f"{verb.capitalize()} support and orders of customer {self.invoice.customer_id}",
-        )
-
-    async def _change_equipment(self, verb: str, equipment_ids: list[str]) -> None:
-        """One activity per piece, in parallel; a piece that stays unreachable is reported, not waited for."""
-        outcomes = await asyncio.gather(*(self._one_equipment(verb, eid) for eid in equipment_ids))
-        ledger, now = self.ledger, workflow.now()
-        for equipment_id, result, error in outcomes:
-            if result is not None:
-                kind = EventKind.EQUIPMENT_SUSPENDED if verb == "suspend" else EventKind.EQUIPMENT_RESTORED
-                self._event(kind, **result.model_dump(exclude={"action"}))
-                ledger.equipment_failed.pop(equipment_id, None)
-                if verb == "suspend":
-                    ledger.equipment_cut.append(equipment_id)
-                else:
-                    ledger.equipment_cut.remove(equipment_id)
-                ledger.remember(now, f"Equipment {equipment_id} {'cut' if verb == 'suspend' else 'restored'}: {result.state}")
-            else:
-                kind = EventKind.SUSPEND_FAILED if verb == "suspend" else EventKind.RESTORE_FAILED
-                self._event(kind, equipment_id=equipment_id, error=error)
-                ledger.equipment_failed[equipment_id] = f"{verb} failed: {error}"
-                ledger.remember(now, f"Equipment {equipment_id}: {verb} FAILED ({error})")
-
-    async def _one_equipment(self, verb: str, equipment_id: str) -> tuple[str, EquipmentResult | None, str]:
-        request = EquipmentRequest(
-            idempotency_key=f"{workflow.info().workflow_id}/{verb}-equipment-{equipment_id}",
-            equipment_id=equipment_id,
-            customer_id=self.invoice.customer_id,
-            invoice_id=self.invoice.invoice_id,
-            reason=f"invoice {self.invoice.invoice_id} {'unpaid' if verb == 'suspend' else 'settled'}",
-            requested_by=f"workflow {workflow.info().workflow_id}",
-        )
-        try:
-            result = await workflow.execute_activity(
-                f"{verb}_equipment",
-                request,
-                result_type=EquipmentResult,
-                start_to_close_timeout=EQUIPMENT_ACTIVITY_TIMEOUT,
-                heartbeat_timeout=timedelta(minutes=1),
-                retry_policy=EQUIPMENT_RETRY,
-                summary=f"{verb.capitalize()} equipment {equipment_id}",
-            )
-        except ActivityError as err:
-            return equipment_id, None, _one_line(err.cause or err)
-        return equipment_id, result, ""
-
-    def _service_action(self, verb: str) -> ServiceAction:
-        terms = self.invoice.terms
-        return ServiceAction(
-            idempotency_key=f"{workflow.info().workflow_id}/{verb}-{self.ledger.next_sequence}",
-            customer_id=self.invoice.customer_id,
-            invoice_id=self.invoice.invoice_id,
-            remote_disconnect_authorized=terms.remote_disconnect_authorized,
-            equipment_ids=list(terms.equipment_ids),
-            reason=f"invoice {self.invoice.invoice_id} {'unpaid' if verb == 'suspend' else 'settled'}",
-        )
-
-    async def _send_agency_package(self) -> bool:
-        """Write the history first, then send the hand-over package to the agency; False if it failed or the
-        invoice closed meanwhile."""
-        await self._flush()
-        if self._closed_meanwhile():
-            return False
-        ledger = self.ledger
-        handover = AgencyHandover(
-            idempotency_key=f"{workflow.info().workflow_id}/agency-package",
-            invoice=self.invoice,
-            fees=list(ledger.fees),
-            paid_minor=ledger.paid_minor,
-            credited_minor=ledger.credited_minor + ledger.discount_minor,
-            balance_minor=ledger.balance_minor,
-            days_overdue=policy.days_overdue(self.invoice, workflow.now()),
-        )
-        try:
-            await workflow.execute_activity(
-                "send_agency_package",
-                handover,
-                start_to_close_timeout=timedelta(minutes=2),
-                retry_policy=NOTICE_RETRY,
-                summary="Send the hand-over package to the collection agency",
-            )
-        except ActivityError as err:
-            self._notice_failed("agency_package", "agency-package", "agency", err)
-            return False
-        ledger.remember(workflow.now(), "Hand-over package sent to the collection agency")
-        return True
-
-    # --- output: notices and events --------------------------------------------------------
-
-    async def _flush(self) -> None:
-        """Send every queued notice, then write every pending event, until nothing is left."""
-        ledger = self.ledger
-        while ledger.outbox or ledger.pending_events:
-            if ledger.outbox:
-                await self._send_notice(ledger.outbox[0])
-                ledger.outbox.pop(0)
-                continue
-            batch = list(ledger.pending_events)
-            await workflow.execute_activity(
-                "append_events",
-                args=[batch, snapshot.take(ledger, self._next_step(), workflow.now())],
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=IO_RETRY,
-                summary=f"Record {len(batch)} event(s)",
-            )
-            del ledger.pending_events[: len(batch)]
-
-    async def _send_notice(self, queued: QueuedNotice) -> None:
-        request = self._notice_request(queued)
-        label = queued.kind.value.replace("_", " ")
-        try:
-            result = await workflow.execute_activity(
-                "send_notice",
-                request,
-                start_to_close_timeout=timedelta(minutes=1),  # SMTP and webhook time out well within it
-                retry_policy=NOTICE_RETRY,
-                summary=f"Send {label} notice",
-            )
-        except ActivityError as err:
-            self._notice_failed(queued.kind.value, queued.step, "all", err)
-            return
-        # histories from before the channels change carry a bare Message-ID: e-mail only
-        delivered = result.get("delivered", []) if isinstance(result, dict) else ["email"]
-        failed = result.get("failed", {}) if isinstance(result, dict) else {}
-        if delivered:
-            self._event(
-                EventKind.NOTICE_SENT, kind=queued.kind.value, step=queued.step, to=str(request.to_email), channels=delivered
-            )
-        for channel, error in sorted(failed.items()):
-            self._notice_failed(queued.kind.value, queued.step, channel, error)
-
-    def _notice_failed(self, kind: str, step: str, channel: str, error: object) -> None:
-        if isinstance(error, ActivityError):
-            error = error.cause or error
-        if kind not in self.ledger.failed_notices:
-            self.ledger.failed_notices.append(kind)
-        self._event(EventKind.NOTICE_FAILED, kind=kind, step=step, channel=channel, error=_one_line(error))
-        self.ledger.remember(workflow.now(), f"Notice FAILED: {kind.replace('_', ' ')} ({channel}): {_one_line(error)}")
-
-    def _notice_request(self, queued: QueuedNotice) -> NoticeRequest:
-        ledger, invoice, now = self.ledger, self.invoice, workflow.now()
-        suspension_at = None
-        terms = invoice.terms
-        if queued.kind in (NoticeKind.ULTIMATUM, NoticeKind.SUSPENDED):
-            try:
-                suspend = invoice.policy.stage(StageAction.SUSPEND)
-                suspension_at = self._in_window(
-                    Step("stage", policy.stage_due_at(invoice, suspend, ledger.paused), "suspend")
-                ).at
-            except KeyError:
-                pass
-        return NoticeRequest(
-            idempotency_key=f"{workflow.info().workflow_id}/{queued.step}",
-            kind=queued.kind,
-            invoice_id=invoice.invoice_id,
-            customer_id=invoice.customer_id,
-            to_name=invoice.contact.name,
-            to_email=invoice.contact.email,
-            language=invoice.language,
-            time_zone=invoice.time_zone,
-            currency=invoice.currency,
-            invoice_amount_minor=invoice.amount_minor,
-            fees=list(ledger.fees),
-            paid_minor=ledger.paid_minor,
-            credited_minor=ledger.credited_minor + ledger.discount_minor + ledger.written_off_minor,
-            balance_minor=ledger.balance_minor,
-            issue_date=invoice.issue_date,
-            due_date=invoice.due_date,
-            suspension_at=suspension_at,
-            discount_minor=policy.discount_available(ledger, now) or ledger.discount_minor,
-            discount_until=policy.discount_deadline(invoice),
-            detail=queued.detail,
-            country=invoice.country,
-            days_overdue=policy.days_overdue(invoice, now),
-            late_fee_percent_per_month=terms.late_fee_percent_per_month,
-            fixed_late_fee_minor=terms.fixed_late_fee_minor,
-            payment_minor=queued.amount_minor if queued.kind == NoticeKind.RECEIPT else 0,
-            credit_minor=queued.amount_minor if queued.kind == NoticeKind.DISPUTE_RESOLVED else 0,
-            instalments=list(queued.instalments),
-            missed_instalment=queued.number,
-            remote_disconnect=terms.remote_disconnect_authorized and bool(terms.equipment_ids),
-            service=invoice.service,
-        )
-
-    def _queue_notice(self, kind: NoticeKind, detail: str = "", **facts: Any) -> None:
-        self.ledger.notices_queued += 1
-        step = f"{self.ledger.notices_queued:04d}-{kind.value}"
-        self.ledger.outbox.append(QueuedNotice(kind=kind, step=step, detail=detail, **facts))
-
-    def _event(self, kind: EventKind, /, **data: object) -> None:
-        """Emit a fact; it is written with the next batch, whose snapshot says what it changed."""
-        ledger = self.ledger
-        event = DomainEvent(
-            invoice_id=self.invoice.invoice_id,
-            sequence=ledger.next_sequence,
-            kind=kind,
-            occurred_at=workflow.now(),
-            data=data,
-        )
-        ledger.pending_events.append(event)
-        ledger.next_sequence += 1
-        snapshot.observe(ledger.batch_facts, self.invoice, event)
-
-    def _publish(self, step: Step | None) -> None:
-        """Upsert the search attributes that changed and describe the state for the UI."""
-        ledger, invoice, now = self.ledger, self.invoice, workflow.now()
-        updates = [
-            sa.INVOICE_STATE.value_set(ledger.state.value),
-            sa.CUSTOMER_ID.value_set(invoice.customer_id),
-            sa.AMOUNT_DUE.value_set(ledger.balance_minor),
-            sa.CURRENCY.value_set(invoice.currency),
-            sa.DUE_DATE.value_set(policy.due_moment(invoice)),
-            sa.DAYS_OVERDUE.value_set(policy.days_overdue(invoice, now)),
-            sa.REJECTED_PAYMENTS.value_set(ledger.rejected_payments),
-            sa.FAILED_NOTICES.value_set(sorted(ledger.failed_notices)),
-            sa.FAILED_EQUIPMENT.value_set(sorted(ledger.equipment_failed)),
-        ]
-        if updates != self._published:
-            workflow.upsert_search_attributes(updates)
-            self._published = updates
-        balance = format_money(ledger.balance_minor, invoice.currency)
-        lines = [f"**{ledger.state.value.replace('_', ' ').capitalize()}**: {balance} due"]
-        if step:
-            lines.append(f"Next: {step.label.replace('_', ' ')} at {step.at.isoformat(timespec='minutes')}")
-        elif ledger.dispute:
-            lines.append(f"Waiting: dispute open since {ledger.dispute.opened_at:%Y-%m-%d} ({ledger.dispute.reason})")
-        elif ledger.escalation == InvoiceState.LEGAL_REVIEW:
-            lines.append("Waiting: a legal decision (sue, settle, write off or back to agency)")
-        if ledger.rejected_payments:
-            lines.append(f"Rejected payments: {ledger.rejected_payments} (see the payment_rejected events)")
-        if ledger.failed_notices:
-            failed = ", ".join(k.replace("_", " ") for k in ledger.failed_notices)
-            lines.append(f"Failed notices: {failed} (see the notice_failed events)")
-        if ledger.equipment_failed:
-            lines.append("Equipment needing ops: " + "; ".join(f"{k}: {v}" for k, v in sorted(ledger.equipment_failed.items())))
-        if ledger.equipment_cut:
-            lines.append("Equipment cut: " + ", ".join(ledger.equipment_cut))
-        workflow.set_current_details("\n\n".join(lines))
+        return policy.next_step(self.ledger, workflow.now(), self._windowed)
 
     def _changed(self) -> None:
         """Called by every handler that changed state: republish and wake the run loop.
@@ -569,39 +162,17 @@ class InvoiceWorkflow:
         publishes (a search-attribute upsert ahead of the update's acceptance would not replay).
         """
         if self._running:
-            self._publish(self._next_step())
+            self._publisher.publish(self.ledger, self._next_step())
         self._wake = True
 
     # --- payments --------------------------------------------------------------------------
-
-    def _payment_problem(self, payment: Payment) -> ApplicationError | None:
-        """Why this payment cannot be recorded (None if it can, or if it already was, identically)."""
-        ledger, invoice = self.ledger, self.invoice
-        known = ledger.payments.get(payment.payment_id)
-        if known is not None:
-            if known != payment.amount_minor:
-                return _refusal(
-                    "PaymentConflict",
-                    f"payment {payment.payment_id} was already recorded with amount {self._money(known)},"
-                    f" not {self._money(payment.amount_minor)}",
-                )
-            return None
-        if ledger.escalation.closed:
-            return _refusal(
-                "InvoiceClosed", f"invoice {invoice.invoice_id} is {ledger.escalation.value}: no further payments are accepted"
-            )
-        if payment.currency != invoice.currency:
-            return _refusal(
-                "WrongCurrency", f"payment currency {payment.currency} does not match invoice currency {invoice.currency}"
-            )
-        return None
 
     def _apply_payment(self, payment: Payment) -> int:
         ledger, now = self.ledger, workflow.now()
         if payment.payment_id in ledger.payments:
             return ledger.balance_minor
         ledger.payments[payment.payment_id] = payment.amount_minor
-        self._event(
+        self._outbox.event(
             EventKind.PAYMENT_RECORDED,
             payment_id=payment.payment_id,
             amount_minor=payment.amount_minor,
@@ -612,23 +183,23 @@ class InvoiceWorkflow:
         discount = policy.discount_available(ledger, now)
         if discount and ledger.net_minor - discount <= 0:
             ledger.discount_minor = discount
-            self._event(EventKind.DISCOUNT_APPLIED, amount_minor=discount)
+            self._outbox.event(EventKind.DISCOUNT_APPLIED, amount_minor=discount)
             ledger.remember(now, f"Early-payment discount applied: {format_money(discount, payment.currency)}")
         if ledger.net_minor <= 0:
             if ledger.overpaid_minor:
-                self._event(EventKind.OVERPAYMENT_CREDITED, amount_minor=ledger.overpaid_minor)
+                self._outbox.event(EventKind.OVERPAYMENT_CREDITED, amount_minor=ledger.overpaid_minor)
             settled = ledger.legal_decision == LegalDecision.SETTLE
             self._close(InvoiceState.SETTLED if settled else InvoiceState.PAID)
-        self._queue_notice(NoticeKind.RECEIPT, detail=payment.payment_id, amount_minor=payment.amount_minor)
+        self._outbox.queue_notice(NoticeKind.RECEIPT, detail=payment.payment_id, amount_minor=payment.amount_minor)
         self._changed()
         return ledger.balance_minor
 
     def _reject_payment(self, reason: str, payload: dict | str) -> None:
         """Record a payment that cannot be applied, with its reason and what was sent (untrusted text made storable)."""
-        reason = _storable(reason)
-        payload = _storable(payload) if isinstance(payload, str) else payload
+        reason = storable(reason)
+        payload = storable(payload) if isinstance(payload, str) else payload
         self.ledger.rejected_payments += 1
-        self._event(EventKind.PAYMENT_REJECTED, reason=reason, payload=payload)
+        self._outbox.event(EventKind.PAYMENT_REJECTED, reason=reason, payload=payload)
         self.ledger.remember(workflow.now(), f"Payment rejected: {reason}")
         self._changed()
 
@@ -639,7 +210,7 @@ class InvoiceWorkflow:
         ledger.plan = None
         # a piece that was never cut needs nothing more from ops once the invoice is closed
         ledger.equipment_failed = {k: v for k, v in ledger.equipment_failed.items() if k in ledger.equipment_cut}
-        self._event(
+        self._outbox.event(
             EventKind.INVOICE_CLOSED,
             state=state.value,
             paid_minor=ledger.paid_minor,
@@ -658,7 +229,7 @@ class InvoiceWorkflow:
 
     @record_payment.validator
     def _validate_payment(self, payment: Payment) -> None:
-        if problem := self._payment_problem(payment):
+        if problem := payment_problem(self.ledger, payment):
             raise problem
 
     @workflow.signal(dynamic=True, description=f"{PAYMENT_SIGNAL}: a payment, fire-and-forget (any other name is dropped)")
@@ -671,33 +242,22 @@ class InvoiceWorkflow:
         if name != PAYMENT_SIGNAL:
             workflow.logger.warning("dropped a signal named %r: this workflow only takes %r", name[:200], PAYMENT_SIGNAL)
             return
-        if len(args) != 1:
-            carried = f"{len(args)} arguments, not one payment" if args else "no payment"
-            self._reject_payment(f"malformed payment: the signal carried {carried}", " | ".join(map(_raw_text, args)))
-            return
-        raw = args[0]
-        raw_text = _raw_text(raw)
-        try:
-            payment = workflow.payload_converter().from_payload(raw.payload, Payment)
-        except Exception as err:  # noqa: BLE001 - any decoding failure is a rejected payment, not a task failure
-            self._reject_payment(f"malformed payment: {_one_line(err)}", raw_text)
-            return
-        if not isinstance(payment, Payment):  # a null or binary payload decodes to None or bytes, unchecked
-            self._reject_payment(f"malformed payment: not a payment object but {type(payment).__name__}", raw_text)
-            return
-        if problem := self._payment_problem(payment):
+        payment = decode_payment(args)
+        if isinstance(payment, Malformed):
+            self._reject_payment(payment.reason, payment.sent)
+        elif problem := payment_problem(self.ledger, payment):
             self._reject_payment(problem.message, payment.model_dump(mode="json"))
-            return
-        self._apply_payment(payment)
+        else:
+            self._apply_payment(payment)
 
     @workflow.update
     def open_dispute(self, dispute: OpenDispute) -> InvoiceStatus:
         """The client disputes the invoice: escalation pauses until the dispute is resolved."""
         now = workflow.now()
         self.ledger.dispute = Dispute(opened_at=now, reason=dispute.reason)
-        self._event(EventKind.DISPUTE_OPENED, reason=dispute.reason)
+        self._outbox.event(EventKind.DISPUTE_OPENED, reason=dispute.reason)
         self.ledger.remember(now, f"Dispute opened: {dispute.reason}")
-        self._queue_notice(NoticeKind.DISPUTE_OPENED)
+        self._outbox.queue_notice(NoticeKind.DISPUTE_OPENED)
         self._changed()
         return self.status()
 
@@ -717,14 +277,14 @@ class InvoiceWorkflow:
         ledger.paused += now - ledger.dispute.opened_at
         ledger.dispute = None
         ledger.credited_minor += resolution.credit_minor
-        self._event(
+        self._outbox.event(
             EventKind.DISPUTE_RESOLVED,
             outcome=resolution.outcome.value,
             credit_minor=resolution.credit_minor,
             note=resolution.note,
         )
         ledger.remember(now, f"Dispute {resolution.outcome.value}")
-        self._queue_notice(
+        self._outbox.queue_notice(
             NoticeKind.DISPUTE_RESOLVED, detail=resolution.outcome.value, amount_minor=resolution.credit_minor
         )
         if ledger.net_minor <= 0:
@@ -750,9 +310,9 @@ class InvoiceWorkflow:
         ledger.plan = PlanInProgress(
             plan=plan, agreed_at=now, settled_at_agreement_minor=ledger.paid_minor + ledger.credited_minor
         )
-        self._event(EventKind.PAYMENT_PLAN_AGREED, plan=plan.model_dump(mode="json"))
+        self._outbox.event(EventKind.PAYMENT_PLAN_AGREED, plan=plan.model_dump(mode="json"))
         ledger.remember(now, f"Payment plan agreed: {len(plan.instalments)} instalment(s)")
-        self._queue_notice(NoticeKind.PLAN_AGREED, instalments=plan.instalments)
+        self._outbox.queue_notice(NoticeKind.PLAN_AGREED, instalments=plan.instalments)
         self._changed()
         return self.status()
 
@@ -774,9 +334,9 @@ class InvoiceWorkflow:
     @workflow.update
     def resend_invoice(self) -> None:
         """Re-send the current invoice with fees now, without moving the escalation clock."""
-        self._event(EventKind.INVOICE_RESENT, balance_minor=self.ledger.balance_minor)
+        self._outbox.event(EventKind.INVOICE_RESENT, balance_minor=self.ledger.balance_minor)
         self.ledger.remember(workflow.now(), "Invoice re-sent on request")
-        self._queue_notice(NoticeKind.INVOICE_ISSUED, detail="resend")
+        self._outbox.queue_notice(NoticeKind.INVOICE_ISSUED, detail="resend")
         self._changed()
 
     @resend_invoice.validator
@@ -788,7 +348,7 @@ class InvoiceWorkflow:
         """A human's decision at legal review: sue, settle for an amount, write off, or back to agency."""
         ledger, now = self.ledger, workflow.now()
         ledger.legal_decision = decision.decision
-        self._event(
+        self._outbox.event(
             EventKind.LEGAL_DECISION,
             decision=decision.decision.value,
             settle_amount_minor=decision.settle_amount_minor,
@@ -831,7 +391,7 @@ class InvoiceWorkflow:
     def mark_factored(self, factoring: MarkFactored) -> InvoiceStatus:
         """The receivable was sold to a factor: client-facing escalation ends; the block, if any, lifts."""
         ledger = self.ledger
-        self._event(
+        self._outbox.event(
             EventKind.INVOICE_FACTORED,
             factor=factoring.factor,
             advance_minor=factoring.advance_minor,
@@ -858,60 +418,4 @@ class InvoiceWorkflow:
     @workflow.query
     def status(self) -> InvoiceStatus:
         """State, amounts, next action and the story so far."""
-        ledger, invoice, now = self.ledger, self.invoice, workflow.now()
-        step = self._next_step()
-        return InvoiceStatus(
-            invoice_id=invoice.invoice_id,
-            customer_id=invoice.customer_id,
-            state=ledger.state,
-            time_zone=invoice.time_zone,
-            currency=invoice.currency,
-            amount_minor=invoice.amount_minor,
-            fees_minor=ledger.fees_minor,
-            paid_minor=ledger.paid_minor,
-            credited_minor=ledger.credited_minor + ledger.discount_minor,
-            written_off_minor=ledger.written_off_minor,
-            balance_minor=ledger.balance_minor,
-            overpaid_minor=ledger.overpaid_minor,
-            days_overdue=policy.days_overdue(invoice, now),
-            disputed=ledger.dispute is not None,
-            on_payment_plan=ledger.plan is not None,
-            rejected_payments=ledger.rejected_payments,
-            next_action=NextAction(what=step.label, at=step.at, kind=step.kind) if step else None,
-            discount_available_minor=policy.discount_available(ledger, now),
-            legal_summary=policy.legal_summary(ledger, now) if ledger.escalation == InvoiceState.LEGAL_REVIEW else None,
-            actions=list(ledger.actions),
-        )
-
-
-def _refusal(kind: str, message: str) -> ApplicationError:
-    """An update validator's refusal; ``kind`` is the error type callers switch on."""
-    return ApplicationError(message, type=kind, non_retryable=True)
-
-
-def _one_line(err: Exception) -> str:
-    return " ".join(str(err).split())[:500]
-
-
-def _started_with() -> list | None:
-    """The search attributes the run started with, in ``_publish``'s form (an absent keyword list is an
-    empty one); None unless every attribute is there. Read from the start event, so a replay sees the same."""
-    started = workflow.info().typed_search_attributes
-    values = []
-    for key in sa.ALL:
-        value = started.get(key)
-        if value is None and key.indexed_value_type == SearchAttributeIndexedValueType.KEYWORD_LIST:
-            value = []
-        if value is None:
-            return None
-        values.append(key.value_set(value))
-    return values
-
-
-def _raw_text(raw: RawValue) -> str:
-    return raw.payload.data.decode("utf-8", errors="replace")[:2000]
-
-
-def _storable(text: str) -> str:
-    """Untrusted text as the event log can keep it: PostgreSQL refuses NUL in text and jsonb."""
-    return text.replace("\x00", "\ufffd")
+        return status_of(self.ledger, self._next_step(), workflow.now())

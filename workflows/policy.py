@@ -7,23 +7,17 @@ without Temporal and is deterministic inside the workflow.
 from __future__ import annotations
 
 import calendar
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from workflows.models import Invoice, InvoiceState, Stage, StageAction, format_money
-from workflows.state import InvoiceLedger
+from workflows import ladder
+from workflows.ladder import StepKind
+from workflows.models import Invoice, Stage, StageAction, format_money
+from workflows.state import InvoiceLedger, Step
 
-STATE_AFTER_STAGE = {
-    StageAction.REMINDER: InvoiceState.REMINDED,
-    StageAction.WARNING: InvoiceState.WARNED,
-    StageAction.LATE_FEE: InvoiceState.LATE_FEE,
-    StageAction.ULTIMATUM: InvoiceState.ULTIMATUM,
-    StageAction.SUSPEND: InvoiceState.SUSPENDED,
-    StageAction.AGENCY: InvoiceState.AGENCY,
-    StageAction.LEGAL_REVIEW: InvoiceState.LEGAL_REVIEW,
-}
 
 
 def local_date(invoice: Invoice, moment: datetime) -> date:
@@ -44,6 +38,61 @@ def due_moment(invoice: Invoice) -> datetime:
 def stage_due_at(invoice: Invoice, stage: Stage, paused: timedelta) -> datetime:
     """When ``stage`` is due, shifted by all the time escalation was paused."""
     return due_moment(invoice) + stage.offset + paused
+
+
+def stage_step(invoice: Invoice, stage: Stage, paused: timedelta) -> Step:
+    """The step that climbs to ``stage``, due when the stage is."""
+    return Step(StepKind.STAGE, stage_due_at(invoice, stage, paused), stage.action.value, ladder.RUNGS[stage.action].windowed)
+
+
+def next_step(ledger: InvoiceLedger, now: datetime, window_applies: bool) -> Step | None:
+    """The earliest of: next stage, next monthly late fee, instalment check, renewed legal review, discount end.
+
+    ``window_applies``: steps that talk to the client wait for its sending window (not for invoices
+    started before the window existed).
+    """
+    invoice = ledger.invoice
+    if ledger.escalation.closed or ledger.dispute:
+        return None
+    if ledger.plan:
+        index = ledger.plan.checked
+        if index >= len(ledger.plan.plan.instalments):
+            return None
+        check = _between_rungs(StepKind.INSTALMENT, instalment_check_at(ledger, index), f"instalment {index + 1} check")
+        return in_window(ledger, check, window_applies)
+    candidates = []
+    if ledger.next_stage_index < len(invoice.policy.stages):
+        candidates.append(stage_step(invoice, invoice.policy.stages[ledger.next_stage_index], ledger.paused))
+    fee_at = late_fee_due_at(ledger)
+    if fee_at and ledger.principal_outstanding_minor > 0:
+        candidates.append(_between_rungs(StepKind.LATE_FEE, fee_at, f"late fee {len(ledger.fees) + 1}"))
+    if ledger.legal_review_again_at:
+        candidates.append(_between_rungs(StepKind.LEGAL_REVIEW, ledger.legal_review_again_at, "legal review again"))
+    discount_ends = discount_ends_at(ledger)
+    if discount_ends and discount_ends > now:
+        candidates.append(_between_rungs(StepKind.DISCOUNT_ENDS, discount_ends, "early-payment discount ends"))
+    return min((in_window(ledger, step, window_applies) for step in candidates), key=lambda s: s.at, default=None)
+
+
+def _between_rungs(kind: StepKind, at: datetime, label: str) -> Step:
+    return Step(kind, at, label, windowed=kind in ladder.WINDOWED_BETWEEN_RUNGS)
+
+
+def in_window(ledger: InvoiceLedger, step: Step, window_applies: bool) -> Step:
+    """Move a step that talks to the client to the next opening of its sending window."""
+    if not window_applies or not step.windowed:
+        return step
+    at = next_sending_moment(ledger.invoice, step.at, frozenset(ledger.public_holidays))
+    return step if at == step.at else replace(step, at=at, label=f"{step.label} (next sending window)")
+
+
+def suspension_at(ledger: InvoiceLedger, window_applies: bool) -> datetime | None:
+    """When the suspend stage will cut the service, for the notices that announce it (None without one)."""
+    try:
+        suspend = ledger.invoice.policy.stage(StageAction.SUSPEND)
+    except KeyError:
+        return None
+    return in_window(ledger, stage_step(ledger.invoice, suspend, ledger.paused), window_applies).at
 
 
 def is_sending_day(invoice: Invoice, day: date, holidays: frozenset[date]) -> bool:

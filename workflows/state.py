@@ -12,6 +12,7 @@ from datetime import date, datetime, timedelta
 from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.events import ReceivableEntry
+from workflows.ladder import StepKind
 from workflows.models import (
     ActionTaken,
     DomainEvent,
@@ -162,6 +163,7 @@ class InvoiceWorkflowInput(BaseModel):
 class Step:
     """The next thing the loop will do unless a handler wakes it first."""
 
-    kind: str  # "stage" | "late_fee" | "instalment" | "legal_review" | "discount_ends"
+    kind: StepKind
     at: datetime
     label: str
+    windowed: bool  # talks to the client: waits for the sending window

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import date, datetime, timedelta
 
-from workflows import policy, snapshot
+from workflows import ladder, policy, snapshot
 from workflows.events import InvoiceSnapshot, ReceivableEntry
 from workflows.models import DomainEvent, EventKind, Invoice, InvoiceState, LegalDecision, NextAction, StageAction
 
@@ -45,7 +45,7 @@ class _Fold:
         kind, data, at = event.kind, event.data, event.occurred_at
         if kind == EventKind.STAGE_REACHED:
             stage = StageAction(data["stage"])
-            self.escalation = policy.STATE_AFTER_STAGE.get(stage, self.escalation)
+            self.escalation = ladder.STATE_AFTER_STAGE.get(stage, self.escalation)
             actions = [s.action for s in self.invoice.policy.stages]
             self.stage_index = (actions.index(stage) if stage in actions else self.stage_index - 1) + 1
             self.last_stage = stage

@@ -34,7 +34,7 @@ from temporalio.client import Client
 from activities.projections import PROJECTION_TABLES, projection_lag, rebuild
 from tests.faults.fates import TRIGGER, Driver, ScriptedInvoice, equipment_owners, play_through
 from tests.faults.stack import Delivery, Fault, FaultStack, fault_stack
-from workflows import policy
+from workflows import ladder
 from workflows.models import EventKind, InvoiceOutcome, InvoiceState, NoticeKind, StageAction
 
 # the event that commits the workflow to a notice (a stage's own notice comes with ``stage_reached``, except
@@ -78,7 +78,7 @@ ONCE = {
 # a new step of escalation: none may follow ``invoice_closed``
 ESCALATION_EVENTS = {EventKind.STAGE_REACHED, EventKind.LATE_FEE_CHARGED, EventKind.LEGAL_REVIEW_OPENED}
 CUT_EVENTS = {EventKind.EQUIPMENT_SUSPENDED, EventKind.SUSPEND_FAILED}
-STAGE_OF_STATE = {state: stage for stage, state in policy.STATE_AFTER_STAGE.items()}
+STAGE_OF_STATE = {state: stage for stage, state in ladder.STATE_AFTER_STAGE.items()}
 REDELIVERY_WINDOW_S = (5.0, 30.0)  # a fault from 5 s before a first copy to 30 s after it explains a second
 CATCH_UP_TIMEOUT_S = 60.0
 PARALLEL_READS = 10

@@ -1,0 +1,148 @@
+"""The invoice workflow's outbox: the events it records and the notices it sends, in order.
+
+Handlers and steps only queue (``event``, ``queue_notice``); the run loop's ``flush`` sends the
+queued notices, then appends the pending events in one batch, until nothing is left.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+from workflows import ladder, policy, snapshot
+from workflows.models import DomainEvent, EventKind, NoticeKind, NoticeRequest
+from workflows.state import InvoiceLedger, QueuedNotice
+
+NOTICE_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=10), non_retryable_error_types=["PermanentDeliveryFailure"])
+IO_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
+
+
+class Outbox:
+    """Queues and sends what one invoice tells the world; its state lives in the ledger, so it carries over."""
+
+    def __init__(self, ledger: InvoiceLedger, window_applies: bool) -> None:
+        self.ledger = ledger
+        self._window_applies = window_applies
+
+    def event(self, kind: EventKind, /, **data: object) -> None:
+        """Record a domain event; ``flush`` appends it to the event log, with the snapshot of what it changed."""
+        ledger = self.ledger
+        event = DomainEvent(
+            invoice_id=ledger.invoice.invoice_id,
+            sequence=ledger.next_sequence,
+            kind=kind,
+            occurred_at=workflow.now(),
+            data=data,
+        )
+        ledger.pending_events.append(event)
+        ledger.next_sequence += 1
+        snapshot.observe(ledger.batch_facts, ledger.invoice, event)
+
+    def queue_notice(self, kind: NoticeKind, detail: str = "", **facts: Any) -> None:
+        """Queue a notice to the client; ``flush`` sends it, keyed by its place in the queue."""
+        self.ledger.notices_queued += 1
+        step = f"{self.ledger.notices_queued:04d}-{kind.value}"
+        self.ledger.outbox.append(QueuedNotice(kind=kind, step=step, detail=detail, **facts))
+
+    async def flush(self) -> None:
+        """Send every queued notice, then write every pending event, until nothing is left.
+
+        Each batch of events goes with the invoice's snapshot after it (``workflows.snapshot``): what the
+        workflow decided, for the read models to copy.
+        """
+        ledger = self.ledger
+        while ledger.outbox or ledger.pending_events:
+            if ledger.outbox:
+                await self._send_notice(ledger.outbox[0])
+                ledger.outbox.pop(0)
+                continue
+            batch, now = list(ledger.pending_events), workflow.now()
+            taken = snapshot.take(ledger, policy.next_step(ledger, now, self._window_applies), now)
+            await workflow.execute_activity(
+                "append_events",
+                args=[batch, taken],
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=IO_RETRY,
+                summary=f"Record {len(batch)} event(s)",
+            )
+            del ledger.pending_events[: len(batch)]
+
+    def notice_failed(self, kind: str, step: str, channel: str, error: object) -> None:
+        """Record a message that could not be delivered, for ops (event, failed-notice list, story)."""
+        if isinstance(error, ActivityError):
+            error = error.cause or error
+        if kind not in self.ledger.failed_notices:
+            self.ledger.failed_notices.append(kind)
+        self.event(EventKind.NOTICE_FAILED, kind=kind, step=step, channel=channel, error=one_line(error))
+        self.ledger.remember(workflow.now(), f"Notice FAILED: {kind.replace('_', ' ')} ({channel}): {one_line(error)}")
+
+    async def _send_notice(self, queued: QueuedNotice) -> None:
+        request = self._notice_request(queued)
+        label = queued.kind.value.replace("_", " ")
+        try:
+            result = await workflow.execute_activity(
+                "send_notice",
+                request,
+                start_to_close_timeout=timedelta(minutes=1),  # SMTP and webhook time out well within it
+                retry_policy=NOTICE_RETRY,
+                summary=f"Send {label} notice",
+            )
+        except ActivityError as err:
+            self.notice_failed(queued.kind.value, queued.step, "all", err)
+            return
+        # histories from before the channels change carry a bare Message-ID: e-mail only
+        delivered = result.get("delivered", []) if isinstance(result, dict) else ["email"]
+        failed = result.get("failed", {}) if isinstance(result, dict) else {}
+        if delivered:
+            self.event(
+                EventKind.NOTICE_SENT, kind=queued.kind.value, step=queued.step, to=str(request.to_email), channels=delivered
+            )
+        for channel, error in sorted(failed.items()):
+            self.notice_failed(queued.kind.value, queued.step, channel, error)
+
+    def _notice_request(self, queued: QueuedNotice) -> NoticeRequest:
+        ledger, invoice, now = self.ledger, self.ledger.invoice, workflow.now()
+        terms = invoice.terms
+        names_cut = queued.kind in ladder.NOTICES_NAMING_CUT_DATE
+        suspension_at = policy.suspension_at(ledger, self._window_applies) if names_cut else None
+        return NoticeRequest(
+            idempotency_key=f"{workflow.info().workflow_id}/{queued.step}",
+            kind=queued.kind,
+            invoice_id=invoice.invoice_id,
+            customer_id=invoice.customer_id,
+            to_name=invoice.contact.name,
+            to_email=invoice.contact.email,
+            language=invoice.language,
+            time_zone=invoice.time_zone,
+            currency=invoice.currency,
+            invoice_amount_minor=invoice.amount_minor,
+            fees=list(ledger.fees),
+            paid_minor=ledger.paid_minor,
+            credited_minor=ledger.credited_minor + ledger.discount_minor + ledger.written_off_minor,
+            balance_minor=ledger.balance_minor,
+            issue_date=invoice.issue_date,
+            due_date=invoice.due_date,
+            suspension_at=suspension_at,
+            discount_minor=policy.discount_available(ledger, now) or ledger.discount_minor,
+            discount_until=policy.discount_deadline(invoice),
+            detail=queued.detail,
+            country=invoice.country,
+            days_overdue=policy.days_overdue(invoice, now),
+            late_fee_percent_per_month=terms.late_fee_percent_per_month,
+            fixed_late_fee_minor=terms.fixed_late_fee_minor,
+            payment_minor=queued.amount_minor if queued.kind == NoticeKind.RECEIPT else 0,
+            credit_minor=queued.amount_minor if queued.kind == NoticeKind.DISPUTE_RESOLVED else 0,
+            instalments=list(queued.instalments),
+            missed_instalment=queued.number,
+            remote_disconnect=terms.remote_disconnect_authorized and bool(terms.equipment_ids),
+            service=invoice.service,
+        )
+
+
+def one_line(err: object) -> str:
+    """An error as one line of at most 500 characters, as events and the story keep it."""
+    return " ".join(str(err).split())[:500]

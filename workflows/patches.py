@@ -1,0 +1,21 @@
+"""``workflow.patched()`` ids: each guards a change made while invoices were in flight (README, Versioning).
+
+A history recorded before a change has no marker for its id, so it replays the old path.
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+from workflows.state import InvoiceLedger
+
+PATCH_SENDING_WINDOW = "sending-window"
+PATCH_EQUIPMENT = "equipment-adapters"
+PATCH_AGENCY_PACKAGE = "agency-package"
+PATCH_STAGE_STOPS_AT_CLOSE = "stage-stops-at-close"
+PATCH_DISCOUNT_LAPSE_EVENT = "discount-lapse-event"
+
+
+def closed_meanwhile(ledger: InvoiceLedger) -> bool:
+    """A request closed the invoice while a stage waited on its activities: the stage stops there."""
+    return ledger.escalation.closed and workflow.patched(PATCH_STAGE_STOPS_AT_CLOSE)

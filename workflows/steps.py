@@ -1,0 +1,103 @@
+"""What the invoice workflow does when a step falls due: climb the policy's next rung, or a step between rungs.
+
+Each rung does what the ladder table (``workflows.ladder``) says; the monthly late fee and the
+renewed legal review repeat the work of their rung, notice included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+from temporalio import workflow
+
+from workflows import agency, ladder, policy
+from workflows.ladder import StageWork, StepKind
+from workflows.models import EventKind, Fee, InvoiceState, NoticeKind, StageAction, format_money
+from workflows.outbox import Outbox
+from workflows.patches import PATCH_DISCOUNT_LAPSE_EVENT, closed_meanwhile
+from workflows.state import Step
+from workflows.suspension import Suspension
+
+
+class Steps:
+    """Performs the run loop's steps on the ledger; output goes through the outbox."""
+
+    def __init__(self, outbox: Outbox, suspension: Suspension) -> None:
+        self.outbox = outbox
+        self.ledger = outbox.ledger
+        self.suspension = suspension
+
+    async def perform(self, step: Step) -> None:
+        """Do what the step that fell due says."""
+        work: dict[StepKind, Callable[[], Awaitable[None]]] = {
+            StepKind.STAGE: self._climb,
+            StepKind.LATE_FEE: self._charge_late_fee,
+            StepKind.INSTALMENT: self._check_instalment,
+            StepKind.LEGAL_REVIEW: self._open_legal_review,
+            StepKind.DISCOUNT_ENDS: self._note_discount_lapsed,
+        }
+        await work[step.kind]()
+
+    async def _climb(self) -> None:
+        """Reach the policy's next stage and do what its rung of the ladder says."""
+        ledger, now = self.ledger, workflow.now()
+        stage = ledger.invoice.policy.stages[ledger.next_stage_index]
+        ledger.next_stage_index += 1
+        rung = ladder.RUNGS[stage.action]
+        if rung.state_after is not None:
+            ledger.escalation = rung.state_after
+        self.outbox.event(EventKind.STAGE_REACHED, stage=rung.action.value, days_overdue=policy.days_overdue(ledger.invoice, now))
+        ledger.remember(now, f"Stage reached: {rung.action.value.replace('_', ' ')}")
+        work: dict[StageWork, Callable[[], Awaitable[None]]] = {
+            StageWork.CHARGE_LATE_FEE: self._charge_late_fee,
+            StageWork.SUSPEND_SERVICE: self.suspension.suspend,
+            StageWork.HAND_OVER_TO_AGENCY: partial(agency.hand_over, self.outbox),
+            StageWork.OPEN_LEGAL_REVIEW: self._open_legal_review,
+        }
+        if rung.work in work:  # a notice-only rung has nothing to do but tell
+            await work[rung.work]()
+        if rung.work.sends_own_notice or closed_meanwhile(ledger):
+            return  # the client is not told of a stage that their payment (or a decision) overtook
+        self.outbox.queue_notice(rung.notice)
+
+    async def _note_discount_lapsed(self) -> None:
+        if workflow.patched(PATCH_DISCOUNT_LAPSE_EVENT):  # a fact, so the read models learn the next action
+            self.outbox.event(EventKind.DISCOUNT_LAPSED, last_day=str(policy.discount_deadline(self.ledger.invoice)))
+        self.ledger.remember(workflow.now(), "Early-payment discount lapsed")
+
+    async def _charge_late_fee(self) -> None:
+        ledger, now = self.ledger, workflow.now()
+        number = len(ledger.fees) + 1
+        amount = policy.late_fee_amount(ledger, number)
+        if amount <= 0:
+            return
+        reason = "late fee" if number == 1 else f"late fee, month {number} of delay"
+        ledger.fees.append(Fee(number=number, amount_minor=amount, charged_at=now, reason=reason))
+        self.outbox.event(EventKind.LATE_FEE_CHARGED, number=number, amount_minor=amount, reason=reason)
+        ledger.remember(now, f"Late fee {number} charged: {format_money(amount, self.ledger.invoice.currency)}")
+        self.outbox.queue_notice(ladder.RUNGS[StageAction.LATE_FEE].notice)
+
+    async def _check_instalment(self) -> None:
+        ledger, now = self.ledger, workflow.now()
+        assert ledger.plan is not None
+        ledger.plan.checked += 1
+        expected = policy.plan_amount_expected(ledger, ledger.plan.checked)
+        received = policy.plan_amount_received(ledger)
+        if received >= expected:
+            return
+        missed, instalments = ledger.plan.checked, ledger.plan.plan.instalments
+        ledger.paused += now - ledger.plan.agreed_at
+        ledger.plan = None
+        self.outbox.event(EventKind.INSTALMENT_MISSED, instalment=missed, expected_minor=expected, received_minor=received)
+        ledger.remember(now, f"Instalment {missed} missed: escalation resumes at {ledger.escalation.value}")
+        self.outbox.queue_notice(NoticeKind.INSTALMENT_MISSED, number=missed, instalments=instalments)
+
+    async def _open_legal_review(self) -> None:
+        ledger, now = self.ledger, workflow.now()
+        ledger.escalation = InvoiceState.LEGAL_REVIEW
+        ledger.legal_review_again_at = None
+        ledger.legal_decision = None
+        self.outbox.event(EventKind.LEGAL_REVIEW_OPENED, **policy.legal_summary(ledger, now))
+        ledger.remember(now, "Legal review opened: waiting for a decision")
+        self.outbox.queue_notice(ladder.RUNGS[StageAction.LEGAL_REVIEW].notice)
