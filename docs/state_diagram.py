@@ -1,7 +1,7 @@
 """The README's picture of an invoice's states, drawn from the workflow's ladder table.
 
 README.md holds, between its ``states`` markers, the Mermaid diagram that
-``workflows.ladder.mermaid_state_diagram()`` returns, fenced for GitHub to render::
+``workflows.ladder.mermaid_state_diagram()`` returns for the default policy, fenced for GitHub to render::
 
     python -m docs.state_diagram           # exits 1 when the README's picture is out of date
     python -m docs.state_diagram --write   # redraws it
@@ -22,8 +22,9 @@ def generated_block() -> str:
     """The fenced Mermaid diagram the ladder table draws."""
     # imported here, not at the top: the README's own checks need this module, not the ladder
     from workflows.ladder import mermaid_state_diagram
+    from workflows.models import DunningPolicy
 
-    return f"```mermaid\n{mermaid_state_diagram().strip()}\n```"
+    return f"```mermaid\n{mermaid_state_diagram(DunningPolicy.default()).strip()}\n```"
 
 
 def block_in(text: str) -> str:
