@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -32,6 +31,7 @@ from activities.ledger import apply_schema, create_pool
 from api.server import serve_api
 from tests.conftest import SmtpServer
 from worker.client import connect
+from worker.embedded import provision_database
 from worker.invoices import invoice_handle
 from worker.settings import Settings
 from worker.worker import build_worker
@@ -79,11 +79,14 @@ credentials = { env = "UNUSED_SECRET" }
 
 @pytest.fixture(scope="module")
 async def api_stack(dev_env: WorkflowEnvironment, postgres_url: str) -> AsyncIterator[ApiStack]:
-    """A fresh database, a worker on a fresh task queue, an SMTP server, and the API on a free port."""
+    """A fresh database, a worker on a fresh task queue, an SMTP server, and the API on a free port.
+
+    The database is provisioned as ``dunning dev`` provisions its own: the owner role applies the
+    migrations, the worker and the API run as the service's role (``stack.pool`` too).
+    """
     name = f"api_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(postgres_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    database_url = urlsplit(postgres_url)._replace(path=f"/{name}").geturl()
+    database = await provision_database(postgres_url, name)
     smtp = SmtpServer()
     smtp.controller.start()
     registry = Path(tempfile.mkdtemp(prefix="dunning-api-")) / "equipment.toml"
@@ -93,7 +96,8 @@ async def api_stack(dev_env: WorkflowEnvironment, postgres_url: str) -> AsyncIte
         temporal_address=dev_env.client.service_client.config.target_host,
         temporal_namespace=dev_env.client.namespace,
         task_queue=f"api-{uuid.uuid4().hex[:8]}",
-        database_url=database_url,
+        database_url=database.service,
+        database_owner_url=database.owner,
         smtp_host=smtp.host,
         smtp_port=smtp.port,
         api_host="127.0.0.1",
@@ -102,8 +106,8 @@ async def api_stack(dev_env: WorkflowEnvironment, postgres_url: str) -> AsyncIte
         payment_webhook_secret=WEBHOOK_SECRET,
         payment_webhook_tolerance_seconds=300,
     )
-    await apply_schema(database_url)
-    pool = await create_pool(database_url)
+    await apply_schema(settings.resolved_owner_database_url())
+    pool = await create_pool(settings.resolved_database_url())
     client = await connect(settings)
     stop = asyncio.Event()
     started: asyncio.Future[str] = asyncio.get_running_loop().create_future()

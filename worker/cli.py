@@ -142,6 +142,15 @@ async def _run_codec_server(settings: Settings) -> None:
     )
 
 
+@app.command()
+def migrate() -> None:
+    """Apply pending database migrations as the schema's owner (DUNNING_DATABASE_OWNER_URL, else DATABASE_URL)."""
+    from worker.database_cli import migrate as apply_migrations
+
+    applied = apply_migrations()
+    typer.echo(f"applied {', '.join(applied)}" if applied else "the schema is up to date")
+
+
 @codec_app.command("new-key")
 def codec_new_key(key_id: Annotated[str, typer.Argument(help="Id of the new key, e.g. k2")]) -> None:
     """Print a fresh key entry for DUNNING_CODEC_KEYS (put it first to make it current)."""

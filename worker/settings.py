@@ -6,6 +6,11 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The embedded server's database and login roles (``worker.embedded.provision_database`` creates them).
+EMBEDDED_DATABASE = "dunning"
+EMBEDDED_OWNER_ROLE = "dunning_owner"
+EMBEDDED_SERVICE_ROLE = "dunning"
+
 
 class Settings(BaseSettings):
     """Where the service finds Temporal, Postgres and SMTP; embedded defaults for one machine."""
@@ -26,7 +31,12 @@ class Settings(BaseSettings):
     temporal_tls_cert_file: Path | None = Field(default=None, description="client certificate (mTLS)")
     temporal_tls_key_file: Path | None = None
     database_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("DATABASE_URL", "DUNNING_DATABASE_URL")
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "DUNNING_DATABASE_URL"),
+        description="the service's role: a member of dunning_service, owning nothing (docs/database-roles.md)",
+    )
+    database_owner_url: str | None = Field(
+        default=None, description="the schema owner's role, used only to apply migrations; unset: DATABASE_URL's"
     )
     worker_activity_slots: int = Field(
         default=16, ge=1, description="activities one worker runs at once"
@@ -86,7 +96,16 @@ class Settings(BaseSettings):
         return self.codec_endpoint or f"http://localhost:{self.codec_port}"
 
     def resolved_database_url(self) -> str:
-        """``DATABASE_URL`` if set, else the embedded server's Unix-socket address."""
+        """``DATABASE_URL`` if set, else the service role's address on the embedded server (its Unix socket)."""
         if self.database_url:
             return self.database_url
-        return f"postgresql://postgres@/postgres?host={self.embedded_pgdata}"
+        return f"postgresql://{EMBEDDED_SERVICE_ROLE}@/{EMBEDDED_DATABASE}?host={self.embedded_pgdata}"
+
+    def resolved_owner_database_url(self) -> str:
+        """Where migrations are applied: ``DUNNING_DATABASE_OWNER_URL`` if set, else ``DATABASE_URL`` if set,
+        else the owner role's address on the embedded server."""
+        if self.database_owner_url:
+            return self.database_owner_url
+        if self.database_url:
+            return self.database_url
+        return f"postgresql://{EMBEDDED_OWNER_ROLE}@/{EMBEDDED_DATABASE}?host={self.embedded_pgdata}"
