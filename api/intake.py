@@ -265,12 +265,13 @@ def verify_signature(
         raise _unsigned(f"the notification is not signed: {missing} missing")
     if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
         raise _unsigned(f"{TIMESTAMP_HEADER} must be unix seconds, e.g. 1767225600")
-    signed_at = datetime.fromtimestamp(int(timestamp), timezone.utc)
-    if abs((now - signed_at).total_seconds()) > tolerance_seconds:
+    # compared as numbers first: a timestamp past the year 9999 has no datetime
+    if abs(now.timestamp() - int(timestamp)) > tolerance_seconds:
         raise _unsigned(
-            f"the notification was signed at {signed_at.isoformat()}, more than {tolerance_seconds} s from now:"
+            f"the notification was signed at unix time {timestamp}, more than {tolerance_seconds} s from now:"
             " a stale or replayed notification is refused; sign it again with the current time"
         )
+    signed_at = datetime.fromtimestamp(int(timestamp), timezone.utc)
     if not hmac.compare_digest(signature.strip().encode(), signature_of(secret, timestamp, body).encode()):
         raise _unsigned(f"{SIGNATURE_HEADER} does not match the notification: it must be sha256=<hex HMAC-SHA256 of '<timestamp>.<body>'>")
     return signed_at

@@ -211,6 +211,11 @@ CASES: dict[str, Bad] = {
                           webhook=hook(secret="not-the-secret")),
     "webhook body swapped": Bad("POST", "/webhooks/payments", 401, "invalid-signature", "does not match", token=None,
                                 webhook=body_swapped),
+    # past the year 9999: once an unauthenticated 500 (datetime overflow)
+    "webhook timestamp past year 9999": Bad("POST", "/webhooks/payments", 401, "invalid-signature", "stale", token=None,
+                                            webhook=lambda invoice_id: signed(notification(invoice_id), at=253_402_300_800)),
+    "webhook timestamp of 12 nines": Bad("POST", "/webhooks/payments", 401, "invalid-signature", "stale", token=None,
+                                         webhook=lambda invoice_id: signed(notification(invoice_id), at=999_999_999_999)),
     "webhook bad timestamp": Bad("POST", "/webhooks/payments", 401, "invalid-signature", "unix seconds", token=None,
                                  webhook=bad_timestamp),
     "webhook malformed json": Bad("POST", "/webhooks/payments", 400, "malformed-json", "not valid JSON", token=None,
