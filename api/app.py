@@ -20,6 +20,7 @@ from activities.ledger import apply_schema, create_pool
 from activities.projections import ProjectionLag, Projector, projection_lag
 from activities.standing import StandingSettings
 from api import routes_invoices, routes_payments, routes_reports
+from api.auth import metrics_scraper
 from activities.equipment.registry import Registry
 from api.context import ApiContext
 from api.problems import (
@@ -94,7 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_invoices.router)
     app.include_router(routes_payments.router)
     app.include_router(routes_reports.router)
-    app.include_router(metrics_router(lambda: app.state.context.pool))
+    app.include_router(metrics_router(lambda: app.state.context.pool), dependencies=[metrics_scraper])
 
     @app.get("/health", tags=["service"], response_model=Health, responses=problem_responses(503), summary="Health")
     async def health() -> Health:

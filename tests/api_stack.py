@@ -38,6 +38,7 @@ from worker.worker import build_worker
 
 OPS_TOKEN = "ops-" + uuid.uuid4().hex
 INTEGRATION_TOKEN = "integration-" + uuid.uuid4().hex
+METRICS_TOKEN = "metrics-" + uuid.uuid4().hex
 WEBHOOK_SECRET = "whsec-" + uuid.uuid4().hex
 PROBLEM_JSON = "application/problem+json"
 TIME_ZONE = "Europe/Bucharest"
@@ -102,7 +103,7 @@ async def api_stack(dev_env: WorkflowEnvironment, postgres_url: str) -> AsyncIte
         smtp_port=smtp.port,
         api_host="127.0.0.1",
         api_port=0,
-        api_tokens={OPS_TOKEN: "ops", INTEGRATION_TOKEN: "integration"},
+        api_tokens={OPS_TOKEN: "ops", INTEGRATION_TOKEN: "integration", METRICS_TOKEN: "metrics"},
         payment_webhook_secret=WEBHOOK_SECRET,
         payment_webhook_tolerance_seconds=300,
     )

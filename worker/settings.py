@@ -72,8 +72,8 @@ class Settings(BaseSettings):
     customers_file: Path | None = Field(default=None, description="per-customer standing settings (TOML)")
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    api_tokens: dict[str, Literal["integration", "ops"]] = Field(
-        default_factory=dict, description='JSON: {"<token>": "ops" | "integration"}'
+    api_tokens: dict[str, Literal["integration", "ops", "metrics"]] = Field(
+        default_factory=dict, description='JSON: {"<token>": "ops" | "integration" | "metrics"}'
     )
     codec_keys: SecretStr | None = Field(
         default=None, description='payload encryption keys "k2:<base64>,k1:<base64>", first current; unset: off'
