@@ -36,6 +36,7 @@ from worker.equipment_cli import app as equipment_app
 from worker.projections_cli import app as projections_app
 from worker.settings import Settings
 from worker.setup import NotSetUp
+from workflows.bounds import Problems
 from workflows.models import (
     DecideLegal,
     DisputeOutcome,
@@ -219,6 +220,7 @@ def redacted_url(url: str) -> str:
 def start(file: Annotated[Path, typer.Argument(help="Invoice JSON (see examples/invoice.json)", show_default=False)]) -> None:
     """Validate an invoice file and start its workflow; prints the workflow id and its Temporal UI address."""
     invoice = _load(file, Invoice, "invoice")
+    _within_window(Settings().date_window().invoice(invoice), f"invoice in {file}")
 
     async def run(client: Client, settings: Settings) -> None:
         handle = await invoices.start_invoice(client, settings.task_queue, invoice)
@@ -325,6 +327,7 @@ def plan(
 ) -> None:
     """Agree a payment plan: instalments (summing to the balance) replace escalation."""
     request = _load(file, PaymentPlan, "payment plan")
+    _within_window(Settings().date_window().plan(request), f"payment plan in {file}")
 
     async def run(client: Client, settings: Settings) -> None:
         current = await invoices.agree_plan(client, invoice_id, request)
@@ -512,6 +515,13 @@ def _model(model: type[M], what: str, **fields: Any) -> M:
         return model(**fields)
     except ValidationError as err:
         raise CliError(f"invalid {what}: {validation_text(err)}") from None
+
+
+def _within_window(problems: Problems, what: str) -> None:
+    """Refuse dates outside today's window (``DUNNING_DATE_WINDOW_DAYS``), naming each field."""
+    if problems:
+        text = "; ".join(f"{'.'.join(map(str, path))}: {message}" for path, message in problems)
+        raise CliError(f"invalid {what}: {text}")
 
 
 def validation_text(err: ValidationError) -> str:

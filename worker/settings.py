@@ -1,10 +1,13 @@
 """Service settings, read once from the environment (prefix ``DUNNING_``, plus ``DATABASE_URL``)."""
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workflows.bounds import DateWindow
 
 # The embedded server's database and login roles (``worker.embedded.provision_database`` creates them).
 EMBEDDED_DATABASE = "dunning"
@@ -83,6 +86,10 @@ class Settings(BaseSettings):
     codec_allowed_origins: list[str] = Field(default_factory=lambda: ["http://localhost:8233", "http://127.0.0.1:8233"])
     codec_token: SecretStr | None = None
     codec_endpoint: str | None = Field(default=None, description="the codec server's address as the browser sees it")
+    date_window_days: int = Field(
+        default=1096, ge=1, le=36_500,
+        description="issue, due and instalment dates and payment times must lie within this many days of today",
+    )
     payment_webhook_secret: str | None = None
     payment_webhook_tolerance_seconds: int = Field(default=300, ge=1)
 
@@ -90,6 +97,10 @@ class Settings(BaseSettings):
     def embedded_pgdata(self) -> Path:
         """Data folder of the embedded PostgreSQL server."""
         return (self.data_dir / "postgres").resolve()
+
+    def date_window(self) -> DateWindow:
+        """What the API and the CLI accept now (``date_window_days`` around today)."""
+        return DateWindow(now=datetime.now(timezone.utc), days=self.date_window_days)
 
     def browser_codec_endpoint(self) -> str:
         """Where the Temporal UI (in the browser) reaches the codec server."""
