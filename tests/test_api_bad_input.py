@@ -302,6 +302,19 @@ def _with_id(body: Any, invoice_id: str) -> Any:
     return body
 
 
+async def test_a_payment_received_before_the_invoice_was_issued_is_refused(api_stack: ApiStack, invoice_id: str):
+    async def projected() -> date | None:
+        return await api_stack.pool.fetchval("SELECT issue_date FROM projected_invoices WHERE invoice_id = $1", invoice_id)
+
+    issued = await eventually(projected)
+    before = await snapshot(api_stack, invoice_id)
+    received = datetime.combine(issued - timedelta(days=2), datetime.min.time(), timezone.utc).isoformat()
+    async with api_stack.http() as http:
+        response = await http.post(f"/invoices/{invoice_id}/payments", json=pay(received_at=received))
+    assert_problem(response, 422, "validation-failed", f"received_at: must not be before the invoice's issue date {issued}")
+    assert await snapshot(api_stack, invoice_id) == before
+
+
 async def test_the_invoice_is_untouched_after_all_of_them(api_stack: ApiStack, invoice_id: str):
     async with api_stack.http() as http:
         status = (await http.get(f"/invoices/{invoice_id}/status")).json()
