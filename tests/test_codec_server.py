@@ -164,6 +164,12 @@ async def test_a_body_over_4_mib_is_refused_and_the_largest_payload_passes(http:
     assert streamed.status_code == 413
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "codec.example"])
+async def test_beyond_loopback_it_does_not_start_without_a_token(host: str) -> None:
+    with pytest.raises(ValueError, match="set DUNNING_CODEC_TOKEN"):
+        await serve_codec(host, 0, CODEC, [UI_ORIGIN], asyncio.Event())
+
+
 async def test_a_port_in_use_is_an_error_not_an_exit() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

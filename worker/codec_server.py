@@ -11,6 +11,7 @@ only ``application/json`` bodies (415 otherwise) of at most ``MAX_BODY_BYTES`` (
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
@@ -98,6 +99,13 @@ async def _body_within(request: Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
@@ -115,8 +123,11 @@ async def serve_codec(
     """Serve the codec on ``host:port`` until ``stop`` is set (or the task is cancelled).
 
     ``on_started`` gets the base URL once it listens; with port 0 it names the port chosen.
-    Raises ``ServerStartupError`` (a ``RuntimeError``) if it cannot start (e.g. the port is taken).
+    Raises ``ServerStartupError`` (a ``RuntimeError``) if it cannot start (e.g. the port is taken),
+    and ``ValueError`` for a host beyond loopback without a token: decoded payloads are customer data.
     """
+    if token is None and not _loopback(host):
+        raise ValueError(f"the codec server would answer anyone who reaches {host}: set DUNNING_CODEC_TOKEN")
     config = uvicorn.Config(
         create_codec_app(codec, allowed_origins, token), host=host, port=port, lifespan="off", log_level="warning"
     )
