@@ -1,8 +1,8 @@
 """Bearer tokens to roles: ``integration`` creates invoices and records payments; ``metrics`` may only
 scrape ``GET /metrics``; ``ops`` may do everything.
 
-Tokens come from ``DUNNING_API_TOKENS`` (``{"<token>": "ops" | "integration" | "metrics"}``). A missing or unknown
-token is 401 with ``WWW-Authenticate: Bearer``; a known token whose role may not do the request is 403.
+Tokens come from ``DUNNING_API_TOKENS`` (``{"<token>": "ops" | "integration" | "metrics"}``). A missing or
+unknown token is 401 with ``WWW-Authenticate: Bearer``; a known token whose role may not do the request is 403.
 """
 
 from __future__ import annotations

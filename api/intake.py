@@ -22,8 +22,8 @@ from api.context import ApiContext
 from api.problems import Kind, Problem, invoice_problem, out_of_bounds
 from worker import invoices
 from worker.invoices import InvoiceError
-from workflows.events import PaymentRecorded
 from workflows.bounds import BoundedMoment
+from workflows.events import PaymentRecorded
 from workflows.models import Currency, Identifier, Payment, PositiveMinor, format_money
 
 SIGNATURE_HEADER = "X-Dunning-Signature"
@@ -100,9 +100,10 @@ class PaymentNotification(BaseModel):
 async def intake(ctx: ApiContext, invoice_id: str, payment: Payment, source: Source) -> PaymentReceipt:
     """Record ``payment`` on the invoice, or keep it unapplied when no invoice can take it.
 
-    A ``received_at`` in the future, long ago or before the invoice's issue date (as the read model knows
-    it) is refused (422). A payment for an unknown invoice is always kept. From the webhook the money has already arrived,
-    so a payment the invoice refuses (closed, other currency) is kept too; the API refuses it instead.
+    A ``received_at`` in the future, long ago or before the invoice's issue date (as the read model
+    knows it) is refused (422). A payment for an unknown invoice is always kept. From the webhook the
+    money has already arrived, so a payment the invoice refuses (closed, other currency) is kept too;
+    the API refuses it instead.
     """
     issued = await ctx.pool.fetchval("SELECT issue_date FROM projected_invoices WHERE invoice_id = $1", invoice_id)
     if problems := ctx.settings.date_window().payment(payment, issued):

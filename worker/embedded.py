@@ -106,9 +106,11 @@ async def provision_database(superuser_url: str, database: str = EMBEDDED_DATABA
         await conn.close()
     address = urlsplit(superuser_url)
     host = address.netloc.rpartition("@")[2]
-    return DatabaseUrls(
-        *(address._replace(netloc=f"{role}@{host}", path=f"/{database}").geturl() for role in (EMBEDDED_OWNER_ROLE, EMBEDDED_SERVICE_ROLE))
-    )
+
+    def as_role(role: str) -> str:
+        return address._replace(netloc=f"{role}@{host}", path=f"/{database}").geturl()
+
+    return DatabaseUrls(owner=as_role(EMBEDDED_OWNER_ROLE), service=as_role(EMBEDDED_SERVICE_ROLE))
 
 
 class TemporalDevServer:

@@ -3,9 +3,10 @@
 Every header is built from a validated value: addresses are checked against a strict syntax,
 names and subjects must be one line (a CR or LF can never start a new header), and non-ASCII
 names go out as RFC 2047 encoded words. An internationalised address goes out with its domain in
-ASCII (punycode); one whose local part is not ASCII needs a server that offers SMTPUTF8. Server replies are sorted into permanent failures
-(5xx, a refused login, an untrusted certificate: retrying cannot help) and transient ones
-(4xx, connection trouble), so the caller knows whether Temporal should try again.
+ASCII (punycode); one whose local part is not ASCII needs a server that offers SMTPUTF8. Server
+replies are sorted into permanent failures (5xx, a refused login, an untrusted certificate:
+retrying cannot help) and transient ones (4xx, connection trouble), so the caller knows whether
+Temporal should try again.
 """
 
 from __future__ import annotations
