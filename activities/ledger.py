@@ -24,26 +24,42 @@ from workflows.models import DomainEvent
 
 MIGRATIONS = files("activities") / "migrations"
 MIGRATION_LOCK = 4_150_001  # advisory lock id: one migrator at a time
+SERVICE_GROUP = "dunning_service"  # the group role the migrations grant the service's privileges to
+
+
+class MigrationRefused(Exception):
+    """A pending migration the connected role may not apply: migrations run as the schema's owner."""
 
 
 async def apply_schema(database_url: str) -> list[str]:
-    """Apply the migrations not yet applied, in order; returns their names."""
+    """Apply the migrations not yet applied, in order, as ``database_url``'s role; returns their names.
+
+    Applying needs the schema's owner. With nothing pending it only reads, so the service's own role
+    (a member of ``SERVICE_GROUP``) may call it at start to check that the schema is current.
+    """
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations"
-            " (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
         applied = []
-        for script in sorted(MIGRATIONS.iterdir(), key=lambda p: p.name):
-            if not script.name.endswith(".sql") or script.name in done:
-                continue
-            async with conn.transaction():
-                await conn.execute(script.read_text())
-                await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", script.name)
-            applied.append(script.name)
+        try:
+            if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+                await conn.execute(
+                    "CREATE TABLE schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+            done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+            for script in sorted(MIGRATIONS.iterdir(), key=lambda p: p.name):
+                if not script.name.endswith(".sql") or script.name in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(script.read_text())
+                    await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", script.name)
+                applied.append(script.name)
+        except asyncpg.InsufficientPrivilegeError as err:
+            role = await conn.fetchval("SELECT current_user")
+            raise MigrationRefused(
+                f"role {role} may not apply the pending migrations ({err}): run them as the schema's owner"
+                " (DUNNING_DATABASE_OWNER_URL, `dunning migrate`)"
+            ) from None
         return applied
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)

@@ -21,6 +21,8 @@ from activities.ledger import apply_schema, create_pool
 from activities.projections import ProjectionLag, Projector, projection_lag
 from activities.standing import StandingSettings
 from api import routes_invoices, routes_payments, routes_reports
+from api.auth import metrics_scraper
+from activities.equipment.registry import Registry
 from api.context import ApiContext
 from api.metrics import metrics_router
 from api.problems import (
@@ -67,9 +69,8 @@ def create_app(settings: Settings) -> FastAPI:
             log.warning("no API tokens are configured (DUNNING_API_TOKENS): every API request will be refused")
         standing = StandingSettings.load(settings.customers_file)
         client = await connect(settings)
-        database_url = settings.resolved_database_url()
-        await apply_schema(database_url)
-        pool = await create_pool(database_url)
+        await apply_schema(settings.resolved_owner_database_url())
+        pool = await create_pool(settings.resolved_database_url())
         stop = asyncio.Event()
         projector = asyncio.create_task(Projector().run(pool, stop), name="projector")
         registry = Registry.load(settings.equipment_file) if settings.equipment_file else Registry()
@@ -95,7 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_invoices.router)
     app.include_router(routes_payments.router)
     app.include_router(routes_reports.router)
-    app.include_router(metrics_router(lambda: app.state.context.pool))
+    app.include_router(metrics_router(lambda: app.state.context.pool), dependencies=[metrics_scraper])
 
     @app.get("/health", tags=["service"], response_model=Health, responses=problem_responses(503), summary="Health")
     async def health() -> Health:

@@ -1,7 +1,8 @@
-"""Bearer tokens to roles: ``integration`` creates invoices and records payments; ``ops`` may do everything.
+"""Bearer tokens to roles: ``integration`` creates invoices and records payments; ``metrics`` may only
+scrape ``GET /metrics``; ``ops`` may do everything.
 
-Tokens come from ``DUNNING_API_TOKENS`` (``{"<token>": "ops" | "integration"}``). A missing or unknown
-token is 401 with ``WWW-Authenticate: Bearer``; a known token whose role may not do the request is 403.
+Tokens come from ``DUNNING_API_TOKENS`` (``{"<token>": "ops" | "integration" | "metrics"}``). A missing or
+unknown token is 401 with ``WWW-Authenticate: Bearer``; a known token whose role may not do the request is 403.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ REALM = "dunning"
 class Role(StrEnum):
     INTEGRATION = "integration"
     OPS = "ops"
+    METRICS = "metrics"
 
 
 bearer = HTTPBearer(
     auto_error=False,
     scheme_name="bearer",
-    description="A token from DUNNING_API_TOKENS; its role (integration or ops) decides what it may do.",
+    description="A token from DUNNING_API_TOKENS; its role (integration, ops or metrics) decides what it may do.",
 )
 
 
@@ -73,3 +75,5 @@ any_role = Depends(require(Role.INTEGRATION, Role.OPS))
 """Invoices and payments: integrations and ops."""
 ops_only = Depends(require(Role.OPS))
 """Everything else: ops."""
+metrics_scraper = Depends(require(Role.METRICS, Role.OPS))
+"""``GET /metrics`` (payment totals, amounts overdue): a scraper's token, or ops."""

@@ -31,7 +31,7 @@ INVOICE = _one(
 )
 PAYMENT = _one(
     "Half of it, by bank transfer",
-    {"payment_id": "BT-2026-118842", "amount_minor": 625_000, "currency": "RON", "received_at": "2026-12-10T08:30:00Z"},
+    {"payment_id": "BT-2026-118842", "amount_minor": 625_000, "currency": "RON", "received_at": "2026-12-01T08:30:00Z"},
 )
 DISPUTE = _one("The client contests a line", {"reason": "two hours of on-site support were billed twice"})
 RESOLUTION = {
@@ -55,6 +55,6 @@ NOTIFICATION = _one(
         "payment_id": "PSP-7781",
         "amount_minor": 625_000,
         "currency": "RON",
-        "received_at": "2026-12-10T08:30:00Z",
+        "received_at": "2026-12-01T08:30:00Z",
     },
 )

@@ -18,9 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from activities import signing
 from activities.ledger import read_events
 from api.context import ApiContext
-from api.problems import Kind, Problem, invoice_problem
+from api.problems import Kind, Problem, invoice_problem, out_of_bounds
 from client import invoices
 from client.invoices import InvoiceError
+from workflows.bounds import BoundedMoment
 from workflows.events import PaymentRecorded
 from workflows.models import Currency, Identifier, Payment, PositiveMinor, format_money
 
@@ -79,7 +80,7 @@ class PaymentNotification(BaseModel):
     payment_id: Identifier
     amount_minor: PositiveMinor
     currency: Currency
-    received_at: datetime
+    received_at: BoundedMoment
 
     def payment(self) -> Payment:
         return Payment(
@@ -96,9 +97,14 @@ class PaymentNotification(BaseModel):
 async def intake(ctx: ApiContext, invoice_id: str, payment: Payment, source: Source) -> PaymentReceipt:
     """Record ``payment`` on the invoice, or keep it unapplied when no invoice can take it.
 
-    A payment for an unknown invoice is always kept. From the webhook the money has already arrived,
-    so a payment the invoice refuses (closed, other currency) is kept too; the API refuses it instead.
+    A ``received_at`` in the future, long ago or before the invoice's issue date (as the read model
+    knows it) is refused (422). A payment for an unknown invoice is always kept. From the webhook the
+    money has already arrived, so a payment the invoice refuses (closed, other currency) is kept too;
+    the API refuses it instead.
     """
+    issued = await ctx.pool.fetchval("SELECT issue_date FROM projected_invoices WHERE invoice_id = $1", invoice_id)
+    if problems := ctx.settings.date_window().payment(payment, issued):
+        raise out_of_bounds(problems)
     kept = await _kept(ctx.pool, payment.payment_id)
     if kept and not _same(kept, invoice_id, payment):
         raise Problem(Kind.PAYMENT_CONFLICT, _conflict_text(kept))

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 from temporalio.service import RPCError
 
 from client.invoices import InvoiceError, Refusal
+from workflows.bounds import Problems
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "https://dunning.invalid/problems/"
@@ -178,6 +179,11 @@ def _validation_problem(request: Request, err: RequestValidationError) -> Proble
 def body_problem(err: ValidationError) -> Problem:
     """The problem for a request body that failed ``model_validate_json``."""
     return _errors_problem([{**e, "loc": ("body", *e["loc"])} for e in err.errors(include_url=False)])
+
+
+def out_of_bounds(problems: Problems) -> Problem:
+    """The 422 for body values outside today's window (``workflows.bounds.DateWindow``), each field named."""
+    return _errors_problem([{"loc": ("body", *path), "msg": message, "type": "value_error"} for path, message in problems])
 
 
 def _errors_problem(errors: list[dict[str, Any]]) -> Problem:

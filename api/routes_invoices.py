@@ -21,7 +21,7 @@ from api import examples
 from api.auth import any_role, ops_only
 from api.context import ApiContext, api_context
 from api.params import InvoiceId, Limit, Offset, Page, page
-from api.problems import Kind, Problem, invoice_problem, problem_responses
+from api.problems import Kind, Problem, invoice_problem, out_of_bounds, problem_responses
 from client import invoices
 from client.invoices import InvoiceError
 from workflows.events import RecordedEvent
@@ -94,7 +94,10 @@ async def create_invoice(invoice: InvoiceBody, response: Response, ctx: Context)
     """Validate the invoice and start its workflow: it is sent at once and escalates per its policy.
 
     Posting the very same invoice again is harmless (200); another invoice with a used id is 409.
+    Issue and due dates must lie within ``DUNNING_DATE_WINDOW_DAYS`` of today (422).
     """
+    if problems := ctx.settings.date_window().invoice(invoice):
+        raise out_of_bounds(problems)
     _check_equipment(ctx, invoice)
     created = False
     if not await _issued(ctx, invoice.invoice_id):  # an id the event log knows is never started again
@@ -245,7 +248,10 @@ async def resolve_dispute(invoice_id: InvoiceId, resolution: Annotated[ResolveDi
     summary="Agree a payment plan",
 )
 async def agree_plan(invoice_id: InvoiceId, plan: Annotated[PaymentPlan, Body(openapi_examples=examples.PLAN)], ctx: Context) -> InvoiceStatus:
-    """Instalments summing to the balance replace escalation; a missed one resumes it."""
+    """Instalments summing to the balance replace escalation; a missed one resumes it. Their dates must lie
+    within ``DUNNING_DATE_WINDOW_DAYS`` of today (422)."""
+    if problems := ctx.settings.date_window().plan(plan):
+        raise out_of_bounds(problems)
     return await invoices.agree_plan(ctx.client, invoice_id, plan)
 
 

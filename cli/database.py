@@ -16,19 +16,29 @@ T = TypeVar("T")
 
 
 def with_database(work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
-    """Apply pending migrations, run ``work`` with a pool; any failure is one line on stderr, exit 1."""
+    """Apply pending migrations (as the schema's owner), run ``work`` with a pool of the service's role;
+    any failure is one line on stderr, exit 1."""
 
     async def run() -> T:
-        database_url = Settings().resolved_database_url()
-        await apply_schema(database_url)
-        pool = await create_pool(database_url)
+        settings = Settings()
+        await apply_schema(settings.resolved_owner_database_url())
+        pool = await create_pool(settings.resolved_database_url())
         try:
             return await work(pool)
         finally:
             await pool.close()
 
+    return _in_one_line(run)
+
+
+def migrate() -> list[str]:
+    """Apply pending migrations as the schema's owner (``DUNNING_DATABASE_OWNER_URL``); the names applied."""
+    return _in_one_line(lambda: apply_schema(Settings().resolved_owner_database_url()))
+
+
+def _in_one_line(main: Callable[[], Awaitable[T]]) -> T:
     try:
-        return asyncio.run(run())
+        return asyncio.run(main())
     except Exception as err:  # noqa: BLE001 - every failure becomes a message, never a traceback
         typer.echo(f"error: {' '.join(str(err).split()) or type(err).__name__}", err=True)
         raise typer.Exit(1) from None

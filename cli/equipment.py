@@ -11,10 +11,8 @@ from typing import Annotated
 import asyncpg
 import typer
 
-from activities.equipment.journal import clear_kill_switch, kill_switch_for, set_kill_switch
+from activities.equipment.journal import EVERY_CUSTOMER, clear_kill_switch, kill_switch_for, set_kill_switch
 from cli.database import with_database
-
-GLOBAL = "global"
 
 app = typer.Typer(help="Equipment safety: kill switches for cuts and restores.", no_args_is_help=True)
 Customer = Annotated[str | None, typer.Option(help="Customer id; without it, the switch covers every customer")]
@@ -26,20 +24,19 @@ def stop(
     customer: Customer = None,
 ) -> None:
     """Turn a kill switch on: no equipment of the customer (or of anyone) is cut or restored."""
-    scope = customer or GLOBAL
 
     async def work(pool: asyncpg.Pool) -> None:
-        await set_kill_switch(pool, scope, reason, getpass.getuser())
+        await set_kill_switch(pool, customer, reason, getpass.getuser())
 
     with_database(work)
-    typer.echo(f"kill switch on for {scope}: {reason}")
+    typer.echo(f"kill switch on for {customer or EVERY_CUSTOMER}: {reason}")
 
 
 @app.command("resume")
 def resume(customer: Customer = None) -> None:
     """Turn a kill switch off again."""
-    scope = customer or GLOBAL
-    cleared = with_database(lambda pool: clear_kill_switch(pool, scope))
+    cleared = with_database(lambda pool: clear_kill_switch(pool, customer))
+    scope = customer or EVERY_CUSTOMER
     typer.echo(f"kill switch off for {scope}" if cleared else f"no kill switch was on for {scope}")
 
 

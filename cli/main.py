@@ -38,6 +38,7 @@ from client.invoices import InvoiceError
 from client.namespace import NotSetUp
 from client.settings import Settings
 from client.temporal import connect
+from workflows.bounds import Problems
 from workflows.models import (
     DecideLegal,
     DisputeOutcome,
@@ -144,6 +145,15 @@ async def _run_codec_server(settings: Settings) -> None:
     )
 
 
+@app.command()
+def migrate() -> None:
+    """Apply pending database migrations as the schema's owner (DUNNING_DATABASE_OWNER_URL, else DATABASE_URL)."""
+    from worker.database_cli import migrate as apply_migrations
+
+    applied = apply_migrations()
+    typer.echo(f"applied {', '.join(applied)}" if applied else "the schema is up to date")
+
+
 @codec_app.command("new-key")
 def codec_new_key(key_id: Annotated[str, typer.Argument(help="Id of the new key, e.g. k2")]) -> None:
     """Print a fresh key entry for DUNNING_CODEC_KEYS (put it first to make it current)."""
@@ -212,6 +222,7 @@ def redacted_url(url: str) -> str:
 def start(file: Annotated[Path, typer.Argument(help="Invoice JSON (see examples/invoice.json)", show_default=False)]) -> None:
     """Validate an invoice file and start its workflow; prints the workflow id and its Temporal UI address."""
     invoice = _load(file, Invoice, "invoice")
+    _within_window(Settings().date_window().invoice(invoice), f"invoice in {file}")
 
     async def run(client: Client, settings: Settings) -> None:
         handle = await invoices.start_invoice(client, settings.task_queue, invoice)
@@ -321,6 +332,7 @@ def plan(
 ) -> None:
     """Agree a payment plan: instalments (summing to the balance) replace escalation."""
     request = _load(file, PaymentPlan, "payment plan")
+    _within_window(Settings().date_window().plan(request), f"payment plan in {file}")
 
     async def run(client: Client, settings: Settings) -> None:
         current = await invoices.agree_plan(client, invoice_id, request)
@@ -508,6 +520,13 @@ def _model(model: type[M], what: str, **fields: Any) -> M:
         return model(**fields)
     except ValidationError as err:
         raise CliError(f"invalid {what}: {validation_text(err)}") from None
+
+
+def _within_window(problems: Problems, what: str) -> None:
+    """Refuse dates outside today's window (``DUNNING_DATE_WINDOW_DAYS``), naming each field."""
+    if problems:
+        text = "; ".join(f"{'.'.join(map(str, path))}: {message}" for path, message in problems)
+        raise CliError(f"invalid {what}: {text}")
 
 
 def validation_text(err: ValidationError) -> str:

@@ -1,10 +1,18 @@
 """Service settings, read once from the environment (prefix ``DUNNING_``, plus ``DATABASE_URL``)."""
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workflows.bounds import DateWindow
+
+# The embedded server's database and login roles (``worker.embedded.provision_database`` creates them).
+EMBEDDED_DATABASE = "dunning"
+EMBEDDED_OWNER_ROLE = "dunning_owner"
+EMBEDDED_SERVICE_ROLE = "dunning"
 
 
 class Settings(BaseSettings):
@@ -26,7 +34,12 @@ class Settings(BaseSettings):
     temporal_tls_cert_file: Path | None = Field(default=None, description="client certificate (mTLS)")
     temporal_tls_key_file: Path | None = None
     database_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("DATABASE_URL", "DUNNING_DATABASE_URL")
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "DUNNING_DATABASE_URL"),
+        description="the service's role: a member of dunning_service, owning nothing (docs/database-roles.md)",
+    )
+    database_owner_url: str | None = Field(
+        default=None, description="the schema owner's role, used only to apply migrations; unset: DATABASE_URL's"
     )
     worker_activity_slots: int = Field(
         default=16, ge=1, description="activities one worker runs at once"
@@ -62,8 +75,8 @@ class Settings(BaseSettings):
     customers_file: Path | None = Field(default=None, description="per-customer standing settings (TOML)")
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    api_tokens: dict[str, Literal["integration", "ops"]] = Field(
-        default_factory=dict, description='JSON: {"<token>": "ops" | "integration"}'
+    api_tokens: dict[str, Literal["integration", "ops", "metrics"]] = Field(
+        default_factory=dict, description='JSON: {"<token>": "ops" | "integration" | "metrics"}'
     )
     codec_keys: SecretStr | None = Field(
         default=None, description='payload encryption keys "k2:<base64>,k1:<base64>", first current; unset: off'
@@ -73,6 +86,10 @@ class Settings(BaseSettings):
     codec_allowed_origins: list[str] = Field(default_factory=lambda: ["http://localhost:8233", "http://127.0.0.1:8233"])
     codec_token: SecretStr | None = None
     codec_endpoint: str | None = Field(default=None, description="the codec server's address as the browser sees it")
+    date_window_days: int = Field(
+        default=1096, ge=1, le=36_500,
+        description="issue, due and instalment dates and payment times must lie within this many days of today",
+    )
     payment_webhook_secret: str | None = None
     payment_webhook_tolerance_seconds: int = Field(default=300, ge=1)
 
@@ -81,12 +98,25 @@ class Settings(BaseSettings):
         """Data folder of the embedded PostgreSQL server."""
         return (self.data_dir / "postgres").resolve()
 
+    def date_window(self) -> DateWindow:
+        """What the API and the CLI accept now (``date_window_days`` around today)."""
+        return DateWindow(now=datetime.now(timezone.utc), days=self.date_window_days)
+
     def browser_codec_endpoint(self) -> str:
         """Where the Temporal UI (in the browser) reaches the codec server."""
         return self.codec_endpoint or f"http://localhost:{self.codec_port}"
 
     def resolved_database_url(self) -> str:
-        """``DATABASE_URL`` if set, else the embedded server's Unix-socket address."""
+        """``DATABASE_URL`` if set, else the service role's address on the embedded server (its Unix socket)."""
         if self.database_url:
             return self.database_url
-        return f"postgresql://postgres@/postgres?host={self.embedded_pgdata}"
+        return f"postgresql://{EMBEDDED_SERVICE_ROLE}@/{EMBEDDED_DATABASE}?host={self.embedded_pgdata}"
+
+    def resolved_owner_database_url(self) -> str:
+        """Where migrations are applied: ``DUNNING_DATABASE_OWNER_URL`` if set, else ``DATABASE_URL`` if set,
+        else the owner role's address on the embedded server."""
+        if self.database_owner_url:
+            return self.database_owner_url
+        if self.database_url:
+            return self.database_url
+        return f"postgresql://{EMBEDDED_OWNER_ROLE}@/{EMBEDDED_DATABASE}?host={self.embedded_pgdata}"

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -34,10 +33,12 @@ from client.invoices import invoice_handle
 from client.settings import Settings
 from client.temporal import connect
 from tests.conftest import SmtpServer
+from worker.embedded import provision_database
 from worker.worker import build_worker
 
 OPS_TOKEN = "ops-" + uuid.uuid4().hex
 INTEGRATION_TOKEN = "integration-" + uuid.uuid4().hex
+METRICS_TOKEN = "metrics-" + uuid.uuid4().hex
 WEBHOOK_SECRET = "whsec-" + uuid.uuid4().hex
 PROBLEM_JSON = "application/problem+json"
 TIME_ZONE = "Europe/Bucharest"
@@ -79,11 +80,14 @@ credentials = { env = "UNUSED_SECRET" }
 
 @pytest.fixture(scope="module")
 async def api_stack(dev_env: WorkflowEnvironment, postgres_url: str) -> AsyncIterator[ApiStack]:
-    """A fresh database, a worker on a fresh task queue, an SMTP server, and the API on a free port."""
+    """A fresh database, a worker on a fresh task queue, an SMTP server, and the API on a free port.
+
+    The database is provisioned as ``dunning dev`` provisions its own: the owner role applies the
+    migrations, the worker and the API run as the service's role (``stack.pool`` too).
+    """
     name = f"api_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(postgres_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    database_url = urlsplit(postgres_url)._replace(path=f"/{name}").geturl()
+    database = await provision_database(postgres_url, name)
     smtp = SmtpServer()
     smtp.controller.start()
     registry = Path(tempfile.mkdtemp(prefix="dunning-api-")) / "equipment.toml"
@@ -93,17 +97,18 @@ async def api_stack(dev_env: WorkflowEnvironment, postgres_url: str) -> AsyncIte
         temporal_address=dev_env.client.service_client.config.target_host,
         temporal_namespace=dev_env.client.namespace,
         task_queue=f"api-{uuid.uuid4().hex[:8]}",
-        database_url=database_url,
+        database_url=database.service,
+        database_owner_url=database.owner,
         smtp_host=smtp.host,
         smtp_port=smtp.port,
         api_host="127.0.0.1",
         api_port=0,
-        api_tokens={OPS_TOKEN: "ops", INTEGRATION_TOKEN: "integration"},
+        api_tokens={OPS_TOKEN: "ops", INTEGRATION_TOKEN: "integration", METRICS_TOKEN: "metrics"},
         payment_webhook_secret=WEBHOOK_SECRET,
         payment_webhook_tolerance_seconds=300,
     )
-    await apply_schema(database_url)
-    pool = await create_pool(database_url)
+    await apply_schema(settings.resolved_owner_database_url())
+    pool = await create_pool(settings.resolved_database_url())
     client = await connect(settings)
     stop = asyncio.Event()
     started: asyncio.Future[str] = asyncio.get_running_loop().create_future()

@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from email.message import EmailMessage
@@ -90,6 +91,14 @@ class Received:
     rcpt_tos: list[str]
     tls: bool
     login: str | None
+    smtputf8: bool  # the client asked for SMTPUTF8 (RFC 6531)
+
+
+def parsed(raw: bytes, smtputf8: bool) -> EmailMessage:
+    """A received message; with SMTPUTF8 its headers are UTF-8 (RFC 6532), not only ASCII."""
+    if smtputf8:
+        return email.message_from_string(raw.decode(), policy=email.policy.default)
+    return email.message_from_bytes(raw, policy=email.policy.default)
 
 
 class MailServer:
@@ -97,9 +106,12 @@ class MailServer:
 
     ``rcpt_replies``: replies to the next RCPT commands, in order (then "250 OK").
     ``hold_data()``: keep the next messages but hold the reply to DATA back until ``release_data()``.
+    ``smtputf8``: whether the server offers SMTPUTF8 (internationalised addresses).
     """
 
-    def __init__(self, security: Literal["none", "starttls", "tls"], ca: CertAuthority | None) -> None:
+    def __init__(
+        self, security: Literal["none", "starttls", "tls"], ca: CertAuthority | None, smtputf8: bool = False
+    ) -> None:
         self.host = "127.0.0.1"
         self.port = free_port()
         self.received: list[Received] = []
@@ -108,7 +120,9 @@ class MailServer:
         self._replies_released = threading.Event()
         self._replies_released.set()
         self.failed_logins = 0
-        options: dict[str, Any] = {"authenticator": self._authenticate, "auth_required": security != "none"}
+        options: dict[str, Any] = {
+            "authenticator": self._authenticate, "auth_required": security != "none", "enable_SMTPUTF8": smtputf8
+        }
         if security == "starttls":
             assert ca
             options.update(tls_context=ca.server_context(), require_starttls=True)
@@ -146,12 +160,13 @@ class MailServer:
         login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
         self.received.append(
             Received(
-                message=email.message_from_bytes(envelope.original_content, policy=email.policy.default),
+                message=parsed(envelope.original_content, envelope.smtp_utf8),
                 raw=envelope.original_content,
                 mail_from=envelope.mail_from,
                 rcpt_tos=list(envelope.rcpt_tos),
                 tls=server.transport.get_extra_info("ssl_object") is not None,
                 login=login,
+                smtputf8=envelope.smtp_utf8,
             )
         )
         deadline = time.monotonic() + 15
@@ -169,22 +184,27 @@ class MailServer:
 @pytest.fixture
 def starttls_server(trusted_ca: CertAuthority) -> Iterator[MailServer]:
     """SMTP on a plain port that requires STARTTLS, then AUTH."""
-    yield from _running(MailServer("starttls", trusted_ca))
+    with running_server(MailServer("starttls", trusted_ca)) as server:
+        yield server
 
 
 @pytest.fixture
 def tls_server(trusted_ca: CertAuthority) -> Iterator[MailServer]:
     """SMTP over implicit TLS (like port 465), with AUTH."""
-    yield from _running(MailServer("tls", trusted_ca))
+    with running_server(MailServer("tls", trusted_ca)) as server:
+        yield server
 
 
 @pytest.fixture
 def rogue_server(rogue_ca: CertAuthority) -> Iterator[MailServer]:
     """SMTP over implicit TLS with a certificate from a CA the service does not trust."""
-    yield from _running(MailServer("tls", rogue_ca))
+    with running_server(MailServer("tls", rogue_ca)) as server:
+        yield server
 
 
-def _running(server: MailServer) -> Iterator[MailServer]:
+@contextmanager
+def running_server(server: MailServer) -> Iterator[MailServer]:
+    """``server``, serving until the block ends."""
     server.controller.start()
     try:
         yield server

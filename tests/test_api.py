@@ -20,6 +20,7 @@ from activities.projections import rebuild
 from client.invoices import invoice_handle
 from tests.api_stack import (
     INTEGRATION_TOKEN,
+    METRICS_TOKEN,
     ApiStack,
     assert_problem,
     due_in,
@@ -254,8 +255,14 @@ async def test_concurrent_repeats_of_a_payment_record_it_once(api_stack: ApiStac
 
 
 async def test_the_api_serves_the_service_metrics_from_the_event_log(api_stack: ApiStack):
-    """After the stories above: /metrics (no token) counts what Postgres recorded."""
+    """After the stories above: /metrics (a scraper's token) counts what Postgres recorded; without a token, or
+    with an integration's, it tells nothing."""
     async with api_stack.http(token=None) as http:
+        assert_problem(await http.get("/metrics"), 401, "unauthorized", "bearer token")
+    async with api_stack.http(token=INTEGRATION_TOKEN) as http:
+        assert_problem(await http.get("/metrics"), 403, "forbidden", "metrics or ops role")
+    async with api_stack.http(token=METRICS_TOKEN) as http:
+        assert_problem(await http.get("/invoices"), 403, "forbidden")  # a scraper's token reads nothing else
         response = await http.get("/metrics")
     assert response.status_code == 200
     sent = await api_stack.pool.fetchval("SELECT count(*) FROM notice_deliveries WHERE status = 'sent'")

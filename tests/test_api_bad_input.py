@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -89,7 +89,8 @@ def bad_timestamp(invoice_id: str) -> tuple[bytes, dict[str, str]]:
     return raw, {**headers, "X-Dunning-Timestamp": "yesterday"}
 
 
-PLAN_WRONG_SUM = {"instalments": [{"due_date": "2099-01-01", "amount_minor": 1}]}
+IN_A_MONTH = (date.today() + timedelta(days=30)).isoformat()
+PLAN_WRONG_SUM = {"instalments": [{"due_date": IN_A_MONTH, "amount_minor": 1}]}
 CASES: dict[str, Bad] = {
     # authentication and roles
     "no token": Bad("POST", "/invoices", 401, "unauthorized", "bearer token", json=invoice_json(), token=None),
@@ -161,7 +162,7 @@ CASES: dict[str, Bad] = {
     "huge factoring advance": Bad("POST", "/invoices/{id}/factored", 422, "validation-failed", "advance_minor",
                                   json={"factor": "F", "advance_minor": 10**20}),
     "negative instalment": Bad("POST", "/invoices/{id}/payment-plan", 422, "validation-failed", "amount_minor",
-                               json={"instalments": [{"due_date": "2099-01-01", "amount_minor": -3}]}),
+                               json={"instalments": [{"due_date": IN_A_MONTH, "amount_minor": -3}]}),
     # unknown ids and paths
     "read unknown": Bad("GET", f"/invoices/{UNKNOWN}", 404, "invoice-not-found", UNKNOWN),
     "status unknown": Bad("GET", f"/invoices/{UNKNOWN}/status", 404, "invoice-not-found", UNKNOWN),
@@ -211,6 +212,31 @@ CASES: dict[str, Bad] = {
                           webhook=hook(secret="not-the-secret")),
     "webhook body swapped": Bad("POST", "/webhooks/payments", 401, "invalid-signature", "does not match", token=None,
                                 webhook=body_swapped),
+    # past the year 9999: once an unauthenticated 500 (datetime overflow)
+    "webhook timestamp past year 9999": Bad("POST", "/webhooks/payments", 401, "invalid-signature", "stale", token=None,
+                                            webhook=lambda invoice_id: signed(notification(invoice_id), at=253_402_300_800)),
+    "webhook timestamp of 12 nines": Bad("POST", "/webhooks/payments", 401, "invalid-signature", "stale", token=None,
+                                         webhook=lambda invoice_id: signed(notification(invoice_id), at=999_999_999_999)),
+    # dates and durations: fixed bounds (any year 2000-2099, offsets of 5 years at most) and today's window
+    "invoice due 9999-12-31": Bad("POST", "/invoices", 422, "validation-failed", "due_date: must lie in the years 2000 to 2099",
+                                  json=invoice_json(due_date="9999-12-31")),
+    "invoice issued ten years ago": Bad("POST", "/invoices", 422, "validation-failed", "issue_date: must lie within 1096 days",
+                                        json=invoice_json(issue_date=(date.today() - timedelta(days=3653)).isoformat())),
+    "stage offset of 30 years": Bad("POST", "/invoices", 422, "validation-failed", "policy.stages.0.offset: must be at most",
+                                    json=invoice_json(policy={"stages": [{"action": "reminder", "offset": "P10950D"}]})),
+    "legal review every 20 years": Bad("POST", "/invoices", 422, "validation-failed", "legal_review_again_after",
+                                       json=invoice_json(policy={"stages": [{"action": "reminder", "offset": "P1D"}],
+                                                                 "legal_review_again_after": "P7300D"})),
+    "payment received in year 1": Bad("POST", "/invoices/{id}/payments", 422, "validation-failed", "received_at: must lie in the years",
+                                      json=pay(received_at="0001-01-01T00:00:00+14:00")),
+    "payment received tomorrow": Bad("POST", "/invoices/{id}/payments", 422, "validation-failed", "received_at: must not be in the future",
+                                     json=pay(received_at=(datetime.now(timezone.utc) + timedelta(days=1)).isoformat())),
+    "instalment in 2098": Bad("POST", "/invoices/{id}/payment-plan", 422, "validation-failed", "instalments.0.due_date: must lie within",
+                              json={"instalments": [{"due_date": "2098-01-01", "amount_minor": 100_000}]}),
+    "webhook received in year 1": Bad("POST", "/webhooks/payments", 422, "validation-failed", "received_at", token=None,
+                                      webhook=hook(received_at="0001-01-01T00:00:00+14:00")),
+    "webhook received tomorrow": Bad("POST", "/webhooks/payments", 422, "validation-failed", "received_at: must not be in the future",
+                                     token=None, webhook=hook(received_at=(datetime.now(timezone.utc) + timedelta(days=1)).isoformat())),
     "webhook bad timestamp": Bad("POST", "/webhooks/payments", 401, "invalid-signature", "unix seconds", token=None,
                                  webhook=bad_timestamp),
     "webhook malformed json": Bad("POST", "/webhooks/payments", 400, "malformed-json", "not valid JSON", token=None,
@@ -274,6 +300,19 @@ def _with_id(body: Any, invoice_id: str) -> Any:
     if isinstance(body, dict):
         return {k: (invoice_id if v == "{id}" else v) for k, v in body.items()}
     return body
+
+
+async def test_a_payment_received_before_the_invoice_was_issued_is_refused(api_stack: ApiStack, invoice_id: str):
+    async def projected() -> date | None:
+        return await api_stack.pool.fetchval("SELECT issue_date FROM projected_invoices WHERE invoice_id = $1", invoice_id)
+
+    issued = await eventually(projected)
+    before = await snapshot(api_stack, invoice_id)
+    received = datetime.combine(issued - timedelta(days=2), datetime.min.time(), timezone.utc).isoformat()
+    async with api_stack.http() as http:
+        response = await http.post(f"/invoices/{invoice_id}/payments", json=pay(received_at=received))
+    assert_problem(response, 422, "validation-failed", f"received_at: must not be before the invoice's issue date {issued}")
+    assert await snapshot(api_stack, invoice_id) == before
 
 
 async def test_the_invoice_is_untouched_after_all_of_them(api_stack: ApiStack, invoice_id: str):

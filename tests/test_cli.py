@@ -298,6 +298,15 @@ async def test_bad_files_are_one_line_errors(cli_env, tmp_path):
 
     failed(await dunning(cli_env, "invoice", "plan", "INV-1", str(missing)), "no such file")
 
+    far = (local_today() + timedelta(days=4000)).isoformat()
+    path, _ = example_invoice(tmp_path, due_date=far)
+    failed(await dunning(cli_env, "invoice", "start", str(path)), f"invalid invoice in {path}: due_date: must lie within 1096 days")
+    path, _ = example_invoice(tmp_path, due_date="9999-12-31")
+    failed(await dunning(cli_env, "invoice", "start", str(path)), "due_date: must lie in the years 2000 to 2099, not 9999-12-31")
+    plan = tmp_path / "far-plan.json"
+    plan.write_text(json.dumps({"instalments": [{"due_date": far, "amount_minor": 100}]}))
+    failed(await dunning(cli_env, "invoice", "plan", "INV-1", str(plan)), "instalments.0.due_date: must lie within")
+
 
 async def test_unknown_invoice(cli_env):
     unknown = f"INV-{uuid.uuid4().hex[:10]}"

@@ -13,7 +13,7 @@ import pytest
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
-from api.codec_server import serve_codec
+from api.codec_server import MAX_BODY_BYTES, serve_codec
 from client.codec import ENCODING, AesGcmCodec
 
 UI_ORIGIN = "http://localhost:8233"
@@ -133,6 +133,41 @@ async def test_with_a_token_only_the_right_bearer_gets_answers() -> None:
     assert NAME not in wrong.text
     assert from_json(right) == [CONTACT]
     assert preflight.status_code == 200  # browsers send preflights without credentials
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+async def test_only_json_bodies_are_taken(http: httpx.AsyncClient, content_type: str | None) -> None:
+    headers = {key: value for key, value in FROM_UI.items() if key != "Content-Type"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    refused = await http.post("/encode", content=as_json(CONTACT), headers=headers)
+    assert refused.status_code == 415 and "application/json" in refused.json()["detail"]
+    with_charset = {**FROM_UI, "Content-Type": "application/json; charset=utf-8"}
+    assert len(from_json(await http.post("/encode", content=as_json(CONTACT), headers=with_charset))) == 1
+
+
+async def test_a_body_over_4_mib_is_refused_and_the_largest_payload_passes(http: httpx.AsyncClient) -> None:
+    largest = Payload(metadata={"encoding": b"binary/plain"}, data=os.urandom(2 * 1000 * 1000))  # Temporal's limit
+    body = as_json(largest).encode()
+    assert len(body) < MAX_BODY_BYTES
+    assert from_json(await http.post("/encode", content=body, headers=FROM_UI))[0].metadata["encoding"] == ENCODING
+
+    too_large = b" " * (MAX_BODY_BYTES - len(body) + 1) + body  # still JSON, one byte over
+    declared = await http.post("/encode", content=too_large, headers=FROM_UI)
+    assert declared.status_code == 413 and str(MAX_BODY_BYTES) in declared.json()["detail"]
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
+        for start in range(0, len(too_large), 1 << 20):
+            yield too_large[start : start + (1 << 20)]
+
+    streamed = await http.post("/encode", content=chunks(), headers=FROM_UI)
+    assert streamed.status_code == 413
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "codec.example"])
+async def test_beyond_loopback_it_does_not_start_without_a_token(host: str) -> None:
+    with pytest.raises(ValueError, match="set DUNNING_CODEC_TOKEN"):
+        await serve_codec(host, 0, CODEC, [UI_ORIGIN], asyncio.Event())
 
 
 async def test_a_port_in_use_is_an_error_not_an_exit() -> None:

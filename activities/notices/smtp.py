@@ -2,9 +2,11 @@
 
 Every header is built from a validated value: addresses are checked against a strict syntax,
 names and subjects must be one line (a CR or LF can never start a new header), and non-ASCII
-names go out as RFC 2047 encoded words. Server replies are sorted into permanent failures
-(5xx, a refused login, an untrusted certificate: retrying cannot help) and transient ones
-(4xx, connection trouble), so the caller knows whether Temporal should try again.
+names go out as RFC 2047 encoded words. An internationalised address goes out with its domain in
+ASCII (punycode); one whose local part is not ASCII needs a server that offers SMTPUTF8. Server
+replies are sorted into permanent failures (5xx, a refused login, an untrusted certificate:
+retrying cannot help) and transient ones (4xx, connection trouble), so the caller knows whether
+Temporal should try again.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from email.utils import format_datetime
 from typing import Literal
 
 import aiosmtplib
+import email_validator
 from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, model_validator
 
 from activities.notices.render import RenderedNotice
@@ -95,16 +98,23 @@ def message_id_for(idempotency_key: str, sender: str) -> str:
 
 
 def checked_address(address: str) -> str:
-    """``address`` if it is a plain ASCII ``local@domain.tld`` address, else ``ValueError``.
+    """``address`` as it goes into a header and an SMTP command, else ``ValueError``.
 
     Stricter than RFC 5322 on purpose: no quoted local parts, comments or display names, so
     nothing but an address can reach a header or an SMTP command. Reserved domains such as
-    ``.invalid`` are allowed (our own sender may use one in development).
+    ``.invalid`` are allowed (our own sender may use one in development). A plain ASCII
+    ``local@domain.tld`` is returned as is; an internationalised one (RFC 6531, checked by
+    ``email_validator``) with its domain in ASCII, so only a non-ASCII local part is left that
+    needs SMTPUTF8.
     """
     local, at, domain = address.rpartition("@")
-    if not at or len(address) > 254 or not _LOCAL_PART.match(local) or len(local) > 64 or not _DOMAIN.match(domain):
-        raise ValueError(f"not a valid e-mail address: {address!r}")
-    return address
+    if at and len(address) <= 254 and _LOCAL_PART.match(local) and len(local) <= 64 and _DOMAIN.match(domain):
+        return address
+    try:
+        valid = email_validator.validate_email(address, check_deliverability=False, globally_deliverable=False)
+    except email_validator.EmailNotValidError as err:
+        raise ValueError(f"not a valid e-mail address: {address!r} ({err})") from None
+    return f"{valid.local_part}@{valid.ascii_domain}"
 
 
 def one_line(value: str, what: str) -> str:
@@ -131,8 +141,8 @@ def compose_email(
     display_name = one_line(to_name, "the recipient's name") if to_name else ""
     message = EmailMessage(policy=MESSAGE_POLICY)
     message["Subject"] = one_line(rendered.subject, "the subject")
-    message["From"] = Address(addr_spec=checked_address(sender))
-    message["To"] = Address(display_name=display_name, addr_spec=checked_address(to_email))
+    message["From"] = _header_address("", sender)
+    message["To"] = _header_address(display_name, to_email)
     message["Date"] = format_datetime(datetime.now(timezone.utc))
     message["Message-ID"] = message_id
     message["X-Dunning-Step"] = one_line(step_key, "the step key")
@@ -152,13 +162,24 @@ def compose_email(
     return message
 
 
+def _header_address(display_name: str, address: str) -> Address:
+    # given in parts, not parsed again: the standard parser refuses a non-ASCII local part even
+    # where SMTPUTF8 carries it (the message is then written out in UTF-8)
+    local, _, domain = checked_address(address).rpartition("@")
+    return Address(display_name=display_name, username=local, domain=domain)
+
+
 async def send_email(config: SmtpConfig, message: EmailMessage, sender: str, recipient: str) -> None:
-    """Hand ``message`` to the server for ``recipient``; ``SmtpDeliveryError`` when it is not taken."""
+    """Hand ``message`` to the server for ``recipient``; ``SmtpDeliveryError`` when it is not taken.
+
+    An address with a non-ASCII local part is sent with SMTPUTF8; a server that does not offer it
+    is a permanent failure."""
+    sender, recipient = checked_address(sender), checked_address(recipient)
     try:
         await aiosmtplib.send(
             message,
-            sender=checked_address(sender),
-            recipients=[checked_address(recipient)],
+            sender=sender,
+            recipients=[recipient],
             hostname=config.host,
             port=config.port,
             username=config.username,
@@ -183,6 +204,12 @@ async def send_email(config: SmtpConfig, message: EmailMessage, sender: str, rec
     except ssl.SSLCertVerificationError as err:
         raise SmtpDeliveryError(f"SMTP server certificate not trusted: {err}", permanent=True) from err
     except aiosmtplib.SMTPException as err:
+        if isinstance(err, aiosmtplib.SMTPNotSupported) and not (sender + recipient).isascii():
+            raise SmtpDeliveryError(
+                f"the address {recipient} needs SMTPUTF8 (its local part is not ASCII), which the SMTP server"
+                " does not offer",
+                permanent=True,
+            ) from err
         # STARTTLS or AUTH not offered, and the like: the server is not what the settings say
         raise SmtpDeliveryError(f"SMTP server unfit for the settings: {err}", permanent=True) from err
     except OSError as err:
