@@ -22,7 +22,6 @@ from activities.projections import ProjectionLag, Projector, projection_lag
 from activities.standing import StandingSettings
 from api import routes_invoices, routes_payments, routes_reports
 from api.auth import metrics_scraper
-from activities.equipment.registry import Registry
 from api.context import ApiContext
 from api.metrics import metrics_router
 from api.problems import (

@@ -148,7 +148,7 @@ async def _run_codec_server(settings: Settings) -> None:
 @app.command()
 def migrate() -> None:
     """Apply pending database migrations as the schema's owner (DUNNING_DATABASE_OWNER_URL, else DATABASE_URL)."""
-    from worker.database_cli import migrate as apply_migrations
+    from cli.database import migrate as apply_migrations
 
     applied = apply_migrations()
     typer.echo(f"applied {', '.join(applied)}" if applied else "the schema is up to date")

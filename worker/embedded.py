@@ -25,7 +25,7 @@ from aiosmtpd.controller import Controller
 from temporalio.common import SearchAttributeIndexedValueType
 
 from activities.ledger import SERVICE_GROUP
-from worker.settings import EMBEDDED_DATABASE, EMBEDDED_OWNER_ROLE, EMBEDDED_SERVICE_ROLE
+from client.settings import EMBEDDED_DATABASE, EMBEDDED_OWNER_ROLE, EMBEDDED_SERVICE_ROLE
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 with warnings.catch_warnings():
