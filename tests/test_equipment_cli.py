@@ -83,7 +83,7 @@ async def test_switches_set_before_the_customer_column_keep_their_meaning(
             " VALUES ('global', 'incident', 'ops:ion'), ('CUST-1', 'disputed', 'ops:ana')"
         )
         await conn.close()
-        assert await ledger.apply_schema(db_url) == ["007_kill_switch_customer.sql"]
+        assert (await ledger.apply_schema(db_url))[0] == "007_kill_switch_customer.sql"
         assert (await switch_for(db_url, "ANYONE")).customer_id is None
         assert "kill switch off for CUST-1" in (await dunning(db_url, "equipment", "resume", "--customer", "CUST-1")).stdout
     finally:
