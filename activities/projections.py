@@ -374,6 +374,10 @@ FROM projected_invoices i
 """
 
 
+# InvoiceStatus fields that are not a column of the row as they are (the status counts the discount as credited)
+READ_DIFFERENTLY = ("credited_minor", "next_action", "actions")
+
+
 def _next_action(row: asyncpg.Record) -> NextAction | None:
     at = row["next_action_at"]
     return NextAction(what=row["next_action"], at=at, kind=row["next_action_kind"]) if at else None
@@ -405,27 +409,12 @@ async def invoice_status(pool: asyncpg.Pool, invoice_id: str) -> InvoiceStatus |
         invoice_id,
         STORY_LINES_SHOWN,
     )
+    copied = {name: row[name] for name in InvoiceStatus.model_fields if name not in READ_DIFFERENTLY}
     return InvoiceStatus(
-        invoice_id=invoice_id,
-        customer_id=row["customer_id"],
-        state=row["state"],
-        time_zone=row["time_zone"],
-        currency=row["currency"],
-        amount_minor=row["amount_minor"],
-        fees_minor=row["fees_minor"],
-        paid_minor=row["paid_minor"],
+        **copied,
         credited_minor=row["credited_minor"] + row["discount_minor"],
-        written_off_minor=row["written_off_minor"],
-        balance_minor=row["balance_minor"],
-        overpaid_minor=row["overpaid_minor"],
-        discount_available_minor=row["discount_available_minor"],
-        days_overdue=row["days_overdue"],
-        disputed=row["disputed"],
-        on_payment_plan=row["on_payment_plan"],
-        rejected_payments=row["rejected_payments"],
         next_action=_next_action(row),
         actions=[ActionTaken(at=line["at"], what=line["what"]) for line in story],
-        legal_summary=row["legal_summary"],
     )
 
 

@@ -11,15 +11,10 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Worker
-
 from activities.ledger import Batch
 from bench.measure_timeskip import _environment
-from bench.recording import Recorder
+from bench.recording import Recorder, recording_worker, with_pydantic
 from bench.workload import AMOUNT_MINOR, LATE_FEE_MINOR, boundary_invoice
-from worker.sandbox import workflow_runner
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import DomainEvent, EventKind, Payment
 from workflows.state import InvoiceWorkflowInput
@@ -31,18 +26,9 @@ async def record_paid_lifecycle() -> list[Batch]:
     """The batches of one invoice of the default policy (at any hour), paid in full after its late fee."""
     env = await _environment()
     try:
-        config = env.client.config()
-        config["data_converter"] = pydantic_data_converter
-        client = Client(**config)
-        recorder, queue = Recorder(), f"record-{uuid.uuid4().hex[:6]}"
+        client, recorder = with_pydantic(env.client), Recorder()
         invoice = boundary_invoice(f"REC-{uuid.uuid4().hex[:6]}", await env.get_current_time() + timedelta(days=15))
-        async with Worker(
-            client,
-            task_queue=queue,
-            workflows=[InvoiceWorkflow],
-            activities=recorder.activities,
-            workflow_runner=workflow_runner(),
-        ):
+        async with recording_worker(client, recorder) as queue:
             handle = await client.start_workflow(
                 InvoiceWorkflow.run, InvoiceWorkflowInput(invoice=invoice), id=invoice.workflow_id, task_queue=queue
             )

@@ -4,15 +4,23 @@ instead of doing it, so the workflow runs (and is measured, and tested) without 
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from temporalio import activity
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
 from temporalio.exceptions import ApplicationError
 
 from activities.calendar import public_holidays
 from activities.ledger import Batch
+from worker.sandbox import workflow_runner
+from workflows.invoice import InvoiceWorkflow
 from workflows.events import InvoiceSnapshot
 from workflows.models import (
     AgencyHandover,
@@ -142,3 +150,21 @@ class Recorder:
             self.send_agency_package,
             public_holidays,
         ]
+
+
+def with_pydantic(client: Client) -> Client:
+    """The same connection, with the data converter the service uses."""
+    config = client.config()
+    config["data_converter"] = pydantic_data_converter
+    return Client(**config)
+
+
+@asynccontextmanager
+async def recording_worker(client: Client, recorder: Recorder) -> AsyncIterator[str]:
+    """Run the invoice workflow with ``recorder``'s activities on a fresh task queue; yields the queue name."""
+    queue = f"recorded-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        client, task_queue=queue, workflows=[InvoiceWorkflow], activities=recorder.activities,
+        workflow_runner=workflow_runner(),
+    ):
+        yield queue

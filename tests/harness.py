@@ -5,41 +5,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from contextlib import asynccontextmanager
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Worker
 
-from bench.recording import Recorder
 from client.invoices import initial_search_attributes
-from worker.sandbox import workflow_runner
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import DunningPolicy, Invoice
 from workflows.state import InvoiceWorkflowInput
-
-
-def with_pydantic(client: Client) -> Client:
-    """The same connection, with the data converter the service uses."""
-    config = client.config()
-    config["data_converter"] = pydantic_data_converter
-    return Client(**config)
-
-
-@asynccontextmanager
-async def recording_worker(client: Client, recorder: Recorder):
-    """Run the invoice workflow on a fresh task queue; yields the queue name."""
-    queue = f"test-{uuid.uuid4().hex[:8]}"
-    async with Worker(
-        client,
-        task_queue=queue,
-        workflows=[InvoiceWorkflow],
-        activities=recorder.activities,
-        workflow_runner=workflow_runner(),
-    ):
-        yield queue
 
 
 ROUND_THE_CLOCK = DunningPolicy.default().model_copy(update={"sending_window": None})

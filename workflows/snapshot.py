@@ -9,6 +9,7 @@ into it. Both work on the workflow's state alone, so the workflow stays determin
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from workflows import policy
 from workflows.events import InvoiceSnapshot, ReceivableEntry
@@ -66,6 +67,19 @@ def receivable_entry(invoice: Invoice, event: DomainEvent) -> ReceivableEntry | 
     return ReceivableEntry(sequence=event.sequence, effective_on=on, amount_minor=amount, reason=kind)
 
 
+def invoice_facts(invoice: Invoice) -> dict[str, Any]:
+    """What every snapshot repeats of the invoice itself, so a read model needs no other source."""
+    return {
+        "customer_id": invoice.customer_id,
+        "currency": invoice.currency,
+        "service": invoice.service,
+        "time_zone": invoice.time_zone,
+        "issue_date": invoice.issue_date,
+        "due_date": invoice.due_date,
+        "amount_minor": invoice.amount_minor,
+    }
+
+
 def take(ledger: InvoiceLedger, step: Step | None, now: datetime) -> InvoiceSnapshot:
     """The invoice after the events emitted so far; ``step`` is the next step the workflow will take.
 
@@ -76,18 +90,12 @@ def take(ledger: InvoiceLedger, step: Step | None, now: datetime) -> InvoiceSnap
     receivables, facts.receivables = facts.receivables, []
     facts.story_told = ledger.actions_total
     return InvoiceSnapshot(
+        **invoice_facts(invoice),
         taken_at=now,
         last_sequence=ledger.next_sequence - 1,
-        customer_id=invoice.customer_id,
-        currency=invoice.currency,
-        service=invoice.service,
-        time_zone=invoice.time_zone,
-        issue_date=invoice.issue_date,
-        due_date=invoice.due_date,
         state=ledger.state,
         escalation=ledger.escalation,
         last_stage=facts.last_stage,
-        amount_minor=invoice.amount_minor,
         fees_minor=ledger.fees_minor,
         paid_minor=ledger.paid_minor,
         credited_minor=ledger.credited_minor,

@@ -52,6 +52,17 @@ class PlanInProgress(BaseModel):
     checked: int = Field(default=0, description="instalments whose deadline has been checked")
 
 
+def shown_state(escalation: InvoiceState, *, disputed: bool, on_plan: bool) -> InvoiceState:
+    """The state ops see: a pause (dispute, payment plan) shows over the escalation stage it interrupts."""
+    if escalation.closed:
+        return escalation
+    if disputed:
+        return InvoiceState.DISPUTED
+    if on_plan:
+        return InvoiceState.PAYMENT_PLAN
+    return escalation
+
+
 class BatchFacts(BaseModel):
     """What the snapshot at the end of the next batch needs beyond the ledger (``workflows.snapshot``)."""
 
@@ -136,13 +147,7 @@ class InvoiceLedger(BaseModel):
     @property
     def state(self) -> InvoiceState:
         """What ops see: a pause shows over the escalation stage it interrupts."""
-        if self.escalation.closed:
-            return self.escalation
-        if self.dispute:
-            return InvoiceState.DISPUTED
-        if self.plan:
-            return InvoiceState.PAYMENT_PLAN
-        return self.escalation
+        return shown_state(self.escalation, disputed=self.dispute is not None, on_plan=self.plan is not None)
 
     def remember(self, at: datetime, what: str) -> None:
         """Add a line to the story shown by the status query (the newest few hundred)."""

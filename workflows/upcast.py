@@ -18,6 +18,7 @@ from datetime import date, datetime, timedelta
 from workflows import ladder, policy, snapshot
 from workflows.events import InvoiceSnapshot, ReceivableEntry
 from workflows.models import DomainEvent, EventKind, Invoice, InvoiceState, LegalDecision, NextAction, StageAction
+from workflows.state import shown_state
 
 HolidaysOf = Callable[[str, int], frozenset[date]]
 
@@ -121,27 +122,13 @@ class _Fold:
     def snapshot(self, last: DomainEvent, receivables: list[ReceivableEntry], holidays_of: HolidaysOf) -> InvoiceSnapshot:
         invoice, amounts = self.invoice, self.amounts
         net = invoice.amount_minor + amounts["fees"] - sum(v for k, v in amounts.items() if k != "fees")
-        if self.escalation.closed:
-            state = self.escalation
-        elif self.disputed:
-            state = InvoiceState.DISPUTED
-        elif self.on_plan:
-            state = InvoiceState.PAYMENT_PLAN
-        else:
-            state = self.escalation
         return InvoiceSnapshot(
+            **snapshot.invoice_facts(invoice),
             taken_at=last.occurred_at,
             last_sequence=last.sequence,
-            customer_id=invoice.customer_id,
-            currency=invoice.currency,
-            service=invoice.service,
-            time_zone=invoice.time_zone,
-            issue_date=invoice.issue_date,
-            due_date=invoice.due_date,
-            state=state,
+            state=shown_state(self.escalation, disputed=self.disputed, on_plan=self.on_plan),
             escalation=self.escalation,
             last_stage=self.last_stage,
-            amount_minor=invoice.amount_minor,
             fees_minor=amounts["fees"],
             paid_minor=amounts["paid"],
             credited_minor=amounts["credited"],
