@@ -5,7 +5,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv browser snmpd run test soak bench clean
+.PHONY: venv browser snmpd run lint test soak bench clean
 
 venv: $(VENV)/.installed
 
@@ -29,7 +29,11 @@ snmpd:
 run: venv
 	$(VENV)/bin/dunning dev
 
-test: venv browser snmpd
+# ruff's rules are in pyproject.toml
+lint: venv
+	$(VENV)/bin/ruff check .
+
+test: venv browser snmpd lint
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
 
 # More invoices and more faults than `make test` runs; prints each test's one-line summary.

@@ -8,6 +8,7 @@ environment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from temporalio.worker import Worker
 
@@ -34,7 +35,5 @@ async def run_baseline_worker(settings: Settings) -> None:
 
 
 if __name__ == "__main__":
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_baseline_worker(Settings()))
-    except KeyboardInterrupt:
-        pass

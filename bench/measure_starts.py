@@ -24,10 +24,10 @@ from datetime import date
 import asyncpg
 from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
 
+from activities.projections import projection_lag
 from bench.baseline import BareWorkflow
 from bench.report import Figure, Measurement, Target
 from bench.stack import BASELINE_QUEUE, INVOICE_QUEUE, BenchStack
-from activities.projections import projection_lag
 from bench.workload import Say, open_invoice, poll, run_bounded
 from client import invoices
 from client.invoices import InvoiceError, Refusal

@@ -5,23 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Worker
 from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
 
 from activities.calendar import public_holidays
 from activities.ledger import Batch
 from worker.sandbox import workflow_runner
-from workflows.invoice import InvoiceWorkflow
 from workflows.events import InvoiceSnapshot
+from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
     AgencyHandover,
     DomainEvent,

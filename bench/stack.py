@@ -86,10 +86,8 @@ def folder_bytes(path: Path) -> int:
     total = 0
     for root, _, names in os.walk(path):
         for name in names:
-            try:
+            with contextlib.suppress(OSError):
                 total += (Path(root) / name).stat().st_size
-            except OSError:
-                pass
     return total
 
 
@@ -191,10 +189,8 @@ class ProcessWatch:
 
 
 def _reset_peak(pid: int) -> None:
-    try:
+    with contextlib.suppress(OSError):  # not allowed here: sampling alone tells the peak
         Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-    except OSError:
-        pass  # not allowed here: sampling alone tells the peak
 
 
 class WorkerProcess:

@@ -15,7 +15,6 @@ from workflows.invoice import InvoiceWorkflow
 from workflows.models import DunningPolicy, Invoice
 from workflows.state import InvoiceWorkflowInput
 
-
 ROUND_THE_CLOCK = DunningPolicy.default().model_copy(update={"sending_window": None})
 
 

@@ -55,7 +55,7 @@ def fuzz(base_url: str) -> tuple[list[str], dict[str, set[int]]]:
                 phases=[Phase.explicit, Phase.generate],
                 suppress_health_check=list(HealthCheck),
             )
-            def no_server_error(case: schemathesis.Case) -> None:
+            def no_server_error(case: schemathesis.Case, operation=operation) -> None:
                 response = send(case, base_url)
                 statuses[operation.label].add(response.status_code)
                 case.validate_response(response, checks=[not_a_server_error])

@@ -222,7 +222,7 @@ async def escalate_to(env: WorkflowEnvironment, handle: WorkflowHandle, state: I
             return
         assert current.next_action is not None, f"stuck in {current.state}"
         await sleep_until(env, current.next_action.at)
-        await eventually(lambda: _moved_on(handle, current.next_action))
+        await eventually(lambda current=current: _moved_on(handle, current.next_action))
     raise AssertionError(f"never reached {state}")
 
 
@@ -296,7 +296,7 @@ async def test_every_event_the_workflow_emits_validates_and_projects_like_its_st
     recorder.failing_channels["webhook"] = "400 Bad Request from the CRM"
     a, b, c = [await start_invoice(client, storing_queue, invoice) for invoice in (hosting, early, sold)]
     for started in (hosting, early, sold):
-        await eventually(lambda: "invoice_issued" in recorder.notice_kinds(started.invoice_id))
+        await eventually(lambda started=started: "invoice_issued" in recorder.notice_kinds(started.invoice_id))
 
     # B: a malformed payment, a resend, then full payment within the discount window (overpaid by the discount)
     await b.signal("payment_received", "not a payment")

@@ -13,8 +13,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import RawValue
-from temporalio.service import RPCError
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
@@ -121,7 +121,7 @@ async def test_walks_every_stage_of_the_default_policy(env, client, queue, recor
         assert notice not in recorder.notice_kinds()
         await sleep_until(env, due)
         await settled_into(handle, state)
-        await eventually(lambda: notice in recorder.notice_kinds())
+        await eventually(lambda notice=notice: notice in recorder.notice_kinds())
         now = await status(handle)
         assert len([a for a in now.actions if a.what.startswith("Late fee")]) == fees_by_then
         assert now.balance_minor == invoice.amount_minor + now.fees_minor

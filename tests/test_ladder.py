@@ -37,7 +37,7 @@ def test_each_rung_tells_the_client_with_a_notice_of_its_own() -> None:
 
 
 def test_the_ultimatum_and_the_suspension_notice_name_the_cut_date() -> None:
-    assert ladder.NOTICES_NAMING_CUT_DATE == {NoticeKind.ULTIMATUM, NoticeKind.SUSPENDED}
+    assert {NoticeKind.ULTIMATUM, NoticeKind.SUSPENDED} == ladder.NOTICES_NAMING_CUT_DATE
 
 
 def test_only_the_suspend_rung_touches_the_service() -> None:
@@ -75,7 +75,7 @@ def test_new_orders_stop_from_the_ultimatum_on_by_default() -> None:
 
 
 def test_the_funnel_names_each_rung_by_the_stage_its_event_carries() -> None:
-    assert ladder.FUNNEL_STAGES == ["issued", *(action.value for action in StageAction)]
+    assert ["issued", *(action.value for action in StageAction)] == ladder.FUNNEL_STAGES
 
 
 # --- the state diagram -----------------------------------------------------------------------

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timezone
+from importlib.resources import files
 
 import asyncpg
 import pytest
-
-from importlib.resources import files
-
 from temporalio.exceptions import ApplicationError
 
 from activities.ledger import LedgerActivities, apply_schema, create_pool, read_events

@@ -29,7 +29,7 @@ from pypdf import PdfReader
 from activities.notices.delivery import NoticeActivities
 from activities.notices.smtp import message_id_for
 from tests.catalogue_fixtures import CLIENTS, FIXED_LATE_FEE_MINOR, Client, catalogue_request
-from tests.notice_servers import (
+from tests.notice_servers import (  # noqa: F401 - fixtures
     PAYEE,
     SENDER,
     SMTP_USER,
@@ -37,11 +37,9 @@ from tests.notice_servers import (
     MailServer,
     Received,
     notice_activities,
+    pool,
     run_activity,
     smtp_config,
-)
-from tests.notice_servers import (  # noqa: F401 - fixtures
-    pool,
     trusted_ca,
 )
 from workflows.models import SUPPORTED_LANGUAGES, NoticeKind, NoticeRequest

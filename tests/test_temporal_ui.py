@@ -16,7 +16,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from playwright.async_api import Browser, Error as PlaywrightError, Page, expect
+from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Error as PlaywrightError
 from temporalio.client import Client
 
 from client import invoices

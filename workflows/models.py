@@ -10,6 +10,7 @@ import unicodedata
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from itertools import pairwise
 from typing import Annotated, Any
 from zoneinfo import available_timezones
 
@@ -200,7 +201,7 @@ class DunningPolicy(Strict):
                 "stages are out of order: actions must follow " + " < ".join(a.value for a in ESCALATION_ORDER)
             )
         offsets = [s.offset for s in self.stages]
-        if any(later <= earlier for earlier, later in zip(offsets, offsets[1:])):
+        if any(later <= earlier for earlier, later in pairwise(offsets)):
             raise ValueError("stages are out of order: each stage's offset must be later than the one before")
         if StageAction.ULTIMATUM in actions and StageAction.SUSPEND not in actions:
             raise ValueError("an ultimatum names the suspension date: a policy with an ultimatum needs a suspend stage")
@@ -326,7 +327,7 @@ class PaymentPlan(Strict):
     @model_validator(mode="after")
     def _dates_ascending(self) -> PaymentPlan:
         dates = [i.due_date for i in self.instalments]
-        if any(later <= earlier for earlier, later in zip(dates, dates[1:])):
+        if any(later <= earlier for earlier, later in pairwise(dates)):
             raise ValueError("instalment due dates must be strictly ascending")
         return self
 

@@ -19,7 +19,6 @@ from workflows.models import Invoice, Stage, StageAction, format_money
 from workflows.state import InvoiceLedger, Step
 
 
-
 def local_date(invoice: Invoice, moment: datetime) -> date:
     """The calendar date at ``moment`` in the client's time zone."""
     return moment.astimezone(ZoneInfo(invoice.time_zone)).date()

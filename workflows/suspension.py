@@ -9,7 +9,14 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
-from workflows.models import EQUIPMENT_ACTIVITY_TIMEOUT, EquipmentRequest, EquipmentResult, EventKind, NoticeKind, ServiceAction
+from workflows.models import (
+    EQUIPMENT_ACTIVITY_TIMEOUT,
+    EquipmentRequest,
+    EquipmentResult,
+    EventKind,
+    NoticeKind,
+    ServiceAction,
+)
 from workflows.outbox import IO_RETRY, Outbox, one_line
 from workflows.patches import PATCH_EQUIPMENT, closed_meanwhile
 

@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+from pysnmp.error import PySnmpError
 from pysnmp.hlapi.v3arch.asyncio import (
     CommunityData,
     ContextData,
@@ -38,7 +39,6 @@ from pysnmp.hlapi.v3arch.asyncio import (
     usmHMACSHAAuthProtocol,
     usmNoPrivProtocol,
 )
-from pysnmp.error import PySnmpError
 from pysnmp.proto import errind
 from pysnmp.proto.rfc1902 import Integer
 from pysnmp.proto.rfc1905 import EndOfMibView, NoSuchInstance, NoSuchObject

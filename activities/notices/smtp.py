@@ -43,7 +43,7 @@ class _ReusedHeaderClasses(HeaderRegistry):
     behind until then.
     """
 
-    @functools.cache
+    @functools.cache  # noqa: B019 - one registry per process: the cache lives as long as it does
     def __getitem__(self, name: str) -> type:
         return super().__getitem__(name)
 

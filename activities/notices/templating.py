@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
