@@ -23,8 +23,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from activities.ledger import apply_schema
-from bench.recording import Recorder
-from tests.harness import recording_worker
+from bench.recording import Recorder, recording_worker
 from worker.embedded import find_executable, start_postgres
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 

@@ -17,8 +17,8 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from bench.recording import Recorder
-from tests.harness import make_invoice, recording_worker, start_invoice, with_pydantic
+from bench.recording import Recorder, recording_worker, with_pydantic
+from tests.harness import make_invoice, start_invoice
 from workflows import policy
 from workflows import search_attributes as sa
 from workflows.invoice import InvoiceWorkflow

@@ -22,13 +22,13 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from bench.recording import Recorder
+from bench.recording import Recorder, with_pydantic
 from cli.main import to_minor
 from client.invoices import invoice_details, invoice_summary
 from tests.cli_helpers import EXAMPLES, dunning, example_invoice, failed, local_today, succeeded
 from tests.cli_helpers import cli_env as cli_environment
 from tests.conftest import free_port
-from tests.harness import eventually, with_pydantic
+from tests.harness import eventually
 from workflows import search_attributes as sa
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import Invoice, InvoiceState, InvoiceStatus, PaymentPlan, invoice_workflow_id

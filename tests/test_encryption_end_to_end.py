@@ -17,10 +17,10 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from bench.recording import Recorder
+from bench.recording import Recorder, recording_worker
 from client import invoices
 from client.codec import ENCODING, AesGcmCodec, with_encryption
-from tests.harness import eventually, make_invoice, recording_worker
+from tests.harness import eventually, make_invoice
 from workflows.models import Invoice, Payment, format_money
 
 NAME, EMAIL = "Ilinca Zamfirescu-Vlad", "ilinca.zv@codec-test.example"

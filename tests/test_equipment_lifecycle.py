@@ -19,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.equipment.journal import set_kill_switch
 from activities.ledger import create_pool
-from bench.recording import Recorder
+from bench.recording import Recorder, with_pydantic
 from tests.equipment_lifecycle_fixtures import (
     CUSTOMER_A,
     DOWN,
@@ -35,7 +35,7 @@ from tests.equipment_lifecycle_fixtures import (
     write_site,
 )
 from tests.equipment_peers import RedfishPeer, SnmpPeer, redfish_peer, snmp_peer
-from tests.harness import eventually, make_invoice, start_invoice, with_pydantic
+from tests.harness import eventually, make_invoice, start_invoice
 from workflows import search_attributes as sa
 from workflows.events import RecordedEvent
 from workflows.invoice import InvoiceWorkflow

@@ -18,8 +18,8 @@ from temporalio.worker import Worker
 from activities.ledger import LedgerActivities, create_pool, read_events
 from activities.projections import PROJECTION_TABLES, catch_up, invoice_status, invoice_view, rebuild
 from activities.service import ServiceActivities
-from bench.recording import Recorder
-from tests.harness import eventually, make_invoice, start_invoice, with_pydantic
+from bench.recording import Recorder, with_pydantic
+from tests.harness import eventually, make_invoice, start_invoice
 from worker.sandbox import workflow_runner
 from workflows import events as ev
 from workflows.events import PAYLOADS, payload_of

@@ -24,10 +24,11 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.ledger import create_pool, read_events
 from activities.notices.smtp import message_id_for
+from bench.recording import with_pydantic
 from client.settings import Settings
 from tests.cli_helpers import cli_env, dunning, example_invoice, succeeded
 from tests.conftest import SmtpServer
-from tests.harness import eventually, with_pydantic
+from tests.harness import eventually
 from worker.worker import build_worker, notice_activities
 from workflows import policy
 from workflows.invoice import InvoiceWorkflow

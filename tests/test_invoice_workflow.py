@@ -18,8 +18,8 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
-from bench.recording import Hold, Recorder
-from tests.harness import eventually, make_invoice, start_invoice, with_pydantic
+from bench.recording import Hold, Recorder, with_pydantic
+from tests.harness import eventually, make_invoice, start_invoice
 from worker.sandbox import workflow_runner
 from workflows import ladder, policy
 from workflows import search_attributes as sa

@@ -30,7 +30,8 @@ from activities.notices.render import Attachment, RenderedNotice, render_notice
 from activities.notices.rendering_pool import RENDER_NICENESS, rendering_pool
 from activities.notices.smtp import compose_email, message_id_for
 from activities.service import ServiceActivities
-from tests.harness import eventually, make_invoice, start_invoice, with_pydantic
+from bench.recording import with_pydantic
+from tests.harness import eventually, make_invoice, start_invoice
 from tests.notice_servers import (
     AGENCY_EMAIL,
     PAYEE,

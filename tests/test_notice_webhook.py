@@ -17,7 +17,8 @@ from activities.ledger import LedgerActivities, read_events
 from activities.notices.channels import Channel, ChannelsConfig, ChannelsFileError, load_channels
 from activities.notices.smtp import message_id_for
 from activities.service import ServiceActivities
-from tests.harness import eventually, make_invoice, start_invoice, with_pydantic
+from bench.recording import with_pydantic
+from tests.harness import eventually, make_invoice, start_invoice
 from tests.notice_servers import (
     SENDER,
     MailServer,

@@ -7,8 +7,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from bench.recording import Recorder
-from tests.harness import eventually, make_invoice, recording_worker, start_invoice, with_pydantic
+from bench.recording import Recorder, recording_worker, with_pydantic
+from tests.harness import eventually, make_invoice, start_invoice
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import DecideLegal, ResolveDispute
 

@@ -22,10 +22,9 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from api.codec_server import serve_codec
-from bench.recording import Recorder
+from bench.recording import Recorder, recording_worker
 from client.codec import AesGcmCodec, with_encryption
 from tests.conftest import free_port
-from tests.harness import recording_worker
 from worker.embedded import start_temporal_dev_server
 
 NAMESPACE = "default"
