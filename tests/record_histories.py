@@ -8,7 +8,6 @@ running that code), and the older histories keep replaying thanks to ``workflow.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from bench.recording import Recorder, recording_worker, with_pydantic
 from tests.harness import make_invoice, start_invoice
+from worker.embedded import find_executable
 from workflows import policy
 from workflows import search_attributes as sa
 from workflows.invoice import InvoiceWorkflow
@@ -133,12 +133,26 @@ async def windowed_cut_handed_over_then_factored(
     return handle
 
 
+async def discount_lapsed_then_paid(
+    env: WorkflowEnvironment, client: Client, queue: str, _: Recorder
+) -> WorkflowHandle:
+    """The early-payment discount lapses unused (a fact since v5), then the invoice is paid in full."""
+    invoice = make_invoice((await env.get_current_time()).date(), terms={"early_payment_discount": {"percent": "2", "within_days": 3}})
+    handle = await start_invoice(client, queue, invoice)
+    await env.sleep(timedelta(days=5))
+    await _settle(handle)
+    await handle.execute_update(InvoiceWorkflow.record_payment, Payment(payment_id="all", amount_minor=100_000, currency="EUR"))
+    await handle.result()
+    return handle
+
+
 SCENARIOS = [
     written_off_after_every_stage,
     paid_while_suspended,
     paid_while_the_suspension_was_under_way,
     disputed_then_plan_missed,
     windowed_cut_handed_over_then_factored,
+    discount_lapsed_then_paid,
 ]
 
 
@@ -148,7 +162,7 @@ async def main(release: str) -> None:
         raise SystemExit(f"{folder} exists: histories of a release are never replaced")
     folder.mkdir(parents=True)
     async with await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=shutil.which("temporal-test-server")
+        test_server_existing_path=find_executable("temporal-test-server")
     ) as env:
         await env.client.operator_service.add_search_attributes(
             AddSearchAttributesRequest(
