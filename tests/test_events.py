@@ -348,7 +348,7 @@ async def test_every_event_the_workflow_emits_validates_and_projects_like_its_st
 
 
 async def tables(pool: asyncpg.Pool) -> dict[str, list[dict]]:
-    return {table: [dict(r) for r in await pool.fetch(f"SELECT * FROM {table} ORDER BY 1, 2")] for table in PROJECTION_TABLES}
+    return {table: [dict(r) for r in await pool.fetch(f"SELECT * FROM {table} ORDER BY 1, 2, 3")] for table in PROJECTION_TABLES}
 
 
 def ladder(**days: int) -> DunningPolicy:

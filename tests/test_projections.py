@@ -315,7 +315,7 @@ async def test_days_sales_outstanding(pool, ledger):
 
 async def snapshot(pool: asyncpg.Pool) -> dict[str, list[dict]]:
     return {
-        table: [dict(r) for r in await pool.fetch(f"SELECT * FROM {table} ORDER BY 1, 2")] for table in PROJECTION_TABLES
+        table: [dict(r) for r in await pool.fetch(f"SELECT * FROM {table} ORDER BY 1, 2, 3")] for table in PROJECTION_TABLES
     }
 
 

@@ -491,6 +491,6 @@ async def _projections_equal_rebuild(pool: asyncpg.Pool, scripts: list[ScriptedI
 
 async def _snapshot(pool: asyncpg.Pool) -> dict[str, list[dict]]:
     return {
-        table: [dict(r) for r in await pool.fetch(f"SELECT * FROM {table} ORDER BY 1, 2")]
+        table: [dict(r) for r in await pool.fetch(f"SELECT * FROM {table} ORDER BY 1, 2, 3")]
         for table in PROJECTION_TABLES
     }
