@@ -43,7 +43,8 @@ class TimeskipSizes:
     invoices: int
 
 
-async def _environment() -> WorkflowEnvironment:
+async def time_skipping_environment() -> WorkflowEnvironment:
+    """The time-skipping test server with the invoice's search attributes registered."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=find_executable("temporal-test-server"),
         test_server_startup_timeout=timedelta(seconds=60),
@@ -119,7 +120,7 @@ def _worker(client: Client, queue: str, runner: WorkflowRunner) -> Worker:
 async def measure_timeskip(sizes: TimeskipSizes, report_progress: Say = lambda text: None) -> Measurement:
     began = time.monotonic()
     real_s, unsandboxed_s, baseline_s = [], [], []
-    async with await _environment() as env:
+    async with await time_skipping_environment() as env:
         config = env.client.config()
         config["data_converter"] = pydantic_data_converter
         client = Client(**config)

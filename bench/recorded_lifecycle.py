@@ -12,7 +12,7 @@ import uuid
 from datetime import timedelta
 
 from activities.ledger import Batch
-from bench.measure_timeskip import _environment
+from bench.measure_timeskip import time_skipping_environment
 from bench.recording import Recorder, recording_worker, with_pydantic
 from bench.workload import AMOUNT_MINOR, LATE_FEE_MINOR, boundary_invoice
 from workflows.invoice import InvoiceWorkflow
@@ -24,7 +24,7 @@ PAID_AFTER = timedelta(days=11)  # after the late fee (day 10 of the default pol
 
 async def record_paid_lifecycle() -> list[Batch]:
     """The batches of one invoice of the default policy (at any hour), paid in full after its late fee."""
-    env = await _environment()
+    env = await time_skipping_environment()
     try:
         client, recorder = with_pydantic(env.client), Recorder()
         invoice = boundary_invoice(f"REC-{uuid.uuid4().hex[:6]}", await env.get_current_time() + timedelta(days=15))

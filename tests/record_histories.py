@@ -12,15 +12,13 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from bench.measure_timeskip import time_skipping_environment
 from bench.recording import Recorder, recording_worker, with_pydantic
 from tests.harness import make_invoice, start_invoice
-from worker.embedded import find_executable
 from workflows import policy
-from workflows import search_attributes as sa
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
     DecideLegal,
@@ -161,15 +159,7 @@ async def main(release: str) -> None:
     if folder.exists():
         raise SystemExit(f"{folder} exists: histories of a release are never replaced")
     folder.mkdir(parents=True)
-    async with await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=find_executable("temporal-test-server")
-    ) as env:
-        await env.client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(
-                namespace=env.client.namespace,
-                search_attributes={key.name: int(key.indexed_value_type) for key in sa.ALL},
-            )
-        )
+    async with await time_skipping_environment() as env:
         client = with_pydantic(env.client)
         recorder = Recorder(unreachable_equipment={"sw-unreachable"})
         async with recording_worker(client, recorder) as queue:

@@ -17,6 +17,7 @@ from datetime import date, datetime, timedelta
 
 from workflows import ladder, policy, snapshot
 from workflows.events import InvoiceSnapshot, ReceivableEntry
+from workflows.ladder import StepKind
 from workflows.models import DomainEvent, EventKind, Invoice, InvoiceState, LegalDecision, NextAction, StageAction
 from workflows.state import shown_state
 
@@ -108,15 +109,14 @@ class _Fold:
             return None
         invoice, stages = self.invoice, self.invoice.policy.stages
         if self.legal_review_again_at is not None:
-            what, at = StageAction.LEGAL_REVIEW.value, self.legal_review_again_at
+            kind, what, at = StepKind.LEGAL_REVIEW, StageAction.LEGAL_REVIEW.value, self.legal_review_again_at
         elif self.stage_index < len(stages):
             stage = stages[self.stage_index]
-            what, at = stage.action.value, policy.stage_due_at(invoice, stage, self.paused)
+            kind, what, at = StepKind.STAGE, stage.action.value, policy.stage_due_at(invoice, stage, self.paused)
         else:
             return None
         year = policy.local_date(invoice, at).year
         days_off = holidays_of(invoice.country, year) | holidays_of(invoice.country, year + 1) if invoice.country else frozenset()
-        kind = "legal_review" if what == StageAction.LEGAL_REVIEW.value and self.legal_review_again_at else "stage"
         return NextAction(what=what, at=policy.next_sending_moment(invoice, at, days_off), kind=kind)
 
     def snapshot(self, last: DomainEvent, receivables: list[ReceivableEntry], holidays_of: HolidaysOf) -> InvoiceSnapshot:
