@@ -24,7 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.ledger import apply_schema
 from bench.recording import Recorder, recording_worker
-from worker.embedded import find_executable, start_postgres
+from worker.embedded import dynamic_config_args, find_executable, start_postgres
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 # fixture modules shared by several test modules (their servers, pools and stacks)
@@ -107,9 +107,11 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 
 @pytest.fixture(scope="session")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The Temporal dev server (real time, in-memory), with our search attributes registered."""
+    """The Temporal dev server (real time, in-memory), with our search attributes registered and the embedded
+    stack's payload limits (``worker.embedded.TEMPORAL_LIMITS``)."""
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=find_executable("temporal"),
+        dev_server_extra_args=dynamic_config_args(),
         search_attributes=SEARCH_ATTRIBUTES,
         ui=False,
         dev_server_log_level="warn",

@@ -48,7 +48,7 @@ from client.settings import Settings
 from tests.api_stack import METRICS_TOKEN, ApiStack, eventually
 from tests.cli_helpers import dunning, succeeded
 from tests.conftest import free_port
-from worker.embedded import find_executable, start_postgres
+from worker.embedded import TEMPORAL_LIMITS, find_executable, start_postgres
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -241,6 +241,16 @@ def test_the_ui_decodes_payloads_through_the_proxy_which_adds_the_codec_token(co
     without_token = {k: v for k, v in OPERATOR_ENV.items() if k != "DUNNING_CODEC_TOKEN"}
     with pytest.raises(MissingVariable, match="DUNNING_CODEC_TOKEN"):
         load_compose(without_token)
+
+
+def test_compose_temporal_refuses_oversized_payloads_like_the_embedded_one(compose):
+    """Compose's Temporal reads the dynamic config it mounts, and that holds the embedded stack's payload limits."""
+    temporal = services(compose)["temporal"]
+    path = environment(temporal)["DYNAMIC_CONFIG_FILE_PATH"]
+    [mounted] = [v.split(":")[0] for v in temporal["volumes"] if v.split(":")[1] == path]
+    config = yaml.safe_load((COMPOSE.parent / mounted).read_text())
+    assert {key: values[0]["value"] for key, values in config.items()} == TEMPORAL_LIMITS
+    assert TEMPORAL_LIMITS["limit.blobSize.error"] * 100 < 50 * 1024 * 1024  # 100 of the largest stay below the history limit
 
 
 def test_encryption_is_on_unless_keys_are_missing_and_then_nothing_starts():

@@ -39,6 +39,7 @@ from workflows.models import (
     Stage,
     StageAction,
 )
+from workflows.state import REJECTIONS_STORED_PER_DAY
 
 AT = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
 INVOICE = make_invoice(date(2026, 11, 1), invoice_id="INV-E1").model_dump(mode="json")
@@ -67,7 +68,12 @@ SAMPLES: dict[EventKind, dict[str, Any]] = {
     EventKind.PAYMENT_RECORDED: {
         "payment_id": "p1", "amount_minor": 10_000, "received_at": AT.isoformat(), "balance_minor": 90_000,
     },
-    EventKind.PAYMENT_REJECTED: {"reason": "malformed payment: not JSON", "payload": "garbage"},
+    EventKind.PAYMENT_REJECTED: {
+        "reason": "malformed payment: not JSON", "payload": "garbage", "payload_bytes": 7, "payload_sha256": "ab" * 32,
+    },
+    EventKind.PAYMENT_REJECTIONS_COUNTED: {
+        "count": 900, "first_at": AT.isoformat(), "last_at": AT.isoformat(), "reasons": {"malformed payment: x": 900},
+    },
     EventKind.DISCOUNT_APPLIED: {"amount_minor": 2_000},
     EventKind.OVERPAYMENT_CREDITED: {"amount_minor": 500},
     EventKind.DISPUTE_OPENED: {"reason": "hours billed twice"},
@@ -298,8 +304,10 @@ async def test_every_event_the_workflow_emits_validates_and_projects_like_its_st
     for started in (hosting, early, sold):
         await eventually(lambda started=started: "invoice_issued" in recorder.notice_kinds(started.invoice_id))
 
-    # B: a malformed payment, a resend, then full payment within the discount window (overpaid by the discount)
-    await b.signal("payment_received", "not a payment")
+    # B: malformed payments, one more than it stores a day (the last is counted, and written when B closes),
+    # a resend, then full payment within the discount window (overpaid by the discount)
+    for n in range(REJECTIONS_STORED_PER_DAY + 1):
+        await b.signal("payment_received", f"not a payment {n}")
     await b.execute_update(InvoiceWorkflow.resend_invoice)
     await b.execute_update(InvoiceWorkflow.record_payment, pay("b-all", 100_000))
     await eventually(lambda: _state_is(b, InvoiceState.PAID))

@@ -45,6 +45,21 @@ CLI_TYPE_NAMES = {
 }
 
 
+# Temporal's payload limits here and in compose (deploy/temporal/dynamicconfig.yaml holds the same values;
+# docs/guarantees.md, Bounded input): the frontend refuses a signal, update or start whose input is larger
+# than limit.blobSize.error, so 100 of the largest (25 MB) stay far below the 50 MB history limit, and an
+# activity input or a continue-as-new (at most ~200 KB, workflows.outbox) below it too.
+TEMPORAL_LIMITS: dict[str, int] = {
+    "limit.blobSize.error": 256 * 1024,
+    "limit.blobSize.warn": 64 * 1024,
+}
+
+
+def dynamic_config_args() -> list[str]:
+    """``TEMPORAL_LIMITS`` as arguments of ``temporal server start-dev``."""
+    return [arg for key, value in TEMPORAL_LIMITS.items() for arg in ("--dynamic-config-value", f"{key}={value}")]
+
+
 def find_executable(name: str) -> str:
     """``name`` on the PATH, else the one installed next to this interpreter (the venv's ``bin``)."""
     return shutil.which(name) or str(Path(sys.executable).parent / name)
@@ -148,7 +163,7 @@ def start_temporal_dev_server(
     SQLite keeps a write-ahead log (``journal_mode=wal``, still synchronous=FULL, so every commit is
     on disk): readers no longer wait for writers, and the server passes a burst of timers 1.4-1.8
     times as fast as with the default rollback journal (see the README's Performance section).
-    Registers every search attribute of ``workflows.search_attributes``, points the UI at the
+    Runs with ``TEMPORAL_LIMITS``. Registers every search attribute of ``workflows.search_attributes``, points the UI at the
     codec server when one is given (payloads are encrypted), serves the server's own Prometheus
     metrics on ``metrics_port`` when one is given, and logs to
     ``data_dir/temporal.log``. The server runs in its own session, so Ctrl-C in the terminal
@@ -165,6 +180,7 @@ def start_temporal_dev_server(
         "--ui-port", str(ui_port),
         "--namespace", namespace,
         "--log-level", "warn",
+        *dynamic_config_args(),
     ]
     for key in SEARCH_ATTRIBUTES:
         command += ["--search-attribute", f"{key.name}={CLI_TYPE_NAMES[key.indexed_value_type]}"]

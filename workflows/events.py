@@ -78,7 +78,20 @@ class PaymentRecorded(Payload):
 
 class PaymentRejected(Payload):
     reason: str
-    payload: JsonValue = Field(description="what was received: the raw text, or the payment as JSON")
+    payload: JsonValue = Field(
+        description="what was received: the payment as JSON, or the raw text (its first 1 KB since v6, 2,000 characters before)"
+    )
+    payload_bytes: Count | None = Field(default=None, description="raw text only: the size of the whole payload")
+    payload_sha256: str | None = Field(default=None, description="raw text only: the SHA-256 of the whole payload")
+
+
+class PaymentRejectionsCounted(Payload):
+    """Rejected payments beyond the number an invoice stores one by one per day: how many, when, and why."""
+
+    count: Annotated[int, Field(strict=True, ge=1)]
+    first_at: datetime
+    last_at: datetime
+    reasons: dict[str, Count] = Field(description="reason -> how many (at most ten reasons, then 'other reasons')")
 
 
 class AmountApplied(Payload):
@@ -193,6 +206,7 @@ PAYLOADS: dict[EventKind, type[Payload]] = {
     EventKind.LATE_FEE_CHARGED: LateFeeCharged,
     EventKind.PAYMENT_RECORDED: PaymentRecorded,
     EventKind.PAYMENT_REJECTED: PaymentRejected,
+    EventKind.PAYMENT_REJECTIONS_COUNTED: PaymentRejectionsCounted,
     EventKind.DISCOUNT_APPLIED: AmountApplied,
     EventKind.OVERPAYMENT_CREDITED: AmountApplied,
     EventKind.DISPUTE_OPENED: DisputeOpened,

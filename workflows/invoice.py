@@ -41,10 +41,18 @@ with workflow.unsafe.imports_passed_through():
         format_money,
     )
     from workflows.outbox import Outbox
-    from workflows.patches import PATCH_SENDING_WINDOW
-    from workflows.payments import PAYMENT_SIGNAL, Malformed, decode_payment, payment_problem, storable
+    from workflows.patches import PATCH_COUNTED_REJECTIONS, PATCH_SENDING_WINDOW, PATCH_WAKE_ON_LONG_HISTORY
+    from workflows.payments import PAYMENT_SIGNAL, Malformed, RawExcerpt, decode_payment, payment_problem, storable
     from workflows.publishing import Publisher, status_of
-    from workflows.state import Dispute, InvoiceLedger, InvoiceWorkflowInput, PlanInProgress, Step
+    from workflows.state import (
+        COUNT_WRITTEN_EVERY,
+        REJECTIONS_STORED_PER_DAY,
+        Dispute,
+        InvoiceLedger,
+        InvoiceWorkflowInput,
+        PlanInProgress,
+        Step,
+    )
     from workflows.steps import Steps
     from workflows.suspension import Suspension
 
@@ -57,6 +65,7 @@ class InvoiceWorkflow:
     def __init__(self, params: InvoiceWorkflowInput) -> None:
         self.ledger = params.carried or InvoiceLedger(invoice=params.invoice)
         self._history_limit = params.history_limit
+        self._history_bytes_limit = params.history_bytes_limit
         self._wake = False
         self._publisher = Publisher()
         self._running = False
@@ -87,7 +96,10 @@ class InvoiceWorkflow:
                 if not self.ledger.escalation.closed:
                     workflow.continue_as_new(
                         InvoiceWorkflowInput(
-                            invoice=self.invoice, carried=self.ledger, history_limit=self._history_limit
+                            invoice=self.invoice,
+                            carried=self.ledger,
+                            history_limit=self._history_limit,
+                            history_bytes_limit=self._history_bytes_limit,
                         )
                     )
                 continue
@@ -124,8 +136,13 @@ class InvoiceWorkflow:
         )
 
     def _history_is_long(self) -> bool:
+        """Time to continue as new: Temporal suggests it, or the history reached its length or size limit."""
         info = workflow.info()
-        return info.is_continue_as_new_suggested() or info.get_current_history_length() >= self._history_limit
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() >= self._history_limit
+            or info.get_current_history_size() >= self._history_bytes_limit
+        )
 
     async def _learn_public_holidays(self) -> None:
         """Look up the holidays of the years the sending window may need, once per year."""
@@ -194,17 +211,41 @@ class InvoiceWorkflow:
         self._changed()
         return ledger.balance_minor
 
-    def _reject_payment(self, reason: str, payload: dict | str) -> None:
-        """Record a payment that cannot be applied, with its reason and what was sent (untrusted text made storable)."""
-        reason = storable(reason)
-        payload = storable(payload) if isinstance(payload, str) else payload
-        self.ledger.rejected_payments += 1
-        self._outbox.event(EventKind.PAYMENT_REJECTED, reason=reason, payload=payload)
-        self.ledger.remember(workflow.now(), f"Payment rejected: {reason}")
+    def _reject_payment(self, reason: str, payload: dict | RawExcerpt) -> None:
+        """Record a payment that cannot be applied: with its reason and what was sent (bounded, untrusted text
+        made storable) while the invoice has stored fewer than ``REJECTIONS_STORED_PER_DAY`` today, else counted."""
+        ledger, now, reason = self.ledger, workflow.now(), storable(reason)
+        ledger.rejected_payments += 1
+        tally = ledger.rejections
+        if tally.window_over(now):
+            self._write_rejection_count()
+            tally.window_start, tally.stored = now, 0
+        if tally.stored >= REJECTIONS_STORED_PER_DAY and workflow.patched(PATCH_COUNTED_REJECTIONS):
+            tally.count(now, reason)
+            if tally.counted >= COUNT_WRITTEN_EVERY:
+                self._write_rejection_count()
+        else:
+            tally.stored += 1
+            if isinstance(payload, RawExcerpt):
+                sent = {"payload": payload.text, "payload_bytes": payload.size, "payload_sha256": payload.sha256}
+            else:
+                sent = {"payload": payload}
+            self._outbox.event(EventKind.PAYMENT_REJECTED, reason=reason, **sent)
+            ledger.remember(now, f"Payment rejected: {reason[:200]}")
         self._changed()
+
+    def _write_rejection_count(self) -> None:
+        """Write the rejections counted and not yet written, if any (``payment_rejections_counted``)."""
+        tally = self.ledger.rejections
+        if not tally.counted:
+            return
+        data = tally.take_count()
+        self._outbox.event(EventKind.PAYMENT_REJECTIONS_COUNTED, **data)
+        self.ledger.remember(workflow.now(), f"{data['count']} more payment(s) rejected, counted (see the log)")
 
     def _close(self, state: InvoiceState) -> None:
         ledger = self.ledger
+        self._write_rejection_count()
         ledger.escalation = state
         ledger.dispute = None
         ledger.plan = None
@@ -241,6 +282,8 @@ class InvoiceWorkflow:
         """
         if name != PAYMENT_SIGNAL:
             workflow.logger.warning("dropped a signal named %r: this workflow only takes %r", name[:200], PAYMENT_SIGNAL)
+            if self._history_is_long() and workflow.patched(PATCH_WAKE_ON_LONG_HISTORY):
+                self._wake = True  # the loop continues as new before large dropped signals fill the history
             return
         payment = decode_payment(args)
         if isinstance(payment, Malformed):

@@ -395,6 +395,7 @@ class EventKind(StrEnum):
     LATE_FEE_CHARGED = "late_fee_charged"
     PAYMENT_RECORDED = "payment_recorded"
     PAYMENT_REJECTED = "payment_rejected"
+    PAYMENT_REJECTIONS_COUNTED = "payment_rejections_counted"
     DISCOUNT_APPLIED = "discount_applied"
     OVERPAYMENT_CREDITED = "overpayment_credited"
     DISPUTE_OPENED = "dispute_opened"

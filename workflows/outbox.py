@@ -1,7 +1,9 @@
 """The invoice workflow's outbox: the events it records and the notices it sends, in order.
 
 Handlers and steps only queue (``event``, ``queue_notice``); the run loop's ``flush`` sends the
-queued notices, then appends the pending events in one batch, until nothing is left.
+queued notices, then appends the pending events in batches of at most ``BATCH_EVENTS`` events and
+``BATCH_BYTES`` of JSON (an activity's input stays far below Temporal's payload limit however
+many events a flood of signals queued), until nothing is left.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ from temporalio.exceptions import ActivityError
 
 from workflows import ladder, policy, snapshot
 from workflows.models import DomainEvent, EventKind, NoticeKind, NoticeRequest
+from workflows.patches import PATCH_SPLIT_EVENT_BATCHES
 from workflows.state import InvoiceLedger, QueuedNotice
 
 NOTICE_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=10), non_retryable_error_types=["PermanentDeliveryFailure"])
 IO_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
+# one append's events: with its snapshot (at most ~120 KB: 200 story lines) well below the 256 KB
+# payload limit of the embedded and compose Temporal (docs/guarantees.md), and far below the default 2 MB
+BATCH_EVENTS = 200
+BATCH_BYTES = 64 * 1024
 
 
 class Outbox:
@@ -60,8 +67,9 @@ class Outbox:
                 await self._send_notice(ledger.outbox[0])
                 ledger.outbox.pop(0)
                 continue
-            batch, now = list(ledger.pending_events), workflow.now()
-            taken = snapshot.take(ledger, policy.next_step(ledger, now, self._window_applies), now)
+            batch, now = self._next_batch(), workflow.now()
+            step = policy.next_step(ledger, now, self._window_applies)
+            taken = snapshot.take(ledger, step, now, through=batch[-1].sequence)
             await workflow.execute_activity(
                 "append_events",
                 args=[batch, taken],
@@ -70,6 +78,21 @@ class Outbox:
                 summary=f"Record {len(batch)} event(s)",
             )
             del ledger.pending_events[: len(batch)]
+
+    def _next_batch(self) -> list[DomainEvent]:
+        """The oldest pending events up to ``BATCH_EVENTS`` and ``BATCH_BYTES`` (at least one, however large).
+
+        Invoices whose history appended a larger batch whole keep doing so on replay (the patch).
+        """
+        pending, size, end = self.ledger.pending_events, 0, 0
+        while end < min(len(pending), BATCH_EVENTS):
+            size += len(pending[end].model_dump_json())
+            if end and size > BATCH_BYTES:
+                break
+            end += 1
+        if end < len(pending) and workflow.patched(PATCH_SPLIT_EVENT_BATCHES):
+            return pending[:end]
+        return list(pending)
 
     def notice_failed(self, kind: str, step: str, channel: str, error: object) -> None:
         """Record a message that could not be delivered, for ops (event, failed-notice list, story)."""

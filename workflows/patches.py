@@ -14,6 +14,10 @@ PATCH_EQUIPMENT = "equipment-adapters"
 PATCH_AGENCY_PACKAGE = "agency-package"
 PATCH_STAGE_STOPS_AT_CLOSE = "stage-stops-at-close"
 PATCH_DISCOUNT_LAPSE_EVENT = "discount-lapse-event"
+# bounded input and output (issue 21): each is asked for only where the old code would do otherwise
+PATCH_COUNTED_REJECTIONS = "counted-rejections"  # beyond the daily rate, rejections are counted
+PATCH_SPLIT_EVENT_BATCHES = "split-event-batches"  # a large batch of events goes in several appends
+PATCH_WAKE_ON_LONG_HISTORY = "wake-on-long-history"  # a dropped signal wakes the loop to continue as new
 
 
 def closed_meanwhile(ledger: InvoiceLedger) -> bool:

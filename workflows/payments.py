@@ -1,12 +1,14 @@
 """Payments reaching an invoice: the payment signal decoded, and why a payment cannot be recorded.
 
 The workflow takes every signal (none can fail a workflow task): its arguments arrive undecoded
-(``RawValue``), so a malformed payment becomes a rejection with its reason and what was sent,
-never lost and never a task failure.
+(``RawValue``), so a malformed payment becomes a rejection with its reason and an excerpt of what
+was sent (``EXCERPT_BYTES``, with the whole payload's size and SHA-256), never lost and never a
+task failure.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,28 +21,46 @@ from workflows.outbox import one_line
 from workflows.state import InvoiceLedger
 
 PAYMENT_SIGNAL = "payment_received"
+EXCERPT_BYTES = 1024  # of a malformed payment's raw payload, kept in its payment_rejected event
 
 
 @dataclass(frozen=True)
 class Malformed:
-    """A payment signal that carries no payment: why, and what it carried (as text the event log can keep)."""
+    """A payment signal that carries no payment: why, and what it carried (``RawExcerpt``)."""
 
     reason: str
-    sent: str
+    sent: RawExcerpt
+
+
+@dataclass(frozen=True)
+class RawExcerpt:
+    """What a signal carried, bounded: its first ``EXCERPT_BYTES`` as text the event log can keep,
+    and the size and SHA-256 of the whole, which identify it without storing it."""
+
+    text: str
+    size: int
+    sha256: str
+
+    @classmethod
+    def of(cls, args: Sequence[RawValue]) -> RawExcerpt:
+        """The signal's arguments' data, joined by `` | `` when there are several."""
+        data = b" | ".join(raw.payload.data for raw in args)
+        text = storable(data[:EXCERPT_BYTES].decode("utf-8", errors="replace"))
+        return cls(text=text, size=len(data), sha256=hashlib.sha256(data).hexdigest())
 
 
 def decode_payment(args: Sequence[RawValue]) -> Payment | Malformed:
     """The one ``Payment`` a payment signal should carry, or why it does not."""
     if len(args) != 1:
         carried = f"{len(args)} arguments, not one payment" if args else "no payment"
-        return Malformed(f"malformed payment: the signal carried {carried}", " | ".join(map(raw_text, args)))
+        return Malformed(f"malformed payment: the signal carried {carried}", RawExcerpt.of(args))
     raw = args[0]
     try:
         payment = workflow.payload_converter().from_payload(raw.payload, Payment)
     except Exception as err:  # noqa: BLE001 - any decoding failure is a rejected payment, not a task failure
-        return Malformed(f"malformed payment: {one_line(err)}", raw_text(raw))
+        return Malformed(f"malformed payment: {one_line(err)}", RawExcerpt.of(args))
     if not isinstance(payment, Payment):  # a null or binary payload decodes to None or bytes, unchecked
-        return Malformed(f"malformed payment: not a payment object but {type(payment).__name__}", raw_text(raw))
+        return Malformed(f"malformed payment: not a payment object but {type(payment).__name__}", RawExcerpt.of(args))
     return payment
 
 
@@ -70,11 +90,6 @@ def payment_problem(ledger: InvoiceLedger, payment: Payment) -> ApplicationError
 def _refusal(kind: str, message: str) -> ApplicationError:
     """An update validator's refusal; ``kind`` is the error type callers switch on."""
     return ApplicationError(message, type=kind, non_retryable=True)
-
-
-def raw_text(raw: RawValue) -> str:
-    """A raw argument as text, cut to 2,000 characters."""
-    return raw.payload.data.decode("utf-8", errors="replace")[:2000]
 
 
 def storable(text: str) -> str:

@@ -80,19 +80,23 @@ def invoice_facts(invoice: Invoice) -> dict[str, Any]:
     }
 
 
-def take(ledger: InvoiceLedger, step: Step | None, now: datetime) -> InvoiceSnapshot:
+def take(ledger: InvoiceLedger, step: Step | None, now: datetime, through: int | None = None) -> InvoiceSnapshot:
     """The invoice after the events emitted so far; ``step`` is the next step the workflow will take.
 
-    The receivable entries and story lines go into this snapshot and are not kept for the next.
+    The receivable entries up to event ``through`` (default: all) and the story lines go into this
+    snapshot and are not kept for the next. A batch split in several appends (``Outbox.flush``) has
+    a snapshot on each part, ``last_sequence`` its last event: the state is the one after them all.
     """
     invoice, facts = ledger.invoice, ledger.batch_facts
+    last = ledger.next_sequence - 1 if through is None else through
     untold = min(ledger.actions_total - facts.story_told, len(ledger.actions))
-    receivables, facts.receivables = facts.receivables, []
+    receivables = [r for r in facts.receivables if r.sequence <= last]
+    facts.receivables = [r for r in facts.receivables if r.sequence > last]
     facts.story_told = ledger.actions_total
     return InvoiceSnapshot(
         **invoice_facts(invoice),
         taken_at=now,
-        last_sequence=ledger.next_sequence - 1,
+        last_sequence=last,
         state=ledger.state,
         escalation=ledger.escalation,
         last_stage=facts.last_stage,

@@ -27,6 +27,12 @@ from workflows.models import (
 )
 
 MAX_ACTIONS_KEPT = 200
+HISTORY_BYTES_LIMIT = 4 * 1024 * 1024  # continue as new beyond this history size (Temporal terminates at 50 MB)
+REJECTIONS_STORED_PER_DAY = 100  # rejected payments stored one by one per invoice per day; beyond, counted
+REJECTION_WINDOW = timedelta(days=1)
+COUNT_WRITTEN_EVERY = 1_000  # counted rejections are written at least this often (and when the day ends or the invoice closes)
+MAX_REASONS_COUNTED = 10  # distinct reasons one count keeps; the rest go under OTHER_REASONS
+OTHER_REASONS = "other reasons"
 
 
 class QueuedNotice(BaseModel):
@@ -77,6 +83,47 @@ class BatchFacts(BaseModel):
     story_told: int = Field(default=0, description="story lines already in a snapshot")
 
 
+class RejectionTally(BaseModel):
+    """Rejected payments beyond ``REJECTIONS_STORED_PER_DAY``: counted, not stored one by one.
+
+    A window opens with the first rejection and lasts ``REJECTION_WINDOW``; within it the first
+    rejections are stored whole (``payment_rejected``), the rest only counted here until the count
+    is written (``payment_rejections_counted``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    window_start: datetime | None = None
+    stored: int = Field(default=0, description="payment_rejected events written in this window")
+    counted: int = Field(default=0, description="rejections counted and not yet written")
+    first_at: datetime | None = None
+    last_at: datetime | None = None
+    reasons: dict[str, int] = Field(default_factory=dict, description="reason -> how many of the counted")
+
+    def window_over(self, now: datetime) -> bool:
+        return self.window_start is None or now - self.window_start >= REJECTION_WINDOW
+
+    def count(self, at: datetime, reason: str) -> None:
+        """One more rejection counted, not stored."""
+        self.counted += 1
+        self.first_at = self.first_at or at
+        self.last_at = at
+        if reason not in self.reasons and len(self.reasons) >= MAX_REASONS_COUNTED:
+            reason = OTHER_REASONS
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+    def take_count(self) -> dict[str, object]:
+        """The count not yet written, as a ``payment_rejections_counted`` event's data; the tally starts again."""
+        data = {
+            "count": self.counted,
+            "first_at": self.first_at.isoformat() if self.first_at else None,
+            "last_at": self.last_at.isoformat() if self.last_at else None,
+            "reasons": dict(self.reasons),
+        }
+        self.counted, self.first_at, self.last_at, self.reasons = 0, None, None, {}
+        return data
+
+
 class InvoiceLedger(BaseModel):
     """Mutable state of one invoice; derived amounts are properties, not fields."""
 
@@ -102,6 +149,7 @@ class InvoiceLedger(BaseModel):
     legal_decision: LegalDecision | None = None
     legal_review_again_at: datetime | None = None
     rejected_payments: int = 0
+    rejections: RejectionTally = Field(default_factory=RejectionTally)
     next_sequence: int = 1
     pending_events: list[DomainEvent] = Field(default_factory=list)
     outbox: list[QueuedNotice] = Field(default_factory=list)
@@ -162,6 +210,9 @@ class InvoiceWorkflowInput(BaseModel):
     invoice: Invoice
     carried: InvoiceLedger | None = None
     history_limit: int = Field(default=10_000, ge=50, description="continue-as-new beyond this many events")
+    history_bytes_limit: int = Field(
+        default=HISTORY_BYTES_LIMIT, ge=64 * 1024, description="continue-as-new beyond this history size in bytes"
+    )
 
 
 @dataclass(frozen=True)

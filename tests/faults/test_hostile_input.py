@@ -243,15 +243,18 @@ async def _stuck(handles: dict[str, WorkflowHandle]) -> list[str]:
 async def _check_history(
     report: RunReport, pool: asyncpg.Pool, script: ScriptedInvoice, handle: WorkflowHandle, rejected: int, signals: int
 ) -> None:
-    """The history holds the accepted payments as its only updates and every signal; the log every rejection."""
+    """The history holds the accepted payments as its only updates and every signal; the log every rejection
+    (stored one by one, or counted)."""
     history = Counter(e.event_type for e in (await handle.fetch_history()).events)
     logged = await pool.fetchval(
-        "SELECT count(*) FROM invoice_events WHERE invoice_id = $1 AND kind = $2",
+        "SELECT count(*) FILTER (WHERE kind = $2) + coalesce(sum((data->>'count')::int) FILTER (WHERE kind = $3), 0)"
+        " FROM invoice_events WHERE invoice_id = $1",
         script.invoice_id,
         EventKind.PAYMENT_REJECTED.value,
+        EventKind.PAYMENT_REJECTIONS_COUNTED.value,
     )
     if logged != rejected:
-        report.lost.append(f"{script.label}: {logged} payment_rejected events, {rejected} bad payments sent")
+        report.lost.append(f"{script.label}: {logged} rejections in the log, {rejected} bad payments sent")
     updates = history[EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED]
     if updates != len(script.payments):
         report.other.append(f"{script.label}: {updates} updates in history, {len(script.payments)} payments accepted")

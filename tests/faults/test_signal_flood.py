@@ -1,0 +1,170 @@
+"""A flood of malformed payment signals and of the largest signals Temporal accepts, at one invoice: it still
+answers, takes a payment and closes, and every rejection is in the event log (issue 21: 2,000 such signals
+once wedged an invoice for good, and 30 large ones had Temporal terminate it)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import pytest
+from temporalio.api.common.v1 import Payload, Payloads
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import RawValue
+from temporalio.service import RPCError, RPCStatusCode
+
+from client import invoices
+from tests.faults.checks import check_run
+from tests.faults.fates import Driver, Fate, scripted_invoices
+from tests.faults.stack import fault_stack
+from worker.embedded import TEMPORAL_LIMITS
+from workflows.models import EventKind, StageAction
+from workflows.payments import EXCERPT_BYTES
+from workflows.state import REJECTIONS_STORED_PER_DAY
+
+SOAK = os.environ.get("DUNNING_SOAK") == "1"
+MALFORMED = 10_000 if SOAK else 1_000
+LARGE = 100 if SOAK else 10  # half of them payments, half under a name the invoice drops
+IN_FLIGHT = 64
+QUIET_LADDER = [(StageAction.REMINDER, 86_400)]  # nothing escalates during the test
+DEADLINE_S = 15 * 60.0 if SOAK else 5 * 60.0
+PROBE_EVERY_S = 0.5
+
+
+@dataclass
+class Probe:
+    """The status queries asked while the flood ran: how long each took, and the ones not answered."""
+
+    seconds: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    async def run(self, client: Client, invoice_id: str, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            began = time.monotonic()
+            try:
+                await invoices.status(client, invoice_id)
+                self.seconds.append(time.monotonic() - began)
+            except Exception as err:  # noqa: BLE001 - every kind of no-answer is a finding
+                self.failures.append(f"{type(err).__name__}: {err}")
+            await asyncio.sleep(PROBE_EVERY_S)
+
+
+def largest_signal(data_prefix: bytes) -> RawValue:
+    """A signal argument whose ``Payloads`` is exactly ``limit.blobSize.error`` bytes: the largest the frontend takes."""
+    limit = TEMPORAL_LIMITS["limit.blobSize.error"]
+    payload = Payload(metadata={"encoding": b"json/plain"}, data=data_prefix)
+    payload.data = data_prefix + b"x" * (limit - Payloads(payloads=[payload]).ByteSize())
+    while Payloads(payloads=[payload]).ByteSize() > limit:  # the length prefix grew by a byte
+        payload.data = payload.data[:-1]
+    return RawValue(payload)
+
+
+def one_byte_more(raw: RawValue) -> RawValue:
+    return RawValue(Payload(metadata=raw.payload.metadata, data=raw.payload.data + b"x"))
+
+
+def malformed(n: int) -> RawValue:
+    """About 2 KB of a payment that is not JSON, different each time."""
+    return RawValue(Payload(metadata={"encoding": b"json/plain"}, data=f'{{"payment_id": "F-{n}", '.encode() + b"~" * 2_000))
+
+
+async def _flood(handle: WorkflowHandle, signals: list[tuple[str, RawValue]]) -> None:
+    limit = asyncio.Semaphore(IN_FLIGHT)
+
+    async def send(name: str, raw: RawValue) -> None:
+        async with limit:
+            await handle.signal(name, raw)
+
+    await asyncio.gather(*(send(name, raw) for name, raw in signals))
+
+
+async def _runs(client: Client, workflow_id: str) -> list[tuple[int, int]]:
+    """``(history events, history bytes)`` of each run of the invoice's workflow."""
+    return [
+        (execution.history_length, execution.raw_info.history_size_bytes)
+        async for execution in client.list_workflows(f"WorkflowId = '{workflow_id}'")
+    ]
+
+
+async def test_a_flood_of_malformed_and_of_the_largest_signals_leaves_the_invoice_working():
+    """1,000 malformed payment signals of 2 KB (soak: 10,000), 64 in flight, after 10 signals (soak: 100) of the
+    largest size the frontend accepts (``limit.blobSize.error``: half of them payments, half under a name the
+    invoice drops), to one invoice. One byte more is refused by the frontend. The invoice answers its status
+    query all along, counts every rejection (``RejectedPayments``), is then paid in full and closes as paid
+    with a complete event log: the first ``REJECTIONS_STORED_PER_DAY`` rejections stored one by one, each with an
+    excerpt of at most 1 KB and the size and SHA-256 of what was sent, the rest counted, and the two add up to
+    the payments sent. It continued as new on history size rather than grow towards Temporal's 50 MB limit.
+    Prints the time taken and the history size of each run."""
+    [script] = scripted_invoices(1, run=f"SF{uuid.uuid4().hex[:4]}", fates=[Fate.PAID_WHEN_ISSUED], ladder=QUIET_LADDER)
+    large = [largest_signal(b'{"payment_id": "L-%d", ' % n) for n in range(LARGE)]
+    signals = [("payment_received" if n % 2 == 0 else "wire_money_to", raw) for n, raw in enumerate(large)]
+    signals += [("payment_received", malformed(n)) for n in range(MALFORMED)]
+    rejected = sum(1 for name, _ in signals if name == "payment_received")
+
+    async with fault_stack({}) as stack:
+        driver = Driver(stack.client, [script], time.monotonic() + DEADLINE_S, stack.assert_workers_alive)
+        await driver.start_all(per_second=1.0)
+        handle = invoices.invoice_handle(stack.client, script.invoice_id)
+        with pytest.raises(RPCError) as refused:
+            await handle.signal("payment_received", one_byte_more(large[0]))
+        assert refused.value.status == RPCStatusCode.INVALID_ARGUMENT, refused.value
+
+        probe, stop = Probe(), asyncio.Event()
+        probing = asyncio.create_task(probe.run(stack.client, script.invoice_id, stop))
+        began = time.monotonic()
+        await _flood(handle, signals[:LARGE])
+        await _flood(handle, signals[LARGE:])
+        sent_in = time.monotonic() - began
+        while (status := await invoices.status(stack.client, script.invoice_id)).rejected_payments < rejected:
+            assert time.monotonic() < driver.deadline, f"{status.rejected_payments} of {rejected} rejections counted"
+            await asyncio.sleep(0.5)
+        counted_in = time.monotonic() - began
+        stop.set()
+        await probing
+        assert status.rejected_payments == rejected
+        assert status.balance_minor == script.amount_minor
+
+        await driver.play()
+        await driver.wait_closed()
+        closed_in = time.monotonic() - began
+        report = await check_run(stack, driver, f"signal flood ({MALFORMED} malformed + {LARGE} largest signals)")
+        events = await stack.pool.fetch(
+            "SELECT kind, data FROM invoice_events WHERE invoice_id = $1 AND kind = ANY($2) ORDER BY sequence",
+            script.invoice_id,
+            [EventKind.PAYMENT_REJECTED.value, EventKind.PAYMENT_REJECTIONS_COUNTED.value],
+        )
+        runs = await _runs(stack.client, script.workflow_id)
+
+    stored = [e["data"] for e in events if e["kind"] == EventKind.PAYMENT_REJECTED.value]
+    counted = sum(e["data"]["count"] for e in events if e["kind"] == EventKind.PAYMENT_REJECTIONS_COUNTED.value)
+    if len(stored) + counted != rejected:
+        report.lost.append(f"{len(stored)} rejections stored and {counted} counted, {rejected} payments sent")
+    if len(stored) > REJECTIONS_STORED_PER_DAY:
+        report.other.append(f"{len(stored)} rejections stored one by one, at most {REJECTIONS_STORED_PER_DAY} a day")
+    sent = {hashlib.sha256(raw.payload.data).hexdigest(): raw.payload.data for name, raw in signals if name == "payment_received"}
+    for data in stored:
+        whole = sent.get(data["payload_sha256"], b"")
+        if data["payload_bytes"] != len(whole) or not whole.decode().startswith(data["payload"]):
+            report.other.append(f"rejection {data['payload'][:30]!r}: not the excerpt, size and hash of a payment sent")
+        if len(data["payload"].encode()) > EXCERPT_BYTES:
+            report.other.append(f"rejection keeps {len(data['payload'].encode())} bytes of what was sent")
+    largest_run = max(size for _, size in runs)
+    if largest_run > 8 * 1024 * 1024:
+        report.other.append(f"a run's history reached {largest_run / 2**20:.1f} MB")
+    if probe.failures:
+        report.other += [f"status query not answered during the flood: {f}" for f in probe.failures[:5]]
+    report.notes.append(
+        f"sent {len(signals)} signals in {sent_in:.1f} s, all counted after {counted_in:.1f} s, closed after"
+        f" {closed_in:.1f} s; {len(stored)} rejections stored, {counted} counted; {len(probe.seconds)} status queries"
+        f" answered during the flood, the slowest in {max(probe.seconds, default=0):.2f} s"
+    )
+    report.notes.append(
+        f"{len(runs)} run(s); history events {sum(n for n, _ in runs)}, bytes {sum(s for _, s in runs) / 2**20:.1f} MB"
+        f" in all, largest run {largest_run / 2**20:.2f} MB"
+    )
+    report.print()
+    report.assert_clean()
