@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -37,6 +38,9 @@ from workflows.models import (
     ResolveDispute,
     StageAction,
 )
+from workflows.outbox import BATCH_BYTES, BATCH_EVENTS
+from workflows.payments import EXCERPT_BYTES
+from workflows.state import REJECTIONS_STORED_PER_DAY
 
 DEFAULT = DunningPolicy.default()  # the stages; test invoices send round the clock (see make_invoice)
 WORKFLOW_TASK_EVENTS = {
@@ -280,6 +284,50 @@ async def test_malformed_signal_is_recorded_as_rejected_never_lost(env, client, 
     # the workflow is healthy: a valid payment still closes it
     await handle.execute_update(InvoiceWorkflow.record_payment, pay("ok", invoice.amount_minor))
     assert (await handle.result()).state == InvoiceState.PAID
+
+
+async def test_a_flood_of_malformed_payments_is_written_in_bounded_batches_and_counted_beyond_the_daily_rate(
+    env, client, queue, recorder
+):
+    """While the first rejection's append is held (a slow log), 299 more malformed payments of 3 KB arrive. They
+    are written in appends of at most ``BATCH_EVENTS`` events and ``BATCH_BYTES`` of JSON (one event over is
+    allowed), each with a snapshot that ends at its last event; the first ``REJECTIONS_STORED_PER_DAY`` are
+    stored with a 1 KB excerpt and the size and SHA-256 of what was sent, the other 200 counted, and the count
+    is written when the invoice closes. Before, one append carried them all (3.15 MB for 2,000 such signals)."""
+    invoice, handle = await begin(env, client, queue, recorder)
+    held = recorder.hold("append_events", when=lambda events: any(e.kind == "payment_rejected" for e in events))
+    sent = [b'{"payment_id": "F-%d", ' % n + b"~" * 3_000 for n in range(300)]
+    raw = [RawValue(Payload(metadata={"encoding": b"json/plain"}, data=data)) for data in sent]
+    await handle.signal(PAYMENT_SIGNAL, raw[0])
+    await held.reached.wait()
+    await asyncio.gather(*(handle.signal(PAYMENT_SIGNAL, r) for r in raw[1:]))
+    await eventually(lambda: _rejected(handle, 300))
+    held.released.set()
+    await handle.execute_update(InvoiceWorkflow.record_payment, pay("ok", invoice.amount_minor))
+    assert (await handle.result()).state == InvoiceState.PAID
+
+    batches = [b for b in recorder.batches if b.events[0].invoice_id == invoice.invoice_id]
+    assert max(len(b.events) for b in batches) <= BATCH_EVENTS
+    for batch in batches:
+        sizes = [len(e.model_dump_json()) for e in batch.events]
+        assert sum(sizes[:-1]) <= BATCH_BYTES, f"an append of {len(sizes)} events, {sum(sizes)} bytes"
+        assert batch.snapshot.last_sequence == batch.events[-1].sequence
+    assert len([b for b in batches if any(e.kind == "payment_rejected" for e in b.events)]) > 2  # split
+    stored = recorder.events_of(invoice.invoice_id, "payment_rejected")
+    assert len(stored) == REJECTIONS_STORED_PER_DAY
+    by_hash = {hashlib.sha256(data).hexdigest(): data for data in sent}
+    for event in stored:
+        whole = by_hash[event.data["payload_sha256"]]
+        assert event.data["payload_bytes"] == len(whole) and len(event.data["payload"]) == EXCERPT_BYTES
+        assert whole.decode().startswith(event.data["payload"])
+    [counted] = recorder.events_of(invoice.invoice_id, "payment_rejections_counted")
+    assert counted.data["count"] == 300 - REJECTIONS_STORED_PER_DAY
+    assert sum(counted.data["reasons"].values()) == counted.data["count"]
+    assert counted.sequence < recorder.events_of(invoice.invoice_id, "invoice_closed")[0].sequence
+
+
+async def _rejected(handle: WorkflowHandle, count: int) -> bool:
+    return (await status(handle)).rejected_payments == count
 
 
 async def _waiting_on_a_timer(handle: WorkflowHandle) -> bool:
