@@ -278,8 +278,8 @@ async def test_malformed_signal_is_recorded_as_rejected_never_lost(env, client, 
     assert "\x00" not in rejected.model_dump_json()  # PostgreSQL could never store the event
     current = await status(handle)
     assert current.balance_minor == invoice.amount_minor and current.rejected_payments == 1
-    description = await handle.describe()
-    assert description.typed_search_attributes.get(sa.REJECTED_PAYMENTS) == 1
+    # published by the run loop once the rejection is written, not by the signal handler
+    await eventually(lambda: _search_attribute(handle, sa.REJECTED_PAYMENTS, 1))
     assert "Rejected payments: 1" in await _current_details(handle)
     # the workflow is healthy: a valid payment still closes it
     await handle.execute_update(InvoiceWorkflow.record_payment, pay("ok", invoice.amount_minor))
@@ -324,6 +324,10 @@ async def test_a_flood_of_malformed_payments_is_written_in_bounded_batches_and_c
     assert counted.data["count"] == 300 - REJECTIONS_STORED_PER_DAY
     assert sum(counted.data["reasons"].values()) == counted.data["count"]
     assert counted.sequence < recorder.events_of(invoice.invoice_id, "invoice_closed")[0].sequence
+
+
+async def _search_attribute(handle: WorkflowHandle, key, value) -> bool:
+    return (await handle.describe()).typed_search_attributes.get(key) == value
 
 
 async def _rejected(handle: WorkflowHandle, count: int) -> bool:

@@ -213,14 +213,19 @@ class InvoiceWorkflow:
 
     def _reject_payment(self, reason: str, payload: dict | RawExcerpt) -> None:
         """Record a payment that cannot be applied: with its reason and what was sent (bounded, untrusted text
-        made storable) while the invoice has stored fewer than ``REJECTIONS_STORED_PER_DAY`` today, else counted."""
+        made storable) while the invoice has stored fewer than ``REJECTIONS_STORED_PER_DAY`` today, else counted.
+
+        Since the patch it only wakes the loop, which publishes once: a flood delivers thousands of signals in
+        one workflow task, and a search-attribute upsert after each would outlast Temporal's deadlock timeout (2 s).
+        """
         ledger, now, reason = self.ledger, workflow.now(), storable(reason)
         ledger.rejected_payments += 1
         tally = ledger.rejections
         if tally.window_over(now):
             self._write_rejection_count()
             tally.window_start, tally.stored = now, 0
-        if tally.stored >= REJECTIONS_STORED_PER_DAY and workflow.patched(PATCH_COUNTED_REJECTIONS):
+        bounded = workflow.patched(PATCH_COUNTED_REJECTIONS)
+        if bounded and tally.stored >= REJECTIONS_STORED_PER_DAY:
             tally.count(now, reason)
             if tally.counted >= COUNT_WRITTEN_EVERY:
                 self._write_rejection_count()
@@ -232,7 +237,10 @@ class InvoiceWorkflow:
                 sent = {"payload": payload}
             self._outbox.event(EventKind.PAYMENT_REJECTED, reason=reason, **sent)
             ledger.remember(now, f"Payment rejected: {reason[:200]}")
-        self._changed()
+        if bounded:
+            self._wake = True
+        else:
+            self._changed()
 
     def _write_rejection_count(self) -> None:
         """Write the rejections counted and not yet written, if any (``payment_rejections_counted``)."""
