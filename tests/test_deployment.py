@@ -250,7 +250,8 @@ def test_compose_temporal_refuses_oversized_payloads_like_the_embedded_one(compo
     [mounted] = [v.split(":")[0] for v in temporal["volumes"] if v.split(":")[1] == path]
     config = yaml.safe_load((COMPOSE.parent / mounted).read_text())
     assert {key: values[0]["value"] for key, values in config.items()} == TEMPORAL_LIMITS
-    assert TEMPORAL_LIMITS["limit.blobSize.error"] * 100 < 50 * 1024 * 1024  # 100 of the largest stay below the history limit
+    # the most signals a run takes, each of the largest size, stay below the history limit (50 MiB)
+    assert TEMPORAL_LIMITS["limit.blobSize.error"] * TEMPORAL_LIMITS["history.maximumSignalsPerExecution"] < 50 * 2**20
 
 
 def test_encryption_is_on_unless_keys_are_missing_and_then_nothing_starts():

@@ -47,11 +47,15 @@ CLI_TYPE_NAMES = {
 
 # Temporal's payload limits here and in compose (deploy/temporal/dynamicconfig.yaml holds the same values;
 # docs/guarantees.md, Bounded input): the frontend refuses a signal, update or start whose input is larger
-# than limit.blobSize.error, so 100 of the largest (25 MB) stay far below the 50 MB history limit, and an
-# activity input or a continue-as-new (at most ~200 KB, workflows.outbox) below it too.
+# than limit.blobSize.error; an activity input or a continue-as-new (at most ~200 KB, workflows.outbox) stays
+# below it too.
 TEMPORAL_LIMITS: dict[str, int] = {
     "limit.blobSize.error": 256 * 1024,
     "limit.blobSize.warn": 64 * 1024,
+    # a run takes at most 150 signals (the workflow continues as new after 100, workflows.state.SIGNALS_PER_RUN);
+    # beyond, the frontend refuses them until the next run: no workflow task holds more than the worker can
+    # handle within the SDK's 2 s deadlock timeout, and 150 of the largest stay below the 50 MB history limit
+    "history.maximumSignalsPerExecution": 150,
 }
 
 

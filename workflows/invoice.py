@@ -41,12 +41,18 @@ with workflow.unsafe.imports_passed_through():
         format_money,
     )
     from workflows.outbox import Outbox
-    from workflows.patches import PATCH_COUNTED_REJECTIONS, PATCH_SENDING_WINDOW, PATCH_WAKE_ON_LONG_HISTORY
+    from workflows.patches import (
+        PATCH_CONTINUE_ON_SIGNALS,
+        PATCH_COUNTED_REJECTIONS,
+        PATCH_SENDING_WINDOW,
+        PATCH_WAKE_ON_LONG_HISTORY,
+    )
     from workflows.payments import PAYMENT_SIGNAL, Malformed, RawExcerpt, decode_payment, payment_problem, storable
     from workflows.publishing import Publisher, status_of
     from workflows.state import (
         COUNT_WRITTEN_EVERY,
         REJECTIONS_STORED_PER_DAY,
+        SIGNALS_PER_RUN,
         Dispute,
         InvoiceLedger,
         InvoiceWorkflowInput,
@@ -66,6 +72,7 @@ class InvoiceWorkflow:
         self.ledger = params.carried or InvoiceLedger(invoice=params.invoice)
         self._history_limit = params.history_limit
         self._history_bytes_limit = params.history_bytes_limit
+        self._signals = 0  # taken by this run
         self._wake = False
         self._publisher = Publisher()
         self._running = False
@@ -136,12 +143,14 @@ class InvoiceWorkflow:
         )
 
     def _history_is_long(self) -> bool:
-        """Time to continue as new: Temporal suggests it, or the history reached its length or size limit."""
+        """Time to continue as new: Temporal suggests it, the history reached its length or size limit, or the
+        run took ``SIGNALS_PER_RUN`` signals (patched: older runs never counted them)."""
         info = workflow.info()
         return (
             info.is_continue_as_new_suggested()
             or info.get_current_history_length() >= self._history_limit
             or info.get_current_history_size() >= self._history_bytes_limit
+            or (self._signals >= SIGNALS_PER_RUN and workflow.patched(PATCH_CONTINUE_ON_SIGNALS))
         )
 
     async def _learn_public_holidays(self) -> None:
@@ -288,10 +297,11 @@ class InvoiceWorkflow:
         ``payment_received`` (one ``Payment``) records a payment; its arguments are decoded here,
         so a bad one is recorded as rejected, never lost. Any other name is logged and dropped.
         """
+        self._signals += 1
         if name != PAYMENT_SIGNAL:
             workflow.logger.warning("dropped a signal named %r: this workflow only takes %r", name[:200], PAYMENT_SIGNAL)
             if self._history_is_long() and workflow.patched(PATCH_WAKE_ON_LONG_HISTORY):
-                self._wake = True  # the loop continues as new before large dropped signals fill the history
+                self._wake = True  # the loop continues as new before dropped signals fill the history
             return
         payment = decode_payment(args)
         if isinstance(payment, Malformed):

@@ -28,6 +28,10 @@ from workflows.models import (
 
 MAX_ACTIONS_KEPT = 200
 HISTORY_BYTES_LIMIT = 4 * 1024 * 1024  # continue as new beyond this history size (Temporal terminates at 50 MB)
+# continue as new after this many signals: Temporal refuses signals beyond history.maximumSignalsPerExecution
+# (150 in the embedded and compose Temporal), so one workflow task never holds more than that many signals
+# (each costs ~1-3 ms of the SDK's 2 s deadlock budget) nor, at 256 KiB each, more than 38 MiB of history
+SIGNALS_PER_RUN = 100
 REJECTIONS_STORED_PER_DAY = 100  # rejected payments stored one by one per invoice per day; beyond, counted
 REJECTION_WINDOW = timedelta(days=1)
 COUNT_WRITTEN_EVERY = 1_000  # counted rejections are written at least this often (and when the day ends or the invoice closes)
