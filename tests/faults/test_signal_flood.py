@@ -89,6 +89,7 @@ class Sender:
     ``history.maximumSignalsPerExecution`` signals (the next run takes it), as a sender that gets an error does."""
 
     handle: WorkflowHandle
+    deadline: float  # monotonic: refused beyond it, the invoice does not continue as new
     refused: int = 0
 
     async def send_all(self, signals: list[tuple[str, RawValue]]) -> None:
@@ -103,6 +104,8 @@ class Sender:
                     except RPCError as err:
                         if SIGNAL_LIMIT not in err.message:
                             raise
+                        if time.monotonic() > self.deadline:
+                            raise AssertionError(f"{self.handle.id} still refuses signals: it does not continue as new") from err
                         self.refused += 1
                         await asyncio.sleep(0.2)
 
@@ -145,7 +148,7 @@ async def test_a_flood_of_malformed_and_of_the_largest_signals_leaves_the_invoic
         probe, stop = Probe(), asyncio.Event()
         probing = asyncio.create_task(probe.run(stack.client, script.invoice_id, stop))
         began = time.monotonic()
-        sender = Sender(handle)
+        sender = Sender(handle, driver.deadline)
         await sender.send_all(signals[:LARGE])
         await sender.send_all(signals[LARGE:])
         sent_in = time.monotonic() - began
