@@ -88,6 +88,14 @@ SAMPLES: dict[EventKind, dict[str, Any]] = {
         "state": "paid", "paid_minor": 100_000, "fees_minor": 0, "written_off_minor": 0, "overpaid_minor": 0,
     },
     EventKind.DISCOUNT_LAPSED: {"last_day": "2026-11-08"},
+    EventKind.LATE_CHARGES_STOPPED: {"reason": "handed to the agency", "fees_minor": 7_500},
+    EventKind.SMALL_BALANCE_WRITTEN_OFF: {"amount_minor": 1, "payment_id": "p1"},
+    EventKind.ESCALATION_STOPPED: {"balance_minor": 3_500, "minimum_minor": 5_000, "stage": "ultimatum"},
+    EventKind.CUT_ANNOUNCED: {"cut_at": AT.isoformat(), "notice_from": AT.isoformat()},
+    EventKind.RECOVERY_RECORDED: {
+        "payment_id": "r1", "amount_minor": 10_000, "received_at": AT.isoformat(), "recovered_minor": 10_000,
+        "unrecovered_minor": 0,
+    },
 }
 
 
