@@ -4,20 +4,25 @@ write-off. Each test is one of the issue's scenarios."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 from pydantic import ValidationError
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from bench.recording import Recorder, with_pydantic
 from tests.harness import ROUND_THE_CLOCK, eventually, make_invoice
 from tests.test_invoice_workflow import begin, pay, reach, settled_into, sleep_until, status, today
+from worker.sandbox import workflow_runner
 from workflows import policy
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import DecideLegal, DunningPolicy, InvoiceState, OpenDispute, ResolveDispute, StageAction
+
+ISSUED = date(2026, 12, 7)  # for the invoices only validated, never started
 
 
 @pytest.fixture
@@ -40,6 +45,13 @@ def custom_policy(stages: dict[str, int] | None = None, **settings) -> dict:
 
 def due_at(invoice, action: StageAction):
     return policy.stage_due_at(invoice, invoice.policy.stage(action), timedelta(0))
+
+
+async def assert_replays(handle: WorkflowHandle) -> None:
+    """The history the new rules wrote (with the money-rules marker) replays with the current code."""
+    replayer = Replayer(workflows=[InvoiceWorkflow], data_converter=pydantic_data_converter, workflow_runner=workflow_runner())
+    result = await replayer.replay_workflow(await handle.fetch_history(), raise_on_replay_failure=False)
+    assert result.replay_failure is None
 
 
 def snapshots(recorder: Recorder, invoice_id: str) -> list:
@@ -70,6 +82,7 @@ async def test_a_settlement_is_final_and_paying_it_settles(env, client, queue, r
     assert snapshots(recorder, invoice.invoice_id)[-1].late_charges_stopped == "legal action"
     assert await handle.execute_update(InvoiceWorkflow.record_payment, pay("settlement", 80_000)) == 0
     assert (await handle.result()).state == InvoiceState.SETTLED
+    await assert_replays(handle)
 
 
 async def test_late_charges_stop_at_the_cap_of_the_principal(env, client, queue, recorder):
@@ -114,6 +127,7 @@ async def test_a_residue_below_the_tolerance_is_written_off_and_the_invoice_is_p
     assert await handle.execute_update(InvoiceWorkflow.record_payment, pay("almost", 99_999)) == 0
     outcome = await handle.result()
     assert outcome.state == InvoiceState.PAID and outcome.written_off_minor == 1
+    await assert_replays(handle)
     [adjusted] = recorder.events_of(invoice.invoice_id, "small_balance_written_off")
     assert adjusted.data == {"amount_minor": 1, "payment_id": "almost"}
     receipt = [n for n in recorder.notices if n.kind.value == "receipt"][0]
@@ -173,6 +187,7 @@ async def test_a_cut_waits_for_the_minimum_notice_after_the_ultimatum(env, clien
     await settled_into(handle, InvoiceState.SUSPENDED)
     [suspended] = [n for n in recorder.notices if n.kind.value == "suspended"]
     assert suspended.suspension_at == told
+    await assert_replays(handle)
 
 
 async def test_a_policy_without_an_ultimatum_sends_one_before_any_cut(env, client, queue, recorder):
@@ -214,25 +229,19 @@ def test_the_minimum_notice_is_at_least_a_day():
 
 
 def test_legal_thresholds_follow_the_currency_or_are_required():
-    eur = make_invoice(today_date(), currency="EUR")
+    eur = make_invoice(ISSUED, currency="EUR")
     assert (eur.policy.cost_of_legal_action_minor, eur.policy.small_claims_limit_minor) == (150_000, 500_000)
-    ron = make_invoice(today_date(), currency="RON")
+    ron = make_invoice(ISSUED, currency="RON")
     assert ron.policy.small_claims_limit_minor == 1_000_000
     with pytest.raises(ValidationError, match="no default legal thresholds for JPY"):
-        make_invoice(today_date(), currency="JPY")
+        make_invoice(ISSUED, currency="JPY")
     jpy = make_invoice(
-        today_date(), currency="JPY",
+        ISSUED, currency="JPY",
         policy=custom_policy(cost_of_legal_action_minor=200_000, small_claims_limit_minor=600_000),
     )
     assert jpy.policy.cost_of_legal_action_minor == 200_000
-    without_legal = make_invoice(today_date(), currency="JPY", policy=custom_policy({"reminder": 1, "suspend": 20}))
+    without_legal = make_invoice(ISSUED, currency="JPY", policy=custom_policy({"reminder": 1, "suspend": 20}))
     assert without_legal.policy.cost_of_legal_action_minor is None
-
-
-def today_date():
-    from datetime import date
-
-    return date(2026, 12, 7)
 
 
 async def test_a_dispute_rejected_before_the_due_date_does_not_move_the_reminder(env, client, queue, recorder):
@@ -277,6 +286,7 @@ async def test_a_recovery_after_write_off_is_recorded_and_lifts_the_block_when_i
     assert [verb for verb, _ in recorder.service_calls] == ["suspend", "restore"]
     assert snapshots(recorder, invoice.invoice_id)[-1].recovered_minor == owed
     assert "restored" in recorder.notice_kinds(invoice.invoice_id)
+    await assert_replays(handle)
 
 
 async def test_recoveries_are_taken_for_the_policy_s_while(env, client, queue, recorder):
