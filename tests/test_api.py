@@ -134,20 +134,26 @@ async def _projected(http: httpx.AsyncClient, invoice_id: str, state: str) -> di
     return detail if detail["invoice"] and detail["invoice"]["state"] == state else None
 
 
-async def test_suspension_blocks_the_customer_until_a_webhook_payment_restores_it(api_stack: ApiStack):
-    stages = [{"action": "reminder", "offset": "PT1S"}, {"action": "suspend", "offset": "PT3S"}]
+async def test_an_ultimatum_stops_orders_without_a_cut_until_a_webhook_payment_closes_it(api_stack: ApiStack):
+    """A suspend stage three seconds after the due moment: the ultimatum names a cut five days ahead (the
+    minimum notice), new orders stop, nothing is cut; the payments close the invoice before the cut."""
+    stages = [{"action": "reminder", "offset": "PT1S"}, {"action": "ultimatum", "offset": "PT2S"},
+              {"action": "suspend", "offset": "PT3S"}]
     invoice = due_in(1, stages, customer_id=CUSTOMER, service="hosting")
     invoice_id = invoice["invoice_id"]
     async with api_stack.http(INTEGRATION_TOKEN) as integration, api_stack.http() as ops, api_stack.http(None) as anonymous:
         assert (await integration.post("/invoices", json=invoice)).status_code == 201
 
-        async def blocked() -> dict[str, Any] | None:
-            standing = (await ops.get(f"/customers/{CUSTOMER}/standing")).json()
-            return standing if standing["suspended_invoices"] == [invoice_id] else None
+        async def cut_announced() -> dict[str, Any] | None:
+            status = (await ops.get(f"/invoices/{invoice_id}/status")).json()
+            return status if status["state"] == "ultimatum" and status["next_action"] else None
 
-        standing = await eventually(blocked, timeout=30)
-        assert standing["blocked_services"] == ["hosting"] and not standing["new_orders_allowed"]
-        assert (await ops.get(f"/invoices/{invoice_id}/status")).json()["state"] == "suspended"
+        status = await eventually(cut_announced, timeout=30)
+        cut_at = datetime.fromisoformat(status["next_action"]["at"])
+        assert cut_at - datetime.now(timezone.utc) > timedelta(days=4, hours=23)
+        standing = (await ops.get(f"/customers/{CUSTOMER}/standing")).json()
+        assert standing["suspended_invoices"] == [] and standing["blocked_services"] == []
+        assert not standing["new_orders_allowed"]
 
         # the payer mistyped the reference: the money is kept, shown, then applied by ops
         typo = {"invoice_id": invoice_id + "-X", "payment_id": "W-1", "amount_minor": 40_000, "currency": "EUR",
@@ -181,7 +187,7 @@ async def test_suspension_blocks_the_customer_until_a_webhook_payment_restores_i
         assert (replayed.status_code, replayed.json()) == (200, settled.json())
         assert await event_kinds(api_stack, invoice_id) == events_before_replay
         assert events_before_replay.count("payment_recorded") == 2
-        assert "service_restored" in events_before_replay
+        assert "cut_announced" in events_before_replay and "service_suspended" not in events_before_replay
 
         # money that arrives for the closed invoice is kept, not lost
         late = {**rest, "payment_id": "W-3", "amount_minor": 500}

@@ -465,7 +465,8 @@ class InvoiceWorkflow:
 
     def _require_open(self) -> None:
         if self.ledger.escalation.closed:
-            raise ApplicationError(f"invoice is {self.ledger.escalation.value}", type="InvoiceClosed")
+            state = self.ledger.escalation.value.replace("_", " ")
+            raise ApplicationError(f"invoice {self.invoice.invoice_id} is closed ({state})", type="InvoiceClosed")
 
     @workflow.query
     def status(self) -> InvoiceStatus:
