@@ -56,7 +56,9 @@ class InvoiceWorkflow:
 
     @workflow.init
     def __init__(self, params: InvoiceWorkflowInput) -> None:
-        self.ledger = params.carried or InvoiceLedger(invoice=params.invoice)
+        self.ledger = params.carried or InvoiceLedger(
+            invoice=params.invoice, minimum_notice_override=params.minimum_notice
+        )
         self._history_limit = params.history_limit
         self._wake = False
         self._publisher = Publisher()

@@ -119,7 +119,7 @@ def cut_to_announce(ledger: InvoiceLedger, now: datetime, window_applies: bool) 
     stage_moment = suspension_at(ledger, window_applies)
     if stage_moment is None:
         return None
-    earliest = notice_counts_from(now) + ledger.invoice.policy.minimum_notice
+    earliest = max(now, notice_counts_from(now) + minimum_notice(ledger))
     if earliest <= stage_moment:
         return stage_moment
     return next_sending_moment(ledger.invoice, earliest, frozenset(ledger.public_holidays)) if window_applies else earliest
@@ -129,12 +129,17 @@ def cut_allowed_from(ledger: InvoiceLedger) -> datetime | None:
     """The earliest moment the suspend stage may cut: the moment a delivered ultimatum named, at least the
     minimum notice after it went out; a notice period after an attempt that was not delivered. None: nothing
     holds the stage back (when due, it sends the ultimatum first if none was delivered)."""
-    notice = ledger.invoice.policy.minimum_notice
+    notice = minimum_notice(ledger)
     if ledger.cut_announced_for and ledger.cut_notice_from:
         return max(ledger.cut_announced_for, ledger.cut_notice_from + notice)
     if ledger.cut_announcement_tried_at:
         return ledger.cut_announcement_tried_at + notice
     return None
+
+
+def minimum_notice(ledger: InvoiceLedger) -> timedelta:
+    """The notice a cut needs: the policy's (at least a day), or the start input's for a real-time test stack."""
+    return ledger.minimum_notice_override or ledger.invoice.policy.minimum_notice
 
 
 def cut_announced(ledger: InvoiceLedger, now: datetime) -> bool:

@@ -118,6 +118,7 @@ class InvoiceLedger(BaseModel):
     cut_announced_for: datetime | None = Field(default=None, description="the cut moment a delivered ultimatum named")
     cut_notice_from: datetime | None = Field(default=None, description="when that ultimatum went out, to the minute")
     cut_announcement_tried_at: datetime | None = None
+    minimum_notice_override: timedelta | None = Field(default=None, description="InvoiceWorkflowInput.minimum_notice")
     recoveries: dict[str, int] = Field(default_factory=dict, description="payment id -> amount, after a write-off")
 
     @property
@@ -176,6 +177,12 @@ class InvoiceWorkflowInput(BaseModel):
     invoice: Invoice
     carried: InvoiceLedger | None = None
     history_limit: int = Field(default=10_000, ge=50, description="continue-as-new beyond this many events")
+    minimum_notice: timedelta | None = Field(
+        default=None,
+        gt=timedelta(0),
+        description="replaces the policy's minimum notice before a cut, only for stacks that run in real time"
+        " (the fault tests); the API and the CLI never set it",
+    )
 
 
 @dataclass(frozen=True)
