@@ -134,6 +134,30 @@ async def _projected(http: httpx.AsyncClient, invoice_id: str, state: str) -> di
     return detail if detail["invoice"] and detail["invoice"]["state"] == state else None
 
 
+async def test_a_recovery_after_a_write_off_is_applied_and_its_repeat_answered_from_the_log(api_stack: ApiStack):
+    invoice = due_in(1, [{"action": "legal_review", "offset": "PT1S"}], customer_id=CUSTOMER)
+    invoice["policy"]["recoveries_accepted_for"] = "PT8S"
+    invoice_id = invoice["invoice_id"]
+    async with api_stack.http(INTEGRATION_TOKEN) as integration, api_stack.http() as ops:
+        assert (await integration.post("/invoices", json=invoice)).status_code == 201
+
+        async def in_review() -> bool:
+            return (await ops.get(f"/invoices/{invoice_id}/status")).json()["state"] == "legal_review"
+
+        await eventually(in_review, timeout=30)
+        written_off = await ops.post(f"/invoices/{invoice_id}/legal-decision", json={"decision": "write_off"})
+        assert written_off.json()["state"] == "written_off", written_off.text
+        recovered = await integration.post(f"/invoices/{invoice_id}/payments", json=payment("R-1", 30_000))
+        assert recovered.status_code == 200, recovered.text
+        assert recovered.json()["status"] == "applied" and recovered.json()["balance_minor"] == 0
+        outcome = await invoice_handle(api_stack.client, invoice_id).result()
+        assert outcome.state.value == "written_off" and outcome.recovered_minor == 30_000
+        # the workflow has ended: the repeat is answered from the event log's recovery
+        repeated = await integration.post(f"/invoices/{invoice_id}/payments", json=payment("R-1", 30_000))
+        assert (repeated.status_code, repeated.json()) == (200, recovered.json())
+        assert "recovery_recorded" in await event_kinds(api_stack, invoice_id)
+
+
 async def test_an_ultimatum_stops_orders_without_a_cut_until_a_webhook_payment_closes_it(api_stack: ApiStack):
     """A suspend stage three seconds after the due moment: the ultimatum names a cut five days ahead (the
     minimum notice), new orders stop, nothing is cut; the payments close the invoice before the cut."""
