@@ -19,6 +19,7 @@ from tests.harness import ROUND_THE_CLOCK, eventually, make_invoice
 from tests.test_invoice_workflow import begin, pay, reach, settled_into, sleep_until, status, today
 from worker.sandbox import workflow_runner
 from workflows import policy
+from workflows.events import payload_of
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import DecideLegal, DunningPolicy, InvoiceState, OpenDispute, ResolveDispute, StageAction
 
@@ -250,6 +251,9 @@ async def test_a_dispute_rejected_before_the_due_date_does_not_move_the_reminder
     await env.sleep(timedelta(days=5))
     resolved = await handle.execute_update(InvoiceWorkflow.resolve_dispute, ResolveDispute(outcome="rejected"))
     assert resolved.next_action is not None and resolved.next_action.at == due_at(invoice, StageAction.REMINDER)
+    await eventually(lambda: recorder.events_of(invoice.invoice_id, "dispute_resolved"))
+    [event] = recorder.events_of(invoice.invoice_id, "dispute_resolved")
+    assert payload_of(event).escalation_moved_by == timedelta(0)
     await sleep_until(env, due_at(invoice, StageAction.REMINDER))
     await settled_into(handle, InvoiceState.REMINDED)
 

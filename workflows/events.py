@@ -7,7 +7,7 @@ A field added to a payload later gets a default, so events written before it sti
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import Field, JsonValue, field_validator
@@ -95,6 +95,9 @@ class DisputeResolved(Payload):
     outcome: DisputeOutcome
     credit_minor: Minor
     note: str = ""
+    escalation_moved_by: timedelta | None = Field(
+        default=None, description="how far the stages still to come moved (None: events written before it was told)"
+    )
 
 
 class PaymentPlanAgreed(Payload):

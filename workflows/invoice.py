@@ -326,7 +326,8 @@ class InvoiceWorkflow:
         ledger, now = self.ledger, workflow.now()
         assert ledger.dispute is not None
         rejected = resolution.outcome == DisputeOutcome.REJECTED
-        ledger.paused += policy.dispute_shift(ledger, ledger.dispute.opened_at, now, rejected=rejected)
+        moved_by = policy.dispute_shift(ledger, ledger.dispute.opened_at, now, rejected=rejected)
+        ledger.paused += moved_by
         ledger.dispute = None
         ledger.credited_minor += resolution.credit_minor
         self._outbox.event(
@@ -334,6 +335,7 @@ class InvoiceWorkflow:
             outcome=resolution.outcome.value,
             credit_minor=resolution.credit_minor,
             note=resolution.note,
+            escalation_moved_by=moved_by,
         )
         ledger.remember(now, f"Dispute {resolution.outcome.value}")
         self._outbox.queue_notice(
