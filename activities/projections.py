@@ -14,6 +14,11 @@ the checkpoint: a crash copies nothing twice and skips nothing. Appends commit i
 misses a late commit. ``rebuild`` empties the tables and copies the whole log in one transaction
 with the same statements: readers see the old projections until the new ones are complete.
 
+An event the copy cannot apply (a value Postgres refuses, an upcaster that raises) is poison, not
+a reason to stop: the range is halved until the event is alone, it goes to
+``projection_quarantine`` with its error, and every statement skips it from then on
+(docs/operations.md). ``retry_quarantined`` projects the invoices concerned again after a fix.
+
 Amounts that depend on the day (days overdue, aging, DSO) are computed at read time from the
 copied invoices and their dated receivable entries, so they never go stale overnight.
 """
