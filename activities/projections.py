@@ -556,8 +556,8 @@ FROM projected_invoices i
 """
 
 
-# InvoiceStatus fields that are not a column of the row as they are (the status counts the discount as credited)
-READ_DIFFERENTLY = ("credited_minor", "next_action", "actions")
+# InvoiceStatus fields that are not a column of the row as they are
+READ_DIFFERENTLY = ("next_action", "actions")
 
 
 def _next_action(row: asyncpg.Record) -> NextAction | None:
@@ -595,7 +595,6 @@ async def invoice_status(pool: asyncpg.Pool, invoice_id: str) -> InvoiceStatus |
     copied = {name: row[name] for name in InvoiceStatus.model_fields if name not in READ_DIFFERENTLY}
     return InvoiceStatus(
         **copied,
-        credited_minor=row["credited_minor"] + row["discount_minor"],
         next_action=_next_action(row),
         actions=[ActionTaken(at=line["at"], what=line["what"]) for line in story],
     )

@@ -424,7 +424,10 @@ def print_status(current: InvoiceStatus, console: Console) -> None:
     figures.add_row("Amount", money(current.amount_minor))
     figures.add_row("Fees", money(current.fees_minor))
     figures.add_row("Paid", money(current.paid_minor))
-    figures.add_row("Credited", money(current.credited_minor))
+    if current.credited_minor:
+        figures.add_row("Credited", money(current.credited_minor))
+    if current.discount_minor:
+        figures.add_row("Discount", money(current.discount_minor))
     if current.written_off_minor:
         figures.add_row("Written off", money(current.written_off_minor))
     figures.add_row("Balance", f"[bold]{money(current.balance_minor)}[/bold]")

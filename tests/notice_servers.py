@@ -313,7 +313,7 @@ def notice_request(kind: NoticeKind = NoticeKind.INVOICE_ISSUED, **overrides: An
         "invoice_amount_minor": 100_000,
         "fees": [],
         "paid_minor": 0,
-        "credited_minor": 0,
+        "deducted_minor": 0,
         "balance_minor": 100_000,
         "issue_date": date(2026, 3, 2),
         "due_date": date(2026, 3, 16),
