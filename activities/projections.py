@@ -409,10 +409,11 @@ async def retry_quarantined(pool: asyncpg.Pool, position: int | None = None) -> 
         if position is not None and not retried:
             raise NotQuarantined(f"the event at position {position} is not quarantined")
         invoices = sorted({row["invoice_id"] for row in retried})
-        for table in (*PROJECTION_TABLES, "upcast_snapshots"):
-            await conn.execute(f"DELETE FROM {table} WHERE invoice_id = ANY($1::text[])", invoices)
         quarantine = _Quarantine({row["position"]: row for row in retried})
-        await _copy_around_poison(conn, _Range(0, checkpoint, invoices), quarantine)
+        if invoices:
+            for table in (*PROJECTION_TABLES, "upcast_snapshots"):
+                await conn.execute(f"DELETE FROM {table} WHERE invoice_id = ANY($1::text[])", invoices)
+            await _copy_around_poison(conn, _Range(0, checkpoint, invoices), quarantine)
         still = [event for event in await quarantined_events(conn) if event.position in quarantine.positions]
     released = sorted(set(quarantine.earlier) - set(quarantine.positions))
     return RetryOutcome(released=released, still_quarantined=still)
