@@ -5,7 +5,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv lock browser snmpd run lint test soak bench clean
+.PHONY: venv lock browser snmpd compose-cli run lint test soak bench clean
 
 venv: $(VENV)/.installed
 
@@ -34,6 +34,11 @@ snmpd:
 		|| $(SUDO) apt-get install -y -q snmpd snmp iproute2 \
 		|| ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q snmpd snmp iproute2)
 
+# Debian's docker-compose (1.29): the deployment test runs its `config -q` on docker-compose.yml, no engine needed.
+compose-cli:
+	@command -v docker-compose >/dev/null || $(SUDO) apt-get install -y -q docker-compose \
+		|| ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q docker-compose)
+
 run: venv
 	$(VENV)/bin/dunning dev
 
@@ -41,7 +46,7 @@ run: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 
-test: venv browser snmpd lint
+test: venv browser snmpd compose-cli lint
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)
 
 # More invoices and more faults than `make test` runs; prints each test's one-line summary.

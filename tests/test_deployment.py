@@ -260,8 +260,69 @@ def test_the_workers_and_the_api_wait_for_the_setup_job_and_their_database(compo
             "migrate": "service_completed_successfully",
             "dunning-db": "service_healthy",
         }
-    assert depends_on(services(compose)["setup"]) == {"temporal": "service_healthy"}
+    assert depends_on(services(compose)["setup"]) == {"temporal-health": "service_healthy"}
     assert depends_on(services(compose)["migrate"]) == {"dunning-db": "service_healthy"}
+
+
+def test_readiness_is_asked_of_each_service_not_of_an_open_port(compose):
+    """Temporal's frontend through its gRPC health check (the server image has no client: a container of
+    the admin tools asks it), each Postgres with pg_isready, the codec server by decoding, the API on
+    /health, the worker on its metrics."""
+    defined = services(compose)
+    checks = {name: " ".join(s["healthcheck"]["test"]) for name, s in defined.items() if "healthcheck" in s}
+    assert "temporal operator cluster health --address temporal:7233" in checks["temporal-health"]
+    assert "SERVING" in checks["temporal-health"]
+    assert depends_on(defined["temporal-health"]) == {"temporal": "service_started"}
+    for database in ("temporal-db", "dunning-db"):
+        assert "pg_isready" in checks[database]
+    assert "/decode" in checks["codec-server"] and "DUNNING_CODEC_TOKEN" in checks["codec-server"]
+    for name, check in checks.items():
+        assert "nc -z" not in check and "create_connection" not in check, f"{name} only checks an open port"
+    for name, service in defined.items():
+        if depends_on(service).get("temporal") == "service_healthy":
+            raise AssertionError(f"{name} waits for temporal's health, which only temporal-health can ask")
+
+
+def test_images_are_pinned_one_service_builds_ours_and_nothing_hides_an_error(compose):
+    defined = services(compose)
+    for name, service in defined.items():
+        image = service["image"]
+        # a release, not a moving major tag: PostgreSQL numbers its releases major.minor, the others x.y.z
+        full = r"postgres:\d+\.\d+" if image.startswith("postgres:") else r"[a-z0-9./-]+:\d+\.\d+\.\d+"
+        assert re.fullmatch(full, image) or image.startswith("dunning:"), f"{name}: {image} is not a full version"
+    builders = [name for name, service in defined.items() if "build" in service]
+    assert builders == ["migrate"]
+    ours = {name for name, service in defined.items() if service["image"].startswith("dunning:")}
+    assert ours == {"migrate", *DUNNING_SERVICES}
+    assert "|| true" not in COMPOSE.read_text()
+    schema_script = defined["temporal-schema"]["command"][0]
+    assert schema_script.lstrip().startswith("set -eu")
+    visibility = ROOT / "deploy" / "postgres" / "temporal-visibility.sql"
+    assert f"./{visibility.relative_to(ROOT)}:/docker-entrypoint-initdb.d/" in " ".join(defined["temporal-db"]["volumes"])
+    assert "CREATE DATABASE temporal_visibility;" in visibility.read_text()
+
+
+def test_every_container_has_a_memory_limit_and_rotated_logs(compose):
+    for name, service in services(compose).items():
+        assert re.fullmatch(r"\d+[mg]", str(service.get("mem_limit", ""))), f"{name} has no memory limit"
+        logging = service.get("logging", {})
+        assert logging.get("driver") == "json-file" and logging["options"]["max-size"] and logging["options"]["max-file"], name
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="Debian's docker-compose is installed by make test")
+def test_compose_itself_accepts_the_file_with_the_operators_variables_and_refuses_it_without():
+    """Compose's own parser and schema (Debian's docker-compose, which needs no engine for `config`)."""
+    accepted = subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE), "config", "-q"], env={"PATH": os.environ["PATH"], **OPERATOR_ENV},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert accepted.returncode == 0, accepted.stderr
+    refused = subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE), "config", "-q"],
+        env={"PATH": os.environ["PATH"], **{k: v for k, v in OPERATOR_ENV.items() if k != "DUNNING_DB_PASSWORD"}},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert refused.returncode != 0 and "set DUNNING_DB_PASSWORD" in refused.stderr
 
 
 def settings_of(env: dict[str, str | None]) -> Settings:
