@@ -714,3 +714,27 @@ def test_the_image_installs_no_dev_or_test_package_and_its_commands_run(wheel: P
     module, migrations = ran.stdout.splitlines()
     assert module.startswith(site), f"imported {module}, not the installed wheel"
     assert json.loads(migrations) == sorted(p.name for p in (ROOT / "activities" / "migrations").glob("*.sql"))
+
+
+async def test_the_codec_servers_health_check_passes_only_when_it_decodes_with_the_token(compose):
+    """The compose health check, run as written against a real codec server (on a free port, not 8081)."""
+    check = services(compose)["codec-server"]["healthcheck"]["test"]
+    assert check[:3] == ["CMD", "python", "-c"]
+    codec, token = AesGcmCodec({"k1": os.urandom(32)}, "k1"), "codec-" + uuid.uuid4().hex
+    stop, started = asyncio.Event(), asyncio.get_running_loop().create_future()
+    serving = asyncio.create_task(serve_codec("127.0.0.1", 0, codec, [], stop, token=token, on_started=started.set_result))
+    try:
+        port = urlsplit(await asyncio.wait_for(started, 10)).port
+        script = check[3].replace("127.0.0.1:8081", f"127.0.0.1:{port}")
+        assert script != check[3]
+
+        async def run(presented: str) -> int:
+            env = {**os.environ, "DUNNING_CODEC_TOKEN": presented}
+            process = await asyncio.create_subprocess_exec(sys.executable, "-c", script, env=env, stderr=asyncio.subprocess.DEVNULL)
+            return await asyncio.wait_for(process.wait(), 30)
+
+        assert await run(token) == 0
+        assert await run("wrong-" + token) != 0
+    finally:
+        stop.set()
+        await serving
