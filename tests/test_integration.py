@@ -193,6 +193,9 @@ async def test_invoice_lifecycle_end_to_end(client, pool, settings, env, smtp_se
         fees_minor=LATE_FEE,
         written_off_minor=0,
         overpaid_minor=0,
+        credited_minor=0,
+        balance_minor=0,
+        last_sequence=await pool.fetchval("SELECT max(sequence) FROM invoice_events WHERE invoice_id = $1", invoice.invoice_id),
     )
 
     # one e-mail per notice step, each with its own stable Message-ID

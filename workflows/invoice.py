@@ -121,6 +121,9 @@ class InvoiceWorkflow:
             fees_minor=self.ledger.fees_minor,
             written_off_minor=self.ledger.written_off_minor,
             overpaid_minor=self.ledger.overpaid_minor,
+            credited_minor=self.ledger.credited_minor,
+            balance_minor=self.ledger.balance_minor,
+            last_sequence=self.ledger.next_sequence - 1,
         )
 
     def _history_is_long(self) -> bool:

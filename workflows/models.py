@@ -596,7 +596,7 @@ class InvoiceStatus(Strict):
 
 
 class InvoiceOutcome(Strict):
-    """The workflow's result."""
+    """The workflow's result. The fields with defaults came later: results of older runs lack them."""
 
     invoice_id: str
     state: InvoiceState
@@ -604,3 +604,6 @@ class InvoiceOutcome(Strict):
     fees_minor: int
     written_off_minor: int
     overpaid_minor: int
+    credited_minor: int = 0
+    balance_minor: int = 0
+    last_sequence: int = Field(default=0, description="the sequence of the last event the workflow wrote to the log")
