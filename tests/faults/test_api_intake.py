@@ -39,9 +39,13 @@ async def postgres_down(stack: FaultStack) -> None:
 
 
 async def nothing_unapplied(stack: FaultStack) -> list[str]:
-    """No payment of these open invoices may end aside, unapplied: that money would be lost to its invoice."""
+    """No payment of these open invoices may end aside, unapplied: that money would be lost to its invoice. And
+    the webhook did take payments (it keeps its answers), so both ways in were under the fault."""
     rows = await stack.pool.fetch("SELECT payment_id, invoice_id, reason FROM unapplied_payments")
-    return [f"payment {r['payment_id']} for {r['invoice_id']} kept unapplied: {r['reason']}" for r in rows]
+    problems = [f"payment {r['payment_id']} for {r['invoice_id']} kept unapplied: {r['reason']}" for r in rows]
+    if not await stack.pool.fetchval("SELECT count(*) FROM payment_notifications WHERE status_code = 200"):
+        problems.append("the webhook applied no payment")
+    return problems
 
 
 @pytest.mark.parametrize("fault", ["worker_and_api_killed", "postgres_down"])

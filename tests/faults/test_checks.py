@@ -8,7 +8,7 @@ import pytest
 
 from tests.faults.checks import Event, Projected, RunReport, check_books, check_notices
 from tests.faults.fates import Fate, Money, ScriptedInvoice, first_late_fee
-from tests.faults.stack import Delivery
+from tests.faults.stack import Delivery, Fault
 from workflows.models import EventKind, InvoiceOutcome, InvoiceState
 
 AMOUNT = 100_000
@@ -130,3 +130,19 @@ def test_a_lost_event_and_its_notice_fail_the_notice_check(kind):
     doctored = copy.deepcopy(events[:first] + events[first + 2 :])
     report = notices(script, doctored)
     assert any("its script guarantees" in p for p in report.lost), report.lost
+
+
+def test_a_second_copy_is_explained_only_by_a_fault_around_the_first():
+    """Sent while PostgreSQL was down (so not recorded sent), a copy comes again with its Message-ID: redelivered.
+    Without a fault under way around the first copy, the same second copy is a duplicate."""
+    script, events, _, _ = paid_in_two()
+    step = f"{script.workflow_id}/0001-invoice_issued"
+    first, again = Delivery(step, "<m@test>", 1000.0), Delivery(step, "<m@test>", 1051.0)
+    outage = Fault("postgres stopped", 994.0, 1015.0)
+    for faults, redelivered, duplicated in (([outage], 1, 0), ([Fault("worker killed", 900.0, 903.0)], 0, 1)):
+        report = RunReport("unit")
+        steps = [e.data["step"] for e in events if e.kind == E.NOTICE_SENT]
+        deliveries = {f"{script.workflow_id}/{s}": [Delivery(s, f"<{s}@test>", 0.0)] for s in steps}
+        deliveries[step] = [first, again]
+        check_notices(report, script, events, deliveries, faults)
+        assert (len(report.redelivered), len(report.duplicated)) == (redelivered, duplicated), report
