@@ -133,8 +133,9 @@ class CountingSmtpServer:
         with self._lock:
             self._deliveries.append(delivery)
         if getattr(envelope, "slow", False):
+            answer_at = delivery.received_at + self._step_delay_s
+            self.slow_answers.append(Fault(f"smtp slow to accept {delivery.step}", delivery.received_at, answer_at))
             await self._maybe_wait(envelope)
-            self.slow_answers.append(Fault(f"smtp slow to accept {delivery.step}", delivery.received_at, time.time()))
         return "250 OK"
 
     async def _maybe_wait(self, envelope) -> None:
