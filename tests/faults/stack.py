@@ -421,10 +421,10 @@ class FaultStack:
     def api_url(self) -> str:
         return f"http://{LOOPBACK}:{self.api_port}"
 
-    async def kill_workers(self, down_for: float) -> None:
-        """SIGKILL the worker, wait ``down_for`` seconds, start a new one."""
+    async def kill_workers(self, down_for: float, *, only_one: bool = False) -> None:
+        """SIGKILL every worker (``only_one``: the oldest), wait ``down_for`` seconds, start a new one."""
         started = time.time()
-        await asyncio.to_thread(self.workers.kill)
+        await asyncio.to_thread(self.workers.kill, self.workers.pids()[0] if only_one else None)
         await asyncio.sleep(down_for)
         self.workers.start()
         self.faults.append(Fault("worker killed", started, time.time()))

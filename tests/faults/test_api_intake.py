@@ -22,6 +22,9 @@ WORKER_KILLS = 6 if SOAK else 2
 POSTGRES_DOWN_S = 20.0
 DEADLINE_S = 6 * 60.0
 
+# in ``make test`` through ``test_together`` (all the newer faults in one run); alone, at volume, in ``make soak``
+pytestmark = pytest.mark.skipif(not SOAK, reason="runs in make soak (DUNNING_SOAK=1); make test runs test_together")
+
 
 async def kill_worker_and_api(stack: FaultStack) -> None:
     """The worker SIGKILLed while the first payments come in, then the API, then the worker again."""
