@@ -325,7 +325,7 @@ def payments_in_log(events: list[Event]) -> dict[str, int]:
 
 def money_in_log(events: list[Event]) -> Money:
     """The invoice's amounts as the sum of its facts: what a reader of the log alone would conclude."""
-    amount = paid = fees = credited = written_off = 0
+    amount = paid = fees = credited = written_off = discount = 0
     for event in events:
         data = event.data
         if event.kind == EventKind.INVOICE_ISSUED:
@@ -336,11 +336,13 @@ def money_in_log(events: list[Event]) -> Money:
             fees += int(data["amount_minor"])
         elif event.kind == EventKind.DISPUTE_RESOLVED:
             credited += int(data["credit_minor"])
+        elif event.kind == EventKind.DISCOUNT_APPLIED:
+            discount += int(data["amount_minor"])
         elif event.kind == EventKind.LEGAL_DECISION and data["decision"] == LegalDecision.WRITE_OFF:
             written_off += int(data["balance_minor"])
         elif event.kind == EventKind.LEGAL_DECISION and data["decision"] == LegalDecision.SETTLE:
             written_off += int(data["balance_minor"]) - int(data["settle_amount_minor"])
-    balance = max(0, amount + fees - paid - credited - written_off)
+    balance = max(0, amount + fees - paid - credited - discount - written_off)
     return Money(paid, fees, credited, written_off, balance)
 
 
