@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from workflows import contracts
 from workflows.events import InvoiceSnapshot, RecordedEvent, payload_of
 from workflows.models import DomainEvent
 
@@ -224,7 +225,7 @@ def _settle(queued: _Queued, *, count: int = 0, error: BaseException | None = No
         queued.written.set_result(count)
 
 
-class LedgerActivities:
+class LedgerActivities(contracts.Ledger):
     """Activities that write the event log."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:

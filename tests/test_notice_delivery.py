@@ -154,7 +154,7 @@ async def test_an_internationalised_mailbox_is_sent_with_smtputf8(pool):
     with running_server(MailServer("none", None, smtputf8=True)) as server:
         notice = notice_request(to_email="иван@пример.example")
         result = await run_activity(notice_activities(pool, smtp_config(server, None, "none")).send_notice, notice)
-    assert result["delivered"] == ["email"]
+    assert result.delivered == ["email"]
     [received] = server.received
     assert received.smtputf8 and received.rcpt_tos == ["иван@xn--e1afmkfd.example"]
     [to] = received.message["To"].addresses

@@ -18,6 +18,7 @@ def workflow_runner() -> SandboxedWorkflowRunner:
         "workflows.events",
         "workflows.snapshot",
         "workflows.ladder",
+        "workflows.contracts",
         "workflows.policy",
         "workflows.state",
         "workflows.patches",

@@ -1,16 +1,17 @@
 """The typed payload of every domain event kind: what each fact in the event log carries.
 
-``DomainEvent.data`` is stored as JSON; these models say what it must contain, so a malformed
-event is refused before it is written (``append_events``) and readers get typed payloads.
+``DomainEvent.data`` is stored as JSON; these models say what it must contain. The workflow
+records payload objects (``Outbox.record(LateFeeCharged(...))``): each class knows its kind, so a
+wrong shape fails the type checker or the model, not the append. Readers get typed payloads too.
 A field added to a payload later gets a default, so events written before it still validate.
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, JsonValue, field_validator
+from pydantic import Field, JsonValue, PlainSerializer, field_validator
 
 from workflows.models import (
     ActionTaken,
@@ -30,84 +31,128 @@ from workflows.models import (
 
 Minor = Annotated[int, Field(strict=True, ge=0, description="amount in minor units (cents)")]
 Count = Annotated[int, Field(strict=True, ge=0)]
+# written as ``datetime.isoformat()`` ("+00:00", not pydantic's "Z"), as events have always carried it
+IsoMoment = Annotated[datetime, PlainSerializer(datetime.isoformat, return_type=str, when_used="json")]
 
 
 class Payload(Strict):
     """Base of every payload: unknown fields are errors, instances are immutable."""
 
 
-class InvoiceIssued(Payload):
+class EventPayload(Payload):
+    """The payload of one kind of event; ``event_kind`` says which, so the kind follows from the class."""
+
+    event_kind: ClassVar[EventKind]
+
+    def data(self) -> dict[str, Any]:
+        """The payload as the event log stores it (``DomainEvent.data``)."""
+        return self.model_dump(mode="json")
+
+
+class InvoiceIssued(EventPayload):
+    event_kind = EventKind.INVOICE_ISSUED
+
     invoice: Invoice = Field(description="the whole invoice as started: terms, policy, contact")
 
 
-class InvoiceResent(Payload):
+class InvoiceResent(EventPayload):
+    event_kind = EventKind.INVOICE_RESENT
+
     balance_minor: Minor
 
 
-class NoticeSent(Payload):
+class NoticeSent(EventPayload):
+    event_kind = EventKind.NOTICE_SENT
+
     kind: NoticeKind
     step: str
     to: str
     channels: list[str] = Field(default_factory=list, description="channels that delivered it, e.g. ['email']")
 
 
-class NoticeFailed(Payload):
+class NoticeFailed(EventPayload):
+    event_kind = EventKind.NOTICE_FAILED
+
     kind: str = Field(description="a notice kind, or another message such as 'agency_package'")
     step: str
-    error: str
     channel: str = Field(default="all", description="the channel that failed; 'all' when nothing was delivered")
+    error: str
 
 
-class StageReached(Payload):
+class StageReached(EventPayload):
+    event_kind = EventKind.STAGE_REACHED
+
     stage: StageAction
     days_overdue: Count
 
 
-class LateFeeCharged(Payload):
+class LateFeeCharged(EventPayload):
+    event_kind = EventKind.LATE_FEE_CHARGED
+
     number: Annotated[int, Field(strict=True, ge=1)]
     amount_minor: PositiveMinor
     reason: str
 
 
-class PaymentRecorded(Payload):
+class PaymentRecorded(EventPayload):
+    event_kind = EventKind.PAYMENT_RECORDED
+
     payment_id: str
     amount_minor: PositiveMinor
-    received_at: datetime
+    received_at: IsoMoment
     balance_minor: Minor = Field(description="the balance after this payment")
 
 
-class PaymentRejected(Payload):
+class PaymentRejected(EventPayload):
+    event_kind = EventKind.PAYMENT_REJECTED
+
     reason: str
     payload: JsonValue = Field(description="what was received: the raw text, or the payment as JSON")
 
 
-class AmountApplied(Payload):
+class AmountApplied(EventPayload):
     """An early-payment discount granted, or an overpayment credited to the client."""
 
     amount_minor: PositiveMinor
 
 
-class DisputeOpened(Payload):
+class DiscountApplied(AmountApplied):
+    event_kind = EventKind.DISCOUNT_APPLIED
+
+
+class OverpaymentCredited(AmountApplied):
+    event_kind = EventKind.OVERPAYMENT_CREDITED
+
+
+class DisputeOpened(EventPayload):
+    event_kind = EventKind.DISPUTE_OPENED
+
     reason: str
 
 
-class DisputeResolved(Payload):
+class DisputeResolved(EventPayload):
+    event_kind = EventKind.DISPUTE_RESOLVED
+
     outcome: DisputeOutcome
     credit_minor: Minor
     note: str = ""
 
 
-class PaymentPlanAgreed(Payload):
+class PaymentPlanAgreed(EventPayload):
+    event_kind = EventKind.PAYMENT_PLAN_AGREED
+
     plan: PaymentPlan
 
 
-class InstalmentMissed(Payload):
+class InstalmentMissed(EventPayload):
+    event_kind = EventKind.INSTALMENT_MISSED
+
     instalment: Annotated[int, Field(strict=True, ge=1)]
     expected_minor: Minor
     received_minor: int
 
 
-class ServiceChanged(Payload):
+class ServiceChanged(EventPayload):
     """Support and new orders blocked (suspended) or unblocked (restored) for one invoice."""
 
     support_and_orders_blocked: bool
@@ -116,33 +161,65 @@ class ServiceChanged(Payload):
     service: str | None = Field(default=None, description="the service the invoice covers; None: all of them")
 
 
-class EquipmentChanged(Payload):
+class ServiceSuspended(ServiceChanged):
+    event_kind = EventKind.SERVICE_SUSPENDED
+
+
+class ServiceRestored(ServiceChanged):
+    event_kind = EventKind.SERVICE_RESTORED
+
+
+class EquipmentChanged(EventPayload):
     """One piece of equipment cut or restored, with the state read back from it."""
 
     equipment_id: str
-    state: str
     changed: bool
+    state: str
     dry_run: bool
 
 
-class EquipmentFailed(Payload):
+class EquipmentSuspended(EquipmentChanged):
+    event_kind = EventKind.EQUIPMENT_SUSPENDED
+
+
+class EquipmentRestored(EquipmentChanged):
+    event_kind = EventKind.EQUIPMENT_RESTORED
+
+
+class EquipmentFailed(EventPayload):
+    """A piece of equipment that could not be cut or restored."""
+
     equipment_id: str
     error: str
 
 
-class AgencyHandedOver(Payload):
+class SuspendFailed(EquipmentFailed):
+    event_kind = EventKind.SUSPEND_FAILED
+
+
+class RestoreFailed(EquipmentFailed):
+    event_kind = EventKind.RESTORE_FAILED
+
+
+class AgencyHandedOver(EventPayload):
+    event_kind = EventKind.AGENCY_HANDOVER
+
     balance_minor: Minor
     package_sent: bool = False
 
 
-class InvoiceFactored(Payload):
+class InvoiceFactored(EventPayload):
+    event_kind = EventKind.INVOICE_FACTORED
+
     factor: str
     advance_minor: Minor
     balance_minor: Minor
 
 
-class LegalReviewOpened(Payload):
+class LegalReviewOpened(EventPayload):
     """The cost-benefit summary put before the human deciding (``policy.legal_summary``)."""
+
+    event_kind = EventKind.LEGAL_REVIEW_OPENED
 
     balance_minor: Minor
     fees_minor: Minor
@@ -156,14 +233,18 @@ class LegalReviewOpened(Payload):
     summary: str
 
 
-class LegalDecisionTaken(Payload):
+class LegalDecisionTaken(EventPayload):
+    event_kind = EventKind.LEGAL_DECISION
+
     decision: LegalDecision
     settle_amount_minor: PositiveMinor | None = None
     note: str = ""
     balance_minor: Minor = Field(description="the balance when the decision was taken")
 
 
-class InvoiceClosed(Payload):
+class InvoiceClosed(EventPayload):
+    event_kind = EventKind.INVOICE_CLOSED
+
     state: InvoiceState
     paid_minor: Minor
     fees_minor: Minor
@@ -178,40 +259,46 @@ class InvoiceClosed(Payload):
         return state
 
 
-class DiscountLapsed(Payload):
+class DiscountLapsed(EventPayload):
     """The early-payment discount was not used in time: the full amount is due."""
+
+    event_kind = EventKind.DISCOUNT_LAPSED
 
     last_day: date = Field(description="the last local date on which the discount applied")
 
 
-PAYLOADS: dict[EventKind, type[Payload]] = {
-    EventKind.INVOICE_ISSUED: InvoiceIssued,
-    EventKind.INVOICE_RESENT: InvoiceResent,
-    EventKind.NOTICE_SENT: NoticeSent,
-    EventKind.NOTICE_FAILED: NoticeFailed,
-    EventKind.STAGE_REACHED: StageReached,
-    EventKind.LATE_FEE_CHARGED: LateFeeCharged,
-    EventKind.PAYMENT_RECORDED: PaymentRecorded,
-    EventKind.PAYMENT_REJECTED: PaymentRejected,
-    EventKind.DISCOUNT_APPLIED: AmountApplied,
-    EventKind.OVERPAYMENT_CREDITED: AmountApplied,
-    EventKind.DISPUTE_OPENED: DisputeOpened,
-    EventKind.DISPUTE_RESOLVED: DisputeResolved,
-    EventKind.PAYMENT_PLAN_AGREED: PaymentPlanAgreed,
-    EventKind.INSTALMENT_MISSED: InstalmentMissed,
-    EventKind.SERVICE_SUSPENDED: ServiceChanged,
-    EventKind.SERVICE_RESTORED: ServiceChanged,
-    EventKind.EQUIPMENT_SUSPENDED: EquipmentChanged,
-    EventKind.EQUIPMENT_RESTORED: EquipmentChanged,
-    EventKind.SUSPEND_FAILED: EquipmentFailed,
-    EventKind.RESTORE_FAILED: EquipmentFailed,
-    EventKind.AGENCY_HANDOVER: AgencyHandedOver,
-    EventKind.INVOICE_FACTORED: InvoiceFactored,
-    EventKind.LEGAL_REVIEW_OPENED: LegalReviewOpened,
-    EventKind.LEGAL_DECISION: LegalDecisionTaken,
-    EventKind.INVOICE_CLOSED: InvoiceClosed,
-    EventKind.DISCOUNT_LAPSED: DiscountLapsed,
+PAYLOADS: dict[EventKind, type[EventPayload]] = {
+    cls.event_kind: cls
+    for cls in (
+        InvoiceIssued,
+        InvoiceResent,
+        NoticeSent,
+        NoticeFailed,
+        StageReached,
+        LateFeeCharged,
+        PaymentRecorded,
+        PaymentRejected,
+        DiscountApplied,
+        OverpaymentCredited,
+        DisputeOpened,
+        DisputeResolved,
+        PaymentPlanAgreed,
+        InstalmentMissed,
+        ServiceSuspended,
+        ServiceRestored,
+        EquipmentSuspended,
+        EquipmentRestored,
+        SuspendFailed,
+        RestoreFailed,
+        AgencyHandedOver,
+        InvoiceFactored,
+        LegalReviewOpened,
+        LegalDecisionTaken,
+        InvoiceClosed,
+        DiscountLapsed,
+    )
 }
+"""The payload class of each kind, for reading events back."""
 
 
 # --- what the workflow decided: the snapshot that ends each batch of events -----------------
@@ -273,7 +360,7 @@ class InvoiceSnapshot(Payload):
     story: list[ActionTaken] = Field(description="the lines of the invoice's story told since the previous batch")
 
 
-def payload_of(event: DomainEvent) -> Payload:
+def payload_of(event: DomainEvent) -> EventPayload:
     """The event's data validated as its kind's payload (``pydantic.ValidationError`` if malformed)."""
     return PAYLOADS[event.kind].model_validate(event.data)
 
@@ -283,6 +370,6 @@ class RecordedEvent(DomainEvent):
 
     position: int = Field(ge=1, description="global order of appends across all invoices")
 
-    def payload(self) -> Payload:
+    def payload(self) -> EventPayload:
         """The typed payload of this event."""
         return payload_of(self)

@@ -12,8 +12,9 @@ from functools import partial
 from temporalio import workflow
 
 from workflows import agency, ladder, policy
+from workflows.events import DiscountLapsed, InstalmentMissed, LateFeeCharged, LegalReviewOpened, StageReached
 from workflows.ladder import StageWork, StepKind
-from workflows.models import EventKind, Fee, InvoiceState, NoticeKind, StageAction, format_money
+from workflows.models import Fee, InvoiceState, NoticeKind, StageAction, format_money
 from workflows.outbox import Outbox
 from workflows.patches import PATCH_DISCOUNT_LAPSE_EVENT, closed_meanwhile
 from workflows.state import Step
@@ -47,7 +48,7 @@ class Steps:
         rung = ladder.RUNGS[stage.action]
         if rung.state_after is not None:
             ledger.escalation = rung.state_after
-        self.outbox.event(EventKind.STAGE_REACHED, stage=rung.action.value, days_overdue=policy.days_overdue(ledger.invoice, now))
+        self.outbox.record(StageReached(stage=rung.action, days_overdue=policy.days_overdue(ledger.invoice, now)))
         ledger.remember(now, f"Stage reached: {rung.action.value.replace('_', ' ')}")
         work: dict[StageWork, Callable[[], Awaitable[None]]] = {
             StageWork.CHARGE_LATE_FEE: self._charge_late_fee,
@@ -63,7 +64,9 @@ class Steps:
 
     async def _note_discount_lapsed(self) -> None:
         if workflow.patched(PATCH_DISCOUNT_LAPSE_EVENT):  # a fact, so the read models learn the next action
-            self.outbox.event(EventKind.DISCOUNT_LAPSED, last_day=str(policy.discount_deadline(self.ledger.invoice)))
+            last_day = policy.discount_deadline(self.ledger.invoice)
+            assert last_day is not None  # the step is only planned for an offered discount
+            self.outbox.record(DiscountLapsed(last_day=last_day))
         self.ledger.remember(workflow.now(), "Early-payment discount lapsed")
 
     async def _charge_late_fee(self) -> None:
@@ -74,7 +77,7 @@ class Steps:
             return
         reason = "late fee" if number == 1 else f"late fee, month {number} of delay"
         ledger.fees.append(Fee(number=number, amount_minor=amount, charged_at=now, reason=reason))
-        self.outbox.event(EventKind.LATE_FEE_CHARGED, number=number, amount_minor=amount, reason=reason)
+        self.outbox.record(LateFeeCharged(number=number, amount_minor=amount, reason=reason))
         ledger.remember(now, f"Late fee {number} charged: {format_money(amount, self.ledger.invoice.currency)}")
         self.outbox.queue_notice(ladder.RUNGS[StageAction.LATE_FEE].notice)
 
@@ -89,7 +92,7 @@ class Steps:
         missed, instalments = ledger.plan.checked, ledger.plan.plan.instalments
         ledger.paused += now - ledger.plan.agreed_at
         ledger.plan = None
-        self.outbox.event(EventKind.INSTALMENT_MISSED, instalment=missed, expected_minor=expected, received_minor=received)
+        self.outbox.record(InstalmentMissed(instalment=missed, expected_minor=expected, received_minor=received))
         ledger.remember(now, f"Instalment {missed} missed: escalation resumes at {ledger.escalation.value}")
         self.outbox.queue_notice(NoticeKind.INSTALMENT_MISSED, number=missed, instalments=instalments)
 
@@ -98,6 +101,6 @@ class Steps:
         ledger.escalation = InvoiceState.LEGAL_REVIEW
         ledger.legal_review_again_at = None
         ledger.legal_decision = None
-        self.outbox.event(EventKind.LEGAL_REVIEW_OPENED, **policy.legal_summary(ledger, now))
+        self.outbox.record(LegalReviewOpened(**policy.legal_summary(ledger, now)))
         ledger.remember(now, "Legal review opened: waiting for a decision")
         self.outbox.queue_notice(ladder.RUNGS[StageAction.LEGAL_REVIEW].notice)
