@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -78,8 +79,11 @@ async def create_pool(database_url: str, max_size: int = 10) -> asyncpg.Pool:
 
 EVENT_COLUMNS = "position, invoice_id, sequence, kind, occurred_at, data"
 
+Connection = asyncpg.Connection | PoolConnectionProxy
+"""A connection, opened alone or acquired from a pool."""
 
-async def read_events(pool: asyncpg.Pool, invoice_id: str) -> list[RecordedEvent]:
+
+async def read_events(pool: asyncpg.Pool | Connection, invoice_id: str) -> list[RecordedEvent]:
     """All events of one invoice, in order; ``event.payload()`` is typed."""
     rows = await pool.fetch(
         f"SELECT {EVENT_COLUMNS} FROM invoice_events WHERE invoice_id = $1 ORDER BY sequence", invoice_id
@@ -87,7 +91,7 @@ async def read_events(pool: asyncpg.Pool, invoice_id: str) -> list[RecordedEvent
     return [RecordedEvent(**dict(row)) for row in rows]
 
 
-async def read_events_after(conn: asyncpg.Connection, position: int, limit: int) -> list[RecordedEvent]:
+async def read_events_after(conn: Connection, position: int, limit: int) -> list[RecordedEvent]:
     """Up to ``limit`` events of all invoices after global ``position``, in the order they were appended."""
     rows = await conn.fetch(
         f"SELECT {EVENT_COLUMNS} FROM invoice_events WHERE position > $1 ORDER BY position LIMIT $2", position, limit

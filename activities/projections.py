@@ -32,7 +32,7 @@ import asyncpg
 import holidays
 from pydantic import BaseModel, ConfigDict
 
-from activities.ledger import read_events
+from activities.ledger import Connection, read_events
 from workflows import ladder
 from workflows.models import ActionTaken, InvoiceState, InvoiceStatus, NextAction, StageAction, minor_units_per_major
 from workflows.upcast import upcast
@@ -153,7 +153,7 @@ GROUP BY e.invoice_id
 Progress = Callable[[str], None]
 
 
-async def _upcast_range(conn: asyncpg.Connection, after: int, upto: int) -> int:
+async def _upcast_range(conn: Connection, after: int, upto: int) -> int:
     """Upcast the events before v5 in ``(after, upto]`` not yet upcast (``workflows.upcast``); returns how many invoices."""
     pending = await conn.fetch(TO_UPCAST, after, upto)
     for row in pending:
@@ -183,7 +183,7 @@ def _public_holidays(country: str, year: int) -> frozenset[date]:
         return frozenset()
 
 
-async def _copy_range(conn: asyncpg.Connection, after: int, upto: int, progress: Progress | None = None) -> None:
+async def _copy_range(conn: Connection, after: int, upto: int, progress: Progress | None = None) -> None:
     """Inside a transaction: copy every fact in positions ``(after, upto]`` into the read models."""
     upcast_count = await _upcast_range(conn, after, upto)
     if progress and upcast_count:
@@ -194,15 +194,17 @@ async def _copy_range(conn: asyncpg.Connection, after: int, upto: int, progress:
             progress(f"{name}: {status.split()[-1]} row(s)")
 
 
-async def _apply_next_batch(conn: asyncpg.Connection, batch_size: int) -> int:
+async def _apply_next_batch(conn: Connection, batch_size: int) -> int:
     """Inside a transaction: copy up to ``batch_size`` events after the checkpoint and move it; returns how many."""
     checkpoint = await conn.fetchval("SELECT position FROM projection_checkpoint WHERE name = $1 FOR UPDATE", CHECKPOINT)
-    upto, count = await conn.fetchrow(
+    batch = await conn.fetchrow(
         "SELECT max(position), count(*) FROM"
         " (SELECT position FROM invoice_events WHERE position > $1 ORDER BY position LIMIT $2) next_events",
         checkpoint,
         batch_size,
     )
+    assert batch is not None  # an aggregate has a row
+    upto, count = batch
     if not count:
         return 0
     await _copy_range(conn, checkpoint, upto)
@@ -233,7 +235,9 @@ async def rebuild(pool: asyncpg.Pool, progress: Progress | None = None) -> int:
         await conn.execute("SELECT 1 FROM projection_checkpoint WHERE name = $1 FOR UPDATE", CHECKPOINT)
         for table in PROJECTION_TABLES:  # not TRUNCATE: readers keep the old rows until the commit
             await conn.execute(f"DELETE FROM {table}")
-        upto, count = await conn.fetchrow("SELECT coalesce(max(position), 0), count(*) FROM invoice_events")
+        log_end = await conn.fetchrow("SELECT coalesce(max(position), 0), count(*) FROM invoice_events")
+        assert log_end is not None  # an aggregate has a row
+        upto, count = log_end
         await _copy_range(conn, 0, upto, progress)
         await conn.execute(
             "UPDATE projection_checkpoint SET position = $2, updated_at = now() WHERE name = $1", CHECKPOINT, upto
@@ -260,6 +264,7 @@ async def projection_lag(pool: asyncpg.Pool) -> ProjectionLag:
         " FROM invoice_events WHERE position > (SELECT position FROM projection_checkpoint WHERE name = $1)",
         CHECKPOINT,
     )
+    assert row is not None  # an aggregate has a row
     return ProjectionLag(events_behind=row["behind"], seconds_behind=max(0.0, float(row["seconds"] or 0)))
 
 
@@ -571,7 +576,7 @@ async def aging_report(pool: asyncpg.Pool, as_of: date) -> list[AgingRow]:
         """,
         as_of,
     )
-    return [AgingRow(**{k: int(v) if k != "currency" else v for k, v in row.items()}) for row in rows]
+    return [AgingRow.model_validate({k: int(v) if k != "currency" else v for k, v in row.items()}) for row in rows]
 
 
 class FunnelRow(Frozen):
@@ -584,14 +589,17 @@ class FunnelRow(Frozen):
 
 async def collections_funnel(pool: asyncpg.Pool) -> list[FunnelRow]:
     """The collections funnel in escalation order, from ``issued`` to ``legal_review``."""
-    reached = dict(await pool.fetch("SELECT stage, count(*) FROM projected_invoice_stages GROUP BY stage"))
+    reached: dict[str, int] = {
+        stage: count for stage, count in await pool.fetch("SELECT stage, count(*) FROM projected_invoice_stages GROUP BY stage")
+    }
     reached["issued"] = await pool.fetchval("SELECT count(*) FROM projected_invoices")
-    paid = dict(
-        await pool.fetch(
+    paid: dict[str, int] = {
+        stage: count
+        for stage, count in await pool.fetch(
             "SELECT coalesce(last_stage, 'issued'), count(*) FROM projected_invoices WHERE state = $1 GROUP BY 1",
             InvoiceState.PAID.value,
         )
-    )
+    }
     return [FunnelRow(stage=s, reached=reached.get(s, 0), paid_at_stage=paid.get(s, 0)) for s in FUNNEL_STAGES]
 
 
@@ -608,17 +616,21 @@ class DsoRow(Frozen):
 async def days_sales_outstanding(pool: asyncpg.Pool, as_of: date, period_days: int = 90) -> list[DsoRow]:
     """DSO per currency = receivables at the end of ``as_of`` / amount invoiced in the ``period_days``
     ending on ``as_of`` (by issue date) × ``period_days``, to one decimal."""
-    receivables = dict(
-        await pool.fetch(f"SELECT currency, sum(owed) FROM ({RECEIVABLE_AT}) owed GROUP BY currency", as_of)
-    )
-    invoiced = dict(
-        await pool.fetch(
+    receivables: dict[str, Decimal] = {  # sums of bigints are numeric
+        currency: owed
+        for currency, owed in await pool.fetch(
+            f"SELECT currency, sum(owed) FROM ({RECEIVABLE_AT}) owed GROUP BY currency", as_of
+        )
+    }
+    invoiced: dict[str, Decimal] = {
+        currency: amount
+        for currency, amount in await pool.fetch(
             "SELECT currency, sum(amount_minor) FROM projected_invoices"
             " WHERE issue_date > $1::date - $2::int AND issue_date <= $1 GROUP BY currency",
             as_of,
             period_days,
         )
-    )
+    }
     rows = []
     for currency in sorted(set(receivables) | set(invoiced)):
         owed, sold = int(receivables.get(currency, 0)), int(invoiced.get(currency, 0))

@@ -78,7 +78,7 @@ SAMPLES: dict[EventKind, dict[str, Any]] = {
     EventKind.PAYMENT_PLAN_AGREED: {"plan": {"instalments": [{"due_date": "2026-12-01", "amount_minor": 100_000}]}},
     EventKind.INSTALMENT_MISSED: {"instalment": 1, "expected_minor": 100_000, "received_minor": 0},
     EventKind.SERVICE_SUSPENDED: {**SERVICE, "service": "hosting"},
-    EventKind.SERVICE_RESTORED: {**SERVICE, "support_and_orders_blocked": False},
+    EventKind.SERVICE_RESTORED: {**SERVICE, "support_and_orders_blocked": False, "service": None},
     EventKind.EQUIPMENT_SUSPENDED: EQUIPMENT,
     EventKind.EQUIPMENT_RESTORED: {**EQUIPMENT, "state": "On"},
     EventKind.SUSPEND_FAILED: {"equipment_id": "srv-2", "error": "refused the connection"},

@@ -135,7 +135,11 @@ class NoticeActivities(contracts.Notices):
             raise transient_failure(f"notice {key} not yet delivered: {_describe(errors)}", retry_after)
         if not delivered:
             raise permanent_failure(f"notice {key} refused on every channel: {_describe(failed)}")
-        return NoticeDelivery(message_id=message_id, delivered=delivered, failed=failed)
+        return NoticeDelivery(
+            message_id=message_id,
+            delivered=[channel.value for channel in delivered],
+            failed={channel.value: error for channel, error in failed.items()},
+        )
 
     async def _deliver_once(
         self,
@@ -249,6 +253,7 @@ class NoticeActivities(contracts.Notices):
             key,
             channel,
         )
+        assert row is not None  # the claim above found it there
         if row["status"] == "sending":
             until = f"{row['lease_until']:%H:%M:%S}"
             return Channeled("busy", f"another attempt is sending it (lease until {until})", row["lease_left"])
@@ -273,5 +278,5 @@ class NoticeActivities(contracts.Notices):
         )
 
 
-def _describe(errors: dict[str, str]) -> str:
+def _describe(errors: dict[Channel, str]) -> str:
     return "; ".join(f"{channel}: {error}" for channel, error in errors.items())
