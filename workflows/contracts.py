@@ -8,6 +8,7 @@ so the type checker holds both sides to one signature. Kept here, free of I/O, s
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Protocol
 
 from temporalio import activity
@@ -20,6 +21,7 @@ from workflows.models import (
     EquipmentResult,
     NoticeDelivery,
     NoticeRequest,
+    PublicHolidaysRequest,
     ServiceAction,
     ServiceChange,
 )
@@ -53,6 +55,13 @@ class Service(Protocol):
     @activity.defn(name="restore_service")
     async def restore_service(self, request: ServiceAction) -> ServiceChange:
         """Lift the block that this invoice's suspension put in place."""
+        ...
+
+
+class Calendar(Protocol):
+    @activity.defn(name="public_holidays")
+    async def public_holidays(self, request: PublicHolidaysRequest) -> list[date]:
+        """The country's public holidays in the requested years (a local activity)."""
         ...
 
 

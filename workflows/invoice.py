@@ -13,14 +13,14 @@ payment signal and refusals), ``publishing`` (search attributes, UI details, the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import policy
+    from workflows import contracts, policy
     from workflows.events import (
         DiscountApplied,
         DisputeOpened,
@@ -146,10 +146,9 @@ class InvoiceWorkflow:
         missing = [y for y in policy.holiday_years_needed(self.invoice, workflow.now()) if y not in ledger.holiday_years]
         if not missing:
             return
-        days = await workflow.execute_local_activity(
-            "public_holidays",
+        days = await workflow.execute_local_activity_method(
+            contracts.Calendar.public_holidays,
             PublicHolidaysRequest(country=self.invoice.country or "", years=missing),
-            result_type=list[date],
             start_to_close_timeout=timedelta(seconds=30),
             summary=f"Public holidays of {self.invoice.country} in {', '.join(map(str, missing))}",
         )
