@@ -9,7 +9,7 @@ A field added to a payload later gets a default, so events written before it sti
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import Field, JsonValue, PlainSerializer, field_validator
 
@@ -25,6 +25,7 @@ from workflows.models import (
     NoticeKind,
     PaymentPlan,
     PositiveMinor,
+    ServiceChange,
     StageAction,
     Strict,
 )
@@ -159,6 +160,16 @@ class ServiceChanged(EventPayload):
     remote_disconnect_authorized: bool
     equipment_ids: list[str]
     service: str | None = Field(default=None, description="the service the invoice covers; None: all of them")
+
+    @classmethod
+    def after(cls, change: ServiceChange, service: str | None) -> Self:
+        """The event recording what ``suspend_service`` / ``restore_service`` did for the invoice's service."""
+        return cls(
+            support_and_orders_blocked=change.support_and_orders_blocked,
+            remote_disconnect_authorized=change.remote_disconnect_authorized,
+            equipment_ids=change.equipment_ids,
+            service=service,
+        )
 
 
 class ServiceSuspended(ServiceChanged):

@@ -49,7 +49,7 @@ class Suspension:
         """Block support and orders, then cut each authorised piece of equipment."""
         result = await self._service_activity("suspend")
         self.ledger.suspended = True
-        self.outbox.record(ServiceSuspended(**result.model_dump(), service=self.ledger.invoice.service))
+        self.outbox.record(ServiceSuspended.after(result, self.ledger.invoice.service))
         self.ledger.remember(workflow.now(), "Service suspended: support and new orders blocked")
         terms = self.ledger.invoice.terms
         if (
@@ -66,7 +66,7 @@ class Suspension:
             await self._change_equipment("restore", list(self.ledger.equipment_cut))
         result = await self._service_activity("restore")
         self.ledger.suspended = False
-        self.outbox.record(ServiceRestored(**result.model_dump(), service=self.ledger.invoice.service))
+        self.outbox.record(ServiceRestored.after(result, self.ledger.invoice.service))
         self.ledger.remember(workflow.now(), "Service restored")
         self.outbox.queue_notice(NoticeKind.RESTORED)
 
@@ -87,7 +87,9 @@ class Suspension:
         for equipment_id, result, error in outcomes:
             if result is not None:
                 changed = EquipmentSuspended if verb == "suspend" else EquipmentRestored
-                self.outbox.record(changed(**result.model_dump(exclude={"action"})))
+                self.outbox.record(
+                    changed(equipment_id=result.equipment_id, changed=result.changed, state=result.state, dry_run=result.dry_run)
+                )
                 ledger.equipment_failed.pop(equipment_id, None)
                 if verb == "suspend":
                     ledger.equipment_cut.append(equipment_id)
