@@ -37,6 +37,7 @@ from workflows.models import (
     Invoice,
     InvoiceOutcome,
     InvoiceState,
+    NoticeDelivery,
     NoticeKind,
     NoticeRequest,
     StageAction,
@@ -326,7 +327,7 @@ async def test_deliveries_are_recorded_and_a_rerun_sends_nothing(client, pool, s
     message_id = (await activity_env.run(notices.send_notice, fresh)).message_id
     assert len(smtp_server.messages) == received + 1
     assert smtp_server.messages[-1]["Message-ID"] == message_id
-    assert await activity_env.run(notices.send_notice, fresh) == {"message_id": message_id, "delivered": ["email"], "failed": {}}
+    assert await activity_env.run(notices.send_notice, fresh) == NoticeDelivery(message_id=message_id, delivered=["email"])
     assert len(smtp_server.messages) == received + 1
     row = await pool.fetchrow("SELECT status, attempts FROM notice_deliveries WHERE idempotency_key = $1", fresh.idempotency_key)
     assert (row["status"], row["attempts"]) == ("sent", 1)

@@ -31,7 +31,7 @@ from tests.notice_servers import (
 )
 from worker.sandbox import workflow_runner
 from workflows.invoice import InvoiceWorkflow
-from workflows.models import DunningPolicy, NoticeKind
+from workflows.models import DunningPolicy, NoticeDelivery, NoticeKind
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "channels.toml"
 
@@ -69,7 +69,7 @@ async def test_the_receiver_gets_one_signed_notice_even_after_a_lost_reply(pool,
     retry = await run_activity(notices.send_notice, notice)  # the first finished, Temporal never heard
 
     message_id = message_id_for(notice.idempotency_key, SENDER)
-    assert result == retry == {"message_id": message_id, "delivered": ["webhook"], "failed": {}}
+    assert result == retry == NoticeDelivery(message_id=message_id, delivered=["webhook"], failed={})
     assert webhook_receiver.rejected == [] and webhook_receiver.answered == [200]
     [post] = webhook_receiver.accepted
     body, headers = post["body"], post["headers"]
