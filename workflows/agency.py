@@ -8,6 +8,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 from workflows import contracts, policy
+from workflows.charges import note_late_charges_stop
 from workflows.events import AgencyHandedOver
 from workflows.models import AgencyHandover
 from workflows.outbox import NOTICE_RETRY, Outbox
@@ -22,6 +23,8 @@ async def hand_over(outbox: Outbox) -> None:
     sent = await _send_package(outbox) if workflow.patched(PATCH_AGENCY_PACKAGE) else False
     if sent or not closed_meanwhile(outbox.ledger):
         outbox.record(AgencyHandedOver(balance_minor=outbox.ledger.balance_minor, package_sent=sent))
+        outbox.ledger.handed_to_agency = True
+        note_late_charges_stop(outbox)
 
 
 async def _send_package(outbox: Outbox) -> bool:

@@ -8,7 +8,7 @@ A field added to a payload later gets a default, so events written before it sti
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import Field, JsonValue, PlainSerializer, field_validator
@@ -137,6 +137,9 @@ class DisputeResolved(EventPayload):
     outcome: DisputeOutcome
     credit_minor: Minor
     note: str = ""
+    escalation_moved_by: timedelta | None = Field(
+        default=None, description="how far the stages still to come moved (None: events written before it was told)"
+    )
 
 
 class PaymentPlanAgreed(EventPayload):
@@ -278,6 +281,55 @@ class DiscountLapsed(EventPayload):
     last_day: date = Field(description="the last local date on which the discount applied")
 
 
+class LateChargesStopped(EventPayload):
+    """No further late fee is charged: the cap was reached, or the invoice went to the agency or to law."""
+
+    event_kind = EventKind.LATE_CHARGES_STOPPED
+
+    reason: str = Field(description="'cap reached', 'handed to the agency' or 'legal action'")
+    fees_minor: Minor = Field(description="the late fees charged, which stay owed")
+
+
+class SmallBalanceWrittenOff(EventPayload):
+    """The residue a payment left was below the policy's tolerance: written off, and the invoice closes as paid."""
+
+    event_kind = EventKind.SMALL_BALANCE_WRITTEN_OFF
+
+    amount_minor: PositiveMinor
+    payment_id: str = Field(description="the payment that left it")
+
+
+class EscalationStopped(EventPayload):
+    """The balance is below the policy's minimum: no further stage (no fee, ultimatum, cut or agency)."""
+
+    event_kind = EventKind.ESCALATION_STOPPED
+
+    balance_minor: Minor
+    minimum_minor: Minor
+    stage: StageAction = Field(description="the stage that was due and was not climbed")
+
+
+class CutAnnounced(EventPayload):
+    """An ultimatum naming the moment of the cut was delivered: no cut before ``cut_at``."""
+
+    event_kind = EventKind.CUT_ANNOUNCED
+
+    cut_at: IsoMoment
+    notice_from: IsoMoment = Field(description="when the client was told, to the minute; the notice counts from it")
+
+
+class RecoveryRecorded(EventPayload):
+    """A payment on a written-off invoice."""
+
+    event_kind = EventKind.RECOVERY_RECORDED
+
+    payment_id: str
+    amount_minor: PositiveMinor
+    received_at: IsoMoment
+    recovered_minor: Minor = Field(description="all recovered so far")
+    unrecovered_minor: Minor = Field(description="what is still written off")
+
+
 PAYLOADS: dict[EventKind, type[EventPayload]] = {
     cls.event_kind: cls
     for cls in (
@@ -307,6 +359,11 @@ PAYLOADS: dict[EventKind, type[EventPayload]] = {
         LegalDecisionTaken,
         InvoiceClosed,
         DiscountLapsed,
+        LateChargesStopped,
+        SmallBalanceWrittenOff,
+        EscalationStopped,
+        CutAnnounced,
+        RecoveryRecorded,
     )
 }
 """The payload class of each kind, for reading events back."""
@@ -367,6 +424,10 @@ class InvoiceSnapshot(Payload):
     failed_notices: Count = Field(description="notice deliveries that failed (notice_failed events)")
     closed_at: datetime | None
     closed_on: date | None = Field(description="the local date it closed")
+    late_charges_stopped: str | None = Field(default=None, description="why no further late fee is charged")
+    escalation_stopped: bool = Field(default=False, description="the balance fell below the policy's minimum")
+    cut_announced_for: datetime | None = Field(default=None, description="the cut moment a delivered ultimatum named")
+    recovered_minor: Minor = Field(default=0, description="paid on the invoice after it was written off")
     receivables: list[ReceivableEntry] = Field(description="the changes to what is owed made by this batch")
     story: list[ActionTaken] = Field(description="the lines of the invoice's story told since the previous batch")
 
