@@ -74,7 +74,7 @@ SAMPLES: dict[EventKind, dict[str, Any]] = {
     EventKind.DISCOUNT_APPLIED: {"amount_minor": 2_000},
     EventKind.OVERPAYMENT_CREDITED: {"amount_minor": 500},
     EventKind.DISPUTE_OPENED: {"reason": "hours billed twice"},
-    EventKind.DISPUTE_RESOLVED: {"outcome": "upheld", "credit_minor": 10_000, "note": ""},
+    EventKind.DISPUTE_RESOLVED: {"outcome": "upheld", "credit_minor": 10_000, "note": "", "escalation_moved_by": "P3D"},
     EventKind.PAYMENT_PLAN_AGREED: {"plan": {"instalments": [{"due_date": "2026-12-01", "amount_minor": 100_000}]}},
     EventKind.INSTALMENT_MISSED: {"instalment": 1, "expected_minor": 100_000, "received_minor": 0},
     EventKind.SERVICE_SUSPENDED: {**SERVICE, "service": "hosting"},
