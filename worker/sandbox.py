@@ -28,6 +28,7 @@ def workflow_runner() -> SandboxedWorkflowRunner:
         "workflows.agency",
         "workflows.payments",
         "workflows.steps",
+        "workflows.charges",
         "pydantic",
         "babel",
         "email_validator",
