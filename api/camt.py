@@ -56,7 +56,11 @@ class StatementLine:
 
     @property
     def received_at(self) -> datetime | None:
-        return datetime(self.value_date.year, self.value_date.month, self.value_date.day, tzinfo=timezone.utc) if self.value_date else None
+        return (
+            datetime(self.value_date.year, self.value_date.month, self.value_date.day, tzinfo=timezone.utc)
+            if self.value_date
+            else None
+        )
 
 
 @dataclass(frozen=True)
@@ -71,11 +75,15 @@ def parse(document: bytes) -> Statement:
     try:
         root = fromstring(document, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as refused:
-        raise StatementError(f"refused: the XML declares a DTD or entities ({type(refused).__name__}); camt files have none") from None
+        raise StatementError(
+            f"refused: the XML declares a DTD or entities ({type(refused).__name__}); camt files have none"
+        ) from None
     except ParseError as err:
         raise StatementError(f"not well-formed XML: {err}") from None
     if _name(root) != "Document" or not len(root) or _name(root[0]) not in _DOCUMENTS:
-        raise StatementError("not an ISO 20022 camt.053 or camt.054 document (expected Document/BkToCstmrStmt or BkToCstmrDbtCdtNtfctn)")
+        raise StatementError(
+            "not an ISO 20022 camt.053 or camt.054 document (expected Document/BkToCstmrStmt or BkToCstmrDbtCdtNtfctn)"
+        )
     kind, report = _DOCUMENTS[_name(root[0])]
     message_id = _text(root[0], "GrpHdr", "MsgId") or ""
     lines: list[StatementLine] = []
@@ -106,14 +114,20 @@ def _entry_lines(entry: Element, statement_id: str, account: str, start: int) ->
                 statement_id=statement_id,
                 entry_ref=entry_ref,
                 key=_key(entry, tx, statement_id, account, n if len(transactions) > 1 else None),
-                direction=_direction(_text(tx, "CdtDbtInd")) if tx is not None and _text(tx, "CdtDbtInd") else direction,
+                direction=_direction(_text(tx, "CdtDbtInd"))
+                if tx is not None and _text(tx, "CdtDbtInd")
+                else direction,
                 booked=status == "BOOK",
                 amount_minor=amount,
                 currency=currency,
                 value_date=value_date,
                 creditor_reference=_text(tx, "RmtInf", "Strd", "CdtrRefInf", "Ref") if tx is not None else None,
-                unstructured=" ".join(u.text.strip() for u in _all(tx, "RmtInf", "Ustrd") if u.text) if tx is not None else "",
-                debtor=(_text(tx, "RltdPties", "Dbtr", "Pty", "Nm") or _text(tx, "RltdPties", "Dbtr", "Nm")) if tx is not None else None,
+                unstructured=" ".join(u.text.strip() for u in _all(tx, "RmtInf", "Ustrd") if u.text)
+                if tx is not None
+                else "",
+                debtor=(_text(tx, "RltdPties", "Dbtr", "Pty", "Nm") or _text(tx, "RltdPties", "Dbtr", "Nm"))
+                if tx is not None
+                else None,
             )
         )
     return lines
@@ -139,7 +153,10 @@ def _key(entry: Element, tx: Element | None, statement_id: str, account: str, ba
     end_to_end = _text(tx, "Refs", "EndToEndId") if tx is not None else None
     if end_to_end and end_to_end != _NOT_PROVIDED:
         return f"stmt:{statement_id}|e2e:{end_to_end}"
-    raise StatementError(f"an entry of statement {statement_id} has none of AcctSvcrRef, NtryRef, EndToEndId: it cannot be imported idempotently")
+    raise StatementError(
+        f"an entry of statement {statement_id} has none of AcctSvcrRef, NtryRef, EndToEndId:"
+        " it cannot be imported once only"
+    )
 
 
 def _transaction_amount(tx: Element, entry_currency: str) -> tuple[int, str]:

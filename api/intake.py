@@ -87,7 +87,7 @@ class UnappliedPayment(BaseModel):
     received_at: datetime
     source: Source
     reason: str
-    kind: KeptKind = Field(default=KeptKind.PAYMENT, description="refund: a provider's refund, flagged for ops, not applicable")
+    kind: KeptKind = Field(default=KeptKind.PAYMENT, description="refund: a provider's refund, flagged for ops")
     recorded_at: datetime
     applied_invoice_id: str | None = None
     applied_at: datetime | None = None
@@ -156,7 +156,8 @@ async def apply_kept(ctx: PaymentContext, payment_id: str, invoice_id: str) -> P
     if kept is None:
         raise Problem(Kind.NOT_FOUND, f"no unapplied payment {payment_id}")
     if kept.kind == KeptKind.REFUND:
-        raise Problem(Kind.REQUEST_REFUSED, f"{payment_id} is a refund the provider reported, not a payment: adjust the invoice by hand")
+        detail = f"{payment_id} is a refund the provider reported, not a payment: correct the invoice by hand"
+        raise Problem(Kind.REQUEST_REFUSED, detail)
     if kept.applied_invoice_id not in (None, invoice_id):
         raise Problem(Kind.PAYMENT_CONFLICT, f"payment {payment_id} was already applied to invoice {kept.applied_invoice_id}")
     payment = Payment(

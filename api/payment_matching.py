@@ -48,7 +48,10 @@ class InvoiceReferences:
         elif quoted:
             reason = f"creditor reference {quoted[0]} is no invoice's"
         elif line.creditor_reference:
-            reason = f"creditor reference {line.creditor_reference!r} is not a valid ISO 11649 reference, and no invoice number in the remittance"
+            reason = (
+                f"creditor reference {line.creditor_reference!r} is no valid ISO 11649 reference,"
+                " and the remittance names no invoice"
+            )
         else:
             reason = "no creditor reference and no invoice number in the remittance"
         return Match(None, reason=reason, payer_reference=payer_reference)

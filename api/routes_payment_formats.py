@@ -30,7 +30,9 @@ XML_TYPES = ("application/xml", "text/xml")
     dependencies=[ops_only],
     response_model=ImportSummary,
     responses=problem_responses(400, 401, 403, 409, 413, 415, 503),
-    openapi_extra={"requestBody": {"required": True, "content": {t: {"schema": {"type": "string"}} for t in XML_TYPES}}},
+    openapi_extra={
+        "requestBody": {"required": True, "content": {t: {"schema": {"type": "string"}} for t in XML_TYPES}}
+    },
     summary="Import a bank statement (camt.053 / camt.054)",
 )
 async def import_statement(request: Request, ctx: Context) -> ImportSummary:
@@ -43,7 +45,10 @@ async def import_statement(request: Request, ctx: Context) -> ImportSummary:
     """
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type not in XML_TYPES:
-        raise Problem(Kind.UNSUPPORTED_MEDIA_TYPE, f"send the statement as application/xml, not {media_type or 'a body without a type'}")
+        raise Problem(
+            Kind.UNSUPPORTED_MEDIA_TYPE,
+            f"send the statement as application/xml, not {media_type or 'a body without a type'}",
+        )
     try:
         return await statement_import.import_statement(ctx, await request.body())
     except StatementError as err:
@@ -65,7 +70,8 @@ async def stripe_webhook(
     request: Request,
     ctx: Context,
     stripe_signature: Annotated[
-        str | None, Header(description="t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<raw body>' with the endpoint secret>")
+        str | None,
+        Header(description="t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<raw body>' with the endpoint secret>"),
     ] = None,
 ) -> JSONResponse:
     """Record what a Stripe event reports; idempotent by the event id (a redelivery gets the first answer).
@@ -78,7 +84,9 @@ async def stripe_webhook(
         raise Problem(Kind.UNAVAILABLE, "the Stripe webhook is not configured on this server (no signing secret)")
     body = await request.body()
     try:
-        stripe_events.verify(secret, stripe_signature, body, ctx.settings.stripe_webhook_tolerance_seconds, datetime.now(timezone.utc))
+        stripe_events.verify(
+            secret, stripe_signature, body, ctx.settings.stripe_webhook_tolerance_seconds, datetime.now(timezone.utc)
+        )
     except StripeSignatureRefused as refused:
         raise Problem(Kind.INVALID_SIGNATURE, str(refused)) from None
     try:

@@ -77,7 +77,9 @@ async def import_statement(ctx: PaymentContext, document: bytes) -> ImportSummar
     )
 
 
-async def _import_line(ctx: PaymentContext, references: InvoiceReferences, line: StatementLine, seen: set[str]) -> LineResult:
+async def _import_line(
+    ctx: PaymentContext, references: InvoiceReferences, line: StatementLine, seen: set[str]
+) -> LineResult:
     def result(status: LineStatus, **fields: object) -> LineResult:
         return LineResult(
             line=line.line,
@@ -109,7 +111,9 @@ async def _import_line(ctx: PaymentContext, references: InvoiceReferences, line:
         status.value,
     )
     if status == LineStatus.MATCHED:
-        return result(status, invoice_id=receipt.invoice_id, matched_by=match.matched_by, balance_minor=receipt.balance_minor)
+        return result(
+            status, invoice_id=receipt.invoice_id, matched_by=match.matched_by, balance_minor=receipt.balance_minor
+        )
     return result(status, reason=receipt.reason)
 
 
@@ -119,7 +123,9 @@ async def _apply(ctx: PaymentContext, line: StatementLine, match: Match) -> Paym
         payment_id=line.payment_id, amount_minor=line.amount_minor, currency=line.currency, received_at=line.received_at
     )
     if match.invoice_id is None:
-        return await intake.keep_unapplied(ctx.pool, match.payer_reference, payment, Source.STATEMENT, match.reason or "")
+        return await intake.keep_unapplied(
+            ctx.pool, match.payer_reference, payment, Source.STATEMENT, match.reason or ""
+        )
     try:
         return await intake.intake(ctx, match.invoice_id, payment, Source.STATEMENT)
     except Problem as problem:

@@ -49,7 +49,9 @@ def verify(secret: str, header: str | None, body: bytes, tolerance_seconds: int,
     signed_at = datetime.fromtimestamp(int(timestamps[0]), timezone.utc)
     age = abs((now - signed_at).total_seconds())
     if age > tolerance_seconds:
-        raise StripeSignatureRefused(f"signed {int(age)} s away from now, beyond the tolerance of {tolerance_seconds} s")
+        raise StripeSignatureRefused(
+            f"signed {int(age)} s away from now, beyond the tolerance of {tolerance_seconds} s"
+        )
     return signed_at
 
 
@@ -108,14 +110,22 @@ def report(event: StripeEvent) -> PaymentReport | None:
         if event.type == PAYMENT_SUCCEEDED:
             intent = _PaymentIntent.model_validate(event.data.object)
             payment = Payment(
-                payment_id=intent.id, amount_minor=intent.amount_received, currency=intent.currency.upper(), received_at=received_at
+                payment_id=intent.id,
+                amount_minor=intent.amount_received,
+                currency=intent.currency.upper(),
+                received_at=received_at,
             )
             return PaymentReport(invoice_reference=_invoice_reference(intent), payment=payment, refund=False)
         if event.type == CHARGE_REFUNDED:
             charge = _Charge.model_validate(event.data.object)
             currency = charge.currency.upper()
             # one event per refund, each with the charge's refunded total: the event id names this one
-            payment = Payment(payment_id=event.id[:64], amount_minor=charge.amount_refunded, currency=currency, received_at=received_at)
+            payment = Payment(
+                payment_id=event.id[:64],
+                amount_minor=charge.amount_refunded,
+                currency=currency,
+                received_at=received_at,
+            )
             note = (
                 f"Stripe refunded {format_money(charge.amount_refunded, currency)} in total of charge {charge.id}"
                 f" (payment {charge.payment_intent or 'unknown'}): the service records no refunds;"

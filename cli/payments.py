@@ -25,7 +25,10 @@ from client.settings import Settings
 from client.temporal import connect
 from workflows.models import format_money
 
-app = typer.Typer(help="Payments in the formats banks send: import a camt.053 statement or camt.054 notification.", no_args_is_help=True)
+app = typer.Typer(
+    help="Payments in the formats banks send: import a camt.053 statement or camt.054 notification.",
+    no_args_is_help=True,
+)
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,12 @@ def _print(summary: ImportSummary) -> None:
         detail = f"{line.invoice_id} (by {line.matched_by})" if line.status == LineStatus.MATCHED else line.reason or ""
         value_date = line.value_date.isoformat() if line.value_date else ""
         table.add_row(
-            str(line.line), line.entry_ref or "", format_money(line.amount_minor, line.currency), value_date, line.status.value, detail
+            str(line.line),
+            line.entry_ref or "",
+            format_money(line.amount_minor, line.currency),
+            value_date,
+            line.status.value,
+            detail,
         )
     Console(width=160).print(table)
     if summary.unmatched:

@@ -21,12 +21,16 @@ SAMPLE = Path(__file__).parent / "data" / "camt" / "statement.camt.053.001.08.xm
 # --- ISO 11649 creditor references ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("reference", ["RF18539007547034", "RF18 5390 0754 7034", "rf18539007547034", "RF712348231", "RF45G72UUR"])
+@pytest.mark.parametrize(
+    "reference", ["RF18539007547034", "RF18 5390 0754 7034", "rf18539007547034", "RF712348231", "RF45G72UUR"]
+)
 def test_valid_references_from_the_standard_and_the_epc_guidance_are_accepted(reference):
     assert creditor_reference.normalized(reference) == "".join(reference.split()).upper()
 
 
-@pytest.mark.parametrize("reference", ["RF19539007547034", "RF18539007547035", "RF18", "XX18539007547034", "RF1853900754703#", ""])
+@pytest.mark.parametrize(
+    "reference", ["RF19539007547034", "RF18539007547035", "RF18", "XX18539007547034", "RF1853900754703#", ""]
+)
 def test_references_with_wrong_check_digits_or_characters_are_refused(reference):
     assert creditor_reference.normalized(reference) is None
 
@@ -121,7 +125,10 @@ def test_entity_expansion_and_external_entities_are_refused(document):
     ("document", "message"),
     [
         (b"<Document><BkToCstmrStmt>", "not well-formed"),
-        (b'<Document xmlns="urn:iso:std:iso:20022:tech:xsd:pain.001.001.09"><CstmrCdtTrfInitn/></Document>', "not an ISO 20022 camt"),
+        (
+            b'<Document xmlns="urn:iso:std:iso:20022:tech:xsd:pain.001.001.09"><CstmrCdtTrfInitn/></Document>',
+            "not an ISO 20022 camt",
+        ),
         (SAMPLE.read_bytes().replace(b'<Amt Ccy="EUR">75.50</Amt>', b'<Amt Ccy="EUR">75.505</Amt>', 1), "minor units"),
         (SAMPLE.read_bytes().replace(b'Ccy="EUR">1000.00', b'Ccy="XYZ">1000.00', 1), "currency"),
     ],
@@ -145,10 +152,23 @@ def stripe_header(body: bytes, secret: str = SECRET, at: datetime = NOW) -> str:
 
 
 def payment_event(**object_fields) -> bytes:
-    obj = {"id": "pi_3MtwBwLkdIwHu7ix28a3tqPa", "object": "payment_intent", "amount_received": 12550, "currency": "eur",
-           "metadata": {"invoice_id": "INV-2026-0042"}, **object_fields}
-    return json.dumps({"id": "evt_1", "object": "event", "type": "payment_intent.succeeded", "created": 1796385600,
-                       "data": {"object": obj}}).encode()
+    obj = {
+        "id": "pi_3MtwBwLkdIwHu7ix28a3tqPa",
+        "object": "payment_intent",
+        "amount_received": 12550,
+        "currency": "eur",
+        "metadata": {"invoice_id": "INV-2026-0042"},
+        **object_fields,
+    }
+    return json.dumps(
+        {
+            "id": "evt_1",
+            "object": "event",
+            "type": "payment_intent.succeeded",
+            "created": 1796385600,
+            "data": {"object": obj},
+        }
+    ).encode()
 
 
 def test_a_stripe_signature_made_with_the_endpoint_secret_is_accepted():
@@ -187,13 +207,30 @@ def test_a_succeeded_payment_intent_is_a_payment_in_minor_units_and_upper_case_c
     assert reported is not None and not reported.refund
     assert reported.invoice_reference == "INV-2026-0042"
     assert (reported.payment.payment_id, reported.payment.amount_minor, reported.payment.currency) == (
-        "pi_3MtwBwLkdIwHu7ix28a3tqPa", 12550, "EUR")
+        "pi_3MtwBwLkdIwHu7ix28a3tqPa",
+        12550,
+        "EUR",
+    )
     assert reported.payment.received_at == datetime.fromtimestamp(1796385600, timezone.utc)
 
 
 def test_a_refund_is_reported_as_such_and_other_events_are_not_used():
-    refund = json.dumps({"id": "evt_R", "type": "charge.refunded", "created": 1796385600, "data": {"object": {
-        "id": "ch_1", "amount_refunded": 500, "currency": "ron", "payment_intent": "pi_1", "metadata": {"invoice_id": "INV-7"}}}})
+    refund = json.dumps(
+        {
+            "id": "evt_R",
+            "type": "charge.refunded",
+            "created": 1796385600,
+            "data": {
+                "object": {
+                    "id": "ch_1",
+                    "amount_refunded": 500,
+                    "currency": "ron",
+                    "payment_intent": "pi_1",
+                    "metadata": {"invoice_id": "INV-7"},
+                }
+            },
+        }
+    )
     reported = stripe_events.report(stripe_events.parse_event(refund.encode()))
     assert reported is not None and reported.refund and reported.payment.payment_id == "evt_R"
     assert "5.00 RON" in reported.note and "records no refunds" in reported.note
