@@ -13,7 +13,8 @@ import asyncpg
 from api.camt import StatementLine
 from workflows import creditor_reference
 
-_RF_IN_TEXT = re.compile(r"\bRF\d{2}(?: ?[A-Z0-9]){1,21}\b", re.IGNORECASE)
+_RF_IN_TEXT = re.compile(r"\bRF\d{2}", re.IGNORECASE)
+_REFERENCE_CHARACTERS = re.compile(r"(?: ?[A-Za-z0-9]){1,21}")  # printed in groups: single spaces allowed
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9]|[A-Za-z0-9]")
 
 
@@ -35,7 +36,7 @@ class InvoiceReferences:
         self._by_reference: dict[str, str] | None = None
 
     async def match(self, line: StatementLine) -> Match:
-        quoted = _creditor_references(line)
+        quoted = quoted_references(line)
         payer_reference = quoted[0] if quoted else (line.creditor_reference or line.unstructured[:140] or "(none)")
         for reference in quoted:
             if invoice_id := (await self._references()).get(reference):
@@ -64,7 +65,8 @@ class InvoiceReferences:
         return self._by_reference
 
     async def _invoices_named_in(self, text: str) -> list[str]:
-        tokens = sorted({token for token in _TOKEN.findall(text) if len(token) <= 64})
+        found = [token for token in _TOKEN.findall(text) if len(token) <= 64]
+        tokens = sorted({*found, *(token.upper() for token in found)})  # "inv-2026-0042" names INV-2026-0042
         if not tokens:
             return []
         rows = await self._pool.fetch(
@@ -73,8 +75,16 @@ class InvoiceReferences:
         return [row["invoice_id"] for row in rows]
 
 
-def _creditor_references(line: StatementLine) -> list[str]:
-    """Valid RF references: the structured one first, then any written into the free text."""
-    candidates = [line.creditor_reference or "", *_RF_IN_TEXT.findall(line.unstructured)]
+def quoted_references(line: StatementLine) -> list[str]:
+    """Valid RF references: the structured one first, then any written into the free text.
+
+    In free text a reference's end is unknown ("RF18 5390 0754 7034 thank you"): every length that
+    has valid check digits is a candidate; only one that is an invoice's reference matches.
+    """
+    candidates = [line.creditor_reference or ""]
+    for start in _RF_IN_TEXT.finditer(line.unstructured):
+        following = _REFERENCE_CHARACTERS.match(line.unstructured, start.end())
+        body = "".join(following.group().split()) if following else ""
+        candidates += [start.group() + body[:length] for length in range(len(body), 0, -1)]
     valid = [reference for candidate in candidates if (reference := creditor_reference.normalized(candidate))]
     return list(dict.fromkeys(valid))

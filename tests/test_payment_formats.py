@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from api import camt, stripe_events
 from api.camt import Direction, StatementError
+from api.payment_matching import quoted_references
 from api.stripe_events import StripeEventError, StripeSignatureRefused
 from workflows import creditor_reference
 
@@ -241,3 +243,11 @@ def test_a_refund_is_reported_as_such_and_other_events_are_not_used():
 def test_a_payment_event_without_an_amount_is_refused_with_the_field():
     with pytest.raises(StripeEventError, match="amount_received"):
         stripe_events.report(stripe_events.parse_event(payment_event(amount_received=None)))
+
+
+def test_references_are_found_in_the_structured_remittance_and_in_free_text():
+    line = camt.parse(SAMPLE.read_bytes()).lines[0]
+    assert quoted_references(line) == ["RF7890OVQAR7366GXNY"]
+    typed = replace(line, creditor_reference=None, unstructured="Invoice payment rf78 90OV QAR7 366G XNY, thank you")
+    assert "RF7890OVQAR7366GXNY" in quoted_references(typed)
+    assert quoted_references(replace(line, creditor_reference="RF00 1234", unstructured="RF99 nothing")) == []
