@@ -24,7 +24,7 @@ from client import invoices
 from client.invoices import InvoiceError
 from client.settings import Settings
 from workflows.bounds import BoundedMoment
-from workflows.events import PaymentRecorded
+from workflows.events import PaymentRecorded, RecoveryRecorded
 from workflows.models import Currency, Identifier, Payment, PositiveMinor, format_money
 
 _INVOICE_ID = TypeAdapter(Identifier)
@@ -182,7 +182,7 @@ async def record_on_invoice(ctx: PaymentContext, invoice_id: str, payment: Payme
         raise problem
     for event in await read_events(ctx.pool, invoice_id):
         recorded = event.payload()
-        if isinstance(recorded, PaymentRecorded) and recorded.payment_id == payment.payment_id:
+        if isinstance(recorded, PaymentRecorded | RecoveryRecorded) and recorded.payment_id == payment.payment_id:
             if recorded.amount_minor != payment.amount_minor:
                 raise Problem(
                     Kind.PAYMENT_CONFLICT,
@@ -190,7 +190,8 @@ async def record_on_invoice(ctx: PaymentContext, invoice_id: str, payment: Payme
                     f" {format_money(recorded.amount_minor, payment.currency)},"
                     f" not {format_money(payment.amount_minor, payment.currency)}",
                 )
-            return recorded.balance_minor
+            # a recovery was paid on a written-off invoice: nothing is owed on it
+            return recorded.balance_minor if isinstance(recorded, PaymentRecorded) else 0
     raise problem
 
 
