@@ -187,9 +187,11 @@ async def _until_terminated(service: Awaitable[None]) -> None:
     """Run ``service``; SIGTERM (``docker stop``, a deploy) or SIGHUP cancels it as Ctrl-C does, so that it
     shuts down in order: a worker finishes its running activities and hands its cached invoices back to
     Temporal at once, instead of leaving their next tasks to wait for a worker that is gone."""
+    task = asyncio.current_task()
+    assert task is not None  # awaited in a task
     if threading.current_thread() is threading.main_thread():  # signals reach only the main thread
         for stop_signal in (signal.SIGTERM, signal.SIGHUP):
-            asyncio.get_running_loop().add_signal_handler(stop_signal, asyncio.current_task().cancel)
+            asyncio.get_running_loop().add_signal_handler(stop_signal, task.cancel)
     await service
 
 
