@@ -32,6 +32,7 @@ from temporalio.client import Client
 from activities.ledger import create_pool
 from activities.projections import invoice_status
 from cli.equipment import app as equipment_app
+from cli.payments import app as payments_app
 from cli.projections import app as projections_app
 from client import invoices
 from client.invoices import InvoiceError
@@ -67,6 +68,7 @@ codec_app = typer.Typer(help="Payload encryption keys.", no_args_is_help=True)
 app.add_typer(codec_app, name="codec")
 app.add_typer(projections_app, name="projections")
 app.add_typer(equipment_app, name="equipment")
+app.add_typer(payments_app, name="payments")
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
