@@ -114,9 +114,7 @@ def _entry_lines(entry: Element, statement_id: str, account: str, start: int) ->
                 statement_id=statement_id,
                 entry_ref=entry_ref,
                 key=_key(entry, tx, statement_id, account, n if len(transactions) > 1 else None),
-                direction=_direction(_text(tx, "CdtDbtInd"))
-                if tx is not None and _text(tx, "CdtDbtInd")
-                else direction,
+                direction=_direction(own) if tx is not None and (own := _text(tx, "CdtDbtInd")) else direction,
                 booked=status == "BOOK",
                 amount_minor=amount,
                 currency=currency,

@@ -80,7 +80,14 @@ async def import_statement(ctx: PaymentContext, document: bytes) -> ImportSummar
 async def _import_line(
     ctx: PaymentContext, references: InvoiceReferences, line: StatementLine, seen: set[str]
 ) -> LineResult:
-    def result(status: LineStatus, **fields: object) -> LineResult:
+    def result(
+        status: LineStatus,
+        *,
+        reason: str | None = None,
+        invoice_id: str | None = None,
+        matched_by: str | None = None,
+        balance_minor: int | None = None,
+    ) -> LineResult:
         return LineResult(
             line=line.line,
             statement_id=line.statement_id,
@@ -90,7 +97,10 @@ async def _import_line(
             amount_minor=line.amount_minor,
             currency=line.currency,
             value_date=line.value_date,
-            **fields,
+            invoice_id=invoice_id,
+            matched_by=matched_by,
+            balance_minor=balance_minor,
+            reason=reason,
         )
 
     if line.direction != Direction.CREDIT:
