@@ -120,12 +120,7 @@ class RejectionTally(BaseModel):
 
     def take_count(self) -> dict[str, object]:
         """The count not yet written, as a ``payment_rejections_counted`` event's data; the tally starts again."""
-        data = {
-            "count": self.counted,
-            "first_at": self.first_at.isoformat() if self.first_at else None,
-            "last_at": self.last_at.isoformat() if self.last_at else None,
-            "reasons": dict(self.reasons),
-        }
+        data = {"count": self.counted, "first_at": self.first_at, "last_at": self.last_at, "reasons": dict(self.reasons)}
         self.counted, self.first_at, self.last_at, self.reasons = 0, None, None, {}
         return data
 
