@@ -26,7 +26,7 @@ import asyncio
 import itertools
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -198,7 +198,9 @@ async def check_run(
     report.events = sum(len(e) for e in events.values())
     deliveries = _by_step(stack.smtp.deliveries)
     outcomes, task_failures, retried, histories = await _read_workflows(stack.client, scripts)
+    replay_began = time.monotonic()
     report.unreplayable = await _unreplayable(histories, {s.workflow_id: s.label for s in scripts})
+    report.notes.append(f"replayed {len(histories)} histories in {time.monotonic() - replay_began:.1f} s")
     if stack.faults:
         report.notes.append("faults: " + ", ".join(f"{f.what} for {f.ended - f.started:.1f} s" for f in stack.faults))
     if retried:
@@ -486,7 +488,12 @@ async def _unreplayable(histories: list[WorkflowHistory], labels: dict[str, str]
     replayer = Replayer(
         workflows=[InvoiceWorkflow], data_converter=pydantic_data_converter, workflow_runner=workflow_runner()
     )
-    replayed = await replayer.replay_workflows(histories, raise_on_replay_failure=False)
+
+    async def each() -> AsyncIterator[WorkflowHistory]:
+        for history in histories:
+            yield history
+
+    replayed = await replayer.replay_workflows(each(), raise_on_replay_failure=False)
     run_ids = {h.run_id: h.workflow_id for h in histories}
     return [
         f"{labels[run_ids[run_id]]}: {' '.join(str(failure).split())[:300]}"
