@@ -305,16 +305,11 @@ def resolve(
 ) -> None:
     """Resolve the open dispute; escalation resumes, shifted by the pause."""
     chosen = _choice(outcome, DisputeOutcome, "--outcome")
-    if credit is not None:
-        _check_amount_syntax(credit, "--credit", allow_zero=True)
-        if chosen == DisputeOutcome.REJECTED:
-            raise CliError("--credit goes only with --outcome upheld")
-
-    def request(credit_minor: int | None) -> ResolveDispute:
-        return _model(ResolveDispute, "resolution", outcome=chosen, credit_minor=credit_minor or 0, note=note)
-
-    said = f"Dispute on invoice {invoice_id} {chosen.value}"
-    _steer(invoice_id, invoices.resolve_dispute, request, said, amount=_Amount.given(credit, "--credit", allow_zero=True))
+    credit_given = _Amount.given(credit, "--credit", "credit_minor", allow_zero=True)
+    if credit_given and chosen == DisputeOutcome.REJECTED:
+        raise CliError("--credit goes only with --outcome upheld")
+    request = functools.partial(_model, ResolveDispute, "resolution", outcome=chosen, note=note)
+    _steer(invoice_id, invoices.resolve_dispute, request, f"Dispute on invoice {invoice_id} {chosen.value}", credit_given)
 
 
 @invoice_app.command("plan")
@@ -361,14 +356,9 @@ def decide(
     chosen = _choice(decision, LegalDecision, "--decision")
     if (chosen == LegalDecision.SETTLE) != (amount is not None):
         raise CliError("--amount is required with --decision settle, and only with it")
-    if amount is not None:
-        _check_amount_syntax(amount, "--amount")
-
-    def request(settle_minor: int | None) -> DecideLegal:
-        return _model(DecideLegal, "decision", decision=chosen, settle_amount_minor=settle_minor, note=note)
-
-    said = f"Legal decision on invoice {invoice_id}: {chosen.value}"
-    _steer(invoice_id, invoices.decide_legal, request, said, amount=_Amount.given(amount, "--amount"))
+    settlement = _Amount.given(amount, "--amount", "settle_amount_minor")
+    request = functools.partial(_model, DecideLegal, "decision", decision=chosen, note=note)
+    _steer(invoice_id, invoices.decide_legal, request, f"Legal decision on invoice {invoice_id}: {chosen.value}", settlement)
 
 
 @invoice_app.command("factored")
@@ -379,41 +369,47 @@ def factored(
     advance: Annotated[str, typer.Option(help="What the factor paid, in major units", show_default=False)],
 ) -> None:
     """Mark the receivable as sold to a factor: the client-facing escalation ends."""
-    _check_amount_syntax(advance, "--advance", allow_zero=True)
-
-    def request(advance_minor: int | None) -> MarkFactored:
-        return _model(MarkFactored, "factoring", factor=factor, advance_minor=advance_minor)
-
-    said = f"Invoice {invoice_id} sold to {factor}"
-    _steer(invoice_id, invoices.mark_factored, request, said, amount=_Amount.given(advance, "--advance", allow_zero=True))
+    paid = _Amount.given(advance, "--advance", "advance_minor", allow_zero=True)
+    request = functools.partial(_model, MarkFactored, "factoring", factor=factor)
+    _steer(invoice_id, invoices.mark_factored, request, f"Invoice {invoice_id} sold to {factor}", paid)
 
 
 class _Amount(NamedTuple):
-    """An amount option as typed (major units), to convert in the invoice's own currency."""
+    """An amount option as typed (major units), for the request's ``field`` in the invoice's own minor units."""
 
     text: str
     option: str
+    field: str
     allow_zero: bool = False
 
     @classmethod
-    def given(cls, text: str | None, option: str, allow_zero: bool = False) -> _Amount | None:
-        return None if text is None else cls(text, option, allow_zero)
+    def given(cls, text: str | None, option: str, field: str, allow_zero: bool = False) -> _Amount | None:
+        """The option if it was given, its syntax checked at once (before connecting); None if not."""
+        if text is None:
+            return None
+        _check_amount_syntax(text, option, allow_zero)
+        return cls(text, option, field, allow_zero)
 
 
 def _steer(
     invoice_id: str,
     update: Callable[[Client, str, M], Awaitable[InvoiceStatus]],
-    request: M | Callable[[int | None], M],
+    request: M | Callable[..., M],
     said: str | Callable[[InvoiceStatus], str],
     amount: _Amount | None = None,
 ) -> None:
     """Send ``request`` to the invoice by ``update`` (one of ``client.invoices``) and print what was ``said`` with
-    the invoice's new state and balance. With an ``amount``, ``request`` builds the request from it in minor
-    units of the invoice's currency (None without one)."""
+    the invoice's new state and balance. A ``request`` still to build is called once connected, with the
+    ``amount`` (if given) in minor units of the invoice's currency."""
 
     async def run(client: Client, settings: Settings) -> None:
-        minor = None if amount is None else await _minor_on_invoice(client, invoice_id, *amount)
-        built = request if isinstance(request, BaseModel) else request(minor)
+        if isinstance(request, BaseModel):
+            built = request
+        elif amount is None:
+            built = request()
+        else:
+            minor = await _minor_on_invoice(client, invoice_id, amount.text, amount.option, amount.allow_zero)
+            built = request(**{amount.field: minor})
         current = await update(client, invoice_id, built)
         typer.echo(f"{said if isinstance(said, str) else said(current)} ({_state_line(current)})")
 
