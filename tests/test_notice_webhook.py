@@ -31,7 +31,7 @@ from tests.notice_servers import (
 )
 from worker.sandbox import workflow_runner
 from workflows.invoice import InvoiceWorkflow
-from workflows.models import DunningPolicy, NoticeKind
+from workflows.models import DunningPolicy, NoticeDelivery, NoticeKind
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "channels.toml"
 
@@ -69,7 +69,7 @@ async def test_the_receiver_gets_one_signed_notice_even_after_a_lost_reply(pool,
     retry = await run_activity(notices.send_notice, notice)  # the first finished, Temporal never heard
 
     message_id = message_id_for(notice.idempotency_key, SENDER)
-    assert result == retry == {"message_id": message_id, "delivered": ["webhook"], "failed": {}}
+    assert result == retry == NoticeDelivery(message_id=message_id, delivered=["webhook"], failed={})
     assert webhook_receiver.rejected == [] and webhook_receiver.answered == [200]
     [post] = webhook_receiver.accepted
     body, headers = post["body"], post["headers"]
@@ -77,8 +77,8 @@ async def test_the_receiver_gets_one_signed_notice_even_after_a_lost_reply(pool,
     assert (body["kind"], body["invoice_id"], body["customer_id"]) == ("warning", notice.invoice_id, "CUST-1")
     assert (body["balance_minor"], body["currency"]) == (100_000, "EUR")
     assert notice.invoice_id in body["subject"] and body["text"]
-    assert headers["Idempotency-Key"] == notice.idempotency_key
-    assert abs(int(headers["X-Dunning-Timestamp"]) - time.time()) < 60
+    assert headers["webhook-id"] == headers["Idempotency-Key"] == notice.idempotency_key
+    assert abs(int(headers["webhook-timestamp"]) - time.time()) < 60
     assert mail_server.received == []  # a webhook-only customer gets no e-mail
     row = (await delivery_rows(pool, notice.idempotency_key))["webhook"]
     assert (row["status"], row["attempts"], row["recipient"]) == ("sent", 1, webhook_receiver.url)
@@ -95,7 +95,7 @@ async def test_a_receiver_rejects_a_signature_made_with_another_secret(pool, mai
     with pytest.raises(ApplicationError) as failure:
         await run_activity(notices.send_notice, notice_request())
 
-    assert webhook_receiver.rejected == ["bad signature"] and webhook_receiver.accepted == []
+    assert webhook_receiver.rejected == ["No matching signature found"] and webhook_receiver.accepted == []
     assert failure.value.non_retryable and "401" in str(failure.value)
 
 
@@ -125,7 +125,7 @@ async def test_a_503_429_or_408_is_transient(pool, mail_server, webhook_receiver
         await run_activity(notices.send_notice, notice)
     assert not failure.value.non_retryable and str(status) in str(failure.value)
 
-    assert (await run_activity(notices.send_notice, notice))["delivered"] == ["webhook"]
+    assert (await run_activity(notices.send_notice, notice)).delivered == ["webhook"]
     assert webhook_receiver.answered == [status, 200] and len(webhook_receiver.accepted) == 1
 
 
@@ -138,8 +138,8 @@ async def test_one_channel_refused_for_good_does_not_fail_the_notice(pool, mail_
 
     result = await run_activity(notices.send_notice, notice)
 
-    assert result["delivered"] == ["webhook"] and list(result["failed"]) == ["email"]
-    assert "550" in result["failed"]["email"]
+    assert result.delivered == ["webhook"] and list(result.failed) == ["email"]
+    assert "550" in result.failed["email"]
     assert len(webhook_receiver.accepted) == 1 and mail_server.received == []
 
 

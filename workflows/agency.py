@@ -7,8 +7,10 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
-from workflows import policy
-from workflows.models import AgencyHandover, EventKind
+from workflows import contracts, policy
+from workflows.charges import note_late_charges_stop
+from workflows.events import AgencyHandedOver
+from workflows.models import AgencyHandover
 from workflows.outbox import NOTICE_RETRY, Outbox
 from workflows.patches import PATCH_AGENCY_PACKAGE, closed_meanwhile
 
@@ -20,7 +22,9 @@ async def hand_over(outbox: Outbox) -> None:
     """
     sent = await _send_package(outbox) if workflow.patched(PATCH_AGENCY_PACKAGE) else False
     if sent or not closed_meanwhile(outbox.ledger):
-        outbox.event(EventKind.AGENCY_HANDOVER, balance_minor=outbox.ledger.balance_minor, package_sent=sent)
+        outbox.record(AgencyHandedOver(balance_minor=outbox.ledger.balance_minor, package_sent=sent))
+        outbox.ledger.handed_to_agency = True
+        note_late_charges_stop(outbox)
 
 
 async def _send_package(outbox: Outbox) -> bool:
@@ -35,13 +39,13 @@ async def _send_package(outbox: Outbox) -> bool:
         invoice=ledger.invoice,
         fees=list(ledger.fees),
         paid_minor=ledger.paid_minor,
-        credited_minor=ledger.credited_minor + ledger.discount_minor,
+        deducted_minor=ledger.deducted_minor,
         balance_minor=ledger.balance_minor,
         days_overdue=policy.days_overdue(ledger.invoice, workflow.now()),
     )
     try:
-        await workflow.execute_activity(
-            "send_agency_package",
+        await workflow.execute_activity_method(
+            contracts.Notices.send_agency_package,
             handover,
             start_to_close_timeout=timedelta(minutes=2),
             retry_policy=NOTICE_RETRY,

@@ -13,18 +13,34 @@ payment signal and refusals), ``publishing`` (search attributes, UI details, the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import policy
+    from workflows import contracts, policy
+    from workflows.charges import note_late_charges_stop
+    from workflows.events import (
+        DiscountApplied,
+        DisputeOpened,
+        DisputeResolved,
+        InvoiceClosed,
+        InvoiceFactored,
+        InvoiceIssued,
+        InvoiceResent,
+        LegalDecisionTaken,
+        OverpaymentCredited,
+        PaymentPlanAgreed,
+        PaymentRecorded,
+        PaymentRejected,
+        RecoveryRecorded,
+        SmallBalanceWrittenOff,
+    )
     from workflows.models import (
         DecideLegal,
         DisputeOutcome,
-        EventKind,
         Invoice,
         InvoiceOutcome,
         InvoiceState,
@@ -41,7 +57,7 @@ with workflow.unsafe.imports_passed_through():
         format_money,
     )
     from workflows.outbox import Outbox
-    from workflows.patches import PATCH_SENDING_WINDOW
+    from workflows.patches import PATCH_MONEY_RULES, PATCH_SENDING_WINDOW
     from workflows.payments import PAYMENT_SIGNAL, Malformed, decode_payment, payment_problem, storable
     from workflows.publishing import Publisher, status_of
     from workflows.state import Dispute, InvoiceLedger, InvoiceWorkflowInput, PlanInProgress, Step
@@ -55,12 +71,15 @@ class InvoiceWorkflow:
 
     @workflow.init
     def __init__(self, params: InvoiceWorkflowInput) -> None:
-        self.ledger = params.carried or InvoiceLedger(invoice=params.invoice)
+        self.ledger = params.carried or InvoiceLedger(
+            invoice=params.invoice, minimum_notice_override=params.minimum_notice
+        )
         self._history_limit = params.history_limit
         self._wake = False
         self._publisher = Publisher()
         self._running = False
         self._windowed = workflow.patched(PATCH_SENDING_WINDOW)
+        self.ledger.money_rules = workflow.patched(PATCH_MONEY_RULES)
         self._outbox = Outbox(self.ledger, window_applies=self._windowed)
         self._suspension = Suspension(self._outbox)
         self._steps = Steps(self._outbox, self._suspension)
@@ -108,7 +127,11 @@ class InvoiceWorkflow:
             except TimeoutError:
                 assert step is not None
                 await self._steps.perform(step)
-        if self.ledger.suspended and self.ledger.escalation != InvoiceState.WRITTEN_OFF:
+        if self.ledger.escalation == InvoiceState.WRITTEN_OFF and self.ledger.money_rules:
+            await self._take_recoveries()
+        if self.ledger.suspended and (
+            self.ledger.escalation != InvoiceState.WRITTEN_OFF or policy.recovered_in_full(self.ledger)
+        ):
             await self._suspension.restore()
             await self._outbox.flush()
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -121,7 +144,22 @@ class InvoiceWorkflow:
             fees_minor=self.ledger.fees_minor,
             written_off_minor=self.ledger.written_off_minor,
             overpaid_minor=self.ledger.overpaid_minor,
+            recovered_minor=self.ledger.recovered_minor,
         )
+
+    async def _take_recoveries(self) -> None:
+        """A written-off invoice takes payments as recoveries for the policy's while, until they cover the write-off."""
+        until = workflow.now() + self.invoice.policy.recoveries_accepted_for
+        while not policy.recovered_in_full(self.ledger) and workflow.now() < until:
+            self._publisher.publish(self.ledger, None)
+            self._wake = False
+            try:
+                await workflow.wait_condition(
+                    lambda: self._wake, timeout=until - workflow.now(), timeout_summary="recoveries no longer taken"
+                )
+            except TimeoutError:
+                break
+            await self._outbox.flush()
 
     def _history_is_long(self) -> bool:
         info = workflow.info()
@@ -133,10 +171,9 @@ class InvoiceWorkflow:
         missing = [y for y in policy.holiday_years_needed(self.invoice, workflow.now()) if y not in ledger.holiday_years]
         if not missing:
             return
-        days = await workflow.execute_local_activity(
-            "public_holidays",
+        days = await workflow.execute_local_activity_method(
+            contracts.Calendar.public_holidays,
             PublicHolidaysRequest(country=self.invoice.country or "", years=missing),
-            result_type=list[date],
             start_to_close_timeout=timedelta(seconds=30),
             summary=f"Public holidays of {self.invoice.country} in {', '.join(map(str, missing))}",
         )
@@ -145,7 +182,7 @@ class InvoiceWorkflow:
 
     def _issue(self) -> None:
         now = workflow.now()
-        self._outbox.event(EventKind.INVOICE_ISSUED, invoice=self.invoice.model_dump(mode="json"))
+        self._outbox.record(InvoiceIssued(invoice=self.invoice))
         self._outbox.queue_notice(NoticeKind.INVOICE_ISSUED)
         self.ledger.remember(now, f"Invoice issued for {format_money(self.invoice.amount_minor, self.invoice.currency)}")
         stages = self.invoice.policy.stages
@@ -169,37 +206,67 @@ class InvoiceWorkflow:
 
     def _apply_payment(self, payment: Payment) -> int:
         ledger, now = self.ledger, workflow.now()
-        if payment.payment_id in ledger.payments:
+        if payment.payment_id in ledger.payments or payment.payment_id in ledger.recoveries:
+            return ledger.balance_minor
+        if ledger.escalation == InvoiceState.WRITTEN_OFF:
+            self._record_recovery(payment)
             return ledger.balance_minor
         ledger.payments[payment.payment_id] = payment.amount_minor
-        self._outbox.event(
-            EventKind.PAYMENT_RECORDED,
-            payment_id=payment.payment_id,
-            amount_minor=payment.amount_minor,
-            received_at=(payment.received_at or now).isoformat(),
-            balance_minor=ledger.balance_minor,
+        self._outbox.record(
+            PaymentRecorded(
+                payment_id=payment.payment_id,
+                amount_minor=payment.amount_minor,
+                received_at=payment.received_at or now,
+                balance_minor=ledger.balance_minor,
+            )
         )
         ledger.remember(now, f"Payment {payment.payment_id}: {format_money(payment.amount_minor, payment.currency)}")
         discount = policy.discount_available(ledger, now)
         if discount and ledger.net_minor - discount <= 0:
             ledger.discount_minor = discount
-            self._outbox.event(EventKind.DISCOUNT_APPLIED, amount_minor=discount)
+            self._outbox.record(DiscountApplied(amount_minor=discount))
             ledger.remember(now, f"Early-payment discount applied: {format_money(discount, payment.currency)}")
+        if residue := policy.small_balance_residue(ledger):
+            ledger.written_off_minor += residue
+            self._outbox.record(SmallBalanceWrittenOff(amount_minor=residue, payment_id=payment.payment_id))
+            ledger.remember(now, f"Small balance written off: {format_money(residue, payment.currency)}")
         if ledger.net_minor <= 0:
             if ledger.overpaid_minor:
-                self._outbox.event(EventKind.OVERPAYMENT_CREDITED, amount_minor=ledger.overpaid_minor)
+                self._outbox.record(OverpaymentCredited(amount_minor=ledger.overpaid_minor))
             settled = ledger.legal_decision == LegalDecision.SETTLE
             self._close(InvoiceState.SETTLED if settled else InvoiceState.PAID)
-        self._outbox.queue_notice(NoticeKind.RECEIPT, detail=payment.payment_id, amount_minor=payment.amount_minor)
+        self._outbox.queue_notice(
+            NoticeKind.RECEIPT, detail=payment.payment_id, amount_minor=payment.amount_minor, residue_minor=residue
+        )
         self._changed()
         return ledger.balance_minor
+
+    def _record_recovery(self, payment: Payment) -> None:
+        """A payment on a written-off invoice: recorded as a recovery, with a receipt."""
+        ledger, now = self.ledger, workflow.now()
+        ledger.recoveries[payment.payment_id] = payment.amount_minor
+        unrecovered = max(0, ledger.written_off_minor - ledger.recovered_minor)
+        self._outbox.record(
+            RecoveryRecorded(
+                payment_id=payment.payment_id,
+                amount_minor=payment.amount_minor,
+                received_at=payment.received_at or now,
+                recovered_minor=ledger.recovered_minor,
+                unrecovered_minor=unrecovered,
+            )
+        )
+        ledger.remember(now, f"Recovery {payment.payment_id}: {format_money(payment.amount_minor, payment.currency)}")
+        self._outbox.queue_notice(
+            NoticeKind.RECEIPT, detail=payment.payment_id, amount_minor=payment.amount_minor, recovery=True
+        )
+        self._changed()
 
     def _reject_payment(self, reason: str, payload: dict | str) -> None:
         """Record a payment that cannot be applied, with its reason and what was sent (untrusted text made storable)."""
         reason = storable(reason)
         payload = storable(payload) if isinstance(payload, str) else payload
         self.ledger.rejected_payments += 1
-        self._outbox.event(EventKind.PAYMENT_REJECTED, reason=reason, payload=payload)
+        self._outbox.record(PaymentRejected(reason=reason, payload=payload))
         self.ledger.remember(workflow.now(), f"Payment rejected: {reason}")
         self._changed()
 
@@ -210,13 +277,14 @@ class InvoiceWorkflow:
         ledger.plan = None
         # a piece that was never cut needs nothing more from ops once the invoice is closed
         ledger.equipment_failed = {k: v for k, v in ledger.equipment_failed.items() if k in ledger.equipment_cut}
-        self._outbox.event(
-            EventKind.INVOICE_CLOSED,
-            state=state.value,
-            paid_minor=ledger.paid_minor,
-            fees_minor=ledger.fees_minor,
-            written_off_minor=ledger.written_off_minor,
-            overpaid_minor=ledger.overpaid_minor,
+        self._outbox.record(
+            InvoiceClosed(
+                state=state,
+                paid_minor=ledger.paid_minor,
+                fees_minor=ledger.fees_minor,
+                written_off_minor=ledger.written_off_minor,
+                overpaid_minor=ledger.overpaid_minor,
+            )
         )
         ledger.remember(workflow.now(), f"Invoice closed: {state.value.replace('_', ' ')}")
 
@@ -255,7 +323,7 @@ class InvoiceWorkflow:
         """The client disputes the invoice: escalation pauses until the dispute is resolved."""
         now = workflow.now()
         self.ledger.dispute = Dispute(opened_at=now, reason=dispute.reason)
-        self._outbox.event(EventKind.DISPUTE_OPENED, reason=dispute.reason)
+        self._outbox.record(DisputeOpened(reason=dispute.reason))
         self.ledger.remember(now, f"Dispute opened: {dispute.reason}")
         self._outbox.queue_notice(NoticeKind.DISPUTE_OPENED)
         self._changed()
@@ -274,14 +342,18 @@ class InvoiceWorkflow:
         """End the dispute: upheld with a credit, or rejected; escalation resumes, shifted by the pause."""
         ledger, now = self.ledger, workflow.now()
         assert ledger.dispute is not None
-        ledger.paused += now - ledger.dispute.opened_at
+        rejected = resolution.outcome == DisputeOutcome.REJECTED
+        moved_by = policy.dispute_shift(ledger, ledger.dispute.opened_at, now, rejected=rejected)
+        ledger.paused += moved_by
         ledger.dispute = None
         ledger.credited_minor += resolution.credit_minor
-        self._outbox.event(
-            EventKind.DISPUTE_RESOLVED,
-            outcome=resolution.outcome.value,
-            credit_minor=resolution.credit_minor,
-            note=resolution.note,
+        self._outbox.record(
+            DisputeResolved(
+                outcome=resolution.outcome,
+                credit_minor=resolution.credit_minor,
+                note=resolution.note,
+                escalation_moved_by=moved_by,
+            )
         )
         ledger.remember(now, f"Dispute {resolution.outcome.value}")
         self._outbox.queue_notice(
@@ -310,7 +382,7 @@ class InvoiceWorkflow:
         ledger.plan = PlanInProgress(
             plan=plan, agreed_at=now, settled_at_agreement_minor=ledger.paid_minor + ledger.credited_minor
         )
-        self._outbox.event(EventKind.PAYMENT_PLAN_AGREED, plan=plan.model_dump(mode="json"))
+        self._outbox.record(PaymentPlanAgreed(plan=plan))
         ledger.remember(now, f"Payment plan agreed: {len(plan.instalments)} instalment(s)")
         self._outbox.queue_notice(NoticeKind.PLAN_AGREED, instalments=plan.instalments)
         self._changed()
@@ -334,7 +406,7 @@ class InvoiceWorkflow:
     @workflow.update
     def resend_invoice(self) -> None:
         """Re-send the current invoice with fees now, without moving the escalation clock."""
-        self._outbox.event(EventKind.INVOICE_RESENT, balance_minor=self.ledger.balance_minor)
+        self._outbox.record(InvoiceResent(balance_minor=self.ledger.balance_minor))
         self.ledger.remember(workflow.now(), "Invoice re-sent on request")
         self._outbox.queue_notice(NoticeKind.INVOICE_ISSUED, detail="resend")
         self._changed()
@@ -348,20 +420,23 @@ class InvoiceWorkflow:
         """A human's decision at legal review: sue, settle for an amount, write off, or back to agency."""
         ledger, now = self.ledger, workflow.now()
         ledger.legal_decision = decision.decision
-        self._outbox.event(
-            EventKind.LEGAL_DECISION,
-            decision=decision.decision.value,
-            settle_amount_minor=decision.settle_amount_minor,
-            note=decision.note,
-            balance_minor=ledger.balance_minor,
+        self._outbox.record(
+            LegalDecisionTaken(
+                decision=decision.decision,
+                settle_amount_minor=decision.settle_amount_minor,
+                note=decision.note,
+                balance_minor=ledger.balance_minor,
+            )
         )
         ledger.remember(now, f"Legal decision: {decision.decision.value.replace('_', ' ')}")
         if decision.decision == LegalDecision.SUE:
             ledger.escalation = InvoiceState.LEGAL_ACTION
+            note_late_charges_stop(self._outbox)
         elif decision.decision == LegalDecision.SETTLE:
             assert decision.settle_amount_minor is not None
             ledger.written_off_minor += ledger.balance_minor - decision.settle_amount_minor
             ledger.escalation = InvoiceState.LEGAL_ACTION
+            note_late_charges_stop(self._outbox)
         elif decision.decision == LegalDecision.WRITE_OFF:
             ledger.written_off_minor += ledger.balance_minor
             self._close(InvoiceState.WRITTEN_OFF)
@@ -391,11 +466,8 @@ class InvoiceWorkflow:
     def mark_factored(self, factoring: MarkFactored) -> InvoiceStatus:
         """The receivable was sold to a factor: client-facing escalation ends; the block, if any, lifts."""
         ledger = self.ledger
-        self._outbox.event(
-            EventKind.INVOICE_FACTORED,
-            factor=factoring.factor,
-            advance_minor=factoring.advance_minor,
-            balance_minor=ledger.balance_minor,
+        self._outbox.record(
+            InvoiceFactored(factor=factoring.factor, advance_minor=factoring.advance_minor, balance_minor=ledger.balance_minor)
         )
         ledger.remember(workflow.now(), f"Receivable sold to factor {factoring.factor}")
         self._close(InvoiceState.FACTORED)
@@ -413,7 +485,8 @@ class InvoiceWorkflow:
 
     def _require_open(self) -> None:
         if self.ledger.escalation.closed:
-            raise ApplicationError(f"invoice is {self.ledger.escalation.value}", type="InvoiceClosed")
+            state = self.ledger.escalation.value.replace("_", " ")
+            raise ApplicationError(f"invoice {self.invoice.invoice_id} is closed ({state})", type="InvoiceClosed")
 
     @workflow.query
     def status(self) -> InvoiceStatus:

@@ -1,20 +1,21 @@
 """The invoice workflow's outbox: the events it records and the notices it sends, in order.
 
-Handlers and steps only queue (``event``, ``queue_notice``); the run loop's ``flush`` sends the
+Handlers and steps only queue (``record``, ``queue_notice``); the run loop's ``flush`` sends the
 queued notices, then appends the pending events in one batch, until nothing is left.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
-from workflows import ladder, policy, snapshot
-from workflows.models import DomainEvent, EventKind, NoticeKind, NoticeRequest
+from workflows import contracts, ladder, policy, snapshot
+from workflows.events import CutAnnounced, EventPayload, NoticeFailed, NoticeSent
+from workflows.models import DomainEvent, NoticeKind, NoticeRequest
 from workflows.state import InvoiceLedger, QueuedNotice
 
 NOTICE_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=10), non_retryable_error_types=["PermanentDeliveryFailure"])
@@ -28,15 +29,16 @@ class Outbox:
         self.ledger = ledger
         self._window_applies = window_applies
 
-    def event(self, kind: EventKind, /, **data: object) -> None:
-        """Record a domain event; ``flush`` appends it to the event log, with the snapshot of what it changed."""
+    def record(self, payload: EventPayload) -> None:
+        """Record a domain event of the payload's kind; ``flush`` appends it to the event log, with the
+        snapshot of what it changed."""
         ledger = self.ledger
         event = DomainEvent(
             invoice_id=ledger.invoice.invoice_id,
             sequence=ledger.next_sequence,
-            kind=kind,
+            kind=payload.event_kind,
             occurred_at=workflow.now(),
-            data=data,
+            data=payload.data(),
         )
         ledger.pending_events.append(event)
         ledger.next_sequence += 1
@@ -62,8 +64,8 @@ class Outbox:
                 continue
             batch, now = list(ledger.pending_events), workflow.now()
             taken = snapshot.take(ledger, policy.next_step(ledger, now, self._window_applies), now)
-            await workflow.execute_activity(
-                "append_events",
+            await workflow.execute_activity_method(
+                contracts.Ledger.append_events,
                 args=[batch, taken],
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=IO_RETRY,
@@ -77,15 +79,18 @@ class Outbox:
             error = error.cause or error
         if kind not in self.ledger.failed_notices:
             self.ledger.failed_notices.append(kind)
-        self.event(EventKind.NOTICE_FAILED, kind=kind, step=step, channel=channel, error=one_line(error))
+        self.record(NoticeFailed(kind=kind, step=step, channel=channel, error=one_line(error)))
         self.ledger.remember(workflow.now(), f"Notice FAILED: {kind.replace('_', ' ')} ({channel}): {one_line(error)}")
 
     async def _send_notice(self, queued: QueuedNotice) -> None:
-        request = self._notice_request(queued)
+        ledger, now = self.ledger, workflow.now()
+        announces_cut = queued.kind == NoticeKind.ULTIMATUM and ledger.money_rules
+        cut_at = policy.cut_to_announce(ledger, now, self._window_applies) if announces_cut else None
+        request = self._notice_request(queued, cut_at)
         label = queued.kind.value.replace("_", " ")
         try:
-            result = await workflow.execute_activity(
-                "send_notice",
+            result = await workflow.execute_activity_method(
+                contracts.Notices.send_notice,
                 request,
                 start_to_close_timeout=timedelta(minutes=1),  # SMTP and webhook time out well within it
                 retry_policy=NOTICE_RETRY,
@@ -94,21 +99,24 @@ class Outbox:
         except ActivityError as err:
             self.notice_failed(queued.kind.value, queued.step, "all", err)
             return
-        # histories from before the channels change carry a bare Message-ID: e-mail only
-        delivered = result.get("delivered", []) if isinstance(result, dict) else ["email"]
-        failed = result.get("failed", {}) if isinstance(result, dict) else {}
-        if delivered:
-            self.event(
-                EventKind.NOTICE_SENT, kind=queued.kind.value, step=queued.step, to=str(request.to_email), channels=delivered
-            )
-        for channel, error in sorted(failed.items()):
+        if result.delivered:
+            self.record(NoticeSent(kind=queued.kind, step=queued.step, to=str(request.to_email), channels=result.delivered))
+            if cut_at is not None:
+                self._cut_announced(cut_at, policy.notice_counts_from(now))
+        for channel, error in sorted(result.failed.items()):
             self.notice_failed(queued.kind.value, queued.step, channel, error)
 
-    def _notice_request(self, queued: QueuedNotice) -> NoticeRequest:
+    def _cut_announced(self, cut_at: datetime, notice_from: datetime) -> None:
+        """An ultimatum naming ``cut_at`` was delivered: the interlock lets the cut happen from then."""
+        self.ledger.cut_announced_for, self.ledger.cut_notice_from = cut_at, notice_from
+        self.record(CutAnnounced(cut_at=cut_at, notice_from=notice_from))
+        self.ledger.remember(workflow.now(), f"Client told the service is cut from {cut_at:%Y-%m-%d %H:%M %Z}")
+
+    def _notice_request(self, queued: QueuedNotice, cut_at: datetime | None = None) -> NoticeRequest:
         ledger, invoice, now = self.ledger, self.ledger.invoice, workflow.now()
         terms = invoice.terms
         names_cut = queued.kind in ladder.NOTICES_NAMING_CUT_DATE
-        suspension_at = policy.suspension_at(ledger, self._window_applies) if names_cut else None
+        suspension_at = cut_at or (policy.suspension_at(ledger, self._window_applies) if names_cut else None)
         return NoticeRequest(
             idempotency_key=f"{workflow.info().workflow_id}/{queued.step}",
             kind=queued.kind,
@@ -122,7 +130,7 @@ class Outbox:
             invoice_amount_minor=invoice.amount_minor,
             fees=list(ledger.fees),
             paid_minor=ledger.paid_minor,
-            credited_minor=ledger.credited_minor + ledger.discount_minor + ledger.written_off_minor,
+            deducted_minor=ledger.deducted_minor,
             balance_minor=ledger.balance_minor,
             issue_date=invoice.issue_date,
             due_date=invoice.due_date,
@@ -140,6 +148,9 @@ class Outbox:
             missed_instalment=queued.number,
             remote_disconnect=terms.remote_disconnect_authorized and bool(terms.equipment_ids),
             service=invoice.service,
+            residue_minor=queued.residue_minor,
+            recovery=queued.recovery,
+            unrecovered_minor=max(0, ledger.written_off_minor - ledger.recovered_minor) if queued.recovery else 0,
         )
 
 

@@ -59,7 +59,7 @@ class InvoiceTerms(_Part):
 class Amounts(_Part):
     fees_minor: int
     paid_minor: int
-    credited_minor: int
+    deducted_minor: int  # dispute credits, discounts applied and write-offs
     balance_minor: int
     days_overdue: int
 
@@ -168,7 +168,7 @@ def handover_package(handover: AgencyHandover, events: Sequence[DomainEvent], pa
         amounts=Amounts(
             fees_minor=sum(f.amount_minor for f in handover.fees),
             paid_minor=handover.paid_minor,
-            credited_minor=handover.credited_minor,
+            deducted_minor=handover.deducted_minor,
             balance_minor=handover.balance_minor,
             days_overdue=handover.days_overdue,
         ),
@@ -253,14 +253,14 @@ def handover_pdf(package: HandoverPackage) -> bytes:
             ("Invoice amount", money(invoice.amount_minor)),
             ("Late fees", money(amounts.fees_minor)),
             ("Paid", money(amounts.paid_minor)),
-            ("Credited", money(amounts.credited_minor)),
+            ("Credits and discounts", money(amounts.deducted_minor)),
         ],
         header=("", "Amount"),
         total=("Balance due", money(amounts.balance_minor)),
         col_widths=(7, 3),
         align=("LEFT", "RIGHT"),
     )
-    history = {
+    history: dict[str, tuple[tuple[str, ...], list[tuple[str, ...]]]] = {
         "Notices sent to the debtor": (
             ("Sent (UTC)", "Notice", "Channels"),
             [(_moment(n.sent_at), n.kind.replace("_", " "), ", ".join(n.channels)) for n in package.notices],
@@ -282,10 +282,10 @@ def handover_pdf(package: HandoverPackage) -> bytes:
             [(_moment(p.agreed_at), _instalments(p, money), _missed(p)) for p in package.payment_plans],
         ),
     }
-    for section, (header, rows) in history.items():
+    for section, (header, entries) in history.items():
         heading(pdf, section)
-        if rows:
-            table(pdf, rows, header=header, col_widths=(3, 4, 3), align=("LEFT", "LEFT", "RIGHT"))
+        if entries:
+            table(pdf, entries, header=header, col_widths=(3, 4, 3), align=("LEFT", "LEFT", "RIGHT"))
         else:
             paragraph(pdf, "None.")
     return bytes(pdf.output())
