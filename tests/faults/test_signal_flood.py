@@ -141,7 +141,9 @@ async def test_a_flood_of_malformed_and_of_the_largest_signals_leaves_the_invoic
     rejected = sum(1 for name, _ in signals if name == "payment_received")
 
     async with fault_stack({}) as stack:
-        driver = Driver(stack.client, [script], time.monotonic() + DEADLINE_S, stack.assert_workers_alive)
+        driver = Driver(
+            stack.client, lambda: stack.pool, [script], time.monotonic() + DEADLINE_S, stack.assert_workers_alive
+        )
         await driver.start_all(per_second=1.0)
         handle = invoices.invoice_handle(stack.client, script.invoice_id)
         with pytest.raises(RPCError) as refused:
