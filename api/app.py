@@ -11,7 +11,6 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from pydantic import BaseModel
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -35,7 +34,6 @@ from api.problems import (
 )
 from api.routes_payment_formats import MAX_STATEMENT_BYTES, STATEMENTS_PATH
 from client.settings import Settings
-from client.telemetry import tracing_enabled
 from client.temporal import connect
 
 MAX_BODY_BYTES = 64 * 1024
@@ -93,8 +91,6 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    if tracing_enabled():
-        FastAPIInstrumentor.instrument_app(app)
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES, larger={STATEMENTS_PATH: MAX_STATEMENT_BYTES})
     install_problem_handlers(app)
     app.include_router(routes_invoices.router)

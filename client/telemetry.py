@@ -3,9 +3,10 @@
 - ``temporal_runtime``: a Temporal runtime whose SDK metrics (workflow and activity task latencies,
   polls, failures, ...) are served in Prometheus format by the worker process itself.
 - ``tracing_enabled`` / ``temporal_plugins``: when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, a process-wide
-  tracer provider exporting over OTLP/HTTP, asyncpg and httpx instrumented, and Temporal's
-  ``OpenTelemetryPlugin`` for client calls, workflows and activities (the OpenTelemetry SDK reads its
-  standard ``OTEL_*`` variables itself: headers, batch delays). Unset, nothing is traced or patched.
+  tracer provider exporting over OTLP/HTTP (FastAPI traces its requests with it), asyncpg and httpx
+  instrumented, and Temporal's ``OpenTelemetryPlugin`` for client calls, workflows and activities (the
+  OpenTelemetry SDK reads its standard ``OTEL_*`` variables itself: headers, batch delays). Unset,
+  nothing is traced or patched. Every process sets it up through ``client.temporal.connect``.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def tracing_enabled() -> bool:
     Only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or its traces-only variant) is set: then the global tracer
     provider is Temporal's replay-safe one (workflow code may be traced with it), exporting over
     OTLP/HTTP in batches, named ``OTEL_SERVICE_NAME`` or ``dunning``, and every asyncpg query and httpx
-    request of the process is a span. The FastAPI app instruments itself (``api.app``).
+    request of the process is a span; FastAPI (0.143 on) traces every request with the global provider.
     """
     if not any(os.environ.get(variable) for variable in OTLP_ENDPOINT_VARIABLES):
         return False
