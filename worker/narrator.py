@@ -29,7 +29,8 @@ def describe(kind: str, data: dict[str, Any], currency: str | None) -> str | Non
             invoice = data["invoice"]
             return f"issued to {invoice['customer_id']}: {format_money(invoice['amount_minor'], invoice['currency'])}"
         case EventKind.STAGE_REACHED:
-            return f"stage {data['stage'].replace('_', ' ')} reached ({data['days_overdue']} days overdue)"
+            overdue = f" ({data['days_overdue']} days overdue)" if data["days_overdue"] else ""
+            return f"stage {data['stage'].replace('_', ' ')} reached{overdue}"
         case EventKind.NOTICE_SENT:
             return f"notice sent: {data['kind'].replace('_', ' ')} to {data['to']}"
         case EventKind.NOTICE_FAILED:
