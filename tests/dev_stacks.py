@@ -34,6 +34,10 @@ class DevStack:
     def data_dir(self) -> Path:
         return self.settings.data_dir
 
+    def process_env(self) -> dict[str, str]:
+        """This process's environment with the stack's settings, for a ``dunning`` process."""
+        return {**os.environ, **self.env}
+
     def printed(self, fragment: str) -> list[str]:
         return [line for line in self.lines if fragment in line]
 
