@@ -17,6 +17,8 @@ import threading
 from collections.abc import Awaitable, Callable
 from datetime import timedelta, timezone
 from decimal import Decimal
+from enum import StrEnum
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 from urllib.parse import quote
@@ -34,8 +36,10 @@ from activities.projections import invoice_status
 from cli.database import redacted_url, unreachable_database
 from cli.equipment import app as equipment_app
 from cli.projections import app as projections_app
+from cli.usage import CONTEXT, OneLineUsageErrors
 from client import invoices
 from client.invoices import InvoiceError
+from client.logs import configure_logging
 from client.namespace import NotSetUp
 from client.settings import Settings
 from client.temporal import connect
@@ -58,6 +62,8 @@ from workflows.models import (
 app = typer.Typer(
     name="dunning",
     help="Durable per-invoice dunning on Temporal: run the service, start and steer invoices.",
+    cls=OneLineUsageErrors,
+    context_settings=CONTEXT,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -78,12 +84,48 @@ class CliError(Exception):
     """A problem with what the user asked for; ``str()`` is the one-line message."""
 
 
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"dunning {version('dunning')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    log_level: Annotated[
+        LogLevel | None,
+        typer.Option("--log-level", case_sensitive=False, help="Log records from this level on (DUNNING_LOG_LEVEL)"),
+    ] = None,
+    show_version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit")
+    ] = False,
+) -> None:
+    """Durable per-invoice dunning on Temporal: run the service, start and steer invoices."""
+    if log_level is not None:
+        os.environ["DUNNING_LOG_LEVEL"] = log_level.value  # read by Settings, like every other setting
+
+
+def _configure_logging(settings: Settings | None, service: bool, readable: bool = False) -> None:
+    """Once per process: services log INFO as JSON lines, `dunning dev` readable lines, commands WARNING."""
+    level = (settings.log_level if settings else None) or ("INFO" if service else "WARNING")
+    chosen = settings.log_format if settings else None
+    configure_logging(level, chosen or ("text" if readable or not service else "json"))
+
+
 def guarded(command: Callable[..., None]) -> Callable[..., None]:
     """Run an invoice command so that any failure ends as ``error: <one line>`` on stderr, exit code 1."""
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> None:
         try:
+            _configure_logging(settings_or_none(), service=False)
             command(*args, **kwargs)
         except typer.Exit:
             raise
@@ -199,6 +241,7 @@ def _serve(run: Callable[[Settings], Awaitable[None]], keep_lines: bool = False,
     settings = None
     try:
         settings = Settings()
+        _configure_logging(settings, service=True, readable=keep_lines)
         asyncio.run(_until_terminated(run(settings)))
     except (KeyboardInterrupt, asyncio.CancelledError):
         raise typer.Exit(0) from None
@@ -301,12 +344,12 @@ def dispute(
 @guarded
 def resolve(
     invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_default=False)],
-    outcome: Annotated[str, typer.Option(help="upheld | rejected", show_default=False)],
+    outcome: Annotated[DisputeOutcome, typer.Option(help="What was decided about the dispute", show_default=False)],
     credit: Annotated[str | None, typer.Option(help="Credit granted when upheld, in major units, e.g. 10.00")] = None,
     note: Annotated[str, typer.Option(help="Note for the record")] = "",
 ) -> None:
     """Resolve the open dispute; escalation resumes, shifted by the pause."""
-    chosen = _choice(outcome, DisputeOutcome, "--outcome")
+    chosen = outcome
     if credit is not None:
         _check_amount_syntax(credit, "--credit", allow_zero=True)
         if chosen == DisputeOutcome.REJECTED:
@@ -360,12 +403,12 @@ def resend(invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_def
 @guarded
 def decide(
     invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_default=False)],
-    decision: Annotated[str, typer.Option(help="sue | settle | write_off | agency", show_default=False)],
+    decision: Annotated[LegalDecision, typer.Option(help="What legal review decided", show_default=False)],
     amount: Annotated[str | None, typer.Option(help="Settlement amount in major units (with settle only)")] = None,
     note: Annotated[str, typer.Option(help="Note for the record")] = "",
 ) -> None:
     """Decide at legal review: sue, settle for an amount, write off, or back to the agency."""
-    chosen = _choice(decision, LegalDecision, "--decision")
+    chosen = decision
     if (chosen == LegalDecision.SETTLE) != (amount is not None):
         raise CliError("--amount is required with --decision settle, and only with it")
     if amount is not None:
@@ -482,14 +525,6 @@ def _check_amount_syntax(amount: str, option: str, allow_zero: bool = False) -> 
         raise CliError(f"{option} must be a plain decimal number such as 125.50, not {amount!r}")
     if not allow_zero and Decimal(amount) == 0:
         raise CliError(f"{option} must be greater than 0")
-
-
-def _choice(value: str, choices: type[T], option: str) -> T:
-    try:
-        return choices(value)  # type: ignore[call-arg]
-    except ValueError:
-        allowed = " | ".join(c.value for c in choices)  # type: ignore[attr-defined]
-        raise CliError(f"{option} must be one of {allowed}, not {value!r}") from None
 
 
 def _load(file: Path, model: type[M], what: str) -> M:
