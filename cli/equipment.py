@@ -49,7 +49,9 @@ def status(
     """Whether cuts and restores are stopped for this customer, and by whom."""
     switch = with_database(lambda pool: kill_switch_for(pool, customer))
     if as_json:
-        stopped = {"scope": switch.scope, "reason": switch.reason, "set_by": switch.set_by, "set_at": switch.set_at.isoformat()}
-        typer.echo(json.dumps({"customer_id": customer, "stopped": stopped if switch else None}))
+        stopped = None
+        if switch:
+            stopped = {"scope": switch.scope, "reason": switch.reason, "set_by": switch.set_by, "set_at": switch.set_at.isoformat()}
+        typer.echo(json.dumps({"customer_id": customer, "stopped": stopped}))
     else:
         typer.echo(f"stopped ({switch.scope}): {switch.reason}, by {switch.set_by}" if switch else "not stopped")

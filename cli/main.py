@@ -43,6 +43,7 @@ from client.logs import configure_logging
 from client.namespace import NotSetUp
 from client.settings import Settings
 from client.temporal import connect
+from worker.ports import PortTaken
 from workflows.bounds import Problems
 from workflows.models import (
     DecideLegal,
@@ -604,7 +605,7 @@ def settings_or_none() -> Settings | None:
 
 def _describe(err: BaseException, settings: Settings | None) -> str:
     """A message for the user, for anything a command can fail with."""
-    if isinstance(err, (CliError, InvoiceError, NotSetUp)):
+    if isinstance(err, (CliError, InvoiceError, NotSetUp, PortTaken)):
         return str(err)
     if isinstance(err, ValidationError):
         if err.title == Settings.__name__:
