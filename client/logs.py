@@ -1,15 +1,21 @@
 """Logging, configured once per process (``configure_logging``): JSON lines for a log collector, or
 readable lines for a person at ``dunning dev``. Each line carries the invoice, customer and workflow
-ids where the record has them: from ``extra={"invoice_id": ...}``, or from the Temporal SDK's
-workflow and activity loggers, whose records name the workflow (an invoice's is ``invoice-<id>``)."""
+ids where there are some: from ``extra={"invoice_id": ...}``, from ids bound for a request
+(``bound_ids``, the API does it per request), from the Temporal SDK's workflow and activity loggers,
+or from the activity the record was logged in (an invoice's workflow id is ``invoice-<id>``)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Any, Literal
+
+from temporalio import activity
 
 LogFormat = Literal["json", "text"]
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -18,9 +24,24 @@ INVOICE_WORKFLOW_PREFIX = "invoice-"  # workflows.models.invoice_workflow_id
 QUIET = {"uvicorn.access": logging.WARNING, "httpx": logging.WARNING, "temporalio.bridge": logging.WARNING}
 
 
+_bound: ContextVar[dict[str, str] | None] = ContextVar("dunning_log_ids", default=None)
+
+
+@contextmanager
+def bound_ids(**ids: str | None) -> Iterator[None]:
+    """Within the block (this task and what it starts), every log line carries these ids."""
+    token = _bound.set({**(_bound.get() or {}), **{key: value for key, value in ids.items() if value}})
+    try:
+        yield
+    finally:
+        _bound.reset(token)
+
+
 def ids_of(record: logging.LogRecord) -> dict[str, str]:
     """The invoice, customer and workflow ids a record names, by name; none it does not."""
-    found: dict[str, str] = {}
+    found: dict[str, str] = dict(_bound.get() or {})
+    if activity.in_activity():
+        found["workflow_id"] = activity.info().workflow_id or ""
     for temporal in ("temporal_workflow", "temporal_activity"):
         details = getattr(record, temporal, None)
         if isinstance(details, dict) and details.get("workflow_id"):

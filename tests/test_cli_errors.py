@@ -3,14 +3,22 @@ choices; read commands print JSON on ``--json``; logging is configured once, wit
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import socket
 import sys
 
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from temporalio.testing import ActivityEnvironment
 
+from api.app import LogIds
 from cli.main import ui_url
 from client.logs import configure_logging
 from client.settings import Settings
@@ -121,3 +129,27 @@ async def test_the_log_level_comes_from_the_option_or_the_environment(monkeypatc
     assert result.exit_code == 0 and os.environ.pop("DUNNING_LOG_LEVEL") == "ERROR"
     assert sys.stderr  # the command itself printed nothing on stderr
     assert result.stderr == ""
+
+
+async def test_lines_logged_in_an_activity_or_an_api_request_carry_their_ids(root_logging, capsys):
+    configure_logging("INFO", "json")
+    environment = ActivityEnvironment()
+    environment.info = dataclasses.replace(environment.info, workflow_id="invoice-INV-9")
+    environment.run(lambda: logging.getLogger("activities.equipment.redfish").info("powered off"))
+
+    async def route(request: Request) -> PlainTextResponse:
+        logging.getLogger("api.problems").warning("database unavailable")
+        return PlainTextResponse("ok")
+
+    app = LogIds(Starlette(routes=[Route("/invoices/{invoice_id}/payments", route), Route("/customers/{c}", route)]))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http:
+        assert (await http.get("/invoices/INV%2010/payments")).status_code == 200
+        assert (await http.get("/customers/CUST-4")).status_code == 200
+    logging.getLogger("api").warning("outside any request")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [{k: v for k, v in line.items() if k.endswith("_id")} for line in lines] == [
+        {"invoice_id": "INV-9", "workflow_id": "invoice-INV-9"},
+        {"invoice_id": "INV 10"},
+        {"customer_id": "CUST-4"},
+        {},
+    ]
