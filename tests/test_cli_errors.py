@@ -61,6 +61,16 @@ async def test_a_taken_port_names_the_process_holding_it_and_the_setting(tmp_pat
     assert not (tmp_path / "data" / "temporal.db").exists()  # nothing was started
 
 
+async def test_an_api_whose_port_is_taken_names_the_process_and_the_setting():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = {"DUNNING_API_PORT": str(port), "DUNNING_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+        line = failed(await dunning(env, "api"), f"the API cannot listen on 127.0.0.1:{port}: the port is in use by pid {os.getpid()}")
+    assert line.endswith("stop it or set DUNNING_API_PORT")
+
+
 async def test_usage_errors_exit_2_on_one_line_and_help_lists_the_choices():
     usage_error(await dunning({}, "invoice", "resolve", "INV-1", "--outcome", "maybe"), "'maybe' is not one of 'upheld', 'rejected'")
     usage_error(await dunning({}, "invoice", "pay", "INV-1"), "Missing option '--amount'", "dunning invoice pay -h")

@@ -14,11 +14,11 @@ from rich.table import Table
 from api.codec_server import serve_codec
 from api.server import serve_api
 from client.codec import codec_from_settings
+from client.ports import check_ports_free
 from client.settings import Settings
 from client.temporal import connect
 from worker.embedded import MailSink, provision_database, start_postgres, start_temporal_dev_server
 from worker.narrator import narrate
-from worker.ports import check_ports_free
 from worker.worker import run_worker
 
 

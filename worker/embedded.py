@@ -24,8 +24,8 @@ from aiosmtpd.controller import Controller
 from temporalio.common import SearchAttributeIndexedValueType
 
 from activities.ledger import SERVICE_GROUP
+from client.ports import check_ports_free
 from client.settings import EMBEDDED_DATABASE, EMBEDDED_OWNER_ROLE, EMBEDDED_SERVICE_ROLE
-from worker.ports import check_ports_free
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 with warnings.catch_warnings():
