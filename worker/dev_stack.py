@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from datetime import timedelta
 
@@ -20,6 +21,8 @@ from client.temporal import connect
 from worker.embedded import MailSink, provision_database, start_postgres, start_temporal_dev_server
 from worker.narrator import narrate
 from worker.worker import run_worker
+
+log = logging.getLogger(__name__)
 
 
 async def run_dev_stack(
@@ -94,7 +97,16 @@ async def run_dev_stack(
                 from worker.demo import tell_the_story
 
                 client = await connect(settings)
-                services.create_task(tell_the_story(client, settings.task_queue, site, mail.folder, say, demo_unit), name="demo")
+                story = tell_the_story(client, settings.task_queue, site, mail.folder, say, demo_unit)
+                services.create_task(_not_fatal(story, "the demo"), name="demo")
+
+
+async def _not_fatal(work: Awaitable[None], what: str) -> None:
+    """Run ``work``; if it fails, log why and let the rest of the stack run on."""
+    try:
+        await work
+    except Exception:  # noqa: BLE001 - the service outlives its demo
+        log.exception("%s stopped", what)
 
 
 def _print_line(line: str) -> None:

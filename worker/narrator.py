@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import Callable
 from datetime import timezone
 from typing import Any
@@ -15,6 +16,7 @@ import asyncpg
 from activities.projections import NOTIFY_CHANNEL
 from workflows.models import EventKind, format_money
 
+log = logging.getLogger(__name__)
 POLL_S = 5.0  # the safety net for a notification lost while the connection was busy
 
 
@@ -63,12 +65,25 @@ def describe(kind: str, data: dict[str, Any], currency: str | None) -> str | Non
 
 
 async def narrate(database_url: str, say: Callable[[str], None], stop: asyncio.Event) -> None:
-    """Print a line for each event committed from now on, until ``stop`` is set."""
+    """Print a line for each event committed from now on, until ``stop`` is set; a lost connection is
+    logged and reopened (the story goes on from where it was), never the end of the stack."""
+    last = None
+    while not stop.is_set():
+        try:
+            last = await _narrate(database_url, say, stop, last)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+            log.warning("the narration lost the database (%s); retrying in %.0f s", err, POLL_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=POLL_S)
+
+
+async def _narrate(database_url: str, say: Callable[[str], None], stop: asyncio.Event, last: int | None) -> int | None:
     conn = await asyncpg.connect(database_url)
     wake = asyncio.Event()
     try:
         await conn.add_listener(NOTIFY_CHANNEL, lambda *_: wake.set())
-        last = await conn.fetchval("SELECT coalesce(max(position), 0) FROM invoice_events")
+        if last is None:
+            last = await conn.fetchval("SELECT coalesce(max(position), 0) FROM invoice_events")
         currencies: dict[str, str] = {}
         while not stop.is_set():
             wake.clear()
@@ -90,6 +105,7 @@ async def narrate(database_url: str, say: Callable[[str], None], stop: asyncio.E
                     say(f"{moment}  {row['invoice_id']}  {line}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(_first(wake, stop), timeout=POLL_S)
+        return last
     finally:
         await conn.close()
 
