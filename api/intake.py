@@ -254,11 +254,17 @@ def _conflict_text(kept: UnappliedPayment) -> str:
 
 
 def verify_signature(
-    secret: str, tolerance_seconds: int, timestamp: str | None, signature: str | None, body: bytes, now: datetime
+    secret: str,
+    tolerance_seconds: int,
+    message_id: str | None,
+    timestamp: str | None,
+    signature: str | None,
+    body: bytes,
+    now: datetime,
 ) -> datetime:
     """Check the notification's signature and age; returns when it was signed. Raises a 401 problem."""
     try:
-        return signing.verify(secret, timestamp, signature, body, tolerance_seconds, now, subject="notification")
+        return signing.verify(secret, message_id, timestamp, signature, body, tolerance_seconds, now, subject="notification")
     except signing.SignatureRefused as refused:
         raise _unsigned(str(refused)) from None
 

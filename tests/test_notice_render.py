@@ -257,7 +257,7 @@ def test_the_payment_plan_lists_each_instalment() -> None:
 
 
 def test_dispute_outcomes() -> None:
-    upheld_request = notice(NoticeKind.DISPUTE_RESOLVED, "en", credited_minor=5_000, balance_minor=1_267_500)
+    upheld_request = notice(NoticeKind.DISPUTE_RESOLVED, "en", deducted_minor=5_000, balance_minor=1_267_500)
     upheld = render_notice(upheld_request, PAYEE)
     assert "agree with you. We have credited £50.00 to the invoice." in upheld.text
     assert "Credited:" in upheld.text

@@ -9,9 +9,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests import harness
+from tests.notice_samples import notice
+from tests.test_agency_package import handover
 from workflows import policy
 from workflows.ladder import StepKind
-from workflows.models import DunningPolicy, Fee, Invoice, InvoiceState, PaymentPlan, StageAction
+from workflows.models import DunningPolicy, Fee, Invoice, InvoiceState, NoticeKind, PaymentPlan, StageAction
+from workflows.publishing import status_of
 from workflows.state import Dispute, InvoiceLedger, PlanInProgress
 
 UTC = timezone.utc
@@ -580,3 +583,19 @@ def test_the_suspension_date_a_notice_announces_is_in_the_sending_window() -> No
     assert policy.suspension_at(ledger, window_applies=False) == local(2024, 4, 6, 9)
     no_cut = {"stages": [{"action": "reminder", "offset": "P1D"}]}
     assert policy.suspension_at(ledger_with(windowed(policy=no_cut)), window_applies=True) is None
+
+
+def test_credited_is_dispute_credits_everywhere_and_deducted_the_sum() -> None:
+    """The status names each amount; notices and the agency package carry the sum as ``deducted_minor``."""
+    ledger = ledger_with(credited_minor=5_000, discount_minor=600, written_off_minor=1_000, payments={"p1": 10_000})
+    assert ledger.deducted_minor == 6_600
+    assert ledger.balance_minor == ledger.invoice.amount_minor - 10_000 - 6_600
+    status = status_of(ledger, None, datetime(2026, 1, 1, tzinfo=timezone.utc))
+    assert (status.credited_minor, status.discount_minor, status.written_off_minor) == (5_000, 600, 1_000)
+
+
+def test_a_notice_or_package_scheduled_before_v6_reads_its_sum_as_deducted() -> None:
+    """An activity scheduled by a worker before release v6 carries the sum under its old name."""
+    for sample in (notice(NoticeKind.REMINDER, "en", deducted_minor=5_600), handover(make_invoice())):
+        before_v6 = {("credited_minor" if k == "deducted_minor" else k): v for k, v in sample.model_dump().items()}
+        assert type(sample).model_validate(before_v6) == sample

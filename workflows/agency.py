@@ -35,7 +35,7 @@ async def _send_package(outbox: Outbox) -> bool:
         invoice=ledger.invoice,
         fees=list(ledger.fees),
         paid_minor=ledger.paid_minor,
-        credited_minor=ledger.credited_minor + ledger.discount_minor,
+        deducted_minor=ledger.deducted_minor,
         balance_minor=ledger.balance_minor,
         days_overdue=policy.days_overdue(ledger.invoice, workflow.now()),
     )

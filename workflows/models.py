@@ -19,6 +19,7 @@ from babel.core import get_global
 from babel.numbers import get_currency_precision, get_territory_currencies
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     ConfigDict,
     EmailStr,
@@ -472,7 +473,10 @@ class NoticeRequest(Strict):
     invoice_amount_minor: int
     fees: list[Fee]
     paid_minor: int
-    credited_minor: int
+    deducted_minor: int = Field(
+        validation_alias=AliasChoices("deducted_minor", "credited_minor"),  # so named before release v6
+        description="dispute credits, discounts applied and write-offs (InvoiceLedger.deducted_minor)",
+    )
     balance_minor: int
     issue_date: date
     due_date: date
@@ -499,7 +503,10 @@ class AgencyHandover(Strict):
     invoice: Invoice
     fees: list[Fee]
     paid_minor: int
-    credited_minor: int
+    deducted_minor: int = Field(
+        validation_alias=AliasChoices("deducted_minor", "credited_minor"),  # so named before release v6
+        description="dispute credits, discounts applied and write-offs (InvoiceLedger.deducted_minor)",
+    )
     balance_minor: int
     days_overdue: int
 
@@ -581,7 +588,10 @@ class InvoiceStatus(Strict):
     amount_minor: int
     fees_minor: int
     paid_minor: int
-    credited_minor: int
+    credited_minor: int = Field(description="credits granted on disputes (before release v6: with the discount)")
+    discount_minor: int = Field(
+        default=0, description="early-payment discount applied (0 from a worker before release v6)"
+    )
     written_off_minor: int
     balance_minor: int
     overpaid_minor: int

@@ -122,7 +122,7 @@ class Outbox:
             invoice_amount_minor=invoice.amount_minor,
             fees=list(ledger.fees),
             paid_minor=ledger.paid_minor,
-            credited_minor=ledger.credited_minor + ledger.discount_minor + ledger.written_off_minor,
+            deducted_minor=ledger.deducted_minor,
             balance_minor=ledger.balance_minor,
             issue_date=invoice.issue_date,
             due_date=invoice.due_date,

@@ -87,7 +87,7 @@ class InvoiceLedger(BaseModel):
     next_stage_index: int = 0
     fees: list[Fee] = Field(default_factory=list)
     payments: dict[str, int] = Field(default_factory=dict, description="payment id -> amount (minor)")
-    credited_minor: int = 0
+    credited_minor: int = Field(default=0, description="credits granted on disputes")
     discount_minor: int = 0
     written_off_minor: int = 0
     paused: timedelta = timedelta(0)
@@ -119,16 +119,14 @@ class InvoiceLedger(BaseModel):
         return sum(self.payments.values())
 
     @property
+    def deducted_minor(self) -> int:
+        """Everything taken off what is owed but payments: dispute credits, discounts applied, write-offs."""
+        return self.credited_minor + self.discount_minor + self.written_off_minor
+
+    @property
     def net_minor(self) -> int:
         """What the client still owes; negative when overpaid."""
-        return (
-            self.invoice.amount_minor
-            + self.fees_minor
-            - self.paid_minor
-            - self.credited_minor
-            - self.discount_minor
-            - self.written_off_minor
-        )
+        return self.invoice.amount_minor + self.fees_minor - self.paid_minor - self.deducted_minor
 
     @property
     def balance_minor(self) -> int:
@@ -141,8 +139,7 @@ class InvoiceLedger(BaseModel):
     @property
     def principal_outstanding_minor(self) -> int:
         """Unpaid part of the invoice amount itself: the basis of percentage late fees."""
-        settled = self.paid_minor + self.credited_minor + self.discount_minor + self.written_off_minor
-        return max(0, self.invoice.amount_minor - settled)
+        return max(0, self.invoice.amount_minor - self.paid_minor - self.deducted_minor)
 
     @property
     def state(self) -> InvoiceState:
