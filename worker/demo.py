@@ -60,8 +60,7 @@ def demo_site(folder: Path) -> Iterator[DemoSite]:
         from worker.peers import redfish_peer, snmp_peer, write_secret
     except ImportError as err:
         raise RuntimeError(
-            f"the demo's equipment peers need the test extra ({err.name} is missing): "
-            ".venv/bin/pip install -e '.[test]'"
+            f"the demo's equipment peers need the test extra ({err.name} is not installed): pip install 'dunning[test]'"
         ) from None
     folder.mkdir(parents=True, exist_ok=True)
     with redfish_peer({SYSTEM_NAME: "On"}) as bmc, snmp_peer({IF_INDEX: UP}) as switch:
