@@ -101,9 +101,16 @@ SNAPSHOT_COLUMNS = {
     "closed_at": "timestamptz",
     "closed_on": "date",
     "last_sequence": "integer",
+    "late_charges_stopped": "text",
+    "escalation_stopped": "boolean",
+    "cut_announced_for": "timestamptz",
+    "recovered_minor": "bigint",
 }
+# columns a snapshot written before them lacks: copied as their default
+SNAPSHOT_DEFAULTS = {"escalation_stopped": "false", "recovered_minor": "0"}
 COPIED = {
-    **{column: f"s.{column}" for column in SNAPSHOT_COLUMNS},
+    **{column: f"coalesce(s.{column}, {SNAPSHOT_DEFAULTS[column]})" if column in SNAPSHOT_DEFAULTS else f"s.{column}"
+       for column in SNAPSHOT_COLUMNS},
     "equipment_held": "ARRAY(SELECT jsonb_array_elements_text(s.equipment_held))",
     "next_action": "s.next_action->>'what'",
     "next_action_kind": "s.next_action->>'kind'",
@@ -540,6 +547,10 @@ class InvoiceView(Frozen):
     rejected_payments: int
     failed_notices: int
     closed_at: datetime | None
+    late_charges_stopped: str | None
+    escalation_stopped: bool
+    cut_announced_for: datetime | None
+    recovered_minor: int
     updated_at: datetime
     quarantined_events: int = Field(
         description="events of this invoice the projector could not apply: when not 0 the row leaves them out"

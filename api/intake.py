@@ -22,7 +22,7 @@ from api.problems import Kind, Problem, invoice_problem, out_of_bounds
 from client import invoices
 from client.invoices import InvoiceError
 from workflows.bounds import BoundedMoment
-from workflows.events import PaymentRecorded
+from workflows.events import PaymentRecorded, RecoveryRecorded
 from workflows.models import Currency, Identifier, Payment, PositiveMinor, format_money
 
 _INVOICE_ID = TypeAdapter(Identifier)
@@ -151,7 +151,7 @@ async def record_on_invoice(ctx: ApiContext, invoice_id: str, payment: Payment) 
         raise problem
     for event in await read_events(ctx.pool, invoice_id):
         recorded = event.payload()
-        if isinstance(recorded, PaymentRecorded) and recorded.payment_id == payment.payment_id:
+        if isinstance(recorded, PaymentRecorded | RecoveryRecorded) and recorded.payment_id == payment.payment_id:
             if recorded.amount_minor != payment.amount_minor:
                 raise Problem(
                     Kind.PAYMENT_CONFLICT,
@@ -159,7 +159,8 @@ async def record_on_invoice(ctx: ApiContext, invoice_id: str, payment: Payment) 
                     f" {format_money(recorded.amount_minor, payment.currency)},"
                     f" not {format_money(payment.amount_minor, payment.currency)}",
                 )
-            return recorded.balance_minor
+            # a recovery was paid on a written-off invoice: nothing is owed on it
+            return recorded.balance_minor if isinstance(recorded, PaymentRecorded) else 0
     raise problem
 
 

@@ -37,6 +37,8 @@ class QueuedNotice(BaseModel):
     detail: str = ""
     amount_minor: int = Field(default=0, description="receipt: the payment; dispute resolved: the credit")
     number: int | None = Field(default=None, description="instalment missed: which one")
+    residue_minor: int = Field(default=0, description="receipt: the small balance written off after the payment")
+    recovery: bool = Field(default=False, description="receipt: the payment is a recovery after a write-off")
     instalments: list[Instalment] = Field(default_factory=list, description="plan agreed / instalment missed")
 
 
@@ -109,6 +111,19 @@ class InvoiceLedger(BaseModel):
     actions: list[ActionTaken] = Field(default_factory=list)
     actions_total: int = Field(default=0, description="story lines told since the start, the dropped ones too")
     batch_facts: BatchFacts = Field(default_factory=BatchFacts)
+    money_rules: bool = Field(default=False, description="caps, freezes, small balances, cut interlock, recoveries")
+    handed_to_agency: bool = False
+    late_charges_stopped: str | None = Field(default=None, description="why no further late fee is charged")
+    escalation_stopped: bool = Field(default=False, description="the balance fell below the policy's minimum")
+    cut_announced_for: datetime | None = Field(default=None, description="the cut moment a delivered ultimatum named")
+    cut_notice_from: datetime | None = Field(default=None, description="when that ultimatum went out, to the minute")
+    cut_announcement_tried_at: datetime | None = None
+    minimum_notice_override: timedelta | None = Field(default=None, description="InvoiceWorkflowInput.minimum_notice")
+    recoveries: dict[str, int] = Field(default_factory=dict, description="payment id -> amount, after a write-off")
+
+    @property
+    def recovered_minor(self) -> int:
+        return sum(self.recoveries.values())
 
     @property
     def fees_minor(self) -> int:
@@ -159,6 +174,12 @@ class InvoiceWorkflowInput(BaseModel):
     invoice: Invoice
     carried: InvoiceLedger | None = None
     history_limit: int = Field(default=10_000, ge=50, description="continue-as-new beyond this many events")
+    minimum_notice: timedelta | None = Field(
+        default=None,
+        gt=timedelta(0),
+        description="replaces the policy's minimum notice before a cut, only for stacks that run in real time"
+        " (the fault tests); the API and the CLI never set it",
+    )
 
 
 @dataclass(frozen=True)
