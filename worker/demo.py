@@ -156,7 +156,8 @@ async def tell_the_story(
     and the commands that pay both; once it is paid show the equipment again. Runs until cancelled."""
     hosting, support = demo_invoices(datetime.now(timezone.utc), unit)
     for invoice in (hosting, support):
-        await invoices.start_invoice(client, task_queue, invoice)
+        # the notice a cut needs after the ultimatum is a day at least in a policy: here it is one rung
+        await invoices.start_invoice(client, task_queue, invoice, minimum_notice=unit)
     total = len(LADDER) * unit + unit / 2
     say(
         f"demo: customer {CUSTOMER_ID}, invoices {hosting.invoice_id} (hosting, cuts {SERVER_ID} and {PORT_ID}) "
