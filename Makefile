@@ -46,9 +46,10 @@ run: venv
 demo: venv
 	$(VENV)/bin/dunning dev --demo
 
-# ruff's rules are in pyproject.toml
+# ruff's rules and mypy's settings are in pyproject.toml
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 test: venv browser snmpd compose-cli lint
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS)

@@ -11,14 +11,22 @@ from datetime import date
 import holidays
 from temporalio import activity
 
+from workflows import contracts
 from workflows.models import PublicHolidaysRequest
 
 
-@activity.defn(name="public_holidays")
-async def public_holidays(request: PublicHolidaysRequest) -> list[date]:
-    """The country's public holidays in the requested years (none where the package has no calendar)."""
-    try:
-        calendar = holidays.country_holidays(request.country, years=request.years, categories=(holidays.PUBLIC,))
-    except NotImplementedError:
-        return []
-    return sorted(calendar)
+class CalendarActivities(contracts.Calendar):
+    """The local activity that reads the ``holidays`` package."""
+
+    @activity.defn(name="public_holidays")
+    async def public_holidays(self, request: PublicHolidaysRequest) -> list[date]:
+        """The country's public holidays in the requested years (none where the package has no calendar)."""
+        try:
+            calendar = holidays.country_holidays(request.country, years=request.years, categories=(holidays.PUBLIC,))
+        except NotImplementedError:
+            return []
+        return sorted(calendar)
+
+
+public_holidays = CalendarActivities().public_holidays
+"""The activity as workers register it (it holds no state)."""

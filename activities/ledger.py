@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from importlib.resources import files
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from workflows import contracts
 from workflows.events import InvoiceSnapshot, RecordedEvent, payload_of
 from workflows.models import DomainEvent
 
@@ -77,8 +79,11 @@ async def create_pool(database_url: str, max_size: int = 10) -> asyncpg.Pool:
 
 EVENT_COLUMNS = "position, invoice_id, sequence, kind, occurred_at, data"
 
+Connection = asyncpg.Connection | PoolConnectionProxy
+"""A connection, opened alone or acquired from a pool."""
 
-async def read_events(pool: asyncpg.Pool, invoice_id: str) -> list[RecordedEvent]:
+
+async def read_events(pool: asyncpg.Pool | Connection, invoice_id: str) -> list[RecordedEvent]:
     """All events of one invoice, in order; ``event.payload()`` is typed."""
     rows = await pool.fetch(
         f"SELECT {EVENT_COLUMNS} FROM invoice_events WHERE invoice_id = $1 ORDER BY sequence", invoice_id
@@ -86,7 +91,7 @@ async def read_events(pool: asyncpg.Pool, invoice_id: str) -> list[RecordedEvent
     return [RecordedEvent(**dict(row)) for row in rows]
 
 
-async def read_events_after(conn: asyncpg.Connection, position: int, limit: int) -> list[RecordedEvent]:
+async def read_events_after(conn: Connection, position: int, limit: int) -> list[RecordedEvent]:
     """Up to ``limit`` events of all invoices after global ``position``, in the order they were appended."""
     rows = await conn.fetch(
         f"SELECT {EVENT_COLUMNS} FROM invoice_events WHERE position > $1 ORDER BY position LIMIT $2", position, limit
@@ -224,7 +229,7 @@ def _settle(queued: _Queued, *, count: int = 0, error: BaseException | None = No
         queued.written.set_result(count)
 
 
-class LedgerActivities:
+class LedgerActivities(contracts.Ledger):
     """Activities that write the event log."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:

@@ -37,7 +37,7 @@ import asyncpg
 import holidays
 from pydantic import BaseModel, ConfigDict, Field
 
-from activities.ledger import EVENT_COLUMNS
+from activities.ledger import EVENT_COLUMNS, Connection
 from workflows import ladder
 from workflows.events import RecordedEvent
 from workflows.models import ActionTaken, InvoiceState, InvoiceStatus, NextAction, StageAction, minor_units_per_major
@@ -191,7 +191,7 @@ class _Range:
         return _Range(after, upto, self.invoices)
 
 
-async def _upcast_range(conn: asyncpg.Connection, scope: _Range) -> int:
+async def _upcast_range(conn: Connection, scope: _Range) -> int:
     """Upcast the events before v5 in the range not yet upcast (``workflows.upcast``); returns how many invoices.
 
     The fold leaves out quarantined events: the invoice shows what the rest of its events say.
@@ -224,7 +224,7 @@ def _public_holidays(country: str, year: int) -> frozenset[date]:
         return frozenset()
 
 
-async def _copy_range(conn: asyncpg.Connection, scope: _Range, progress: Progress | None = None) -> None:
+async def _copy_range(conn: Connection, scope: _Range, progress: Progress | None = None) -> None:
     """Inside a transaction: copy every fact of the range, but the quarantined events, into the read models."""
     upcast_count = await _upcast_range(conn, scope)
     if progress and upcast_count:
@@ -268,7 +268,7 @@ class _Quarantine:
         self.earlier = earlier or {}
         self.positions: list[int] = []
 
-    async def add(self, conn: asyncpg.Connection, position: int, err: Exception) -> None:
+    async def add(self, conn: Connection, position: int, err: Exception) -> None:
         if len(self.positions) >= MAX_QUARANTINED_AT_ONCE:
             raise TooMuchPoison(f"more than {MAX_QUARANTINED_AT_ONCE} events cannot be applied; the last: {err!r}")
         before = self.earlier.get(position)
@@ -282,6 +282,7 @@ class _Quarantine:
             before["attempts"] + 1 if before else 1,
             before["quarantined_at"] if before else None,
         )
+        assert row is not None  # the event being applied is in the log
         log.error(
             "projection: event %s#%s (%s) at position %s cannot be applied, quarantined: %s",
             row["invoice_id"], row["sequence"], row["kind"], position, error,
@@ -290,7 +291,7 @@ class _Quarantine:
 
 
 async def _copy_around_poison(
-    conn: asyncpg.Connection, scope: _Range, quarantine: _Quarantine, progress: Progress | None = None
+    conn: Connection, scope: _Range, quarantine: _Quarantine, progress: Progress | None = None
 ) -> None:
     """Inside a transaction: copy the range; if an event in it cannot be applied, halve the range until
     each such event is alone, quarantine it and copy the rest."""
@@ -315,15 +316,17 @@ async def _copy_around_poison(
     await _copy_around_poison(conn, scope.part(middle, scope.upto), quarantine)
 
 
-async def _apply_next_batch(conn: asyncpg.Connection, batch_size: int) -> int:
+async def _apply_next_batch(conn: Connection, batch_size: int) -> int:
     """Inside a transaction: copy up to ``batch_size`` events after the checkpoint and move it; returns how many."""
     checkpoint = await conn.fetchval("SELECT position FROM projection_checkpoint WHERE name = $1 FOR UPDATE", CHECKPOINT)
-    upto, count = await conn.fetchrow(
+    batch = await conn.fetchrow(
         "SELECT max(position), count(*) FROM"
         " (SELECT position FROM invoice_events WHERE position > $1 ORDER BY position LIMIT $2) next_events",
         checkpoint,
         batch_size,
     )
+    assert batch is not None  # an aggregate has a row
+    upto, count = batch
     if not count:
         return 0
     await _copy_around_poison(conn, _Range(checkpoint, upto), _Quarantine())
@@ -356,7 +359,9 @@ async def rebuild(pool: asyncpg.Pool, progress: Progress | None = None) -> int:
         await conn.execute("SELECT 1 FROM projection_checkpoint WHERE name = $1 FOR UPDATE", CHECKPOINT)
         for table in PROJECTION_TABLES:  # not TRUNCATE: readers keep the old rows until the commit
             await conn.execute(f"DELETE FROM {table}")
-        upto, count = await conn.fetchrow("SELECT coalesce(max(position), 0), count(*) FROM invoice_events")
+        log_end = await conn.fetchrow("SELECT coalesce(max(position), 0), count(*) FROM invoice_events")
+        assert log_end is not None  # an aggregate has a row
+        upto, count = log_end
         skipped = await conn.fetchval("SELECT count(*) FROM projection_quarantine")
         if progress and skipped:
             progress(f"skipping {skipped} quarantined event(s) (dunning projections quarantine list)")
@@ -383,7 +388,7 @@ class QuarantinedEvent(BaseModel):
     last_tried_at: datetime
 
 
-async def quarantined_events(pool: asyncpg.Pool | asyncpg.Connection) -> list[QuarantinedEvent]:
+async def quarantined_events(pool: asyncpg.Pool | Connection) -> list[QuarantinedEvent]:
     """Every quarantined event, in log order."""
     rows = await pool.fetch("SELECT * FROM projection_quarantine ORDER BY position")
     return [QuarantinedEvent(**dict(row)) for row in rows]
@@ -445,6 +450,7 @@ async def projection_lag(pool: asyncpg.Pool) -> ProjectionLag:
         " FROM invoice_events WHERE position > (SELECT position FROM projection_checkpoint WHERE name = $1)",
         CHECKPOINT,
     )
+    assert row is not None  # an aggregate has a row
     return ProjectionLag(events_behind=row["behind"], seconds_behind=max(0.0, float(row["seconds"] or 0)))
 
 
@@ -765,7 +771,7 @@ async def aging_report(pool: asyncpg.Pool, as_of: date) -> list[AgingRow]:
         """,
         as_of,
     )
-    return [AgingRow(**{k: int(v) if k != "currency" else v for k, v in row.items()}) for row in rows]
+    return [AgingRow.model_validate({k: int(v) if k != "currency" else v for k, v in row.items()}) for row in rows]
 
 
 class FunnelRow(Frozen):
@@ -778,14 +784,17 @@ class FunnelRow(Frozen):
 
 async def collections_funnel(pool: asyncpg.Pool) -> list[FunnelRow]:
     """The collections funnel in escalation order, from ``issued`` to ``legal_review``."""
-    reached = dict(await pool.fetch("SELECT stage, count(*) FROM projected_invoice_stages GROUP BY stage"))
+    reached: dict[str, int] = {
+        stage: count for stage, count in await pool.fetch("SELECT stage, count(*) FROM projected_invoice_stages GROUP BY stage")
+    }
     reached["issued"] = await pool.fetchval("SELECT count(*) FROM projected_invoices")
-    paid = dict(
-        await pool.fetch(
+    paid: dict[str, int] = {
+        stage: count
+        for stage, count in await pool.fetch(
             "SELECT coalesce(last_stage, 'issued'), count(*) FROM projected_invoices WHERE state = $1 GROUP BY 1",
             InvoiceState.PAID.value,
         )
-    )
+    }
     return [FunnelRow(stage=s, reached=reached.get(s, 0), paid_at_stage=paid.get(s, 0)) for s in FUNNEL_STAGES]
 
 
@@ -802,17 +811,21 @@ class DsoRow(Frozen):
 async def days_sales_outstanding(pool: asyncpg.Pool, as_of: date, period_days: int = 90) -> list[DsoRow]:
     """DSO per currency = receivables at the end of ``as_of`` / amount invoiced in the ``period_days``
     ending on ``as_of`` (by issue date) × ``period_days``, to one decimal."""
-    receivables = dict(
-        await pool.fetch(f"SELECT currency, sum(owed) FROM ({RECEIVABLE_AT}) owed GROUP BY currency", as_of)
-    )
-    invoiced = dict(
-        await pool.fetch(
+    receivables: dict[str, Decimal] = {  # sums of bigints are numeric
+        currency: owed
+        for currency, owed in await pool.fetch(
+            f"SELECT currency, sum(owed) FROM ({RECEIVABLE_AT}) owed GROUP BY currency", as_of
+        )
+    }
+    invoiced: dict[str, Decimal] = {
+        currency: amount
+        for currency, amount in await pool.fetch(
             "SELECT currency, sum(amount_minor) FROM projected_invoices"
             " WHERE issue_date > $1::date - $2::int AND issue_date <= $1 GROUP BY currency",
             as_of,
             period_days,
         )
-    )
+    }
     rows = []
     for currency in sorted(set(receivables) | set(invoiced)):
         owed, sold = int(receivables.get(currency, 0)), int(invoiced.get(currency, 0))

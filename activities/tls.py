@@ -22,8 +22,11 @@ _NAME_MISMATCH_CODES = frozenset({62, 64})  # X509_V_ERR_HOSTNAME_MISMATCH, X509
 
 def tls_verification(ca_file: Path | None, verify_tls: bool = True) -> ssl.SSLContext | bool:
     """What httpx verifies a server with: the configured CA, the default trust store, or nothing."""
-    if not verify_tls:
-        return False
+    return _trusted(ca_file) if verify_tls else False
+
+
+def _trusted(ca_file: Path | None) -> ssl.SSLContext:
+    """A context checking chain and name against the configured CA, or the default trust store."""
     return _trusting(str(ca_file), ca_file.stat().st_mtime_ns) if ca_file else _default_trust()
 
 
@@ -123,7 +126,7 @@ def verified_transport(
     """
     if pinned is None:
         return httpx.AsyncHTTPTransport(verify=tls_verification(ca_file, verify_tls))
-    context = tls_verification(ca_file) if check_chain_and_name else _pin_only()
+    context = _trusted(ca_file) if check_chain_and_name else _pin_only()
     transport = httpx.AsyncHTTPTransport(verify=context)
     transport._pool = httpcore.AsyncConnectionPool(ssl_context=context, network_backend=_PinningBackend(pinned))
     return transport

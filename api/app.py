@@ -22,7 +22,7 @@ from activities.equipment.registry import Registry
 from activities.ledger import apply_schema, create_pool
 from activities.projections import ProjectionLag, Projector, projection_lag
 from activities.standing import StandingSettings
-from api import routes_invoices, routes_payments, routes_reports
+from api import routes_invoices, routes_payment_formats, routes_payments, routes_reports
 from api.auth import metrics_scraper
 from api.context import ApiContext
 from api.metrics import metrics_router
@@ -34,6 +34,7 @@ from api.problems import (
     problem_response,
     problem_responses,
 )
+from api.routes_payment_formats import MAX_STATEMENT_BYTES, STATEMENTS_PATH
 from client.logs import bound_ids
 from client.settings import Settings
 from client.temporal import connect
@@ -93,11 +94,12 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES, larger={STATEMENTS_PATH: MAX_STATEMENT_BYTES})
     app.add_middleware(LogIds)
     install_problem_handlers(app)
     app.include_router(routes_invoices.router)
     app.include_router(routes_payments.router)
+    app.include_router(routes_payment_formats.router)
     app.include_router(routes_reports.router)
     app.include_router(metrics_router(lambda: app.state.context.pool), dependencies=[metrics_scraper])
 
@@ -139,18 +141,22 @@ class LogIds:
 
 
 class BodySizeLimit:
-    """Refuse a request body over ``limit`` bytes with a 413 problem: by its Content-Length, or while it arrives."""
+    """Refuse a request body over ``limit`` bytes with a 413 problem: by its Content-Length, or while it arrives.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+    ``larger`` names the paths allowed more (a bank statement is larger than any JSON request).
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, larger: dict[str, int] | None = None) -> None:
+        self.app, self.default_limit, self.larger = app, limit, larger or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        detail = f"the request body exceeds the limit of {self.limit} bytes"
+        limit = self.larger.get(scope["path"], self.default_limit)
+        detail = f"the request body exceeds the limit of {limit} bytes"
         declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > self.limit:
+        if declared.isdigit() and int(declared) > limit:
             await problem_response(Request(scope), Problem(Kind.CONTENT_TOO_LARGE, detail))(scope, receive, send)
             return
         received = 0
@@ -159,7 +165,7 @@ class BodySizeLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.limit:
+            if received > limit:
                 raise HTTPException(413, detail)  # inside the route: answered by the problem handlers
             return message
 

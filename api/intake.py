@@ -1,7 +1,8 @@
 """Payment intake: a payment goes to its invoice's workflow; one that cannot be applied is kept, never lost.
 
-Three ways in share this module: the API (``POST /invoices/{id}/payments``), the provider's signed
-webhook and ops applying a kept payment. Payments are idempotent by payment id: the workflow
+The ways in share this module: the API (``POST /invoices/{id}/payments``), the provider's signed
+webhook, bank statements (``api.statement_import``), Stripe events (``api.stripe_events``) and ops
+applying a kept payment. Payments are idempotent by payment id: the workflow
 answers a repeat while the invoice is open, the event log once it is closed, and
 ``unapplied_payments`` for a payment kept aside.
 """
@@ -10,17 +11,18 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from temporalio.client import Client
 
 from activities import signing
 from activities.ledger import read_events
-from api.context import ApiContext
 from api.problems import Kind, Problem, invoice_problem, out_of_bounds
 from client import invoices
 from client.invoices import InvoiceError
+from client.settings import Settings
 from workflows.bounds import BoundedMoment
 from workflows.events import PaymentRecorded, RecoveryRecorded
 from workflows.models import Currency, Identifier, Payment, PositiveMinor, format_money
@@ -31,6 +33,31 @@ _INVOICE_ID = TypeAdapter(Identifier)
 class Source(StrEnum):
     API = "api"
     WEBHOOK = "webhook"
+    STATEMENT = "statement"
+    STRIPE = "stripe"
+
+    @property
+    def money_arrived(self) -> bool:
+        """A report of money already on the account (not a request): what an invoice refuses is kept, not refused."""
+        return self != Source.API
+
+
+class KeptKind(StrEnum):
+    """What a kept item is: a payment to apply, or a provider's refund flagged for ops (never applied)."""
+
+    PAYMENT = "payment"
+    REFUND = "refund"
+
+
+class PaymentContext(Protocol):
+    """What recording a payment needs: the API's context, or the CLI's own connections."""
+
+    @property
+    def client(self) -> Client: ...
+    @property
+    def pool(self) -> asyncpg.Pool: ...
+    @property
+    def settings(self) -> Settings: ...
 
 
 class PaymentStatus(StrEnum):
@@ -60,6 +87,7 @@ class UnappliedPayment(BaseModel):
     received_at: datetime
     source: Source
     reason: str
+    kind: KeptKind = Field(default=KeptKind.PAYMENT, description="refund: a provider's refund, flagged for ops")
     recorded_at: datetime
     applied_invoice_id: str | None = None
     applied_at: datetime | None = None
@@ -94,7 +122,7 @@ class PaymentNotification(BaseModel):
 # --- recording -----------------------------------------------------------------------------------
 
 
-async def intake(ctx: ApiContext, invoice_id: str, payment: Payment, source: Source) -> PaymentReceipt:
+async def intake(ctx: PaymentContext, invoice_id: str, payment: Payment, source: Source) -> PaymentReceipt:
     """Record ``payment`` on the invoice, or keep it unapplied when no invoice can take it.
 
     A ``received_at`` in the future, long ago or before the invoice's issue date (as the read model
@@ -108,13 +136,13 @@ async def intake(ctx: ApiContext, invoice_id: str, payment: Payment, source: Sou
     kept = await _kept(ctx.pool, payment.payment_id)
     if kept and not _same(kept, invoice_id, payment):
         raise Problem(Kind.PAYMENT_CONFLICT, _conflict_text(kept))
-    if source == Source.WEBHOOK and not _is_invoice_id(invoice_id):
+    if source.money_arrived and not _is_invoice_id(invoice_id):
         return await keep_unapplied(ctx.pool, invoice_id, payment, source, f"{invoice_id!r} is not an invoice id")
     try:
         balance = await record_on_invoice(ctx, invoice_id, payment)
     except Problem as problem:
         refused = problem.kind in (Kind.INVOICE_CLOSED, Kind.WRONG_CURRENCY)
-        if problem.kind == Kind.INVOICE_NOT_FOUND or (source == Source.WEBHOOK and refused):
+        if problem.kind == Kind.INVOICE_NOT_FOUND or (source.money_arrived and refused):
             return await keep_unapplied(ctx.pool, invoice_id, payment, source, problem.detail)
         raise
     if kept:
@@ -122,11 +150,14 @@ async def intake(ctx: ApiContext, invoice_id: str, payment: Payment, source: Sou
     return _applied(invoice_id, payment, balance)
 
 
-async def apply_kept(ctx: ApiContext, payment_id: str, invoice_id: str) -> PaymentReceipt:
+async def apply_kept(ctx: PaymentContext, payment_id: str, invoice_id: str) -> PaymentReceipt:
     """Record a kept payment on ``invoice_id`` (which may differ from the payer's reference)."""
     kept = await _kept(ctx.pool, payment_id)
     if kept is None:
         raise Problem(Kind.NOT_FOUND, f"no unapplied payment {payment_id}")
+    if kept.kind == KeptKind.REFUND:
+        detail = f"{payment_id} is a refund the provider reported, not a payment: correct the invoice by hand"
+        raise Problem(Kind.REQUEST_REFUSED, detail)
     if kept.applied_invoice_id not in (None, invoice_id):
         raise Problem(Kind.PAYMENT_CONFLICT, f"payment {payment_id} was already applied to invoice {kept.applied_invoice_id}")
     payment = Payment(
@@ -137,7 +168,7 @@ async def apply_kept(ctx: ApiContext, payment_id: str, invoice_id: str) -> Payme
     return _applied(invoice_id, payment, balance)
 
 
-async def record_on_invoice(ctx: ApiContext, invoice_id: str, payment: Payment) -> int:
+async def record_on_invoice(ctx: PaymentContext, invoice_id: str, payment: Payment) -> int:
     """Record the payment through the workflow update; returns the balance.
 
     A repeat after the invoice closed (its workflow has ended) gets the balance the first
@@ -186,12 +217,14 @@ def _is_invoice_id(reference: str) -> bool:
 # --- unapplied payments ----------------------------------------------------------------------------
 
 
-async def keep_unapplied(pool: asyncpg.Pool, invoice_id: str, payment: Payment, source: Source, reason: str) -> PaymentReceipt:
+async def keep_unapplied(
+    pool: asyncpg.Pool, invoice_id: str, payment: Payment, source: Source, reason: str, kind: KeptKind = KeptKind.PAYMENT
+) -> PaymentReceipt:
     """Keep the payment aside; a repeat of the same payment gets the first answer."""
     received_at = payment.received_at or datetime.now(timezone.utc)
     await pool.execute(
-        "INSERT INTO unapplied_payments (payment_id, invoice_id, amount_minor, currency, received_at, source, reason)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (payment_id) DO NOTHING",
+        "INSERT INTO unapplied_payments (payment_id, invoice_id, amount_minor, currency, received_at, source, reason, kind)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (payment_id) DO NOTHING",
         payment.payment_id,
         invoice_id,
         payment.amount_minor,
@@ -199,6 +232,7 @@ async def keep_unapplied(pool: asyncpg.Pool, invoice_id: str, payment: Payment, 
         received_at,
         source.value,
         reason,
+        kind.value,
     )
     kept = await _kept(pool, payment.payment_id)
     assert kept is not None

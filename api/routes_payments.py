@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -21,7 +21,7 @@ from workflows.models import Payment
 router = APIRouter(tags=["payments"])
 Context = Annotated[ApiContext, Depends(api_context)]
 
-RECEIPT_RESPONSES = {
+RECEIPT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Applied: the invoice's new balance. A repeat of the same payment gets the same answer."},
     202: {"model": PaymentReceipt, "description": "Kept unapplied (no such invoice); listed at /payments/unapplied."},
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from enum import StrEnum
@@ -165,7 +166,7 @@ def _wants_csv(request: Request, format: Format | None) -> bool:
     return CSV_MEDIA_TYPE in accepted and "application/json" not in accepted
 
 
-def _csv(rows: list[BaseModel], model: type[BaseModel], name: str) -> Response:
+def _csv(rows: Sequence[BaseModel], model: type[BaseModel], name: str) -> Response:
     """The rows as CSV with a header line, money in minor units as in JSON."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")

@@ -8,6 +8,7 @@ activities do nothing. At each level the two run one after the other on the same
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections import Counter
@@ -107,7 +108,7 @@ async def _level(
 ) -> tuple[float, list[Lifecycle], list[str]]:
     """Run ``count`` lifecycles, ``concurrency`` at a time: (per second, the lifecycles, the failures)."""
     began = time.monotonic()
-    outcomes = await run_bounded([lambda n=n: drive(f"{prefix}-{n}") for n in range(count)], concurrency)
+    outcomes = await run_bounded([functools.partial(drive, f"{prefix}-{n}") for n in range(count)], concurrency)
     elapsed = time.monotonic() - began
     done = [o for o in outcomes if isinstance(o, Lifecycle)]
     failed = [f"{type(o).__name__}: {o}"[:300] for o in outcomes if isinstance(o, BaseException)]
@@ -121,7 +122,8 @@ async def measure_lifecycle(
     began = time.monotonic()
     gap = timedelta(seconds=sizes.gap)
     run = uuid.uuid4().hex[:6]
-    levels, figures, shapes = [], [], {}
+    levels, figures = [], []
+    shapes: dict[str, dict[str, int]] = {}
     assert stack.client is not None
     client = stack.client
     for concurrency in sizes.concurrency:

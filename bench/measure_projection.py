@@ -11,6 +11,7 @@ table of a second database. The target is the rebuild: at least half the speed o
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -39,7 +40,7 @@ async def _append(pool: asyncpg.Pool, calls: list[Batch], concurrency: int) -> f
     """Seconds to append ``calls`` (one ``append_events`` each, ``concurrency`` at a time)."""
     ledger = LedgerActivities(pool)
     began = time.perf_counter()
-    outcomes = await run_bounded([lambda c=c: ledger.append_events(c.events, c.snapshot) for c in calls], concurrency)
+    outcomes = await run_bounded([functools.partial(ledger.append_events, c.events, c.snapshot) for c in calls], concurrency)
     failures = [o for o in outcomes if isinstance(o, BaseException)]
     if failures:
         raise RuntimeError(f"{len(failures)} appends failed: {failures[0]}")

@@ -9,19 +9,22 @@ does the same with as many baseline workflows (two no-op activities at start and
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from bench.baseline import BaselinePlan, BaselineWorkflow
 from bench.report import Figure, Measurement, Target
 from bench.stack import BASELINE_QUEUE, INVOICE_QUEUE, BenchStack
 from bench.workload import ACTIVITIES_PER_STEP, Say, boundary_invoice, poll, run_bounded, sleep_until, utc_now
 from client import invoices
+from workflows.invoice import InvoiceWorkflow
+from workflows.models import InvoiceOutcome
 
 MEMORY_TARGET = Target(on="value", op="<=", bound=600)
 FAR_AWAY = timedelta(days=30)
@@ -65,11 +68,11 @@ async def _invoice_phase(stack: BenchStack, sizes: ScaleSizes, run: str, report_
     client, pool, phase = stack.client, stack.pool, Phase()
 
     async def open_invoices(prefix: str, count: int, boundary: datetime) -> float:
+        async def start(n: int) -> WorkflowHandle[InvoiceWorkflow, InvoiceOutcome]:
+            return await invoices.start_invoice(client, INVOICE_QUEUE, boundary_invoice(f"{prefix}{n}", boundary))
+
         began = time.monotonic()
-        jobs = [
-            lambda n=n: invoices.start_invoice(client, INVOICE_QUEUE, boundary_invoice(f"{prefix}{n}", boundary))
-            for n in range(count)
-        ]
+        jobs = [functools.partial(start, n) for n in range(count)]
         failures = [o for o in await run_bounded(jobs, sizes.start_concurrency) if isinstance(o, BaseException)]
         if failures:
             raise RuntimeError(f"{len(failures)} invoices did not start: {failures[0]}")
@@ -97,11 +100,11 @@ async def _baseline_phase(client: Client, sizes: ScaleSizes, run: str, report_pr
         plan = BaselinePlan(
             start_activities=ACTIVITIES_PER_STEP, steps=[(boundary, ACTIVITIES_PER_STEP)], wait_for_payment=False
         )
+        async def start(n: int) -> WorkflowHandle[BaselineWorkflow, int]:
+            return await client.start_workflow(BaselineWorkflow.run, plan, id=f"{prefix}{n}", task_queue=BASELINE_QUEUE)
+
         began = time.monotonic()
-        jobs = [
-            lambda n=n: client.start_workflow(BaselineWorkflow.run, plan, id=f"{prefix}{n}", task_queue=BASELINE_QUEUE)
-            for n in range(count)
-        ]
+        jobs = [functools.partial(start, n) for n in range(count)]
         failures = [o for o in await run_bounded(jobs, sizes.start_concurrency) if isinstance(o, BaseException)]
         if failures:
             raise RuntimeError(f"{len(failures)} baseline workflows did not start: {failures[0]}")

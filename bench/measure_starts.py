@@ -89,7 +89,7 @@ async def _payment_pair(
         if err.refusal != Refusal.UNAVAILABLE:
             raise
         real = None
-    handle = client.get_workflow_handle_for(BareWorkflow.run, bare_id)
+    handle = client.get_workflow_handle(bare_id, result_type=int)
     update = functools.partial(
         handle.execute_update, BareWorkflow.ping, PAYMENT_MINOR, rpc_timeout=invoices.ANSWER_TIMEOUT
     )
@@ -137,19 +137,26 @@ async def measure_starts(stack: BenchStack, sizes: StartSizes, report_progress: 
     count = sizes.open_invoices
     assert stack.client is not None and stack.pool is not None
     client: Client = stack.client
+    pool = stack.pool
     bare_ids = [f"bare-{run}-{n}" for n in range(count)]
     invoice_ids = [f"S{run}-{n}" for n in range(count)]
     today = date.today()
+
+    async def start_bare(workflow_id: str) -> object:
+        return await client.start_workflow(BareWorkflow.run, id=workflow_id, task_queue=BASELINE_QUEUE)
+
+    async def start_invoice(invoice_id: str) -> object:
+        return await invoices.start_invoice(client, INVOICE_QUEUE, open_invoice(invoice_id, today))
     async with stack.watch() as watch:
         report_progress(f"starts: {count} bare workflows")
         bare_rate, bare_failed = await _start_rate(
-            [lambda i=i: client.start_workflow(BareWorkflow.run, id=i, task_queue=BASELINE_QUEUE) for i in bare_ids],
+            [functools.partial(start_bare, i) for i in bare_ids],
             sizes.start_concurrency,
         )
         report_progress(f"starts: {count} invoices")
         real_began = time.monotonic()
         real_rate, real_failed = await _start_rate(
-            [lambda i=i: invoices.start_invoice(client, INVOICE_QUEUE, open_invoice(i, today)) for i in invoice_ids],
+            [functools.partial(start_invoice, i) for i in invoice_ids],
             sizes.start_concurrency,
         )
         report_progress(f"starts: waiting for {count} invoice-issued notices")
@@ -160,10 +167,10 @@ async def measure_starts(stack: BenchStack, sizes: StartSizes, report_progress: 
             _sample_while_busy(client, invoice_ids, bare_ids, pick, f"BUSY-{run}", busy_ms, issued)
         )
         lags: list[float] = []
-        lag_sampler = asyncio.create_task(_sample_projection_lag(stack.pool, lags, issued))
+        lag_sampler = asyncio.create_task(_sample_projection_lag(pool, lags, issued))
         try:
             await poll(
-                lambda: _issued_notices(stack.pool, f"S{run}-"),
+                lambda: _issued_notices(pool, f"S{run}-"),
                 lambda n: n >= count - real_failed,
                 sizes.drain_timeout,
                 1.0,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from statistics import median
 
+from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -28,7 +29,7 @@ from worker.embedded import find_executable
 from worker.sandbox import workflow_runner
 from workflows import policy
 from workflows.invoice import InvoiceWorkflow
-from workflows.models import DecideLegal, InvoiceState, StageAction
+from workflows.models import DecideLegal, InvoiceState, LegalDecision, StageAction
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 from workflows.state import InvoiceWorkflowInput
 
@@ -52,7 +53,7 @@ async def time_skipping_environment() -> WorkflowEnvironment:
     await env.client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(
             namespace=env.client.namespace,
-            search_attributes={key.name: int(key.indexed_value_type) for key in SEARCH_ATTRIBUTES},
+            search_attributes={key.name: IndexedValueType.ValueType(key.indexed_value_type) for key in SEARCH_ATTRIBUTES},
         )
     )
     return env
@@ -79,7 +80,7 @@ async def _one_invoice(env: WorkflowEnvironment, client: Client, queue: str) -> 
     await poll(
         lambda: handle.query(InvoiceWorkflow.status), lambda s: s.state == InvoiceState.LEGAL_REVIEW, TIMEOUT, 0.05
     )
-    await handle.execute_update(InvoiceWorkflow.decide_legal, DecideLegal(decision="write_off"))
+    await handle.execute_update(InvoiceWorkflow.decide_legal, DecideLegal(decision=LegalDecision.WRITE_OFF))
     outcome = await handle.result()
     if outcome.state != InvoiceState.WRITTEN_OFF:
         raise RuntimeError(f"{invoice.invoice_id} ended {outcome.state}")

@@ -19,6 +19,7 @@ from temporalio.worker import Worker
 from activities.calendar import public_holidays
 from activities.ledger import Batch
 from worker.sandbox import workflow_runner
+from workflows import contracts
 from workflows.events import InvoiceSnapshot
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
@@ -26,8 +27,10 @@ from workflows.models import (
     DomainEvent,
     EquipmentRequest,
     EquipmentResult,
+    NoticeDelivery,
     NoticeRequest,
     ServiceAction,
+    ServiceChange,
 )
 
 
@@ -42,7 +45,7 @@ class Hold:
 
 
 @dataclass
-class Recorder:
+class Recorder(contracts.Ledger, contracts.Notices, contracts.Service, contracts.Equipment):
     """Activities registered by the real names that remember what they were asked to do."""
 
     notices: list[NoticeRequest] = field(default_factory=list)
@@ -68,16 +71,16 @@ class Recorder:
                 await held.released.wait()
 
     @activity.defn(name="send_notice")
-    async def send_notice(self, notice: NoticeRequest) -> dict:
+    async def send_notice(self, notice: NoticeRequest) -> NoticeDelivery:
         await self._wait_if_held("send_notice", notice)
         if all(n.idempotency_key != notice.idempotency_key for n in self.notices):
             self.notices.append(notice)
         delivered = [c for c in ("email", "webhook") if c == "email" or c in self.failing_channels]
-        return {
-            "message_id": f"<{notice.idempotency_key}>",
-            "delivered": [c for c in delivered if c not in self.failing_channels],
-            "failed": dict(self.failing_channels),
-        }
+        return NoticeDelivery(
+            message_id=f"<{notice.idempotency_key}>",
+            delivered=[c for c in delivered if c not in self.failing_channels],
+            failed=dict(self.failing_channels),
+        )
 
     @activity.defn(name="suspend_equipment")
     async def suspend_equipment(self, request: EquipmentRequest) -> EquipmentResult:
@@ -109,24 +112,24 @@ class Recorder:
         return len(new)
 
     @activity.defn(name="suspend_service")
-    async def suspend_service(self, request: ServiceAction) -> dict:
+    async def suspend_service(self, request: ServiceAction) -> ServiceChange:
         await self._wait_if_held("suspend_service", request)
         self.service_calls.append(("suspend", request))
         return self._service_result(request, blocked=True)
 
     @activity.defn(name="restore_service")
-    async def restore_service(self, request: ServiceAction) -> dict:
+    async def restore_service(self, request: ServiceAction) -> ServiceChange:
         self.service_calls.append(("restore", request))
         return self._service_result(request, blocked=False)
 
     @staticmethod
-    def _service_result(request: ServiceAction, blocked: bool) -> dict:
+    def _service_result(request: ServiceAction, blocked: bool) -> ServiceChange:
         """What the real activity answers."""
-        return {
-            "support_and_orders_blocked": blocked,
-            "remote_disconnect_authorized": request.remote_disconnect_authorized,
-            "equipment_ids": request.equipment_ids if request.remote_disconnect_authorized else [],
-        }
+        return ServiceChange(
+            support_and_orders_blocked=blocked,
+            remote_disconnect_authorized=request.remote_disconnect_authorized,
+            equipment_ids=request.equipment_ids if request.remote_disconnect_authorized else [],
+        )
 
     def notice_kinds(self, invoice_id: str | None = None) -> list[str]:
         return [n.kind.value for n in self.notices if invoice_id in (None, n.invoice_id)]

@@ -41,13 +41,13 @@ class Figure(BaseModel):
             raise ValueError(f"a measured value must be a positive number, not {value}")
         return value
 
-    @computed_field
+    @computed_field  # type: ignore[prop-decorator]  # mypy cannot stack a decorator on a property (pydantic's documented workaround)
     @property
     def ratio(self) -> float:
         """measured / baseline: for a rate, 1.0 is as fast as the baseline; for a time, as quick."""
         return round(self.measured / self.baseline, 3)
 
-    @computed_field
+    @computed_field  # type: ignore[prop-decorator]  # as above
     @property
     def met(self) -> bool | None:
         if self.target is None:

@@ -263,7 +263,7 @@ class BenchStack:
             postgres = await asyncio.to_thread(start_postgres, self.pgdata)
             self._exit.callback(postgres.stop)
             self.server_url = postgres.url
-            self.postgres_pid = postgres.pid
+            self.postgres_pid = postgres.pid or 0
             self.db_url = await new_database(self.server_url, BENCH_DATABASE)
             self.pool = await create_pool(self.db_url)
             self._exit.push_async_callback(self.pool.close)
@@ -352,7 +352,7 @@ class BenchStack:
             for sample in family.samples if kind else ():
                 if kind == "frontend" and sample.labels.get("service_name") != "frontend":
                     continue  # the services' calls to one another
-                counts[f"{kind}:{sample.labels.get('operation', '?')}"] += sample.value
+                counts[f"{kind}:{sample.labels.get('operation', '?')}"] += int(sample.value)  # a counter's samples are whole
         return counts
 
     async def disk_usage_mb(self) -> dict[str, float]:

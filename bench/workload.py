@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, TypeVar
 
@@ -129,7 +129,7 @@ async def poll(
         await asyncio.sleep(interval)
 
 
-async def run_bounded(jobs: list[Callable[[], Awaitable[T]]], concurrency: int) -> list[T | BaseException]:
+async def run_bounded(jobs: Sequence[Callable[[], Awaitable[T]]], concurrency: int) -> list[T | BaseException]:
     """Run the jobs with at most ``concurrency`` at a time; each job's result or exception, in order."""
     slots = asyncio.Semaphore(concurrency)
 

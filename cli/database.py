@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -37,7 +37,7 @@ def migrate() -> list[str]:
     return _in_one_line(lambda: apply_schema(Settings().resolved_owner_database_url()))
 
 
-def _in_one_line(main: Callable[[], Awaitable[T]]) -> T:
+def _in_one_line(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
         return asyncio.run(main())
     except (OSError, asyncpg.CannotConnectNowError) as err:

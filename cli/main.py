@@ -35,6 +35,7 @@ from activities.ledger import create_pool
 from activities.projections import invoice_status
 from cli.database import redacted_url, unreachable_database
 from cli.equipment import app as equipment_app
+from cli.payments import app as payments_app
 from cli.projections import app as projections_app
 from cli.usage import CONTEXT, OneLineUsageErrors
 from client import invoices
@@ -74,6 +75,7 @@ codec_app = typer.Typer(help="Payload encryption keys.", no_args_is_help=True)
 app.add_typer(codec_app, name="codec")
 app.add_typer(projections_app, name="projections")
 app.add_typer(equipment_app, name="equipment")
+app.add_typer(payments_app, name="payments")
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -234,9 +236,11 @@ async def _until_terminated(service: Awaitable[None]) -> None:
     """Run ``service``; SIGTERM (``docker stop``, a deploy) or SIGHUP cancels it as Ctrl-C does, so that it
     shuts down in order: a worker finishes its running activities and hands its cached invoices back to
     Temporal at once, instead of leaving their next tasks to wait for a worker that is gone."""
+    task = asyncio.current_task()
+    assert task is not None  # awaited in a task
     if threading.current_thread() is threading.main_thread():  # signals reach only the main thread
         for stop_signal in (signal.SIGTERM, signal.SIGHUP):
-            asyncio.get_running_loop().add_signal_handler(stop_signal, asyncio.current_task().cancel)
+            asyncio.get_running_loop().add_signal_handler(stop_signal, task.cancel)
     await service
 
 

@@ -41,7 +41,7 @@ async def check_namespace(client: Client, namespace: str) -> None:
             raise NotSetUp(f"namespace {namespace!r} does not exist: run `dunning setup`") from err
         raise
     if missing:
-        names = ", ".join(f"{key.name} ({IndexedValueType.Name(int(key.indexed_value_type))})" for key in missing)
+        names = ", ".join(f"{key.name} ({IndexedValueType.Name(IndexedValueType.ValueType(key.indexed_value_type))})" for key in missing)
         raise NotSetUp(f"namespace {namespace!r} lacks the search attributes {names}: run `dunning setup`")
 
 
@@ -64,7 +64,7 @@ async def set_up_namespace(client: Client, namespace: str, retention: timedelta 
         await client.operator_service.add_search_attributes(
             AddSearchAttributesRequest(
                 namespace=namespace,
-                search_attributes={key.name: int(key.indexed_value_type) for key in missing},
+                search_attributes={key.name: IndexedValueType.ValueType(key.indexed_value_type) for key in missing},
             )
         )
         done.append("registered search attributes " + ", ".join(key.name for key in missing))

@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     )
     payment_webhook_secret: str | None = None
     payment_webhook_tolerance_seconds: int = Field(default=300, ge=1)
+    stripe_webhook_secret: str | None = Field(default=None, description="the Stripe endpoint's signing secret (whsec_…)")
+    stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -40,6 +40,7 @@ OPS_TOKEN = "ops-" + uuid.uuid4().hex
 INTEGRATION_TOKEN = "integration-" + uuid.uuid4().hex
 METRICS_TOKEN = "metrics-" + uuid.uuid4().hex
 WEBHOOK_SECRET = "whsec-" + uuid.uuid4().hex
+STRIPE_SECRET = "whsec_" + uuid.uuid4().hex
 PROBLEM_JSON = "application/problem+json"
 TIME_ZONE = "Europe/Bucharest"
 
@@ -106,6 +107,7 @@ async def api_stack(dev_env: WorkflowEnvironment, postgres_url: str) -> AsyncIte
         api_tokens={OPS_TOKEN: "ops", INTEGRATION_TOKEN: "integration", METRICS_TOKEN: "metrics"},
         payment_webhook_secret=WEBHOOK_SECRET,
         payment_webhook_tolerance_seconds=300,
+        stripe_webhook_secret=STRIPE_SECRET,
     )
     await apply_schema(settings.resolved_owner_database_url())
     pool = await create_pool(settings.resolved_database_url())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -32,10 +33,12 @@ from workflows.models import (
     Instalment,
     InvoiceState,
     MarkFactored,
+    NoticeDelivery,
     OpenDispute,
     Payment,
     PaymentPlan,
     ResolveDispute,
+    ServiceChange,
     Stage,
     StageAction,
 )
@@ -43,7 +46,7 @@ from workflows.models import (
 AT = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
 INVOICE = make_invoice(date(2026, 11, 1), invoice_id="INV-E1").model_dump(mode="json")
 SERVICE = {"support_and_orders_blocked": True, "remote_disconnect_authorized": False, "equipment_ids": []}
-EQUIPMENT = {"equipment_id": "srv-1", "state": "Off", "changed": True, "dry_run": False}
+EQUIPMENT = {"equipment_id": "srv-1", "changed": True, "state": "Off", "dry_run": False}
 LEGAL_SUMMARY = {
     "balance_minor": 108_000,
     "fees_minor": 8_000,
@@ -71,11 +74,11 @@ SAMPLES: dict[EventKind, dict[str, Any]] = {
     EventKind.DISCOUNT_APPLIED: {"amount_minor": 2_000},
     EventKind.OVERPAYMENT_CREDITED: {"amount_minor": 500},
     EventKind.DISPUTE_OPENED: {"reason": "hours billed twice"},
-    EventKind.DISPUTE_RESOLVED: {"outcome": "upheld", "credit_minor": 10_000, "note": ""},
+    EventKind.DISPUTE_RESOLVED: {"outcome": "upheld", "credit_minor": 10_000, "note": "", "escalation_moved_by": "P3D"},
     EventKind.PAYMENT_PLAN_AGREED: {"plan": {"instalments": [{"due_date": "2026-12-01", "amount_minor": 100_000}]}},
     EventKind.INSTALMENT_MISSED: {"instalment": 1, "expected_minor": 100_000, "received_minor": 0},
     EventKind.SERVICE_SUSPENDED: {**SERVICE, "service": "hosting"},
-    EventKind.SERVICE_RESTORED: {**SERVICE, "support_and_orders_blocked": False},
+    EventKind.SERVICE_RESTORED: {**SERVICE, "support_and_orders_blocked": False, "service": None},
     EventKind.EQUIPMENT_SUSPENDED: EQUIPMENT,
     EventKind.EQUIPMENT_RESTORED: {**EQUIPMENT, "state": "On"},
     EventKind.SUSPEND_FAILED: {"equipment_id": "srv-2", "error": "refused the connection"},
@@ -129,6 +132,50 @@ def test_a_sample_validates_and_wrong_payloads_are_refused(kind: EventKind):
     assert required, f"{kind} has no required field"
     with pytest.raises(ValidationError, match="Field required"):
         payload_of(event(kind, {k: v for k, v in sample.items() if k != required[0]}))
+
+
+def recordable_payload_classes(base: type[ev.EventPayload] = ev.EventPayload) -> list[type[ev.EventPayload]]:
+    """Every payload class that names its own kind (a shared base such as ``ServiceChanged`` names none)."""
+    found = []
+    for cls in base.__subclasses__():
+        if "event_kind" in vars(cls):
+            found.append(cls)
+        found += recordable_payload_classes(cls)
+    return found
+
+
+def test_each_kind_follows_from_exactly_one_payload_class():
+    classes = recordable_payload_classes()
+    assert sorted(cls.event_kind for cls in classes) == sorted(EventKind)  # every kind, none twice
+    assert all(PAYLOADS[cls.event_kind] is cls for cls in classes)
+    with pytest.raises(AttributeError):  # a shared base cannot be recorded: it has no kind
+        ev.ServiceChanged(**SERVICE).event_kind  # noqa: B018
+
+
+@pytest.mark.parametrize("kind", list(EventKind))
+def test_a_payload_writes_the_json_the_workflow_always_wrote(kind: EventKind):
+    """The event log's rows keep their shape, key order included: same fields, same value formats."""
+    payload = PAYLOADS[kind].model_validate(SAMPLES[kind])
+    assert json.dumps(payload.data()) == json.dumps(SAMPLES[kind])
+
+
+def test_a_payload_of_the_wrong_shape_cannot_be_built():
+    with pytest.raises(ValidationError, match="reason\n  Field required"):
+        ev.LateFeeCharged(**{"number": 1, "amount_minor": 3_500})
+    with pytest.raises(ValidationError, match="currency\n  Extra inputs are not permitted"):
+        ev.LateFeeCharged(**{"number": 1, "amount_minor": 3_500, "reason": "late fee", "currency": "EUR"})
+    with pytest.raises(ValidationError, match="stage\n  Input should be"):
+        ev.StageReached(**{"stage": "nagging", "days_overdue": 3})
+    with pytest.raises(ValidationError, match="state\n  Value error, 'warned' is not a closed state"):
+        ev.InvoiceClosed(**{**SAMPLES[EventKind.INVOICE_CLOSED], "state": InvoiceState.WARNED})
+
+
+def test_activity_results_recorded_by_older_releases_still_decode():
+    """v1 recorded a bare Message-ID for a notice and the block alone for a suspension."""
+    assert NoticeDelivery.model_validate("<m1@dunning>") == NoticeDelivery(message_id="<m1@dunning>", delivered=["email"])
+    assert ServiceChange.model_validate({"support_and_orders_blocked": True}).equipment_ids == []
+    with pytest.raises(ValidationError):
+        NoticeDelivery.model_validate({"message_id": "<m1@dunning>"})
 
 
 @pytest.mark.parametrize(

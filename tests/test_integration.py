@@ -37,6 +37,7 @@ from workflows.models import (
     Invoice,
     InvoiceOutcome,
     InvoiceState,
+    NoticeDelivery,
     NoticeKind,
     NoticeRequest,
     StageAction,
@@ -193,6 +194,9 @@ async def test_invoice_lifecycle_end_to_end(client, pool, settings, env, smtp_se
         fees_minor=LATE_FEE,
         written_off_minor=0,
         overpaid_minor=0,
+        credited_minor=0,
+        balance_minor=0,
+        last_sequence=await pool.fetchval("SELECT max(sequence) FROM invoice_events WHERE invoice_id = $1", invoice.invoice_id),
     )
 
     # one e-mail per notice step, each with its own stable Message-ID
@@ -316,17 +320,17 @@ async def test_deliveries_are_recorded_and_a_rerun_sends_nothing(client, pool, s
     notices = notice_activities(pool, settings)
     activity_env = ActivityEnvironment()
     first = notice_request(invoice, keys[0], NoticeKind.INVOICE_ISSUED)
-    assert (await activity_env.run(notices.send_notice, first))["message_id"] == rows[0]["message_id"]
+    assert (await activity_env.run(notices.send_notice, first)).message_id == rows[0]["message_id"]
     assert len(smtp_server.messages) == received
     row = await pool.fetchrow("SELECT status, attempts FROM notice_deliveries WHERE idempotency_key = $1", keys[0])
     assert (row["status"], row["attempts"]) == ("sent", 1)  # attempts counts sends tried: none this time
 
     # a new step is sent once; running it again sends nothing
     fresh = notice_request(invoice, f"{invoice.workflow_id}/9999-invoice_issued", NoticeKind.INVOICE_ISSUED)
-    message_id = (await activity_env.run(notices.send_notice, fresh))["message_id"]
+    message_id = (await activity_env.run(notices.send_notice, fresh)).message_id
     assert len(smtp_server.messages) == received + 1
     assert smtp_server.messages[-1]["Message-ID"] == message_id
-    assert await activity_env.run(notices.send_notice, fresh) == {"message_id": message_id, "delivered": ["email"], "failed": {}}
+    assert await activity_env.run(notices.send_notice, fresh) == NoticeDelivery(message_id=message_id, delivered=["email"])
     assert len(smtp_server.messages) == received + 1
     row = await pool.fetchrow("SELECT status, attempts FROM notice_deliveries WHERE idempotency_key = $1", fresh.idempotency_key)
     assert (row["status"], row["attempts"]) == ("sent", 1)

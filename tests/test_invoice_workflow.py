@@ -209,6 +209,8 @@ async def test_payment_is_idempotent_by_payment_id(env, client, queue, recorder)
     assert await handle.execute_update(InvoiceWorkflow.record_payment, pay("same", 10_000)) == 90_000
     await handle.signal(PAYMENT_SIGNAL, pay("same", 10_000))
     await eventually(lambda: recorder.notice_kinds(invoice.invoice_id).count("receipt") == 1)
+    # the outbox sends the receipt before it appends the batch's events: wait for the append
+    await eventually(lambda: recorder.events_of(invoice.invoice_id, "payment_recorded") != [])
     current = await status(handle)
     assert current.paid_minor == 10_000
     assert len(recorder.events_of(invoice.invoice_id, "payment_recorded")) == 1

@@ -42,7 +42,7 @@ from tests.notice_servers import (  # noqa: F401 - fixtures
     smtp_config,
     trusted_ca,
 )
-from workflows.models import SUPPORTED_LANGUAGES, NoticeKind, NoticeRequest
+from workflows.models import SUPPORTED_LANGUAGES, NoticeDelivery, NoticeKind, NoticeRequest
 
 DOUBLE_FULL_STOP = re.compile(r"(?<!\.)\.\.(?!\.)")  # "лв.." or "г..", not an ellipsis
 CASES = [(kind, client) for kind in NoticeKind for client in CLIENTS]
@@ -55,7 +55,7 @@ class Delivery:
 
     client: Client
     notice: NoticeRequest
-    result: dict
+    result: NoticeDelivery
     received: Received
 
 
@@ -193,7 +193,7 @@ async def test_the_notice_arrives_stating_its_facts(catalogue: Catalogue, kind: 
 
     message_id = message_id_for(notice.idempotency_key, SENDER)
     assert message["Message-ID"] == message_id, what
-    assert delivery.result == {"message_id": message_id, "delivered": ["email"], "failed": {}}, what
+    assert delivery.result == NoticeDelivery(message_id=message_id, delivered=["email"]), what
     assert received.tls and received.login == SMTP_USER, what
     assert (received.mail_from, received.rcpt_tos) == (SENDER, [client.email]), what
     [to] = message["To"].addresses

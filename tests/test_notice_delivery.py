@@ -47,7 +47,7 @@ from tests.notice_servers import (
 )
 from worker.sandbox import workflow_runner
 from workflows.invoice import InvoiceWorkflow
-from workflows.models import AgencyHandover, DomainEvent, DunningPolicy, EventKind, NoticeKind
+from workflows.models import AgencyHandover, DomainEvent, DunningPolicy, EventKind, NoticeDelivery, NoticeKind
 
 # aiosmtpd cannot see that an implicit-TLS connection is encrypted, and warns about AUTH without TLS
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
@@ -63,7 +63,7 @@ async def test_starttls_with_auth_delivers_the_rendered_notice(pool, starttls_se
     result = await run_activity(notices.send_notice, notice)
 
     message_id = message_id_for(notice.idempotency_key, SENDER)
-    assert result == {"message_id": message_id, "delivered": ["email"], "failed": {}}
+    assert result == NoticeDelivery(message_id=message_id, delivered=["email"], failed={})
     [received] = starttls_server.received
     assert received.tls and received.login == SMTP_USER
     assert (received.mail_from, received.rcpt_tos) == (SENDER, ["ivan@client.example"])
@@ -154,7 +154,7 @@ async def test_an_internationalised_mailbox_is_sent_with_smtputf8(pool):
     with running_server(MailServer("none", None, smtputf8=True)) as server:
         notice = notice_request(to_email="иван@пример.example")
         result = await run_activity(notice_activities(pool, smtp_config(server, None, "none")).send_notice, notice)
-    assert result["delivered"] == ["email"]
+    assert result.delivered == ["email"]
     [received] = server.received
     assert received.smtputf8 and received.rcpt_tos == ["иван@xn--e1afmkfd.example"]
     [to] = received.message["To"].addresses

@@ -41,6 +41,7 @@ def test_romanian_invoice_reads_back_with_diacritics() -> None:
     assert "Cum puteți plăti" in text
     assert PAYEE.payment_instructions in text
     assert "IBAN: RO49 AAAA 1B31 0075 9384 0000" in text
+    assert "Referință de plată RF03 4F7R EE0J V0RU 7EU" in text  # ISO 11649, matched on bank statements
     assert "O'Brien <script>alert(1)</script>" in text  # a PDF is not HTML: the name prints as given
 
 
@@ -49,6 +50,7 @@ def test_bulgarian_invoice_reads_back_in_cyrillic() -> None:
     assert "Фактура INV-2025-0042" in text
     assert spaced(f"Дължима сума {format_currency(Decimal('12725.00'), 'BGN', locale='bg_BG')}") in text
     assert "Неустойка за забава 2" in text
+    assert "Референция за плащане RF03 4F7R EE0J V0RU 7EU" in text
     assert "Как да платите" in text
 
 

@@ -67,6 +67,7 @@ def test_every_notice_states_what_a_clear_invoice_states(
         assert long_date(DUE, language) in body
         assert PAYEE.payment_instructions in body
         assert "RO49 AAAA 1B31 0075 9384 0000" in body
+        assert "RF03 4F7R EE0J V0RU 7EU" in body  # the invoice's ISO 11649 reference, that statements are matched by
         assert PAYEE.payment_link in body
     assert PAYEE.name in rendered.text
     assert "Tehnoserv &amp; Co SRL" in rendered.html

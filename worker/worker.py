@@ -8,6 +8,7 @@ from concurrent.futures import Executor
 from datetime import timedelta
 
 import asyncpg
+from pydantic import SecretStr
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -37,7 +38,7 @@ def smtp_config(settings: Settings) -> SmtpConfig:
         host=settings.smtp_host,
         port=settings.smtp_port,
         username=settings.smtp_username,
-        password=settings.smtp_password,
+        password=None if settings.smtp_password is None else SecretStr(settings.smtp_password),
         security=settings.smtp_security,
         ca_file=settings.smtp_ca_file,
     )

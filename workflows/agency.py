@@ -7,9 +7,10 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
-from workflows import policy
+from workflows import contracts, policy
 from workflows.charges import note_late_charges_stop
-from workflows.models import AgencyHandover, EventKind
+from workflows.events import AgencyHandedOver
+from workflows.models import AgencyHandover
 from workflows.outbox import NOTICE_RETRY, Outbox
 from workflows.patches import PATCH_AGENCY_PACKAGE, closed_meanwhile
 
@@ -21,7 +22,7 @@ async def hand_over(outbox: Outbox) -> None:
     """
     sent = await _send_package(outbox) if workflow.patched(PATCH_AGENCY_PACKAGE) else False
     if sent or not closed_meanwhile(outbox.ledger):
-        outbox.event(EventKind.AGENCY_HANDOVER, balance_minor=outbox.ledger.balance_minor, package_sent=sent)
+        outbox.record(AgencyHandedOver(balance_minor=outbox.ledger.balance_minor, package_sent=sent))
         outbox.ledger.handed_to_agency = True
         note_late_charges_stop(outbox)
 
@@ -43,8 +44,8 @@ async def _send_package(outbox: Outbox) -> bool:
         days_overdue=policy.days_overdue(ledger.invoice, workflow.now()),
     )
     try:
-        await workflow.execute_activity(
-            "send_agency_package",
+        await workflow.execute_activity_method(
+            contracts.Notices.send_agency_package,
             handover,
             start_to_close_timeout=timedelta(minutes=2),
             retry_policy=NOTICE_RETRY,

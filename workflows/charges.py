@@ -5,7 +5,8 @@ from __future__ import annotations
 from temporalio import workflow
 
 from workflows import policy
-from workflows.models import EventKind, format_money
+from workflows.events import LateChargesStopped
+from workflows.models import format_money
 from workflows.outbox import Outbox
 
 
@@ -16,6 +17,6 @@ def note_late_charges_stop(outbox: Outbox) -> None:
     if reason is None:
         return
     ledger.late_charges_stopped = reason
-    outbox.event(EventKind.LATE_CHARGES_STOPPED, reason=reason, fees_minor=ledger.fees_minor)
+    outbox.record(LateChargesStopped(reason=reason, fees_minor=ledger.fees_minor))
     fees = format_money(ledger.fees_minor, ledger.invoice.currency)
     ledger.remember(workflow.now(), f"Late charges stop ({reason}) at {fees}")

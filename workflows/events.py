@@ -1,16 +1,17 @@
 """The typed payload of every domain event kind: what each fact in the event log carries.
 
-``DomainEvent.data`` is stored as JSON; these models say what it must contain, so a malformed
-event is refused before it is written (``append_events``) and readers get typed payloads.
+``DomainEvent.data`` is stored as JSON; these models say what it must contain. The workflow
+records payload objects (``Outbox.record(LateFeeCharged(...))``): each class knows its kind, so a
+wrong shape fails the type checker or the model, not the append. Readers get typed payloads too.
 A field added to a payload later gets a default, so events written before it still validate.
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import Field, JsonValue, field_validator
+from pydantic import Field, JsonValue, PlainSerializer, field_validator
 
 from workflows.models import (
     ActionTaken,
@@ -24,74 +25,115 @@ from workflows.models import (
     NoticeKind,
     PaymentPlan,
     PositiveMinor,
+    ServiceChange,
     StageAction,
     Strict,
 )
 
 Minor = Annotated[int, Field(strict=True, ge=0, description="amount in minor units (cents)")]
 Count = Annotated[int, Field(strict=True, ge=0)]
+# written as ``datetime.isoformat()`` ("+00:00", not pydantic's "Z"), as events have always carried it
+IsoMoment = Annotated[datetime, PlainSerializer(datetime.isoformat, return_type=str, when_used="json")]
 
 
 class Payload(Strict):
     """Base of every payload: unknown fields are errors, instances are immutable."""
 
 
-class InvoiceIssued(Payload):
+class EventPayload(Payload):
+    """The payload of one kind of event; ``event_kind`` says which, so the kind follows from the class."""
+
+    event_kind: ClassVar[EventKind]
+
+    def data(self) -> dict[str, Any]:
+        """The payload as the event log stores it (``DomainEvent.data``)."""
+        return self.model_dump(mode="json")
+
+
+class InvoiceIssued(EventPayload):
+    event_kind = EventKind.INVOICE_ISSUED
+
     invoice: Invoice = Field(description="the whole invoice as started: terms, policy, contact")
 
 
-class InvoiceResent(Payload):
+class InvoiceResent(EventPayload):
+    event_kind = EventKind.INVOICE_RESENT
+
     balance_minor: Minor
 
 
-class NoticeSent(Payload):
+class NoticeSent(EventPayload):
+    event_kind = EventKind.NOTICE_SENT
+
     kind: NoticeKind
     step: str
     to: str
     channels: list[str] = Field(default_factory=list, description="channels that delivered it, e.g. ['email']")
 
 
-class NoticeFailed(Payload):
+class NoticeFailed(EventPayload):
+    event_kind = EventKind.NOTICE_FAILED
+
     kind: str = Field(description="a notice kind, or another message such as 'agency_package'")
     step: str
-    error: str
     channel: str = Field(default="all", description="the channel that failed; 'all' when nothing was delivered")
+    error: str
 
 
-class StageReached(Payload):
+class StageReached(EventPayload):
+    event_kind = EventKind.STAGE_REACHED
+
     stage: StageAction
     days_overdue: Count
 
 
-class LateFeeCharged(Payload):
+class LateFeeCharged(EventPayload):
+    event_kind = EventKind.LATE_FEE_CHARGED
+
     number: Annotated[int, Field(strict=True, ge=1)]
     amount_minor: PositiveMinor
     reason: str
 
 
-class PaymentRecorded(Payload):
+class PaymentRecorded(EventPayload):
+    event_kind = EventKind.PAYMENT_RECORDED
+
     payment_id: str
     amount_minor: PositiveMinor
-    received_at: datetime
+    received_at: IsoMoment
     balance_minor: Minor = Field(description="the balance after this payment")
 
 
-class PaymentRejected(Payload):
+class PaymentRejected(EventPayload):
+    event_kind = EventKind.PAYMENT_REJECTED
+
     reason: str
     payload: JsonValue = Field(description="what was received: the raw text, or the payment as JSON")
 
 
-class AmountApplied(Payload):
+class AmountApplied(EventPayload):
     """An early-payment discount granted, or an overpayment credited to the client."""
 
     amount_minor: PositiveMinor
 
 
-class DisputeOpened(Payload):
+class DiscountApplied(AmountApplied):
+    event_kind = EventKind.DISCOUNT_APPLIED
+
+
+class OverpaymentCredited(AmountApplied):
+    event_kind = EventKind.OVERPAYMENT_CREDITED
+
+
+class DisputeOpened(EventPayload):
+    event_kind = EventKind.DISPUTE_OPENED
+
     reason: str
 
 
-class DisputeResolved(Payload):
+class DisputeResolved(EventPayload):
+    event_kind = EventKind.DISPUTE_RESOLVED
+
     outcome: DisputeOutcome
     credit_minor: Minor
     note: str = ""
@@ -100,17 +142,21 @@ class DisputeResolved(Payload):
     )
 
 
-class PaymentPlanAgreed(Payload):
+class PaymentPlanAgreed(EventPayload):
+    event_kind = EventKind.PAYMENT_PLAN_AGREED
+
     plan: PaymentPlan
 
 
-class InstalmentMissed(Payload):
+class InstalmentMissed(EventPayload):
+    event_kind = EventKind.INSTALMENT_MISSED
+
     instalment: Annotated[int, Field(strict=True, ge=1)]
     expected_minor: Minor
     received_minor: int
 
 
-class ServiceChanged(Payload):
+class ServiceChanged(EventPayload):
     """Support and new orders blocked (suspended) or unblocked (restored) for one invoice."""
 
     support_and_orders_blocked: bool
@@ -118,34 +164,76 @@ class ServiceChanged(Payload):
     equipment_ids: list[str]
     service: str | None = Field(default=None, description="the service the invoice covers; None: all of them")
 
+    @classmethod
+    def after(cls, change: ServiceChange, service: str | None) -> Self:
+        """The event recording what ``suspend_service`` / ``restore_service`` did for the invoice's service."""
+        return cls(
+            support_and_orders_blocked=change.support_and_orders_blocked,
+            remote_disconnect_authorized=change.remote_disconnect_authorized,
+            equipment_ids=change.equipment_ids,
+            service=service,
+        )
 
-class EquipmentChanged(Payload):
+
+class ServiceSuspended(ServiceChanged):
+    event_kind = EventKind.SERVICE_SUSPENDED
+
+
+class ServiceRestored(ServiceChanged):
+    event_kind = EventKind.SERVICE_RESTORED
+
+
+class EquipmentChanged(EventPayload):
     """One piece of equipment cut or restored, with the state read back from it."""
 
     equipment_id: str
-    state: str
     changed: bool
+    state: str
     dry_run: bool
 
 
-class EquipmentFailed(Payload):
+class EquipmentSuspended(EquipmentChanged):
+    event_kind = EventKind.EQUIPMENT_SUSPENDED
+
+
+class EquipmentRestored(EquipmentChanged):
+    event_kind = EventKind.EQUIPMENT_RESTORED
+
+
+class EquipmentFailed(EventPayload):
+    """A piece of equipment that could not be cut or restored."""
+
     equipment_id: str
     error: str
 
 
-class AgencyHandedOver(Payload):
+class SuspendFailed(EquipmentFailed):
+    event_kind = EventKind.SUSPEND_FAILED
+
+
+class RestoreFailed(EquipmentFailed):
+    event_kind = EventKind.RESTORE_FAILED
+
+
+class AgencyHandedOver(EventPayload):
+    event_kind = EventKind.AGENCY_HANDOVER
+
     balance_minor: Minor
     package_sent: bool = False
 
 
-class InvoiceFactored(Payload):
+class InvoiceFactored(EventPayload):
+    event_kind = EventKind.INVOICE_FACTORED
+
     factor: str
     advance_minor: Minor
     balance_minor: Minor
 
 
-class LegalReviewOpened(Payload):
+class LegalReviewOpened(EventPayload):
     """The cost-benefit summary put before the human deciding (``policy.legal_summary``)."""
+
+    event_kind = EventKind.LEGAL_REVIEW_OPENED
 
     balance_minor: Minor
     fees_minor: Minor
@@ -159,14 +247,18 @@ class LegalReviewOpened(Payload):
     summary: str
 
 
-class LegalDecisionTaken(Payload):
+class LegalDecisionTaken(EventPayload):
+    event_kind = EventKind.LEGAL_DECISION
+
     decision: LegalDecision
     settle_amount_minor: PositiveMinor | None = None
     note: str = ""
     balance_minor: Minor = Field(description="the balance when the decision was taken")
 
 
-class InvoiceClosed(Payload):
+class InvoiceClosed(EventPayload):
+    event_kind = EventKind.INVOICE_CLOSED
+
     state: InvoiceState
     paid_minor: Minor
     fees_minor: Minor
@@ -181,84 +273,100 @@ class InvoiceClosed(Payload):
         return state
 
 
-class DiscountLapsed(Payload):
+class DiscountLapsed(EventPayload):
     """The early-payment discount was not used in time: the full amount is due."""
+
+    event_kind = EventKind.DISCOUNT_LAPSED
 
     last_day: date = Field(description="the last local date on which the discount applied")
 
 
-class LateChargesStopped(Payload):
+class LateChargesStopped(EventPayload):
     """No further late fee is charged: the cap was reached, or the invoice went to the agency or to law."""
+
+    event_kind = EventKind.LATE_CHARGES_STOPPED
 
     reason: str = Field(description="'cap reached', 'handed to the agency' or 'legal action'")
     fees_minor: Minor = Field(description="the late fees charged, which stay owed")
 
 
-class SmallBalanceWrittenOff(Payload):
+class SmallBalanceWrittenOff(EventPayload):
     """The residue a payment left was below the policy's tolerance: written off, and the invoice closes as paid."""
+
+    event_kind = EventKind.SMALL_BALANCE_WRITTEN_OFF
 
     amount_minor: PositiveMinor
     payment_id: str = Field(description="the payment that left it")
 
 
-class EscalationStopped(Payload):
+class EscalationStopped(EventPayload):
     """The balance is below the policy's minimum: no further stage (no fee, ultimatum, cut or agency)."""
+
+    event_kind = EventKind.ESCALATION_STOPPED
 
     balance_minor: Minor
     minimum_minor: Minor
     stage: StageAction = Field(description="the stage that was due and was not climbed")
 
 
-class CutAnnounced(Payload):
+class CutAnnounced(EventPayload):
     """An ultimatum naming the moment of the cut was delivered: no cut before ``cut_at``."""
 
-    cut_at: datetime
-    notice_from: datetime = Field(description="when the client was told, to the minute; the notice counts from it")
+    event_kind = EventKind.CUT_ANNOUNCED
+
+    cut_at: IsoMoment
+    notice_from: IsoMoment = Field(description="when the client was told, to the minute; the notice counts from it")
 
 
-class RecoveryRecorded(Payload):
+class RecoveryRecorded(EventPayload):
     """A payment on a written-off invoice."""
+
+    event_kind = EventKind.RECOVERY_RECORDED
 
     payment_id: str
     amount_minor: PositiveMinor
-    received_at: datetime
+    received_at: IsoMoment
     recovered_minor: Minor = Field(description="all recovered so far")
     unrecovered_minor: Minor = Field(description="what is still written off")
 
 
-PAYLOADS: dict[EventKind, type[Payload]] = {
-    EventKind.INVOICE_ISSUED: InvoiceIssued,
-    EventKind.INVOICE_RESENT: InvoiceResent,
-    EventKind.NOTICE_SENT: NoticeSent,
-    EventKind.NOTICE_FAILED: NoticeFailed,
-    EventKind.STAGE_REACHED: StageReached,
-    EventKind.LATE_FEE_CHARGED: LateFeeCharged,
-    EventKind.PAYMENT_RECORDED: PaymentRecorded,
-    EventKind.PAYMENT_REJECTED: PaymentRejected,
-    EventKind.DISCOUNT_APPLIED: AmountApplied,
-    EventKind.OVERPAYMENT_CREDITED: AmountApplied,
-    EventKind.DISPUTE_OPENED: DisputeOpened,
-    EventKind.DISPUTE_RESOLVED: DisputeResolved,
-    EventKind.PAYMENT_PLAN_AGREED: PaymentPlanAgreed,
-    EventKind.INSTALMENT_MISSED: InstalmentMissed,
-    EventKind.SERVICE_SUSPENDED: ServiceChanged,
-    EventKind.SERVICE_RESTORED: ServiceChanged,
-    EventKind.EQUIPMENT_SUSPENDED: EquipmentChanged,
-    EventKind.EQUIPMENT_RESTORED: EquipmentChanged,
-    EventKind.SUSPEND_FAILED: EquipmentFailed,
-    EventKind.RESTORE_FAILED: EquipmentFailed,
-    EventKind.AGENCY_HANDOVER: AgencyHandedOver,
-    EventKind.INVOICE_FACTORED: InvoiceFactored,
-    EventKind.LEGAL_REVIEW_OPENED: LegalReviewOpened,
-    EventKind.LEGAL_DECISION: LegalDecisionTaken,
-    EventKind.INVOICE_CLOSED: InvoiceClosed,
-    EventKind.DISCOUNT_LAPSED: DiscountLapsed,
-    EventKind.LATE_CHARGES_STOPPED: LateChargesStopped,
-    EventKind.SMALL_BALANCE_WRITTEN_OFF: SmallBalanceWrittenOff,
-    EventKind.ESCALATION_STOPPED: EscalationStopped,
-    EventKind.CUT_ANNOUNCED: CutAnnounced,
-    EventKind.RECOVERY_RECORDED: RecoveryRecorded,
+PAYLOADS: dict[EventKind, type[EventPayload]] = {
+    cls.event_kind: cls
+    for cls in (
+        InvoiceIssued,
+        InvoiceResent,
+        NoticeSent,
+        NoticeFailed,
+        StageReached,
+        LateFeeCharged,
+        PaymentRecorded,
+        PaymentRejected,
+        DiscountApplied,
+        OverpaymentCredited,
+        DisputeOpened,
+        DisputeResolved,
+        PaymentPlanAgreed,
+        InstalmentMissed,
+        ServiceSuspended,
+        ServiceRestored,
+        EquipmentSuspended,
+        EquipmentRestored,
+        SuspendFailed,
+        RestoreFailed,
+        AgencyHandedOver,
+        InvoiceFactored,
+        LegalReviewOpened,
+        LegalDecisionTaken,
+        InvoiceClosed,
+        DiscountLapsed,
+        LateChargesStopped,
+        SmallBalanceWrittenOff,
+        EscalationStopped,
+        CutAnnounced,
+        RecoveryRecorded,
+    )
 }
+"""The payload class of each kind, for reading events back."""
 
 
 # --- what the workflow decided: the snapshot that ends each batch of events -----------------
@@ -324,7 +432,7 @@ class InvoiceSnapshot(Payload):
     story: list[ActionTaken] = Field(description="the lines of the invoice's story told since the previous batch")
 
 
-def payload_of(event: DomainEvent) -> Payload:
+def payload_of(event: DomainEvent) -> EventPayload:
     """The event's data validated as its kind's payload (``pydantic.ValidationError`` if malformed)."""
     return PAYLOADS[event.kind].model_validate(event.data)
 
@@ -334,6 +442,6 @@ class RecordedEvent(DomainEvent):
 
     position: int = Field(ge=1, description="global order of appends across all invoices")
 
-    def payload(self) -> Payload:
+    def payload(self) -> EventPayload:
         """The typed payload of this event."""
         return payload_of(self)

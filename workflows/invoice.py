@@ -13,19 +13,34 @@ payment signal and refusals), ``publishing`` (search attributes, UI details, the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import policy
+    from workflows import contracts, policy
     from workflows.charges import note_late_charges_stop
+    from workflows.events import (
+        DiscountApplied,
+        DisputeOpened,
+        DisputeResolved,
+        InvoiceClosed,
+        InvoiceFactored,
+        InvoiceIssued,
+        InvoiceResent,
+        LegalDecisionTaken,
+        OverpaymentCredited,
+        PaymentPlanAgreed,
+        PaymentRecorded,
+        PaymentRejected,
+        RecoveryRecorded,
+        SmallBalanceWrittenOff,
+    )
     from workflows.models import (
         DecideLegal,
         DisputeOutcome,
-        EventKind,
         Invoice,
         InvoiceOutcome,
         InvoiceState,
@@ -129,6 +144,9 @@ class InvoiceWorkflow:
             fees_minor=self.ledger.fees_minor,
             written_off_minor=self.ledger.written_off_minor,
             overpaid_minor=self.ledger.overpaid_minor,
+            credited_minor=self.ledger.credited_minor,
+            balance_minor=self.ledger.balance_minor,
+            last_sequence=self.ledger.next_sequence - 1,
             recovered_minor=self.ledger.recovered_minor,
         )
 
@@ -156,10 +174,9 @@ class InvoiceWorkflow:
         missing = [y for y in policy.holiday_years_needed(self.invoice, workflow.now()) if y not in ledger.holiday_years]
         if not missing:
             return
-        days = await workflow.execute_local_activity(
-            "public_holidays",
+        days = await workflow.execute_local_activity_method(
+            contracts.Calendar.public_holidays,
             PublicHolidaysRequest(country=self.invoice.country or "", years=missing),
-            result_type=list[date],
             start_to_close_timeout=timedelta(seconds=30),
             summary=f"Public holidays of {self.invoice.country} in {', '.join(map(str, missing))}",
         )
@@ -168,7 +185,7 @@ class InvoiceWorkflow:
 
     def _issue(self) -> None:
         now = workflow.now()
-        self._outbox.event(EventKind.INVOICE_ISSUED, invoice=self.invoice.model_dump(mode="json"))
+        self._outbox.record(InvoiceIssued(invoice=self.invoice))
         self._outbox.queue_notice(NoticeKind.INVOICE_ISSUED)
         self.ledger.remember(now, f"Invoice issued for {format_money(self.invoice.amount_minor, self.invoice.currency)}")
         stages = self.invoice.policy.stages
@@ -198,26 +215,27 @@ class InvoiceWorkflow:
             self._record_recovery(payment)
             return ledger.balance_minor
         ledger.payments[payment.payment_id] = payment.amount_minor
-        self._outbox.event(
-            EventKind.PAYMENT_RECORDED,
-            payment_id=payment.payment_id,
-            amount_minor=payment.amount_minor,
-            received_at=(payment.received_at or now).isoformat(),
-            balance_minor=ledger.balance_minor,
+        self._outbox.record(
+            PaymentRecorded(
+                payment_id=payment.payment_id,
+                amount_minor=payment.amount_minor,
+                received_at=payment.received_at or now,
+                balance_minor=ledger.balance_minor,
+            )
         )
         ledger.remember(now, f"Payment {payment.payment_id}: {format_money(payment.amount_minor, payment.currency)}")
         discount = policy.discount_available(ledger, now)
         if discount and ledger.net_minor - discount <= 0:
             ledger.discount_minor = discount
-            self._outbox.event(EventKind.DISCOUNT_APPLIED, amount_minor=discount)
+            self._outbox.record(DiscountApplied(amount_minor=discount))
             ledger.remember(now, f"Early-payment discount applied: {format_money(discount, payment.currency)}")
         if residue := policy.small_balance_residue(ledger):
             ledger.written_off_minor += residue
-            self._outbox.event(EventKind.SMALL_BALANCE_WRITTEN_OFF, amount_minor=residue, payment_id=payment.payment_id)
+            self._outbox.record(SmallBalanceWrittenOff(amount_minor=residue, payment_id=payment.payment_id))
             ledger.remember(now, f"Small balance written off: {format_money(residue, payment.currency)}")
         if ledger.net_minor <= 0:
             if ledger.overpaid_minor:
-                self._outbox.event(EventKind.OVERPAYMENT_CREDITED, amount_minor=ledger.overpaid_minor)
+                self._outbox.record(OverpaymentCredited(amount_minor=ledger.overpaid_minor))
             settled = ledger.legal_decision == LegalDecision.SETTLE
             self._close(InvoiceState.SETTLED if settled else InvoiceState.PAID)
         self._outbox.queue_notice(
@@ -231,13 +249,14 @@ class InvoiceWorkflow:
         ledger, now = self.ledger, workflow.now()
         ledger.recoveries[payment.payment_id] = payment.amount_minor
         unrecovered = max(0, ledger.written_off_minor - ledger.recovered_minor)
-        self._outbox.event(
-            EventKind.RECOVERY_RECORDED,
-            payment_id=payment.payment_id,
-            amount_minor=payment.amount_minor,
-            received_at=(payment.received_at or now).isoformat(),
-            recovered_minor=ledger.recovered_minor,
-            unrecovered_minor=unrecovered,
+        self._outbox.record(
+            RecoveryRecorded(
+                payment_id=payment.payment_id,
+                amount_minor=payment.amount_minor,
+                received_at=payment.received_at or now,
+                recovered_minor=ledger.recovered_minor,
+                unrecovered_minor=unrecovered,
+            )
         )
         ledger.remember(now, f"Recovery {payment.payment_id}: {format_money(payment.amount_minor, payment.currency)}")
         self._outbox.queue_notice(
@@ -250,7 +269,7 @@ class InvoiceWorkflow:
         reason = storable(reason)
         payload = storable(payload) if isinstance(payload, str) else payload
         self.ledger.rejected_payments += 1
-        self._outbox.event(EventKind.PAYMENT_REJECTED, reason=reason, payload=payload)
+        self._outbox.record(PaymentRejected(reason=reason, payload=payload))
         self.ledger.remember(workflow.now(), f"Payment rejected: {reason}")
         self._changed()
 
@@ -261,13 +280,14 @@ class InvoiceWorkflow:
         ledger.plan = None
         # a piece that was never cut needs nothing more from ops once the invoice is closed
         ledger.equipment_failed = {k: v for k, v in ledger.equipment_failed.items() if k in ledger.equipment_cut}
-        self._outbox.event(
-            EventKind.INVOICE_CLOSED,
-            state=state.value,
-            paid_minor=ledger.paid_minor,
-            fees_minor=ledger.fees_minor,
-            written_off_minor=ledger.written_off_minor,
-            overpaid_minor=ledger.overpaid_minor,
+        self._outbox.record(
+            InvoiceClosed(
+                state=state,
+                paid_minor=ledger.paid_minor,
+                fees_minor=ledger.fees_minor,
+                written_off_minor=ledger.written_off_minor,
+                overpaid_minor=ledger.overpaid_minor,
+            )
         )
         ledger.remember(workflow.now(), f"Invoice closed: {state.value.replace('_', ' ')}")
 
@@ -306,7 +326,7 @@ class InvoiceWorkflow:
         """The client disputes the invoice: escalation pauses until the dispute is resolved."""
         now = workflow.now()
         self.ledger.dispute = Dispute(opened_at=now, reason=dispute.reason)
-        self._outbox.event(EventKind.DISPUTE_OPENED, reason=dispute.reason)
+        self._outbox.record(DisputeOpened(reason=dispute.reason))
         self.ledger.remember(now, f"Dispute opened: {dispute.reason}")
         self._outbox.queue_notice(NoticeKind.DISPUTE_OPENED)
         self._changed()
@@ -330,12 +350,13 @@ class InvoiceWorkflow:
         ledger.paused += moved_by
         ledger.dispute = None
         ledger.credited_minor += resolution.credit_minor
-        self._outbox.event(
-            EventKind.DISPUTE_RESOLVED,
-            outcome=resolution.outcome.value,
-            credit_minor=resolution.credit_minor,
-            note=resolution.note,
-            escalation_moved_by=moved_by,
+        self._outbox.record(
+            DisputeResolved(
+                outcome=resolution.outcome,
+                credit_minor=resolution.credit_minor,
+                note=resolution.note,
+                escalation_moved_by=moved_by,
+            )
         )
         ledger.remember(now, f"Dispute {resolution.outcome.value}")
         self._outbox.queue_notice(
@@ -364,7 +385,7 @@ class InvoiceWorkflow:
         ledger.plan = PlanInProgress(
             plan=plan, agreed_at=now, settled_at_agreement_minor=ledger.paid_minor + ledger.credited_minor
         )
-        self._outbox.event(EventKind.PAYMENT_PLAN_AGREED, plan=plan.model_dump(mode="json"))
+        self._outbox.record(PaymentPlanAgreed(plan=plan))
         ledger.remember(now, f"Payment plan agreed: {len(plan.instalments)} instalment(s)")
         self._outbox.queue_notice(NoticeKind.PLAN_AGREED, instalments=plan.instalments)
         self._changed()
@@ -388,7 +409,7 @@ class InvoiceWorkflow:
     @workflow.update
     def resend_invoice(self) -> None:
         """Re-send the current invoice with fees now, without moving the escalation clock."""
-        self._outbox.event(EventKind.INVOICE_RESENT, balance_minor=self.ledger.balance_minor)
+        self._outbox.record(InvoiceResent(balance_minor=self.ledger.balance_minor))
         self.ledger.remember(workflow.now(), "Invoice re-sent on request")
         self._outbox.queue_notice(NoticeKind.INVOICE_ISSUED, detail="resend")
         self._changed()
@@ -402,12 +423,13 @@ class InvoiceWorkflow:
         """A human's decision at legal review: sue, settle for an amount, write off, or back to agency."""
         ledger, now = self.ledger, workflow.now()
         ledger.legal_decision = decision.decision
-        self._outbox.event(
-            EventKind.LEGAL_DECISION,
-            decision=decision.decision.value,
-            settle_amount_minor=decision.settle_amount_minor,
-            note=decision.note,
-            balance_minor=ledger.balance_minor,
+        self._outbox.record(
+            LegalDecisionTaken(
+                decision=decision.decision,
+                settle_amount_minor=decision.settle_amount_minor,
+                note=decision.note,
+                balance_minor=ledger.balance_minor,
+            )
         )
         ledger.remember(now, f"Legal decision: {decision.decision.value.replace('_', ' ')}")
         if decision.decision == LegalDecision.SUE:
@@ -447,11 +469,8 @@ class InvoiceWorkflow:
     def mark_factored(self, factoring: MarkFactored) -> InvoiceStatus:
         """The receivable was sold to a factor: client-facing escalation ends; the block, if any, lifts."""
         ledger = self.ledger
-        self._outbox.event(
-            EventKind.INVOICE_FACTORED,
-            factor=factoring.factor,
-            advance_minor=factoring.advance_minor,
-            balance_minor=ledger.balance_minor,
+        self._outbox.record(
+            InvoiceFactored(factor=factoring.factor, advance_minor=factoring.advance_minor, balance_minor=ledger.balance_minor)
         )
         ledger.remember(workflow.now(), f"Receivable sold to factor {factoring.factor}")
         self._close(InvoiceState.FACTORED)

@@ -627,6 +627,29 @@ class ServiceAction(Strict):
     reason: str
 
 
+class ServiceChange(Strict):
+    """What ``suspend_service`` / ``restore_service`` did: the block, and the equipment that may be cut."""
+
+    support_and_orders_blocked: bool
+    # results recorded before equipment existed (release v1) carry the block alone
+    remote_disconnect_authorized: bool = False
+    equipment_ids: list[str] = Field(default_factory=list)
+
+
+class NoticeDelivery(Strict):
+    """What ``send_notice`` did: the channels that delivered the notice and those that refused it."""
+
+    message_id: str
+    delivered: list[str] = Field(description="channels that delivered it, e.g. ['email']")
+    failed: dict[str, str] = Field(default_factory=dict, description="channel: why it refused the notice")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_message_id(cls, value: Any) -> Any:
+        """Results recorded before channels (release v1) are the e-mail's bare Message-ID."""
+        return {"message_id": value, "delivered": ["email"]} if isinstance(value, str) else value
+
+
 class ActionTaken(Strict):
     """A line of the invoice's story for the status query."""
 
@@ -671,7 +694,7 @@ class InvoiceStatus(Strict):
 
 
 class InvoiceOutcome(Strict):
-    """The workflow's result."""
+    """The workflow's result. The fields with defaults came later: results of older runs lack them."""
 
     invoice_id: str
     state: InvoiceState
@@ -679,4 +702,7 @@ class InvoiceOutcome(Strict):
     fees_minor: int
     written_off_minor: int
     overpaid_minor: int
+    credited_minor: int = 0
+    balance_minor: int = 0
+    last_sequence: int = Field(default=0, description="the sequence of the last event the workflow wrote to the log")
     recovered_minor: int = Field(default=0, description="paid after the write-off")

@@ -1,6 +1,6 @@
 """The invoice workflow's outbox: the events it records and the notices it sends, in order.
 
-Handlers and steps only queue (``event``, ``queue_notice``); the run loop's ``flush`` sends the
+Handlers and steps only queue (``record``, ``queue_notice``); the run loop's ``flush`` sends the
 queued notices, then appends the pending events in one batch, until nothing is left.
 """
 
@@ -13,8 +13,9 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
-from workflows import ladder, policy, snapshot
-from workflows.models import DomainEvent, EventKind, NoticeKind, NoticeRequest
+from workflows import contracts, ladder, policy, snapshot
+from workflows.events import CutAnnounced, EventPayload, NoticeFailed, NoticeSent
+from workflows.models import DomainEvent, NoticeKind, NoticeRequest
 from workflows.state import InvoiceLedger, QueuedNotice
 
 NOTICE_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=10), non_retryable_error_types=["PermanentDeliveryFailure"])
@@ -28,15 +29,16 @@ class Outbox:
         self.ledger = ledger
         self._window_applies = window_applies
 
-    def event(self, kind: EventKind, /, **data: object) -> None:
-        """Record a domain event; ``flush`` appends it to the event log, with the snapshot of what it changed."""
+    def record(self, payload: EventPayload) -> None:
+        """Record a domain event of the payload's kind; ``flush`` appends it to the event log, with the
+        snapshot of what it changed."""
         ledger = self.ledger
         event = DomainEvent(
             invoice_id=ledger.invoice.invoice_id,
             sequence=ledger.next_sequence,
-            kind=kind,
+            kind=payload.event_kind,
             occurred_at=workflow.now(),
-            data=data,
+            data=payload.data(),
         )
         ledger.pending_events.append(event)
         ledger.next_sequence += 1
@@ -62,8 +64,8 @@ class Outbox:
                 continue
             batch, now = list(ledger.pending_events), workflow.now()
             taken = snapshot.take(ledger, policy.next_step(ledger, now, self._window_applies), now)
-            await workflow.execute_activity(
-                "append_events",
+            await workflow.execute_activity_method(
+                contracts.Ledger.append_events,
                 args=[batch, taken],
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=IO_RETRY,
@@ -77,7 +79,7 @@ class Outbox:
             error = error.cause or error
         if kind not in self.ledger.failed_notices:
             self.ledger.failed_notices.append(kind)
-        self.event(EventKind.NOTICE_FAILED, kind=kind, step=step, channel=channel, error=one_line(error))
+        self.record(NoticeFailed(kind=kind, step=step, channel=channel, error=one_line(error)))
         self.ledger.remember(workflow.now(), f"Notice FAILED: {kind.replace('_', ' ')} ({channel}): {one_line(error)}")
 
     async def _send_notice(self, queued: QueuedNotice) -> None:
@@ -87,8 +89,8 @@ class Outbox:
         request = self._notice_request(queued, cut_at)
         label = queued.kind.value.replace("_", " ")
         try:
-            result = await workflow.execute_activity(
-                "send_notice",
+            result = await workflow.execute_activity_method(
+                contracts.Notices.send_notice,
                 request,
                 start_to_close_timeout=timedelta(minutes=1),  # SMTP and webhook time out well within it
                 retry_policy=NOTICE_RETRY,
@@ -97,22 +99,17 @@ class Outbox:
         except ActivityError as err:
             self.notice_failed(queued.kind.value, queued.step, "all", err)
             return
-        # histories from before the channels change carry a bare Message-ID: e-mail only
-        delivered = result.get("delivered", []) if isinstance(result, dict) else ["email"]
-        failed = result.get("failed", {}) if isinstance(result, dict) else {}
-        if delivered:
-            self.event(
-                EventKind.NOTICE_SENT, kind=queued.kind.value, step=queued.step, to=str(request.to_email), channels=delivered
-            )
+        if result.delivered:
+            self.record(NoticeSent(kind=queued.kind, step=queued.step, to=str(request.to_email), channels=result.delivered))
             if cut_at is not None:
                 self._cut_announced(cut_at, policy.notice_counts_from(now))
-        for channel, error in sorted(failed.items()):
+        for channel, error in sorted(result.failed.items()):
             self.notice_failed(queued.kind.value, queued.step, channel, error)
 
     def _cut_announced(self, cut_at: datetime, notice_from: datetime) -> None:
         """An ultimatum naming ``cut_at`` was delivered: the interlock lets the cut happen from then."""
         self.ledger.cut_announced_for, self.ledger.cut_notice_from = cut_at, notice_from
-        self.event(EventKind.CUT_ANNOUNCED, cut_at=cut_at.isoformat(), notice_from=notice_from.isoformat())
+        self.record(CutAnnounced(cut_at=cut_at, notice_from=notice_from))
         self.ledger.remember(workflow.now(), f"Client told the service is cut from {cut_at:%Y-%m-%d %H:%M %Z}")
 
     def _notice_request(self, queued: QueuedNotice, cut_at: datetime | None = None) -> NoticeRequest:

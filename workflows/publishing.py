@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeIndexedValueType
+from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeUpdate
 
 from workflows import policy
 from workflows import search_attributes as sa
@@ -22,7 +23,7 @@ class Publisher:
     def publish(self, ledger: InvoiceLedger, step: Step | None) -> None:
         """Upsert the search attributes that changed and describe the state for the UI."""
         invoice, now = ledger.invoice, workflow.now()
-        updates = [
+        updates: list[SearchAttributeUpdate[Any]] = [
             sa.INVOICE_STATE.value_set(ledger.state.value),
             sa.CUSTOMER_ID.value_set(invoice.customer_id),
             sa.AMOUNT_DUE.value_set(ledger.balance_minor),
@@ -89,11 +90,11 @@ def _details(ledger: InvoiceLedger, step: Step | None) -> str:
     return "\n\n".join(lines)
 
 
-def _started_with() -> list | None:
+def _started_with() -> list[SearchAttributeUpdate[Any]] | None:
     """The search attributes the run started with, in ``publish``'s form (an absent keyword list is an
     empty one); None unless every attribute is there. Read from the start event, so a replay sees the same."""
     started = workflow.info().typed_search_attributes
-    values = []
+    values: list[SearchAttributeUpdate[Any]] = []
     for key in sa.ALL:
         value = started.get(key)
         if value is None and key.indexed_value_type == SearchAttributeIndexedValueType.KEYWORD_LIST:

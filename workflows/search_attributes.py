@@ -3,6 +3,8 @@
 Mind the dev server's SQLite visibility store: at most 3 Int and 3 KeywordList attributes.
 """
 
+from typing import Any
+
 from temporalio.common import SearchAttributeKey
 
 INVOICE_STATE = SearchAttributeKey.for_keyword("InvoiceState")
@@ -15,7 +17,7 @@ REJECTED_PAYMENTS = SearchAttributeKey.for_int("RejectedPayments")
 FAILED_NOTICES = SearchAttributeKey.for_keyword_list("FailedNotices")
 FAILED_EQUIPMENT = SearchAttributeKey.for_keyword_list("FailedEquipment")
 
-ALL = (
+ALL: tuple[SearchAttributeKey[Any], ...] = (
     INVOICE_STATE,
     CUSTOMER_ID,
     AMOUNT_DUE,

@@ -13,8 +13,16 @@ from temporalio import workflow
 
 from workflows import agency, ladder, policy
 from workflows.charges import note_late_charges_stop
+from workflows.events import (
+    DiscountLapsed,
+    EscalationStopped,
+    InstalmentMissed,
+    LateFeeCharged,
+    LegalReviewOpened,
+    StageReached,
+)
 from workflows.ladder import StageWork, StepKind
-from workflows.models import EventKind, Fee, InvoiceState, NoticeKind, StageAction, format_money
+from workflows.models import Fee, InvoiceState, NoticeKind, StageAction, format_money
 from workflows.outbox import Outbox
 from workflows.patches import PATCH_DISCOUNT_LAPSE_EVENT, closed_meanwhile
 from workflows.state import Step
@@ -54,7 +62,7 @@ class Steps:
         rung = ladder.RUNGS[stage.action]
         if rung.state_after is not None:
             ledger.escalation = rung.state_after
-        self.outbox.event(EventKind.STAGE_REACHED, stage=rung.action.value, days_overdue=policy.days_overdue(ledger.invoice, now))
+        self.outbox.record(StageReached(stage=rung.action, days_overdue=policy.days_overdue(ledger.invoice, now)))
         ledger.remember(now, f"Stage reached: {rung.action.value.replace('_', ' ')}")
         work: dict[StageWork, Callable[[], Awaitable[None]]] = {
             StageWork.CHARGE_LATE_FEE: self._charge_late_fee,
@@ -73,9 +81,7 @@ class Steps:
         ledger = self.ledger
         ledger.escalation_stopped = True
         minimum = ledger.invoice.policy.minimum_balance_to_escalate_minor
-        self.outbox.event(
-            EventKind.ESCALATION_STOPPED, balance_minor=ledger.balance_minor, minimum_minor=minimum, stage=stage.value
-        )
+        self.outbox.record(EscalationStopped(balance_minor=ledger.balance_minor, minimum_minor=minimum, stage=stage))
         money = format_money(ledger.balance_minor, ledger.invoice.currency)
         ledger.remember(workflow.now(), f"Escalation stopped before the {stage.value.replace('_', ' ')}: {money} owed")
 
@@ -87,7 +93,9 @@ class Steps:
 
     async def _note_discount_lapsed(self) -> None:
         if workflow.patched(PATCH_DISCOUNT_LAPSE_EVENT):  # a fact, so the read models learn the next action
-            self.outbox.event(EventKind.DISCOUNT_LAPSED, last_day=str(policy.discount_deadline(self.ledger.invoice)))
+            last_day = policy.discount_deadline(self.ledger.invoice)
+            assert last_day is not None  # the step is only planned for an offered discount
+            self.outbox.record(DiscountLapsed(last_day=last_day))
         self.ledger.remember(workflow.now(), "Early-payment discount lapsed")
 
     async def _charge_late_fee(self) -> None:
@@ -98,7 +106,7 @@ class Steps:
             return
         reason = "late fee" if number == 1 else f"late fee, month {number} of delay"
         ledger.fees.append(Fee(number=number, amount_minor=amount, charged_at=now, reason=reason))
-        self.outbox.event(EventKind.LATE_FEE_CHARGED, number=number, amount_minor=amount, reason=reason)
+        self.outbox.record(LateFeeCharged(number=number, amount_minor=amount, reason=reason))
         ledger.remember(now, f"Late fee {number} charged: {format_money(amount, self.ledger.invoice.currency)}")
         self.outbox.queue_notice(ladder.RUNGS[StageAction.LATE_FEE].notice)
         note_late_charges_stop(self.outbox)
@@ -114,7 +122,7 @@ class Steps:
         missed, instalments = ledger.plan.checked, ledger.plan.plan.instalments
         ledger.paused += now - ledger.plan.agreed_at
         ledger.plan = None
-        self.outbox.event(EventKind.INSTALMENT_MISSED, instalment=missed, expected_minor=expected, received_minor=received)
+        self.outbox.record(InstalmentMissed(instalment=missed, expected_minor=expected, received_minor=received))
         ledger.remember(now, f"Instalment {missed} missed: escalation resumes at {ledger.escalation.value}")
         self.outbox.queue_notice(NoticeKind.INSTALMENT_MISSED, number=missed, instalments=instalments)
 
@@ -123,6 +131,6 @@ class Steps:
         ledger.escalation = InvoiceState.LEGAL_REVIEW
         ledger.legal_review_again_at = None
         ledger.legal_decision = None
-        self.outbox.event(EventKind.LEGAL_REVIEW_OPENED, **policy.legal_summary(ledger, now))
+        self.outbox.record(LegalReviewOpened(**policy.legal_summary(ledger, now)))
         ledger.remember(now, "Legal review opened: waiting for a decision")
         self.outbox.queue_notice(ladder.RUNGS[StageAction.LEGAL_REVIEW].notice)

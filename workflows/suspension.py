@@ -9,13 +9,22 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
+from workflows import contracts
+from workflows.events import (
+    EquipmentRestored,
+    EquipmentSuspended,
+    RestoreFailed,
+    ServiceRestored,
+    ServiceSuspended,
+    SuspendFailed,
+)
 from workflows.models import (
     EQUIPMENT_ACTIVITY_TIMEOUT,
     EquipmentRequest,
     EquipmentResult,
-    EventKind,
     NoticeKind,
     ServiceAction,
+    ServiceChange,
 )
 from workflows.outbox import IO_RETRY, Outbox, one_line
 from workflows.patches import PATCH_EQUIPMENT, closed_meanwhile
@@ -40,7 +49,7 @@ class Suspension:
         """Block support and orders, then cut each authorised piece of equipment."""
         result = await self._service_activity("suspend")
         self.ledger.suspended = True
-        self.outbox.event(EventKind.SERVICE_SUSPENDED, **result, service=self.ledger.invoice.service)
+        self.outbox.record(ServiceSuspended.after(result, self.ledger.invoice.service))
         self.ledger.remember(workflow.now(), "Service suspended: support and new orders blocked")
         terms = self.ledger.invoice.terms
         if (
@@ -57,13 +66,14 @@ class Suspension:
             await self._change_equipment("restore", list(self.ledger.equipment_cut))
         result = await self._service_activity("restore")
         self.ledger.suspended = False
-        self.outbox.event(EventKind.SERVICE_RESTORED, **result, service=self.ledger.invoice.service)
+        self.outbox.record(ServiceRestored.after(result, self.ledger.invoice.service))
         self.ledger.remember(workflow.now(), "Service restored")
         self.outbox.queue_notice(NoticeKind.RESTORED)
 
-    async def _service_activity(self, verb: str) -> dict:
-        return await workflow.execute_activity(
-            f"{verb}_service",
+    async def _service_activity(self, verb: str) -> ServiceChange:
+        change = contracts.Service.suspend_service if verb == "suspend" else contracts.Service.restore_service
+        return await workflow.execute_activity_method(
+            change,
             self._service_action(verb),
             start_to_close_timeout=timedelta(seconds=30),  # database rows only: a dead worker's task retries soon
             retry_policy=IO_RETRY,
@@ -76,8 +86,10 @@ class Suspension:
         ledger, now = self.ledger, workflow.now()
         for equipment_id, result, error in outcomes:
             if result is not None:
-                kind = EventKind.EQUIPMENT_SUSPENDED if verb == "suspend" else EventKind.EQUIPMENT_RESTORED
-                self.outbox.event(kind, **result.model_dump(exclude={"action"}))
+                changed = EquipmentSuspended if verb == "suspend" else EquipmentRestored
+                self.outbox.record(
+                    changed(equipment_id=result.equipment_id, changed=result.changed, state=result.state, dry_run=result.dry_run)
+                )
                 ledger.equipment_failed.pop(equipment_id, None)
                 if verb == "suspend":
                     ledger.equipment_cut.append(equipment_id)
@@ -85,8 +97,8 @@ class Suspension:
                     ledger.equipment_cut.remove(equipment_id)
                 ledger.remember(now, f"Equipment {equipment_id} {'cut' if verb == 'suspend' else 'restored'}: {result.state}")
             else:
-                kind = EventKind.SUSPEND_FAILED if verb == "suspend" else EventKind.RESTORE_FAILED
-                self.outbox.event(kind, equipment_id=equipment_id, error=error)
+                failed = SuspendFailed if verb == "suspend" else RestoreFailed
+                self.outbox.record(failed(equipment_id=equipment_id, error=error))
                 ledger.equipment_failed[equipment_id] = f"{verb} failed: {error}"
                 ledger.remember(now, f"Equipment {equipment_id}: {verb} FAILED ({error})")
 
@@ -101,10 +113,10 @@ class Suspension:
             requested_by=f"workflow {workflow.info().workflow_id}",
         )
         try:
-            result = await workflow.execute_activity(
-                f"{verb}_equipment",
+            change = contracts.Equipment.suspend_equipment if verb == "suspend" else contracts.Equipment.restore_equipment
+            result = await workflow.execute_activity_method(
+                change,
                 request,
-                result_type=EquipmentResult,
                 start_to_close_timeout=EQUIPMENT_ACTIVITY_TIMEOUT,
                 heartbeat_timeout=timedelta(minutes=1),
                 retry_policy=EQUIPMENT_RETRY,

@@ -36,7 +36,8 @@ class _Fold:
         self.last_stage: StageAction | None = None
         self.amounts = {"fees": 0, "paid": 0, "credited": 0, "discount": 0, "written_off": 0}
         self.disputed = self.on_plan = self.suspended = self.sent_to_agency = False
-        self.paused, self.paused_since = timedelta(0), None
+        self.paused = timedelta(0)
+        self.paused_since: datetime | None = None
         self.factored_to: str | None = None
         self.legal_review_again_at: datetime | None = None
         self.closed_at: datetime | None = None

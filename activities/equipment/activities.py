@@ -37,6 +37,7 @@ from activities.equipment.redfish import RedfishAdapter
 from activities.equipment.registry import Equipment, EquipmentRefused, Registry
 from activities.equipment.snmp import SnmpAdapter
 from activities.equipment.webhook import WebhookAdapter
+from workflows import contracts
 from workflows.models import EquipmentRequest, EquipmentResult
 
 T = TypeVar("T")
@@ -55,7 +56,7 @@ def adapter_for(equipment: Equipment) -> EquipmentAdapter:
     return ADAPTERS[equipment.kind](equipment)
 
 
-class EquipmentActivities:
+class EquipmentActivities(contracts.Equipment):
     """Cut and restore a customer's equipment, named by registry id only."""
 
     def __init__(

@@ -55,6 +55,7 @@ class CredentialRef(Strict):
         if self.env is not None:
             secret = os.environ.get(self.env, "")
         else:
+            assert self.file is not None  # the validator requires one of env and file
             try:
                 secret = self.file.read_text().rstrip("\r\n")
             except OSError as exc:
@@ -228,7 +229,7 @@ class SnmpEquipment(EquipmentEntry):
 
     @property
     def host(self) -> str:
-        return urlsplit(self.endpoint).hostname
+        return urlsplit(self.endpoint).hostname or ""
 
     @property
     def port(self) -> int:

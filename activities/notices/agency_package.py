@@ -260,7 +260,7 @@ def handover_pdf(package: HandoverPackage) -> bytes:
         col_widths=(7, 3),
         align=("LEFT", "RIGHT"),
     )
-    history = {
+    history: dict[str, tuple[tuple[str, ...], list[tuple[str, ...]]]] = {
         "Notices sent to the debtor": (
             ("Sent (UTC)", "Notice", "Channels"),
             [(_moment(n.sent_at), n.kind.replace("_", " "), ", ".join(n.channels)) for n in package.notices],
@@ -282,10 +282,10 @@ def handover_pdf(package: HandoverPackage) -> bytes:
             [(_moment(p.agreed_at), _instalments(p, money), _missed(p)) for p in package.payment_plans],
         ),
     }
-    for section, (header, rows) in history.items():
+    for section, (header, entries) in history.items():
         heading(pdf, section)
-        if rows:
-            table(pdf, rows, header=header, col_widths=(3, 4, 3), align=("LEFT", "LEFT", "RIGHT"))
+        if entries:
+            table(pdf, entries, header=header, col_widths=(3, 4, 3), align=("LEFT", "LEFT", "RIGHT"))
         else:
             paragraph(pdf, "None.")
     return bytes(pdf.output())

@@ -42,7 +42,8 @@ from activities.notices.smtp import (
     send_email,
 )
 from activities.notices.webhook import WebhookDeliveryError, post_webhook, webhook_payload
-from workflows.models import AgencyHandover, NoticeRequest
+from workflows import contracts
+from workflows.models import AgencyHandover, NoticeDelivery, NoticeRequest
 
 T = TypeVar("T")
 AGENCY_CHANNEL = "agency"
@@ -71,7 +72,7 @@ def transient_failure(message: str, retry_after: timedelta | None = None) -> App
     return ApplicationError(message, type="TransientDeliveryFailure", next_retry_delay=retry_after)
 
 
-class NoticeActivities:
+class NoticeActivities(contracts.Notices):
     """Activities that deliver notices to clients and the hand-over package to the agency."""
 
     def __init__(
@@ -101,10 +102,10 @@ class NoticeActivities:
         self.renderer = renderer
 
     @activity.defn(name="send_notice")
-    async def send_notice(self, notice: NoticeRequest) -> dict:
+    async def send_notice(self, notice: NoticeRequest) -> NoticeDelivery:
         """Deliver the notice on each of the customer's channels not delivered yet.
 
-        Returns ``{"message_id", "delivered": [channels], "failed": {channel: error}}``. Raises a
+        Returns the channels that delivered it and those that refused it for good. Raises a
         retryable error while any channel failed transiently, and ``PermanentDeliveryFailure``
         when no channel delivered and every failure was permanent.
         """
@@ -134,7 +135,11 @@ class NoticeActivities:
             raise transient_failure(f"notice {key} not yet delivered: {_describe(errors)}", retry_after)
         if not delivered:
             raise permanent_failure(f"notice {key} refused on every channel: {_describe(failed)}")
-        return {"message_id": message_id, "delivered": delivered, "failed": failed}
+        return NoticeDelivery(
+            message_id=message_id,
+            delivered=[channel.value for channel in delivered],
+            failed={channel.value: error for channel, error in failed.items()},
+        )
 
     async def _deliver_once(
         self,
@@ -248,6 +253,7 @@ class NoticeActivities:
             key,
             channel,
         )
+        assert row is not None  # the claim above found it there
         if row["status"] == "sending":
             until = f"{row['lease_until']:%H:%M:%S}"
             return Channeled("busy", f"another attempt is sending it (lease until {until})", row["lease_left"])
@@ -272,5 +278,5 @@ class NoticeActivities:
         )
 
 
-def _describe(errors: dict[str, str]) -> str:
+def _describe(errors: dict[Channel, str]) -> str:
     return "; ".join(f"{channel}: {error}" for channel, error in errors.items())

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import gettext
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cache
 from importlib import resources
 from io import BytesIO
@@ -38,7 +38,7 @@ from workflows.models import SUPPORTED_LANGUAGES
 SOURCE_LANGUAGE = "en"
 TRANSLATED_LANGUAGES = tuple(lang for lang in SUPPORTED_LANGUAGES if lang != SOURCE_LANGUAGE)
 
-MessageId = str | tuple[str, str]  # a msgid, or (singular, plural)
+MessageId = str | tuple[str, ...]  # a msgid, or (singular, plural)
 _PLACEHOLDER = re.compile(r"%\((\w+)\)[sd]")
 
 
@@ -48,6 +48,10 @@ class MissingTranslation(LookupError):
 
 class StrictTranslations(gettext.GNUTranslations):
     """A compiled catalog that raises on an untranslated message rather than falling back to English."""
+
+    # set by ``GNUTranslations._parse``; typeshed's stub leaves them out
+    plural: Callable[[int], int]
+    _catalog: dict[str | tuple[str, int], str]
 
     def gettext(self, message: str) -> str:
         return self._translated(message, message)
@@ -117,9 +121,9 @@ def catalog_problems(catalog: Catalog, used: Iterable[MessageId]) -> list[str]:
     if catalog.obsolete:
         problems.append(f"{language}: {len(catalog.obsolete)} obsolete message(s); remove them")
     wanted = {(m if isinstance(m, str) else m[0]): m for m in used}
-    for message in catalog:
-        if message.id and (message.id if isinstance(message.id, str) else message.id[0]) not in wanted:
-            problems.append(f"{language}: {message.id!r} is translated but no template uses it")
+    for entry in catalog:
+        if entry.id and (entry.id if isinstance(entry.id, str) else entry.id[0]) not in wanted:
+            problems.append(f"{language}: {entry.id!r} is translated but no template uses it")
     for key, msgid in wanted.items():
         message = catalog.get(key)
         if message is None:
@@ -134,7 +138,8 @@ def _message_problems(message: Message, msgid: MessageId, catalog: Catalog) -> l
         return ["marked fuzzy"]
     if isinstance(msgid, str) != isinstance(message.id, str) or message.id != msgid:
         return [f"the catalog's msgid is {message.id!r}"]
-    forms = [message.string] if isinstance(msgid, str) else list(message.string)
+    string = message.string
+    forms: list[str | None] = [string] if string is None or isinstance(string, str) else list(string)
     if not isinstance(msgid, str) and len(forms) != catalog.num_plurals:
         return [f"{len(forms)} plural forms, the language has {catalog.num_plurals}"]
     placeholders = set(_PLACEHOLDER.findall(msgid if isinstance(msgid, str) else msgid[1]))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from fontTools.ttLib import TTFont
 from fpdf import FPDF, FontFace
+from fpdf.fonts import TTFFont
 
 from activities.notices.content import Payee
 from activities.notices.templating import notice_context, typeset
@@ -47,13 +48,18 @@ def _font_file(path: Path) -> bytes:
     return path.read_bytes()
 
 
+def _embedded_fonts(pdf: FPDF) -> list[TTFFont]:
+    """The document's fonts: only embedded TrueType ones are added (``_blank_document``)."""
+    return [font for font in pdf.fonts.values() if isinstance(font, TTFFont)]
+
+
 def new_document(*, title: str, author: str, language: str, created: datetime) -> FPDF:
     """An A4 document with its metadata set and a first page, ready for text."""
     blank = _blank_document()
     # the width and glyph tables are the font's, whatever the document: shared, not copied
-    shared = {id(table): table for font in blank.fonts.values() for table in (font.cw, font.glyph_ids)}
+    shared = {id(table): table for font in _embedded_fonts(blank) for table in (font.cw, font.glyph_ids)}
     pdf = copy.deepcopy(blank, shared)
-    for font in pdf.fonts.values():  # fpdf2 shares the font file across copies; output() subsets it in place
+    for font in _embedded_fonts(pdf):  # fpdf2 shares the font file across copies; output() subsets it in place
         font.ttfont = TTFont(
             io.BytesIO(_font_file(font.ttffile)), recalcTimestamp=False, recalcBBoxes=False, lazy=True
         )

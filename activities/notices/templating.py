@@ -17,6 +17,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, Template, select
 
 from activities.notices.content import Payee
 from activities.notices.i18n import locale_for, translations
+from workflows import creditor_reference
 from workflows.models import NoticeRequest
 
 
@@ -74,7 +75,8 @@ class LocalFormat:
 
 def notice_context(notice: NoticeRequest, payee: Payee) -> dict[str, Any]:
     """What every template sees: the notice ``n``, the ``payee``, the locale's formatters, and
-    ``common``: ``common.j2`` evaluated for this notice (labels, invoice facts, shared sentences)."""
+    ``common``: ``common.j2`` evaluated for this notice (labels, invoice facts, shared sentences), and the
+    invoice's ISO 11649 ``payment_reference`` (``RF…``, in groups of four) that bank statements are matched by."""
     fmt = LocalFormat(locale_for(notice.language, notice.country), ZoneInfo(notice.time_zone), notice.currency)
     context: dict[str, Any] = {
         "n": notice,
@@ -84,6 +86,7 @@ def notice_context(notice: NoticeRequest, payee: Payee) -> dict[str, Any]:
         "date": fmt.long_date,
         "moment": fmt.moment,
         "percent": fmt.percent,
+        "payment_reference": creditor_reference.printed(creditor_reference.for_invoice(notice.invoice_id)),
     }
     context["common"] = environment(notice.language).get_template("common.j2").make_module(context)
     return context

@@ -3,13 +3,19 @@
 For every invoice, once its workflow has completed:
 
 - its outcome is the state its fate predicts, and no workflow task of it failed;
+- its money (paid, fees, credits, write-off, balance) is the same in the workflow's result, in the sum
+  of its events and in the projections, and is one its script allows (``fates.expected_money``,
+  computed from the script, never from the log); each payment recorded is the amount the driver sent;
+- the workflow's last event (its result's ``last_sequence``) is the log's last and the projection's:
+  a lost trailing event, invisible to the gap check, fails here;
 - its events (Postgres) are numbered 1..n without a gap, each fact appears once (a stage, a
   payment, a notice step, a cut...), the stages reached are the start of the ladder and include
   the one the driver acted on, nothing escalates after the close, every payment the driver got an
   answer for is there;
-- the notices it got are exactly those its events call for (``expected_notices``), numbered
+- the notices it got include those its script guarantees (``fates.required_notices``), and are exactly
+  those its events call for (``expected_notices``: the events are checked complete above), numbered
   without a gap, and the SMTP server received each step exactly once (a second copy with the
-  same Message-ID right after a fault is the documented at-least-once window: counted as
+  same Message-ID around a fault is the documented at-least-once window: counted as
   ``redelivered``, which a receiver drops by Message-ID; any other second copy is a duplicate);
 - each piece of equipment was cut once at the controller if the invoice was suspended, restored
   once if it was then paid, settled or factored (never if written off), and a piece nothing
@@ -25,17 +31,29 @@ import itertools
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import asyncpg
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from activities.projections import PROJECTION_TABLES, projection_lag, rebuild
-from tests.faults.fates import TRIGGER, Driver, ScriptedInvoice, equipment_owners, play_through
-from tests.faults.stack import Delivery, Fault, FaultStack, fault_stack
+from tests.faults.fates import (
+    TRIGGER,
+    Driver,
+    Money,
+    ScriptedInvoice,
+    equipment_owners,
+    expected_money,
+    play_through,
+    required_notices,
+)
+from tests.faults.intake import HttpIntake
+from tests.faults.stack import API_TOKEN, WEBHOOK_SECRET, Delivery, Fault, FaultStack, fault_stack, wait_for_poller
 from workflows import ladder
-from workflows.models import EventKind, InvoiceOutcome, InvoiceState, NoticeKind, StageAction
+from workflows.models import EventKind, InvoiceOutcome, InvoiceState, LegalDecision, NoticeKind, StageAction
 
 # the event that commits the workflow to a notice (a stage's own notice comes with ``stage_reached``, except
 # suspension's and the hand-over's, which come at the end of their stage: a close before it stops them)
@@ -79,7 +97,9 @@ ONCE = {
 ESCALATION_EVENTS = {EventKind.STAGE_REACHED, EventKind.LATE_FEE_CHARGED, EventKind.LEGAL_REVIEW_OPENED}
 CUT_EVENTS = {EventKind.EQUIPMENT_SUSPENDED, EventKind.SUSPEND_FAILED}
 STAGE_OF_STATE = {state: stage for stage, state in ladder.STATE_AFTER_STAGE.items()}
-REDELIVERY_WINDOW_S = (5.0, 30.0)  # a fault from 5 s before a first copy to 30 s after it explains a second
+# a fault under way at any moment from 5 s before a first copy to 30 s after it (and begun before the second)
+# explains a second copy: a copy sent while PostgreSQL is down cannot be recorded sent
+REDELIVERY_WINDOW_S = (5.0, 30.0)
 CATCH_UP_TIMEOUT_S = 60.0
 PARALLEL_READS = 10
 
@@ -89,6 +109,15 @@ class Event:
     sequence: int
     kind: EventKind
     data: dict
+
+
+@dataclass(frozen=True)
+class Projected:
+    """What the read models say of one invoice: its row's amounts and last sequence, and its receivable."""
+
+    money: Money
+    last_sequence: int
+    receivable: int  # the sum of its dated receivable entries
 
 
 @dataclass
@@ -161,18 +190,38 @@ async def run_under_fault(
     title: str,
     *,
     unreachable: frozenset[str] = frozenset(),
-) -> None:
+    codec_keys: str | None = None,
+    through_api: bool = False,
+    workers: int = 1,
+    also_check: Callable[[FaultStack], Awaitable[list[str]]] | None = None,
+) -> RunReport:
     """Play ``scripts`` on a stack of their own, started ``per_second``, while ``fault(stack)`` runs; then run
-    every check (``check_run``), print the one-line result and fail on any problem."""
-    async with fault_stack(equipment_owners(scripts), unreachable=unreachable) as stack:
-        driver = Driver(stack.client, scripts, time.monotonic() + deadline_s, stack.assert_workers_alive)
+    every check (``check_run``) and ``also_check``'s, print the one-line result and fail on any problem;
+    returns the report.
+
+    ``codec_keys``: the stack encrypts payloads; ``through_api``: payments go through ``dunning api`` (the
+    intake and the webhook in turn) instead of the workflow's update; ``workers``: how many worker processes
+    (each with its projector) share the task queue."""
+    options = {"unreachable": unreachable, "codec_keys": codec_keys, "api": through_api}
+    async with fault_stack(equipment_owners(scripts), **options) as stack, AsyncExitStack() as cleanup:
+        for _ in range(workers - 1):
+            stack.workers.start()
+        await wait_for_poller(stack.client, pids=stack.workers.pids())
+        intake = None
+        if through_api:
+            intake = HttpIntake(stack.api_url, API_TOKEN, WEBHOOK_SECRET)
+            cleanup.push_async_callback(intake.close)
+        driver = Driver(stack.client, scripts, time.monotonic() + deadline_s, stack.assert_workers_alive, intake)
         await play_through(driver, per_second, fault(stack))
         report = await check_run(stack, driver, title, unreachable=unreachable)
+        if also_check:
+            report.other += await also_check(stack)
         report.notes.append(driver.timeline())
     if unreachable:
         report.notes.append(f"never answering: {', '.join(sorted(unreachable))}")
     report.print()
     report.assert_clean()
+    return report
 
 
 async def check_run(
@@ -188,10 +237,13 @@ async def check_run(
     report.events = sum(len(e) for e in events.values())
     deliveries = _by_step(stack.smtp.deliveries)
     outcomes, task_failures, retried = await _read_workflows(stack.client, scripts)
-    if stack.faults:
-        report.notes.append("faults: " + ", ".join(f"{f.what} for {f.ended - f.started:.1f} s" for f in stack.faults))
+    faults = [*stack.faults, *stack.smtp.slow_answers]
+    if faults:
+        report.notes.append("faults: " + ", ".join(f"{f.what} for {f.ended - f.started:.1f} s" for f in faults))
     if retried:
         report.notes.append("activities retried: " + "; ".join(f"{what} x{n}" for what, n in retried.most_common()))
+    report.other += await _projections_caught_up(stack.pool)
+    projected = await _projected(stack.pool)
     for script in scripts:
         _check_invoice(
             report,
@@ -203,11 +255,95 @@ async def check_run(
             task_failures[script.invoice_id],
             unreachable,
         )
+        invoice_events = events.get(script.invoice_id, [])
+        check_books(report, script, invoice_events, outcomes[script.invoice_id], projected.get(script.invoice_id))
     known = {s.workflow_id for s in scripts}
     strays = sorted(step for step in deliveries if step.split("/")[0] not in known)
     report.other += [f"a message for no invoice of the run: {step}" for step in strays]
     report.other += await _projections_equal_rebuild(stack.pool, scripts)
     return report
+
+
+def check_books(
+    report: RunReport,
+    script: ScriptedInvoice,
+    events: list[Event],
+    outcome: InvoiceOutcome | str,
+    projected: Projected | None,
+) -> None:
+    """The invoice's money and last sequence agree between the workflow, the log, the projections and the
+    script: a payment, fee or trailing event the log (or a read model) lost, or holds twice, shows here."""
+    who = script.label
+    logged, last_logged = money_in_log(events), max((e.sequence for e in events), default=0)
+    for pid, amount in payments_in_log(events).items():
+        if pid in script.payments and amount != script.payments[pid]:
+            report.other.append(f"{who}: payment {pid} recorded as {amount}, the driver sent {script.payments[pid]}")
+    if isinstance(outcome, str):
+        return  # no result to compare with: reported by the state check
+    result = Money(
+        outcome.paid_minor, outcome.fees_minor, outcome.credited_minor, outcome.written_off_minor, outcome.balance_minor
+    )
+    allowed = expected_money(script)
+    if result not in allowed:
+        report.other.append(f"{who}: the workflow ended with {result}; its script allows {allowed}")
+    _compare_money(report, who, "the log", result, logged)
+    if outcome.last_sequence > last_logged:
+        report.lost.append(f"{who}: the workflow wrote up to event #{outcome.last_sequence}, the log ends at #{last_logged}")
+    elif outcome.last_sequence < last_logged:
+        report.duplicated.append(
+            f"{who}: the log goes to event #{last_logged}, the workflow wrote only up to #{outcome.last_sequence}"
+        )
+    if projected is None:
+        report.lost.append(f"{who}: not in the projections")
+        return
+    _compare_money(report, who, "the projection", result, projected.money)
+    if projected.last_sequence != outcome.last_sequence:
+        report.other.append(
+            f"{who}: projected up to event #{projected.last_sequence}, the workflow wrote up to #{outcome.last_sequence}"
+        )
+    owed = 0 if script.final_state == InvoiceState.FACTORED else result.balance  # a factored balance is sold
+    if projected.receivable != owed:
+        report.other.append(f"{who}: the projected receivable is {projected.receivable}, the balance {owed}")
+
+
+def _compare_money(report: RunReport, who: str, where: str, result: Money, found: Money) -> None:
+    """Each amount of ``found`` against the workflow's: less paid, charged, credited or written off is lost."""
+    for name in ("paid", "fees", "credited", "written_off"):
+        want, got = getattr(result, name), getattr(found, name)
+        if got < want:
+            report.lost.append(f"{who}: {name} {got} in {where}, the workflow says {want}")
+        elif got > want:
+            report.duplicated.append(f"{who}: {name} {got} in {where}, the workflow says {want}")
+    if found.balance != result.balance:
+        report.other.append(f"{who}: balance {found.balance} in {where}, the workflow says {result.balance}")
+
+
+def payments_in_log(events: list[Event]) -> dict[str, int]:
+    """Each recorded payment's amount, by payment id (the last one if recorded twice: counted as a duplicate)."""
+    return {e.data["payment_id"]: int(e.data["amount_minor"]) for e in events if e.kind == EventKind.PAYMENT_RECORDED}
+
+
+def money_in_log(events: list[Event]) -> Money:
+    """The invoice's amounts as the sum of its facts: what a reader of the log alone would conclude."""
+    amount = paid = fees = credited = written_off = discount = 0
+    for event in events:
+        data = event.data
+        if event.kind == EventKind.INVOICE_ISSUED:
+            amount = int(data["invoice"]["amount_minor"])
+        elif event.kind == EventKind.PAYMENT_RECORDED:
+            paid += int(data["amount_minor"])
+        elif event.kind == EventKind.LATE_FEE_CHARGED:
+            fees += int(data["amount_minor"])
+        elif event.kind == EventKind.DISPUTE_RESOLVED:
+            credited += int(data["credit_minor"])
+        elif event.kind == EventKind.DISCOUNT_APPLIED:
+            discount += int(data["amount_minor"])
+        elif event.kind == EventKind.LEGAL_DECISION and data["decision"] == LegalDecision.WRITE_OFF:
+            written_off += int(data["balance_minor"])
+        elif event.kind == EventKind.LEGAL_DECISION and data["decision"] == LegalDecision.SETTLE:
+            written_off += int(data["balance_minor"]) - int(data["settle_amount_minor"])
+    balance = max(0, amount + fees - paid - credited - discount - written_off)
+    return Money(paid, fees, credited, written_off, balance)
 
 
 def _check_invoice(
@@ -260,7 +396,7 @@ def _check_invoice(
     report.other += [f"{who}: payment {pid} recorded, never sent" for pid in paid if pid not in script.payments]
     report.lost += [f"{who}: payment {pid} answered, not recorded" for pid in script.answered if pid not in paid]
 
-    _check_notices(report, script, events, deliveries, stack.faults)
+    check_notices(report, script, events, deliveries, [*stack.faults, *stack.smtp.slow_answers])
     _check_equipment(report, stack, script, events, stages, unreachable)
 
 
@@ -296,7 +432,7 @@ def _brief(event: Event) -> str:
     return f"({detail}) " if detail else ""
 
 
-def _check_notices(
+def check_notices(
     report: RunReport,
     script: ScriptedInvoice,
     events: list[Event],
@@ -311,6 +447,12 @@ def _check_notices(
     if numbers != list(range(1, len(numbers) + 1)):
         report.lost.append(f"{who}: notice steps are not numbered 1..{len(numbers)}: {sorted(steps)}")
     wanted, got = expected_notices(events), Counter(s["kind"] for s in sent)
+    required = required_notices(script)
+    report.lost += [
+        f"{who}: {kind} notice missing: its script guarantees {n}, {got[kind]} recorded sent"
+        for kind, n in required.items()
+        if got[kind] < n
+    ]
     report.lost += [f"{who}: {kind} notice missing ({n} of {wanted[kind]})" for kind, n in (wanted - got).items()]
     told_after_close = {notice.value for cause, notice in OPEN_INVOICE_NOTICE.items() if _after_close(cause, events)}
     report.duplicated += [
@@ -335,18 +477,23 @@ def _check_notices(
                 report.redelivered.append(f"{step} again {again.received_at - first.received_at:.1f} s later ({fault})")
             else:
                 report.duplicated.append(
-                    f"{who}: step {step} received {len(copies)} times (Message-IDs {[c.message_id for c in copies]})"
+                    f"{who}: step {step} received {len(copies)} times (Message-IDs {[c.message_id for c in copies]},"
+                    f" at {[_clock(c.received_at) for c in copies]}; faults {[_clock(f.started) for f in faults]})"
                 )
                 break
     for step in sorted(s for s in deliveries if s.startswith(prefix) and s not in expected):
         report.lost.append(f"{who}: message {step} received, but no notice_sent event records it")
 
 
+def _clock(moment: float) -> str:
+    return datetime.fromtimestamp(moment).strftime("%H:%M:%S.%f")[:-4]
+
+
 def _fault_between(first: Delivery, again: Delivery, faults: list[Fault]) -> str | None:
-    """A fault that began around the first copy, before the second: why a step may arrive twice."""
+    """A fault under way around the first copy, begun before the second: why a step may arrive twice."""
     before, after = REDELIVERY_WINDOW_S
     for fault in faults:
-        if first.received_at - before <= fault.started <= min(again.received_at, first.received_at + after):
+        if fault.ended >= first.received_at - before and fault.started <= min(again.received_at, first.received_at + after):
             return fault.what
     return None
 
@@ -466,13 +613,37 @@ async def _read_workflows(
     return outcomes, failures, retried
 
 
-async def _projections_equal_rebuild(pool: asyncpg.Pool, scripts: list[ScriptedInvoice]) -> list[str]:
-    """The projector has caught up, each invoice's projected state is its final one, and a rebuild changes nothing."""
+async def _projections_caught_up(pool: asyncpg.Pool) -> list[str]:
+    """Until the projector has caught up with the log (a problem if it has not within a minute)."""
     deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
     while (lag := await projection_lag(pool)).events_behind:
         if time.monotonic() > deadline:
             return [f"the projections are still {lag.events_behind} events behind after {CATCH_UP_TIMEOUT_S:.0f} s"]
         await asyncio.sleep(0.5)
+    return []
+
+
+async def _projected(pool: asyncpg.Pool) -> dict[str, Projected]:
+    rows = await pool.fetch(
+        """
+        SELECT i.invoice_id, i.paid_minor, i.fees_minor, i.credited_minor, i.written_off_minor, i.balance_minor,
+               i.last_sequence, (SELECT coalesce(sum(amount_minor), 0) FROM projected_receivables r
+                                 WHERE r.invoice_id = i.invoice_id) AS receivable
+        FROM projected_invoices i
+        """
+    )
+    return {
+        row["invoice_id"]: Projected(
+            Money(row["paid_minor"], row["fees_minor"], row["credited_minor"], row["written_off_minor"], row["balance_minor"]),
+            row["last_sequence"],
+            int(row["receivable"]),
+        )
+        for row in rows
+    }
+
+
+async def _projections_equal_rebuild(pool: asyncpg.Pool, scripts: list[ScriptedInvoice]) -> list[str]:
+    """Each invoice's projected state is its final one, and a rebuild changes nothing (once caught up)."""
     problems = []
     states = dict(await pool.fetch("SELECT invoice_id, state FROM projected_invoices"))
     for script in scripts:

@@ -17,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from typing import TypeVar
 
@@ -35,7 +37,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from client import invoices
 from client.invoices import InvoiceError, Refusal
+from tests.faults.intake import CLOSED, HttpIntake, NoAnswer
 from tests.faults.stack import TASK_QUEUE
+from workflows import ladder as rungs
 from workflows import search_attributes as sa
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
@@ -46,6 +50,7 @@ from workflows.models import (
     InvoiceStatus,
     LegalDecision,
     MarkFactored,
+    NoticeKind,
     OpenDispute,
     Payment,
     ResolveDispute,
@@ -78,8 +83,9 @@ ESCALATION = [
     InvoiceState.AGENCY,
     InvoiceState.LEGAL_REVIEW,
 ]
+LATE_FEE_PERCENT = Decimal("1.5")  # per month, of the unpaid principal: the scripted terms
+FIXED_LATE_FEE_MINOR = 1_500  # with the first late fee
 RETRY_PAUSE_S = 1.0
-CLOSED = "closed"  # what a request answers when the invoice is closed (or its workflow completed)
 POLL_INTERVAL_S = 1.0
 
 
@@ -165,8 +171,8 @@ class ScriptedInvoice:
                 "due_date": due.date(),
                 "time_zone": "UTC",
                 "terms": {
-                    "late_fee_percent_per_month": "1.5",
-                    "fixed_late_fee_minor": 1_500,
+                    "late_fee_percent_per_month": str(LATE_FEE_PERCENT),
+                    "fixed_late_fee_minor": FIXED_LATE_FEE_MINOR,
                     "remote_disconnect_authorized": bool(self.equipment_ids),
                     "equipment_ids": self.equipment_ids,
                 },
@@ -178,6 +184,70 @@ class ScriptedInvoice:
                 },
             }
         )
+
+
+@dataclass(frozen=True)
+class Money:
+    """An invoice's amounts once it is closed (minor units)."""
+
+    paid: int
+    fees: int
+    credited: int
+    written_off: int
+    balance: int
+
+
+def first_late_fee(principal_minor: int) -> int:
+    """The late fee the scripted terms charge on an unpaid principal: its percentage, rounded half up, and the
+    fixed fee (computed here, not by the service's ``policy``, so a wrong fee there shows)."""
+    percent = (Decimal(principal_minor) * LATE_FEE_PERCENT / 100).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+    return int(percent) + FIXED_LATE_FEE_MINOR
+
+
+def expected_money(script: ScriptedInvoice) -> list[Money]:
+    """The amounts the invoice must close with, from its script alone: each one its fate allows. A fate
+    played before the late-fee stage may meet the fee when a fault delays its request, so it allows both;
+    the payments are the driver's own (``ScriptedInvoice.payments``), never the log's."""
+    amount, fate = script.amount_minor, script.fate
+    full_fee = first_late_fee(amount)
+    if fate in (Fate.PAID_WHEN_ISSUED, Fate.PAID_EARLY):
+        return [Money(amount + fee, fee, 0, 0, 0) for fee in (0, full_fee)]
+    if fate == Fate.PAID_IN_TWO:  # half before the fee, unless the fault held the half back past it
+        fees = (first_late_fee(amount - amount // 2), full_fee)
+        return [Money(amount + fee, fee, 0, 0, 0) for fee in fees]
+    if fate == Fate.PAID_AFTER_SUSPENSION:
+        return [Money(amount + full_fee, full_fee, 0, 0, 0)]
+    if fate == Fate.DISPUTE_UPHELD:  # the credit is the whole balance
+        return [Money(0, fee, amount + fee, 0, 0) for fee in (0, full_fee)]
+    if fate == Fate.FACTORED:  # the balance is sold, not paid: it stays on the invoice
+        return [Money(0, full_fee, 0, 0, amount + full_fee)]
+    if fate == Fate.WRITTEN_OFF:
+        return [Money(0, full_fee, 0, amount + full_fee, 0)]
+    settled = (amount + full_fee) // 2  # SETTLED_AT_LEGAL: for half the balance, then paid
+    return [Money(settled, full_fee, 0, amount + full_fee - settled, 0)]
+
+
+def required_notices(script: ScriptedInvoice) -> Counter[str]:
+    """The notices the invoice must have had whatever the timing, from its script alone: the invoice, every
+    stage of its ladder before the one its fate waits for (that one's too, unless a request may overtake
+    it: a block's notice comes after its cuts), a receipt for each payment the driver got a balance for,
+    and what its fate's requests tell the client. A fault may let it climb further: more is allowed."""
+    wanted: Counter[str] = Counter({NoticeKind.INVOICE_ISSUED.value: 1})
+    trigger = TRIGGER[script.fate]
+    for stage, _ in script.ladder:
+        rung = rungs.RUNGS[stage]
+        if rung.state_after is None or not _reached(trigger, rung.state_after):
+            break
+        if not (rung.state_after == trigger and rung.suspends_service):
+            wanted[rung.notice.value] += 1
+    wanted[NoticeKind.RECEIPT.value] += len(script.answered)
+    if script.fate == Fate.DISPUTE_UPHELD:
+        wanted.update([NoticeKind.DISPUTE_OPENED.value, NoticeKind.DISPUTE_RESOLVED.value])
+    if script.fate == Fate.PAID_IN_TWO:
+        wanted[NoticeKind.LATE_FEE.value] = 1  # the rest is paid once the fee is charged
+    if script.equipment_ids and script.fate != Fate.WRITTEN_OFF:
+        wanted[NoticeKind.RESTORED.value] += 1
+    return wanted
 
 
 def scripted_invoices(
@@ -219,9 +289,15 @@ class Driver:
     as ``check_alive`` raises (a worker that died on its own)."""
 
     def __init__(
-        self, client: Client, scripts: list[ScriptedInvoice], deadline: float, check_alive: Callable[[], None]
+        self,
+        client: Client,
+        scripts: list[ScriptedInvoice],
+        deadline: float,
+        check_alive: Callable[[], None],
+        intake: HttpIntake | None = None,
     ) -> None:
         self.client = client
+        self.intake = intake  # pay through the API and the webhook (in turn) instead of the workflow's update
         self.scripts = scripts
         self.deadline = deadline
         self.check_alive = check_alive
@@ -386,7 +462,12 @@ class Driver:
         payment_id = f"{script.invoice_id}-P{len(script.payments) + 1}"
         script.payments[payment_id] = amount_minor
         payment = Payment(payment_id=payment_id, amount_minor=amount_minor, currency=CURRENCY)
-        balance = await self._update(script, InvoiceWorkflow.record_payment, payment, payment_id)
+        if self.intake is None:
+            balance = await self._update(script, InvoiceWorkflow.record_payment, payment, payment_id)
+        else:
+            via_webhook = len(script.payments) % 2 == int(script.invoice_id[-1]) % 2  # both ways for every fate
+            pay = functools.partial(self.intake.pay, script.invoice_id, payment, via_webhook=via_webhook)
+            balance = await self._answered(script, f"payment {payment_id}", pay)
         if balance != CLOSED:
             script.answered.add(payment_id)
         return balance
@@ -425,6 +506,8 @@ class Driver:
                 reason = str(err)
             except WorkflowUpdateRPCTimeoutOrCancelledError:
                 reason = "no answer in time"
+            except NoAnswer as err:
+                reason = str(err)
             except RPCError as err:
                 reason = f"{err.status}: {err.message}"
             if time.monotonic() > self.deadline:

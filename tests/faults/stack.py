@@ -4,7 +4,8 @@
   restart finds every workflow, timer and task where it was;
 - embedded PostgreSQL on a pgdata under /tmp (see ``tests.conftest.new_pgdata``), stopped and
   started again on the same folder (same Unix socket, same ``url``);
-- ``dunning worker`` processes, killed with SIGKILL and started again;
+- ``dunning worker`` processes, killed with SIGKILL and started again (and, when a test asks,
+  ``dunning api`` the same way: the API's payment intake and the provider's webhook);
 - an SMTP server that keeps the ``X-Dunning-Step`` and ``Message-ID`` of every message it accepts,
   and refuses connections while stopped;
 - the customers' equipment controller (the webhook peer of ``tests.equipment_peers``), which
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import email.parser
 import email.policy
+import json
 import os
 import shutil
 import signal
@@ -37,6 +39,7 @@ from pathlib import Path
 
 import asyncpg
 from aiosmtpd.controller import Controller
+from pydantic import SecretStr
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -54,6 +57,8 @@ LOOPBACK = "127.0.0.1"
 NAMESPACE = "default"
 TASK_QUEUE = "dunning-faults"
 CONTROLLER_SECRET = "fault-controller-secret-1"
+API_TOKEN = "fault-api-token-1"
+WEBHOOK_SECRET = "fault-webhook-secret-1"
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 DUNNING = Path(sys.executable).with_name("dunning")
@@ -87,7 +92,9 @@ class CountingSmtpServer:
     """An SMTP server on a fixed loopback port that keeps every message it accepts.
 
     Only the headers are read (the step and the Message-ID). ``stop()`` closes the port, so
-    connections are refused until ``start()``.
+    connections are refused until ``start()``. ``slow_down(n, step_s)`` makes it answer MAIL, RCPT and
+    DATA of the next ``n`` messages ``step_s`` seconds late each; a slowed message counts as received
+    when its content has arrived, and its slow answer to DATA is a ``Fault`` in ``slow_answers``.
     """
 
     def __init__(self) -> None:
@@ -96,6 +103,28 @@ class CountingSmtpServer:
         self._lock = threading.Lock()
         self._controller: Controller | None = None
         self._parser = email.parser.BytesHeaderParser(policy=email.policy.default)
+        self._slow_messages = 0
+        self._step_delay_s = 0.0
+        self.slow_answers: list[Fault] = []
+
+    def slow_down(self, messages: int, step_s: float) -> None:
+        """Answer each step of the next ``messages`` messages ``step_s`` seconds late."""
+        self._slow_messages, self._step_delay_s = messages, step_s
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options) -> str:  # noqa: N802 - aiosmtpd's hook
+        """aiosmtpd hook: a new message; slowed if one of the next ``slow_down`` ones."""
+        envelope.slow = self._slow_messages > 0
+        self._slow_messages -= envelope.slow
+        await self._maybe_wait(envelope)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:  # noqa: N802 - aiosmtpd's hook
+        await self._maybe_wait(envelope)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 - aiosmtpd's hook name
         """aiosmtpd hook: keep the message's step and Message-ID."""
@@ -103,7 +132,15 @@ class CountingSmtpServer:
         delivery = Delivery(str(headers["X-Dunning-Step"] or ""), str(headers["Message-ID"] or ""), time.time())
         with self._lock:
             self._deliveries.append(delivery)
+        if getattr(envelope, "slow", False):
+            answer_at = delivery.received_at + self._step_delay_s
+            self.slow_answers.append(Fault(f"smtp slow to accept {delivery.step}", delivery.received_at, answer_at))
+            await self._maybe_wait(envelope)
         return "250 OK"
+
+    async def _maybe_wait(self, envelope) -> None:
+        if getattr(envelope, "slow", False):
+            await asyncio.sleep(self._step_delay_s)
 
     def start(self) -> None:
         """Accept connections (again)."""
@@ -237,21 +274,23 @@ class PostgresServer:
 
 
 class Workers:
-    """``dunning worker`` processes, each in its own session, logging to ``folder``."""
+    """``dunning worker`` processes (or ``dunning api``: ``command``), each in its own session, logging to
+    ``folder``."""
 
-    def __init__(self, env: dict[str, str], folder: Path) -> None:
+    def __init__(self, env: dict[str, str], folder: Path, command: str = "worker") -> None:
         self.env = env
         self.folder = folder
+        self.command = command
         self.processes: dict[subprocess.Popen, Path] = {}
         self.incarnations = 0
 
     def start(self) -> None:
-        """One more worker, logging to ``worker-<n>.log``."""
+        """One more process, logging to ``<command>-<n>.log``."""
         self.incarnations += 1
-        log_path = self.folder / f"worker-{self.incarnations}.log"
+        log_path = self.folder / f"{self.command}-{self.incarnations}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [*DIE_WITH_THE_TEST, str(DUNNING), "worker"],
+                [*DIE_WITH_THE_TEST, str(DUNNING), self.command],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -300,17 +339,50 @@ class Workers:
     def exited(self) -> list[str]:
         """Workers that exited on their own, with the end of their log."""
         return [
-            f"worker pid {process.pid} exited with {process.returncode}; {log.name} ends:\n{_tail(log)}"
+            f"{self.command} pid {process.pid} exited with {process.returncode}; {log.name} ends:\n{_tail(log)}"
             for process, log in self.processes.items()
             if process.poll() is not None
         ]
 
 
+def api_environment(worker_env: dict[str, str], port: int) -> dict[str, str]:
+    """The API's settings: the worker's, its port, an integration token (``API_TOKEN``) and the webhook's secret."""
+    return {
+        **worker_env,
+        "DUNNING_API_HOST": LOOPBACK,
+        "DUNNING_API_PORT": str(port),
+        "DUNNING_API_TOKENS": json.dumps({API_TOKEN: "integration"}),
+        "DUNNING_PAYMENT_WEBHOOK_SECRET": WEBHOOK_SECRET,
+    }
+
+
+async def wait_for_port(port: int, timeout: float = READY_TIMEOUT_S) -> None:
+    """Until something accepts connections on the loopback ``port``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(LOOPBACK, port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"nothing listened on port {port} within {timeout:.0f} s") from None
+            await asyncio.sleep(0.3)
+        else:
+            writer.close()
+            return
+
+
 def worker_environment(
-    temporal: TemporalServer, database_url: str, smtp_port: int, registry: Path, folder: Path
+    temporal: TemporalServer,
+    database_url: str,
+    smtp_port: int,
+    registry: Path,
+    folder: Path,
+    codec_keys: str | None = None,
 ) -> dict[str, str]:
     """The worker's settings for this stack; nothing ``DUNNING_*`` leaks in from the test's environment."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DUNNING_", "OTEL_")) and k != "DATABASE_URL"}
+    if codec_keys:
+        env["DUNNING_CODEC_KEYS"] = codec_keys
     env.update(
         DUNNING_TEMPORAL_ADDRESS=temporal.address,
         DUNNING_TEMPORAL_NAMESPACE=NAMESPACE,
@@ -342,11 +414,17 @@ class FaultStack:
     client: Client
     pool: asyncpg.Pool
     faults: list[Fault] = field(default_factory=list)
+    api: Workers | None = None  # ``dunning api`` when the test asked for it
+    api_port: int | None = None
 
-    async def kill_workers(self, down_for: float) -> None:
-        """SIGKILL the worker, wait ``down_for`` seconds, start a new one."""
+    @property
+    def api_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.api_port}"
+
+    async def kill_workers(self, down_for: float, *, only_one: bool = False) -> None:
+        """SIGKILL every worker (``only_one``: the oldest), wait ``down_for`` seconds, start a new one."""
         started = time.time()
-        await asyncio.to_thread(self.workers.kill)
+        await asyncio.to_thread(self.workers.kill, self.workers.pids()[0] if only_one else None)
         await asyncio.sleep(down_for)
         self.workers.start()
         self.faults.append(Fault("worker killed", started, time.time()))
@@ -385,8 +463,18 @@ class FaultStack:
         what = " and ".join(name for name, down in (("smtp", smtp), ("controller", controller)) if down)
         self.faults.append(Fault(f"{what} refusing", started, time.time()))
 
+    async def kill_api(self, down_for: float) -> None:
+        """SIGKILL the API, wait ``down_for`` seconds, start a new one and wait until it listens."""
+        assert self.api is not None and self.api_port is not None
+        started = time.time()
+        await asyncio.to_thread(self.api.kill)
+        await asyncio.sleep(down_for)
+        self.api.start()
+        await wait_for_port(self.api_port)
+        self.faults.append(Fault("api killed", started, time.time()))
+
     def assert_workers_alive(self) -> None:
-        exited = self.workers.exited()
+        exited = self.workers.exited() + (self.api.exited() if self.api else [])
         assert not exited, "\n".join(exited)
 
 
@@ -422,9 +510,17 @@ async def wait_for_poller(client: Client, timeout: float = READY_TIMEOUT_S, pids
 
 
 @asynccontextmanager
-async def fault_stack(equipment: Mapping[str, str], *, unreachable: Iterable[str] = ()) -> AsyncIterator[FaultStack]:
+async def fault_stack(
+    equipment: Mapping[str, str],
+    *,
+    unreachable: Iterable[str] = (),
+    codec_keys: str | None = None,
+    api: bool = False,
+) -> AsyncIterator[FaultStack]:
     """Start everything: Postgres, the dev server, the SMTP server, the controller and a worker whose
-    registry holds ``equipment`` (``{id: customer id}``, the ``unreachable`` ids where nothing answers).
+    registry holds ``equipment`` (``{id: customer id}``, the ``unreachable`` ids where nothing answers);
+    with ``codec_keys`` (``DUNNING_CODEC_KEYS``) the worker and the test's client encrypt every payload;
+    with ``api``, ``dunning api`` runs too (``FaultStack.api_url``).
     Everything is stopped and deleted afterwards; after a failure the folder (worker logs, the dev server's
     database) is kept, and named on stderr."""
     folder = Path(tempfile.mkdtemp(prefix="dunning-faults-"))
@@ -456,24 +552,41 @@ async def fault_stack(equipment: Mapping[str, str], *, unreachable: Iterable[str
         write_registry(
             registry, equipment, controller.peer.url, unreachable, f"http://{LOOPBACK}:{closed.port}/dunning"
         )
-        processes = Workers(worker_environment(temporal, postgres.url, smtp.port, registry, folder), folder)
+        env = worker_environment(temporal, postgres.url, smtp.port, registry, folder, codec_keys)
+        processes = Workers(env, folder)
         processes.start()
         cleanup.callback(processes.stop)
+        api_port = free_port() if api else None
+        api_processes = Workers(api_environment(env, api_port), folder, "api") if api_port else None
+        if api_processes:
+            api_processes.start()
+            cleanup.callback(api_processes.stop)
 
         settings = Settings(
             temporal_address=temporal.address,
             temporal_namespace=NAMESPACE,
             task_queue=TASK_QUEUE,
             database_url=postgres.url,
-            codec_keys=None,
+            codec_keys=SecretStr(codec_keys) if codec_keys else None,
             temporal_api_key=None,
             temporal_tls=False,
             temporal_metrics_bind=None,
         )
         client = await connect(settings)
         await wait_for_poller(client)
+        if api_port:
+            await wait_for_port(api_port)
         stack = FaultStack(
-            folder, temporal, postgres, smtp, controller, processes, client, await create_pool(postgres.url)
+            folder,
+            temporal,
+            postgres,
+            smtp,
+            controller,
+            processes,
+            client,
+            await create_pool(postgres.url),
+            api=api_processes,
+            api_port=api_port,
         )
         cleanup.push_async_callback(lambda: stack.pool.close())
         try:

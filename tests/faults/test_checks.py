@@ -1,0 +1,148 @@
+"""The fault tests' checks fail on a loss: fed one invoice's doctored log, result or projection, without a stack."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from tests.faults.checks import Event, Projected, RunReport, check_books, check_notices
+from tests.faults.fates import Fate, Money, ScriptedInvoice, first_late_fee
+from tests.faults.stack import Delivery, Fault
+from workflows.models import EventKind, InvoiceOutcome, InvoiceState
+
+AMOUNT = 100_000
+HALF = AMOUNT // 2
+FEE = first_late_fee(AMOUNT - HALF)
+REST = AMOUNT - HALF + FEE
+E = EventKind
+
+
+def paid_in_two() -> tuple[ScriptedInvoice, list[Event], InvoiceOutcome, Projected]:
+    """An invoice paid half once warned and the rest after its late fee: its script, a complete log, the
+    workflow's result and the projection, all agreeing."""
+    script = ScriptedInvoice("T-0001", "C-T-0001", Fate.PAID_IN_TWO, AMOUNT, [])
+    script.payments = {"T-0001-P1": HALF, "T-0001-P2": REST}
+    script.answered = set(script.payments)
+    facts = [
+        (E.INVOICE_ISSUED, {"invoice": {"amount_minor": AMOUNT}}),
+        (E.NOTICE_SENT, {"step": "0001-invoice_issued", "kind": "invoice_issued"}),
+        (E.STAGE_REACHED, {"stage": "reminder"}),
+        (E.NOTICE_SENT, {"step": "0002-reminder", "kind": "reminder"}),
+        (E.STAGE_REACHED, {"stage": "warning"}),
+        (E.NOTICE_SENT, {"step": "0003-warning", "kind": "warning"}),
+        (E.PAYMENT_RECORDED, {"payment_id": "T-0001-P1", "amount_minor": HALF}),
+        (E.NOTICE_SENT, {"step": "0004-receipt", "kind": "receipt"}),
+        (E.STAGE_REACHED, {"stage": "late_fee"}),
+        (E.LATE_FEE_CHARGED, {"amount_minor": FEE}),
+        (E.NOTICE_SENT, {"step": "0005-late_fee", "kind": "late_fee"}),
+        (E.PAYMENT_RECORDED, {"payment_id": "T-0001-P2", "amount_minor": REST}),
+        (E.INVOICE_CLOSED, {"state": "paid"}),
+        (E.NOTICE_SENT, {"step": "0006-receipt", "kind": "receipt"}),
+    ]
+    events = [Event(n, kind, data) for n, (kind, data) in enumerate(facts, start=1)]
+    outcome = InvoiceOutcome(
+        invoice_id=script.invoice_id,
+        state=InvoiceState.PAID,
+        paid_minor=AMOUNT + FEE,
+        fees_minor=FEE,
+        written_off_minor=0,
+        overpaid_minor=0,
+        credited_minor=0,
+        balance_minor=0,
+        last_sequence=len(events),
+    )
+    return script, events, outcome, Projected(Money(AMOUNT + FEE, FEE, 0, 0, 0), len(events), 0)
+
+
+def books(script, events, outcome, projected) -> RunReport:
+    report = RunReport("unit")
+    check_books(report, script, events, outcome, projected)
+    return report
+
+
+def notices(script, events) -> RunReport:
+    report = RunReport("unit")
+    steps = [e.data["step"] for e in events if e.kind == E.NOTICE_SENT]
+    deliveries = {f"{script.workflow_id}/{step}": [Delivery(step, f"<{step}@test>", 0.0)] for step in steps}
+    check_notices(report, script, events, deliveries, [])
+    return report
+
+
+def test_agreeing_books_and_notices_pass():
+    script, events, outcome, projected = paid_in_two()
+    for report in (books(script, events, outcome, projected), notices(script, events)):
+        assert not (report.lost or report.duplicated or report.other), report
+
+
+def test_a_lost_trailing_event_fails():
+    """The log lost its last event (the last receipt's ``notice_sent``): no gap, but the workflow wrote more."""
+    script, events, outcome, projected = paid_in_two()
+    report = books(script, events[:-1], outcome, projected)
+    assert report.lost == ["T-0001 (paid_in_two): the workflow wrote up to event #14, the log ends at #13"]
+
+
+def test_a_lost_trailing_payment_fails_on_the_money_too():
+    script, events, outcome, projected = paid_in_two()
+    report = books(script, events[:11], outcome, projected)
+    assert any("paid 50000 in the log, the workflow says" in p for p in report.lost), report.lost
+
+
+def test_a_doubled_payment_fails():
+    script, events, outcome, projected = paid_in_two()
+    doubled = [*events, Event(len(events) + 1, E.PAYMENT_RECORDED, {"payment_id": "T-0001-P2", "amount_minor": REST})]
+    report = books(script, doubled, outcome, projected)
+    assert any("paid" in p and "in the log" in p for p in report.duplicated), report.duplicated
+    assert any("the log goes to event #15" in p for p in report.duplicated), report.duplicated
+
+
+def test_a_projection_missing_a_payment_fails():
+    script, events, outcome, projected = paid_in_two()
+    stale = Projected(Money(HALF, FEE, 0, 0, REST), len(events) - 2, REST)
+    report = books(script, events, outcome, stale)
+    assert any("in the projection" in p for p in report.lost), report.lost
+    assert any("projected up to event #12" in p for p in report.other), report.other
+    assert any("projected receivable" in p for p in report.other), report.other
+
+
+def test_money_the_script_does_not_allow_fails_even_when_everything_agrees():
+    """A fee charged on the whole amount although the half was paid first, in the result, log and projection
+    alike: only the script's own arithmetic can tell."""
+    script, events, outcome, projected = paid_in_two()
+    script.fate = Fate.PAID_AFTER_SUSPENSION  # fee on the whole amount, one payment
+    report = books(script, events, outcome, projected)
+    assert any("its script allows" in p for p in report.other), report.other
+
+
+def test_a_payment_recorded_with_another_amount_fails():
+    script, events, outcome, projected = paid_in_two()
+    script.payments["T-0001-P1"] = HALF + 1
+    report = books(script, events, outcome, projected)
+    assert any("the driver sent" in p for p in report.other), report.other
+
+
+@pytest.mark.parametrize("kind", [E.STAGE_REACHED, E.PAYMENT_RECORDED])
+def test_a_lost_event_and_its_notice_fail_the_notice_check(kind):
+    """The log lost the warning (or the first payment) and the notice it caused: what the log calls for then
+    agrees with what was sent, but the script guarantees a warning and a receipt for every answered payment."""
+    script, events, _, _ = paid_in_two()
+    first = next(n for n, e in enumerate(events) if e.kind == kind and e.data.get("stage") in (None, "warning"))
+    doctored = copy.deepcopy(events[:first] + events[first + 2 :])
+    report = notices(script, doctored)
+    assert any("its script guarantees" in p for p in report.lost), report.lost
+
+
+def test_a_second_copy_is_explained_only_by_a_fault_around_the_first():
+    """Sent while PostgreSQL was down (so not recorded sent), a copy comes again with its Message-ID: redelivered.
+    Without a fault under way around the first copy, the same second copy is a duplicate."""
+    script, events, _, _ = paid_in_two()
+    step = f"{script.workflow_id}/0001-invoice_issued"
+    first, again = Delivery(step, "<m@test>", 1000.0), Delivery(step, "<m@test>", 1051.0)
+    outage = Fault("postgres stopped", 994.0, 1015.0)
+    for faults, redelivered, duplicated in (([outage], 1, 0), ([Fault("worker killed", 900.0, 903.0)], 0, 1)):
+        report = RunReport("unit")
+        steps = [e.data["step"] for e in events if e.kind == E.NOTICE_SENT]
+        deliveries = {f"{script.workflow_id}/{s}": [Delivery(s, f"<{s}@test>", 0.0)] for s in steps}
+        deliveries[step] = [first, again]
+        check_notices(report, script, events, deliveries, faults)
+        assert (len(report.redelivered), len(report.duplicated)) == (redelivered, duplicated), report

@@ -1,0 +1,56 @@
+"""The newer fault cases in one run, for ``make test``: each on its own, at volume, runs in ``make soak``
+(``test_api_intake``, ``test_encrypted``, ``test_two_workers``, ``test_rebuild_cut``, ``test_slow_smtp``)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from client.codec import new_key
+from tests.faults.checks import run_under_fault
+from tests.faults.fates import scripted_invoices
+from tests.faults.stack import FaultStack
+from tests.faults.test_api_intake import nothing_unapplied
+from tests.faults.test_encrypted import history_is_encrypted
+from tests.faults.test_rebuild_cut import restart_during_rebuild
+from tests.faults.test_slow_smtp import SLOW_STEP_S
+
+INVOICES = 16
+STARTS_PER_SECOND = 2.0
+DEADLINE_S = 6 * 60.0
+
+
+async def one_after_another(stack: FaultStack) -> None:
+    """4 s in, one of the two workers killed, then the API; then PostgreSQL stopped while a rebuild waits
+    half-way; then the next message slowed beyond its lease (after the kills, which could end its attempt)."""
+    await asyncio.sleep(4.0)
+    await stack.kill_workers(down_for=2.0, only_one=True)
+    await stack.kill_api(down_for=2.0)
+    await restart_during_rebuild(stack)
+    stack.smtp.slow_down(messages=1, step_s=SLOW_STEP_S)
+
+
+async def test_new_faults_together():
+    """16 invoices over every fate, started 2 a second on two workers (a projector each) with payload
+    encryption on; payments through the API's intake and the signed webhook in turn. One worker, then the API,
+    is SIGKILLed; PostgreSQL stops for 8 s while ``dunning projections rebuild`` waits half-way; then the SMTP
+    server answers the next message slower than its lease. Every check of ``checks`` passes (money and
+    last sequence in workflow, log, projection and script), no payment is kept unapplied, the history holds
+    only encrypted payloads, and the slow message came twice with one Message-ID."""
+    scripts = scripted_invoices(INVOICES, run=f"TG{uuid.uuid4().hex[:4]}")
+
+    async def also_check(stack: FaultStack) -> list[str]:
+        return await nothing_unapplied(stack) + await history_is_encrypted(stack, scripts[0].workflow_id)
+
+    report = await run_under_fault(
+        scripts,
+        STARTS_PER_SECOND,
+        DEADLINE_S,
+        one_after_another,
+        "api and webhook, encryption, two workers, worker and api killed, postgres cut mid-rebuild, slow smtp",
+        codec_keys=f"k1:{new_key()}",
+        through_api=True,
+        workers=2,
+        also_check=also_check,
+    )
+    assert any("(smtp slow to accept" in line for line in report.redelivered), report.redelivered

@@ -1,0 +1,77 @@
+"""What the invoice workflow asks of its activities: each one's name, input and result, declared once.
+
+The implementations in ``activities/`` (and the recording ones in ``bench/``) subclass these
+protocols, and the workflow calls the methods by reference (``workflow.execute_activity_method``),
+so the type checker holds both sides to one signature. Kept here, free of I/O, so the workflow
+(and the client library that imports it) never loads the activities' dependencies.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Protocol
+
+from temporalio import activity
+
+from workflows.events import InvoiceSnapshot
+from workflows.models import (
+    AgencyHandover,
+    DomainEvent,
+    EquipmentRequest,
+    EquipmentResult,
+    NoticeDelivery,
+    NoticeRequest,
+    PublicHolidaysRequest,
+    ServiceAction,
+    ServiceChange,
+)
+
+
+class Ledger(Protocol):
+    @activity.defn(name="append_events")
+    async def append_events(self, events: list[DomainEvent], snapshot: InvoiceSnapshot | None = None) -> int:
+        """Append a batch of events and the invoice's snapshot after them; returns rows inserted."""
+        ...
+
+
+class Notices(Protocol):
+    @activity.defn(name="send_notice")
+    async def send_notice(self, notice: NoticeRequest) -> NoticeDelivery:
+        """Deliver a notice to the client on each of their channels."""
+        ...
+
+    @activity.defn(name="send_agency_package")
+    async def send_agency_package(self, handover: AgencyHandover) -> str:
+        """E-mail the hand-over package to the collection agency; returns its Message-ID."""
+        ...
+
+
+class Service(Protocol):
+    @activity.defn(name="suspend_service")
+    async def suspend_service(self, request: ServiceAction) -> ServiceChange:
+        """Block support and new orders for the customer."""
+        ...
+
+    @activity.defn(name="restore_service")
+    async def restore_service(self, request: ServiceAction) -> ServiceChange:
+        """Lift the block that this invoice's suspension put in place."""
+        ...
+
+
+class Calendar(Protocol):
+    @activity.defn(name="public_holidays")
+    async def public_holidays(self, request: PublicHolidaysRequest) -> list[date]:
+        """The country's public holidays in the requested years (a local activity)."""
+        ...
+
+
+class Equipment(Protocol):
+    @activity.defn(name="suspend_equipment")
+    async def suspend_equipment(self, request: EquipmentRequest) -> EquipmentResult:
+        """Cut one piece of the customer's equipment."""
+        ...
+
+    @activity.defn(name="restore_equipment")
+    async def restore_equipment(self, request: EquipmentRequest) -> EquipmentResult:
+        """Bring one piece of the customer's equipment back."""
+        ...
