@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import typer
@@ -11,7 +12,7 @@ from typer.core import TyperGroup
 try:  # typer 0.24 and later carry their own copy of click
     from typer._click import exceptions as click_errors
 except ImportError:  # pragma: no cover - older typer on click
-    from click import exceptions as click_errors
+    from click import exceptions as click_errors  # type: ignore[no-redef]
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -20,10 +21,12 @@ class OneLineUsageErrors(TyperGroup):
     """A group that ends a usage error (unknown option, bad choice, missing argument) as
     ``error: <what> (see `dunning <command> -h`)`` on stderr with exit code 2, instead of a box of usage."""
 
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
         try:
-            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            result = super().main(
+                args, prog_name, complete_var, standalone_mode=False, windows_expand_args=windows_expand_args, **extra
+            )
         except click_errors.NoArgsIsHelpError as err:
             typer.echo(err.ctx.get_help() if err.ctx else err.format_message())
             result = 0

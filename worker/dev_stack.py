@@ -93,7 +93,7 @@ async def run_dev_stack(
             await api_ready.wait()
             services.create_task(narrate(database_url, say, stop), name="narrator")
             say(_banner(settings, database_url, mail, codec is not None, site is not None))
-            if site is not None:
+            if site is not None and demo_unit is not None:
                 from worker.demo import tell_the_story
 
                 client = await connect(settings)

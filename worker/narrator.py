@@ -84,7 +84,7 @@ async def _narrate(database_url: str, say: Callable[[str], None], stop: asyncio.
         await conn.add_listener(NOTIFY_CHANNEL, lambda *_: wake.set())
         if last is None:
             last = await conn.fetchval("SELECT coalesce(max(position), 0) FROM invoice_events")
-        currencies: dict[str, str] = {}
+        currencies: dict[str, str | None] = {}
         while not stop.is_set():
             wake.clear()
             rows = await conn.fetch(

@@ -85,11 +85,13 @@ def _process(command: list[str], log: Path, env: dict[str, str] | None = None) -
 
 def _wait_until_ready(process: subprocess.Popen, log: Path, ready: Callable[[], bool]) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    command = process.args if isinstance(process.args, list | tuple) else [process.args]
+    program = str(command[0])
     while not ready():
         if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}:\n{log.read_text()}")
+            raise RuntimeError(f"{program} exited with {process.returncode}:\n{log.read_text()}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{process.args[0]} not ready after {STARTUP_TIMEOUT_S}s:\n{log.read_text()}")
+            raise RuntimeError(f"{program} not ready after {STARTUP_TIMEOUT_S}s:\n{log.read_text()}")
         time.sleep(0.1)
 
 
