@@ -20,7 +20,7 @@ from decimal import Decimal
 from enum import StrEnum
 from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, NamedTuple, NoReturn, TypeVar
 from urllib.parse import quote
 
 import asyncpg
@@ -81,6 +81,8 @@ T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 AMOUNT = re.compile(r"[0-9]+(\.[0-9]+)?")
 OUR_PACKAGES = ("activities", "api", "client", "worker", "workflows")
+InvoiceId = Annotated[str, typer.Argument(help="Invoice id", show_default=False)]
+Note = Annotated[str, typer.Option(help="Note for the record")]
 
 
 class CliError(Exception):
@@ -314,7 +316,7 @@ def pay(
 @invoice_app.command("status")
 @guarded
 def status(
-    invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_default=False)],
+    invoice_id: InvoiceId,
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON")] = False,
     live: Annotated[bool, typer.Option("--live", help="Ask the workflow now instead of reading its last snapshot")] = False,
 ) -> None:
@@ -335,69 +337,54 @@ def status(
 @invoice_app.command("dispute")
 @guarded
 def dispute(
-    invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_default=False)],
+    invoice_id: InvoiceId,
     reason: Annotated[str, typer.Option(help="Why the client contests the invoice", show_default=False)],
 ) -> None:
     """Open a dispute: escalation pauses until it is resolved."""
     request = _model(OpenDispute, "dispute", reason=reason)
-
-    async def run(client: Client, settings: Settings) -> None:
-        current = await invoices.open_dispute(client, invoice_id, request)
-        typer.echo(f"Dispute opened on invoice {invoice_id}: escalation paused ({_state_line(current)})")
-
-    _with_client(run)
+    _steer(invoice_id, invoices.open_dispute, request, f"Dispute opened on invoice {invoice_id}: escalation paused")
 
 
 @invoice_app.command("resolve")
 @guarded
 def resolve(
-    invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_default=False)],
+    invoice_id: InvoiceId,
     outcome: Annotated[DisputeOutcome, typer.Option(help="What was decided about the dispute", show_default=False)],
     credit: Annotated[str | None, typer.Option(help="Credit granted when upheld, in major units, e.g. 10.00")] = None,
-    note: Annotated[str, typer.Option(help="Note for the record")] = "",
+    note: Note = "",
 ) -> None:
     """Resolve the open dispute; escalation resumes, shifted by the pause."""
     chosen = outcome
-    if credit is not None:
-        _check_amount_syntax(credit, "--credit", allow_zero=True)
-        if chosen == DisputeOutcome.REJECTED:
-            raise CliError("--credit goes only with --outcome upheld")
-
-    async def run(client: Client, settings: Settings) -> None:
-        credit_minor = 0
-        if credit is not None:
-            credit_minor = await _minor_on_invoice(client, invoice_id, credit, "--credit", allow_zero=True)
-        request = _model(ResolveDispute, "resolution", outcome=chosen, credit_minor=credit_minor, note=note)
-        current = await invoices.resolve_dispute(client, invoice_id, request)
-        typer.echo(f"Dispute on invoice {invoice_id} {chosen.value} ({_state_line(current)})")
-
-    _with_client(run)
+    credit_given = _Amount.given(credit, "--credit", "credit_minor", allow_zero=True)
+    if credit_given and chosen == DisputeOutcome.REJECTED:
+        raise CliError("--credit goes only with --outcome upheld")
+    request = functools.partial(_model, ResolveDispute, "resolution", outcome=chosen, note=note)
+    _steer(invoice_id, invoices.resolve_dispute, request, f"Dispute on invoice {invoice_id} {chosen.value}", credit_given)
 
 
 @invoice_app.command("plan")
 @guarded
 def plan(
-    invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_default=False)],
+    invoice_id: InvoiceId,
     file: Annotated[Path, typer.Argument(help="Payment plan JSON (see examples/payment-plan.json)", show_default=False)],
 ) -> None:
     """Agree a payment plan: instalments (summing to the balance) replace escalation."""
     request = _load(file, PaymentPlan, "payment plan")
     _within_window(Settings().date_window().plan(request), f"payment plan in {file}")
+    first = request.instalments[0]
 
-    async def run(client: Client, settings: Settings) -> None:
-        current = await invoices.agree_plan(client, invoice_id, request)
-        first = request.instalments[0]
-        typer.echo(
+    def said(current: InvoiceStatus) -> str:
+        return (
             f"Payment plan agreed on invoice {invoice_id}: {len(request.instalments)} instalment(s), first "
-            f"{format_money(first.amount_minor, current.currency)} due {first.due_date} ({_state_line(current)})"
+            f"{format_money(first.amount_minor, current.currency)} due {first.due_date}"
         )
 
-    _with_client(run)
+    _steer(invoice_id, invoices.agree_plan, request, said)
 
 
 @invoice_app.command("resend")
 @guarded
-def resend(invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_default=False)]) -> None:
+def resend(invoice_id: InvoiceId) -> None:
     """Re-send the current invoice (with fees) now, without moving the escalation clock."""
 
     async def run(client: Client, settings: Settings) -> None:
@@ -410,44 +397,71 @@ def resend(invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_def
 @invoice_app.command("decide")
 @guarded
 def decide(
-    invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_default=False)],
+    invoice_id: InvoiceId,
     decision: Annotated[LegalDecision, typer.Option(help="What legal review decided", show_default=False)],
     amount: Annotated[str | None, typer.Option(help="Settlement amount in major units (with settle only)")] = None,
-    note: Annotated[str, typer.Option(help="Note for the record")] = "",
+    note: Note = "",
 ) -> None:
     """Decide at legal review: sue, settle for an amount, write off, or back to the agency."""
     chosen = decision
     if (chosen == LegalDecision.SETTLE) != (amount is not None):
         raise CliError("--amount is required with --decision settle, and only with it")
-    if amount is not None:
-        _check_amount_syntax(amount, "--amount")
-
-    async def run(client: Client, settings: Settings) -> None:
-        settle_minor = None
-        if amount is not None:
-            settle_minor = await _minor_on_invoice(client, invoice_id, amount, "--amount")
-        request = _model(DecideLegal, "decision", decision=chosen, settle_amount_minor=settle_minor, note=note)
-        current = await invoices.decide_legal(client, invoice_id, request)
-        typer.echo(f"Legal decision on invoice {invoice_id}: {chosen.value} ({_state_line(current)})")
-
-    _with_client(run)
+    settlement = _Amount.given(amount, "--amount", "settle_amount_minor")
+    request = functools.partial(_model, DecideLegal, "decision", decision=chosen, note=note)
+    _steer(invoice_id, invoices.decide_legal, request, f"Legal decision on invoice {invoice_id}: {chosen.value}", settlement)
 
 
 @invoice_app.command("factored")
 @guarded
 def factored(
-    invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_default=False)],
+    invoice_id: InvoiceId,
     factor: Annotated[str, typer.Option(help="Id of the factor that bought the receivable", show_default=False)],
     advance: Annotated[str, typer.Option(help="What the factor paid, in major units", show_default=False)],
 ) -> None:
     """Mark the receivable as sold to a factor: the client-facing escalation ends."""
-    _check_amount_syntax(advance, "--advance", allow_zero=True)
+    paid = _Amount.given(advance, "--advance", "advance_minor", allow_zero=True)
+    request = functools.partial(_model, MarkFactored, "factoring", factor=factor)
+    _steer(invoice_id, invoices.mark_factored, request, f"Invoice {invoice_id} sold to {factor}", paid)
+
+
+class _Amount(NamedTuple):
+    """An amount option as typed (major units), for the request's ``field`` in the invoice's own minor units."""
+
+    text: str
+    option: str
+    field: str
+    allow_zero: bool = False
+
+    @classmethod
+    def given(cls, text: str | None, option: str, field: str, allow_zero: bool = False) -> _Amount | None:
+        """The option if it was given, its syntax checked at once (before connecting); None if not."""
+        if text is None:
+            return None
+        _check_amount_syntax(text, option, allow_zero)
+        return cls(text, option, field, allow_zero)
+
+
+def _steer(
+    invoice_id: str,
+    update: Callable[[Client, str, M], Awaitable[InvoiceStatus]],
+    request: M | Callable[..., M],
+    said: str | Callable[[InvoiceStatus], str],
+    amount: _Amount | None = None,
+) -> None:
+    """Send ``request`` to the invoice by ``update`` (one of ``client.invoices``) and print what was ``said`` with
+    the invoice's new state and balance. A ``request`` still to build is called once connected, with the
+    ``amount`` (if given) in minor units of the invoice's currency."""
 
     async def run(client: Client, settings: Settings) -> None:
-        advance_minor = await _minor_on_invoice(client, invoice_id, advance, "--advance", allow_zero=True)
-        request = _model(MarkFactored, "factoring", factor=factor, advance_minor=advance_minor)
-        current = await invoices.mark_factored(client, invoice_id, request)
-        typer.echo(f"Invoice {invoice_id} sold to {factor} ({_state_line(current)})")
+        if isinstance(request, BaseModel):
+            built = request
+        elif amount is None:
+            built = request()
+        else:
+            minor = await _minor_on_invoice(client, invoice_id, amount.text, amount.option, amount.allow_zero)
+            built = request(**{amount.field: minor})
+        current = await update(client, invoice_id, built)
+        typer.echo(f"{said if isinstance(said, str) else said(current)} ({_state_line(current)})")
 
     _with_client(run)
 
