@@ -17,9 +17,11 @@ import threading
 from collections.abc import Awaitable, Callable
 from datetime import timedelta, timezone
 from decimal import Decimal
+from enum import StrEnum
+from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
+from typing import Annotated, Any, NamedTuple, NoReturn, TypeVar
+from urllib.parse import quote
 
 import asyncpg
 import typer
@@ -31,11 +33,14 @@ from temporalio.client import Client
 
 from activities.ledger import create_pool
 from activities.projections import invoice_status
+from cli.database import redacted_url, unreachable_database
 from cli.equipment import app as equipment_app
 from cli.payments import app as payments_app
 from cli.projections import app as projections_app
+from cli.usage import CONTEXT, OneLineUsageErrors
 from client import invoices
 from client.invoices import InvoiceError
+from client.logs import configure_logging
 from client.namespace import NotSetUp
 from client.settings import Settings
 from client.temporal import connect
@@ -58,6 +63,8 @@ from workflows.models import (
 app = typer.Typer(
     name="dunning",
     help="Durable per-invoice dunning on Temporal: run the service, start and steer invoices.",
+    cls=OneLineUsageErrors,
+    context_settings=CONTEXT,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -73,10 +80,48 @@ app.add_typer(payments_app, name="payments")
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 AMOUNT = re.compile(r"[0-9]+(\.[0-9]+)?")
+OUR_PACKAGES = ("activities", "api", "client", "worker", "workflows")
+InvoiceId = Annotated[str, typer.Argument(help="Invoice id", show_default=False)]
+Note = Annotated[str, typer.Option(help="Note for the record")]
 
 
 class CliError(Exception):
     """A problem with what the user asked for; ``str()`` is the one-line message."""
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"dunning {version('dunning')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    log_level: Annotated[
+        LogLevel | None,
+        typer.Option("--log-level", case_sensitive=False, help="Log records from this level on (DUNNING_LOG_LEVEL)"),
+    ] = None,
+    show_version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit")
+    ] = False,
+) -> None:
+    """Durable per-invoice dunning on Temporal: run the service, start and steer invoices."""
+    if log_level is not None:
+        os.environ["DUNNING_LOG_LEVEL"] = log_level.value  # read by Settings, like every other setting
+
+
+def _configure_logging(settings: Settings | None, service: bool, readable: bool = False) -> None:
+    """Once per process: services log INFO as JSON lines, `dunning dev` readable lines, commands WARNING."""
+    level = (settings.log_level if settings else None) or ("INFO" if service else "WARNING")
+    chosen = settings.log_format if settings else None
+    configure_logging(level, chosen or ("text" if readable or not service else "json"))
 
 
 def guarded(command: Callable[..., None]) -> Callable[..., None]:
@@ -85,6 +130,7 @@ def guarded(command: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> None:
         try:
+            _configure_logging(settings_or_none(), service=False)
             command(*args, **kwargs)
         except typer.Exit:
             raise
@@ -100,14 +146,19 @@ def guarded(command: Callable[..., None]) -> Callable[..., None]:
 
 
 @app.command()
-def dev() -> None:
-    """Run everything on this machine: Postgres, the Temporal dev server (with UI), a mail sink, the worker and the API."""
+def dev(
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Also equipment peers and a demo customer whose ladder climbs a rung a minute")
+    ] = False,
+) -> None:
+    """Run everything on this machine: Postgres, the Temporal dev server (with UI), a mail sink, the worker and the API;
+    prints a line for each thing the service does."""
     try:
         from worker.dev_stack import run_dev_stack  # the embedded stack's packages are the `dev` extra
     except ModuleNotFoundError as missing:
         _fail(f"`dunning dev` needs the dev extra ({missing.name} is not installed): pip install 'dunning[dev]'")
 
-    _serve(lambda settings: run_dev_stack(settings), keep_lines=True)
+    _serve(lambda settings: run_dev_stack(settings, demo_unit=timedelta(minutes=1) if demo else None), keep_lines=True)
 
 
 @app.command()
@@ -200,25 +251,19 @@ def _serve(run: Callable[[Settings], Awaitable[None]], keep_lines: bool = False,
     settings = None
     try:
         settings = Settings()
+        _configure_logging(settings, service=True, readable=keep_lines)
         asyncio.run(_until_terminated(run(settings)))
     except (KeyboardInterrupt, asyncio.CancelledError):
         raise typer.Exit(0) from None
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
         if not uses_database_url:
             _fail(_describe(err, settings), keep_lines=keep_lines)
+        if isinstance(err, OSError) and settings:
+            _fail(unreachable_database(settings.resolved_database_url(), err))
         database = redacted_url(settings.resolved_database_url()) if settings else "the database"
         _fail(f"cannot use the database at {database}: {_describe(err, settings)}", keep_lines=keep_lines)
     except Exception as err:  # noqa: BLE001 - every failure becomes a message, never a traceback
         _fail(_describe(err, settings or settings_or_none()), keep_lines=keep_lines)
-
-
-def redacted_url(url: str) -> str:
-    """``url`` without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 # --- invoices -------------------------------------------------------------------------------
@@ -271,7 +316,7 @@ def pay(
 @invoice_app.command("status")
 @guarded
 def status(
-    invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_default=False)],
+    invoice_id: InvoiceId,
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON")] = False,
     live: Annotated[bool, typer.Option("--live", help="Ask the workflow now instead of reading its last snapshot")] = False,
 ) -> None:
@@ -292,69 +337,54 @@ def status(
 @invoice_app.command("dispute")
 @guarded
 def dispute(
-    invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_default=False)],
+    invoice_id: InvoiceId,
     reason: Annotated[str, typer.Option(help="Why the client contests the invoice", show_default=False)],
 ) -> None:
     """Open a dispute: escalation pauses until it is resolved."""
     request = _model(OpenDispute, "dispute", reason=reason)
-
-    async def run(client: Client, settings: Settings) -> None:
-        current = await invoices.open_dispute(client, invoice_id, request)
-        typer.echo(f"Dispute opened on invoice {invoice_id}: escalation paused ({_state_line(current)})")
-
-    _with_client(run)
+    _steer(invoice_id, invoices.open_dispute, request, f"Dispute opened on invoice {invoice_id}: escalation paused")
 
 
 @invoice_app.command("resolve")
 @guarded
 def resolve(
-    invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_default=False)],
-    outcome: Annotated[str, typer.Option(help="upheld | rejected", show_default=False)],
+    invoice_id: InvoiceId,
+    outcome: Annotated[DisputeOutcome, typer.Option(help="What was decided about the dispute", show_default=False)],
     credit: Annotated[str | None, typer.Option(help="Credit granted when upheld, in major units, e.g. 10.00")] = None,
-    note: Annotated[str, typer.Option(help="Note for the record")] = "",
+    note: Note = "",
 ) -> None:
     """Resolve the open dispute; escalation resumes, shifted by the pause."""
-    chosen = _choice(outcome, DisputeOutcome, "--outcome")
-    if credit is not None:
-        _check_amount_syntax(credit, "--credit", allow_zero=True)
-        if chosen == DisputeOutcome.REJECTED:
-            raise CliError("--credit goes only with --outcome upheld")
-
-    async def run(client: Client, settings: Settings) -> None:
-        credit_minor = 0
-        if credit is not None:
-            credit_minor = await _minor_on_invoice(client, invoice_id, credit, "--credit", allow_zero=True)
-        request = _model(ResolveDispute, "resolution", outcome=chosen, credit_minor=credit_minor, note=note)
-        current = await invoices.resolve_dispute(client, invoice_id, request)
-        typer.echo(f"Dispute on invoice {invoice_id} {chosen.value} ({_state_line(current)})")
-
-    _with_client(run)
+    chosen = outcome
+    credit_given = _Amount.given(credit, "--credit", "credit_minor", allow_zero=True)
+    if credit_given and chosen == DisputeOutcome.REJECTED:
+        raise CliError("--credit goes only with --outcome upheld")
+    request = functools.partial(_model, ResolveDispute, "resolution", outcome=chosen, note=note)
+    _steer(invoice_id, invoices.resolve_dispute, request, f"Dispute on invoice {invoice_id} {chosen.value}", credit_given)
 
 
 @invoice_app.command("plan")
 @guarded
 def plan(
-    invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_default=False)],
+    invoice_id: InvoiceId,
     file: Annotated[Path, typer.Argument(help="Payment plan JSON (see examples/payment-plan.json)", show_default=False)],
 ) -> None:
     """Agree a payment plan: instalments (summing to the balance) replace escalation."""
     request = _load(file, PaymentPlan, "payment plan")
     _within_window(Settings().date_window().plan(request), f"payment plan in {file}")
+    first = request.instalments[0]
 
-    async def run(client: Client, settings: Settings) -> None:
-        current = await invoices.agree_plan(client, invoice_id, request)
-        first = request.instalments[0]
-        typer.echo(
+    def said(current: InvoiceStatus) -> str:
+        return (
             f"Payment plan agreed on invoice {invoice_id}: {len(request.instalments)} instalment(s), first "
-            f"{format_money(first.amount_minor, current.currency)} due {first.due_date} ({_state_line(current)})"
+            f"{format_money(first.amount_minor, current.currency)} due {first.due_date}"
         )
 
-    _with_client(run)
+    _steer(invoice_id, invoices.agree_plan, request, said)
 
 
 @invoice_app.command("resend")
 @guarded
-def resend(invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_default=False)]) -> None:
+def resend(invoice_id: InvoiceId) -> None:
     """Re-send the current invoice (with fees) now, without moving the escalation clock."""
 
     async def run(client: Client, settings: Settings) -> None:
@@ -367,44 +397,71 @@ def resend(invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_def
 @invoice_app.command("decide")
 @guarded
 def decide(
-    invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_default=False)],
-    decision: Annotated[str, typer.Option(help="sue | settle | write_off | agency", show_default=False)],
+    invoice_id: InvoiceId,
+    decision: Annotated[LegalDecision, typer.Option(help="What legal review decided", show_default=False)],
     amount: Annotated[str | None, typer.Option(help="Settlement amount in major units (with settle only)")] = None,
-    note: Annotated[str, typer.Option(help="Note for the record")] = "",
+    note: Note = "",
 ) -> None:
     """Decide at legal review: sue, settle for an amount, write off, or back to the agency."""
-    chosen = _choice(decision, LegalDecision, "--decision")
+    chosen = decision
     if (chosen == LegalDecision.SETTLE) != (amount is not None):
         raise CliError("--amount is required with --decision settle, and only with it")
-    if amount is not None:
-        _check_amount_syntax(amount, "--amount")
-
-    async def run(client: Client, settings: Settings) -> None:
-        settle_minor = None
-        if amount is not None:
-            settle_minor = await _minor_on_invoice(client, invoice_id, amount, "--amount")
-        request = _model(DecideLegal, "decision", decision=chosen, settle_amount_minor=settle_minor, note=note)
-        current = await invoices.decide_legal(client, invoice_id, request)
-        typer.echo(f"Legal decision on invoice {invoice_id}: {chosen.value} ({_state_line(current)})")
-
-    _with_client(run)
+    settlement = _Amount.given(amount, "--amount", "settle_amount_minor")
+    request = functools.partial(_model, DecideLegal, "decision", decision=chosen, note=note)
+    _steer(invoice_id, invoices.decide_legal, request, f"Legal decision on invoice {invoice_id}: {chosen.value}", settlement)
 
 
 @invoice_app.command("factored")
 @guarded
 def factored(
-    invoice_id: Annotated[str, typer.Argument(help="Invoice id", show_default=False)],
+    invoice_id: InvoiceId,
     factor: Annotated[str, typer.Option(help="Id of the factor that bought the receivable", show_default=False)],
     advance: Annotated[str, typer.Option(help="What the factor paid, in major units", show_default=False)],
 ) -> None:
     """Mark the receivable as sold to a factor: the client-facing escalation ends."""
-    _check_amount_syntax(advance, "--advance", allow_zero=True)
+    paid = _Amount.given(advance, "--advance", "advance_minor", allow_zero=True)
+    request = functools.partial(_model, MarkFactored, "factoring", factor=factor)
+    _steer(invoice_id, invoices.mark_factored, request, f"Invoice {invoice_id} sold to {factor}", paid)
+
+
+class _Amount(NamedTuple):
+    """An amount option as typed (major units), for the request's ``field`` in the invoice's own minor units."""
+
+    text: str
+    option: str
+    field: str
+    allow_zero: bool = False
+
+    @classmethod
+    def given(cls, text: str | None, option: str, field: str, allow_zero: bool = False) -> _Amount | None:
+        """The option if it was given, its syntax checked at once (before connecting); None if not."""
+        if text is None:
+            return None
+        _check_amount_syntax(text, option, allow_zero)
+        return cls(text, option, field, allow_zero)
+
+
+def _steer(
+    invoice_id: str,
+    update: Callable[[Client, str, M], Awaitable[InvoiceStatus]],
+    request: M | Callable[..., M],
+    said: str | Callable[[InvoiceStatus], str],
+    amount: _Amount | None = None,
+) -> None:
+    """Send ``request`` to the invoice by ``update`` (one of ``client.invoices``) and print what was ``said`` with
+    the invoice's new state and balance. A ``request`` still to build is called once connected, with the
+    ``amount`` (if given) in minor units of the invoice's currency."""
 
     async def run(client: Client, settings: Settings) -> None:
-        advance_minor = await _minor_on_invoice(client, invoice_id, advance, "--advance", allow_zero=True)
-        request = _model(MarkFactored, "factoring", factor=factor, advance_minor=advance_minor)
-        current = await invoices.mark_factored(client, invoice_id, request)
-        typer.echo(f"Invoice {invoice_id} sold to {factor} ({_state_line(current)})")
+        if isinstance(request, BaseModel):
+            built = request
+        elif amount is None:
+            built = request()
+        else:
+            minor = await _minor_on_invoice(client, invoice_id, amount.text, amount.option, amount.allow_zero)
+            built = request(**{amount.field: minor})
+        current = await update(client, invoice_id, built)
+        typer.echo(f"{said if isinstance(said, str) else said(current)} ({_state_line(current)})")
 
     _with_client(run)
 
@@ -495,14 +552,6 @@ def _check_amount_syntax(amount: str, option: str, allow_zero: bool = False) -> 
         raise CliError(f"{option} must be greater than 0")
 
 
-def _choice(value: str, choices: type[T], option: str) -> T:
-    try:
-        return choices(value)  # type: ignore[call-arg]
-    except ValueError:
-        allowed = " | ".join(c.value for c in choices)  # type: ignore[attr-defined]
-        raise CliError(f"{option} must be one of {allowed}, not {value!r}") from None
-
-
 def _load(file: Path, model: type[M], what: str) -> M:
     """Read and validate a JSON file as ``model``."""
     try:
@@ -591,9 +640,16 @@ def _describe(err: BaseException, settings: Settings | None) -> str:
         address = settings.temporal_address if settings else "the configured address"
         reason = re.search(r'message: "([^"]+)"', text)
         detail = reason.group(1).lower() if reason else text.removeprefix("Failed client connect: ")
-        return f"cannot connect to Temporal at {address}: {detail}"
+        return (
+            f"cannot connect to Temporal at {address}: {detail}; is the stack running? "
+            "Start it with `make run` (or `dunning dev`), or set DUNNING_TEMPORAL_ADDRESS"
+        )
+    if isinstance(err, (OSError, asyncpg.CannotConnectNowError)) and settings is not None:
+        return unreachable_database(settings.resolved_database_url(), err)
     if isinstance(err, OSError):
         return f"{err.strerror or text or type(err).__name__}"
+    if text and type(err).__module__.split(".")[0] in OUR_PACKAGES:  # our own errors are written for people
+        return text
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 

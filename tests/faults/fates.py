@@ -6,8 +6,10 @@ the run, and the notices, cuts and restores it must get follow from the stages i
 before the test acted (``tests.faults.checks``).
 
 The driver reads the stage of every invoice from Temporal's visibility (one list call for all
-of them; it needs no worker), starts invoices and asks their status through ``client.invoices``,
-as the CLI and the API do, and sends each update under a stable update id of its own: a request
+of them; it needs no worker), starts invoices through ``client.invoices``, as the CLI and the API
+do, reads their status where ``DUNNING_SOAK_STATUS`` says (``projection``, the read model the API
+and the CLI answer from by default, or ``live``, the workflow's ``status`` query: ``--live``), and
+sends each update under a stable update id of its own: a request
 that got no answer (worker dead, server down) is sent again unchanged, and Temporal applies an
 update id at most once, so no retry of the test is ever a second request.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -25,6 +28,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from typing import TypeVar
 
+import asyncpg
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import (
     Client,
@@ -35,6 +39,7 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities import projections
 from client import invoices
 from client.invoices import InvoiceError, Refusal
 from tests.faults.intake import CLOSED, HttpIntake, NoAnswer
@@ -87,6 +92,16 @@ LATE_FEE_PERCENT = Decimal("1.5")  # per month, of the unpaid principal: the scr
 FIXED_LATE_FEE_MINOR = 1_500  # with the first late fee
 RETRY_PAUSE_S = 1.0
 POLL_INTERVAL_S = 1.0
+
+
+class StatusReads(StrEnum):
+    """Where the driver reads an invoice's status (``DUNNING_SOAK_STATUS``)."""
+
+    PROJECTION = "projection"  # the read model, as the API and the CLI do by default
+    LIVE = "live"  # the workflow's ``status`` query, the query path of the SDK defect (test_worker_gone_mid_stage)
+
+
+STATUS_READS = StatusReads(os.environ.get("DUNNING_SOAK_STATUS", StatusReads.PROJECTION))
 
 
 class Fate(StrEnum):
@@ -291,12 +306,14 @@ class Driver:
     def __init__(
         self,
         client: Client,
+        pool: Callable[[], asyncpg.Pool],
         scripts: list[ScriptedInvoice],
         deadline: float,
         check_alive: Callable[[], None],
         intake: HttpIntake | None = None,
     ) -> None:
         self.client = client
+        self.pool = pool  # the stack's current pool (a Postgres restart replaces it)
         self.intake = intake  # pay through the API and the webhook (in turn) instead of the workflow's update
         self.scripts = scripts
         self.deadline = deadline
@@ -425,7 +442,7 @@ class Driver:
             await self._update(
                 script, InvoiceWorkflow.open_dispute, OpenDispute(reason="fault test dispute"), "dispute"
             )
-            credit = (await self._status(script)).balance_minor
+            credit = (await self._status(script, shows=lambda status: status.disputed)).balance_minor
             upheld = ResolveDispute(outcome=DisputeOutcome.UPHELD, credit_minor=credit, note="fault test")
             await self._update(script, InvoiceWorkflow.resolve_dispute, upheld, "resolve")
         elif fate == Fate.FACTORED:
@@ -436,10 +453,13 @@ class Driver:
                 script, InvoiceWorkflow.decide_legal, DecideLegal(decision=LegalDecision.WRITE_OFF), "legal"
             )
         elif fate == Fate.SETTLED_AT_LEGAL:
-            half = (await self._status(script)).balance_minor // 2
+            at_legal = await self._status(
+                script, shows=lambda s: s.state in ESCALATION and _reached(s.state, TRIGGER[fate])
+            )
+            half = at_legal.balance_minor // 2
             settle = DecideLegal(decision=LegalDecision.SETTLE, settle_amount_minor=half)
             await self._update(script, InvoiceWorkflow.decide_legal, settle, "legal")
-            await self._pay_in_full(script)
+            await self._pay_in_full(script, shows=lambda status: status.written_off_minor > 0)
         script.done = True
 
     async def _wait_until_reached(self, script: ScriptedInvoice, state: InvoiceState) -> None:
@@ -450,10 +470,12 @@ class Driver:
             self._check_time(f"see {state.value}", [script])
             await asyncio.sleep(POLL_INTERVAL_S)
 
-    async def _pay_in_full(self, script: ScriptedInvoice) -> None:
+    async def _pay_in_full(
+        self, script: ScriptedInvoice, shows: Callable[[InvoiceStatus], bool] = lambda status: True
+    ) -> None:
         """Pay the balance; again if a fee was charged meanwhile; done when the invoice is closed."""
         while True:
-            status = await self._status(script)
+            status = await self._status(script, shows)
             if status.state.closed or await self._pay(script, status.balance_minor) in (0, CLOSED):
                 return
 
@@ -472,8 +494,24 @@ class Driver:
             script.answered.add(payment_id)
         return balance
 
-    async def _status(self, script: ScriptedInvoice) -> InvoiceStatus:
-        return await self._answered(script, "status", lambda: invoices.status(self.client, script.invoice_id))
+    async def _status(
+        self, script: ScriptedInvoice, shows: Callable[[InvoiceStatus], bool] = lambda status: True
+    ) -> InvoiceStatus:
+        """The status (``STATUS_READS``), read again until it shows what the driver has done: its answered payments
+        and ``shows`` (a read model lags behind the workflow), or the close."""
+        paid = sum(script.payments[payment_id] for payment_id in script.answered)
+        while True:
+            status = await self._answered(script, "status", lambda: self._read_status(script.invoice_id))
+            if status is not None and (status.state.closed or (status.paid_minor >= paid and shows(status))):
+                return status
+            self._check_time(f"read a status of {script.label} that shows the driver's requests", [script])
+            await asyncio.sleep(RETRY_PAUSE_S)
+
+    async def _read_status(self, invoice_id: str) -> InvoiceStatus | None:
+        """The status from where ``STATUS_READS`` says; None if the read model has not got the invoice yet."""
+        if STATUS_READS == StatusReads.LIVE:
+            return await invoices.status(self.client, invoice_id)
+        return await projections.invoice_status(self.pool(), invoice_id)
 
     async def _update(self, script: ScriptedInvoice, update: Callable, argument: object, name: str) -> object:
         """An update under a stable id (``<invoice>/<name>``), sent until answered: Temporal applies an id at
@@ -510,6 +548,8 @@ class Driver:
                 reason = str(err)
             except RPCError as err:
                 reason = f"{err.status}: {err.message}"
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:  # the read model's Postgres
+                reason = f"{type(err).__name__}: {err}"
             if time.monotonic() > self.deadline:
                 raise AssertionError(f"{script.label}: {what}: no answer before the deadline (last: {reason})")
             await asyncio.sleep(RETRY_PAUSE_S)

@@ -120,7 +120,9 @@ async def test_hostile_burst_of_signals_and_updates():
     )
     updated, signalled = scripts[: INVOICES // 2], scripts[INVOICES // 2 :]
     async with fault_stack({}) as stack:
-        driver = Driver(stack.client, scripts, time.monotonic() + DEADLINE_S, stack.assert_workers_alive)
+        driver = Driver(
+            stack.client, lambda: stack.pool, scripts, time.monotonic() + DEADLINE_S, stack.assert_workers_alive
+        )
         await driver.start_all(STARTS_PER_SECOND)
         handles = {s.invoice_id: invoices.invoice_handle(stack.client, s.invoice_id) for s in scripts}
         await _pay_first(stack.client, scripts)
