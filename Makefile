@@ -1,11 +1,11 @@
-# dunning: `make run` starts the whole service locally, `make test` runs the tests.
+# dunning: `make run` starts the whole service locally (`make demo` with a story to watch), `make test` runs the tests.
 # `make soak` runs the fault tests at volume; `make bench` the benchmarks (see README, Performance).
 
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: venv lock browser snmpd compose-cli run lint test soak bench clean
+.PHONY: venv lock browser snmpd compose-cli run demo lint test soak bench clean
 
 venv: $(VENV)/.installed
 
@@ -41,6 +41,10 @@ compose-cli:
 
 run: venv
 	$(VENV)/bin/dunning dev
+
+# The same, plus equipment peers and a demo customer: the whole ladder, a payment and the restore in ~10 minutes.
+demo: venv
+	$(VENV)/bin/dunning dev --demo
 
 # ruff's rules and mypy's settings are in pyproject.toml
 lint: venv

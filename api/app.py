@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
@@ -33,6 +35,7 @@ from api.problems import (
     problem_responses,
 )
 from api.routes_payment_formats import MAX_STATEMENT_BYTES, STATEMENTS_PATH
+from client.logs import bound_ids
 from client.settings import Settings
 from client.temporal import connect
 
@@ -92,6 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES, larger={STATEMENTS_PATH: MAX_STATEMENT_BYTES})
+    app.add_middleware(LogIds)
     install_problem_handlers(app)
     app.include_router(routes_invoices.router)
     app.include_router(routes_payments.router)
@@ -116,6 +120,24 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+class LogIds:
+    """Every log line of a request about one invoice or customer carries its id (``client.logs``)."""
+
+    PATH = re.compile(r"^/(?P<what>invoices|customers)/(?P<id>[^/]+)")
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = self.PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
+        if not found:
+            await self.app(scope, receive, send)
+            return
+        key = "invoice_id" if found["what"] == "invoices" else "customer_id"
+        with bound_ids(**{key: unquote(found["id"])}):
+            await self.app(scope, receive, send)
 
 
 class BodySizeLimit:

@@ -129,6 +129,7 @@ async def serve_codec(
     if token is None and not _loopback(host):
         raise ValueError(f"the codec server would answer anyone who reaches {host}: set DUNNING_CODEC_TOKEN")
     config = uvicorn.Config(
-        create_codec_app(codec, allowed_origins, token), host=host, port=port, lifespan="off", log_level="warning"
+        create_codec_app(codec, allowed_origins, token), host=host, port=port, lifespan="off", log_level="warning",
+        log_config=None,  # its records go through the process's logging (client.logs)
     )
-    await serve(config, "codec server", stop, on_started)
+    await serve(config, "codec server", stop, on_started, port_setting="DUNNING_CODEC_PORT")

@@ -26,6 +26,7 @@ async def serve_api(settings: Settings, stop: asyncio.Event, on_started: Callabl
         port=settings.api_port,
         lifespan="on",
         log_level="warning",
+        log_config=None,  # its records go through the process's logging (client.logs)
         timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
     )
-    await serve(config, "API", stop, on_started)
+    await serve(config, "API", stop, on_started, port_setting="DUNNING_API_PORT")

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 
 import uvicorn
 
+from client.ports import port_holder
+
 
 class ServerStartupError(RuntimeError):
     """The server could not start (the reason is in the log above)."""
@@ -22,17 +24,21 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 async def serve(
-    config: uvicorn.Config, name: str, stop: asyncio.Event, on_started: Callable[[str], None] | None = None
+    config: uvicorn.Config, name: str, stop: asyncio.Event, on_started: Callable[[str], None] | None = None,
+    port_setting: str = "its port setting",
 ) -> None:
     """Serve ``config`` until ``stop`` is set (or the task is cancelled).
 
     ``on_started`` gets the base URL once it listens; with port 0 it names the port chosen.
     Raises :class:`ServerStartupError` if it cannot start (port taken, start-up failed).
     """
+    where = f"the {name} cannot listen on {config.host}:{config.port}"
+    if config.port and (holder := port_holder(config.port)):
+        raise ServerStartupError(f"{where}: the port is in use by {holder}: stop it or set {port_setting}")
     try:
         sock = config.bind_socket()
     except SystemExit:  # uvicorn exits the process when it cannot bind; here that is the caller's decision
-        raise ServerStartupError(f"the {name} cannot listen on {config.host}:{config.port}: see the error above") from None
+        raise ServerStartupError(f"{where}: see the error above; free the port or set {port_setting}") from None
     server = _EmbeddedServer(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]), name=name)
     stopping = asyncio.create_task(stop.wait())

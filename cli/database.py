@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import typer
@@ -39,6 +40,29 @@ def migrate() -> list[str]:
 def _in_one_line(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
         return asyncio.run(main())
+    except (OSError, asyncpg.CannotConnectNowError) as err:
+        message = unreachable_database(Settings().resolved_database_url(), err)
     except Exception as err:  # noqa: BLE001 - every failure becomes a message, never a traceback
-        typer.echo(f"error: {' '.join(str(err).split()) or type(err).__name__}", err=True)
-        raise typer.Exit(1) from None
+        message = str(err) or type(err).__name__
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    raise typer.Exit(1)
+
+
+def unreachable_database(url: str, err: BaseException) -> str:
+    """What to do when no database answers at ``url``: start the stack, or point DATABASE_URL elsewhere."""
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err) or type(err).__name__
+    if "host=" in url and "@/" in url:  # the embedded server's Unix socket
+        return (
+            f"cannot reach the embedded database ({reason.lower()} at {redacted_url(url)}): "
+            "is the stack running? Start it with `make run` (or `dunning dev`), or set DATABASE_URL"
+        )
+    return f"cannot use the database at {redacted_url(url)}: {reason.lower()}; check DATABASE_URL and that the server is up"
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -6,6 +6,7 @@ Adapters read the switches at every call, so a switch takes effect on the next a
 from __future__ import annotations
 
 import getpass
+import json
 from typing import Annotated
 
 import asyncpg
@@ -41,7 +42,16 @@ def resume(customer: Customer = None) -> None:
 
 
 @app.command("status")
-def status(customer: Annotated[str, typer.Argument(help="Customer id", show_default=False)]) -> None:
+def status(
+    customer: Annotated[str, typer.Argument(help="Customer id", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the switch as JSON")] = False,
+) -> None:
     """Whether cuts and restores are stopped for this customer, and by whom."""
     switch = with_database(lambda pool: kill_switch_for(pool, customer))
-    typer.echo(f"stopped ({switch.scope}): {switch.reason}, by {switch.set_by}" if switch else "not stopped")
+    if as_json:
+        stopped = None
+        if switch:
+            stopped = {"scope": switch.scope, "reason": switch.reason, "set_by": switch.set_by, "set_at": switch.set_at.isoformat()}
+        typer.echo(json.dumps({"customer_id": customer, "stopped": stopped}))
+    else:
+        typer.echo(f"stopped ({switch.scope}): {switch.reason}, by {switch.set_by}" if switch else "not stopped")

@@ -17,9 +17,11 @@ import threading
 from collections.abc import Awaitable, Callable
 from datetime import timedelta, timezone
 from decimal import Decimal
+from enum import StrEnum
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple, NoReturn, TypeVar
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import asyncpg
 import typer
@@ -31,11 +33,14 @@ from temporalio.client import Client
 
 from activities.ledger import create_pool
 from activities.projections import invoice_status
+from cli.database import redacted_url, unreachable_database
 from cli.equipment import app as equipment_app
 from cli.payments import app as payments_app
 from cli.projections import app as projections_app
+from cli.usage import CONTEXT, OneLineUsageErrors
 from client import invoices
 from client.invoices import InvoiceError
+from client.logs import configure_logging
 from client.namespace import NotSetUp
 from client.settings import Settings
 from client.temporal import connect
@@ -58,6 +63,8 @@ from workflows.models import (
 app = typer.Typer(
     name="dunning",
     help="Durable per-invoice dunning on Temporal: run the service, start and steer invoices.",
+    cls=OneLineUsageErrors,
+    context_settings=CONTEXT,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -73,6 +80,7 @@ app.add_typer(payments_app, name="payments")
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 AMOUNT = re.compile(r"[0-9]+(\.[0-9]+)?")
+OUR_PACKAGES = ("activities", "api", "client", "worker", "workflows")
 InvoiceId = Annotated[str, typer.Argument(help="Invoice id", show_default=False)]
 Note = Annotated[str, typer.Option(help="Note for the record")]
 
@@ -81,12 +89,48 @@ class CliError(Exception):
     """A problem with what the user asked for; ``str()`` is the one-line message."""
 
 
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"dunning {version('dunning')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    log_level: Annotated[
+        LogLevel | None,
+        typer.Option("--log-level", case_sensitive=False, help="Log records from this level on (DUNNING_LOG_LEVEL)"),
+    ] = None,
+    show_version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit")
+    ] = False,
+) -> None:
+    """Durable per-invoice dunning on Temporal: run the service, start and steer invoices."""
+    if log_level is not None:
+        os.environ["DUNNING_LOG_LEVEL"] = log_level.value  # read by Settings, like every other setting
+
+
+def _configure_logging(settings: Settings | None, service: bool, readable: bool = False) -> None:
+    """Once per process: services log INFO as JSON lines, `dunning dev` readable lines, commands WARNING."""
+    level = (settings.log_level if settings else None) or ("INFO" if service else "WARNING")
+    chosen = settings.log_format if settings else None
+    configure_logging(level, chosen or ("text" if readable or not service else "json"))
+
+
 def guarded(command: Callable[..., None]) -> Callable[..., None]:
     """Run an invoice command so that any failure ends as ``error: <one line>`` on stderr, exit code 1."""
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> None:
         try:
+            _configure_logging(settings_or_none(), service=False)
             command(*args, **kwargs)
         except typer.Exit:
             raise
@@ -102,14 +146,19 @@ def guarded(command: Callable[..., None]) -> Callable[..., None]:
 
 
 @app.command()
-def dev() -> None:
-    """Run everything on this machine: Postgres, the Temporal dev server (with UI), a mail sink, the worker and the API."""
+def dev(
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Also equipment peers and a demo customer whose ladder climbs a rung a minute")
+    ] = False,
+) -> None:
+    """Run everything on this machine: Postgres, the Temporal dev server (with UI), a mail sink, the worker and the API;
+    prints a line for each thing the service does."""
     try:
         from worker.dev_stack import run_dev_stack  # the embedded stack's packages are the `dev` extra
     except ModuleNotFoundError as missing:
         _fail(f"`dunning dev` needs the dev extra ({missing.name} is not installed): pip install 'dunning[dev]'")
 
-    _serve(lambda settings: run_dev_stack(settings), keep_lines=True)
+    _serve(lambda settings: run_dev_stack(settings, demo_unit=timedelta(minutes=1) if demo else None), keep_lines=True)
 
 
 @app.command()
@@ -202,25 +251,19 @@ def _serve(run: Callable[[Settings], Awaitable[None]], keep_lines: bool = False,
     settings = None
     try:
         settings = Settings()
+        _configure_logging(settings, service=True, readable=keep_lines)
         asyncio.run(_until_terminated(run(settings)))
     except (KeyboardInterrupt, asyncio.CancelledError):
         raise typer.Exit(0) from None
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
         if not uses_database_url:
             _fail(_describe(err, settings), keep_lines=keep_lines)
+        if isinstance(err, OSError) and settings:
+            _fail(unreachable_database(settings.resolved_database_url(), err))
         database = redacted_url(settings.resolved_database_url()) if settings else "the database"
         _fail(f"cannot use the database at {database}: {_describe(err, settings)}", keep_lines=keep_lines)
     except Exception as err:  # noqa: BLE001 - every failure becomes a message, never a traceback
         _fail(_describe(err, settings or settings_or_none()), keep_lines=keep_lines)
-
-
-def redacted_url(url: str) -> str:
-    """``url`` without its password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 # --- invoices -------------------------------------------------------------------------------
@@ -306,12 +349,12 @@ def dispute(
 @guarded
 def resolve(
     invoice_id: InvoiceId,
-    outcome: Annotated[str, typer.Option(help="upheld | rejected", show_default=False)],
+    outcome: Annotated[DisputeOutcome, typer.Option(help="What was decided about the dispute", show_default=False)],
     credit: Annotated[str | None, typer.Option(help="Credit granted when upheld, in major units, e.g. 10.00")] = None,
     note: Note = "",
 ) -> None:
     """Resolve the open dispute; escalation resumes, shifted by the pause."""
-    chosen = _choice(outcome, DisputeOutcome, "--outcome")
+    chosen = outcome
     credit_given = _Amount.given(credit, "--credit", "credit_minor", allow_zero=True)
     if credit_given and chosen == DisputeOutcome.REJECTED:
         raise CliError("--credit goes only with --outcome upheld")
@@ -355,12 +398,12 @@ def resend(invoice_id: InvoiceId) -> None:
 @guarded
 def decide(
     invoice_id: InvoiceId,
-    decision: Annotated[str, typer.Option(help="sue | settle | write_off | agency", show_default=False)],
+    decision: Annotated[LegalDecision, typer.Option(help="What legal review decided", show_default=False)],
     amount: Annotated[str | None, typer.Option(help="Settlement amount in major units (with settle only)")] = None,
     note: Note = "",
 ) -> None:
     """Decide at legal review: sue, settle for an amount, write off, or back to the agency."""
-    chosen = _choice(decision, LegalDecision, "--decision")
+    chosen = decision
     if (chosen == LegalDecision.SETTLE) != (amount is not None):
         raise CliError("--amount is required with --decision settle, and only with it")
     settlement = _Amount.given(amount, "--amount", "settle_amount_minor")
@@ -509,14 +552,6 @@ def _check_amount_syntax(amount: str, option: str, allow_zero: bool = False) -> 
         raise CliError(f"{option} must be greater than 0")
 
 
-def _choice(value: str, choices: type[T], option: str) -> T:
-    try:
-        return choices(value)  # type: ignore[call-arg]
-    except ValueError:
-        allowed = " | ".join(c.value for c in choices)  # type: ignore[attr-defined]
-        raise CliError(f"{option} must be one of {allowed}, not {value!r}") from None
-
-
 def _load(file: Path, model: type[M], what: str) -> M:
     """Read and validate a JSON file as ``model``."""
     try:
@@ -605,9 +640,16 @@ def _describe(err: BaseException, settings: Settings | None) -> str:
         address = settings.temporal_address if settings else "the configured address"
         reason = re.search(r'message: "([^"]+)"', text)
         detail = reason.group(1).lower() if reason else text.removeprefix("Failed client connect: ")
-        return f"cannot connect to Temporal at {address}: {detail}"
+        return (
+            f"cannot connect to Temporal at {address}: {detail}; is the stack running? "
+            "Start it with `make run` (or `dunning dev`), or set DUNNING_TEMPORAL_ADDRESS"
+        )
+    if isinstance(err, (OSError, asyncpg.CannotConnectNowError)) and settings is not None:
+        return unreachable_database(settings.resolved_database_url(), err)
     if isinstance(err, OSError):
         return f"{err.strerror or text or type(err).__name__}"
+    if text and type(err).__module__.split(".")[0] in OUR_PACKAGES:  # our own errors are written for people
+        return text
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 

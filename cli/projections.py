@@ -7,6 +7,9 @@ pending migrations are applied first, as the worker does at start.
 
 from __future__ import annotations
 
+import json
+from typing import Annotated
+
 import asyncpg
 import typer
 from rich.console import Console
@@ -59,10 +62,13 @@ def rebuild_command() -> None:
 
 
 @app.command("lag")
-def lag_command() -> None:
+def lag_command(as_json: Annotated[bool, typer.Option("--json", help="Print the lag as JSON")] = False) -> None:
     """How many events are not projected yet, and the age of the oldest of them."""
     lag = with_database(projection_lag)
-    typer.echo(f"{lag.events_behind} events behind, {lag.seconds_behind:.1f} s")
+    if as_json:
+        typer.echo(json.dumps({"events_behind": lag.events_behind, "seconds_behind": lag.seconds_behind}))
+    else:
+        typer.echo(f"{lag.events_behind} events behind, {lag.seconds_behind:.1f} s")
 
 
 @quarantine_app.command("list")

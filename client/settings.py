@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from temporalio.envconfig import ClientConfigProfile
@@ -86,17 +86,37 @@ class Settings(BaseSettings):
     )
     codec_host: str = "127.0.0.1"
     codec_port: int = 8081
-    codec_allowed_origins: list[str] = Field(default_factory=lambda: ["http://localhost:8233", "http://127.0.0.1:8233"])
+    codec_allowed_origins: list[str] = Field(
+        default_factory=list, description="unset: the Temporal UI's own origin at temporal_ui_port"
+    )
     codec_token: SecretStr | None = None
     codec_endpoint: str | None = Field(default=None, description="the codec server's address as the browser sees it")
     date_window_days: int = Field(
         default=1096, ge=1, le=36_500,
         description="issue, due and instalment dates and payment times must lie within this many days of today",
     )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] | None = Field(
+        default=None, description="unset: INFO for the services, WARNING for one-off commands"
+    )
+    log_format: Literal["json", "text"] | None = Field(
+        default=None, description="unset: JSON lines, readable lines under `dunning dev`"
+    )
     payment_webhook_secret: str | None = None
     payment_webhook_tolerance_seconds: int = Field(default=300, ge=1)
     stripe_webhook_secret: str | None = Field(default=None, description="the Stripe endpoint's signing secret (whsec_…)")
     stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case_level(cls, level: object) -> object:
+        return level.upper() if isinstance(level, str) else level
+
+    @model_validator(mode="after")
+    def _ui_origins(self) -> "Settings":
+        if not self.codec_allowed_origins:
+            port = self.temporal_ui_port
+            self.codec_allowed_origins = [f"http://localhost:{port}", f"http://127.0.0.1:{port}"]
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -1,15 +1,12 @@
 """The Temporal client, with the pydantic data converter (and, when keys are set, encryption) every part shares."""
 
-import functools
-
 from temporalio.client import Client
-from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import TLSConfig
 
 from client.codec import codec_from_settings, with_encryption
 from client.settings import Settings
-from client.telemetry import temporal_runtime, tracing_interceptor
+from client.telemetry import temporal_plugins, temporal_runtime
 
 
 async def connect(settings: Settings) -> Client:
@@ -19,16 +16,10 @@ async def connect(settings: Settings) -> Client:
         namespace=settings.temporal_namespace,
         data_converter=with_encryption(pydantic_data_converter, codec_from_settings(settings.codec_keys)),
         runtime=temporal_runtime(settings.temporal_metrics_bind),
-        interceptors=[_tracing()],
+        plugins=temporal_plugins(),
         tls=tls_config(settings),
         api_key=settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None,
     )
-
-
-@functools.cache
-def _tracing() -> TracingInterceptor:
-    """One tracer provider per process, however many clients it connects."""
-    return tracing_interceptor()
 
 
 def tls_config(settings: Settings) -> TLSConfig | bool:

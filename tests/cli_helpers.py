@@ -56,6 +56,17 @@ def failed(result: Result, *fragments: str) -> str:
     return lines[0]
 
 
+def usage_error(result: Result, *fragments: str) -> str:
+    """Exit code 2, nothing on stdout, one line ``error: ... (see `dunning ... -h`)`` on stderr."""
+    assert result.exit_code == 2, f"exit {result.exit_code}: {result.output}"
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and lines[0].endswith(" -h`)"), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
 def local_today(time_zone: str = "Europe/Bucharest") -> date:
     return datetime.now(ZoneInfo(time_zone)).date()
 

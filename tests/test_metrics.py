@@ -1,21 +1,20 @@
 """The service's metrics, scraped over real HTTP from a real database, and the Temporal SDK's
-Prometheus endpoint and OpenTelemetry traces from a real worker on the dev server."""
+Prometheus endpoint from a real worker on the dev server (traces: test_tracing.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import asyncpg
 import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
 from temporalio.runtime import Runtime
@@ -27,7 +26,7 @@ from activities.ledger import LedgerActivities, create_pool
 from activities.projections import catch_up
 from activities.service import ServiceActivities
 from api.metrics import metrics_router
-from client.telemetry import temporal_runtime, tracing_interceptor
+from client.telemetry import temporal_plugins, temporal_runtime, tracing_enabled
 from tests.conftest import free_port
 from tests.event_stories import Story, invoice
 from tests.harness import eventually
@@ -312,68 +311,14 @@ def test_without_a_bind_address_the_runtime_is_the_default_one():
     assert temporal_runtime(None) is Runtime.default()
 
 
-class OtlpReceiver(BaseHTTPRequestHandler):
-    """An OTLP/HTTP trace receiver that keeps the span names it is sent."""
-
-    spans: list[str]
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        request = ExportTraceServiceRequest.FromString(body)
-        for resource in request.resource_spans:
-            service = next(a.value.string_value for a in resource.resource.attributes if a.key == "service.name")
-            for scope in resource.scope_spans:
-                self.spans.extend(f"{service}: {span.name}" for span in scope.spans)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def otlp_receiver() -> Iterator[tuple[str, list[str]]]:
-    spans: list[str] = []
-    handler = type("Receiver", (OtlpReceiver,), {"spans": spans})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", spans
-    server.shutdown()
-    thread.join(5)
-
-
-async def test_traces_go_to_the_otlp_endpoint_through_the_temporal_interceptor(dev_env, otlp_receiver, monkeypatch):
-    endpoint, spans = otlp_receiver
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
-    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
-    client = await Client.connect(
-        dev_env.client.service_client.config.target_host,
-        namespace=dev_env.client.namespace,
-        interceptors=[tracing_interceptor("dunning-test")],
-    )
-    assert await run_greeting(client) == "Hello, Ana"
-
-    expected = {
-        "dunning-test: StartWorkflow:GreetingWorkflow",
-        "dunning-test: RunWorkflow:GreetingWorkflow",
-        "dunning-test: StartActivity:greet",
-        "dunning-test: RunActivity:greet",
-    }
-    await eventually(lambda: expected <= set(spans), timeout=10)
-
-
-async def test_without_an_otlp_endpoint_no_span_is_exported(dev_env, otlp_receiver, monkeypatch):
-    endpoint, spans = otlp_receiver
+def test_without_an_otlp_endpoint_nothing_is_traced_or_patched(monkeypatch):
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
-    interceptor = tracing_interceptor("dunning-quiet")
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)  # too late: the exporter is chosen at creation
-    client = await Client.connect(
-        dev_env.client.service_client.config.target_host, namespace=dev_env.client.namespace, interceptors=[interceptor]
-    )
-    assert await run_greeting(client) == "Hello, Ana"
-    await asyncio.sleep(0.5)
-    assert spans == []
+    tracing_enabled.cache_clear()
+    try:
+        assert not tracing_enabled()
+        assert temporal_plugins() == []
+        assert not AsyncPGInstrumentor().is_instrumented_by_opentelemetry
+        assert not HTTPXClientInstrumentor().is_instrumented_by_opentelemetry
+    finally:
+        tracing_enabled.cache_clear()

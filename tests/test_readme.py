@@ -1,14 +1,23 @@
-"""The README is short, links every doc, and shows the states the ladder table draws."""
+"""The README is short, links every doc, shows the states the ladder table draws, and its quick tour
+runs, command by command, against ``make demo``'s stack."""
 
+import asyncio
+import json
 import re
+import subprocess
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from docs.state_diagram import README, block_in, generated_block, with_block
+from tests.dev_stacks import dev_stack
 from workflows.models import InvoiceState
 
 ROOT = README.parent
 MAX_LINES = 250
+TOUR_TOKENS = '{"dev-ops-token": "ops"}'
 
 
 def test_the_readme_shows_the_state_diagram_the_ladder_table_draws():
@@ -76,3 +85,54 @@ def test_the_command_reports_a_stale_picture_and_redraws_it(tmp_path, monkeypatc
     assert state_diagram.main(["--write"]) == 0
     assert block_in(readme.read_text()) == generated_block()
     assert state_diagram.main([]) == 0
+
+
+def tour_commands(readme: str) -> list[str]:
+    """Every command of the code blocks under "## Try it", in order; a trailing backslash joins lines."""
+    section = readme.split("\n## Try it\n", 1)[1].split("\n## ", 1)[0]
+    commands = []
+    for block in re.findall(r"^```\n(.*?)^```$", section, flags=re.S | re.M):
+        for line in block.replace("\\\n", " ").splitlines():
+            if line.strip():
+                commands.append(line.strip())
+    return commands
+
+
+def test_the_tour_is_found_and_starts_the_invoice_first():
+    commands = tour_commands(README.read_text())
+    assert commands[0].startswith(".venv/bin/dunning invoice start examples/invoice.json")
+    assert sum(command.startswith("curl ") for command in commands) == 3
+    assert commands[-1].startswith(".venv/bin/dunning invoice factored")
+
+
+def examples_from_today(folder: Path) -> None:
+    """``examples/`` in ``folder``, with the invoice issued today (in its zone) and its plan's dates moved as
+    much: the tour then runs the same on any day (no stage falls due while it runs)."""
+    (folder / "examples").mkdir()
+    invoice = json.loads((ROOT / "examples" / "invoice.json").read_text())
+    shift = datetime.now(ZoneInfo(invoice["time_zone"])).date() - date.fromisoformat(invoice["issue_date"])
+    for field in ("issue_date", "due_date"):
+        invoice[field] = (date.fromisoformat(invoice[field]) + shift).isoformat()
+    (folder / "examples" / "invoice.json").write_text(json.dumps(invoice))
+    plan = json.loads((ROOT / "examples" / "payment-plan.json").read_text())
+    for instalment in plan["instalments"]:
+        instalment["due_date"] = (date.fromisoformat(instalment["due_date"]) + shift).isoformat()
+    (folder / "examples" / "payment-plan.json").write_text(json.dumps(plan))
+
+
+async def test_every_tour_command_succeeds_in_order_against_the_demo_stack(tmp_path):
+    """Run as written, in a folder with the repository's ``.venv`` and the examples; only the API's port
+    is the test's own instead of 8000."""
+    examples_from_today(tmp_path)
+    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    async with dev_stack(demo_unit=timedelta(minutes=1), DUNNING_API_TOKENS=TOUR_TOKENS) as stack:
+        for command in tour_commands(README.read_text()):
+            command = command.replace("127.0.0.1:8000", f"127.0.0.1:{stack.env['DUNNING_API_PORT']}")
+            result = await asyncio.to_thread(
+                subprocess.run, ["bash", "-c", command], cwd=tmp_path, env=stack.process_env(),
+                capture_output=True, text=True, timeout=120,
+            )
+            assert result.returncode == 0, f"{command}\nexit {result.returncode}\n{result.stdout}\n{result.stderr}"
+            if command.startswith(".venv/bin/dunning invoice status INV-2026-0042 --json"):
+                status = json.loads(result.stdout)
+                assert (status["state"], status["balance_minor"]) == ("payment_plan", 1_185_000)

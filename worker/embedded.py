@@ -10,7 +10,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from aiosmtpd.controller import Controller
 from temporalio.common import SearchAttributeIndexedValueType
 
 from activities.ledger import SERVICE_GROUP
+from client.ports import check_ports_free
 from client.settings import EMBEDDED_DATABASE, EMBEDDED_OWNER_ROLE, EMBEDDED_SERVICE_ROLE
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
@@ -175,8 +175,7 @@ def start_temporal_dev_server(
     ``data_dir/temporal.log``. The server runs in its own session, so Ctrl-C in the terminal
     reaches only this process, which then stops the server in order.
     """
-    if _accepts_connections(port):
-        raise RuntimeError(f"port {port} is already in use; is another Temporal server running?")
+    check_ports_free({port: "DUNNING_TEMPORAL_ADDRESS", ui_port: "DUNNING_TEMPORAL_UI_PORT"})
     temporal = find_executable("temporal")
     command = [
         temporal, "server", "start-dev",
@@ -212,14 +211,6 @@ def start_temporal_dev_server(
         server.stop()
         raise
     return server
-
-
-def _accepts_connections(port: int) -> bool:
-    try:
-        with socket.create_connection(("localhost", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def _serves(temporal: str, port: int, namespace: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import Executor
 from datetime import timedelta
 
@@ -101,9 +102,9 @@ def build_worker(client: Client, pool: asyncpg.Pool, settings: Settings, rendere
     )
 
 
-async def run_worker(settings: Settings) -> None:
+async def run_worker(settings: Settings, on_ready: Callable[[], None] | None = None) -> None:
     """Connect, apply pending migrations (as the schema's owner), open the pool (as the service's role) and
-    run the worker and the projector until cancelled."""
+    run the worker and the projector until cancelled; ``on_ready`` is called once the worker polls."""
     client = await connect(settings)
     await check_namespace(client, settings.temporal_namespace)
     await apply_schema(settings.resolved_owner_database_url())
@@ -114,6 +115,8 @@ async def run_worker(settings: Settings) -> None:
         worker = build_worker(client, pool, settings, renderer)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(Projector().run(pool, stop), name="projector")
+            if on_ready:
+                asyncio.get_running_loop().call_soon(on_ready)  # connected, migrated and built: it polls from its first step
             try:
                 await worker.run()
             finally:

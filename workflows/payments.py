@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
@@ -58,11 +59,24 @@ def decode_payment(args: Sequence[RawValue]) -> Payment | Malformed:
     raw = args[0]
     try:
         payment = workflow.payload_converter().from_payload(raw.payload, Payment)
+    except ValidationError as err:
+        return Malformed(f"malformed payment: {field_problems(err)}", raw_text(raw))
     except Exception as err:  # noqa: BLE001 - any decoding failure is a rejected payment, not a task failure
         return Malformed(f"malformed payment: {one_line(err)}", RawExcerpt.of(args))
     if not isinstance(payment, Payment):  # a null or binary payload decodes to None or bytes, unchecked
         return Malformed(f"malformed payment: not a payment object but {type(payment).__name__}", RawExcerpt.of(args))
     return payment
+
+
+def field_problems(err: ValidationError) -> str:
+    """A short reason per field, ``amount_minor: Input should be greater than 0; ...``, as ops read it
+    (not pydantic's dump with input values and documentation links)."""
+    problems = []
+    for problem in err.errors(include_url=False, include_input=False, include_context=False):
+        where = ".".join(str(part) for part in problem["loc"])
+        message = problem["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
+    return one_line("; ".join(problems))
 
 
 def payment_problem(ledger: InvoiceLedger, payment: Payment) -> ApplicationError | None:
