@@ -60,7 +60,7 @@ def decode_payment(args: Sequence[RawValue]) -> Payment | Malformed:
     try:
         payment = workflow.payload_converter().from_payload(raw.payload, Payment)
     except ValidationError as err:
-        return Malformed(f"malformed payment: {field_problems(err)}", raw_text(raw))
+        return Malformed(f"malformed payment: {field_problems(err)}", RawExcerpt.of(args))
     except Exception as err:  # noqa: BLE001 - any decoding failure is a rejected payment, not a task failure
         return Malformed(f"malformed payment: {one_line(err)}", RawExcerpt.of(args))
     if not isinstance(payment, Payment):  # a null or binary payload decodes to None or bytes, unchecked
