@@ -296,7 +296,7 @@ def pay(
     _check_amount_syntax(amount, "--amount")
 
     async def run(client: Client, settings: Settings) -> None:
-        currency = (await invoices.status(client, invoice_id)).currency
+        currency = await _currency_of(client, settings, invoice_id)
         minor = to_minor(amount, currency, "--amount")
         payment = _model(Payment, "payment", payment_id=payment_id, amount_minor=minor, currency=currency)
         paid = format_money(minor, currency)
@@ -458,7 +458,8 @@ def _steer(
         elif amount is None:
             built = request()
         else:
-            minor = await _minor_on_invoice(client, invoice_id, amount.text, amount.option, amount.allow_zero)
+            currency = await _currency_of(client, settings, invoice_id)
+            minor = to_minor(amount.text, currency, amount.option, amount.allow_zero)
             built = request(**{amount.field: minor})
         current = await update(client, invoice_id, built)
         typer.echo(f"{said if isinstance(said, str) else said(current)} ({_state_line(current)})")
@@ -539,10 +540,11 @@ def to_minor(amount: str, currency: str, option: str = "amount", allow_zero: boo
     return int(minor)
 
 
-async def _minor_on_invoice(client: Client, invoice_id: str, amount: str, option: str, allow_zero: bool = False) -> int:
-    """An amount in major units, in minor units of the invoice's own currency."""
-    currency = (await invoices.status(client, invoice_id)).currency
-    return to_minor(amount, currency, option, allow_zero)
+async def _currency_of(client: Client, settings: Settings, invoice_id: str) -> str:
+    """The invoice's currency, which never changes: read from the read models, so routine commands stay off the
+    workflow's query path; from the workflow only while the invoice is not projected yet."""
+    projected = await _projected_status(settings, invoice_id)
+    return projected.currency if projected else (await invoices.status(client, invoice_id)).currency
 
 
 def _check_amount_syntax(amount: str, option: str, allow_zero: bool = False) -> None:
