@@ -35,7 +35,6 @@ with workflow.unsafe.imports_passed_through():
         PaymentPlanAgreed,
         PaymentRecorded,
         PaymentRejected,
-        PaymentRejectionsCounted,
         RecoveryRecorded,
         SmallBalanceWrittenOff,
     )
@@ -313,10 +312,12 @@ class InvoiceWorkflow:
         else:
             tally.stored += 1
             if isinstance(payload, RawExcerpt):
-                sent = {"payload": payload.text, "payload_bytes": payload.size, "payload_sha256": payload.sha256}
+                rejected = PaymentRejected(
+                    reason=reason, payload=payload.text, payload_bytes=payload.size, payload_sha256=payload.sha256
+                )
             else:
-                sent = {"payload": payload}
-            self._outbox.record(PaymentRejected(reason=reason, **sent))
+                rejected = PaymentRejected(reason=reason, payload=payload)
+            self._outbox.record(rejected)
             ledger.remember(now, f"Payment rejected: {reason[:200]}")
         if bounded:
             self._wake = True
@@ -328,9 +329,9 @@ class InvoiceWorkflow:
         tally = self.ledger.rejections
         if not tally.counted:
             return
-        data = tally.take_count()
-        self._outbox.record(PaymentRejectionsCounted(**data))
-        self.ledger.remember(workflow.now(), f"{data['count']} more payment(s) rejected, counted (see the log)")
+        counted = tally.take_count()
+        self._outbox.record(counted)
+        self.ledger.remember(workflow.now(), f"{counted.count} more payment(s) rejected, counted (see the log)")
 
     def _close(self, state: InvoiceState) -> None:
         ledger = self.ledger

@@ -11,7 +11,7 @@ from datetime import date, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflows.events import ReceivableEntry
+from workflows.events import PaymentRejectionsCounted, ReceivableEntry
 from workflows.ladder import StepKind
 from workflows.models import (
     ActionTaken,
@@ -118,11 +118,14 @@ class RejectionTally(BaseModel):
             reason = OTHER_REASONS
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
 
-    def take_count(self) -> dict[str, object]:
-        """The count not yet written, as a ``payment_rejections_counted`` event's data; the tally starts again."""
-        data = {"count": self.counted, "first_at": self.first_at, "last_at": self.last_at, "reasons": dict(self.reasons)}
+    def take_count(self) -> PaymentRejectionsCounted:
+        """The count not yet written, as a ``payment_rejections_counted`` event; the tally starts again."""
+        assert self.first_at is not None and self.last_at is not None, "nothing counted"
+        counted = PaymentRejectionsCounted(
+            count=self.counted, first_at=self.first_at, last_at=self.last_at, reasons=dict(self.reasons)
+        )
         self.counted, self.first_at, self.last_at, self.reasons = 0, None, None, {}
-        return data
+        return counted
 
 
 class InvoiceLedger(BaseModel):
