@@ -97,6 +97,11 @@ class InvoiceWorkflow:
         self._running = False
         self._windowed = workflow.patched(PATCH_SENDING_WINDOW)
         self.ledger.money_rules = workflow.patched(PATCH_MONEY_RULES)
+        # asked here, once a run, not in a handler: a request delivered with the start runs before the loop, and
+        # a patch marker (with its search attribute) ahead of an update's acceptance would not replay
+        self._counts_rejections = workflow.patched(PATCH_COUNTED_REJECTIONS)
+        self._wakes_on_long_history = workflow.patched(PATCH_WAKE_ON_LONG_HISTORY)
+        self._continues_on_signals = workflow.patched(PATCH_CONTINUE_ON_SIGNALS)
         self._outbox = Outbox(self.ledger, window_applies=self._windowed)
         self._suspension = Suspension(self._outbox)
         self._steps = Steps(self._outbox, self._suspension)
@@ -192,7 +197,7 @@ class InvoiceWorkflow:
             info.is_continue_as_new_suggested()
             or info.get_current_history_length() >= self._history_limit
             or info.get_current_history_size() >= self._history_bytes_limit
-            or (self._signals >= SIGNALS_PER_RUN and workflow.patched(PATCH_CONTINUE_ON_SIGNALS))
+            or (self._signals >= SIGNALS_PER_RUN and self._continues_on_signals)
         )
 
     async def _learn_public_holidays(self) -> None:
@@ -304,7 +309,7 @@ class InvoiceWorkflow:
         if tally.window_over(now):
             self._write_rejection_count()
             tally.window_start, tally.stored = now, 0
-        bounded = workflow.patched(PATCH_COUNTED_REJECTIONS)
+        bounded = self._counts_rejections
         if bounded and tally.stored >= REJECTIONS_STORED_PER_DAY:
             tally.count(now, reason)
             if tally.counted >= COUNT_WRITTEN_EVERY:
@@ -374,7 +379,7 @@ class InvoiceWorkflow:
         self._signals += 1
         if name != PAYMENT_SIGNAL:
             workflow.logger.warning("dropped a signal named %r: this workflow only takes %r", name[:200], PAYMENT_SIGNAL)
-            if self._history_is_long() and workflow.patched(PATCH_WAKE_ON_LONG_HISTORY):
+            if self._wakes_on_long_history and self._history_is_long():
                 self._wake = True  # the loop continues as new before dropped signals fill the history
             return
         payment = decode_payment(args)
