@@ -17,8 +17,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from activities.calendar import public_holidays
+from activities.customer import hold_at_customer, release_at_customer
 from activities.ledger import Batch
 from worker.sandbox import workflow_runner
+from workflows.customer import CustomerWorkflow
 from workflows.events import InvoiceSnapshot
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
@@ -147,6 +149,8 @@ class Recorder:
             self.suspend_equipment,
             self.restore_equipment,
             self.send_agency_package,
+            hold_at_customer,  # the real ones: they only ask the customer workflow, which records through these
+            release_at_customer,
             public_holidays,
         ]
 
@@ -160,10 +164,10 @@ def with_pydantic(client: Client) -> Client:
 
 @asynccontextmanager
 async def recording_worker(client: Client, recorder: Recorder) -> AsyncIterator[str]:
-    """Run the invoice workflow with ``recorder``'s activities on a fresh task queue; yields the queue name."""
+    """Run the invoice and customer workflows with ``recorder``'s activities on a fresh task queue; yields the queue name."""
     queue = f"recorded-{uuid.uuid4().hex[:8]}"
     async with Worker(
-        client, task_queue=queue, workflows=[InvoiceWorkflow], activities=recorder.activities,
+        client, task_queue=queue, workflows=[InvoiceWorkflow, CustomerWorkflow], activities=recorder.activities,
         workflow_runner=workflow_runner(),
     ):
         yield queue

@@ -14,6 +14,7 @@ PATCH_EQUIPMENT = "equipment-adapters"
 PATCH_AGENCY_PACKAGE = "agency-package"
 PATCH_STAGE_STOPS_AT_CLOSE = "stage-stops-at-close"
 PATCH_DISCOUNT_LAPSE_EVENT = "discount-lapse-event"
+PATCH_CUSTOMER_HOLDS = "customer-holds"  # the customer workflow cuts and restores what its invoices hold
 
 
 def closed_meanwhile(ledger: InvoiceLedger) -> bool:
