@@ -21,7 +21,7 @@ OPEN_INVOICES = SearchAttributeKey.for_float("OpenInvoices")
 SUSPENDED_INVOICES = SearchAttributeKey.for_float("SuspendedInvoices")
 ON_HOLD = SearchAttributeKey.for_bool("OnHold")
 
-ALL = (
+INVOICE = (  # what the invoice workflow upserts (and is started with)
     INVOICE_STATE,
     CUSTOMER_ID,
     AMOUNT_DUE,
@@ -31,8 +31,7 @@ ALL = (
     REJECTED_PAYMENTS,
     FAILED_NOTICES,
     FAILED_EQUIPMENT,
-    CUSTOMER_STANDING,
-    OPEN_INVOICES,
-    SUSPENDED_INVOICES,
-    ON_HOLD,
 )
+CUSTOMER = (CUSTOMER_ID, CUSTOMER_STANDING, OPEN_INVOICES, SUSPENDED_INVOICES, ON_HOLD, DAYS_OVERDUE, DUE_DATE)
+
+ALL = (*INVOICE, CUSTOMER_STANDING, OPEN_INVOICES, SUSPENDED_INVOICES, ON_HOLD)  # what a namespace must have
