@@ -38,12 +38,16 @@ class CustomerWorkflow:
         self.ledger = params.carried or CustomerLedger(customer_id=params.customer_id)
         self._history_limit = params.history_limit
         self._publisher = CustomerPublisher()
+        self._changed = False  # a handler changed the ledger: the loop republishes
 
     @workflow.run
     async def run(self, params: CustomerWorkflowInput) -> None:
         while True:
+            self._changed = False
             self._publisher.publish(self.ledger)
-            await workflow.wait_condition(lambda: bool(self.ledger.pending) or self._history_is_long())
+            await workflow.wait_condition(lambda: self._changed or bool(self.ledger.pending) or self._history_is_long())
+            if self._changed:
+                continue
             if self.ledger.pending:
                 await self._reconcile()
                 continue
@@ -74,7 +78,7 @@ class CustomerWorkflow:
         cutting = bool(piece.holders)
         if cutting:
             piece.generation += 1
-            piece.cut_for = piece.holders[0]
+            piece.cut_for = piece.holders[-1]  # the hold that asked for this cut (the first, but after a failed one)
         verb = "suspend" if cutting else "restore"
         key = f"{workflow.info().workflow_id}/{piece.name}/{'cut' if cutting else 'restore'}-{piece.generation}"
         by = piece.cut_for if cutting else piece.released_by
@@ -145,8 +149,10 @@ class CustomerWorkflow:
         if request.idempotency_key in self.ledger.answers:
             return self.ledger.answers[request.idempotency_key]
         names = self.ledger.take_hold(request)
+        self._changed = True
         self.ledger.remember(workflow.now(), f"Invoice {request.invoice_id} holds {', '.join(names) or 'nothing'}")
         await workflow.wait_condition(lambda: self.ledger.settled(names))
+        self._changed = True
         return self.ledger.answer(request.idempotency_key, self.ledger.outcome(names, request.invoice_id))
 
     @hold.validator
@@ -161,8 +167,10 @@ class CustomerWorkflow:
         if request.idempotency_key in self.ledger.answers:
             return self.ledger.answers[request.idempotency_key]
         names = self.ledger.drop_hold(request)
+        self._changed = True
         self.ledger.remember(workflow.now(), f"Invoice {request.invoice_id} closed ({request.state.value}): releases {', '.join(names) or 'nothing'}")
         await workflow.wait_condition(lambda: self.ledger.settled(names))
+        self._changed = True
         return self.ledger.answer(request.idempotency_key, self.ledger.outcome(names, request.invoice_id))
 
     @release.validator
