@@ -31,6 +31,7 @@ from temporalio.client import Client
 
 from activities.ledger import create_pool
 from activities.projections import invoice_status
+from cli.customer import app as customer_app
 from cli.equipment import app as equipment_app
 from cli.projections import app as projections_app
 from client import invoices
@@ -67,6 +68,7 @@ codec_app = typer.Typer(help="Payload encryption keys.", no_args_is_help=True)
 app.add_typer(codec_app, name="codec")
 app.add_typer(projections_app, name="projections")
 app.add_typer(equipment_app, name="equipment")
+app.add_typer(customer_app, name="customer")
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)

@@ -21,6 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.ledger import create_pool
 from bench.recording import Recorder, with_pydantic
+from tests.cli_helpers import cli_env, dunning, succeeded
 from tests.equipment_lifecycle_fixtures import POWER_CHANGE_S, equipment_rows, events_of, lifecycle_worker
 from tests.equipment_peers import RedfishPeer, redfish_peer, write_secret
 from tests.harness import eventually, make_invoice, start_invoice
@@ -90,7 +91,7 @@ async def pay_in_full(handle: WorkflowHandle) -> None:
 
 
 async def test_paying_one_of_two_invoices_keeps_the_shared_server_off_and_the_second_restores_it_once(
-    client, pool, bmc, tmp_path
+    dev_env, client, pool, bmc, tmp_path
 ):
     customer_id = f"CUST-{uuid.uuid4().hex[:8]}"
     recorder = Recorder()
@@ -104,6 +105,10 @@ async def test_paying_one_of_two_invoices_keeps_the_shared_server_off_and_the_se
         await eventually(both_recorded_the_cut, timeout=2 * POWER_CHANGE_S + 20)
         assert bmc.power_state(SYSTEM) == "Off"
         assert bmc.resets_received(SYSTEM) == ["GracefulShutdown"]
+        shown = succeeded(await dunning(cli_env(dev_env, queue), "customer", "holds", customer_id))
+        assert f"equipment:srv-shared: cut, held by {first.invoice_id}, {second.invoice_id}" in shown.splitlines() or (
+            f"equipment:srv-shared: cut, held by {second.invoice_id}, {first.invoice_id}" in shown.splitlines()
+        )
 
         await pay_in_full(first_handle)
         assert bmc.power_state(SYSTEM) == "Off"  # the second invoice still holds it
