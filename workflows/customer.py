@@ -75,6 +75,8 @@ class CustomerWorkflow:
             await asyncio.gather(*(self._act(piece) for piece in group))
 
     async def _act(self, piece: Piece) -> None:
+        if not piece.pending:  # a release (or hold) while an earlier group acted made it right already
+            return
         cutting = bool(piece.holders)
         if cutting:
             piece.generation += 1
