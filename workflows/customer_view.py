@@ -12,15 +12,11 @@ from workflows.holds import CustomerInvoice, CustomerLedger, Piece
 from workflows.models import format_money
 
 
-def standing(ledger: CustomerLedger, now: datetime) -> str:
-    """``on_hold``, ``suspended`` (some invoice holds a piece), ``overdue`` or ``current``."""
+def standing(ledger: CustomerLedger) -> str:
+    """``on_hold`` (ops paused it), ``suspended`` (an invoice holds a piece) or ``current``."""
     if ledger.on_hold:
         return "on_hold"
-    if any(p.holders for p in ledger.pieces.values()):
-        return "suspended"
-    if any(i.due_date < now.date() for i in _open(ledger)):
-        return "overdue"
-    return "current"
+    return "suspended" if any(p.holders for p in ledger.pieces.values()) else "current"
 
 
 class CustomerPublisher:
@@ -35,7 +31,7 @@ class CustomerPublisher:
         oldest = min((i.due_date for i in open_invoices), default=None)
         updates = [
             sa.CUSTOMER_ID.value_set(ledger.customer_id),
-            sa.CUSTOMER_STANDING.value_set(standing(ledger, now)),
+            sa.CUSTOMER_STANDING.value_set(standing(ledger)),
             sa.OPEN_INVOICES.value_set(float(len(open_invoices))),
             sa.SUSPENDED_INVOICES.value_set(float(len({h for p in ledger.pieces.values() for h in p.holders}))),
             sa.ON_HOLD.value_set(ledger.on_hold),
