@@ -163,9 +163,10 @@ def with_pydantic(client: Client) -> Client:
 
 
 @asynccontextmanager
-async def recording_worker(client: Client, recorder: Recorder) -> AsyncIterator[str]:
-    """Run the invoice and customer workflows with ``recorder``'s activities on a fresh task queue; yields the queue name."""
-    queue = f"recorded-{uuid.uuid4().hex[:8]}"
+async def recording_worker(client: Client, recorder: Recorder, task_queue: str | None = None) -> AsyncIterator[str]:
+    """Run the invoice and customer workflows with ``recorder``'s activities on ``task_queue`` (default: a
+    fresh one); yields the queue name."""
+    queue = task_queue or f"recorded-{uuid.uuid4().hex[:8]}"
     async with Worker(
         client, task_queue=queue, workflows=[InvoiceWorkflow, CustomerWorkflow], activities=recorder.activities,
         workflow_runner=workflow_runner(),

@@ -11,9 +11,11 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
-from bench.recording import Recorder, with_pydantic
+from bench.recording import Recorder, recording_worker, with_pydantic
 from tests.harness import eventually, make_invoice, start_invoice
+from worker.sandbox import workflow_runner
 from workflows import policy
 from workflows import search_attributes as sa
 from workflows.customer import CustomerWorkflow
@@ -224,3 +226,27 @@ async def test_a_request_for_another_customer_is_refused_and_changes_nothing(cli
     assert "CUST-OTHER" in str(refused.value.cause)
     ledger = await client.get_workflow_handle(customer_workflow_id(customer_id)).query(CustomerWorkflow.holds)
     assert ledger.pieces["equipment:bmc-1"].holders == ["INV-A"]
+
+
+async def test_a_worker_gone_during_the_cut_leaves_one_cut_and_one_answer(env, client, recorder, customer_id):
+    """The worker stops while the customer's block is being recorded and the invoice waits for its answer:
+    the next worker retries both under the same keys, and the customer acts once."""
+    queue = f"restarted-{customer_id}"
+    held = recorder.hold("suspend_service")
+    # no sticky queue: the test server would leave the next workflow task on the stopped worker's
+    async with Worker(client, task_queue=queue, workflows=[InvoiceWorkflow, CustomerWorkflow],
+                      activities=recorder.activities, workflow_runner=workflow_runner(), max_cached_workflows=0):
+        invoice, handle = await invoice_of(env, client, queue, recorder, customer_id)
+        due = policy.stage_due_at(invoice, invoice.policy.stage(StageAction.SUSPEND), timedelta(0))
+        await env.sleep(due - await env.get_current_time() + timedelta(seconds=1))
+        await held.reached.wait()
+    async with recording_worker(client, recorder, task_queue=queue):
+        await eventually(lambda: "suspended" in recorder.notice_kinds(invoice.invoice_id), timeout=30)
+        assert calls(recorder) == [
+            ("suspend", f"customer-{customer_id}/service/cut-1"),
+            ("suspend", f"customer-{customer_id}/equipment:bmc-1/cut-1"),
+        ]
+        assert len(recorder.events_of(invoice.invoice_id, "service_suspended")) == 1
+        assert len(recorder.events_of(invoice.invoice_id, "equipment_suspended")) == 1
+        await pay_in_full(handle)
+    assert [verb for verb, _ in recorder.service_calls + recorder.equipment_calls] == ["suspend", "restore", "suspend", "restore"]

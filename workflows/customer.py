@@ -90,9 +90,9 @@ class CustomerWorkflow:
                 piece.result = await self._equipment(verb, key, piece)
             else:
                 await self._block(verb, key, piece)
-        except ActivityFailed as failed:
-            piece.error, piece.stuck = failed.reason, True
-            self.ledger.remember(workflow.now(), f"{piece.name}: {verb} FAILED ({failed.reason})")
+        except ActivityError as err:  # its retries gave up (or it was cancelled): the piece waits for ops or the next request
+            piece.error, piece.stuck = one_line(err.cause or err), True
+            self.ledger.remember(workflow.now(), f"{piece.name}: {verb} FAILED ({piece.error})")
             return
         finally:
             piece.acting = False
@@ -112,18 +112,15 @@ class CustomerWorkflow:
             reason=(f"invoices {holders} unpaid" if verb == "suspend" else "no invoice holds it any more")[:200],
             requested_by=f"workflow {workflow.info().workflow_id} for invoice {piece.cut_for}"[:200],
         )
-        try:
-            return await workflow.execute_activity(
-                f"{verb}_equipment",
-                request,
-                result_type=EquipmentResult,
-                start_to_close_timeout=EQUIPMENT_ACTIVITY_TIMEOUT,
-                heartbeat_timeout=timedelta(minutes=1),
-                retry_policy=EQUIPMENT_RETRY,
-                summary=f"{verb.capitalize()} equipment {piece.equipment_id}",
-            )
-        except ActivityError as err:
-            raise ActivityFailed(one_line(err.cause or err)) from err
+        return await workflow.execute_activity(
+            f"{verb}_equipment",
+            request,
+            result_type=EquipmentResult,
+            start_to_close_timeout=EQUIPMENT_ACTIVITY_TIMEOUT,
+            heartbeat_timeout=timedelta(minutes=1),
+            retry_policy=EQUIPMENT_RETRY,
+            summary=f"{verb.capitalize()} equipment {piece.equipment_id}",
+        )
 
     async def _block(self, verb: str, key: str, piece: Piece) -> None:
         """The support-and-orders block is a recorded decision, under the invoice whose hold started it."""
@@ -190,10 +187,3 @@ class CustomerWorkflow:
                 f"customer {customer_id} asked workflow {workflow.info().workflow_id}", type="InvalidRequest"
             )
 
-
-class ActivityFailed(Exception):
-    """A cut or restore that its retries could not carry out: recorded on the piece, not raised further."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
