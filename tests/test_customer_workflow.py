@@ -161,6 +161,27 @@ async def test_a_failed_cut_is_tried_again_when_the_next_invoice_holds(env, clie
     assert recorder.events_of(second.invoice_id, "equipment_suspended")[0].data["changed"] is True
 
 
+
+async def test_a_failed_restore_is_tried_again_when_the_next_invoice_releases(env, client, queue, recorder, customer_id):
+    first, first_handle = await invoice_of(env, client, queue, recorder, customer_id)
+    await suspend(env, recorder, first)
+    recorder.unreachable_equipment.add("bmc-1")
+    await pay_in_full(first_handle)
+    assert recorder.events_of(first.invoice_id, "restore_failed")[0].data["equipment_id"] == "bmc-1"
+    assert (await first_handle.describe()).typed_search_attributes.get(sa.FAILED_EQUIPMENT) == ["bmc-1"]
+    recorder.unreachable_equipment.clear()
+    second, second_handle = await invoice_of(env, client, queue, recorder, customer_id)
+    await suspend(env, recorder, second)
+    assert recorder.events_of(second.invoice_id, "equipment_suspended")[0].data["changed"] is False  # still cut
+    await pay_in_full(second_handle)
+    customer = f"customer-{customer_id}"
+    assert [(verb, r.idempotency_key) for verb, r in recorder.equipment_calls] == [
+        ("suspend", f"{customer}/equipment:bmc-1/cut-1"),
+        ("restore", f"{customer}/equipment:bmc-1/restore-1"),
+        ("restore", f"{customer}/equipment:bmc-1/restore-1"),  # the same restore, tried again
+    ]
+    assert [e.data["state"] for e in recorder.events_of(second.invoice_id, "equipment_restored")] == ["On"]
+
 # --- the customer's own requests: idempotency, validation, continue-as-new -----------------
 
 
