@@ -3,8 +3,8 @@
 Invoices stay the unit of escalation; an invoice at suspension asks its customer (``hold``) to
 hold the support-and-orders block and its equipment, and releases them when it closes
 (``release``). Each piece is cut when the first invoice holds it and restored when none holds it
-any more; the keys of those actions name the customer, the piece and the hold generation, so a
-retry or a replay never acts twice. Started on demand by update-with-start (``activities.customer``,
+any more; the keys of those actions name the customer workflow (its id and first run), the piece
+and the hold generation, so a retry or a replay never acts twice. Started on demand by update-with-start (``activities.customer``,
 ``client.customers``); it continues as new when Temporal suggests it, carrying its ledger.
 """
 
@@ -82,7 +82,8 @@ class CustomerWorkflow:
             piece.generation += 1
             piece.cut_for = piece.holders[-1]  # the hold that asked for this cut (the first, but after a failed one)
         verb = "suspend" if cutting else "restore"
-        key = f"{workflow.info().workflow_id}/{piece.name}/{'cut' if cutting else 'restore'}-{piece.generation}"
+        info = workflow.info()  # the first run id: a customer workflow started again after a termination acts anew
+        key = f"{info.workflow_id}/{info.first_execution_run_id}/{piece.name}/{'cut' if cutting else 'restore'}-{piece.generation}"
         by = piece.cut_for if cutting else piece.released_by
         piece.acting = True
         try:
