@@ -23,8 +23,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN useradd --system --create-home --uid 10001 --shell /usr/sbin/nologin dunning
+# the runtime lock only (no dev or test package), every file checked against its hash; then the wheel
+COPY requirements/runtime.txt /tmp/runtime.txt
+RUN python -m pip install --require-hashes -r /tmp/runtime.txt && rm /tmp/runtime.txt
 COPY --from=builder /wheels /tmp/wheels
-RUN python -m pip install /tmp/wheels/*.whl && rm -rf /tmp/wheels
+RUN python -m pip install --no-deps /tmp/wheels/*.whl && rm -rf /tmp/wheels
 USER dunning
 WORKDIR /home/dunning
 # API, codec server, the worker's Temporal SDK metrics

@@ -14,6 +14,11 @@ the checkpoint: a crash copies nothing twice and skips nothing. Appends commit i
 misses a late commit. ``rebuild`` empties the tables and copies the whole log in one transaction
 with the same statements: readers see the old projections until the new ones are complete.
 
+An event the copy cannot apply (a value Postgres refuses, an upcaster that raises) is poison, not
+a reason to stop: the range is halved until the event is alone, it goes to
+``projection_quarantine`` with its error, and every statement skips it from then on
+(docs/operations.md). ``retry_quarantined`` projects the invoices concerned again after a fix.
+
 Amounts that depend on the day (days overdue, aging, DSO) are computed at read time from the
 copied invoices and their dated receivable entries, so they never go stale overnight.
 """
@@ -30,10 +35,11 @@ from functools import lru_cache
 
 import asyncpg
 import holidays
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from activities.ledger import read_events
+from activities.ledger import EVENT_COLUMNS
 from workflows import ladder
+from workflows.events import RecordedEvent
 from workflows.models import ActionTaken, InvoiceState, InvoiceStatus, NextAction, StageAction, minor_units_per_major
 from workflows.upcast import upcast
 
@@ -51,12 +57,16 @@ STORY_LINES_SHOWN = 200
 
 # --- copying the snapshots: one statement per table, over a range of positions ----------------
 
-SNAPSHOTS_IN_RANGE = """
+# Every statement skips the quarantined events; ``{only}`` narrows it to some invoices (a retry).
+NOT_QUARANTINED = "NOT EXISTS (SELECT 1 FROM projection_quarantine q WHERE q.position = e.position)"
+ONLY_INVOICES = "AND e.invoice_id = ANY($3::text[])"
+IN_RANGE = f"e.position > $1 AND e.position <= $2 {{only}} AND {NOT_QUARANTINED}"
+
+SNAPSHOTS_IN_RANGE = f"""
 WITH batch AS (
-    SELECT invoice_id, sequence, snapshot FROM invoice_events
-    WHERE snapshot IS NOT NULL AND position > $1 AND position <= $2
+    SELECT invoice_id, sequence, snapshot FROM invoice_events e WHERE snapshot IS NOT NULL AND {IN_RANGE}
     UNION ALL
-    SELECT invoice_id, sequence, snapshot FROM upcast_snapshots WHERE position > $1 AND position <= $2
+    SELECT invoice_id, sequence, snapshot FROM upcast_snapshots e WHERE {IN_RANGE}
 )"""
 
 SNAPSHOT_COLUMNS = {
@@ -91,9 +101,16 @@ SNAPSHOT_COLUMNS = {
     "closed_at": "timestamptz",
     "closed_on": "date",
     "last_sequence": "integer",
+    "late_charges_stopped": "text",
+    "escalation_stopped": "boolean",
+    "cut_announced_for": "timestamptz",
+    "recovered_minor": "bigint",
 }
+# columns a snapshot written before them lacks: copied as their default
+SNAPSHOT_DEFAULTS = {"escalation_stopped": "false", "recovered_minor": "0"}
 COPIED = {
-    **{column: f"s.{column}" for column in SNAPSHOT_COLUMNS},
+    **{column: f"coalesce(s.{column}, {SNAPSHOT_DEFAULTS[column]})" if column in SNAPSHOT_DEFAULTS else f"s.{column}"
+       for column in SNAPSHOT_COLUMNS},
     "equipment_held": "ARRAY(SELECT jsonb_array_elements_text(s.equipment_held))",
     "next_action": "s.next_action->>'what'",
     "next_action_kind": "s.next_action->>'kind'",
@@ -113,13 +130,13 @@ FROM latest l, jsonb_to_record(l.snapshot) AS s({RECORD_TYPE})
 ON CONFLICT (invoice_id) DO UPDATE SET {", ".join(f"{column} = EXCLUDED.{column}" for column in COPIED)}
 WHERE projected_invoices.last_sequence < EXCLUDED.last_sequence
 """
-COPY_STAGES = """
+COPY_STAGES = f"""
 INSERT INTO projected_invoice_stages (invoice_id, stage, reached_at)
 SELECT DISTINCT ON (invoice_id, stage) invoice_id, stage, occurred_at FROM (
     SELECT invoice_id, CASE kind WHEN 'stage_reached' THEN data->>'stage' ELSE 'legal_review' END AS stage,
            occurred_at, position
-    FROM invoice_events
-    WHERE kind IN ('stage_reached', 'legal_review_opened') AND position > $1 AND position <= $2
+    FROM invoice_events e
+    WHERE kind IN ('stage_reached', 'legal_review_opened') AND {IN_RANGE}
 ) reached
 ORDER BY invoice_id, stage, position
 ON CONFLICT (invoice_id, stage) DO NOTHING
@@ -142,27 +159,51 @@ COPY_STEPS = (
     ("receivable entries", COPY_RECEIVABLES),
     ("story lines", COPY_STORY),
 )
-TO_UPCAST = """
+TO_UPCAST = f"""
 SELECT e.invoice_id, array_agg(e.sequence ORDER BY e.sequence) AS sequences, max(e.position) AS position
 FROM invoice_events e
-WHERE e.format = 1 AND e.position > $1 AND e.position <= $2
+WHERE e.format = 1 AND {IN_RANGE}
   AND NOT EXISTS (SELECT 1 FROM upcast_snapshots u WHERE u.invoice_id = e.invoice_id AND u.sequence >= e.sequence)
 GROUP BY e.invoice_id
 """
+EVENTS_TO_FOLD = f"""
+SELECT {", ".join(f"e.{column.strip()}" for column in EVENT_COLUMNS.split(","))} FROM invoice_events e
+WHERE e.invoice_id = $1 AND e.sequence <= $2 AND {NOT_QUARANTINED} ORDER BY e.sequence
+"""
+POSITIONS_IN_RANGE = f"SELECT e.position FROM invoice_events e WHERE {IN_RANGE} ORDER BY e.position"
 
 Progress = Callable[[str], None]
 
 
-async def _upcast_range(conn: asyncpg.Connection, after: int, upto: int) -> int:
-    """Upcast the events before v5 in ``(after, upto]`` not yet upcast (``workflows.upcast``); returns how many invoices."""
-    pending = await conn.fetch(TO_UPCAST, after, upto)
+class _Range:
+    """Positions ``(after, upto]`` of the log, of every invoice or only of ``invoices``."""
+
+    def __init__(self, after: int, upto: int, invoices: list[str] | None = None) -> None:
+        self.after, self.upto, self.invoices = after, upto, invoices
+
+    def statement(self, template: str) -> str:
+        return template.format(only=ONLY_INVOICES if self.invoices is not None else "")
+
+    def arguments(self) -> tuple[object, ...]:
+        return (self.after, self.upto) if self.invoices is None else (self.after, self.upto, self.invoices)
+
+    def part(self, after: int, upto: int) -> _Range:
+        return _Range(after, upto, self.invoices)
+
+
+async def _upcast_range(conn: asyncpg.Connection, scope: _Range) -> int:
+    """Upcast the events before v5 in the range not yet upcast (``workflows.upcast``); returns how many invoices.
+
+    The fold leaves out quarantined events: the invoice shows what the rest of its events say.
+    """
+    pending = await conn.fetch(scope.statement(TO_UPCAST), *scope.arguments())
     for row in pending:
-        events = [e for e in await read_events(conn, row["invoice_id"]) if e.sequence <= max(row["sequences"])]
+        last = max(row["sequences"])
+        events = [RecordedEvent(**dict(e)) for e in await conn.fetch(EVENTS_TO_FOLD, row["invoice_id"], last)]
         snapshot = upcast(events, set(row["sequences"]), _public_holidays)
         if snapshot is None:
             log.error("cannot upcast invoice %s: it was never issued", row["invoice_id"])
             continue
-        last = max(row["sequences"])
         position = next(e.position for e in events if e.sequence == last)
         await conn.execute(
             "INSERT INTO upcast_snapshots (invoice_id, sequence, position, snapshot) VALUES ($1, $2, $3, $4)"
@@ -183,15 +224,95 @@ def _public_holidays(country: str, year: int) -> frozenset[date]:
         return frozenset()
 
 
-async def _copy_range(conn: asyncpg.Connection, after: int, upto: int, progress: Progress | None = None) -> None:
-    """Inside a transaction: copy every fact in positions ``(after, upto]`` into the read models."""
-    upcast_count = await _upcast_range(conn, after, upto)
+async def _copy_range(conn: asyncpg.Connection, scope: _Range, progress: Progress | None = None) -> None:
+    """Inside a transaction: copy every fact of the range, but the quarantined events, into the read models."""
+    upcast_count = await _upcast_range(conn, scope)
     if progress and upcast_count:
         progress(f"upcast {upcast_count} invoice(s) written before snapshots")
     for name, statement in COPY_STEPS:
-        status = await conn.execute(statement, after, upto)
+        status = await conn.execute(scope.statement(statement), *scope.arguments())
         if progress:
             progress(f"{name}: {status.split()[-1]} row(s)")
+
+
+# --- poison: an event the projector cannot apply goes to projection_quarantine ----------------
+
+MAX_QUARANTINED_AT_ONCE = 100  # more in one copy is a bug in the projector, not poison in the log
+ERROR_CHARS = 2_000
+
+
+class TooMuchPoison(RuntimeError):
+    """So many events of one copy failed that the projector, not the events, must be wrong: nothing is quarantined."""
+
+
+def _is_poison(err: Exception) -> bool:
+    """Whether ``err`` comes from what an event says, not from the database being away or the projector's SQL.
+
+    Postgres refusing a value (class 22) or a constraint (class 23) and the upcaster raising
+    (``OverflowError``, ``ValueError``, a validation error) are; a lost connection, a lock, a
+    privilege or a statement the server cannot run are not: those are retried, never quarantined.
+    """
+    if isinstance(err, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError):
+        return True
+    if isinstance(err, asyncpg.PostgresError | OSError | TooMuchPoison):
+        return False
+    if isinstance(err, asyncpg.InterfaceError):
+        return isinstance(err, ValueError)  # an argument asyncpg cannot encode
+    return True
+
+
+class _Quarantine:
+    """The events one copy quarantines; ``earlier`` are their rows from before a retry (attempts carry on)."""
+
+    def __init__(self, earlier: dict[int, asyncpg.Record] | None = None) -> None:
+        self.earlier = earlier or {}
+        self.positions: list[int] = []
+
+    async def add(self, conn: asyncpg.Connection, position: int, err: Exception) -> None:
+        if len(self.positions) >= MAX_QUARANTINED_AT_ONCE:
+            raise TooMuchPoison(f"more than {MAX_QUARANTINED_AT_ONCE} events cannot be applied; the last: {err!r}")
+        before = self.earlier.get(position)
+        error = f"{type(err).__name__}: {' '.join(str(err).split())}"[:ERROR_CHARS]
+        row = await conn.fetchrow(
+            "INSERT INTO projection_quarantine (position, invoice_id, sequence, kind, error, attempts, quarantined_at)"
+            " SELECT position, invoice_id, sequence, kind, $2, $3, coalesce($4, now()) FROM invoice_events"
+            " WHERE position = $1 RETURNING invoice_id, sequence, kind",
+            position,
+            error,
+            before["attempts"] + 1 if before else 1,
+            before["quarantined_at"] if before else None,
+        )
+        log.error(
+            "projection: event %s#%s (%s) at position %s cannot be applied, quarantined: %s",
+            row["invoice_id"], row["sequence"], row["kind"], position, error,
+        )
+        self.positions.append(position)
+
+
+async def _copy_around_poison(
+    conn: asyncpg.Connection, scope: _Range, quarantine: _Quarantine, progress: Progress | None = None
+) -> None:
+    """Inside a transaction: copy the range; if an event in it cannot be applied, halve the range until
+    each such event is alone, quarantine it and copy the rest."""
+    try:
+        async with conn.transaction():  # a savepoint: a failed attempt leaves nothing behind
+            await _copy_range(conn, scope, progress)
+        return
+    except Exception as err:  # noqa: BLE001 - sorted by _is_poison; the rest is raised again
+        if not _is_poison(err):
+            raise
+        failure = err
+    positions = [row["position"] for row in await conn.fetch(scope.statement(POSITIONS_IN_RANGE), *scope.arguments())]
+    if len(positions) == 1:
+        await quarantine.add(conn, positions[0], failure)
+        return
+    if not positions:
+        raise failure
+    if progress:
+        progress(f"an event in positions {scope.after + 1}-{scope.upto} cannot be applied: isolating it")
+    middle = positions[len(positions) // 2 - 1]
+    await _copy_around_poison(conn, scope.part(scope.after, middle), quarantine)
+    await _copy_around_poison(conn, scope.part(middle, scope.upto), quarantine)
 
 
 async def _apply_next_batch(conn: asyncpg.Connection, batch_size: int) -> int:
@@ -205,7 +326,7 @@ async def _apply_next_batch(conn: asyncpg.Connection, batch_size: int) -> int:
     )
     if not count:
         return 0
-    await _copy_range(conn, checkpoint, upto)
+    await _copy_around_poison(conn, _Range(checkpoint, upto), _Quarantine())
     await conn.execute(
         "UPDATE projection_checkpoint SET position = $2, updated_at = now() WHERE name = $1", CHECKPOINT, upto
     )
@@ -213,7 +334,8 @@ async def _apply_next_batch(conn: asyncpg.Connection, batch_size: int) -> int:
 
 
 async def catch_up(pool: asyncpg.Pool, batch_size: int = BATCH_SIZE) -> int:
-    """Copy every event after the checkpoint, one transaction per batch; returns the events copied."""
+    """Copy every event after the checkpoint, one transaction per batch; returns the events passed
+    (copied or, if they cannot be applied, quarantined)."""
     applied = 0
     async with pool.acquire() as conn:
         while True:
@@ -227,18 +349,81 @@ async def catch_up(pool: asyncpg.Pool, batch_size: int = BATCH_SIZE) -> int:
 async def rebuild(pool: asyncpg.Pool, progress: Progress | None = None) -> int:
     """Recompute every projection from the first event, atomically, set-based; returns the events copied.
 
-    ``progress`` is told each step as it ends (upcasting, then each table with its rows).
+    Quarantined events are skipped (``progress`` says how many); an event that cannot be applied
+    now joins them. ``progress`` is told each step as it ends (upcasting, then each table with its rows).
     """
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT 1 FROM projection_checkpoint WHERE name = $1 FOR UPDATE", CHECKPOINT)
         for table in PROJECTION_TABLES:  # not TRUNCATE: readers keep the old rows until the commit
             await conn.execute(f"DELETE FROM {table}")
         upto, count = await conn.fetchrow("SELECT coalesce(max(position), 0), count(*) FROM invoice_events")
-        await _copy_range(conn, 0, upto, progress)
+        skipped = await conn.fetchval("SELECT count(*) FROM projection_quarantine")
+        if progress and skipped:
+            progress(f"skipping {skipped} quarantined event(s) (dunning projections quarantine list)")
+        quarantine = _Quarantine()
+        await _copy_around_poison(conn, _Range(0, upto), quarantine, progress)
+        if progress and quarantine.positions:
+            progress(f"quarantined {len(quarantine.positions)} more event(s) that cannot be applied")
         await conn.execute(
             "UPDATE projection_checkpoint SET position = $2, updated_at = now() WHERE name = $1", CHECKPOINT, upto
         )
-    return count
+    return count - skipped - len(quarantine.positions)
+
+
+class QuarantinedEvent(BaseModel):
+    """An event the projector could not apply: the read models leave it out until a retry applies it."""
+
+    position: int
+    invoice_id: str
+    sequence: int
+    kind: str
+    error: str
+    attempts: int
+    quarantined_at: datetime
+    last_tried_at: datetime
+
+
+async def quarantined_events(pool: asyncpg.Pool | asyncpg.Connection) -> list[QuarantinedEvent]:
+    """Every quarantined event, in log order."""
+    rows = await pool.fetch("SELECT * FROM projection_quarantine ORDER BY position")
+    return [QuarantinedEvent(**dict(row)) for row in rows]
+
+
+class NotQuarantined(LookupError):
+    """The position asked for is not in quarantine."""
+
+
+class RetryOutcome(BaseModel):
+    """What a retry did: the positions now projected, and the events still quarantined."""
+
+    released: list[int]
+    still_quarantined: list[QuarantinedEvent]
+
+
+async def retry_quarantined(pool: asyncpg.Pool, position: int | None = None) -> RetryOutcome:
+    """Try the quarantined events again (or only the one at ``position``), after a fix to the projector.
+
+    Each invoice concerned is projected again from its first event, in one transaction with the
+    projector held off: an event that still cannot be applied stays quarantined (one more attempt).
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        checkpoint = await conn.fetchval(
+            "SELECT position FROM projection_checkpoint WHERE name = $1 FOR UPDATE", CHECKPOINT
+        )
+        retried = await conn.fetch(
+            "DELETE FROM projection_quarantine WHERE $1::bigint IS NULL OR position = $1 RETURNING *", position
+        )
+        if position is not None and not retried:
+            raise NotQuarantined(f"the event at position {position} is not quarantined")
+        invoices = sorted({row["invoice_id"] for row in retried})
+        quarantine = _Quarantine({row["position"]: row for row in retried})
+        if invoices:
+            for table in (*PROJECTION_TABLES, "upcast_snapshots"):
+                await conn.execute(f"DELETE FROM {table} WHERE invoice_id = ANY($1::text[])", invoices)
+            await _copy_around_poison(conn, _Range(0, checkpoint, invoices), quarantine)
+        still = [event for event in await quarantined_events(conn) if event.position in quarantine.positions]
+    released = sorted(set(quarantine.earlier) - set(quarantine.positions))
+    return RetryOutcome(released=released, still_quarantined=still)
 
 
 async def projection_row_counts(pool: asyncpg.Pool) -> dict[str, int]:
@@ -362,20 +547,29 @@ class InvoiceView(Frozen):
     rejected_payments: int
     failed_notices: int
     closed_at: datetime | None
+    late_charges_stopped: str | None
+    escalation_stopped: bool
+    cut_announced_for: datetime | None
+    recovered_minor: int
     updated_at: datetime
+    quarantined_events: int = Field(
+        description="events of this invoice the projector could not apply: when not 0 the row leaves them out"
+        " (dunning projections quarantine list)"
+    )
 
 
 INVOICE_VIEW_QUERY = """
 SELECT i.*,
        greatest(0, (now() AT TIME ZONE i.time_zone)::date - i.due_date) AS days_overdue,
+       (SELECT count(*) FROM projection_quarantine q WHERE q.invoice_id = i.invoice_id) AS quarantined_events,
        ARRAY(SELECT s.stage FROM projected_invoice_stages s
              WHERE s.invoice_id = i.invoice_id ORDER BY s.reached_at, s.stage) AS stages_reached
 FROM projected_invoices i
 """
 
 
-# InvoiceStatus fields that are not a column of the row as they are (the status counts the discount as credited)
-READ_DIFFERENTLY = ("credited_minor", "next_action", "actions")
+# InvoiceStatus fields that are not a column of the row as they are
+READ_DIFFERENTLY = ("next_action", "actions")
 
 
 def _next_action(row: asyncpg.Record) -> NextAction | None:
@@ -398,10 +592,11 @@ async def invoice_status(pool: asyncpg.Pool, invoice_id: str) -> InvoiceStatus |
     """The invoice's status as its workflow last wrote it (the ``status`` query's answer, without asking it).
 
     Days overdue are counted today; the discount on offer and the next action are as of the last
-    batch the workflow wrote (it writes one whenever either changes). None if not projected yet.
+    batch the workflow wrote (it writes one whenever either changes). None if not projected yet,
+    or if an event of the invoice is quarantined (the row would leave it out): ask the workflow then.
     """
     row = await pool.fetchrow(INVOICE_VIEW_QUERY + " WHERE i.invoice_id = $1", invoice_id)
-    if row is None:
+    if row is None or row["quarantined_events"]:
         return None
     story = await pool.fetch(
         "SELECT at, what FROM (SELECT at, what, sequence, line FROM projected_invoice_story WHERE invoice_id = $1"
@@ -412,7 +607,6 @@ async def invoice_status(pool: asyncpg.Pool, invoice_id: str) -> InvoiceStatus |
     copied = {name: row[name] for name in InvoiceStatus.model_fields if name not in READ_DIFFERENTLY}
     return InvoiceStatus(
         **copied,
-        credited_minor=row["credited_minor"] + row["discount_minor"],
         next_action=_next_action(row),
         actions=[ActionTaken(at=line["at"], what=line["what"]) for line in story],
     )

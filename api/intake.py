@@ -22,7 +22,7 @@ from api.problems import Kind, Problem, invoice_problem, out_of_bounds
 from client import invoices
 from client.invoices import InvoiceError
 from workflows.bounds import BoundedMoment
-from workflows.events import PaymentRecorded
+from workflows.events import PaymentRecorded, RecoveryRecorded
 from workflows.models import Currency, Identifier, Payment, PositiveMinor, format_money
 
 _INVOICE_ID = TypeAdapter(Identifier)
@@ -151,7 +151,7 @@ async def record_on_invoice(ctx: ApiContext, invoice_id: str, payment: Payment) 
         raise problem
     for event in await read_events(ctx.pool, invoice_id):
         recorded = event.payload()
-        if isinstance(recorded, PaymentRecorded) and recorded.payment_id == payment.payment_id:
+        if isinstance(recorded, PaymentRecorded | RecoveryRecorded) and recorded.payment_id == payment.payment_id:
             if recorded.amount_minor != payment.amount_minor:
                 raise Problem(
                     Kind.PAYMENT_CONFLICT,
@@ -159,7 +159,8 @@ async def record_on_invoice(ctx: ApiContext, invoice_id: str, payment: Payment) 
                     f" {format_money(recorded.amount_minor, payment.currency)},"
                     f" not {format_money(payment.amount_minor, payment.currency)}",
                 )
-            return recorded.balance_minor
+            # a recovery was paid on a written-off invoice: nothing is owed on it
+            return recorded.balance_minor if isinstance(recorded, PaymentRecorded) else 0
     raise problem
 
 
@@ -254,11 +255,17 @@ def _conflict_text(kept: UnappliedPayment) -> str:
 
 
 def verify_signature(
-    secret: str, tolerance_seconds: int, timestamp: str | None, signature: str | None, body: bytes, now: datetime
+    secret: str,
+    tolerance_seconds: int,
+    message_id: str | None,
+    timestamp: str | None,
+    signature: str | None,
+    body: bytes,
+    now: datetime,
 ) -> datetime:
     """Check the notification's signature and age; returns when it was signed. Raises a 401 problem."""
     try:
-        return signing.verify(secret, timestamp, signature, body, tolerance_seconds, now, subject="notification")
+        return signing.verify(secret, message_id, timestamp, signature, body, tolerance_seconds, now, subject="notification")
     except signing.SignatureRefused as refused:
         raise _unsigned(str(refused)) from None
 

@@ -1,7 +1,7 @@
 """The service's own metrics (notices, equipment cuts and restores, payments, amounts overdue,
-projection lag), read from Postgres at scrape time, so every process serves the same truth and a
-restart loses nothing: ``scrape_service_metrics`` renders them, ``metrics_router`` serves them at
-``GET /metrics`` of the API.
+projection lag and quarantine), read from Postgres at scrape time, so every process serves the same
+truth and a restart loses nothing: ``scrape_service_metrics`` renders them, ``metrics_router`` serves
+them at ``GET /metrics`` of the API.
 
 The Temporal SDK's own metrics and the OpenTelemetry traces are wired into the client
 (``client.telemetry``).
@@ -105,6 +105,14 @@ QUERIED_METRICS = (
         ("state", "currency"),
         OVERDUE_BY_STATE.format(value="count(*)"),
         (tuple(CLOSED_STATES),),
+    ),
+    ServiceMetric(
+        "dunning_projection_quarantined_events",
+        "Events the projector could not apply, left out of the read models until a retry applies them"
+        " (dunning projections quarantine list).",
+        "gauge",
+        (),
+        "SELECT count(*) FROM projection_quarantine",
     ),
 )
 PROJECTION_LAG_EVENTS = ServiceMetric("dunning_projection_lag_events", "Events appended but not yet projected.", "gauge")

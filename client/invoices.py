@@ -152,12 +152,17 @@ def initial_search_attributes(invoice: Invoice) -> TypedSearchAttributes:
     )
 
 
-async def start_invoice(client: Client, task_queue: str, invoice: Invoice) -> WorkflowHandle[InvoiceWorkflow, InvoiceOutcome]:
-    """Start the invoice's workflow; an invoice id maps to one workflow, ever (within the namespace's retention)."""
+async def start_invoice(
+    client: Client, task_queue: str, invoice: Invoice, minimum_notice: timedelta | None = None
+) -> WorkflowHandle[InvoiceWorkflow, InvoiceOutcome]:
+    """Start the invoice's workflow; an invoice id maps to one workflow, ever (within the namespace's retention).
+
+    ``minimum_notice`` replaces the policy's notice before a cut: only for test stacks that run in real time.
+    """
     try:
         return await client.start_workflow(
             InvoiceWorkflow.run,
-            InvoiceWorkflowInput(invoice=invoice),
+            InvoiceWorkflowInput(invoice=invoice, minimum_notice=minimum_notice),
             id=invoice.workflow_id,
             task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,

@@ -2,10 +2,12 @@
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from temporalio.envconfig import ClientConfigProfile
 
 from workflows.bounds import DateWindow
 
@@ -33,6 +35,7 @@ class Settings(BaseSettings):
     temporal_tls_ca_file: Path | None = None
     temporal_tls_cert_file: Path | None = Field(default=None, description="client certificate (mTLS)")
     temporal_tls_key_file: Path | None = None
+    temporal_tls_server_name: str | None = Field(default=None, description="the name the frontend's certificate is for")
     database_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("DATABASE_URL", "DUNNING_DATABASE_URL"),
@@ -93,6 +96,18 @@ class Settings(BaseSettings):
     payment_webhook_secret: str | None = None
     payment_webhook_tolerance_seconds: int = Field(default=300, ge=1)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """``DUNNING_*`` first, then Temporal's own client configuration, then the defaults."""
+        return init_settings, env_settings, dotenv_settings, TemporalProfile(settings_cls), file_secret_settings
+
     @property
     def embedded_pgdata(self) -> Path:
         """Data folder of the embedded PostgreSQL server."""
@@ -120,3 +135,30 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"postgresql://{EMBEDDED_OWNER_ROLE}@/{EMBEDDED_DATABASE}?host={self.embedded_pgdata}"
+
+
+class TemporalProfile(PydanticBaseSettingsSource):
+    """The connection settings of Temporal's environment configuration (``temporalio.envconfig``): the
+    ``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY`` and ``TEMPORAL_TLS*`` variables and
+    the profile ``TEMPORAL_PROFILE`` (default ``default``) of ``temporal.toml``, as the Temporal CLI reads
+    them: a user's existing CLI profile works. ``DUNNING_*`` settings take precedence."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        profile = ClientConfigProfile.load()
+        found: dict[str, Any] = {"temporal_address": profile.address, "temporal_namespace": profile.namespace}
+        if profile.api_key:
+            found["temporal_api_key"] = profile.api_key
+        if profile.tls is not None:
+            tls = profile.tls
+            found["temporal_tls"] = not tls.disabled
+            found["temporal_tls_server_name"] = tls.server_name
+            for name, source in (("ca", tls.server_root_ca_cert), ("cert", tls.client_cert), ("key", tls.client_private_key)):
+                if source is not None and not isinstance(source, Path):
+                    raise ValueError(
+                        f"Temporal's client configuration gives the TLS {name} inline: give it as a file (its *_PATH setting)"
+                    )
+                found[f"temporal_tls_{name}_file"] = source
+        return {name: value for name, value in found.items() if value is not None}

@@ -34,7 +34,9 @@ def _tracing() -> TracingInterceptor:
 def tls_config(settings: Settings) -> TLSConfig | bool:
     """mTLS with the given files, plain TLS, or none; an API key always goes over TLS."""
     files = (settings.temporal_tls_ca_file, settings.temporal_tls_cert_file, settings.temporal_tls_key_file)
-    if any(files):
+    if any(files) or settings.temporal_tls_server_name:
         ca, cert, key = (path.read_bytes() if path else None for path in files)
-        return TLSConfig(server_root_ca_cert=ca, client_cert=cert, client_private_key=key)
+        return TLSConfig(
+            server_root_ca_cert=ca, client_cert=cert, client_private_key=key, domain=settings.temporal_tls_server_name
+        )
     return settings.temporal_tls or settings.temporal_api_key is not None

@@ -8,15 +8,14 @@ module-scoped: one stack per test module, its own database and task queue.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
+import base64
 import json
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,6 +23,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import httpx
 import pytest
+from standardwebhooks.webhooks import Webhook
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
@@ -32,7 +32,7 @@ from api.server import serve_api
 from client.invoices import invoice_handle
 from client.settings import Settings
 from client.temporal import connect
-from tests.conftest import SmtpServer
+from tests.conftest import SmtpServer, whsec
 from worker.embedded import provision_database
 from worker.worker import build_worker
 
@@ -171,12 +171,24 @@ def due_in(seconds: float, stages: list[dict[str, str]], **changes: Any) -> dict
     )
 
 
-def signed(body: dict[str, Any] | bytes, secret: str = WEBHOOK_SECRET, at: float | None = None) -> tuple[bytes, dict[str, str]]:
-    """A webhook body and its headers, signed the way a provider would (computed here, independently)."""
+def signed(
+    body: dict[str, Any] | bytes, secret: str = WEBHOOK_SECRET, at: float | None = None, message_id: str | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """A webhook body and its headers, signed the way a provider would: by the Standard Webhooks reference
+    library with the secret's ``whsec_`` form, not by the service's code."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    timestamp = str(int(time.time() if at is None else at))
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + raw, hashlib.sha256).hexdigest()
-    headers = {"X-Dunning-Timestamp": timestamp, "X-Dunning-Signature": f"sha256={digest}", "Content-Type": "application/json"}
+    message_id = message_id or f"msg_{uuid.uuid4().hex}"
+    timestamp = int(time.time() if at is None else at)
+    try:
+        signature = Webhook(whsec(secret)).sign(message_id, datetime.fromtimestamp(timestamp, timezone.utc), raw)
+    except (OverflowError, ValueError):  # past the year 9999 no library can sign: any signature will do
+        signature = "v1," + base64.b64encode(bytes(32)).decode()
+    headers = {
+        "webhook-id": message_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature,
+        "Content-Type": "application/json",
+    }
     return raw, headers
 
 

@@ -123,7 +123,7 @@ def _stage(client: Client, kind: NoticeKind) -> dict[str, Any]:
             "days_overdue": 12,
             "detail": "upheld",
             "credit_minor": CREDIT_MINOR,
-            "credited_minor": CREDIT_MINOR,
+            "deducted_minor": CREDIT_MINOR,
         },
         NoticeKind.AGENCY_HANDOVER: {"days_overdue": 90, "fees": late_fees(client, 3)},
         NoticeKind.LEGAL_REVIEW: {"days_overdue": 120, "fees": late_fees(client, 4)},
@@ -148,7 +148,7 @@ def catalogue_request(client: Client, kind: NoticeKind) -> NoticeRequest:
         "invoice_amount_minor": INVOICE_MINOR,
         "fees": [],
         "paid_minor": 0,
-        "credited_minor": 0,
+        "deducted_minor": 0,
         "issue_date": ISSUED,
         "due_date": DUE,
         "late_fee_percent_per_month": LATE_FEE_PERCENT,
@@ -157,6 +157,6 @@ def catalogue_request(client: Client, kind: NoticeKind) -> NoticeRequest:
     }
     fields.update(_stage(client, kind))
     fields["balance_minor"] = (
-        INVOICE_MINOR + sum(fee.amount_minor for fee in fields["fees"]) - fields["paid_minor"] - fields["credited_minor"]
+        INVOICE_MINOR + sum(fee.amount_minor for fee in fields["fees"]) - fields["paid_minor"] - fields["deducted_minor"]
     )
     return NoticeRequest.model_validate(fields)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import shutil
@@ -29,6 +30,12 @@ from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 # fixture modules shared by several test modules (their servers, pools and stacks)
 pytest_plugins = ["tests.notice_servers", "tests.api_stack"]
+
+
+def whsec(secret: str) -> str:
+    """A plain shared secret as Standard Webhooks libraries take it: ``whsec_`` and its bytes in base64
+    (written here, not taken from the service's code)."""
+    return "whsec_" + base64.b64encode(secret.encode()).decode()
 
 
 def free_port() -> int:

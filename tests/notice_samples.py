@@ -67,7 +67,7 @@ def notice(kind: NoticeKind | str, language: str = "ro", **changes: Any) -> Noti
             for n, (amount, at) in enumerate(FEES, start=1)
         ],
         paid_minor=0,
-        credited_minor=0,
+        deducted_minor=0,
         balance_minor=1_272_500,
         issue_date=date(2025, 3, 6),
         due_date=DUE,

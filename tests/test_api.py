@@ -134,20 +134,50 @@ async def _projected(http: httpx.AsyncClient, invoice_id: str, state: str) -> di
     return detail if detail["invoice"] and detail["invoice"]["state"] == state else None
 
 
-async def test_suspension_blocks_the_customer_until_a_webhook_payment_restores_it(api_stack: ApiStack):
-    stages = [{"action": "reminder", "offset": "PT1S"}, {"action": "suspend", "offset": "PT3S"}]
+async def test_a_recovery_after_a_write_off_is_applied_and_its_repeat_answered_from_the_log(api_stack: ApiStack):
+    invoice = due_in(1, [{"action": "legal_review", "offset": "PT1S"}], customer_id=CUSTOMER)
+    invoice["policy"]["recoveries_accepted_for"] = "PT8S"
+    invoice_id = invoice["invoice_id"]
+    async with api_stack.http(INTEGRATION_TOKEN) as integration, api_stack.http() as ops:
+        assert (await integration.post("/invoices", json=invoice)).status_code == 201
+
+        async def in_review() -> bool:
+            return (await ops.get(f"/invoices/{invoice_id}/status")).json()["state"] == "legal_review"
+
+        await eventually(in_review, timeout=30)
+        written_off = await ops.post(f"/invoices/{invoice_id}/legal-decision", json={"decision": "write_off"})
+        assert written_off.json()["state"] == "written_off", written_off.text
+        recovered = await integration.post(f"/invoices/{invoice_id}/payments", json=payment("R-1", 30_000))
+        assert recovered.status_code == 200, recovered.text
+        assert recovered.json()["status"] == "applied" and recovered.json()["balance_minor"] == 0
+        outcome = await invoice_handle(api_stack.client, invoice_id).result()
+        assert outcome.state.value == "written_off" and outcome.recovered_minor == 30_000
+        # the workflow has ended: the repeat is answered from the event log's recovery
+        repeated = await integration.post(f"/invoices/{invoice_id}/payments", json=payment("R-1", 30_000))
+        assert (repeated.status_code, repeated.json()) == (200, recovered.json())
+        assert "recovery_recorded" in await event_kinds(api_stack, invoice_id)
+
+
+async def test_an_ultimatum_stops_orders_without_a_cut_until_a_webhook_payment_closes_it(api_stack: ApiStack):
+    """A suspend stage three seconds after the due moment: the ultimatum names a cut five days ahead (the
+    minimum notice), new orders stop, nothing is cut; the payments close the invoice before the cut."""
+    stages = [{"action": "reminder", "offset": "PT1S"}, {"action": "ultimatum", "offset": "PT2S"},
+              {"action": "suspend", "offset": "PT3S"}]
     invoice = due_in(1, stages, customer_id=CUSTOMER, service="hosting")
     invoice_id = invoice["invoice_id"]
     async with api_stack.http(INTEGRATION_TOKEN) as integration, api_stack.http() as ops, api_stack.http(None) as anonymous:
         assert (await integration.post("/invoices", json=invoice)).status_code == 201
 
-        async def blocked() -> dict[str, Any] | None:
-            standing = (await ops.get(f"/customers/{CUSTOMER}/standing")).json()
-            return standing if standing["suspended_invoices"] == [invoice_id] else None
+        async def cut_announced() -> dict[str, Any] | None:
+            status = (await ops.get(f"/invoices/{invoice_id}/status")).json()
+            return status if status["state"] == "ultimatum" and status["next_action"] else None
 
-        standing = await eventually(blocked, timeout=30)
-        assert standing["blocked_services"] == ["hosting"] and not standing["new_orders_allowed"]
-        assert (await ops.get(f"/invoices/{invoice_id}/status")).json()["state"] == "suspended"
+        status = await eventually(cut_announced, timeout=30)
+        cut_at = datetime.fromisoformat(status["next_action"]["at"])
+        assert cut_at - datetime.now(timezone.utc) > timedelta(days=4, hours=23)
+        standing = (await ops.get(f"/customers/{CUSTOMER}/standing")).json()
+        assert standing["suspended_invoices"] == [] and standing["blocked_services"] == []
+        assert not standing["new_orders_allowed"]
 
         # the payer mistyped the reference: the money is kept, shown, then applied by ops
         typo = {"invoice_id": invoice_id + "-X", "payment_id": "W-1", "amount_minor": 40_000, "currency": "EUR",
@@ -181,7 +211,7 @@ async def test_suspension_blocks_the_customer_until_a_webhook_payment_restores_i
         assert (replayed.status_code, replayed.json()) == (200, settled.json())
         assert await event_kinds(api_stack, invoice_id) == events_before_replay
         assert events_before_replay.count("payment_recorded") == 2
-        assert "service_restored" in events_before_replay
+        assert "cut_announced" in events_before_replay and "service_suspended" not in events_before_replay
 
         # money that arrives for the closed invoice is kept, not lost
         late = {**rest, "payment_id": "W-3", "amount_minor": 500}
@@ -226,7 +256,8 @@ async def test_projections_served_equal_a_rebuild_from_the_events(api_stack: Api
         assert served[-1].headers["content-type"].startswith("text/csv")
         assert served[-1].text.splitlines()[0] == "currency,current,d1_30,d31_60,d61_90,d90_plus,total"
         funnel_csv = await ops.get("/reports/funnel", headers={"Accept": "text/csv"})
-        assert funnel_csv.text.splitlines()[:2] == ["stage,reached,paid_at_stage", "issued,3,1"]
+        # the customer's invoices of the tests above and this one: four issued, one paid while only issued
+        assert funnel_csv.text.splitlines()[:2] == ["stage,reached,paid_at_stage", "issued,4,1"]
 
         await rebuild(api_stack.pool)
         rebuilt = [await ops.get(path, params=params) for path, params in reads]

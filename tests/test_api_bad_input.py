@@ -86,7 +86,7 @@ def unsigned(invoice_id: str) -> tuple[bytes, dict[str, str]]:
 
 def bad_timestamp(invoice_id: str) -> tuple[bytes, dict[str, str]]:
     raw, headers = signed(notification(invoice_id))
-    return raw, {**headers, "X-Dunning-Timestamp": "yesterday"}
+    return raw, {**headers, "webhook-timestamp": "yesterday"}
 
 
 IN_A_MONTH = (date.today() + timedelta(days=30)).isoformat()

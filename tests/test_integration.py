@@ -346,7 +346,7 @@ def notice_request(invoice: Invoice, key: str, kind: NoticeKind) -> NoticeReques
         invoice_amount_minor=invoice.amount_minor,
         fees=[],
         paid_minor=0,
-        credited_minor=0,
+        deducted_minor=0,
         balance_minor=invoice.amount_minor,
         issue_date=invoice.issue_date,
         due_date=invoice.due_date,

@@ -240,6 +240,7 @@ async def test_metrics_endpoint_serves_the_service_metrics_from_the_database(poo
     }
     assert family(samples, "dunning_projection_lag_events") == {labels(): 2}
     assert 0 <= family(samples, "dunning_projection_lag_seconds")[labels()] < 60
+    assert family(samples, "dunning_projection_quarantined_events") == {labels(): 0}
 
 
 async def test_metrics_follow_the_database_at_every_scrape(pool, ledger, metrics_url):

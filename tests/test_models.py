@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from workflows.bounds import DateWindow
 from workflows.models import (
+    LEGAL_THRESHOLDS,
     ContractTerms,
     DecideLegal,
     DunningPolicy,
@@ -86,7 +87,7 @@ def test_optional_terms_default_to_nothing_assumed() -> None:
     assert invoice.terms.late_fee_percent_per_month == 0 and invoice.terms.fixed_late_fee_minor == 0
     assert invoice.terms.remote_disconnect_authorized is False
     assert invoice.terms.early_payment_discount is None
-    assert invoice.policy == DunningPolicy.default()
+    assert invoice.policy == DunningPolicy.default().with_legal_thresholds("EUR")
 
 
 def test_models_are_immutable() -> None:
@@ -150,7 +151,10 @@ def test_payment_currency_is_validated_too() -> None:
 
 @pytest.mark.parametrize("currency", ["EUR", "RON", "BGN", "USD", "JPY", "BHD", "XOF"])
 def test_iso_currencies_are_accepted(currency: str) -> None:
-    assert Invoice.model_validate(invoice_fields(currency=currency)).currency == currency
+    # a currency without default legal thresholds needs them in the policy (its legal review uses them)
+    thresholds = {"cost_of_legal_action_minor": 150_000, "small_claims_limit_minor": 500_000}
+    policy = {**DunningPolicy.default().model_dump(mode="json"), **thresholds}
+    assert Invoice.model_validate(invoice_fields(currency=currency, policy=policy)).currency == currency
 
 
 @pytest.mark.parametrize("currency", ["XXX", "XTS", "XAU", "DEM"])
@@ -325,7 +329,9 @@ def test_default_policy_has_no_courtesy_note_and_sane_legal_settings() -> None:
     with pytest.raises(KeyError):
         policy.stage(StageAction.COURTESY)
     assert policy.legal_review_again_after > timedelta(0)
-    assert policy.cost_of_legal_action_minor < policy.small_claims_limit_minor
+    assert policy.cost_of_legal_action_minor is None and policy.small_claims_limit_minor is None  # per currency
+    for thresholds in LEGAL_THRESHOLDS.values():
+        assert thresholds["cost_of_legal_action_minor"] < thresholds["small_claims_limit_minor"]
 
 
 @pytest.mark.parametrize(

@@ -130,8 +130,8 @@ def expected_facts(client: Client, notice: NoticeRequest) -> Counter[str]:
         facts += [money(client, fee.amount_minor), long_date(client, fee.charged_at)]
     if notice.paid_minor:
         facts.append(money(client, notice.paid_minor))
-    if notice.credited_minor:
-        facts.append(money(client, notice.credited_minor))
+    if notice.deducted_minor:
+        facts.append(money(client, notice.deducted_minor))
     if notice.balance_minor > 0:
         assert PAYEE.iban
         facts += [PAYEE.payment_instructions, PAYEE.iban, money(client, FIXED_LATE_FEE_MINOR)]

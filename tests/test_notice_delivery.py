@@ -355,7 +355,7 @@ async def test_the_agency_package_is_emailed_once_with_json_and_pdf(pool, startt
     await LedgerActivities(pool).append_events(events)
     handover = AgencyHandover(
         idempotency_key=f"{invoice.workflow_id}/agency-package", invoice=invoice, fees=[], paid_minor=30_000,
-        credited_minor=0, balance_minor=70_000, days_overdue=90,
+        deducted_minor=0, balance_minor=70_000, days_overdue=90,
     )
     notices = notice_activities(pool, smtp_config(starttls_server, trusted_ca, "starttls"))
 

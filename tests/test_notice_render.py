@@ -248,6 +248,23 @@ def test_a_receipt_in_full_asks_for_nothing() -> None:
     assert "Paid:" in rendered.text and "£0.00" in rendered.text
 
 
+@pytest.mark.parametrize("language", ["en", "ro", "bg", "et", "it"])
+def test_a_receipt_tells_a_small_balance_written_off_and_a_recovery(language: str) -> None:
+    adjusted = render_notice(
+        notice(NoticeKind.RECEIPT, language, balance_minor=0, payment_minor=1_272_499, residue_minor=1), PAYEE
+    )
+    assert money(Decimal("0.01"), language) in adjusted.text
+    recovery = notice(NoticeKind.RECEIPT, language, balance_minor=0, payment_minor=10_000, recovery=True)
+    partly = render_notice(recovery.model_copy(update={"unrecovered_minor": 5_000}), PAYEE).text
+    fully = render_notice(recovery, PAYEE).text
+    assert money(Decimal("50.00"), language) in partly and partly != fully
+    if language == "en":
+        assert "The small remaining balance of £0.01 has been written off." in adjusted.text
+        assert "we have recorded this payment as a recovery" in partly
+        assert "Of the amount written off, £50.00 remains unpaid." in partly
+        assert "any block on your service is lifted" in fully
+
+
 def test_the_payment_plan_lists_each_instalment() -> None:
     text = render_notice(notice(NoticeKind.PLAN_AGREED, "ro"), PAYEE).text
     assert f"Rata 1: {money(Decimal('6000.00'), 'ro')}, scadentă la 1 mai 2025\n" in text
@@ -257,7 +274,7 @@ def test_the_payment_plan_lists_each_instalment() -> None:
 
 
 def test_dispute_outcomes() -> None:
-    upheld_request = notice(NoticeKind.DISPUTE_RESOLVED, "en", credited_minor=5_000, balance_minor=1_267_500)
+    upheld_request = notice(NoticeKind.DISPUTE_RESOLVED, "en", deducted_minor=5_000, balance_minor=1_267_500)
     upheld = render_notice(upheld_request, PAYEE)
     assert "agree with you. We have credited £50.00 to the invoice." in upheld.text
     assert "Credited:" in upheld.text

@@ -9,9 +9,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests import harness
+from tests.notice_samples import notice
+from tests.test_agency_package import handover
 from workflows import policy
 from workflows.ladder import StepKind
-from workflows.models import DunningPolicy, Fee, Invoice, InvoiceState, PaymentPlan, StageAction
+from workflows.models import DunningPolicy, Fee, Invoice, InvoiceState, NoticeKind, PaymentPlan, StageAction
+from workflows.publishing import status_of
 from workflows.state import Dispute, InvoiceLedger, PlanInProgress
 
 UTC = timezone.utc
@@ -580,3 +583,53 @@ def test_the_suspension_date_a_notice_announces_is_in_the_sending_window() -> No
     assert policy.suspension_at(ledger, window_applies=False) == local(2024, 4, 6, 9)
     no_cut = {"stages": [{"action": "reminder", "offset": "P1D"}]}
     assert policy.suspension_at(ledger_with(windowed(policy=no_cut)), window_applies=True) is None
+
+
+# --- issue 20: the notice before a cut, the cap on late charges ------------------------------
+
+
+def test_an_ultimatum_held_to_monday_names_a_cut_five_days_on_inside_the_window() -> None:
+    """Due Friday 15 March 2024: the ultimatum (+15, a Saturday) goes on Monday 1 April, so the cut is not
+    the suspend stage's Thursday but the next opening five days on, Monday 8 April; the stage waits for it."""
+    ledger = ledger_with(make_invoice(policy=DEFAULT), money_rules=True, next_stage_index=4)
+    assert policy.cut_to_announce(ledger, utc(2024, 4, 1, 9, 0, 20), window_applies=True) == utc(2024, 4, 8, 9)
+    # one sent on Friday 29 March: five days on comes before the stage, so it names the stage's own moment
+    assert policy.cut_to_announce(ledger, utc(2024, 3, 29, 9, 0, 20), window_applies=True) == utc(2024, 4, 4, 9)
+    assert policy.next_step(ledger, utc(2024, 4, 4, 9), True).at == utc(2024, 4, 4, 9)  # none delivered: due, to send one
+    told = ledger.model_copy(update={"cut_announced_for": utc(2024, 4, 8, 9), "cut_notice_from": utc(2024, 4, 1, 9)})
+    step = policy.next_step(told, utc(2024, 4, 4, 9), True)
+    assert step is not None and (step.kind, step.at) == (StepKind.STAGE, utc(2024, 4, 8, 9))
+    assert not policy.cut_announced(told, utc(2024, 4, 5, 9)) and policy.cut_announced(told, utc(2024, 4, 8, 9))
+    legacy = ledger.model_copy(update={"money_rules": False})
+    assert policy.next_step(legacy, utc(2024, 4, 4, 9), True).at == utc(2024, 4, 4, 9)
+
+
+def test_late_fees_are_cut_down_to_the_cap_and_stop_once_stopped() -> None:
+    invoice = make_invoice(
+        terms={"late_fee_percent_per_month": "10"}, policy={**DEFAULT.model_dump(), "late_charges_cap_percent": 25}
+    )
+    ledger = ledger_with(invoice, money_rules=True, fees=[fee(1, 10_000), fee(2, 10_000)])
+    assert policy.late_fee_amount(ledger, 3) == 5_000  # 10 % of 1,000.00, cut to what is left of 250.00
+    assert policy.late_charges_stop(ledger) is None
+    capped = ledger.model_copy(update={"fees": [*ledger.fees, fee(3, 5_000)]})
+    assert policy.late_fee_amount(capped, 4) == 0 and policy.late_fee_due_at(capped) is None
+    assert policy.late_charges_stop(capped) == "cap reached"
+    assert policy.late_fee_amount(ledger.model_copy(update={"money_rules": False}), 3) == 10_000
+    stopped = ledger.model_copy(update={"late_charges_stopped": "handed to the agency"})
+    assert policy.late_fee_amount(stopped, 3) == 0
+
+
+def test_credited_is_dispute_credits_everywhere_and_deducted_the_sum() -> None:
+    """The status names each amount; notices and the agency package carry the sum as ``deducted_minor``."""
+    ledger = ledger_with(credited_minor=5_000, discount_minor=600, written_off_minor=1_000, payments={"p1": 10_000})
+    assert ledger.deducted_minor == 6_600
+    assert ledger.balance_minor == ledger.invoice.amount_minor - 10_000 - 6_600
+    status = status_of(ledger, None, datetime(2026, 1, 1, tzinfo=timezone.utc))
+    assert (status.credited_minor, status.discount_minor, status.written_off_minor) == (5_000, 600, 1_000)
+
+
+def test_a_notice_or_package_scheduled_before_v6_reads_its_sum_as_deducted() -> None:
+    """An activity scheduled by a worker before release v6 carries the sum under its old name."""
+    for sample in (notice(NoticeKind.REMINDER, "en", deducted_minor=5_600), handover(make_invoice())):
+        before_v6 = {("credited_minor" if k == "deducted_minor" else k): v for k, v in sample.model_dump().items()}
+        assert type(sample).model_validate(before_v6) == sample

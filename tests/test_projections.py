@@ -41,6 +41,7 @@ from activities.projections import (
     collections_funnel,
     customer_view,
     days_sales_outstanding,
+    invoice_status,
     invoice_view,
     list_invoices,
     projection_lag,
@@ -177,6 +178,14 @@ async def test_invoice_view_follows_every_kind_of_event(pool, ledger):
     assert (b3.state, b3.written_off_minor, b3.balance_minor) == (InvoiceState.WRITTEN_OFF, 11_500, 0)
     assert b3.suspended  # a write-off does not restore the service
     assert await invoice_view(pool, "NOPE") is None
+
+
+async def test_credited_is_dispute_credits_and_the_discount_is_its_own(pool, ledger):
+    """``credited_minor`` means credits granted on disputes in the row and in the status alike."""
+    for invoice_id, credited, discount in (("A2", 5_000, 0), ("B1", 0, 600)):
+        view, status = await invoice_view(pool, invoice_id), await invoice_status(pool, invoice_id)
+        assert (view.credited_minor, view.discount_minor) == (credited, discount)
+        assert (status.credited_minor, status.discount_minor) == (credited, discount)
 
 
 async def test_next_action_counts_every_pause(pool):

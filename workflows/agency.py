@@ -8,6 +8,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 from workflows import policy
+from workflows.charges import note_late_charges_stop
 from workflows.models import AgencyHandover, EventKind
 from workflows.outbox import NOTICE_RETRY, Outbox
 from workflows.patches import PATCH_AGENCY_PACKAGE, closed_meanwhile
@@ -21,6 +22,8 @@ async def hand_over(outbox: Outbox) -> None:
     sent = await _send_package(outbox) if workflow.patched(PATCH_AGENCY_PACKAGE) else False
     if sent or not closed_meanwhile(outbox.ledger):
         outbox.event(EventKind.AGENCY_HANDOVER, balance_minor=outbox.ledger.balance_minor, package_sent=sent)
+        outbox.ledger.handed_to_agency = True
+        note_late_charges_stop(outbox)
 
 
 async def _send_package(outbox: Outbox) -> bool:
@@ -35,7 +38,7 @@ async def _send_package(outbox: Outbox) -> bool:
         invoice=ledger.invoice,
         fees=list(ledger.fees),
         paid_minor=ledger.paid_minor,
-        credited_minor=ledger.credited_minor + ledger.discount_minor,
+        deducted_minor=ledger.deducted_minor,
         balance_minor=ledger.balance_minor,
         days_overdue=policy.days_overdue(ledger.invoice, workflow.now()),
     )

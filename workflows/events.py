@@ -7,7 +7,7 @@ A field added to a payload later gets a default, so events written before it sti
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import Field, JsonValue, field_validator
@@ -95,6 +95,9 @@ class DisputeResolved(Payload):
     outcome: DisputeOutcome
     credit_minor: Minor
     note: str = ""
+    escalation_moved_by: timedelta | None = Field(
+        default=None, description="how far the stages still to come moved (None: events written before it was told)"
+    )
 
 
 class PaymentPlanAgreed(Payload):
@@ -184,6 +187,45 @@ class DiscountLapsed(Payload):
     last_day: date = Field(description="the last local date on which the discount applied")
 
 
+class LateChargesStopped(Payload):
+    """No further late fee is charged: the cap was reached, or the invoice went to the agency or to law."""
+
+    reason: str = Field(description="'cap reached', 'handed to the agency' or 'legal action'")
+    fees_minor: Minor = Field(description="the late fees charged, which stay owed")
+
+
+class SmallBalanceWrittenOff(Payload):
+    """The residue a payment left was below the policy's tolerance: written off, and the invoice closes as paid."""
+
+    amount_minor: PositiveMinor
+    payment_id: str = Field(description="the payment that left it")
+
+
+class EscalationStopped(Payload):
+    """The balance is below the policy's minimum: no further stage (no fee, ultimatum, cut or agency)."""
+
+    balance_minor: Minor
+    minimum_minor: Minor
+    stage: StageAction = Field(description="the stage that was due and was not climbed")
+
+
+class CutAnnounced(Payload):
+    """An ultimatum naming the moment of the cut was delivered: no cut before ``cut_at``."""
+
+    cut_at: datetime
+    notice_from: datetime = Field(description="when the client was told, to the minute; the notice counts from it")
+
+
+class RecoveryRecorded(Payload):
+    """A payment on a written-off invoice."""
+
+    payment_id: str
+    amount_minor: PositiveMinor
+    received_at: datetime
+    recovered_minor: Minor = Field(description="all recovered so far")
+    unrecovered_minor: Minor = Field(description="what is still written off")
+
+
 PAYLOADS: dict[EventKind, type[Payload]] = {
     EventKind.INVOICE_ISSUED: InvoiceIssued,
     EventKind.INVOICE_RESENT: InvoiceResent,
@@ -211,6 +253,11 @@ PAYLOADS: dict[EventKind, type[Payload]] = {
     EventKind.LEGAL_DECISION: LegalDecisionTaken,
     EventKind.INVOICE_CLOSED: InvoiceClosed,
     EventKind.DISCOUNT_LAPSED: DiscountLapsed,
+    EventKind.LATE_CHARGES_STOPPED: LateChargesStopped,
+    EventKind.SMALL_BALANCE_WRITTEN_OFF: SmallBalanceWrittenOff,
+    EventKind.ESCALATION_STOPPED: EscalationStopped,
+    EventKind.CUT_ANNOUNCED: CutAnnounced,
+    EventKind.RECOVERY_RECORDED: RecoveryRecorded,
 }
 
 
@@ -269,6 +316,10 @@ class InvoiceSnapshot(Payload):
     failed_notices: Count = Field(description="notice deliveries that failed (notice_failed events)")
     closed_at: datetime | None
     closed_on: date | None = Field(description="the local date it closed")
+    late_charges_stopped: str | None = Field(default=None, description="why no further late fee is charged")
+    escalation_stopped: bool = Field(default=False, description="the balance fell below the policy's minimum")
+    cut_announced_for: datetime | None = Field(default=None, description="the cut moment a delivered ultimatum named")
+    recovered_minor: Minor = Field(default=0, description="paid on the invoice after it was written off")
     receivables: list[ReceivableEntry] = Field(description="the changes to what is owed made by this batch")
     story: list[ActionTaken] = Field(description="the lines of the invoice's story told since the previous batch")
 

@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import policy
+    from workflows.charges import note_late_charges_stop
     from workflows.models import (
         DecideLegal,
         DisputeOutcome,
@@ -41,7 +42,7 @@ with workflow.unsafe.imports_passed_through():
         format_money,
     )
     from workflows.outbox import Outbox
-    from workflows.patches import PATCH_SENDING_WINDOW
+    from workflows.patches import PATCH_MONEY_RULES, PATCH_SENDING_WINDOW
     from workflows.payments import PAYMENT_SIGNAL, Malformed, decode_payment, payment_problem, storable
     from workflows.publishing import Publisher, status_of
     from workflows.state import Dispute, InvoiceLedger, InvoiceWorkflowInput, PlanInProgress, Step
@@ -55,12 +56,15 @@ class InvoiceWorkflow:
 
     @workflow.init
     def __init__(self, params: InvoiceWorkflowInput) -> None:
-        self.ledger = params.carried or InvoiceLedger(invoice=params.invoice)
+        self.ledger = params.carried or InvoiceLedger(
+            invoice=params.invoice, minimum_notice_override=params.minimum_notice
+        )
         self._history_limit = params.history_limit
         self._wake = False
         self._publisher = Publisher()
         self._running = False
         self._windowed = workflow.patched(PATCH_SENDING_WINDOW)
+        self.ledger.money_rules = workflow.patched(PATCH_MONEY_RULES)
         self._outbox = Outbox(self.ledger, window_applies=self._windowed)
         self._suspension = Suspension(self._outbox)
         self._steps = Steps(self._outbox, self._suspension)
@@ -108,7 +112,11 @@ class InvoiceWorkflow:
             except TimeoutError:
                 assert step is not None
                 await self._steps.perform(step)
-        if self.ledger.suspended and self.ledger.escalation != InvoiceState.WRITTEN_OFF:
+        if self.ledger.escalation == InvoiceState.WRITTEN_OFF and self.ledger.money_rules:
+            await self._take_recoveries()
+        if self.ledger.suspended and (
+            self.ledger.escalation != InvoiceState.WRITTEN_OFF or policy.recovered_in_full(self.ledger)
+        ):
             await self._suspension.restore()
             await self._outbox.flush()
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -121,7 +129,22 @@ class InvoiceWorkflow:
             fees_minor=self.ledger.fees_minor,
             written_off_minor=self.ledger.written_off_minor,
             overpaid_minor=self.ledger.overpaid_minor,
+            recovered_minor=self.ledger.recovered_minor,
         )
+
+    async def _take_recoveries(self) -> None:
+        """A written-off invoice takes payments as recoveries for the policy's while, until they cover the write-off."""
+        until = workflow.now() + self.invoice.policy.recoveries_accepted_for
+        while not policy.recovered_in_full(self.ledger) and workflow.now() < until:
+            self._publisher.publish(self.ledger, None)
+            self._wake = False
+            try:
+                await workflow.wait_condition(
+                    lambda: self._wake, timeout=until - workflow.now(), timeout_summary="recoveries no longer taken"
+                )
+            except TimeoutError:
+                break
+            await self._outbox.flush()
 
     def _history_is_long(self) -> bool:
         info = workflow.info()
@@ -169,7 +192,10 @@ class InvoiceWorkflow:
 
     def _apply_payment(self, payment: Payment) -> int:
         ledger, now = self.ledger, workflow.now()
-        if payment.payment_id in ledger.payments:
+        if payment.payment_id in ledger.payments or payment.payment_id in ledger.recoveries:
+            return ledger.balance_minor
+        if ledger.escalation == InvoiceState.WRITTEN_OFF:
+            self._record_recovery(payment)
             return ledger.balance_minor
         ledger.payments[payment.payment_id] = payment.amount_minor
         self._outbox.event(
@@ -185,14 +211,39 @@ class InvoiceWorkflow:
             ledger.discount_minor = discount
             self._outbox.event(EventKind.DISCOUNT_APPLIED, amount_minor=discount)
             ledger.remember(now, f"Early-payment discount applied: {format_money(discount, payment.currency)}")
+        if residue := policy.small_balance_residue(ledger):
+            ledger.written_off_minor += residue
+            self._outbox.event(EventKind.SMALL_BALANCE_WRITTEN_OFF, amount_minor=residue, payment_id=payment.payment_id)
+            ledger.remember(now, f"Small balance written off: {format_money(residue, payment.currency)}")
         if ledger.net_minor <= 0:
             if ledger.overpaid_minor:
                 self._outbox.event(EventKind.OVERPAYMENT_CREDITED, amount_minor=ledger.overpaid_minor)
             settled = ledger.legal_decision == LegalDecision.SETTLE
             self._close(InvoiceState.SETTLED if settled else InvoiceState.PAID)
-        self._outbox.queue_notice(NoticeKind.RECEIPT, detail=payment.payment_id, amount_minor=payment.amount_minor)
+        self._outbox.queue_notice(
+            NoticeKind.RECEIPT, detail=payment.payment_id, amount_minor=payment.amount_minor, residue_minor=residue
+        )
         self._changed()
         return ledger.balance_minor
+
+    def _record_recovery(self, payment: Payment) -> None:
+        """A payment on a written-off invoice: recorded as a recovery, with a receipt."""
+        ledger, now = self.ledger, workflow.now()
+        ledger.recoveries[payment.payment_id] = payment.amount_minor
+        unrecovered = max(0, ledger.written_off_minor - ledger.recovered_minor)
+        self._outbox.event(
+            EventKind.RECOVERY_RECORDED,
+            payment_id=payment.payment_id,
+            amount_minor=payment.amount_minor,
+            received_at=(payment.received_at or now).isoformat(),
+            recovered_minor=ledger.recovered_minor,
+            unrecovered_minor=unrecovered,
+        )
+        ledger.remember(now, f"Recovery {payment.payment_id}: {format_money(payment.amount_minor, payment.currency)}")
+        self._outbox.queue_notice(
+            NoticeKind.RECEIPT, detail=payment.payment_id, amount_minor=payment.amount_minor, recovery=True
+        )
+        self._changed()
 
     def _reject_payment(self, reason: str, payload: dict | str) -> None:
         """Record a payment that cannot be applied, with its reason and what was sent (untrusted text made storable)."""
@@ -274,7 +325,9 @@ class InvoiceWorkflow:
         """End the dispute: upheld with a credit, or rejected; escalation resumes, shifted by the pause."""
         ledger, now = self.ledger, workflow.now()
         assert ledger.dispute is not None
-        ledger.paused += now - ledger.dispute.opened_at
+        rejected = resolution.outcome == DisputeOutcome.REJECTED
+        moved_by = policy.dispute_shift(ledger, ledger.dispute.opened_at, now, rejected=rejected)
+        ledger.paused += moved_by
         ledger.dispute = None
         ledger.credited_minor += resolution.credit_minor
         self._outbox.event(
@@ -282,6 +335,7 @@ class InvoiceWorkflow:
             outcome=resolution.outcome.value,
             credit_minor=resolution.credit_minor,
             note=resolution.note,
+            escalation_moved_by=moved_by,
         )
         ledger.remember(now, f"Dispute {resolution.outcome.value}")
         self._outbox.queue_notice(
@@ -358,10 +412,12 @@ class InvoiceWorkflow:
         ledger.remember(now, f"Legal decision: {decision.decision.value.replace('_', ' ')}")
         if decision.decision == LegalDecision.SUE:
             ledger.escalation = InvoiceState.LEGAL_ACTION
+            note_late_charges_stop(self._outbox)
         elif decision.decision == LegalDecision.SETTLE:
             assert decision.settle_amount_minor is not None
             ledger.written_off_minor += ledger.balance_minor - decision.settle_amount_minor
             ledger.escalation = InvoiceState.LEGAL_ACTION
+            note_late_charges_stop(self._outbox)
         elif decision.decision == LegalDecision.WRITE_OFF:
             ledger.written_off_minor += ledger.balance_minor
             self._close(InvoiceState.WRITTEN_OFF)
@@ -413,7 +469,8 @@ class InvoiceWorkflow:
 
     def _require_open(self) -> None:
         if self.ledger.escalation.closed:
-            raise ApplicationError(f"invoice is {self.ledger.escalation.value}", type="InvoiceClosed")
+            state = self.ledger.escalation.value.replace("_", " ")
+            raise ApplicationError(f"invoice {self.invoice.invoice_id} is closed ({state})", type="InvoiceClosed")
 
     @workflow.query
     def status(self) -> InvoiceStatus:

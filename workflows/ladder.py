@@ -134,7 +134,8 @@ def mermaid_state_diagram(policy: DunningPolicy | None = None) -> str:
         "    open --> settled : the settlement paid, or a credit from a dispute clears the balance",
         "    open --> factored : receivable sold to a factor (not during legal action)",
         "    open --> written_off : legal decision write off (at legal review or legal action)",
-        "    note right of written_off : a suspended service stays suspended, the other closings restore it",
+        "    note right of written_off : a suspended service stays suspended until recoveries cover it,"
+        " the other closings restore it",
         *(f"    {closed} --> [*]" for closed in InvoiceState if closed.closed),
     ]
     return "\n".join(lines) + "\n"

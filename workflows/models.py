@@ -19,6 +19,7 @@ from babel.core import get_global
 from babel.numbers import get_currency_precision, get_territory_currencies
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     BaseModel,
     ConfigDict,
     EmailStr,
@@ -185,10 +186,34 @@ class DunningPolicy(Strict):
     stages: list[Stage] = Field(min_length=1)
     due_time: LocalTime = Field(default=time(9, 0), description="local time on the due date the clock starts")
     legal_review_again_after: BoundedOffset = Field(default=timedelta(days=90), gt=timedelta(0))
-    cost_of_legal_action_minor: NonNegativeMinor = 150_000
-    small_claims_limit_minor: NonNegativeMinor = 500_000
+    cost_of_legal_action_minor: NonNegativeMinor | None = Field(
+        default=None, description="in the invoice's currency; None: the currency's default (LEGAL_THRESHOLDS)"
+    )
+    small_claims_limit_minor: NonNegativeMinor | None = Field(
+        default=None, description="in the invoice's currency; None: the currency's default (LEGAL_THRESHOLDS)"
+    )
     sending_window: SendingWindow | None = Field(
         default_factory=SendingWindow, description="null sends at any hour, weekends and holidays included"
+    )
+    late_charges_cap_percent: Annotated[Decimal, Field(ge=0, le=1000, max_digits=8, decimal_places=4)] = Field(
+        default=Decimal("100"), description="late fees stop once they reach this share of the invoice amount"
+    )
+    charges_stop_at_agency: bool = Field(default=True, description="no late fee once the invoice is handed to the agency")
+    small_balance_tolerance_minor: NonNegativeMinor = Field(
+        default=0, description="a residue below it after a payment is written off and the invoice closes as paid"
+    )
+    minimum_balance_to_escalate_minor: NonNegativeMinor = Field(
+        default=0, description="below this balance escalation stops at the reminder: no fee, ultimatum, cut or agency"
+    )
+    minimum_notice: BoundedOffset = Field(
+        default=timedelta(days=5),
+        ge=timedelta(days=1),
+        description="no cut sooner than this after the delivered ultimatum that names the cut's moment",
+    )
+    recoveries_accepted_for: BoundedOffset = Field(
+        default=timedelta(days=365),
+        ge=timedelta(0),
+        description="after a write-off, the invoice takes payments as recoveries this long",
     )
 
     @model_validator(mode="after")
@@ -216,6 +241,25 @@ class DunningPolicy(Strict):
                 return stage
         raise KeyError(action)
 
+    def with_legal_thresholds(self, currency: str) -> DunningPolicy:
+        """The policy with the currency's default legal thresholds where it sets none (ValueError if it needs one
+        and the currency has no default)."""
+        defaults = LEGAL_THRESHOLDS.get(currency)
+        missing = {
+            name: (defaults or {}).get(name)
+            for name in ("cost_of_legal_action_minor", "small_claims_limit_minor")
+            if getattr(self, name) is None
+        }
+        if not missing:
+            return self
+        if defaults is None and StageAction.LEGAL_REVIEW in (s.action for s in self.stages):
+            raise ValueError(
+                f"no default legal thresholds for {currency}: the policy must set "
+                + " and ".join(sorted(missing))
+                + " (in minor units of the invoice's currency)"
+            )
+        return self.model_copy(update=missing)
+
     @classmethod
     def default(cls) -> DunningPolicy:
         """domain.md's published policy: +1 reminder, +5 warning, +10 fee, +15 ultimatum, +20 cut, +90 agency."""
@@ -229,6 +273,18 @@ class DunningPolicy(Strict):
             StageAction.LEGAL_REVIEW: 120,
         }
         return cls(stages=[Stage(action=a, offset=timedelta(days=d)) for a, d in days.items()])
+
+
+# the legal review's thresholds where a policy sets none, per currency in its minor units: the cost of
+# legal action, and the small-claims limit (EU procedure 5,000 EUR; Romania 10,000 RON; England 10,000 GBP).
+# A currency not listed needs them set in the policy if the policy has a legal review.
+LEGAL_THRESHOLDS: dict[str, dict[str, int]] = {
+    "EUR": {"cost_of_legal_action_minor": 150_000, "small_claims_limit_minor": 500_000},
+    "RON": {"cost_of_legal_action_minor": 750_000, "small_claims_limit_minor": 1_000_000},
+    "BGN": {"cost_of_legal_action_minor": 300_000, "small_claims_limit_minor": 977_900},
+    "GBP": {"cost_of_legal_action_minor": 130_000, "small_claims_limit_minor": 1_000_000},
+    "USD": {"cost_of_legal_action_minor": 160_000, "small_claims_limit_minor": 550_000},
+}
 
 
 # --- invoice ---------------------------------------------------------------------------------
@@ -264,6 +320,8 @@ class Invoice(Strict):
             raise ValueError(f"due date {self.due_date} is before issue date {self.issue_date}")
         if self.language not in SUPPORTED_LANGUAGES:
             raise ValueError(f"unsupported language {self.language!r}: use one of {', '.join(SUPPORTED_LANGUAGES)}")
+        # the thresholds in this invoice's currency become part of it (the issued event carries them)
+        object.__setattr__(self, "policy", self.policy.with_legal_thresholds(self.currency))
         return self
 
     @property
@@ -418,6 +476,11 @@ class EventKind(StrEnum):
     LEGAL_DECISION = "legal_decision"
     INVOICE_CLOSED = "invoice_closed"
     DISCOUNT_LAPSED = "discount_lapsed"
+    LATE_CHARGES_STOPPED = "late_charges_stopped"
+    SMALL_BALANCE_WRITTEN_OFF = "small_balance_written_off"
+    ESCALATION_STOPPED = "escalation_stopped"
+    CUT_ANNOUNCED = "cut_announced"
+    RECOVERY_RECORDED = "recovery_recorded"
 
 
 class DomainEvent(Strict):
@@ -477,7 +540,10 @@ class NoticeRequest(Strict):
     invoice_amount_minor: int
     fees: list[Fee]
     paid_minor: int
-    credited_minor: int
+    deducted_minor: int = Field(
+        validation_alias=AliasChoices("deducted_minor", "credited_minor"),  # so named before release v6
+        description="dispute credits, discounts applied and write-offs (InvoiceLedger.deducted_minor)",
+    )
     balance_minor: int
     issue_date: date
     due_date: date
@@ -495,6 +561,9 @@ class NoticeRequest(Strict):
     missed_instalment: int | None = Field(default=None, description="instalment missed: its number, from 1")
     remote_disconnect: bool = Field(default=False, description="ultimatum/suspended: equipment is cut, not only support")
     service: str | None = None
+    residue_minor: int = Field(default=0, description="receipt: the small balance written off after the payment")
+    recovery: bool = Field(default=False, description="receipt: a payment on a written-off invoice")
+    unrecovered_minor: int = Field(default=0, description="receipt of a recovery: what is still written off")
 
 
 class AgencyHandover(Strict):
@@ -504,7 +573,10 @@ class AgencyHandover(Strict):
     invoice: Invoice
     fees: list[Fee]
     paid_minor: int
-    credited_minor: int
+    deducted_minor: int = Field(
+        validation_alias=AliasChoices("deducted_minor", "credited_minor"),  # so named before release v6
+        description="dispute credits, discounts applied and write-offs (InvoiceLedger.deducted_minor)",
+    )
     balance_minor: int
     days_overdue: int
 
@@ -586,7 +658,10 @@ class InvoiceStatus(Strict):
     amount_minor: int
     fees_minor: int
     paid_minor: int
-    credited_minor: int
+    credited_minor: int = Field(description="credits granted on disputes (before release v6: with the discount)")
+    discount_minor: int = Field(
+        default=0, description="early-payment discount applied (0 from a worker before release v6)"
+    )
     written_off_minor: int
     balance_minor: int
     overpaid_minor: int
@@ -609,3 +684,4 @@ class InvoiceOutcome(Strict):
     fees_minor: int
     written_off_minor: int
     overpaid_minor: int
+    recovered_minor: int = Field(default=0, description="paid after the write-off")

@@ -6,7 +6,7 @@ queued notices, then appends the pending events in one batch, until nothing is l
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -81,7 +81,10 @@ class Outbox:
         self.ledger.remember(workflow.now(), f"Notice FAILED: {kind.replace('_', ' ')} ({channel}): {one_line(error)}")
 
     async def _send_notice(self, queued: QueuedNotice) -> None:
-        request = self._notice_request(queued)
+        ledger, now = self.ledger, workflow.now()
+        announces_cut = queued.kind == NoticeKind.ULTIMATUM and ledger.money_rules
+        cut_at = policy.cut_to_announce(ledger, now, self._window_applies) if announces_cut else None
+        request = self._notice_request(queued, cut_at)
         label = queued.kind.value.replace("_", " ")
         try:
             result = await workflow.execute_activity(
@@ -101,14 +104,22 @@ class Outbox:
             self.event(
                 EventKind.NOTICE_SENT, kind=queued.kind.value, step=queued.step, to=str(request.to_email), channels=delivered
             )
+            if cut_at is not None:
+                self._cut_announced(cut_at, policy.notice_counts_from(now))
         for channel, error in sorted(failed.items()):
             self.notice_failed(queued.kind.value, queued.step, channel, error)
 
-    def _notice_request(self, queued: QueuedNotice) -> NoticeRequest:
+    def _cut_announced(self, cut_at: datetime, notice_from: datetime) -> None:
+        """An ultimatum naming ``cut_at`` was delivered: the interlock lets the cut happen from then."""
+        self.ledger.cut_announced_for, self.ledger.cut_notice_from = cut_at, notice_from
+        self.event(EventKind.CUT_ANNOUNCED, cut_at=cut_at.isoformat(), notice_from=notice_from.isoformat())
+        self.ledger.remember(workflow.now(), f"Client told the service is cut from {cut_at:%Y-%m-%d %H:%M %Z}")
+
+    def _notice_request(self, queued: QueuedNotice, cut_at: datetime | None = None) -> NoticeRequest:
         ledger, invoice, now = self.ledger, self.ledger.invoice, workflow.now()
         terms = invoice.terms
         names_cut = queued.kind in ladder.NOTICES_NAMING_CUT_DATE
-        suspension_at = policy.suspension_at(ledger, self._window_applies) if names_cut else None
+        suspension_at = cut_at or (policy.suspension_at(ledger, self._window_applies) if names_cut else None)
         return NoticeRequest(
             idempotency_key=f"{workflow.info().workflow_id}/{queued.step}",
             kind=queued.kind,
@@ -122,7 +133,7 @@ class Outbox:
             invoice_amount_minor=invoice.amount_minor,
             fees=list(ledger.fees),
             paid_minor=ledger.paid_minor,
-            credited_minor=ledger.credited_minor + ledger.discount_minor + ledger.written_off_minor,
+            deducted_minor=ledger.deducted_minor,
             balance_minor=ledger.balance_minor,
             issue_date=invoice.issue_date,
             due_date=invoice.due_date,
@@ -140,6 +151,9 @@ class Outbox:
             missed_instalment=queued.number,
             remote_disconnect=terms.remote_disconnect_authorized and bool(terms.equipment_ids),
             service=invoice.service,
+            residue_minor=queued.residue_minor,
+            recovery=queued.recovery,
+            unrecovered_minor=max(0, ledger.written_off_minor - ledger.recovered_minor) if queued.recovery else 0,
         )
 
 

@@ -14,6 +14,9 @@ PATCH_EQUIPMENT = "equipment-adapters"
 PATCH_AGENCY_PACKAGE = "agency-package"
 PATCH_STAGE_STOPS_AT_CLOSE = "stage-stops-at-close"
 PATCH_DISCOUNT_LAPSE_EVENT = "discount-lapse-event"
+# issue 20: the late-charge cap and freezes, small balances, the cut interlock, per-currency legal
+# thresholds and rejected disputes, recoveries after a write-off (``InvoiceLedger.money_rules``)
+PATCH_MONEY_RULES = "money-rules"
 PATCH_CUSTOMER_HOLDS = "customer-holds"  # the customer workflow cuts and restores what its invoices hold
 
 

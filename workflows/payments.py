@@ -14,7 +14,8 @@ from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
-from workflows.models import Payment, format_money
+from workflows import policy
+from workflows.models import InvoiceState, Payment, format_money
 from workflows.outbox import one_line
 from workflows.state import InvoiceLedger
 
@@ -47,7 +48,7 @@ def decode_payment(args: Sequence[RawValue]) -> Payment | Malformed:
 def payment_problem(ledger: InvoiceLedger, payment: Payment) -> ApplicationError | None:
     """Why this payment cannot be recorded (None if it can, or if it already was, identically)."""
     invoice = ledger.invoice
-    known = ledger.payments.get(payment.payment_id)
+    known = ledger.payments.get(payment.payment_id, ledger.recoveries.get(payment.payment_id))
     if known is not None:
         if known != payment.amount_minor:
             return _refusal(
@@ -56,7 +57,7 @@ def payment_problem(ledger: InvoiceLedger, payment: Payment) -> ApplicationError
                 f" not {format_money(payment.amount_minor, invoice.currency)}",
             )
         return None
-    if ledger.escalation.closed:
+    if ledger.escalation.closed and not _takes_recoveries(ledger):
         return _refusal(
             "InvoiceClosed", f"invoice {invoice.invoice_id} is {ledger.escalation.value}: no further payments are accepted"
         )
@@ -65,6 +66,13 @@ def payment_problem(ledger: InvoiceLedger, payment: Payment) -> ApplicationError
             "WrongCurrency", f"payment currency {payment.currency} does not match invoice currency {invoice.currency}"
         )
     return None
+
+
+def _takes_recoveries(ledger: InvoiceLedger) -> bool:
+    """A written-off invoice takes payments as recoveries until they cover the write-off."""
+    return (
+        ledger.money_rules and ledger.escalation == InvoiceState.WRITTEN_OFF and not policy.recovered_in_full(ledger)
+    )
 
 
 def _refusal(kind: str, message: str) -> ApplicationError:

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from workflows import ladder
 from workflows.ladder import StepKind
-from workflows.models import Invoice, Stage, StageAction, format_money
+from workflows.models import Invoice, InvoiceState, Stage, StageAction, format_money
 from workflows.state import InvoiceLedger, Step
 
 
@@ -60,8 +60,13 @@ def next_step(ledger: InvoiceLedger, now: datetime, window_applies: bool) -> Ste
         check = _between_rungs(StepKind.INSTALMENT, instalment_check_at(ledger, index), f"instalment {index + 1} check")
         return in_window(ledger, check, window_applies)
     candidates = []
-    if ledger.next_stage_index < len(invoice.policy.stages):
-        candidates.append(stage_step(invoice, invoice.policy.stages[ledger.next_stage_index], ledger.paused))
+    if ledger.next_stage_index < len(invoice.policy.stages) and not ledger.escalation_stopped:
+        stage = invoice.policy.stages[ledger.next_stage_index]
+        step = stage_step(invoice, stage, ledger.paused)
+        held = cut_allowed_from(ledger) if stage.action == StageAction.SUSPEND and ledger.money_rules else None
+        if held:
+            step = replace(step, at=max(step.at, held))
+        candidates.append(step)
     fee_at = late_fee_due_at(ledger)
     if fee_at and ledger.principal_outstanding_minor > 0:
         candidates.append(_between_rungs(StepKind.LATE_FEE, fee_at, f"late fee {len(ledger.fees) + 1}"))
@@ -86,12 +91,61 @@ def in_window(ledger: InvoiceLedger, step: Step, window_applies: bool) -> Step:
 
 
 def suspension_at(ledger: InvoiceLedger, window_applies: bool) -> datetime | None:
-    """When the suspend stage will cut the service, for the notices that announce it (None without one)."""
+    """When the suspend stage will cut the service, for the notices that announce it (None without one).
+
+    Never sooner than the moment a delivered ultimatum named (the safety interlock).
+    """
     try:
         suspend = ledger.invoice.policy.stage(StageAction.SUSPEND)
     except KeyError:
         return None
-    return in_window(ledger, stage_step(ledger.invoice, suspend, ledger.paused), window_applies).at
+    at = in_window(ledger, stage_step(ledger.invoice, suspend, ledger.paused), window_applies).at
+    if ledger.money_rules and ledger.cut_announced_for:
+        at = max(at, ledger.cut_announced_for)
+    return at
+
+
+# --- the safety interlock for cuts: no cut without a delivered ultimatum naming its moment -----
+
+
+def notice_counts_from(now: datetime) -> datetime:
+    """The moment an ultimatum sent ``now`` counts from: the minute it goes out."""
+    return now.replace(second=0, microsecond=0)
+
+
+def cut_to_announce(ledger: InvoiceLedger, now: datetime, window_applies: bool) -> datetime | None:
+    """The cut moment an ultimatum sent now names: the suspend stage's moment, but never sooner than the
+    policy's minimum notice from now (so never a past moment), in the sending window. None without a suspend stage."""
+    stage_moment = suspension_at(ledger, window_applies)
+    if stage_moment is None:
+        return None
+    earliest = max(now, notice_counts_from(now) + minimum_notice(ledger))
+    if earliest <= stage_moment:
+        return stage_moment
+    return next_sending_moment(ledger.invoice, earliest, frozenset(ledger.public_holidays)) if window_applies else earliest
+
+
+def cut_allowed_from(ledger: InvoiceLedger) -> datetime | None:
+    """The earliest moment the suspend stage may cut: the moment a delivered ultimatum named, at least the
+    minimum notice after it went out; a notice period after an attempt that was not delivered. None: nothing
+    holds the stage back (when due, it sends the ultimatum first if none was delivered)."""
+    notice = minimum_notice(ledger)
+    if ledger.cut_announced_for and ledger.cut_notice_from:
+        return max(ledger.cut_announced_for, ledger.cut_notice_from + notice)
+    if ledger.cut_announcement_tried_at:
+        return ledger.cut_announcement_tried_at + notice
+    return None
+
+
+def minimum_notice(ledger: InvoiceLedger) -> timedelta:
+    """The notice a cut needs: the policy's (at least a day), or the start input's for a real-time test stack."""
+    return ledger.minimum_notice_override or ledger.invoice.policy.minimum_notice
+
+
+def cut_announced(ledger: InvoiceLedger, now: datetime) -> bool:
+    """Whether a delivered ultimatum allows the cut now."""
+    allowed = cut_allowed_from(ledger)
+    return ledger.cut_announced_for is not None and allowed is not None and allowed <= now
 
 
 def is_sending_day(invoice: Invoice, day: date, holidays: frozenset[date]) -> bool:
@@ -156,6 +210,8 @@ def late_fee_due_at(ledger: InvoiceLedger) -> datetime | None:
     number = len(ledger.fees) + 1
     if number == 1:
         return None  # the first fee is charged by its stage
+    if ledger.escalation_stopped or below_escalation_minimum(ledger):
+        return None
     if late_fee_amount(ledger, number) <= 0:
         return None  # nothing left to charge on: no step, or the loop would spin on it
     stage_at = stage_due_at(invoice, stage, ledger.paused)
@@ -164,11 +220,96 @@ def late_fee_due_at(ledger: InvoiceLedger) -> datetime | None:
 
 
 def late_fee_amount(ledger: InvoiceLedger, number: int) -> int:
-    """Fee ``number``: percent of the unpaid principal, plus the fixed fee with the first one."""
+    """Fee ``number``: percent of the unpaid principal, plus the fixed fee with the first one.
+
+    Within the policy's cap on late charges, and nothing once charges stopped (``late_charges_stop``).
+    """
     terms = ledger.invoice.terms
     percent_part = Decimal(ledger.principal_outstanding_minor) * terms.late_fee_percent_per_month / 100
     amount = int(percent_part.quantize(Decimal(1), rounding=ROUND_HALF_UP))
-    return amount + (terms.fixed_late_fee_minor if number == 1 else 0)
+    amount += terms.fixed_late_fee_minor if number == 1 else 0
+    if not ledger.money_rules:
+        return amount
+    if ledger.late_charges_stopped:
+        return 0
+    return max(0, min(amount, late_charges_cap_minor(ledger) - ledger.fees_minor))
+
+
+def late_charges_cap_minor(ledger: InvoiceLedger) -> int:
+    """The most late charges may reach: the policy's percentage of the invoice amount."""
+    cap = Decimal(ledger.invoice.amount_minor) * ledger.invoice.policy.late_charges_cap_percent / 100
+    return int(cap.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def late_charges_stop(ledger: InvoiceLedger) -> str | None:
+    """Why late charges stop now for good (None: they go on).
+
+    The cap was reached; the invoice went to the agency (if the policy says so); legal action (a
+    settlement included: its amount is final). A dispute or a payment plan holds them meanwhile, and
+    a closed invoice charges nothing.
+    """
+    if not ledger.money_rules or ledger.late_charges_stopped or not _charges_late_fees(ledger.invoice):
+        return None
+    if ledger.escalation == InvoiceState.LEGAL_ACTION:
+        return "legal action"
+    if ledger.handed_to_agency and ledger.invoice.policy.charges_stop_at_agency:
+        return "handed to the agency"
+    if ledger.fees and ledger.fees_minor >= late_charges_cap_minor(ledger):
+        return "cap reached"
+    return None
+
+
+def _charges_late_fees(invoice: Invoice) -> bool:
+    return any(s.action == StageAction.LATE_FEE for s in invoice.policy.stages)
+
+
+# --- small balances --------------------------------------------------------------------------
+
+
+def small_balance_residue(ledger: InvoiceLedger) -> int:
+    """What is left to write off after a payment: a balance below the policy's tolerance (0: none)."""
+    tolerance = ledger.invoice.policy.small_balance_tolerance_minor
+    if not ledger.money_rules or not 0 < ledger.net_minor < tolerance:
+        return 0
+    return ledger.net_minor
+
+
+def below_escalation_minimum(ledger: InvoiceLedger) -> bool:
+    """The balance is below the policy's minimum for escalating beyond the reminder."""
+    return ledger.money_rules and ledger.balance_minor < ledger.invoice.policy.minimum_balance_to_escalate_minor
+
+
+def escalation_stops_at(ledger: InvoiceLedger, stage: Stage) -> bool:
+    """Whether climbing to ``stage`` stops here for a small balance: only a courtesy note or a reminder goes."""
+    return stage.action not in (StageAction.COURTESY, StageAction.REMINDER) and below_escalation_minimum(ledger)
+
+
+def recovered_in_full(ledger: InvoiceLedger) -> bool:
+    """Recoveries after a write-off cover what was written off."""
+    return ledger.written_off_minor > 0 and ledger.recovered_minor >= ledger.written_off_minor
+
+
+# --- disputes --------------------------------------------------------------------------------
+
+
+def dispute_shift(ledger: InvoiceLedger, opened_at: datetime, now: datetime, rejected: bool) -> timedelta:
+    """How far a resolved dispute moves the stages still to come.
+
+    Upheld: by its whole length. Rejected: only by how long it held a step that fell due during it,
+    so a stage not yet due when it was rejected does not move.
+    """
+    if not (rejected and ledger.money_rules):
+        return now - opened_at
+    stages = ledger.invoice.policy.stages
+    due = []
+    if ledger.next_stage_index < len(stages) and not ledger.escalation_stopped:
+        due.append(stage_due_at(ledger.invoice, stages[ledger.next_stage_index], ledger.paused))
+    fee_at = late_fee_due_at(ledger)
+    if fee_at:
+        due.append(fee_at)
+    if not due:
+        return timedelta(0)
+    return max(timedelta(0), now - max(opened_at, min(due)))
 
 
 def days_overdue(invoice: Invoice, now: datetime) -> int:
@@ -222,7 +363,8 @@ def plan_amount_received(ledger: InvoiceLedger) -> int:
 def legal_summary(ledger: InvoiceLedger, now: datetime) -> dict[str, Any]:
     """Cost-benefit summary for the human deciding at legal review (technique 18)."""
     invoice, policy = ledger.invoice, ledger.invoice.policy
-    balance, cost = ledger.balance_minor, policy.cost_of_legal_action_minor
+    balance, cost, limit = ledger.balance_minor, policy.cost_of_legal_action_minor, policy.small_claims_limit_minor
+    assert cost is not None and limit is not None, "an invoice with a legal review has its thresholds"
     return {
         "balance_minor": balance,
         "fees_minor": ledger.fees_minor,
@@ -230,13 +372,13 @@ def legal_summary(ledger: InvoiceLedger, now: datetime) -> dict[str, Any]:
         "days_overdue": days_overdue(invoice, now),
         "cost_of_action_minor": cost,
         "net_if_recovered_minor": balance - cost,
-        "small_claims_limit_minor": policy.small_claims_limit_minor,
-        "small_claims_eligible": balance <= policy.small_claims_limit_minor,
+        "small_claims_limit_minor": limit,
+        "small_claims_eligible": balance <= limit,
         "worth_suing": balance > cost,
         "summary": (
             f"Owed {format_money(balance, invoice.currency)} after {days_overdue(invoice, now)} days; "
             f"action costs about {format_money(cost, invoice.currency)}; "
-            + ("within" if balance <= policy.small_claims_limit_minor else "above")
+            + ("within" if balance <= limit else "above")
             + " the small-claims limit."
         ),
     }

@@ -50,7 +50,7 @@ def receivable_entry(invoice: Invoice, event: DomainEvent) -> ReceivableEntry | 
     elif kind == EventKind.PAYMENT_RECORDED:
         amount = -int(data["amount_minor"])
         on = policy.local_date(invoice, _moment(data["received_at"]))
-    elif kind == EventKind.DISCOUNT_APPLIED:
+    elif kind in (EventKind.DISCOUNT_APPLIED, EventKind.SMALL_BALANCE_WRITTEN_OFF):
         amount = -int(data["amount_minor"])
     elif kind == EventKind.DISPUTE_RESOLVED:
         amount = -int(data["credit_minor"])
@@ -119,6 +119,10 @@ def take(ledger: InvoiceLedger, step: Step | None, now: datetime) -> InvoiceSnap
         failed_notices=facts.notices_failed,
         closed_at=facts.closed_at if ledger.escalation.closed else None,
         closed_on=policy.local_date(invoice, facts.closed_at) if facts.closed_at and ledger.escalation.closed else None,
+        late_charges_stopped=ledger.late_charges_stopped,
+        escalation_stopped=ledger.escalation_stopped,
+        cut_announced_for=ledger.cut_announced_for,
+        recovered_minor=ledger.recovered_minor,
         receivables=receivables,
         story=ledger.actions[len(ledger.actions) - untold :] if untold else [],
     )

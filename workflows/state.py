@@ -37,6 +37,8 @@ class QueuedNotice(BaseModel):
     detail: str = ""
     amount_minor: int = Field(default=0, description="receipt: the payment; dispute resolved: the credit")
     number: int | None = Field(default=None, description="instalment missed: which one")
+    residue_minor: int = Field(default=0, description="receipt: the small balance written off after the payment")
+    recovery: bool = Field(default=False, description="receipt: the payment is a recovery after a write-off")
     instalments: list[Instalment] = Field(default_factory=list, description="plan agreed / instalment missed")
 
 
@@ -87,7 +89,7 @@ class InvoiceLedger(BaseModel):
     next_stage_index: int = 0
     fees: list[Fee] = Field(default_factory=list)
     payments: dict[str, int] = Field(default_factory=dict, description="payment id -> amount (minor)")
-    credited_minor: int = 0
+    credited_minor: int = Field(default=0, description="credits granted on disputes")
     discount_minor: int = 0
     written_off_minor: int = 0
     paused: timedelta = timedelta(0)
@@ -110,6 +112,19 @@ class InvoiceLedger(BaseModel):
     actions: list[ActionTaken] = Field(default_factory=list)
     actions_total: int = Field(default=0, description="story lines told since the start, the dropped ones too")
     batch_facts: BatchFacts = Field(default_factory=BatchFacts)
+    money_rules: bool = Field(default=False, description="caps, freezes, small balances, cut interlock, recoveries")
+    handed_to_agency: bool = False
+    late_charges_stopped: str | None = Field(default=None, description="why no further late fee is charged")
+    escalation_stopped: bool = Field(default=False, description="the balance fell below the policy's minimum")
+    cut_announced_for: datetime | None = Field(default=None, description="the cut moment a delivered ultimatum named")
+    cut_notice_from: datetime | None = Field(default=None, description="when that ultimatum went out, to the minute")
+    cut_announcement_tried_at: datetime | None = None
+    minimum_notice_override: timedelta | None = Field(default=None, description="InvoiceWorkflowInput.minimum_notice")
+    recoveries: dict[str, int] = Field(default_factory=dict, description="payment id -> amount, after a write-off")
+
+    @property
+    def recovered_minor(self) -> int:
+        return sum(self.recoveries.values())
 
     @property
     def fees_minor(self) -> int:
@@ -120,16 +135,14 @@ class InvoiceLedger(BaseModel):
         return sum(self.payments.values())
 
     @property
+    def deducted_minor(self) -> int:
+        """Everything taken off what is owed but payments: dispute credits, discounts applied, write-offs."""
+        return self.credited_minor + self.discount_minor + self.written_off_minor
+
+    @property
     def net_minor(self) -> int:
         """What the client still owes; negative when overpaid."""
-        return (
-            self.invoice.amount_minor
-            + self.fees_minor
-            - self.paid_minor
-            - self.credited_minor
-            - self.discount_minor
-            - self.written_off_minor
-        )
+        return self.invoice.amount_minor + self.fees_minor - self.paid_minor - self.deducted_minor
 
     @property
     def balance_minor(self) -> int:
@@ -142,8 +155,7 @@ class InvoiceLedger(BaseModel):
     @property
     def principal_outstanding_minor(self) -> int:
         """Unpaid part of the invoice amount itself: the basis of percentage late fees."""
-        settled = self.paid_minor + self.credited_minor + self.discount_minor + self.written_off_minor
-        return max(0, self.invoice.amount_minor - settled)
+        return max(0, self.invoice.amount_minor - self.paid_minor - self.deducted_minor)
 
     @property
     def state(self) -> InvoiceState:
@@ -163,6 +175,12 @@ class InvoiceWorkflowInput(BaseModel):
     invoice: Invoice
     carried: InvoiceLedger | None = None
     history_limit: int = Field(default=10_000, ge=50, description="continue-as-new beyond this many events")
+    minimum_notice: timedelta | None = Field(
+        default=None,
+        gt=timedelta(0),
+        description="replaces the policy's minimum notice before a cut, only for stacks that run in real time"
+        " (the fault tests); the API and the CLI never set it",
+    )
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from functools import partial
 from temporalio import workflow
 
 from workflows import agency, ladder, policy
+from workflows.charges import note_late_charges_stop
 from workflows.ladder import StageWork, StepKind
 from workflows.models import EventKind, Fee, InvoiceState, NoticeKind, StageAction, format_money
 from workflows.outbox import Outbox
@@ -43,6 +44,12 @@ class Steps:
         """Reach the policy's next stage and do what its rung of the ladder says."""
         ledger, now = self.ledger, workflow.now()
         stage = ledger.invoice.policy.stages[ledger.next_stage_index]
+        if policy.escalation_stops_at(ledger, stage):
+            self._stop_escalation(stage.action)
+            return
+        if stage.action == StageAction.SUSPEND and ledger.money_rules and not policy.cut_announced(ledger, now):
+            self._announce_cut()
+            return
         ledger.next_stage_index += 1
         rung = ladder.RUNGS[stage.action]
         if rung.state_after is not None:
@@ -61,6 +68,23 @@ class Steps:
             return  # the client is not told of a stage that their payment (or a decision) overtook
         self.outbox.queue_notice(rung.notice)
 
+    def _stop_escalation(self, stage: StageAction) -> None:
+        """The balance is below the policy's minimum: escalation stops where it is, for good."""
+        ledger = self.ledger
+        ledger.escalation_stopped = True
+        minimum = ledger.invoice.policy.minimum_balance_to_escalate_minor
+        self.outbox.event(
+            EventKind.ESCALATION_STOPPED, balance_minor=ledger.balance_minor, minimum_minor=minimum, stage=stage.value
+        )
+        money = format_money(ledger.balance_minor, ledger.invoice.currency)
+        ledger.remember(workflow.now(), f"Escalation stopped before the {stage.value.replace('_', ' ')}: {money} owed")
+
+    def _announce_cut(self) -> None:
+        """The cut is due but no delivered ultimatum named it: send one first; the cut waits the notice it gives."""
+        self.ledger.cut_announcement_tried_at = workflow.now()
+        self.ledger.remember(workflow.now(), "Suspension waits: the client is told its date first")
+        self.outbox.queue_notice(NoticeKind.ULTIMATUM)
+
     async def _note_discount_lapsed(self) -> None:
         if workflow.patched(PATCH_DISCOUNT_LAPSE_EVENT):  # a fact, so the read models learn the next action
             self.outbox.event(EventKind.DISCOUNT_LAPSED, last_day=str(policy.discount_deadline(self.ledger.invoice)))
@@ -77,6 +101,7 @@ class Steps:
         self.outbox.event(EventKind.LATE_FEE_CHARGED, number=number, amount_minor=amount, reason=reason)
         ledger.remember(now, f"Late fee {number} charged: {format_money(amount, self.ledger.invoice.currency)}")
         self.outbox.queue_notice(ladder.RUNGS[StageAction.LATE_FEE].notice)
+        note_late_charges_stop(self.outbox)
 
     async def _check_instalment(self) -> None:
         ledger, now = self.ledger, workflow.now()

@@ -1,9 +1,9 @@
 """The webhook adapter: a signed HTTP call to a customer's controller (RouterOS REST, a firewall manager, ...).
 
 Each call POSTs JSON ``{action, equipment_id, customer_id, invoice_id, reason}`` with ``action`` one
-of ``suspend``, ``restore`` or ``status``, and the headers ``X-Dunning-Timestamp`` (unix seconds),
-``X-Dunning-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>" under the shared secret>``
-and ``Idempotency-Key`` (the same on every retry of one suspend or restore step). The controller
+of ``suspend``, ``restore`` or ``status``, signed by the Standard Webhooks scheme under the shared
+secret (``activities.signing``): ``webhook-id`` (also sent as ``Idempotency-Key``) is the same on every
+retry of one suspend or restore step, ``webhook-timestamp`` and ``webhook-signature``. The controller
 answers ``{"state": "suspended"}`` or ``{"state": "active"}``. An action asks for the status first,
 acts only if needed, and asks again to confirm; a restore leaves alone what was not active before the
 cut. Redirects are not followed.

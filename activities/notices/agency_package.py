@@ -59,7 +59,7 @@ class InvoiceTerms(_Part):
 class Amounts(_Part):
     fees_minor: int
     paid_minor: int
-    credited_minor: int
+    deducted_minor: int  # dispute credits, discounts applied and write-offs
     balance_minor: int
     days_overdue: int
 
@@ -168,7 +168,7 @@ def handover_package(handover: AgencyHandover, events: Sequence[DomainEvent], pa
         amounts=Amounts(
             fees_minor=sum(f.amount_minor for f in handover.fees),
             paid_minor=handover.paid_minor,
-            credited_minor=handover.credited_minor,
+            deducted_minor=handover.deducted_minor,
             balance_minor=handover.balance_minor,
             days_overdue=handover.days_overdue,
         ),
@@ -253,7 +253,7 @@ def handover_pdf(package: HandoverPackage) -> bytes:
             ("Invoice amount", money(invoice.amount_minor)),
             ("Late fees", money(amounts.fees_minor)),
             ("Paid", money(amounts.paid_minor)),
-            ("Credited", money(amounts.credited_minor)),
+            ("Credits and discounts", money(amounts.deducted_minor)),
         ],
         header=("", "Amount"),
         total=("Balance due", money(amounts.balance_minor)),

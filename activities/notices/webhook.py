@@ -1,11 +1,9 @@
 """The signed webhook channel: a notice as JSON, POSTed to a chat or CRM system.
 
-Each request carries ``X-Dunning-Timestamp`` (unix seconds) and ``X-Dunning-Signature:
-sha256=<hex>``, the HMAC-SHA256 under the customer's shared secret of ``"<timestamp>.<body>"``,
-so a receiver can check both who sent the body and that it is fresh (replays of an old request
-fail the timestamp check). ``Idempotency-Key`` is the same on every retry of a notice step, for
-receivers that deduplicate. ``activities.signing`` signs, and
-verifies on the receiving side.
+Each request is signed by the Standard Webhooks scheme under the customer's shared secret
+(``activities.signing``): ``webhook-id`` is the same on every retry of a notice step (and is
+sent as ``Idempotency-Key`` too), ``webhook-timestamp`` lets the receiver refuse replays of an
+old request, ``webhook-signature`` proves who sent the body; any Standard Webhooks verifier checks them.
 """
 
 from __future__ import annotations

@@ -55,6 +55,8 @@ from workflows.models import (
 T = TypeVar("T")
 CURRENCY = "EUR"
 LEAD = timedelta(seconds=3)  # from start to the due moment
+# the cut's notice after the ultimatum, in place of the policy's day or more: the ladder runs in seconds
+MINIMUM_NOTICE = timedelta(seconds=1)
 # the ladder, seconds after the due moment: gaps of 3 s leave time to act on a stage before the next
 LADDER = [
     (StageAction.REMINDER, 3),
@@ -172,6 +174,7 @@ class ScriptedInvoice:
                     "stages": [{"action": a.value, "offset": timedelta(seconds=s)} for a, s in self.ladder],
                     "due_time": due.time(),
                     "sending_window": None,
+                    "recoveries_accepted_for": timedelta(0),  # a written-off invoice's workflow ends at once
                 },
             }
         )
@@ -246,7 +249,7 @@ class Driver:
 
     async def _start(self, invoice: Invoice) -> None:
         try:
-            await invoices.start_invoice(self.client, TASK_QUEUE, invoice)
+            await invoices.start_invoice(self.client, TASK_QUEUE, invoice, minimum_notice=MINIMUM_NOTICE)
         except InvoiceError as err:
             if err.refusal != Refusal.EXISTS:  # EXISTS: an earlier attempt started it, its answer was lost
                 raise

@@ -1,0 +1,21 @@
+"""When late charges stop for good: recorded once, with the reason, as a fact the read models copy."""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+from workflows import policy
+from workflows.models import EventKind, format_money
+from workflows.outbox import Outbox
+
+
+def note_late_charges_stop(outbox: Outbox) -> None:
+    """If late charges stop now (``policy.late_charges_stop``), record it: no later fee is charged."""
+    ledger = outbox.ledger
+    reason = policy.late_charges_stop(ledger)
+    if reason is None:
+        return
+    ledger.late_charges_stopped = reason
+    outbox.event(EventKind.LATE_CHARGES_STOPPED, reason=reason, fees_minor=ledger.fees_minor)
+    fees = format_money(ledger.fees_minor, ledger.invoice.currency)
+    ledger.remember(workflow.now(), f"Late charges stop ({reason}) at {fees}")
