@@ -1,7 +1,8 @@
 """Two invoices of one customer name the same server: on the dev server, against the real Redfish emulator
 (sushy-emulator), the customer workflow cuts it once and restores it once, after the second payment.
 
-Real time drives the invoices: their policy suspends 2 s after a due moment 3 s away. Notices and
+Real time drives the invoices: their policy suspends 2 s after a due moment 3 s away (the ultimatum the
+cut needs goes out then, with a one-second notice). Notices and
 the service block are recording activities; the equipment and ledger activities and Postgres are real.
 """
 
@@ -97,7 +98,10 @@ async def test_paying_one_of_two_invoices_keeps_the_shared_server_off_and_the_se
     recorder = Recorder()
     async with lifecycle_worker(client, pool, registry(tmp_path, bmc, customer_id), recorder) as queue:
         first, second = soon_suspended(customer_id), soon_suspended(customer_id)
-        first_handle, second_handle = [await start_invoice(client, queue, i) for i in (first, second)]
+        # the cut waits for a delivered ultimatum: a one-second notice (a start input only) keeps it short
+        first_handle, second_handle = [
+            await start_invoice(client, queue, i, minimum_notice=timedelta(seconds=1)) for i in (first, second)
+        ]
 
         async def both_recorded_the_cut() -> bool:
             return all([await events_of(pool, i.invoice_id, "equipment_suspended") for i in (first, second)])
