@@ -28,6 +28,7 @@ from bench.workload import Say, history_shape, open_invoice, poll
 from worker.embedded import find_executable
 from worker.sandbox import workflow_runner
 from workflows import policy
+from workflows.customer import CustomerWorkflow
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import DecideLegal, InvoiceState, LegalDecision, StageAction
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
@@ -112,7 +113,7 @@ def _worker(client: Client, queue: str, runner: WorkflowRunner) -> Worker:
     return Worker(
         client,
         task_queue=queue,
-        workflows=[InvoiceWorkflow, BaselineWorkflow],
+        workflows=[InvoiceWorkflow, CustomerWorkflow, BaselineWorkflow],
         activities=[*Recorder().activities, do_nothing],
         workflow_runner=runner,
     )

@@ -17,9 +17,11 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from activities.calendar import public_holidays
+from activities.customer import hold_at_customer, release_at_customer
 from activities.ledger import Batch
 from worker.sandbox import workflow_runner
 from workflows import contracts
+from workflows.customer import CustomerWorkflow
 from workflows.events import InvoiceSnapshot
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
@@ -150,6 +152,8 @@ class Recorder(contracts.Ledger, contracts.Notices, contracts.Service, contracts
             self.suspend_equipment,
             self.restore_equipment,
             self.send_agency_package,
+            hold_at_customer,  # the real ones: they only ask the customer workflow, which records through these
+            release_at_customer,
             public_holidays,
         ]
 
@@ -162,11 +166,12 @@ def with_pydantic(client: Client) -> Client:
 
 
 @asynccontextmanager
-async def recording_worker(client: Client, recorder: Recorder) -> AsyncIterator[str]:
-    """Run the invoice workflow with ``recorder``'s activities on a fresh task queue; yields the queue name."""
-    queue = f"recorded-{uuid.uuid4().hex[:8]}"
+async def recording_worker(client: Client, recorder: Recorder, task_queue: str | None = None) -> AsyncIterator[str]:
+    """Run the invoice and customer workflows with ``recorder``'s activities on ``task_queue`` (default: a
+    fresh one); yields the queue name."""
+    queue = task_queue or f"recorded-{uuid.uuid4().hex[:8]}"
     async with Worker(
-        client, task_queue=queue, workflows=[InvoiceWorkflow], activities=recorder.activities,
+        client, task_queue=queue, workflows=[InvoiceWorkflow, CustomerWorkflow], activities=recorder.activities,
         workflow_runner=workflow_runner(),
     ):
         yield queue

@@ -33,6 +33,7 @@ from temporalio.client import Client
 
 from activities.ledger import create_pool
 from activities.projections import invoice_status
+from cli.customer import app as customer_app
 from cli.database import redacted_url, unreachable_database
 from cli.equipment import app as equipment_app
 from cli.payments import app as payments_app
@@ -76,6 +77,7 @@ app.add_typer(codec_app, name="codec")
 app.add_typer(projections_app, name="projections")
 app.add_typer(equipment_app, name="equipment")
 app.add_typer(payments_app, name="payments")
+app.add_typer(customer_app, name="customer")
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)

@@ -1,7 +1,7 @@
 """Preparing a Temporal namespace for the service, and the start-up check that it was prepared.
 
 The embedded stack registers everything by flag; a real cluster gets ``dunning setup`` once, and
-every worker refuses to start until the invoice search attributes exist (ops dashboards and the
+every worker refuses to start until the invoice and customer search attributes exist (ops dashboards and the
 workflow's own upserts need them).
 """
 
@@ -26,7 +26,7 @@ class NotSetUp(RuntimeError):
 
 
 async def missing_search_attributes(client: Client, namespace: str) -> list[SearchAttributeKey]:
-    """The invoice search attributes the namespace does not have (with the right type)."""
+    """The search attributes (invoice and customer) the namespace does not have (with the right type)."""
     response = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
     known = dict(response.custom_attributes)
     return [key for key in SEARCH_ATTRIBUTES if known.get(key.name) != int(key.indexed_value_type)]

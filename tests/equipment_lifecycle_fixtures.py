@@ -19,6 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.calendar import public_holidays
+from activities.customer import hold_at_customer, release_at_customer
 from activities.equipment.activities import EquipmentActivities
 from activities.equipment.registry import Registry
 from activities.ledger import LedgerActivities, read_events
@@ -27,6 +28,7 @@ from tests.equipment_peers import RedfishPeer, SnmpPeer, write_secret
 from tests.harness import eventually
 from worker.sandbox import workflow_runner
 from workflows import policy
+from workflows.customer import CustomerWorkflow
 from workflows.events import RecordedEvent
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import Invoice, InvoiceOutcome, StageAction
@@ -134,16 +136,18 @@ def _toml_table(fields: dict) -> str:
 async def lifecycle_worker(
     client: Client, pool: asyncpg.Pool, registry_file: Path, recorder: Recorder, global_kill_switch: bool = False
 ) -> AsyncIterator[str]:
-    """The invoice workflow with the real equipment and ledger activities; yields the task queue."""
+    """The invoice and customer workflows with the real equipment and ledger activities; yields the task queue."""
     equipment = EquipmentActivities(Registry.load(registry_file), pool, global_kill_switch=global_kill_switch)
     queue = f"lifecycle-{uuid.uuid4().hex[:8]}"
     async with Worker(
         client,
         task_queue=queue,
-        workflows=[InvoiceWorkflow],
+        workflows=[InvoiceWorkflow, CustomerWorkflow],
         workflow_runner=workflow_runner(),
         activities=[
             LedgerActivities(pool).append_events,
+            hold_at_customer,
+            release_at_customer,
             equipment.suspend_equipment,
             equipment.restore_equipment,
             recorder.send_notice,

@@ -30,6 +30,7 @@ from workflows.models import (
     PaymentPlan,
     ResolveDispute,
     StageAction,
+    customer_workflow_id,
 )
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -144,6 +145,23 @@ async def discount_lapsed_then_paid(
     return handle
 
 
+async def customer_of_two_invoices(
+    env: WorkflowEnvironment, client: Client, queue: str, _: Recorder
+) -> WorkflowHandle:
+    """The customer workflow (since v6): two invoices hold one server; paying the first keeps it cut, the second restores it."""
+    terms = {"remote_disconnect_authorized": True, "equipment_ids": ["bmc-1"]}
+    today = (await env.get_current_time()).date()
+    invoices = [make_invoice(today, terms=terms), make_invoice(today + timedelta(days=1), terms=terms)]
+    handles = [await start_invoice(client, queue, invoice) for invoice in invoices]
+    await _skip_past(env, invoices[1], StageAction.SUSPEND)
+    for handle in handles:
+        await _settle(handle)
+        balance = (await handle.query(InvoiceWorkflow.status)).balance_minor
+        await handle.execute_update(InvoiceWorkflow.record_payment, Payment(payment_id="all", amount_minor=balance, currency="EUR"))
+        await handle.result()
+    return client.get_workflow_handle(customer_workflow_id(invoices[0].customer_id))
+
+
 SCENARIOS = [
     written_off_after_every_stage,
     paid_while_suspended,
@@ -151,6 +169,7 @@ SCENARIOS = [
     disputed_then_plan_missed,
     windowed_cut_handed_over_then_factored,
     discount_lapsed_then_paid,
+    customer_of_two_invoices,
 ]
 
 
@@ -159,11 +178,11 @@ async def main(release: str) -> None:
     if folder.exists():
         raise SystemExit(f"{folder} exists: histories of a release are never replaced")
     folder.mkdir(parents=True)
-    async with await time_skipping_environment() as env:
-        client = with_pydantic(env.client)
-        recorder = Recorder(unreachable_equipment={"sw-unreachable"})
-        async with recording_worker(client, recorder) as queue:
-            for scenario in SCENARIOS:
+    for scenario in SCENARIOS:  # a server each: the invoices of every scenario share one customer workflow
+        async with await time_skipping_environment() as env:
+            client = with_pydantic(env.client)
+            recorder = Recorder(unreachable_equipment={"sw-unreachable"})
+            async with recording_worker(client, recorder) as queue:
                 handle = await scenario(env, client, queue, recorder)
                 history = await handle.fetch_history()
                 path = folder / f"{scenario.__name__}.json"

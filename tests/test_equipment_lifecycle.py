@@ -177,14 +177,14 @@ async def test_suspension_cuts_only_the_customers_equipment_and_payment_brings_i
         assert await peers.read() == {**peers.untouched(), **cut}
         assert peers.resets_of_a() == ["GracefulShutdown"]
         assert peers.b_never_reset()
-        workflow = f"workflow {invoice.workflow_id}"
+        workflow = f"workflow customer-{CUSTOMER_A} for invoice {invoice.invoice_id}"  # the customer acts for it
         suspended = rows_by(await equipment_rows(pool), "suspend")
         assert set(suspended) == set(site.equipment_a)  # nothing of B's was even asked for
         for equipment_id, state in [(site.server_a, "Off"), (site.port_a1, "down"), (site.port_a2, "down")]:
             row = suspended[equipment_id]
             assert (row["outcome"], row["state_read_back"], row["dry_run"]) == ("changed", state, False)
             assert (row["customer_id"], row["invoice_id"]) == (CUSTOMER_A, invoice.invoice_id)
-            assert (row["requested_by"], row["reason"]) == (workflow, f"invoice {invoice.invoice_id} unpaid")
+            assert (row["requested_by"], row["reason"]) == (workflow, f"invoices {invoice.invoice_id} unpaid")
         stored = by_id(await events_of(pool, invoice.invoice_id, "equipment_suspended"))
         assert stored == {
             site.server_a: {"equipment_id": site.server_a, "state": "Off", "changed": True, "dry_run": False},
@@ -208,7 +208,7 @@ async def test_suspension_cuts_only_the_customers_equipment_and_payment_brings_i
         site.port_a2: ("changed", "up"),
     }
     assert {(r["requested_by"], r["reason"]) for r in restored.values()} == {
-        (f"workflow {invoice.workflow_id}", f"invoice {invoice.invoice_id} settled")
+        (f"workflow customer-{CUSTOMER_A} for invoice {invoice.invoice_id}", "no invoice holds it any more")
     }
     assert len(await equipment_rows(pool)) == 6
     assert {

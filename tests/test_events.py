@@ -23,6 +23,7 @@ from bench.recording import Recorder, with_pydantic
 from tests.harness import eventually, make_invoice, start_invoice
 from worker.sandbox import workflow_runner
 from workflows import events as ev
+from workflows.customer import CustomerWorkflow
 from workflows.events import PAYLOADS, payload_of
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
@@ -260,7 +261,7 @@ async def storing_queue(client: Client, recorder: Recorder, pool: asyncpg.Pool) 
             "restore_service": service.restore_service}
     activities = [fn for fn in recorder.activities if fn.__name__ not in real] + list(real.values())
     queue = "test-events"
-    async with Worker(client, task_queue=queue, workflows=[InvoiceWorkflow], activities=activities,
+    async with Worker(client, task_queue=queue, workflows=[InvoiceWorkflow, CustomerWorkflow], activities=activities,
                       workflow_runner=workflow_runner()):
         yield queue
 

@@ -694,7 +694,9 @@ async def test_suspension_cuts_authorised_equipment_and_payment_restores_only_wh
     assert restores == ["bmc-1", "sw-1"]
     # the piece that was never cut needs nothing from ops once the invoice is paid
     assert not (await handle.describe()).typed_search_attributes.get(sa.FAILED_EQUIPMENT)
-    assert all(r.requested_by == f"workflow {invoice.workflow_id}" for _, r in recorder.equipment_calls)
+    # the customer workflow acts for the invoice (workflows.customer)
+    by = f"workflow customer-{invoice.customer_id} for invoice {invoice.invoice_id}"
+    assert all(r.requested_by == by for _, r in recorder.equipment_calls)
 
 
 async def test_without_authorisation_suspension_cuts_nothing_and_says_so(env, client, queue, recorder):

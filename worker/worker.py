@@ -1,4 +1,4 @@
-"""The worker: the invoice workflow and its activities on one task queue, plus the projector."""
+"""The worker: the invoice and customer workflows and their activities on one task queue, plus the projector."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.calendar import public_holidays
+from activities.customer import hold_at_customer, release_at_customer
 from activities.equipment.activities import EquipmentActivities
 from activities.equipment.registry import Registry
 from activities.ledger import LedgerActivities, apply_schema, create_pool
@@ -27,8 +28,10 @@ from client.namespace import check_namespace
 from client.settings import Settings
 from client.temporal import connect
 from worker.sandbox import workflow_runner
+from workflows.customer import CustomerWorkflow
 from workflows.invoice import InvoiceWorkflow
 
+WORKFLOWS = [InvoiceWorkflow, CustomerWorkflow]
 PROJECTOR_CONNECTIONS = 2  # the projector listens on one connection and projects on another
 
 
@@ -77,13 +80,13 @@ def equipment_activities(pool: asyncpg.Pool, settings: Settings) -> EquipmentAct
 
 
 def build_worker(client: Client, pool: asyncpg.Pool, settings: Settings, renderer: Executor | None = None) -> Worker:
-    """A worker for the invoice workflow with every activity bound to its resources."""
+    """A worker for the invoice and customer workflows with every activity bound to its resources."""
     ledger, service = LedgerActivities(pool), ServiceActivities(pool)
     notices, equipment = notice_activities(pool, settings, renderer), equipment_activities(pool, settings)
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[InvoiceWorkflow],
+        workflows=WORKFLOWS,
         workflow_runner=workflow_runner(),
         max_concurrent_activities=settings.worker_activity_slots,
         max_concurrent_workflow_tasks=settings.worker_workflow_task_slots,
@@ -97,6 +100,8 @@ def build_worker(client: Client, pool: asyncpg.Pool, settings: Settings, rendere
             service.restore_service,
             equipment.suspend_equipment,
             equipment.restore_equipment,
+            hold_at_customer,
+            release_at_customer,
             public_holidays,
         ],
     )

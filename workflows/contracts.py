@@ -1,4 +1,4 @@
-"""What the invoice workflow asks of its activities: each one's name, input and result, declared once.
+"""What the invoice and customer workflows ask of their activities: each one's name, input and result, declared once.
 
 The implementations in ``activities/`` (and the recording ones in ``bench/``) subclass these
 protocols, and the workflow calls the methods by reference (``workflow.execute_activity_method``),
@@ -14,6 +14,7 @@ from typing import Protocol
 from temporalio import activity
 
 from workflows.events import InvoiceSnapshot
+from workflows.holds import HoldOutcome, HoldRequest, ReleaseRequest
 from workflows.models import (
     AgencyHandover,
     DomainEvent,
@@ -74,4 +75,16 @@ class Equipment(Protocol):
     @activity.defn(name="restore_equipment")
     async def restore_equipment(self, request: EquipmentRequest) -> EquipmentResult:
         """Bring one piece of the customer's equipment back."""
+        ...
+
+
+class Customers(Protocol):
+    @activity.defn(name="hold_at_customer")
+    async def hold_at_customer(self, request: HoldRequest) -> HoldOutcome:
+        """Ask the customer to hold the pieces the invoice names; returns them as the customer left them."""
+        ...
+
+    @activity.defn(name="release_at_customer")
+    async def release_at_customer(self, request: ReleaseRequest) -> HoldOutcome:
+        """Tell the customer the invoice closed; returns its pieces, restored or still held by others."""
         ...

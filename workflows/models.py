@@ -335,6 +335,11 @@ def invoice_workflow_id(invoice_id: str) -> str:
     return f"invoice-{invoice_id}"
 
 
+def customer_workflow_id(customer_id: str) -> str:
+    """``customer-<customer id>``: one workflow per customer, for what its invoices share."""
+    return f"customer-{customer_id}"
+
+
 # --- requests (update / signal inputs) ------------------------------------------------------
 
 

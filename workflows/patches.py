@@ -22,6 +22,7 @@ PATCH_COUNTED_REJECTIONS = "counted-rejections"  # beyond the daily rate, reject
 PATCH_SPLIT_EVENT_BATCHES = "split-event-batches"  # a large batch of events goes in several appends
 PATCH_WAKE_ON_LONG_HISTORY = "wake-on-long-history"  # a dropped signal wakes the loop to continue as new
 PATCH_CONTINUE_ON_SIGNALS = "continue-on-signals"  # a run continues as new after SIGNALS_PER_RUN signals
+PATCH_CUSTOMER_HOLDS = "customer-holds"  # the customer workflow cuts and restores what its invoices hold
 
 
 def closed_meanwhile(ledger: InvoiceLedger) -> bool:

@@ -95,7 +95,7 @@ def _started_with() -> list[SearchAttributeUpdate[Any]] | None:
     empty one); None unless every attribute is there. Read from the start event, so a replay sees the same."""
     started = workflow.info().typed_search_attributes
     values: list[SearchAttributeUpdate[Any]] = []
-    for key in sa.ALL:
+    for key in sa.INVOICE:
         value = started.get(key)
         if value is None and key.indexed_value_type == SearchAttributeIndexedValueType.KEYWORD_LIST:
             value = []

@@ -145,6 +145,7 @@ class InvoiceLedger(BaseModel):
     dispute: Dispute | None = None
     plan: PlanInProgress | None = None
     suspended: bool = False
+    held_at_customer: bool = Field(default=False, description="suspended through the customer workflow")
     equipment_cut: list[str] = Field(default_factory=list, description="equipment ids cut and not yet restored")
     equipment_failed: dict[str, str] = Field(default_factory=dict, description="equipment id -> last error")
     failed_notices: list[str] = Field(default_factory=list, description="kinds of the notices that failed")

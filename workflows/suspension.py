@@ -10,6 +10,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 from workflows import contracts
+from workflows.customer_holds import CustomerHolds
 from workflows.events import (
     EquipmentRestored,
     EquipmentSuspended,
@@ -27,7 +28,7 @@ from workflows.models import (
     ServiceChange,
 )
 from workflows.outbox import IO_RETRY, Outbox, one_line
-from workflows.patches import PATCH_EQUIPMENT, closed_meanwhile
+from workflows.patches import PATCH_CUSTOMER_HOLDS, PATCH_EQUIPMENT, closed_meanwhile
 
 # a piece of equipment still unreachable after about half an hour of tries is reported, not waited for
 EQUIPMENT_RETRY = RetryPolicy(
@@ -44,9 +45,14 @@ class Suspension:
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
         self.ledger = outbox.ledger
+        self.customer = CustomerHolds(outbox)
 
     async def suspend(self) -> None:
-        """Block support and orders, then cut each authorised piece of equipment."""
+        """Block support and orders, then cut each authorised piece of equipment (through the customer
+        workflow since ``customer-holds``; runs started before it keep acting alone)."""
+        if workflow.patched(PATCH_CUSTOMER_HOLDS):
+            await self.customer.suspend()
+            return
         result = await self._service_activity("suspend")
         self.ledger.suspended = True
         self.outbox.record(ServiceSuspended.after(result, self.ledger.invoice.service))
@@ -62,6 +68,9 @@ class Suspension:
 
     async def restore(self) -> None:
         """Restore each piece of equipment that was cut (and only those), then lift the block."""
+        if self.ledger.held_at_customer:
+            await self.customer.release()
+            return
         if self.ledger.equipment_cut and workflow.patched(PATCH_EQUIPMENT):
             await self._change_equipment("restore", list(self.ledger.equipment_cut))
         result = await self._service_activity("restore")

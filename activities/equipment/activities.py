@@ -110,7 +110,7 @@ class EquipmentActivities(contracts.Equipment):
         else:
             work = adapter.restore(request, await state_before_cut(self.pool, request))
         try:
-            reading = await _heartbeating(work)
+            reading = await heartbeating(work)
         except EquipmentError as exc:
             if exc.retryable:
                 raise
@@ -138,7 +138,7 @@ class EquipmentActivities(contracts.Equipment):
         raise ApplicationError(why, type=error_type, non_retryable=True)
 
 
-async def _heartbeating(work: Awaitable[T]) -> T:
+async def heartbeating(work: Awaitable[T]) -> T:
     """Await ``work`` while heartbeating, so Temporal sees the activity alive while a BMC powers off."""
     timeout = activity.info().heartbeat_timeout
     interval = (timeout / 3 if timeout else DEFAULT_HEARTBEAT_INTERVAL).total_seconds()

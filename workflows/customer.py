@@ -1,0 +1,191 @@
+"""CustomerWorkflow: one long-lived workflow per customer, ``customer-<customer id>``, owning what its invoices share.
+
+Invoices stay the unit of escalation; an invoice at suspension asks its customer (``hold``) to
+hold the support-and-orders block and its equipment, and releases them when it closes
+(``release``). Each piece is cut when the first invoice holds it and restored when none holds it
+any more; the keys of those actions name the customer workflow (its id and first run), the piece
+and the hold generation, so a retry or a replay never acts twice. Started on demand by update-with-start (``activities.customer``,
+``client.customers``); it continues as new when Temporal suggests it, carrying its ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from workflows import contracts
+    from workflows.customer_view import CustomerPublisher
+    from workflows.holds import CustomerLedger, CustomerWorkflowInput, HoldOutcome, HoldRequest, Piece, ReleaseRequest
+    from workflows.models import (
+        EQUIPMENT_ACTIVITY_TIMEOUT,
+        EquipmentRequest,
+        EquipmentResult,
+        ServiceAction,
+    )
+    from workflows.outbox import IO_RETRY, one_line
+    from workflows.suspension import EQUIPMENT_RETRY
+
+
+@workflow.defn
+class CustomerWorkflow:
+    """Holds and releases a customer's service and equipment for its invoices; never completes on its own."""
+
+    @workflow.init
+    def __init__(self, params: CustomerWorkflowInput) -> None:
+        self.ledger = params.carried or CustomerLedger(customer_id=params.customer_id)
+        self._history_limit = params.history_limit
+        self._publisher = CustomerPublisher()
+        self._changed = False  # a handler changed the ledger: the loop republishes
+
+    @workflow.run
+    async def run(self, params: CustomerWorkflowInput) -> None:
+        while True:
+            self._changed = False
+            self._publisher.publish(self.ledger)
+            await workflow.wait_condition(lambda: self._changed or bool(self.ledger.pending) or self._history_is_long())
+            if self._changed:
+                continue
+            if self.ledger.pending:
+                await self._reconcile()
+                continue
+            # a hold that arrives meanwhile waits for its cut: serve it first
+            await workflow.wait_condition(lambda: workflow.all_handlers_finished() or bool(self.ledger.pending))
+            if not self.ledger.pending:
+                workflow.continue_as_new(
+                    CustomerWorkflowInput(
+                        customer_id=self.ledger.customer_id, carried=self.ledger, history_limit=self._history_limit
+                    )
+                )
+
+    def _history_is_long(self) -> bool:
+        info = workflow.info()
+        return info.is_continue_as_new_suggested() or info.get_current_history_length() >= self._history_limit
+
+    async def _reconcile(self) -> None:
+        """Cut what is newly held and restore what nobody holds: blocks are cut before equipment and
+        lifted after it, as a single invoice always did."""
+        pending = self.ledger.pending
+        cut_blocks = [p for p in pending if not p.equipment_id and p.holders]
+        equipment = [p for p in pending if p.equipment_id]
+        lift_blocks = [p for p in pending if not p.equipment_id and not p.holders]
+        for group in (cut_blocks, equipment, lift_blocks):
+            await asyncio.gather(*(self._act(piece) for piece in group))
+
+    async def _act(self, piece: Piece) -> None:
+        if not piece.pending:  # a release (or hold) while an earlier group acted made it right already
+            return
+        cutting = bool(piece.holders)
+        if cutting:
+            piece.generation += 1
+            piece.cut_for = piece.holders[-1]  # the hold that asked for this cut (the first, but after a failed one)
+        verb = "suspend" if cutting else "restore"
+        info = workflow.info()  # the first run id: a customer workflow started again after a termination acts anew
+        key = f"{info.workflow_id}/{info.first_execution_run_id}/{piece.name}/{'cut' if cutting else 'restore'}-{piece.generation}"
+        by = piece.cut_for if cutting else piece.released_by
+        piece.acting = True
+        try:
+            if piece.equipment_id:
+                piece.result = await self._equipment(verb, key, piece)
+            else:
+                await self._block(verb, key, piece)
+        except ActivityError as err:  # its retries gave up (or it was cancelled): the piece waits for ops or the next request
+            piece.error, piece.stuck = one_line(err.cause or err), True
+            self.ledger.remember(workflow.now(), f"{piece.name}: {verb} FAILED ({piece.error})")
+            return
+        finally:
+            piece.acting = False
+        piece.cut, piece.error, piece.changed_by = cutting, "", by
+        state = f": {piece.result.state}" if piece.equipment_id and piece.result else ""
+        what = f"cut for invoice {by}" if cutting else f"restored: invoice {by} was the last to hold it"
+        self.ledger.remember(workflow.now(), f"{piece.name} {what}{state}")
+
+    async def _equipment(self, verb: str, key: str, piece: Piece) -> EquipmentResult:
+        assert piece.equipment_id is not None and piece.cut_for is not None
+        holders = ", ".join(piece.holders)
+        request = EquipmentRequest(
+            idempotency_key=key,
+            equipment_id=piece.equipment_id,
+            customer_id=self.ledger.customer_id,
+            invoice_id=piece.cut_for,
+            reason=(f"invoices {holders} unpaid" if verb == "suspend" else "no invoice holds it any more")[:200],
+            requested_by=f"workflow {workflow.info().workflow_id} for invoice {piece.cut_for}"[:200],
+        )
+        act = contracts.Equipment.suspend_equipment if verb == "suspend" else contracts.Equipment.restore_equipment
+        return await workflow.execute_activity_method(
+            act,
+            request,
+            start_to_close_timeout=EQUIPMENT_ACTIVITY_TIMEOUT,
+            heartbeat_timeout=timedelta(minutes=1),
+            retry_policy=EQUIPMENT_RETRY,
+            summary=f"{verb.capitalize()} equipment {piece.equipment_id}",
+        )
+
+    async def _block(self, verb: str, key: str, piece: Piece) -> None:
+        """The support-and-orders block is a recorded decision, under the invoice whose hold started it."""
+        assert piece.cut_for is not None
+        await workflow.execute_activity_method(
+            contracts.Service.suspend_service if verb == "suspend" else contracts.Service.restore_service,
+            ServiceAction(
+                idempotency_key=key,
+                customer_id=self.ledger.customer_id,
+                invoice_id=piece.cut_for,
+                remote_disconnect_authorized=piece.remote_disconnect_authorized,
+                equipment_ids=piece.equipment_ids,
+                reason=(f"invoices {', '.join(piece.holders)} unpaid" if verb == "suspend" else "no invoice holds it any more"),
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=IO_RETRY,
+            summary=f"{verb.capitalize()} {piece.name.replace(':', ' ')} of customer {self.ledger.customer_id}",
+        )
+
+    # --- handlers --------------------------------------------------------------------------
+
+    @workflow.update
+    async def hold(self, request: HoldRequest) -> HoldOutcome:
+        """An invoice at suspension holds pieces; answers once the first hold of each piece has cut it (or failed)."""
+        if request.idempotency_key in self.ledger.answers:
+            return self.ledger.answers[request.idempotency_key]
+        names = self.ledger.take_hold(request)
+        self._changed = True
+        self.ledger.remember(workflow.now(), f"Invoice {request.invoice_id} holds {', '.join(names) or 'nothing'}")
+        await workflow.wait_condition(lambda: self.ledger.settled(names))
+        self._changed = True
+        return self.ledger.answer(request.idempotency_key, self.ledger.outcome(names, request.invoice_id))
+
+    @hold.validator
+    def _validate_hold(self, request: HoldRequest) -> None:
+        self._require_mine(request.customer_id)
+        if not request.block_service and not request.equipment_ids:
+            raise ApplicationError("a hold names the service block or some equipment", type="InvalidRequest")
+
+    @workflow.update
+    async def release(self, request: ReleaseRequest) -> HoldOutcome:
+        """A closed invoice releases what it held; answers once what nobody holds any more is restored (or failed)."""
+        if request.idempotency_key in self.ledger.answers:
+            return self.ledger.answers[request.idempotency_key]
+        names = self.ledger.drop_hold(request)
+        self._changed = True
+        self.ledger.remember(workflow.now(), f"Invoice {request.invoice_id} closed ({request.state.value}): releases {', '.join(names) or 'nothing'}")
+        await workflow.wait_condition(lambda: self.ledger.settled(names))
+        self._changed = True
+        return self.ledger.answer(request.idempotency_key, self.ledger.outcome(names, request.invoice_id))
+
+    @release.validator
+    def _validate_release(self, request: ReleaseRequest) -> None:
+        self._require_mine(request.customer_id)
+
+    @workflow.query
+    def holds(self) -> CustomerLedger:
+        """Every piece, who holds it and what was done to it; the customer's story."""
+        return self.ledger
+
+    def _require_mine(self, customer_id: str) -> None:
+        if customer_id != self.ledger.customer_id:
+            raise ApplicationError(
+                f"customer {customer_id} asked workflow {workflow.info().workflow_id}", type="InvalidRequest"
+            )
+
