@@ -40,7 +40,7 @@ from datetime import datetime
 import asyncpg
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.worker import Replayer
 
 from activities.projections import PROJECTION_TABLES, projection_lag, rebuild
@@ -248,7 +248,9 @@ async def check_run(
     deliveries = _by_step(stack.smtp.deliveries)
     outcomes, task_failures, retried, histories = await _read_workflows(stack.client, scripts)
     replay_began = time.monotonic()
-    report.unreplayable = await _unreplayable(histories, {s.workflow_id: s.label for s in scripts})
+    report.unreplayable = await _unreplayable(
+        histories, {s.workflow_id: s.label for s in scripts}, stack.client.data_converter
+    )
     report.notes.append(f"replayed {len(histories)} histories in {time.monotonic() - replay_began:.1f} s")
     faults = [*stack.faults, *stack.smtp.slow_answers]
     if faults:
@@ -630,11 +632,12 @@ async def _read_workflows(
     return outcomes, failures, retried, histories
 
 
-async def _unreplayable(histories: list[WorkflowHistory], labels: dict[str, str]) -> list[str]:
-    """The histories that fail to replay with the current code, each with its invoice and the failure."""
-    replayer = Replayer(
-        workflows=[InvoiceWorkflow], data_converter=pydantic_data_converter, workflow_runner=workflow_runner()
-    )
+async def _unreplayable(
+    histories: list[WorkflowHistory], labels: dict[str, str], converter: DataConverter
+) -> list[str]:
+    """The histories that fail to replay with the current code, each with its invoice and the failure;
+    ``converter`` is the stack's (it decrypts where the stack encrypts)."""
+    replayer = Replayer(workflows=[InvoiceWorkflow], data_converter=converter, workflow_runner=workflow_runner())
 
     async def each() -> AsyncIterator[WorkflowHistory]:
         for history in histories:
