@@ -544,8 +544,12 @@ def to_minor(amount: str, currency: str, option: str = "amount", allow_zero: boo
 
 async def _currency_of(client: Client, settings: Settings, invoice_id: str) -> str:
     """The invoice's currency, which never changes: read from the read models, so routine commands stay off the
-    workflow's query path; from the workflow only while the invoice is not projected yet."""
-    projected = await _projected_status(settings, invoice_id)
+    workflow's query path; from the workflow while the invoice is not projected yet, or where this machine
+    reaches no read models (a payment needs only Temporal)."""
+    try:
+        projected = await _projected_status(settings, invoice_id)
+    except (OSError, asyncpg.PostgresError):
+        projected = None
     return projected.currency if projected else (await invoices.status(client, invoice_id)).currency
 
 
