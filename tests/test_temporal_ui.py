@@ -71,7 +71,8 @@ async def suspended_invoices(stack: UiStack) -> list[Invoice]:
     paid = short_invoice(due, SUSPENDS_SOON, "Petra Platitoare", 50_000)
     reminded = short_invoice(due, SUSPENDS_IN_AN_HOUR, "Mihai Amintitu", 70_000)
     for invoice in (*suspended, paid, reminded):
-        await invoices.start_invoice(stack.client, stack.task_queue, invoice)
+        # a one-second notice after the ultimatum (the cut interlock's floor is a day: test stacks in real time only)
+        await invoices.start_invoice(stack.client, stack.task_queue, invoice, minimum_notice=timedelta(seconds=1))
     client, all_suspended = stack.client, {i.workflow_id for i in (*suspended, paid)}
     await eventually(lambda: lists_exactly(client, SUSPENDED_QUERY, all_suspended), ESCALATION_TIMEOUT)
     payment = Payment(payment_id="PAY-UI-1", amount_minor=paid.amount_minor, currency=paid.currency)
