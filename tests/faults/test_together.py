@@ -21,13 +21,14 @@ DEADLINE_S = 6 * 60.0
 
 
 async def one_after_another(stack: FaultStack) -> None:
-    """4 s in, one of the two workers killed, then the API; then PostgreSQL stopped while a rebuild waits
-    half-way; then the next message slowed beyond its lease (after the kills, which could end its attempt)."""
+    """4 s in, one of the two workers killed, then the API; then the next message slowed beyond its lease
+    (after the kills, which could end its attempt; before the rebuild, while notices still flow: armed after
+    it, the run sometimes had no message left to slow); then PostgreSQL stopped while a rebuild waits half-way."""
     await asyncio.sleep(4.0)
     await stack.kill_workers(down_for=2.0, only_one=True)
     await stack.kill_api(down_for=2.0)
-    await restart_during_rebuild(stack)
     stack.smtp.slow_down(messages=1, step_s=SLOW_STEP_S)
+    await restart_during_rebuild(stack)
 
 
 async def test_new_faults_together():
