@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from api import camt, intake
 from api.camt import Direction, StatementLine
@@ -107,10 +107,17 @@ async def _import_line(
         return result(LineStatus.IGNORED, reason="a debit: only credits pay invoices")
     if not line.booked:
         return result(LineStatus.IGNORED, reason="not booked yet (pending or information only): import it once booked")
+    try:
+        payment = Payment(
+            payment_id=line.payment_id, amount_minor=line.amount_minor, currency=line.currency, received_at=line.received_at
+        )
+    except ValidationError as err:  # e.g. a value date outside the years a payment may carry
+        reason = "; ".join(problem["msg"].removeprefix("Value error, ") for problem in err.errors(include_url=False))
+        return result(LineStatus.IGNORED, reason=f"not recorded: {reason}")
     if line.payment_id in seen or await _imported_before(ctx, line.payment_id):
         return result(LineStatus.DUPLICATE, reason="this transaction was imported before: nothing recorded again")
     match = await references.match(line)
-    receipt = await _apply(ctx, line, match)
+    receipt = await _apply(ctx, payment, match)
     status = LineStatus.MATCHED if receipt.status == PaymentStatus.APPLIED else LineStatus.UNMATCHED
     await ctx.pool.execute(
         "INSERT INTO statement_lines (payment_id, statement_id, invoice_id, status) VALUES ($1, $2, $3, $4)"
@@ -127,11 +134,8 @@ async def _import_line(
     return result(status, reason=receipt.reason)
 
 
-async def _apply(ctx: PaymentContext, line: StatementLine, match: Match) -> PaymentReceipt:
+async def _apply(ctx: PaymentContext, payment: Payment, match: Match) -> PaymentReceipt:
     """Record the line's payment where it belongs, or keep it unapplied with the reason."""
-    payment = Payment(
-        payment_id=line.payment_id, amount_minor=line.amount_minor, currency=line.currency, received_at=line.received_at
-    )
     if match.invoice_id is None:
         return await intake.keep_unapplied(
             ctx.pool, match.payer_reference, payment, Source.STATEMENT, match.reason or ""

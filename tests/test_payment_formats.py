@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from api import camt, stripe_events
-from api.camt import Direction, StatementError
+from api.camt import Direction, StatementError, StatementLine
 from api.payment_matching import quoted_references
+from api.statement_import import LineStatus, _import_line
 from api.stripe_events import StripeEventError, StripeSignatureRefused
 from workflows import creditor_reference
 
@@ -251,3 +252,15 @@ def test_references_are_found_in_the_structured_remittance_and_in_free_text():
     typed = replace(line, creditor_reference=None, unstructured="Invoice payment rf78 90OV QAR7 366G XNY, thank you")
     assert "RF7890OVQAR7366GXNY" in quoted_references(typed)
     assert quoted_references(replace(line, creditor_reference="RF00 1234", unstructured="RF99 nothing")) == []
+
+
+@pytest.mark.parametrize("value_date", [date(1, 1, 1), date(9999, 12, 31)])
+async def test_a_line_whose_value_date_no_payment_may_carry_is_not_recorded_and_says_why(value_date):
+    """Refused before anything is looked up or recorded (no database is given), the rest of the file goes on."""
+    line = StatementLine(
+        line=3, statement_id="STMT-1", entry_ref="E3", key="k", direction=Direction.CREDIT, booked=True,
+        amount_minor=1_000, currency="EUR", value_date=value_date, creditor_reference=None, unstructured="", debtor=None,
+    )
+    result = await _import_line(None, None, line, set())  # type: ignore[arg-type]
+    assert result.status == LineStatus.IGNORED
+    assert result.reason is not None and result.reason.startswith("not recorded:") and "2000" in result.reason
