@@ -24,7 +24,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from activities.ledger import apply_schema
-from bench.recording import Recorder, recording_worker
+from bench.recording import Recorder, recording_worker, with_pydantic
 from worker.embedded import dynamic_config_args, find_executable, start_postgres
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
@@ -110,6 +110,18 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
             )
         )
         yield env
+
+
+@pytest.fixture
+async def env(time_skipping_env: WorkflowEnvironment) -> WorkflowEnvironment:
+    """The workflow tests' server: the time-skipping one (a module may use the dev server instead)."""
+    return time_skipping_env
+
+
+@pytest.fixture
+def client(env: WorkflowEnvironment) -> Client:
+    """A client of ``env`` with the pydantic data converter."""
+    return with_pydantic(env.client)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from bench.recording import Recorder, recording_worker, with_pydantic
+from bench.recording import Recorder, recording_worker
 from tests.harness import eventually, make_invoice, start_invoice
 from worker.sandbox import workflow_runner
 from workflows import policy
@@ -32,16 +32,6 @@ from workflows.models import (
 )
 
 AUTHORISED = {"remote_disconnect_authorized": True, "equipment_ids": ["bmc-1"]}
-
-
-@pytest.fixture
-async def env(time_skipping_env: WorkflowEnvironment) -> WorkflowEnvironment:
-    return time_skipping_env
-
-
-@pytest.fixture
-def client(env: WorkflowEnvironment) -> Client:
-    return with_pydantic(env.client)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from temporalio.worker import Worker
 from activities.ledger import LedgerActivities, create_pool, read_events
 from activities.projections import PROJECTION_TABLES, catch_up, invoice_status, invoice_view, rebuild
 from activities.service import ServiceActivities
-from bench.recording import Recorder, with_pydantic
+from bench.recording import Recorder
 from tests.harness import eventually, make_invoice, start_invoice
 from worker.sandbox import workflow_runner
 from workflows import events as ev
@@ -241,16 +241,6 @@ async def test_read_events_are_typed_and_in_global_order(pool):
 
 
 # --- what the real workflow emits -------------------------------------------------------------
-
-
-@pytest.fixture
-async def env(time_skipping_env: WorkflowEnvironment) -> WorkflowEnvironment:
-    return time_skipping_env
-
-
-@pytest.fixture
-def client(env: WorkflowEnvironment) -> Client:
-    return with_pydantic(env.client)
 
 
 @pytest.fixture

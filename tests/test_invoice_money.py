@@ -8,13 +8,12 @@ from datetime import date, timedelta
 
 import pytest
 from pydantic import ValidationError
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from bench.recording import Recorder, with_pydantic
+from bench.recording import Recorder
 from tests.harness import ROUND_THE_CLOCK, eventually, make_invoice
 from tests.test_invoice_workflow import begin, pay, reach, settled_into, sleep_until, status, today
 from worker.sandbox import workflow_runner
@@ -24,16 +23,6 @@ from workflows.invoice import InvoiceWorkflow
 from workflows.models import DecideLegal, DunningPolicy, InvoiceState, OpenDispute, ResolveDispute, StageAction
 
 ISSUED = date(2026, 12, 7)  # for the invoices only validated, never started
-
-
-@pytest.fixture
-async def env(time_skipping_env: WorkflowEnvironment) -> WorkflowEnvironment:
-    return time_skipping_env
-
-
-@pytest.fixture
-def client(env: WorkflowEnvironment) -> Client:
-    return with_pydantic(env.client)
 
 
 def custom_policy(stages: dict[str, int] | None = None, **settings) -> dict:

@@ -19,7 +19,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
-from bench.recording import Hold, Recorder, with_pydantic
+from bench.recording import Hold, Recorder
 from tests.harness import eventually, make_invoice, start_invoice
 from worker.sandbox import workflow_runner
 from workflows import ladder, policy
@@ -48,16 +48,6 @@ WORKFLOW_TASK_EVENTS = {
     EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
     EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
 }
-
-
-@pytest.fixture
-async def env(time_skipping_env: WorkflowEnvironment) -> WorkflowEnvironment:
-    return time_skipping_env
-
-
-@pytest.fixture
-def client(env: WorkflowEnvironment) -> Client:
-    return with_pydantic(env.client)
 
 
 async def today(env: WorkflowEnvironment) -> date:
