@@ -18,6 +18,7 @@ from temporalio.worker import Worker
 
 from activities.calendar import public_holidays
 from activities.customer import hold_at_customer, release_at_customer
+from activities.customer_payments import deliver_allocation, invoice_balances
 from activities.ledger import Batch
 from worker.sandbox import workflow_runner
 from workflows import contracts
@@ -154,6 +155,8 @@ class Recorder(contracts.Ledger, contracts.Notices, contracts.Service, contracts
             self.send_agency_package,
             hold_at_customer,  # the real ones: they only ask the customer workflow, which records through these
             release_at_customer,
+            invoice_balances,
+            deliver_allocation,
             public_holidays,
         ]
 

@@ -6,13 +6,16 @@ starts it with update-with-start (``activities.customer``), and so does any of t
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 
+from workflows.cash import CUSTOMER_PAYMENT_SIGNAL, CustomerPayment, InvoiceOpened, OpenInvoice, PaymentApplication
 from workflows.customer import CustomerWorkflow
 from workflows.holds import CustomerLedger, CustomerWorkflowInput
+from workflows.models import Invoice
 
 ANSWER_TIMEOUT = timedelta(seconds=20)
 
@@ -34,3 +37,68 @@ async def customer_holds(client: Client, task_queue: str, customer_id: str) -> C
     """Every piece of the customer's service and equipment, which invoices hold it and what was done to it."""
     handle = await customer_workflow(client, task_queue, customer_id)
     return await handle.query(CustomerWorkflow.holds, rpc_timeout=ANSWER_TIMEOUT)
+
+
+def _start(customer_id: str, task_queue: str) -> WithStartWorkflowOperation[CustomerWorkflow, None]:
+    customer = CustomerWorkflowInput(customer_id=customer_id)
+    return WithStartWorkflowOperation(
+        CustomerWorkflow.run,
+        customer,
+        id=customer.workflow_id,
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=f"Customer {customer_id}: what its invoices hold, its payments and its credit",
+    )
+
+
+async def record_payment(client: Client, task_queue: str, payment: CustomerPayment) -> PaymentApplication:
+    """Pay the customer (its workflow started if need be) and wait until every part reached its invoice.
+
+    The update id is the payment id: concurrent posts of one payment attach to one update. Raises
+    ``WorkflowUpdateFailedError`` whose cause is the ``PaymentConflict`` or ``InvalidRequest`` refusal.
+    """
+    return await client.execute_update_with_start_workflow(
+        CustomerWorkflow.record_payment,
+        payment,
+        start_workflow_operation=_start(payment.customer_id, task_queue),
+        id=f"payment/{payment.payment_id}/{_fingerprint(payment)}",
+        rpc_timeout=ANSWER_TIMEOUT,
+    )
+
+
+def _fingerprint(payment: CustomerPayment) -> str:
+    """Of what the payment is (not the invoices its sender listed): a repeat shares the update, another payment
+    under the same id does not, and is refused."""
+    return hashlib.sha256(payment.model_dump_json(exclude={"open_invoices"}).encode()).hexdigest()[:16]
+
+
+async def send_payment(client: Client, task_queue: str, payment: CustomerPayment) -> None:
+    """Pay the customer fire-and-forget (signal-with-start): the workflow validates it and records a bad one as rejected."""
+    customer = CustomerWorkflowInput(customer_id=payment.customer_id)
+    await client.start_workflow(
+        CustomerWorkflow.run,
+        customer,
+        id=customer.workflow_id,
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        start_signal=CUSTOMER_PAYMENT_SIGNAL,
+        start_signal_args=[payment],
+    )
+
+
+async def register_invoice(client: Client, task_queue: str, invoice: Invoice) -> None:
+    """Tell the customer an invoice of theirs was started (signal-with-start): it may take the customer's credit."""
+    customer = CustomerWorkflowInput(customer_id=invoice.customer_id)
+    opened = InvoiceOpened(
+        customer_id=invoice.customer_id,
+        invoice=OpenInvoice(invoice_id=invoice.invoice_id, due_date=invoice.due_date, currency=invoice.currency),
+    )
+    await client.start_workflow(
+        CustomerWorkflow.run,
+        customer,
+        id=customer.workflow_id,
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        start_signal="invoice_opened",
+        start_signal_args=[opened],
+    )

@@ -14,6 +14,7 @@ from temporalio.worker import Worker
 
 from activities.calendar import public_holidays
 from activities.customer import hold_at_customer, release_at_customer
+from activities.customer_payments import deliver_allocation, invoice_balances
 from activities.equipment.activities import EquipmentActivities
 from activities.equipment.registry import Registry
 from activities.ledger import LedgerActivities, apply_schema, create_pool
@@ -102,6 +103,8 @@ def build_worker(client: Client, pool: asyncpg.Pool, settings: Settings, rendere
             equipment.restore_equipment,
             hold_at_customer,
             release_at_customer,
+            invoice_balances,
+            deliver_allocation,
             public_holidays,
         ],
     )

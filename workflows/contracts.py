@@ -13,6 +13,7 @@ from typing import Protocol
 
 from temporalio import activity
 
+from workflows.cash import DeliverAllocation, Delivered, InvoiceBalance
 from workflows.events import InvoiceSnapshot
 from workflows.holds import HoldOutcome, HoldRequest, ReleaseRequest
 from workflows.models import (
@@ -87,4 +88,16 @@ class Customers(Protocol):
     @activity.defn(name="release_at_customer")
     async def release_at_customer(self, request: ReleaseRequest) -> HoldOutcome:
         """Tell the customer the invoice closed; returns its pieces, restored or still held by others."""
+        ...
+
+
+class CustomerPayments(Protocol):
+    @activity.defn(name="invoice_balances")
+    async def invoice_balances(self, invoice_ids: list[str]) -> list[InvoiceBalance]:
+        """Each invoice's balance and whether it still takes payments, as its workflow answers now."""
+        ...
+
+    @activity.defn(name="deliver_allocation")
+    async def deliver_allocation(self, allocation: DeliverAllocation) -> Delivered:
+        """Record an allocation on its invoice as a payment (idempotent by its payment id)."""
         ...

@@ -14,10 +14,13 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import contracts
+    from workflows.cash import CUSTOMER_PAYMENT_SIGNAL, CashBook, CustomerPayment, InvoiceOpened, PaymentApplication
+    from workflows.customer_payments import CashDesk
     from workflows.customer_view import CustomerPublisher
     from workflows.holds import CustomerLedger, CustomerWorkflowInput, HoldOutcome, HoldRequest, Piece, ReleaseRequest
     from workflows.models import (
@@ -40,21 +43,29 @@ class CustomerWorkflow:
         self._history_limit = params.history_limit
         self._publisher = CustomerPublisher()
         self._changed = False  # a handler changed the ledger: the loop republishes
+        self._cash = CashDesk(self.ledger)
 
     @workflow.run
     async def run(self, params: CustomerWorkflowInput) -> None:
         while True:
             self._changed = False
             self._publisher.publish(self.ledger)
-            await workflow.wait_condition(lambda: self._changed or bool(self.ledger.pending) or self._history_is_long())
+            await workflow.wait_condition(
+                lambda: self._changed or bool(self.ledger.pending) or self.ledger.cash.busy or self._history_is_long()
+            )
             if self._changed:
                 continue
             if self.ledger.pending:
                 await self._reconcile()
                 continue
-            # a hold that arrives meanwhile waits for its cut: serve it first
-            await workflow.wait_condition(lambda: workflow.all_handlers_finished() or bool(self.ledger.pending))
-            if not self.ledger.pending:
+            if self.ledger.cash.busy:
+                await self._cash.work()
+                continue
+            # a hold or a payment that arrives meanwhile waits for its cut or split: serve it first
+            await workflow.wait_condition(
+                lambda: workflow.all_handlers_finished() or bool(self.ledger.pending) or self.ledger.cash.busy
+            )
+            if not self.ledger.pending and not self.ledger.cash.busy:
                 workflow.continue_as_new(
                     CustomerWorkflowInput(
                         customer_id=self.ledger.customer_id, carried=self.ledger, history_limit=self._history_limit
@@ -177,6 +188,47 @@ class CustomerWorkflow:
     @release.validator
     def _validate_release(self, request: ReleaseRequest) -> None:
         self._require_mine(request.customer_id)
+
+    @workflow.update
+    async def record_payment(self, payment: CustomerPayment) -> PaymentApplication:
+        """A payment to the customer: split across its open invoices (the remittance's first, then oldest due),
+        the rest kept as credit; answers once every part reached its invoice. Idempotent by payment id."""
+        if problem := self._cash.conflict(payment):  # a payment with this id arrived since validation
+            raise problem
+        application = self._cash.take(payment)
+        self._changed = True
+        await workflow.wait_condition(lambda: application.done)
+        return application
+
+    @record_payment.validator
+    def _validate_payment(self, payment: CustomerPayment) -> None:
+        self._require_mine(payment.customer_id)
+        if problem := self._cash.conflict(payment):
+            raise problem
+
+    @workflow.signal(name=CUSTOMER_PAYMENT_SIGNAL)
+    def payment_received(self, payment: RawValue) -> None:
+        """A payment, fire-and-forget: decoded here, so a malformed one is rejected in the story, never a task failure."""
+        decoded = self._cash.decode(payment)
+        if isinstance(decoded, str):
+            self._cash.reject(decoded)
+        else:
+            self._cash.take(decoded)
+        self._changed = True
+
+    @workflow.signal
+    def invoice_opened(self, opened: InvoiceOpened) -> None:
+        """An invoice of the customer was started: it is open, and takes the customer's credit, if any."""
+        if opened.customer_id != self.ledger.customer_id:
+            workflow.logger.warning("invoice %s of customer %s dropped", opened.invoice.invoice_id, opened.customer_id)
+            return
+        self._cash.opened(opened.invoice)
+        self._changed = True
+
+    @workflow.query
+    def cash(self) -> CashBook:
+        """The customer's payments, how each was split, and its credit."""
+        return self.ledger.cash
 
     @workflow.query
     def holds(self) -> CustomerLedger:

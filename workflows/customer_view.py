@@ -48,7 +48,15 @@ class CustomerPublisher:
 
 
 def details(ledger: CustomerLedger) -> str:
-    """In a sentence: what the customer owes, what is cut for whom, and what happens next."""
+    """In a sentence: what the customer owes, what is cut for whom, and what happens next (and its credit)."""
+    credit = ledger.cash.credit()
+    if not credit:
+        return _holds_sentence(ledger)
+    kept = " and ".join(format_money(amount, currency) for currency, amount in sorted(credit.items()))
+    return f"{_holds_sentence(ledger)} Credit {kept}: applied to the next invoice that opens."
+
+
+def _holds_sentence(ledger: CustomerLedger) -> str:
     owed: dict[str, int] = defaultdict(int)
     for invoice in _open(ledger):
         owed[invoice.currency] += invoice.balance_minor

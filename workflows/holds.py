@@ -13,6 +13,7 @@ from datetime import date, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflows.cash import CashBook
 from workflows.models import (
     ActionTaken,
     Currency,
@@ -131,6 +132,7 @@ class CustomerLedger(BaseModel):
     invoices: dict[str, CustomerInvoice] = Field(default_factory=dict)
     answers: dict[str, HoldOutcome] = Field(default_factory=dict, description="idempotency key -> answer")
     on_hold: bool = Field(default=False, description="ops paused every escalation of the customer")
+    cash: CashBook = Field(default_factory=CashBook, description="payments to the customer, their split and its credit")
     story: list[ActionTaken] = Field(default_factory=list)
 
     @property
