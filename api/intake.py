@@ -14,16 +14,18 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 import asyncpg
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from temporalio.client import Client
 
 from activities import signing
 from activities.ledger import read_events
+from api.payment_claims import claimed, invoice_target
 from api.problems import Kind, Problem, invoice_problem, out_of_bounds
 from client import invoices
 from client.invoices import InvoiceError
 from client.settings import Settings
 from workflows.bounds import BoundedMoment
+from workflows.cash import PaymentApplication
 from workflows.events import PaymentRecorded, RecoveryRecorded
 from workflows.models import Currency, Identifier, Payment, PositiveMinor, format_money
 
@@ -94,11 +96,18 @@ class UnappliedPayment(BaseModel):
 
 
 class ApplyPayment(BaseModel):
-    """Apply a kept payment to this invoice."""
+    """Apply a kept payment to this invoice, or to this customer (split across its open invoices)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    invoice_id: Identifier
+    invoice_id: Identifier | None = None
+    customer_id: Identifier | None = Field(default=None, description="instead of an invoice: the customer's payment path")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ApplyPayment:
+        if (self.invoice_id is None) == (self.customer_id is None):
+            raise ValueError("name either invoice_id or customer_id")
+        return self
 
 
 class PaymentNotification(BaseModel):
@@ -130,14 +139,27 @@ async def intake(ctx: PaymentContext, invoice_id: str, payment: Payment, source:
     money has already arrived, so a payment the invoice refuses (closed, other currency) is kept too;
     the API refuses it instead.
     """
-    issued = await ctx.pool.fetchval("SELECT issue_date FROM projected_invoices WHERE invoice_id = $1", invoice_id)
-    if problems := ctx.settings.date_window().payment(payment, issued):
+    known = await ctx.pool.fetchrow("SELECT issue_date, customer_id FROM projected_invoices WHERE invoice_id = $1", invoice_id)
+    if problems := ctx.settings.date_window().payment(payment, known["issue_date"] if known else None):
         raise out_of_bounds(problems)
     kept = await _kept(ctx.pool, payment.payment_id)
     if kept and not _same(kept, invoice_id, payment):
         raise Problem(Kind.PAYMENT_CONFLICT, _conflict_text(kept))
     if source.money_arrived and not _is_invoice_id(invoice_id):
         return await keep_unapplied(ctx.pool, invoice_id, payment, source, f"{invoice_id!r} is not an invoice id")
+    if known is None:  # not in the read model (yet): its customer is unknown here
+        return await _record_or_keep(ctx, invoice_id, payment, source, kept)
+    target = invoice_target(invoice_id)
+    async with claimed(ctx.pool, known["customer_id"], payment.payment_id, target, payment.amount_minor, payment.currency) as claim:
+        receipt = await _record_or_keep(ctx, invoice_id, payment, source, kept)
+        if receipt.status == PaymentStatus.UNAPPLIED:
+            await claim.release()
+        return receipt
+
+
+async def _record_or_keep(
+    ctx: PaymentContext, invoice_id: str, payment: Payment, source: Source, kept: UnappliedPayment | None
+) -> PaymentReceipt:
     try:
         balance = await record_on_invoice(ctx, invoice_id, payment)
     except Problem as problem:
@@ -150,22 +172,74 @@ async def intake(ctx: PaymentContext, invoice_id: str, payment: Payment, source:
     return _applied(invoice_id, payment, balance)
 
 
-async def apply_kept(ctx: PaymentContext, payment_id: str, invoice_id: str) -> PaymentReceipt:
-    """Record a kept payment on ``invoice_id`` (which may differ from the payer's reference)."""
+async def apply_kept(ctx: PaymentContext, payment_id: str, target: ApplyPayment) -> PaymentReceipt | PaymentApplication:
+    """Record a kept payment on ``target``'s invoice (which may differ from the payer's reference), or pay its
+    customer with it (split across the customer's open invoices).
+
+    Atomic: the kept payment is reserved for its target first (a row update Postgres serialises), so
+    concurrent applications to different targets apply it once and refuse the others (409).
+    """
     kept = await _kept(ctx.pool, payment_id)
     if kept is None:
         raise Problem(Kind.NOT_FOUND, f"no unapplied payment {payment_id}")
     if kept.kind == KeptKind.REFUND:
         detail = f"{payment_id} is a refund the provider reported, not a payment: correct the invoice by hand"
         raise Problem(Kind.REQUEST_REFUSED, detail)
-    if kept.applied_invoice_id not in (None, invoice_id):
-        raise Problem(Kind.PAYMENT_CONFLICT, f"payment {payment_id} was already applied to invoice {kept.applied_invoice_id}")
+    where = target.invoice_id or f"customer:{target.customer_id}"
+    reserved = await ctx.pool.fetchval(
+        "UPDATE unapplied_payments SET reserved_for = $2 WHERE payment_id = $1"
+        " AND coalesce(applied_invoice_id, reserved_for, $2) = $2 RETURNING true",
+        payment_id,
+        where,
+    )
+    if not reserved:
+        applied_to = await ctx.pool.fetchval(
+            "SELECT coalesce(applied_invoice_id, reserved_for) FROM unapplied_payments WHERE payment_id = $1", payment_id
+        )
+        raise Problem(Kind.PAYMENT_CONFLICT, f"payment {payment_id} was already applied to {applied_to.replace(':', ' ')}")
     payment = Payment(
         payment_id=kept.payment_id, amount_minor=kept.amount_minor, currency=kept.currency, received_at=kept.received_at
     )
-    balance = await record_on_invoice(ctx, invoice_id, payment)
-    await _mark_applied(ctx.pool, payment_id, invoice_id)
-    return _applied(invoice_id, payment, balance)
+    try:
+        if target.customer_id:
+            from api.cash import CustomerPaymentBody, pay_customer  # noqa: PLC0415 - api.cash builds on this module
+
+            body = CustomerPaymentBody(
+                payment_id=kept.payment_id,
+                amount_minor=kept.amount_minor,
+                currency=kept.currency,
+                received_at=kept.received_at,
+                remittance=storable_remittance(kept.invoice_id),
+            )
+            answer: PaymentReceipt | PaymentApplication = await pay_customer(ctx, target.customer_id, body)
+        else:
+            assert target.invoice_id is not None
+            answer = await _record_claimed(ctx, target.invoice_id, payment)
+    except BaseException:
+        await ctx.pool.execute(
+            "UPDATE unapplied_payments SET reserved_for = NULL WHERE payment_id = $1 AND applied_at IS NULL"
+            " AND reserved_for = $2",
+            payment_id,
+            where,
+        )
+        raise
+    await _mark_applied(ctx.pool, payment_id, where)
+    return answer
+
+
+async def _record_claimed(ctx: PaymentContext, invoice_id: str, payment: Payment) -> PaymentReceipt:
+    """Record on the invoice under the customer's claim of the payment id (when the read model knows its customer)."""
+    customer_id = await ctx.pool.fetchval("SELECT customer_id FROM projected_invoices WHERE invoice_id = $1", invoice_id)
+    if customer_id is None:
+        return _applied(invoice_id, payment, await record_on_invoice(ctx, invoice_id, payment))
+    target = invoice_target(invoice_id)
+    async with claimed(ctx.pool, customer_id, payment.payment_id, target, payment.amount_minor, payment.currency):
+        return _applied(invoice_id, payment, await record_on_invoice(ctx, invoice_id, payment))
+
+
+def storable_remittance(reference: str) -> str:
+    """The payer's reference as a remittance text (printable, at most 500 characters)."""
+    return "".join(c if c.isprintable() else " " for c in reference)[:500]
 
 
 async def record_on_invoice(ctx: PaymentContext, invoice_id: str, payment: Payment) -> int:
@@ -264,6 +338,7 @@ async def _kept(pool: asyncpg.Pool, payment_id: str) -> UnappliedPayment | None:
 
 
 async def _mark_applied(pool: asyncpg.Pool, payment_id: str, invoice_id: str) -> None:
+    """Applied to ``invoice_id`` (or ``customer:<id>``)."""
     await pool.execute(
         "UPDATE unapplied_payments SET applied_invoice_id = $2, applied_at = now()"
         " WHERE payment_id = $1 AND applied_at IS NULL",

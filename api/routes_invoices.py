@@ -22,7 +22,7 @@ from api.auth import any_role, ops_only
 from api.context import ApiContext, api_context
 from api.params import InvoiceId, Limit, Offset, Page, page
 from api.problems import Kind, Problem, invoice_problem, out_of_bounds, problem_responses
-from client import invoices
+from client import customers, invoices
 from client.invoices import InvoiceError
 from workflows.events import RecordedEvent
 from workflows.models import (
@@ -114,6 +114,7 @@ async def create_invoice(invoice: InvoiceBody, response: Response, ctx: Context)
             f"invoice {invoice.invoice_id} already exists with other content, or was closed and archived;"
             " invoice ids cannot be reused",
         )
+    await customers.register_invoice(ctx.client, ctx.settings.task_queue, invoice)  # again on a repeat: harmless
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/invoices/{invoice.invoice_id}"
     return await invoices.status(ctx.client, invoice.invoice_id)

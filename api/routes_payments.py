@@ -10,12 +10,14 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from activities import signing
-from api import examples, intake
+from api import cash, examples, intake
 from api.auth import any_role, ops_only
+from api.cash import CustomerPaymentBody
 from api.context import ApiContext, api_context
 from api.intake import ApplyPayment, PaymentNotification, PaymentReceipt, PaymentStatus, Source, UnappliedPayment
-from api.params import InvoiceId, Limit, Offset, Page, PaymentId, page
+from api.params import CustomerId, InvoiceId, Limit, Offset, Page, PaymentId, page
 from api.problems import Kind, Problem, body_problem, problem_responses
+from workflows.cash import PaymentApplication
 from workflows.models import Payment
 
 router = APIRouter(tags=["payments"])
@@ -73,15 +75,35 @@ async def list_unapplied(
 @router.post(
     "/payments/unapplied/{payment_id}/apply",
     dependencies=[ops_only],
-    response_model=PaymentReceipt,
+    response_model=PaymentReceipt | PaymentApplication,
     responses=problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 503),
     summary="Apply a kept payment to an invoice",
 )
 async def apply_unapplied(
     payment_id: PaymentId, target: Annotated[ApplyPayment, Body(openapi_examples=examples.APPLY)], ctx: Context
-) -> PaymentReceipt:
-    """Record a kept payment on the invoice it belongs to (which may differ from the payer's reference)."""
-    return await intake.apply_kept(ctx, payment_id, target.invoice_id)
+) -> PaymentReceipt | PaymentApplication:
+    """Record a kept payment on the invoice it belongs to (which may differ from the payer's reference), or pay
+    its customer with it (``customer_id``): split across the customer's open invoices, the rest kept as credit.
+    Applied once: concurrent applications to different targets get 409."""
+    return await intake.apply_kept(ctx, payment_id, target)
+
+
+@router.post(
+    "/customers/{customer_id}/payments",
+    dependencies=[any_role],
+    response_model=PaymentApplication,
+    responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 503),
+    summary="Record a payment to a customer",
+)
+async def pay_customer(customer_id: CustomerId, payment: CustomerPaymentBody, ctx: Context) -> PaymentApplication:
+    """A payment from the customer, split across its open invoices: the invoices the remittance names first,
+    then the oldest due (``rule``); the rest is the customer's credit, applied to its next invoice.
+
+    Each part reaches its invoice as the payment ``<payment_id>--<invoice_id>``. Idempotent by
+    ``payment_id`` per customer: the same payment again gets the same answer; the same id with other
+    content, or already used for one of the customer's invoices, is 409.
+    """
+    return await cash.pay_customer(ctx, customer_id, payment)
 
 
 @router.post(

@@ -1,0 +1,115 @@
+"""Cash application over the API, on the dev server with a real worker and Postgres: one transfer split over
+three invoices of one customer, a payment id that is one payment per customer, and kept payments applied once
+however many applications race."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from activities.ledger import read_events
+from tests.api_stack import ApiStack, assert_problem, eventually, invoice_json, local_today
+
+
+def customer_payment(payment_id: str, amount_minor: int, remittance: str = "") -> dict[str, Any]:
+    return {
+        "payment_id": payment_id,
+        "amount_minor": amount_minor,
+        "currency": "EUR",
+        "received_at": datetime.now(timezone.utc).isoformat(),
+        "remittance": remittance,
+    }
+
+
+async def recorded(stack: ApiStack, invoice_id: str) -> dict[str, int]:
+    """The payments the invoice's event log records: payment id -> amount."""
+    return {
+        e.payload().payment_id: e.payload().amount_minor
+        for e in await read_events(stack.pool, invoice_id)
+        if e.kind.value == "payment_recorded"
+    }
+
+
+async def test_one_transfer_pays_three_invoices_of_one_customer_and_its_id_stays_one_payment(api_stack: ApiStack):
+    customer = f"CUST-{uuid.uuid4().hex[:8]}"
+    today = local_today()
+    ids = []
+    async with api_stack.http() as ops:
+        for days in (10, 14, 20, 30):
+            invoice = invoice_json(customer, due_date=(today + timedelta(days=days)).isoformat())
+            assert (await ops.post("/invoices", json=invoice)).status_code == 201
+            ids.append(invoice["invoice_id"])
+        oldest, middle, named, spare = ids
+
+        transfer = customer_payment("T-1", 250_000, remittance=f"invoice {named} and the rest")
+        paid = await ops.post(f"/customers/{customer}/payments", json=transfer)
+        assert paid.status_code == 200, paid.text
+        answer = paid.json()
+        assert [(a["invoice_id"], a["amount_minor"], a["payment_id"]) for a in answer["allocations"]] == [
+            (named, 100_000, f"T-1--{named}"),
+            (oldest, 100_000, f"T-1--{oldest}"),
+            (middle, 50_000, f"T-1--{middle}"),
+        ]
+        assert answer["credit_minor"] == 0 and all(a["delivered"] for a in answer["allocations"])
+        for invoice_id, amount in ((named, 100_000), (oldest, 100_000), (middle, 50_000)):
+            await eventually(lambda i=invoice_id, a=amount: _has(api_stack, i, {f"T-1--{i}": a}))
+        assert (await ops.get(f"/invoices/{middle}/status")).json()["balance_minor"] == 50_000
+
+        # the same transfer again: the same answer; other content under its id, or its id on an invoice: 409
+        again = await ops.post(f"/customers/{customer}/payments", json=transfer)
+        assert (again.status_code, again.json()) == (200, answer)
+        assert_problem(
+            await ops.post(f"/customers/{customer}/payments", json={**transfer, "amount_minor": 1}), 409, "payment-conflict"
+        )
+        on_invoice = await ops.post(f"/invoices/{spare}/payments", json={"payment_id": "T-1", "amount_minor": 250_000, "currency": "EUR"})
+        assert_problem(on_invoice, 409, "payment-conflict", "customer's payment path")
+
+        # one payment id posted concurrently to two invoices of the customer: recorded once
+        posts = [
+            ops.post(f"/invoices/{i}/payments", json={"payment_id": "C-7", "amount_minor": 10_000, "currency": "EUR"})
+            for i in (middle, spare)
+        ]
+        answers = await asyncio.gather(*posts)
+        assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
+
+        async def recorded_once() -> bool:
+            return [i for i in ids if "C-7" in await recorded(api_stack, i)] in ([middle], [spare])
+
+        await eventually(recorded_once)
+
+
+async def test_concurrent_applications_of_one_kept_payment_credit_it_once(api_stack: ApiStack):
+    customer = f"CUST-{uuid.uuid4().hex[:8]}"
+    async with api_stack.http() as ops:
+        invoices = [invoice_json(customer) for _ in range(2)]
+        for invoice in invoices:
+            assert (await ops.post("/invoices", json=invoice)).status_code == 201
+        kept = await ops.post("/invoices/NO-SUCH-INVOICE/payments", json={"payment_id": "U-1", "amount_minor": 30_000, "currency": "EUR"})
+        assert kept.status_code == 202, kept.text
+
+        targets = [{"customer_id": customer}] * 3 + [{"invoice_id": i["invoice_id"]} for i in invoices]
+        answers = await asyncio.gather(*(ops.post("/payments/unapplied/U-1/apply", json=t) for t in targets))
+        won = [t for t, a in zip(targets, answers, strict=True) if a.status_code == 200]
+        assert all(a.status_code in (200, 409) for a in answers), [a.text for a in answers]
+        assert won and all(t == won[0] for t in won), [a.text for a in answers]
+
+        async def credited_once() -> bool:
+            found = [
+                (invoice["invoice_id"], pid, amount)
+                for invoice in invoices
+                for pid, amount in (await recorded(api_stack, invoice["invoice_id"])).items()
+                if pid.startswith("U-1")
+            ]
+            return len(found) == 1 and found[0][2] == 30_000
+
+        await eventually(credited_once)
+        applied = (await ops.get("/payments/unapplied", params={"include_applied": "true"})).json()["items"]
+        assert [p["applied_invoice_id"] for p in applied if p["payment_id"] == "U-1"] == [
+            won[0].get("invoice_id") or f"customer:{customer}"
+        ]
+
+
+async def _has(stack: ApiStack, invoice_id: str, payments: dict[str, int]) -> bool:
+    return await recorded(stack, invoice_id) == payments
