@@ -1,6 +1,7 @@
 """Which invoice a bank credit pays: by its ISO 11649 creditor reference, or an invoice number in its free text.
 
-Matching only names the invoice; where the payment is then applied is ``api.statement_import``'s concern.
+Matching only names the invoice (or, when the remittance names several invoices of one customer, that
+customer); where the payment is then applied is ``api.statement_import``'s concern.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Match:
     matched_by: str | None = None  # "creditor reference" or "invoice number"
     reason: str | None = None
     payer_reference: str = ""  # what the payer quoted, kept with an unapplied payment
+    customer_id: str | None = None  # several invoices of one customer named: its cash application splits it
 
 
 class InvoiceReferences:
@@ -44,6 +46,8 @@ class InvoiceReferences:
         named = await self._invoices_named_in(line.unstructured)
         if len(named) == 1:
             return Match(named[0], "invoice number", payer_reference=payer_reference)
+        if len(named) > 1 and (customer_id := await self._one_customer(named)):
+            return Match(None, "invoice numbers", payer_reference=payer_reference, customer_id=customer_id)
         if len(named) > 1:
             reason = f"the remittance names several invoices ({', '.join(named)}): apply it by hand"
         elif quoted:
@@ -56,6 +60,12 @@ class InvoiceReferences:
         else:
             reason = "no creditor reference and no invoice number in the remittance"
         return Match(None, reason=reason, payer_reference=payer_reference)
+
+    async def _one_customer(self, invoice_ids: list[str]) -> str | None:
+        rows = await self._pool.fetch(
+            "SELECT DISTINCT customer_id FROM projected_invoices WHERE invoice_id = ANY($1::text[])", invoice_ids
+        )
+        return rows[0]["customer_id"] if len(rows) == 1 else None
 
     async def _references(self) -> dict[str, str]:
         """Every invoice's reference, computed once per import (references are derived, not stored)."""

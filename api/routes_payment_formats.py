@@ -7,15 +7,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter, ValidationError
 
-from api import intake, statement_import, stripe_events
+from api import cash, intake, statement_import, stripe_events
 from api.auth import ops_only
 from api.camt import StatementError
+from api.cash import CustomerPaymentBody
 from api.context import ApiContext, api_context
 from api.intake import KeptKind, PaymentReceipt, PaymentStatus, Source
 from api.problems import Kind, Problem, problem_responses
 from api.statement_import import ImportSummary
 from api.stripe_events import StripeEventError, StripeSignatureRefused
+from workflows.cash import PaymentApplication
+from workflows.models import Identifier
+from workflows.payments import field_problems
 
 router = APIRouter(tags=["payments"])
 Context = Annotated[ApiContext, Depends(api_context)]
@@ -101,7 +106,7 @@ async def stripe_webhook(
         status_code, answer = 200, {"event_id": event.id, "status": "ignored", "reason": f"{event.type} is not used"}
     else:
         receipt = await _record(ctx, reported)
-        status_code = 202 if receipt.status == PaymentStatus.UNAPPLIED else 200
+        status_code = 202 if isinstance(receipt, PaymentReceipt) and receipt.status == PaymentStatus.UNAPPLIED else 200
         answer = receipt.model_dump(mode="json")
     await ctx.pool.execute(
         "INSERT INTO stripe_events (event_id, event_type, status_code, response) VALUES ($1, $2, $3, $4)"
@@ -114,12 +119,32 @@ async def stripe_webhook(
     return JSONResponse(answer, status_code=status_code)
 
 
-async def _record(ctx: ApiContext, reported: stripe_events.PaymentReport) -> PaymentReceipt:
+async def _record(ctx: ApiContext, reported: stripe_events.PaymentReport) -> PaymentReceipt | PaymentApplication:
     if reported.refund:
         return await intake.keep_unapplied(
             ctx.pool, reported.invoice_reference, reported.payment, Source.STRIPE, reported.note, KeptKind.REFUND
         )
+    if not reported.invoice_reference and reported.customer_reference:
+        return await _pay_customer(ctx, reported)
     if not reported.invoice_reference:
         reason = "the PaymentIntent has no metadata.invoice_id"
         return await intake.keep_unapplied(ctx.pool, "", reported.payment, Source.STRIPE, reason)
     return await intake.intake(ctx, reported.invoice_reference, reported.payment, Source.STRIPE)
+
+
+async def _pay_customer(ctx: ApiContext, reported: stripe_events.PaymentReport) -> PaymentReceipt | PaymentApplication:
+    """No invoice named, a customer is: its cash application splits the payment; an invalid one is kept."""
+    payment = reported.payment
+    try:
+        body = CustomerPaymentBody(
+            payment_id=payment.payment_id,
+            amount_minor=payment.amount_minor,
+            currency=payment.currency,
+            received_at=payment.received_at,
+            remittance=intake.storable_remittance(reported.remittance),
+        )
+        customer_id = TypeAdapter(Identifier).validate_python(reported.customer_reference)
+    except ValidationError as err:
+        reason = f"metadata.customer_id {reported.customer_reference!r} cannot be paid: {field_problems(err)}"
+        return await intake.keep_unapplied(ctx.pool, reported.customer_reference, payment, Source.STRIPE, reason)
+    return await cash.pay_customer(ctx, customer_id, body)

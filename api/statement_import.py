@@ -1,8 +1,9 @@
 """Importing a bank statement: each booked credit is matched to an invoice and recorded once, the rest kept.
 
 Reading the document is ``api.camt``'s concern, naming the invoice ``api.payment_matching``'s;
-:func:`_apply` is the one place that decides where a matched payment goes (today the invoice's own
-payment intake), so that target can change without touching parsing or matching.
+:func:`_apply` decides where a payment matched to one invoice goes (the invoice's own payment intake); a
+line whose remittance names several invoices of one customer goes to that customer's cash application
+(``api.cash``), which splits it: the named invoices first, the rest oldest due first, what is left its credit.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from pydantic import BaseModel, Field, ValidationError
 
 from api import camt, intake
 from api.camt import Direction, StatementLine
+from api.cash import CustomerPaymentBody, pay_customer
 from api.intake import PaymentContext, PaymentReceipt, PaymentStatus, Source
 from api.payment_matching import InvoiceReferences, Match
 from api.problems import Kind, Problem
+from workflows.cash import PaymentApplication
 from workflows.models import Payment
 
 
@@ -39,7 +42,10 @@ class LineResult(BaseModel):
     currency: str
     value_date: date | None
     invoice_id: str | None = Field(default=None, description="matched: the invoice it was recorded on")
-    matched_by: str | None = Field(default=None, description="'creditor reference' or 'invoice number'")
+    matched_by: str | None = Field(default=None, description="'creditor reference', 'invoice number' or 'invoice numbers'")
+    customer_id: str | None = Field(default=None, description="matched by several invoice numbers: the customer it paid")
+    allocations: dict[str, int] = Field(default_factory=dict, description="customer payment: invoice id -> amount")
+    credit_minor: int | None = Field(default=None, description="customer payment: what was left as the customer's credit")
     balance_minor: int | None = Field(default=None, description="matched: the invoice's balance after it")
     reason: str | None = Field(default=None, description="unmatched, duplicate or ignored: why")
 
@@ -117,16 +123,19 @@ async def _import_line(
     if line.payment_id in seen or await _imported_before(ctx, line.payment_id):
         return result(LineStatus.DUPLICATE, reason="this transaction was imported before: nothing recorded again")
     match = await references.match(line)
+    if match.customer_id is not None and payment.received_at is not None:
+        application = await _pay_customer(ctx, payment, match.customer_id, line)
+        await _remember(ctx, line, None, LineStatus.MATCHED)
+        return result(LineStatus.MATCHED, matched_by=match.matched_by).model_copy(
+            update={
+                "customer_id": match.customer_id,
+                "allocations": {a.invoice_id: a.amount_minor for a in application.allocations if a.delivered},
+                "credit_minor": application.credit_minor,
+            }
+        )
     receipt = await _apply(ctx, payment, match)
     status = LineStatus.MATCHED if receipt.status == PaymentStatus.APPLIED else LineStatus.UNMATCHED
-    await ctx.pool.execute(
-        "INSERT INTO statement_lines (payment_id, statement_id, invoice_id, status) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (payment_id) DO NOTHING",
-        line.payment_id,
-        line.statement_id,
-        receipt.invoice_id if status == LineStatus.MATCHED else None,
-        status.value,
-    )
+    await _remember(ctx, line, receipt.invoice_id if status == LineStatus.MATCHED else None, status)
     if status == LineStatus.MATCHED:
         return result(
             status, invoice_id=receipt.invoice_id, matched_by=match.matched_by, balance_minor=receipt.balance_minor
@@ -147,6 +156,30 @@ async def _apply(ctx: PaymentContext, payment: Payment, match: Match) -> Payment
             raise
         reason = f"invoice {match.invoice_id} (by {match.matched_by}) refused it: {problem.detail}"
         return await intake.keep_unapplied(ctx.pool, match.invoice_id, payment, Source.STATEMENT, reason)
+
+
+async def _remember(ctx: PaymentContext, line: StatementLine, invoice_id: str | None, status: LineStatus) -> None:
+    await ctx.pool.execute(
+        "INSERT INTO statement_lines (payment_id, statement_id, invoice_id, status) VALUES ($1, $2, $3, $4)"
+        " ON CONFLICT (payment_id) DO NOTHING",
+        line.payment_id,
+        line.statement_id,
+        invoice_id,
+        status.value,
+    )
+
+
+async def _pay_customer(ctx: PaymentContext, payment: Payment, customer_id: str, line: StatementLine) -> PaymentApplication:
+    """The line names several invoices of one customer: the customer's cash application splits it."""
+    assert payment.received_at is not None
+    body = CustomerPaymentBody(
+        payment_id=payment.payment_id,
+        amount_minor=payment.amount_minor,
+        currency=payment.currency,
+        received_at=payment.received_at,
+        remittance=intake.storable_remittance(line.unstructured),
+    )
+    return await pay_customer(ctx, customer_id, body)
 
 
 async def _imported_before(ctx: PaymentContext, payment_id: str) -> bool:

@@ -3,7 +3,8 @@
 Verification follows Stripe's published scheme: ``Stripe-Signature: t=<unix seconds>,v1=<hex>[,v1=…]``
 where each ``v1`` is the HMAC-SHA256 of ``"<t>.<raw body>"`` under the endpoint's signing secret (the
 ``whsec_…`` string as it is, UTF-8), and ``t`` must lie within the tolerance of now. Two events are
-read: ``payment_intent.succeeded`` (a payment, by its PaymentIntent id, for ``metadata.invoice_id``)
+read: ``payment_intent.succeeded`` (a payment, by its PaymentIntent id, for ``metadata.invoice_id``, or
+without one for ``metadata.customer_id``, split by the customer's cash application)
 and ``charge.refunded`` (kept as a refund flagged for ops: the service has no refunds). Others are
 acknowledged and ignored, so Stripe stops resending them.
 """
@@ -65,6 +66,7 @@ class _Object(BaseModel):
 
 class _PaymentIntent(_Object):
     amount_received: int = Field(gt=0)
+    description: str | None = None
 
 
 class _Charge(_Object):
@@ -91,6 +93,8 @@ class PaymentReport(BaseModel):
     """What an event asks the service to record: a payment, or a refund to flag."""
 
     invoice_reference: str = Field(description="metadata.invoice_id, or '' when the event has none")
+    customer_reference: str = Field(default="", description="metadata.customer_id: without an invoice, the customer's payment path")
+    remittance: str = Field(default="", description="metadata.remittance, else the PaymentIntent's description")
     payment: Payment
     refund: bool
     note: str = Field(default="", description="refund: what ops should know")
@@ -115,7 +119,13 @@ def report(event: StripeEvent) -> PaymentReport | None:
                 currency=intent.currency.upper(),
                 received_at=received_at,
             )
-            return PaymentReport(invoice_reference=_invoice_reference(intent), payment=payment, refund=False)
+            return PaymentReport(
+                invoice_reference=_invoice_reference(intent),
+                customer_reference=_metadata(intent, "customer_id", 64),
+                remittance=_metadata(intent, "remittance", 500) or (intent.description or "")[:500],
+                payment=payment,
+                refund=False,
+            )
         if event.type == CHARGE_REFUNDED:
             charge = _Charge.model_validate(event.data.object)
             currency = charge.currency.upper()
@@ -135,6 +145,11 @@ def report(event: StripeEvent) -> PaymentReport | None:
     except ValidationError as err:
         raise StripeEventError(f"{event.type} event {event.id}: {_first_error(err)}") from None
     return None
+
+
+def _metadata(obj: _Object, key: str, limit: int) -> str:
+    value = obj.metadata.get(key)
+    return str(value)[:limit] if value else ""
 
 
 def _invoice_reference(obj: _Object) -> str:

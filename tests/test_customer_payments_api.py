@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from activities.ledger import read_events
 from tests.api_stack import ApiStack, assert_problem, eventually, invoice_json, local_today
+from tests.test_statement_import import stripe_signed
 
 
 def customer_payment(payment_id: str, amount_minor: int, remittance: str = "") -> dict[str, Any]:
@@ -113,3 +114,63 @@ async def test_concurrent_applications_of_one_kept_payment_credit_it_once(api_st
 
 async def _has(stack: ApiStack, invoice_id: str, payments: dict[str, int]) -> bool:
     return await recorded(stack, invoice_id) == payments
+
+
+def statement(today: date, remittance: str, amount: str) -> bytes:
+    """A camt.053 with one booked credit of ``amount`` (major units) whose free text is ``remittance``."""
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.08"><BkToCstmrStmt>
+<GrpHdr><MsgId>STMT-CASH-{uuid.uuid4().hex[:8]}</MsgId><CreDtTm>{today}T18:05:12+02:00</CreDtTm></GrpHdr>
+<Stmt><Id>STMT-CASH-A</Id><CreDtTm>{today}T18:00:00+02:00</CreDtTm>
+<Acct><Id><IBAN>RO49AAAA1B31007593840000</IBAN></Id><Ccy>EUR</Ccy></Acct>
+<Ntry><NtryRef>1</NtryRef><Amt Ccy="EUR">{amount}</Amt><CdtDbtInd>CRDT</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>
+<ValDt><Dt>{today}</Dt></ValDt><AcctSvcrRef>CASH-{uuid.uuid4().hex[:8]}</AcctSvcrRef>
+<NtryDtls><TxDtls><Amt Ccy="EUR">{amount}</Amt><CdtDbtInd>CRDT</CdtDbtInd>
+<RmtInf><Ustrd>{remittance}</Ustrd></RmtInf></TxDtls></NtryDtls></Ntry>
+</Stmt></BkToCstmrStmt></Document>""".encode()
+
+
+async def test_a_statement_line_naming_several_invoices_and_a_stripe_payment_for_a_customer_are_split(api_stack: ApiStack):
+    customer = f"CUST-{uuid.uuid4().hex[:8]}"
+    today = local_today()
+    async with api_stack.http() as ops, api_stack.http(None) as stripe:
+        ids = []
+        for days in (5, 10, 20):
+            invoice = invoice_json(customer, due_date=(today + timedelta(days=days)).isoformat())
+            assert (await ops.post("/invoices", json=invoice)).status_code == 201
+            ids.append(invoice["invoice_id"])
+        soonest, first, second = ids
+        projected = "SELECT count(*) = 3 FROM projected_invoices WHERE customer_id = $1"
+        await eventually(lambda: api_stack.pool.fetchval(projected, customer))  # statements match against the read model
+
+        document = statement(today, f"Payment of {second} and {first}", "1500.00")
+        imported = await ops.post("/payments/statements", content=document, headers={"Content-Type": "application/xml"})
+        assert imported.status_code == 200, imported.text
+        [line] = imported.json()["lines"]
+        assert (line["status"], line["customer_id"], line["matched_by"]) == ("matched", customer, "invoice numbers")
+        assert line["allocations"] == {second: 100_000, first: 50_000} and line["credit_minor"] == 0
+        again = await ops.post("/payments/statements", content=document, headers={"Content-Type": "application/xml"})
+        assert again.json()["duplicate"] == 1
+
+        event = {
+            "id": f"evt_{uuid.uuid4().hex[:10]}",
+            "type": "payment_intent.succeeded",
+            "created": int(datetime.now(timezone.utc).timestamp()),
+            "data": {
+                "object": {
+                    "id": "pi_cash1",
+                    "amount_received": 120_000,
+                    "currency": "eur",
+                    "description": f"pays {soonest}",
+                    "metadata": {"customer_id": customer},
+                }
+            },
+        }
+        body, headers = stripe_signed(event)
+        paid = await stripe.post("/webhooks/stripe", content=body, headers=headers)
+        assert paid.status_code == 200, paid.text
+        assert [(a["invoice_id"], a["amount_minor"]) for a in paid.json()["allocations"]] == [
+            (soonest, 100_000),
+            (first, 20_000),
+        ]
+        await eventually(lambda: _has(api_stack, soonest, {f"pi_cash1--{soonest}": 100_000}))
