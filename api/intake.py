@@ -19,7 +19,7 @@ from temporalio.client import Client
 
 from activities import signing
 from activities.ledger import read_events
-from api.payment_claims import claimed, invoice_target
+from api.payment_claims import claimed, invoice_target, refused
 from api.problems import Kind, Problem, invoice_problem, out_of_bounds
 from client import invoices
 from client.invoices import InvoiceError
@@ -215,7 +215,9 @@ async def apply_kept(ctx: PaymentContext, payment_id: str, target: ApplyPayment)
         else:
             assert target.invoice_id is not None
             answer = await _record_claimed(ctx, target.invoice_id, payment)
-    except BaseException:
+    except Problem as problem:
+        if not refused(problem):  # no answer: it may have been applied, so it stays reserved for this target
+            raise
         await ctx.pool.execute(
             "UPDATE unapplied_payments SET reserved_for = NULL WHERE payment_id = $1 AND applied_at IS NULL"
             " AND reserved_for = $2",

@@ -41,7 +41,8 @@ async def claimed(
 ) -> AsyncIterator[Claim]:
     """Hold the customer's payment id for ``target`` while recording; 409 if another target holds it.
 
-    A claim this call made is released if recording raises (refused, unavailable), so a corrected post may follow.
+    A claim this call made is released if the recording was refused (a corrected post may follow), and kept
+    when its outcome is unknown (no answer: the payment may have been recorded).
     """
     inserted = await pool.fetchval(
         "INSERT INTO payment_claims (customer_id, payment_id, target, amount_minor, currency) VALUES ($1, $2, $3, $4, $5)"
@@ -63,9 +64,15 @@ async def claimed(
     claim = Claim(pool, customer_id, payment_id, bool(inserted))
     try:
         yield claim
-    except BaseException:
-        await claim.release()
+    except Problem as problem:
+        if refused(problem):
+            await claim.release()
         raise
+
+
+def refused(problem: Problem) -> bool:
+    """Whether the problem says the payment was not recorded (not: no answer, so perhaps recorded)."""
+    return problem.kind != Kind.UNAVAILABLE
 
 
 def _conflict(customer_id: str, payment_id: str, row: dict) -> str:

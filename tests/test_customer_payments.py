@@ -8,16 +8,21 @@ import uuid
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
+from temporalio.worker import Replayer
 
 from bench.recording import Recorder
 from client import customers
 from tests.harness import eventually, make_invoice, start_invoice
+from worker.sandbox import workflow_runner
 from workflows import creditor_reference
 from workflows.cash import AllocationRule, CustomerPayment, InvoiceBalance, allocate, allocation_id, named_invoices
 from workflows.customer import CustomerWorkflow
 from workflows.customer_view import details
+from workflows.holds import CustomerWorkflowInput
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import Invoice, customer_workflow_id, format_money, invoice_workflow_id
 
@@ -93,6 +98,39 @@ async def test_the_remittance_goes_first_then_oldest_due_and_the_rest_is_credit_
 
     await eventually(lambda: recorded(recorder, following) == {allocation_id("TRF-2", following.invoice_id): 50_000})
     assert (await customer.query(CustomerWorkflow.cash)).credit() == {}
+
+    # the customer's history with its payments replays with this code
+    replayer = Replayer(workflows=[CustomerWorkflow], data_converter=pydantic_data_converter, workflow_runner=workflow_runner())
+    result = await replayer.replay_workflow(await customer.fetch_history(), raise_on_replay_failure=False)
+    assert result.replay_failure is None, result.replay_failure
+
+
+async def test_payments_and_credit_survive_continue_as_new_and_a_repeat_after_it_gets_the_same_answer(
+    env, client, queue, recorder, customer_id
+):
+    start = WithStartWorkflowOperation(
+        CustomerWorkflow.run,
+        CustomerWorkflowInput(customer_id=customer_id, history_limit=50),
+        id=customer_workflow_id(customer_id),
+        task_queue=queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    first = await client.execute_update_with_start_workflow(
+        CustomerWorkflow.record_payment, payment(customer_id, 10_000, "P-0"), start_workflow_operation=start
+    )
+    assert (first.allocations, first.credit_minor) == ([], 10_000)  # no open invoice yet: all credit
+    customer = client.get_workflow_handle(customer_workflow_id(customer_id))
+    first_run = (await customer.describe()).run_id
+    invoice = await open_invoice(env, client, queue, customer_id, due_in_days=10)
+    for n in range(1, 7):
+        await customers.record_payment(client, queue, payment(customer_id, 20_000, f"P-{n}"))
+    assert (await customer.describe()).run_id != first_run  # it continued as new meanwhile
+    repeat = await customers.record_payment(client, queue, payment(customer_id, 10_000, "P-0"))
+    assert repeat.payment == first.payment and repeat.credit_minor == 0
+    assert [(a.invoice_id, a.amount_minor, a.from_credit) for a in repeat.allocations] == [(invoice.invoice_id, 10_000, True)]
+    cash = await customer.query(CustomerWorkflow.cash)
+    assert cash.credit() == {"EUR": 30_000} and len(cash.payments) == 7
+    assert await paid(client, invoice) == 100_000
 
 
 async def test_credit_rule_pays_only_the_named_invoices(env, client, queue, recorder, customer_id):
