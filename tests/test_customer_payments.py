@@ -8,18 +8,29 @@ import uuid
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
+from temporalio import activity
 from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import Replayer
+from temporalio.worker import Replayer, Worker
 
-from bench.recording import Recorder
+from activities.customer_payments import deliver_allocation
+from bench.recording import Recorder, recording_worker
 from client import customers
 from tests.harness import eventually, make_invoice, start_invoice
 from worker.sandbox import workflow_runner
 from workflows import creditor_reference
-from workflows.cash import AllocationRule, CustomerPayment, InvoiceBalance, allocate, allocation_id, named_invoices
+from workflows.cash import (
+    AllocationRule,
+    CustomerPayment,
+    DeliverAllocation,
+    Delivered,
+    InvoiceBalance,
+    allocate,
+    allocation_id,
+    named_invoices,
+)
 from workflows.customer import CustomerWorkflow
 from workflows.customer_view import details
 from workflows.holds import CustomerWorkflowInput
@@ -207,3 +218,31 @@ def test_a_creditor_reference_names_an_invoice_and_long_ids_stay_identifiers():
     assert (parts, left) == ([("INV-7", 100, True), ("INV-9", 100, False), ("INV-3", 50, False)], 0)
     long_id = allocation_id("P" * 64, "I" * 64)
     assert len(long_id) == 64 and long_id != allocation_id("P" * 64, "I" * 63)
+
+
+async def test_a_worker_gone_after_the_invoice_took_its_part_delivers_it_once(env, client, recorder, customer_id):
+    """The worker stops after the invoice recorded an allocation but before the activity answered: the next
+    worker delivers the same part again under the same payment id, and the invoice records it once."""
+    queue = f"restarted-{customer_id}"
+    delivered = asyncio.Event()
+
+    @activity.defn(name="deliver_allocation")
+    async def deliver_then_vanish(allocation: DeliverAllocation) -> Delivered:
+        await deliver_allocation(allocation)
+        delivered.set()
+        await asyncio.Event().wait()  # the worker is gone before it answers
+        raise AssertionError("unreachable")
+
+    first_worker = [a for a in recorder.activities if a != deliver_allocation]
+    async with Worker(client, task_queue=queue, workflows=[InvoiceWorkflow, CustomerWorkflow], workflow_runner=workflow_runner(),
+                      activities=[*first_worker, deliver_then_vanish], max_cached_workflows=0):
+        invoice = await open_invoice(env, client, queue, customer_id, due_in_days=10)
+        paying = asyncio.create_task(customers.record_payment(client, queue, payment(customer_id, 40_000, "TRF-X")))
+        await delivered.wait()
+    async with recording_worker(client, recorder, task_queue=queue):
+        answer = await paying
+        assert [(a.invoice_id, a.amount_minor, a.delivered, a.balance_minor) for a in answer.allocations] == [
+            (invoice.invoice_id, 40_000, True, 60_000)
+        ]
+        assert await paid(client, invoice) == 40_000
+        await eventually(lambda: recorded(recorder, invoice) == {allocation_id("TRF-X", invoice.invoice_id): 40_000})
