@@ -1,15 +1,15 @@
-"""Payments reaching an invoice: the payment signal decoded, and why a payment cannot be recorded.
+"""Payments reaching an invoice: applied, recorded as recoveries after a write-off, or rejected.
 
-The workflow takes every signal (none can fail a workflow task): its arguments arrive undecoded
-(``RawValue``), so a malformed payment becomes a rejection with its reason and an excerpt of what
-was sent (``EXCERPT_BYTES``, with the whole payload's size and SHA-256), never lost and never a
-task failure.
+``PaymentDesk`` does what the workflow's payment update and signal ask. The workflow takes every
+signal (none can fail a workflow task): its arguments arrive undecoded (``RawValue``), so a malformed
+payment becomes a rejection with its reason and an excerpt of what was sent (``EXCERPT_BYTES``, with
+the whole payload's size and SHA-256), never lost and never a task failure.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -18,9 +18,17 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 from workflows import policy
-from workflows.models import InvoiceState, Payment, format_money
-from workflows.outbox import one_line
-from workflows.state import InvoiceLedger
+from workflows.events import (
+    DiscountApplied,
+    OverpaymentCredited,
+    PaymentRecorded,
+    PaymentRejected,
+    RecoveryRecorded,
+    SmallBalanceWrittenOff,
+)
+from workflows.models import InvoiceState, LegalDecision, NoticeKind, Payment, format_money
+from workflows.outbox import Outbox, one_line
+from workflows.state import COUNT_WRITTEN_EVERY, REJECTIONS_STORED_PER_DAY, InvoiceLedger
 
 PAYMENT_SIGNAL = "payment_received"
 EXCERPT_BYTES = 1024  # of a malformed payment's raw payload, kept in its payment_rejected event
@@ -49,6 +57,139 @@ class RawExcerpt:
         data = b" | ".join(raw.payload.data for raw in args)
         text = storable(data[:EXCERPT_BYTES].decode("utf-8", errors="replace"))
         return cls(text=text, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+
+class PaymentDesk:
+    """Applies the payments reaching one invoice, or records why not; output goes through the outbox.
+
+    ``close`` closes the invoice in a state, ``changed`` republishes and wakes the run loop, ``wake`` only
+    wakes it; ``counts_rejections``: the ``counted-rejections`` patch, asked once a run by the workflow.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        counts_rejections: bool,
+        close: Callable[[InvoiceState], None],
+        changed: Callable[[], None],
+        wake: Callable[[], None],
+    ) -> None:
+        self.outbox = outbox
+        self.ledger = outbox.ledger
+        self._counts_rejections = counts_rejections
+        self._close, self._changed, self._wake = close, changed, wake
+
+    def take_signal(self, args: Sequence[RawValue]) -> None:
+        """A ``payment_received`` signal: its payment applied, or rejected with why (never an exception)."""
+        payment = decode_payment(args)
+        if isinstance(payment, Malformed):
+            self.reject(payment.reason, payment.sent)
+        elif problem := payment_problem(self.ledger, payment):
+            self.reject(problem.message, payment.model_dump(mode="json"))
+        else:
+            self.apply(payment)
+
+    def apply(self, payment: Payment) -> int:
+        """Record a valid payment (a recovery after a write-off); returns the balance. Idempotent by payment id."""
+        ledger, now = self.ledger, workflow.now()
+        if payment.payment_id in ledger.payments or payment.payment_id in ledger.recoveries:
+            return ledger.balance_minor
+        if ledger.escalation == InvoiceState.WRITTEN_OFF:
+            self._record_recovery(payment)
+            return ledger.balance_minor
+        ledger.payments[payment.payment_id] = payment.amount_minor
+        self.outbox.record(
+            PaymentRecorded(
+                payment_id=payment.payment_id,
+                amount_minor=payment.amount_minor,
+                received_at=payment.received_at or now,
+                balance_minor=ledger.balance_minor,
+            )
+        )
+        ledger.remember(now, f"Payment {payment.payment_id}: {format_money(payment.amount_minor, payment.currency)}")
+        discount = policy.discount_available(ledger, now)
+        if discount and ledger.net_minor - discount <= 0:
+            ledger.discount_minor = discount
+            self.outbox.record(DiscountApplied(amount_minor=discount))
+            ledger.remember(now, f"Early-payment discount applied: {format_money(discount, payment.currency)}")
+        if residue := policy.small_balance_residue(ledger):
+            ledger.written_off_minor += residue
+            self.outbox.record(SmallBalanceWrittenOff(amount_minor=residue, payment_id=payment.payment_id))
+            ledger.remember(now, f"Small balance written off: {format_money(residue, payment.currency)}")
+        if ledger.net_minor <= 0:
+            if ledger.overpaid_minor:
+                self.outbox.record(OverpaymentCredited(amount_minor=ledger.overpaid_minor))
+            settled = ledger.legal_decision == LegalDecision.SETTLE
+            self._close(InvoiceState.SETTLED if settled else InvoiceState.PAID)
+        self.outbox.queue_notice(
+            NoticeKind.RECEIPT, detail=payment.payment_id, amount_minor=payment.amount_minor, residue_minor=residue
+        )
+        self._changed()
+        return ledger.balance_minor
+
+    def _record_recovery(self, payment: Payment) -> None:
+        """A payment on a written-off invoice: recorded as a recovery, with a receipt."""
+        ledger, now = self.ledger, workflow.now()
+        ledger.recoveries[payment.payment_id] = payment.amount_minor
+        unrecovered = max(0, ledger.written_off_minor - ledger.recovered_minor)
+        self.outbox.record(
+            RecoveryRecorded(
+                payment_id=payment.payment_id,
+                amount_minor=payment.amount_minor,
+                received_at=payment.received_at or now,
+                recovered_minor=ledger.recovered_minor,
+                unrecovered_minor=unrecovered,
+            )
+        )
+        ledger.remember(now, f"Recovery {payment.payment_id}: {format_money(payment.amount_minor, payment.currency)}")
+        self.outbox.queue_notice(
+            NoticeKind.RECEIPT, detail=payment.payment_id, amount_minor=payment.amount_minor, recovery=True
+        )
+        self._changed()
+
+    def reject(self, reason: str, payload: dict | RawExcerpt) -> None:
+        """Record a payment that cannot be applied: with its reason and what was sent (bounded, untrusted text
+        made storable) while the invoice has stored fewer than ``REJECTIONS_STORED_PER_DAY`` today, else counted.
+
+        Since the patch it only wakes the loop, which publishes once: a flood delivers thousands of signals in
+        one workflow task, and a search-attribute upsert after each would outlast Temporal's deadlock timeout (2 s).
+        """
+        ledger, now, reason = self.ledger, workflow.now(), storable(reason)
+        ledger.rejected_payments += 1
+        tally = ledger.rejections
+        if tally.window_over(now):
+            write_rejection_count(self.outbox)
+            tally.window_start, tally.stored = now, 0
+        bounded = self._counts_rejections
+        if bounded and tally.stored >= REJECTIONS_STORED_PER_DAY:
+            tally.count(now, reason)
+            if tally.counted >= COUNT_WRITTEN_EVERY:
+                write_rejection_count(self.outbox)
+        else:
+            tally.stored += 1
+            if isinstance(payload, RawExcerpt):
+                rejected = PaymentRejected(
+                    reason=reason, payload=payload.text, payload_bytes=payload.size, payload_sha256=payload.sha256
+                )
+            else:
+                rejected = PaymentRejected(reason=reason, payload=payload)
+            self.outbox.record(rejected)
+            ledger.remember(now, f"Payment rejected: {reason[:200]}")
+        if bounded:
+            self._wake()
+        else:
+            self._changed()
+
+
+def write_rejection_count(outbox: Outbox) -> None:
+    """Write the rejections counted and not yet written, if any (``payment_rejections_counted``)."""
+    tally = outbox.ledger.rejections
+    if not tally.counted:
+        return
+    counted = tally.take_count()
+    outbox.record(counted)
+    outbox.ledger.remember(workflow.now(), f"{counted.count} more payment(s) rejected, counted (see the log)")
 
 
 def decode_payment(args: Sequence[RawValue]) -> Payment | Malformed:
