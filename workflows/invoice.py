@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         PATCH_COUNTED_REJECTIONS,
         PATCH_MONEY_RULES,
         PATCH_SENDING_WINDOW,
+        PATCH_VALUE_DATES,
         PATCH_WAKE_ON_LONG_HISTORY,
     )
     from workflows.payments import PAYMENT_SIGNAL, PaymentDesk, payment_problem, write_rejection_count
@@ -71,6 +72,7 @@ class InvoiceWorkflow:
         self._running = False
         self._windowed = workflow.patched(PATCH_SENDING_WINDOW)
         self.ledger.money_rules = workflow.patched(PATCH_MONEY_RULES)
+        self.ledger.value_dates = workflow.patched(PATCH_VALUE_DATES)
         # asked here, once a run, not in a handler: a request delivered with the start runs before the loop, and
         # a patch marker (with its search attribute) ahead of an update's acceptance would not replay
         counts_rejections = workflow.patched(PATCH_COUNTED_REJECTIONS)
@@ -248,7 +250,7 @@ class InvoiceWorkflow:
 
     @record_payment.validator
     def _validate_payment(self, payment: Payment) -> None:
-        if problem := payment_problem(self.ledger, payment):
+        if problem := payment_problem(self.ledger, payment, workflow.now()):
             raise problem
 
     @workflow.signal(dynamic=True, description=f"{PAYMENT_SIGNAL}: a payment, fire-and-forget (any other name is dropped)")

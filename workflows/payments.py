@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 from temporalio import workflow
@@ -20,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 from workflows import policy
 from workflows.events import (
     DiscountApplied,
+    LateFeeReversed,
     OverpaymentCredited,
     PaymentRecorded,
     PaymentRejected,
@@ -32,6 +34,8 @@ from workflows.state import COUNT_WRITTEN_EVERY, REJECTIONS_STORED_PER_DAY, Invo
 
 PAYMENT_SIGNAL = "payment_received"
 EXCERPT_BYTES = 1024  # of a malformed payment's raw payload, kept in its payment_rejected event
+VALUE_DATE_SKEW = timedelta(minutes=5)  # a value date may be this far ahead of the workflow's clock (clocks differ)
+VALUE_DATE_BEFORE_ISSUE = timedelta(days=31)  # and this far before the invoice's issue date (money paid ahead)
 
 
 @dataclass(frozen=True)
@@ -85,31 +89,57 @@ class PaymentDesk:
         payment = decode_payment(args)
         if isinstance(payment, Malformed):
             self.reject(payment.reason, payment.sent)
-        elif problem := payment_problem(self.ledger, payment):
+        elif problem := payment_problem(self.ledger, payment, workflow.now()):
             self.reject(problem.message, payment.model_dump(mode="json"))
         else:
             self.apply(payment)
 
     def apply(self, payment: Payment) -> int:
-        """Record a valid payment (a recovery after a write-off); returns the balance. Idempotent by payment id."""
+        """Record a valid payment (a recovery after a write-off); returns the balance. Idempotent by payment id.
+
+        With value dates (the patch), the money's arrival decides: late fees charged after it are reversed
+        and the early-payment discount applies if the invoice was paid in full within its window.
+        """
         ledger, now = self.ledger, workflow.now()
         if payment.payment_id in ledger.payments or payment.payment_id in ledger.recoveries:
             return ledger.balance_minor
         if ledger.escalation == InvoiceState.WRITTEN_OFF:
             self._record_recovery(payment)
             return ledger.balance_minor
+        by_value, arrived = ledger.value_dates, value_date(payment, now)
         ledger.payments[payment.payment_id] = payment.amount_minor
+        ledger.arrived_at[payment.payment_id] = arrived
+        reversed_fees = policy.late_fees_paid_in_time(ledger) if by_value else []
+        ledger.fees = [fee for fee in ledger.fees if fee not in reversed_fees]
+        discount = policy.discount_available(ledger, policy.paid_in_full_at(ledger, now) if by_value else now)
+        discounted = bool(discount) and ledger.net_minor - discount <= 0
+        if discounted and by_value:
+            ledger.discount_minor = discount  # before the payment is allocated: it pays the discounted amount
+        principal_paid, fees_paid = policy.allocation_of(ledger, payment.amount_minor)
         self.outbox.record(
             PaymentRecorded(
                 payment_id=payment.payment_id,
                 amount_minor=payment.amount_minor,
-                received_at=payment.received_at or now,
+                received_at=arrived if by_value else payment.received_at or now,
                 balance_minor=ledger.balance_minor,
+                principal_minor=principal_paid,
+                fees_minor=fees_paid,
             )
         )
         ledger.remember(now, f"Payment {payment.payment_id}: {format_money(payment.amount_minor, payment.currency)}")
-        discount = policy.discount_available(ledger, now)
-        if discount and ledger.net_minor - discount <= 0:
+        for fee in reversed_fees:
+            self.outbox.record(
+                LateFeeReversed(
+                    number=fee.number,
+                    amount_minor=fee.amount_minor,
+                    charged_at=fee.charged_at,
+                    payment_id=payment.payment_id,
+                    received_at=arrived,
+                )
+            )
+            money = format_money(fee.amount_minor, payment.currency)
+            ledger.remember(now, f"Late fee {fee.number} reversed ({money}): the money had arrived before it")
+        if discounted:
             ledger.discount_minor = discount
             self.outbox.record(DiscountApplied(amount_minor=discount))
             ledger.remember(now, f"Early-payment discount applied: {format_money(discount, payment.currency)}")
@@ -123,7 +153,14 @@ class PaymentDesk:
             settled = ledger.legal_decision == LegalDecision.SETTLE
             self._close(InvoiceState.SETTLED if settled else InvoiceState.PAID)
         self.outbox.queue_notice(
-            NoticeKind.RECEIPT, detail=payment.payment_id, amount_minor=payment.amount_minor, residue_minor=residue
+            NoticeKind.RECEIPT,
+            detail=payment.payment_id,
+            amount_minor=payment.amount_minor,
+            residue_minor=residue,
+            principal_paid_minor=principal_paid,
+            fees_paid_minor=fees_paid,
+            received_at=arrived if by_value else None,
+            fees_reversed=reversed_fees,
         )
         self._changed()
         return ledger.balance_minor
@@ -220,8 +257,34 @@ def field_problems(err: ValidationError) -> str:
     return one_line("; ".join(problems))
 
 
-def payment_problem(ledger: InvoiceLedger, payment: Payment) -> ApplicationError | None:
-    """Why this payment cannot be recorded (None if it can, or if it already was, identically)."""
+def value_date(payment: Payment, now: datetime) -> datetime:
+    """When the payment's money arrived: its ``received_at`` (UTC if it names no offset), else ``now``."""
+    received = payment.received_at
+    if received is None:
+        return now
+    return received if received.tzinfo else received.replace(tzinfo=UTC)
+
+
+def value_date_problem(ledger: InvoiceLedger, payment: Payment, now: datetime) -> str | None:
+    """Why the payment's value date cannot be true: after ``now`` (beyond ``VALUE_DATE_SKEW``), or more than
+    ``VALUE_DATE_BEFORE_ISSUE`` before the invoice's issue date (in the client's time zone)."""
+    if payment.received_at is None:
+        return None
+    arrived, shown = value_date(payment, now), payment.received_at.isoformat()
+    if arrived > now + VALUE_DATE_SKEW:
+        return f"received_at {shown} is in the future (now is {now.isoformat(timespec='seconds')})"
+    if policy.local_date(ledger.invoice, arrived) < ledger.invoice.issue_date - VALUE_DATE_BEFORE_ISSUE:
+        return (
+            f"received_at {shown} is more than {VALUE_DATE_BEFORE_ISSUE.days} days before the invoice's"
+            f" issue date {ledger.invoice.issue_date.isoformat()}"
+        )
+    return None
+
+
+def payment_problem(ledger: InvoiceLedger, payment: Payment, now: datetime) -> ApplicationError | None:
+    """Why this payment cannot be recorded (None if it can, or if it already was, identically).
+
+    Its value date is checked only with value dates (``InvoiceLedger.value_dates``): older runs took any."""
     invoice = ledger.invoice
     known = ledger.payments.get(payment.payment_id, ledger.recoveries.get(payment.payment_id))
     if known is not None:
@@ -240,6 +303,8 @@ def payment_problem(ledger: InvoiceLedger, payment: Payment) -> ApplicationError
         return _refusal(
             "WrongCurrency", f"payment currency {payment.currency} does not match invoice currency {invoice.currency}"
         )
+    if ledger.value_dates and (problem := value_date_problem(ledger, payment, now)):
+        return _refusal("InvalidValueDate", problem)
     return None
 
 

@@ -38,8 +38,8 @@ def observe(facts: BatchFacts, invoice: Invoice, event: DomainEvent) -> None:
 def receivable_entry(invoice: Invoice, event: DomainEvent) -> ReceivableEntry | None:
     """How ``event`` changes what the client owes, dated in the client's time zone (None: it does not).
 
-    The invoice counts from its issue date, a payment from the day its money arrived, everything
-    else from the day it happened. A settlement writes off what exceeds the settled amount.
+    The invoice counts from its issue date, a payment from the day its money arrived, a late fee's
+    reversal from the day the fee was charged, everything else from the day it happened. A settlement writes off what exceeds the settled amount.
     """
     kind, data = event.kind, event.data
     on = policy.local_date(invoice, event.occurred_at)
@@ -47,6 +47,9 @@ def receivable_entry(invoice: Invoice, event: DomainEvent) -> ReceivableEntry | 
         amount, on = invoice.amount_minor, invoice.issue_date
     elif kind == EventKind.LATE_FEE_CHARGED:
         amount = int(data["amount_minor"])
+    elif kind == EventKind.LATE_FEE_REVERSED:  # as if never charged: dated when it was
+        amount = -int(data["amount_minor"])
+        on = policy.local_date(invoice, _moment(data["charged_at"]))
     elif kind == EventKind.PAYMENT_RECORDED:
         amount = -int(data["amount_minor"])
         on = policy.local_date(invoice, _moment(data["received_at"]))
