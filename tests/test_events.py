@@ -79,7 +79,7 @@ SAMPLES: dict[EventKind, dict[str, Any]] = {
     EventKind.PAYMENT_REJECTIONS_COUNTED: {
         "count": 900, "first_at": AT.isoformat(), "last_at": AT.isoformat(), "reasons": {"malformed payment: x": 900},
     },
-    EventKind.DISCOUNT_APPLIED: {"amount_minor": 2_000},
+    EventKind.DISCOUNT_APPLIED: {"amount_minor": 2_000, "paid_on": "2026-11-05"},
     EventKind.OVERPAYMENT_CREDITED: {"amount_minor": 500},
     EventKind.DISPUTE_OPENED: {"reason": "hours billed twice"},
     EventKind.DISPUTE_RESOLVED: {"outcome": "upheld", "credit_minor": 10_000, "note": "", "escalation_moved_by": "P3D"},

@@ -56,6 +56,9 @@ async def test_money_that_arrived_within_the_discount_window_gets_the_discount_t
         principal_minor=98_000, fees_minor=0,
     )
     assert snapshots(recorder, in_time.invoice_id)[-1].discount_minor == 2_000
+    entries = [e for s in snapshots(recorder, in_time.invoice_id) for e in s.receivables]
+    assert sum(e.amount_minor for e in entries) == 0
+    assert {e.effective_on for e in entries if e.amount_minor < 0} == {in_time.issue_date + timedelta(days=5)}
     day8 = paid("day-8", 98_000, noon(late.issue_date + timedelta(days=8)))
     assert await late_handle.execute_update(InvoiceWorkflow.record_payment, day8) == 2_000
     assert recorder.events_of(late.invoice_id, "discount_applied") == []

@@ -139,6 +139,10 @@ class AmountApplied(EventPayload):
 class DiscountApplied(AmountApplied):
     event_kind = EventKind.DISCOUNT_APPLIED
 
+    paid_on: date | None = Field(
+        default=None, description="the local date the money paying in full arrived (None: recorded before value dates)"
+    )
+
 
 class OverpaymentCredited(AmountApplied):
     event_kind = EventKind.OVERPAYMENT_CREDITED

@@ -111,7 +111,8 @@ class PaymentDesk:
         ledger.arrived_at[payment.payment_id] = arrived
         reversed_fees = policy.late_fees_paid_in_time(ledger) if by_value else []
         ledger.fees = [fee for fee in ledger.fees if fee not in reversed_fees]
-        discount = policy.discount_available(ledger, policy.paid_in_full_at(ledger, now) if by_value else now)
+        paid_at = policy.paid_in_full_at(ledger, now) if by_value else now
+        discount = policy.discount_available(ledger, paid_at)
         discounted = bool(discount) and ledger.net_minor - discount <= 0
         if discounted and by_value:
             ledger.discount_minor = discount  # before the payment is allocated: it pays the discounted amount
@@ -141,7 +142,8 @@ class PaymentDesk:
             ledger.remember(now, f"Late fee {fee.number} reversed ({money}): the money had arrived before it")
         if discounted:
             ledger.discount_minor = discount
-            self.outbox.record(DiscountApplied(amount_minor=discount))
+            paid_on = policy.local_date(ledger.invoice, paid_at) if by_value else None
+            self.outbox.record(DiscountApplied(amount_minor=discount, paid_on=paid_on))
             ledger.remember(now, f"Early-payment discount applied: {format_money(discount, payment.currency)}")
         if residue := policy.small_balance_residue(ledger):
             ledger.written_off_minor += residue
