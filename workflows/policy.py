@@ -356,7 +356,7 @@ def late_fees_paid_in_time(ledger: InvoiceLedger) -> list[Fee]:
 
     For each fee in charge order: the payments whose money had arrived by its moment, allocated as the policy
     says to the principal (less credits and the discount) and the fees kept before it, covered the principal.
-    A payment recorded before value dates were kept counts as arriving when it was recorded (never early).
+    A payment recorded before value dates were kept is not counted: when its money arrived is unknown.
     """
     invoice = ledger.invoice
     principal = max(0, invoice.amount_minor - ledger.credited_minor - ledger.discount_minor)
