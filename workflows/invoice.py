@@ -218,6 +218,7 @@ class InvoiceWorkflow:
         self._wake = True
 
     def _wake_loop(self) -> None:
+        """Wake the run loop without republishing: it publishes once after a flood of rejections."""
         self._wake = True
 
     # --- closing ---------------------------------------------------------------------------
