@@ -16,11 +16,11 @@ from temporalio.service import RPCError
 
 from api.intake import PaymentContext
 from api.payment_claims import CUSTOMER_TARGET, claimed
-from api.problems import Kind, Problem
+from api.problems import Kind, Problem, out_of_bounds
 from client import customers
 from workflows.bounds import BoundedMoment
 from workflows.cash import AllocationRule, CustomerPayment, OpenInvoice, PaymentApplication
-from workflows.models import Currency, FreeText, Identifier, PositiveMinor
+from workflows.models import Currency, FreeText, Identifier, Payment, PositiveMinor
 
 
 class CustomerPaymentBody(BaseModel):
@@ -38,6 +38,9 @@ class CustomerPaymentBody(BaseModel):
 
 async def pay_customer(ctx: PaymentContext, customer_id: str, body: CustomerPaymentBody) -> PaymentApplication:
     """Claim the payment id for the customer's payment path, then have the customer workflow split it."""
+    value = Payment(payment_id=body.payment_id, amount_minor=body.amount_minor, currency=body.currency, received_at=body.received_at)
+    if problems := ctx.settings.date_window().payment(value):
+        raise out_of_bounds(problems)
     async with claimed(ctx.pool, customer_id, body.payment_id, CUSTOMER_TARGET, body.amount_minor, body.currency):
         payment = CustomerPayment(
             customer_id=customer_id, open_invoices=await open_invoices(ctx.pool, customer_id), **body.model_dump()

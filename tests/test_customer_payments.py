@@ -37,6 +37,8 @@ from workflows.holds import CustomerWorkflowInput
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import Invoice, customer_workflow_id, format_money, invoice_workflow_id
 
+VALUE_DATE = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)  # the same for every repeat
+
 
 @pytest.fixture
 def customer_id() -> str:
@@ -58,7 +60,7 @@ def payment(customer_id: str, amount_minor: int, payment_id: str = "TRF-1", **fi
         customer_id=customer_id,
         amount_minor=amount_minor,
         currency="EUR",
-        received_at=datetime(2026, 12, 1, tzinfo=timezone.utc),
+        received_at=VALUE_DATE,
         **fields,
     )
 

@@ -73,6 +73,7 @@ class Allocation(_Mutable):
     amount_minor: int
     named: bool = Field(description="the remittance named the invoice")
     from_credit: bool = Field(default=False, description="applied later, from the payment's credit")
+    value_date: datetime | None = Field(default=None, description="from credit: when it was applied (else the payment's)")
     delivered: bool = False
     balance_minor: int | None = Field(default=None, description="the invoice's balance after it")
     refused: str = Field(default="", description="why the invoice refused it (its amount went back to credit)")

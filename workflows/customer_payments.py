@@ -164,7 +164,12 @@ class CashDesk:
             owed -= part
             application.allocations.append(
                 Allocation(
-                    invoice_id=invoice.invoice_id, payment_id=payment_id, amount_minor=part, named=False, from_credit=True
+                    invoice_id=invoice.invoice_id,
+                    payment_id=payment_id,
+                    amount_minor=part,
+                    named=False,
+                    from_credit=True,
+                    value_date=workflow.now(),  # the credit pays the invoice now, however long ago the money came
                 )
             )
             money = format_money(part, payment.currency)
@@ -194,7 +199,7 @@ class CashDesk:
                 payment_id=allocation.payment_id,
                 amount_minor=allocation.amount_minor,
                 currency=payment.currency,
-                received_at=payment.received_at,
+                received_at=allocation.value_date or payment.received_at,
             ),
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=IO_RETRY,
