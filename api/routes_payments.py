@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from temporalio.service import RPCError
 
 from activities import signing
 from api import cash, examples, intake
@@ -17,7 +18,8 @@ from api.context import ApiContext, api_context
 from api.intake import ApplyPayment, PaymentNotification, PaymentReceipt, PaymentStatus, Source, UnappliedPayment
 from api.params import CustomerId, InvoiceId, Limit, Offset, Page, PaymentId, page
 from api.problems import Kind, Problem, body_problem, problem_responses
-from workflows.cash import PaymentApplication
+from client import customers
+from workflows.cash import CashBook, PaymentApplication
 from workflows.models import Payment
 
 router = APIRouter(tags=["payments"])
@@ -104,6 +106,21 @@ async def pay_customer(customer_id: CustomerId, payment: CustomerPaymentBody, ct
     content, or already used for one of the customer's invoices, is 409.
     """
     return await cash.pay_customer(ctx, customer_id, payment)
+
+
+@router.get(
+    "/customers/{customer_id}/payments",
+    dependencies=[any_role],
+    response_model=CashBook,
+    responses=problem_responses(401, 403, 422, 503),
+    summary="A customer's payments and credit",
+)
+async def customer_payments(customer_id: CustomerId, ctx: Context) -> CashBook:
+    """Every payment to the customer, how its workflow split it across the invoices, and the credit left."""
+    try:
+        return await customers.customer_cash(ctx.client, customer_id)
+    except RPCError as err:
+        raise Problem(Kind.UNAVAILABLE, f"customer {customer_id} did not answer: {err.message}; try again") from None
 
 
 @router.post(

@@ -11,11 +11,19 @@ from datetime import timedelta
 
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
 
-from workflows.cash import CUSTOMER_PAYMENT_SIGNAL, CustomerPayment, InvoiceOpened, OpenInvoice, PaymentApplication
+from workflows.cash import (
+    CUSTOMER_PAYMENT_SIGNAL,
+    CashBook,
+    CustomerPayment,
+    InvoiceOpened,
+    OpenInvoice,
+    PaymentApplication,
+)
 from workflows.customer import CustomerWorkflow
 from workflows.holds import CustomerLedger, CustomerWorkflowInput
-from workflows.models import Invoice
+from workflows.models import Invoice, customer_workflow_id
 
 ANSWER_TIMEOUT = timedelta(seconds=20)
 
@@ -102,3 +110,14 @@ async def register_invoice(client: Client, task_queue: str, invoice: Invoice) ->
         start_signal="invoice_opened",
         start_signal_args=[opened],
     )
+
+
+async def customer_cash(client: Client, customer_id: str) -> CashBook:
+    """The customer's payments, how each was split, and its credit (empty if its workflow never started)."""
+    handle = client.get_workflow_handle_for(CustomerWorkflow.run, customer_workflow_id(customer_id))
+    try:
+        return await handle.query(CustomerWorkflow.cash, rpc_timeout=ANSWER_TIMEOUT)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return CashBook()
+        raise

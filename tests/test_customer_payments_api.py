@@ -11,6 +11,7 @@ from typing import Any
 
 from activities.ledger import read_events
 from tests.api_stack import ApiStack, assert_problem, eventually, invoice_json, local_today
+from tests.cli_helpers import cli_env, dunning, succeeded
 from tests.test_statement_import import stripe_signed
 
 
@@ -33,7 +34,7 @@ async def recorded(stack: ApiStack, invoice_id: str) -> dict[str, int]:
     }
 
 
-async def test_one_transfer_pays_three_invoices_of_one_customer_and_its_id_stays_one_payment(api_stack: ApiStack):
+async def test_one_transfer_pays_three_invoices_of_one_customer_and_its_id_stays_one_payment(api_stack: ApiStack, dev_env):
     customer = f"CUST-{uuid.uuid4().hex[:8]}"
     today = local_today()
     ids = []
@@ -57,6 +58,11 @@ async def test_one_transfer_pays_three_invoices_of_one_customer_and_its_id_stays
         for invoice_id, amount in ((named, 100_000), (oldest, 100_000), (middle, 50_000)):
             await eventually(lambda i=invoice_id, a=amount: _has(api_stack, i, {f"T-1--{i}": a}))
         assert (await ops.get(f"/invoices/{middle}/status")).json()["balance_minor"] == 50_000
+        book = (await ops.get(f"/customers/{customer}/payments")).json()
+        assert list(book["payments"]) == ["T-1"] and book["payments"]["T-1"]["credit_minor"] == 0
+        printed = succeeded(await dunning(cli_env(dev_env, api_stack.settings.task_queue), "customer", "cash", customer))
+        assert printed.splitlines()[-1] == "credit: none"
+        assert f"-> 1000.00 EUR to {named}, 1000.00 EUR to {oldest}, 500.00 EUR to {middle}" in printed, printed
 
         # the same transfer again: the same answer; other content under its id, or its id on an invoice: 409
         again = await ops.post(f"/customers/{customer}/payments", json=transfer)
