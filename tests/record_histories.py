@@ -17,8 +17,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from bench.measure_timeskip import time_skipping_environment
 from bench.recording import Recorder, recording_worker, with_pydantic
+from client import customers
 from tests.harness import make_invoice, start_invoice
 from workflows import policy
+from workflows.cash import CustomerPayment
+from workflows.customer import CustomerWorkflow
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
     Allocation,
@@ -178,6 +181,33 @@ async def fee_reversed_by_a_value_date(
     payment = Payment(payment_id="all", amount_minor=100_000, currency="EUR", received_at=arrived)
     await handle.execute_update(InvoiceWorkflow.record_payment, payment)
     await handle.result()
+    return handle
+
+
+async def customer_paid_by_one_transfer(
+    env: WorkflowEnvironment, client: Client, queue: str, _: Recorder
+) -> WorkflowHandle:
+    """Cash application (since v7): one transfer split over two invoices of a customer, the rest its credit,
+    which the next invoice takes when it opens."""
+    today = (await env.get_current_time()).date()
+    invoices = [make_invoice(today + timedelta(days=n), customer_id="CUST-CASH") for n in range(3)]
+    for invoice in invoices[:2]:
+        await start_invoice(client, queue, invoice)
+        await customers.register_invoice(client, queue, invoice)
+    received = await env.get_current_time()
+    await customers.record_payment(
+        client,
+        queue,
+        CustomerPayment(
+            payment_id="TRF-1", customer_id="CUST-CASH", amount_minor=230_000, currency="EUR", received_at=received,
+            remittance=f"{invoices[1].invoice_id}",
+        ),
+    )
+    await start_invoice(client, queue, invoices[2])
+    await customers.register_invoice(client, queue, invoices[2])
+    handle = client.get_workflow_handle(customer_workflow_id("CUST-CASH"))
+    while (await handle.query(CustomerWorkflow.cash)).credit():
+        await asyncio.sleep(0.1)
     return handle
 
 
