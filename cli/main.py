@@ -39,7 +39,7 @@ from cli.equipment import app as equipment_app
 from cli.payments import app as payments_app
 from cli.projections import app as projections_app
 from cli.usage import CONTEXT, OneLineUsageErrors
-from client import invoices
+from client import customers, invoices
 from client.invoices import InvoiceError
 from client.logs import configure_logging
 from client.namespace import NotSetUp
@@ -280,6 +280,7 @@ def start(file: Annotated[Path, typer.Argument(help="Invoice JSON (see examples/
 
     async def run(client: Client, settings: Settings) -> None:
         handle = await invoices.start_invoice(client, settings.task_queue, invoice)
+        await customers.register_invoice(client, settings.task_queue, invoice)  # it may take the customer's credit
         typer.echo(f"Started invoice {invoice.invoice_id}: workflow {handle.id}")
         typer.echo(ui_url(settings, handle.id))
 
