@@ -10,7 +10,15 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from activities.ledger import read_events
-from tests.api_stack import ApiStack, assert_problem, eventually, invoice_json, local_today
+from tests.api_stack import (
+    INTEGRATION_TOKEN,
+    METRICS_TOKEN,
+    ApiStack,
+    assert_problem,
+    eventually,
+    invoice_json,
+    local_today,
+)
 from tests.cli_helpers import cli_env, dunning, succeeded
 from tests.test_statement_import import stripe_signed
 
@@ -46,7 +54,11 @@ async def test_one_transfer_pays_three_invoices_of_one_customer_and_its_id_stays
         oldest, middle, named, spare = ids
 
         transfer = customer_payment("T-1", 250_000, remittance=f"invoice {named} and the rest")
-        paid = await ops.post(f"/customers/{customer}/payments", json=transfer)
+        async with api_stack.http(METRICS_TOKEN) as scraper, api_stack.http(None) as anonymous:
+            assert (await scraper.post(f"/customers/{customer}/payments", json=transfer)).status_code == 403
+            assert (await anonymous.post(f"/customers/{customer}/payments", json=transfer)).status_code == 401
+        async with api_stack.http(INTEGRATION_TOKEN) as integration:
+            paid = await integration.post(f"/customers/{customer}/payments", json=transfer)
         assert paid.status_code == 200, paid.text
         answer = paid.json()
         assert [(a["invoice_id"], a["amount_minor"], a["payment_id"]) for a in answer["allocations"]] == [
