@@ -6,7 +6,6 @@ starts it with update-with-start (``activities.customer``), and so does any of t
 
 from __future__ import annotations
 
-import hashlib
 from datetime import timedelta
 
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
@@ -20,6 +19,7 @@ from workflows.cash import (
     InvoiceOpened,
     OpenInvoice,
     PaymentApplication,
+    fingerprint,
 )
 from workflows.customer import CustomerWorkflow
 from workflows.holds import CustomerLedger, CustomerWorkflowInput
@@ -69,15 +69,9 @@ async def record_payment(client: Client, task_queue: str, payment: CustomerPayme
         CustomerWorkflow.record_payment,
         payment,
         start_workflow_operation=_start(payment.customer_id, task_queue),
-        id=f"payment/{payment.payment_id}/{_fingerprint(payment)}",
+        id=f"payment/{payment.payment_id}/{fingerprint(payment)}",  # a repeat shares the update, other content does not
         rpc_timeout=ANSWER_TIMEOUT,
     )
-
-
-def _fingerprint(payment: CustomerPayment) -> str:
-    """Of what the payment is (not the invoices its sender listed): a repeat shares the update, another payment
-    under the same id does not, and is refused."""
-    return hashlib.sha256(payment.model_dump_json(exclude={"open_invoices"}).encode()).hexdigest()[:16]
 
 
 async def send_payment(client: Client, task_queue: str, payment: CustomerPayment) -> None:

@@ -23,6 +23,7 @@ from worker.sandbox import workflow_runner
 from workflows import creditor_reference
 from workflows.cash import (
     AllocationRule,
+    CashBook,
     CustomerPayment,
     DeliverAllocation,
     Delivered,
@@ -33,7 +34,7 @@ from workflows.cash import (
 )
 from workflows.customer import CustomerWorkflow
 from workflows.customer_view import details
-from workflows.holds import CustomerWorkflowInput
+from workflows.holds import CustomerLedger, CustomerWorkflowInput
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import Invoice, customer_workflow_id, format_money, invoice_workflow_id
 
@@ -118,12 +119,17 @@ async def test_the_remittance_goes_first_then_oldest_due_and_the_rest_is_credit_
     assert result.replay_failure is None, result.replay_failure
 
 
-async def test_payments_and_credit_survive_continue_as_new_and_a_repeat_after_it_gets_the_same_answer(
+async def test_payments_and_credit_survive_continue_as_new_and_old_payments_are_kept_as_fingerprints(
     env, client, queue, recorder, customer_id
 ):
     start = WithStartWorkflowOperation(
         CustomerWorkflow.run,
-        CustomerWorkflowInput(customer_id=customer_id, history_limit=50),
+        # continuing as new beyond 50 events, keeping the newest 2 fully applied payments whole
+        CustomerWorkflowInput(
+            customer_id=customer_id,
+            history_limit=50,
+            carried=CustomerLedger(customer_id=customer_id, cash=CashBook(applications_kept=2)),
+        ),
         id=customer_workflow_id(customer_id),
         task_queue=queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -138,11 +144,17 @@ async def test_payments_and_credit_survive_continue_as_new_and_a_repeat_after_it
     for n in range(1, 7):
         await customers.record_payment(client, queue, payment(customer_id, 20_000, f"P-{n}"))
     assert (await customer.describe()).run_id != first_run  # it continued as new meanwhile
-    repeat = await customers.record_payment(client, queue, payment(customer_id, 10_000, "P-0"))
-    assert repeat.payment == first.payment and repeat.credit_minor == 0
-    assert [(a.invoice_id, a.amount_minor, a.from_credit) for a in repeat.allocations] == [(invoice.invoice_id, 10_000, True)]
+    repeat = await customers.record_payment(client, queue, payment(customer_id, 20_000, "P-6"))
+    assert [(a.invoice_id, a.amount_minor) for a in repeat.allocations] == [] and repeat.credit_minor == 20_000
     cash = await customer.query(CustomerWorkflow.cash)
-    assert cash.credit() == {"EUR": 30_000} and len(cash.payments) == 7
+    assert cash.credit() == {"EUR": 30_000}
+    # the oldest fully applied payments are kept as fingerprints: a repeat is recognised, other content refused
+    assert list(cash.settled) == ["P-0", "P-1", "P-2"] and list(cash.payments) == ["P-3", "P-4", "P-5", "P-6"]
+    old = await customers.record_payment(client, queue, payment(customer_id, 10_000, "P-0"))
+    assert old.settled_earlier and old.payment == first.payment
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await customers.record_payment(client, queue, payment(customer_id, 10_001, "P-0"))
+    assert refused.value.cause.type == "PaymentConflict"
     assert await paid(client, invoice) == 100_000
 
 

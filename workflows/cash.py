@@ -86,6 +86,9 @@ class PaymentApplication(_Mutable):
     allocations: list[Allocation] = Field(default_factory=list)
     credit_minor: int = Field(default=0, description="not allocated (yet): the customer's credit from this payment")
     allocated: bool = Field(default=False, description="split; done once every allocation is delivered")
+    settled_earlier: bool = Field(
+        default=False, description="a repeat of a payment applied long ago: its split is in its invoices' histories"
+    )
 
     @property
     def done(self) -> bool:
@@ -133,6 +136,17 @@ class CashBook(_Mutable):
     to_allocate: list[str] = Field(default_factory=list, description="payment ids waiting to be split, in arrival order")
     to_credit: list[str] = Field(default_factory=list, description="newly opened invoices waiting for credit")
     rejected: int = Field(default=0, description="payment signals that carried no valid payment")
+    settled: dict[str, str] = Field(
+        default_factory=dict, description="older payments fully applied: payment id -> fingerprint of the payment"
+    )
+    applications_kept: int = Field(default=200, ge=1, description="fully applied payments kept whole, the newest")
+
+    def compact(self) -> None:
+        """Keep the newest ``applications_kept`` fully applied payments whole, the older ones as fingerprints
+        (a repeat is still recognised): the state continue-as-new carries stays within Temporal's payload limit."""
+        done = [pid for pid, a in self.payments.items() if a.done and not a.credit_minor]
+        for payment_id in done[: max(0, len(done) - self.applications_kept)]:
+            self.settled[payment_id] = fingerprint(self.payments.pop(payment_id).payment)
 
     @property
     def busy(self) -> bool:
@@ -166,6 +180,11 @@ class CashBook(_Mutable):
     def learn(self, invoices: list[OpenInvoice]) -> None:
         for invoice in invoices:
             self.open_invoices.setdefault(invoice.invoice_id, invoice)
+
+
+def fingerprint(payment: CustomerPayment) -> str:
+    """What the payment is (not the invoices its sender listed), as 16 hex digits."""
+    return hashlib.sha256(payment.model_dump_json(exclude={"open_invoices"}).encode()).hexdigest()[:16]
 
 
 def named_invoices(remittance: str, candidates: list[str]) -> list[str]:

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         PaymentApplication,
         allocate,
         allocation_id,
+        fingerprint,
     )
     from workflows.holds import CustomerLedger
     from workflows.models import format_money
@@ -57,12 +58,20 @@ class CashDesk:
     def conflict(self, payment: CustomerPayment) -> ApplicationError | None:
         """A refusal when the payment id names another payment of this customer (409 at the API)."""
         known = self.book.payments.get(payment.payment_id)
-        if known is None or known.payment.same_payment(payment):
-            return None
-        was = known.payment
+        if known is not None and not known.payment.same_payment(payment):
+            was = known.payment
+            return self._conflict(
+                payment, f" as {format_money(was.amount_minor, was.currency)} on {was.received_at.date()}"
+            )
+        settled = self.book.settled.get(payment.payment_id)
+        if settled is not None and settled != fingerprint(payment):
+            return self._conflict(payment, " (applied long ago) with other content")
+        return None
+
+    def _conflict(self, payment: CustomerPayment, how: str) -> ApplicationError:
         return ApplicationError(
-            f"payment {payment.payment_id} was already received from customer {self.ledger.customer_id} as"
-            f" {format_money(was.amount_minor, was.currency)} on {was.received_at.date()}; a payment id names one payment",
+            f"payment {payment.payment_id} was already received from customer {self.ledger.customer_id}{how};"
+            " a payment id names one payment",
             type="PaymentConflict",
             non_retryable=True,
         )
@@ -72,6 +81,9 @@ class CashDesk:
         self.book.learn(payment.open_invoices)
         if known := self.book.payments.get(payment.payment_id):
             return known
+        if payment.payment_id in self.book.settled:
+            bare = payment.model_copy(update={"open_invoices": []})
+            return PaymentApplication(payment=bare, allocated=True, settled_earlier=True)
         application = PaymentApplication(payment=payment.model_copy(update={"open_invoices": []}))
         self.book.payments[payment.payment_id] = application
         self.book.to_allocate.append(payment.payment_id)
@@ -112,6 +124,7 @@ class CashDesk:
     async def work(self) -> None:
         """One step: deliver what is decided, else split the next payment, else give credit to a new invoice."""
         book = self.book
+        book.compact()
         waiting = [(application, a) for application in book.payments.values() for a in book.undelivered(application)]
         if waiting:
             for application, allocation in waiting:
