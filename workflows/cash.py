@@ -57,11 +57,12 @@ class CustomerPayment(Strict):
 
     def same_payment(self, other: CustomerPayment) -> bool:
         """Whether ``other`` is this payment again (the invoices it lists may have changed meanwhile)."""
-        keys = ("amount_minor", "currency", "received_at", "remittance", "rule")
-        return all(getattr(self, key) == getattr(other, key) for key in keys)
+        return fingerprint(self) == fingerprint(other)
 
 
 class _Mutable(BaseModel):
+    """State the workflow changes in place (``Strict`` models are frozen)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
