@@ -20,7 +20,7 @@ from bench.recording import Recorder, recording_worker
 from client import customers
 from tests.harness import eventually, make_invoice, start_invoice
 from worker.sandbox import workflow_runner
-from workflows import creditor_reference
+from workflows import creditor_reference, policy
 from workflows.cash import (
     AllocationRule,
     CashBook,
@@ -36,7 +36,7 @@ from workflows.customer import CustomerWorkflow
 from workflows.customer_view import details
 from workflows.holds import CustomerLedger, CustomerWorkflowInput
 from workflows.invoice import InvoiceWorkflow
-from workflows.models import Invoice, customer_workflow_id, format_money, invoice_workflow_id
+from workflows.models import Invoice, StageAction, customer_workflow_id, format_money, invoice_workflow_id
 
 VALUE_DATE = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1)  # the same for every repeat
 
@@ -263,3 +263,29 @@ async def test_a_worker_gone_after_the_invoice_took_its_part_delivers_it_once(en
         assert [a.what for a in status.actions if a.what.startswith("Payment ")] == [
             f"Payment {allocation_id('TRF-X', invoice.invoice_id)}: {format_money(40_000, 'EUR')}"
         ]
+
+
+async def test_an_invoice_started_before_registration_is_paid_once_it_holds_its_service(env, client, queue, customer_id):
+    """An invoice the customer was never told of (started before cash application) is known once it holds."""
+    today = (await env.get_current_time()).date()
+    invoice = make_invoice(today, customer_id=customer_id)
+    handle = await start_invoice(client, queue, invoice)  # no invoice_opened
+    suspension = policy.stage_due_at(invoice, invoice.policy.stage(StageAction.SUSPEND), timedelta(0))
+    await env.sleep(suspension - await env.get_current_time() + timedelta(seconds=1))
+    customer = client.get_workflow_handle(customer_workflow_id(customer_id))
+
+    async def holds() -> bool:
+        return invoice.invoice_id in (await customer.query(CustomerWorkflow.holds)).invoices
+
+    await eventually(holds)
+    balance = (await handle.query(InvoiceWorkflow.status)).balance_minor
+    await customers.send_payment(client, queue, payment(customer_id, balance + 5_000, "TRF-OLD"))
+
+    async def applied() -> bool:
+        cash = await customer.query(CustomerWorkflow.cash)
+        return "TRF-OLD" in cash.payments and cash.payments["TRF-OLD"].done
+
+    await eventually(applied)
+    split = (await customer.query(CustomerWorkflow.cash)).payments["TRF-OLD"]
+    assert [(a.invoice_id, a.amount_minor) for a in split.allocations] == [(invoice.invoice_id, balance)]
+    assert split.credit_minor == 5_000

@@ -140,10 +140,10 @@ class CashDesk:
                 await self._give_credit(book.open_invoices[invoice_id])
 
     async def _split(self, application: PaymentApplication) -> None:
-        payment, book = application.payment, self.book
-        candidates = [i for i, invoice in book.open_invoices.items() if invoice.currency == payment.currency]
+        payment, known = application.payment, self._known()
+        candidates = [i for i, invoice in known.items() if invoice.currency == payment.currency]
         balances = await self._balances(candidates)
-        due = {i: invoice.due_date for i, invoice in book.open_invoices.items()}
+        due = {i: invoice.due_date for i, invoice in known.items()}
         parts, left = allocate(payment.amount_minor, payment.remittance, payment.rule, balances, due)
         for invoice_id, amount, named in parts:
             application.allocations.append(
@@ -158,6 +158,14 @@ class CashDesk:
         split = ", ".join(f"{format_money(a, payment.currency)} to {i}" for i, a, _ in parts) or "no open invoice"
         credit = f"; {format_money(left, payment.currency)} kept as credit" if left else ""
         self.ledger.remember(workflow.now(), f"Payment {payment.payment_id} split: {split}{credit}")
+
+    def _known(self) -> dict[str, OpenInvoice]:
+        """The invoices registered as open, and those that hold a piece (invoices started before registration)."""
+        holding = {
+            i: OpenInvoice(invoice_id=i, due_date=invoice.due_date, currency=invoice.currency)
+            for i, invoice in self.ledger.invoices.items()
+        }
+        return {**holding, **self.book.open_invoices}
 
     async def _give_credit(self, invoice: OpenInvoice) -> None:
         lots = self.book.credit_lots(invoice.currency)
