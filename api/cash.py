@@ -1,4 +1,4 @@
-"""Payments to a customer through its workflow's cash application, and the claim that keeps a payment id one payment.
+"""Payments to a customer through its workflow's cash application (the payment id claimed first: ``api.payment_claims``).
 
 ``POST /customers/{id}/payments``, kept payments applied to a customer, statement lines naming several
 invoices and Stripe events naming a customer (not an invoice) come here. The customer workflow splits
