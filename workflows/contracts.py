@@ -13,6 +13,7 @@ from typing import Protocol
 
 from temporalio import activity
 
+from workflows.digests import CustomerNoticeOutcome, DigestRequest
 from workflows.events import InvoiceSnapshot
 from workflows.holds import HoldOutcome, HoldRequest, ReleaseRequest
 from workflows.models import (
@@ -44,6 +45,11 @@ class Notices(Protocol):
     @activity.defn(name="send_agency_package")
     async def send_agency_package(self, handover: AgencyHandover) -> str:
         """E-mail the hand-over package to the collection agency; returns its Message-ID."""
+        ...
+
+    @activity.defn(name="send_digest")
+    async def send_digest(self, digest: DigestRequest) -> NoticeDelivery:
+        """Deliver one message listing several invoices' stage notices, with the statement of account."""
         ...
 
 
@@ -87,4 +93,9 @@ class Customers(Protocol):
     @activity.defn(name="release_at_customer")
     async def release_at_customer(self, request: ReleaseRequest) -> HoldOutcome:
         """Tell the customer the invoice closed; returns its pieces, restored or still held by others."""
+        ...
+
+    @activity.defn(name="notice_at_customer")
+    async def notice_at_customer(self, notice: NoticeRequest) -> CustomerNoticeOutcome:
+        """Hand a stage notice to the customer, who sends it with the others of its sending window."""
         ...

@@ -18,12 +18,15 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import contracts
+    from workflows.customer_notices import CustomerNotices
     from workflows.customer_view import CustomerPublisher
+    from workflows.digests import CustomerNoticeOutcome
     from workflows.holds import CustomerLedger, CustomerWorkflowInput, HoldOutcome, HoldRequest, Piece, ReleaseRequest
     from workflows.models import (
         EQUIPMENT_ACTIVITY_TIMEOUT,
         EquipmentRequest,
         EquipmentResult,
+        NoticeRequest,
         ServiceAction,
     )
     from workflows.outbox import IO_RETRY, one_line
@@ -40,6 +43,8 @@ class CustomerWorkflow:
         self._history_limit = params.history_limit
         self._publisher = CustomerPublisher()
         self._changed = False  # a handler changed the ledger: the loop republishes
+        self._digest_gathering = params.digest_gathering
+        self._notices = CustomerNotices(self.ledger, params.digest_gathering)
 
     @workflow.run
     async def run(self, params: CustomerWorkflowInput) -> None:
@@ -57,7 +62,10 @@ class CustomerWorkflow:
             if not self.ledger.pending:
                 workflow.continue_as_new(
                     CustomerWorkflowInput(
-                        customer_id=self.ledger.customer_id, carried=self.ledger, history_limit=self._history_limit
+                        customer_id=self.ledger.customer_id,
+                        carried=self.ledger,
+                        history_limit=self._history_limit,
+                        digest_gathering=self._digest_gathering,
                     )
                 )
 
@@ -177,6 +185,15 @@ class CustomerWorkflow:
     @release.validator
     def _validate_release(self, request: ReleaseRequest) -> None:
         self._require_mine(request.customer_id)
+
+    @workflow.update
+    async def send_stage_notice(self, notice: NoticeRequest) -> CustomerNoticeOutcome:
+        """An invoice's stage notice, sent with the others that come within the gathering delay (``customer_notices``)."""
+        return await self._notices.send(notice)
+
+    @send_stage_notice.validator
+    def _validate_stage_notice(self, notice: NoticeRequest) -> None:
+        self._notices.validate(notice)
 
     @workflow.query
     def holds(self) -> CustomerLedger:

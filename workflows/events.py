@@ -69,6 +69,7 @@ class NoticeSent(EventPayload):
     step: str
     to: str
     channels: list[str] = Field(default_factory=list, description="channels that delivered it, e.g. ['email']")
+    digest: str = Field(default="", description="the customer digest that carried it (its key); '' when sent alone")
 
 
 class NoticeFailed(EventPayload):

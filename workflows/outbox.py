@@ -17,11 +17,14 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 from workflows import contracts, ladder, policy, snapshot
+from workflows.digests import DIGESTIBLE, CustomerNoticeOutcome
 from workflows.events import CutAnnounced, EventPayload, NoticeFailed, NoticeSent
-from workflows.models import DomainEvent, NoticeKind, NoticeRequest
-from workflows.patches import PATCH_SPLIT_EVENT_BATCHES
+from workflows.models import DomainEvent, NoticeDelivery, NoticeKind, NoticeRequest
+from workflows.patches import PATCH_CUSTOMER_NOTICES, PATCH_SPLIT_EVENT_BATCHES
 from workflows.state import InvoiceLedger, QueuedNotice
 
+# a stage notice handed to the customer comes back once its message went out (after the gathering delay)
+CUSTOMER_NOTICE_TIMEOUT = timedelta(hours=2)
 NOTICE_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=10), non_retryable_error_types=["PermanentDeliveryFailure"])
 IO_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 # one append's events: with its snapshot (at most ~120 KB: 200 story lines) well below the 256 KB
@@ -36,6 +39,8 @@ class Outbox:
     def __init__(self, ledger: InvoiceLedger, window_applies: bool) -> None:
         self.ledger = ledger
         self._window_applies = window_applies
+        # built once a run, in the workflow's __init__: runs started before the patch take it at continue-as-new
+        self._via_customer = workflow.patched(PATCH_CUSTOMER_NOTICES)
 
     def record(self, payload: EventPayload) -> None:
         """Record a domain event of the payload's kind; ``flush`` appends it to the event log, with the
@@ -112,23 +117,51 @@ class Outbox:
         cut_at = policy.cut_to_announce(ledger, now, self._window_applies) if announces_cut else None
         request = self._notice_request(queued, cut_at)
         label = queued.kind.value.replace("_", " ")
+        digest = ""
         try:
-            result = await workflow.execute_activity_method(
-                contracts.Notices.send_notice,
-                request,
-                start_to_close_timeout=timedelta(minutes=1),  # SMTP and webhook time out well within it
-                retry_policy=NOTICE_RETRY,
-                summary=f"Send {label} notice",
-            )
-        except ActivityError as err:
+            if self._via_customer and queued.kind in DIGESTIBLE:
+                result, digest = await self._send_via_customer(request)
+            else:
+                result = await workflow.execute_activity_method(
+                    contracts.Notices.send_notice,
+                    request,
+                    start_to_close_timeout=timedelta(minutes=1),  # SMTP and webhook time out well within it
+                    retry_policy=NOTICE_RETRY,
+                    summary=f"Send {label} notice",
+                )
+        except (ActivityError, NoticeNotSent) as err:
             self.notice_failed(queued.kind.value, queued.step, "all", err)
             return
         if result.delivered:
-            self.record(NoticeSent(kind=queued.kind, step=queued.step, to=str(request.to_email), channels=result.delivered))
+            self.record(
+                NoticeSent(kind=queued.kind, step=queued.step, to=str(request.to_email), channels=result.delivered, digest=digest)
+            )
             if cut_at is not None:
                 self._cut_announced(cut_at, policy.notice_counts_from(now))
         for channel, error in sorted(result.failed.items()):
             self.notice_failed(queued.kind.value, queued.step, channel, error)
+
+    async def _send_via_customer(self, request: NoticeRequest) -> tuple[NoticeDelivery, str]:
+        """Hand a stage notice to the customer workflow, which sends it with the others of the sending window;
+        returns its delivery and the digest that carried it ("" when it went out alone)."""
+        answer: CustomerNoticeOutcome = await workflow.execute_activity_method(
+            contracts.Customers.notice_at_customer,
+            request,
+            start_to_close_timeout=CUSTOMER_NOTICE_TIMEOUT,
+            heartbeat_timeout=timedelta(minutes=1),
+            retry_policy=IO_RETRY,
+            summary=f"Send {request.kind.value.replace('_', ' ')} notice through customer {request.customer_id}",
+        )
+        if answer.delivery is None:
+            raise NoticeNotSent(answer.error)
+        if answer.digest is not None:
+            others = ", ".join(i for i in answer.invoices if i != request.invoice_id)
+            self.ledger.remember(
+                workflow.now(),
+                f"{request.kind.value.replace('_', ' ').capitalize()} notice sent in digest {answer.digest}"
+                f" of customer {request.customer_id}, with invoice {others}",
+            )
+        return answer.delivery, answer.digest_key
 
     def _cut_announced(self, cut_at: datetime, notice_from: datetime) -> None:
         """An ultimatum naming ``cut_at`` was delivered: the interlock lets the cut happen from then."""
@@ -176,6 +209,10 @@ class Outbox:
             recovery=queued.recovery,
             unrecovered_minor=max(0, ledger.written_off_minor - ledger.recovered_minor) if queued.recovery else 0,
         )
+
+
+class NoticeNotSent(Exception):
+    """The customer could not send a stage notice on any channel (its error says why)."""
 
 
 def one_line(err: object) -> str:
