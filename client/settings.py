@@ -51,6 +51,10 @@ class Settings(BaseSettings):
         default=1, ge=1, description="low-priority processes that render notices and PDFs beside the worker"
     )
     worker_workflow_task_slots: int = Field(default=10, ge=1, description="workflow tasks one worker runs at once")
+    notice_digest_gathering_s: float = Field(
+        default=180, ge=0, le=3600,
+        description="a customer started from now on gathers its invoices' stage notices this long before one digest goes out",
+    )
     worker_cached_workflows: int = Field(
         default=500, ge=0, description="open invoices a worker keeps in memory (others replay their history first)"
     )

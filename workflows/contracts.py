@@ -13,7 +13,7 @@ from typing import Protocol
 
 from temporalio import activity
 
-from workflows.digests import CustomerNoticeOutcome, DigestRequest
+from workflows.digests import CustomerNoticeOutcome, DigestRequest, NoticeAsked, NoticeTicket
 from workflows.events import InvoiceSnapshot
 from workflows.holds import HoldOutcome, HoldRequest, ReleaseRequest
 from workflows.models import (
@@ -95,7 +95,12 @@ class Customers(Protocol):
         """Tell the customer the invoice closed; returns its pieces, restored or still held by others."""
         ...
 
-    @activity.defn(name="notice_at_customer")
-    async def notice_at_customer(self, notice: NoticeRequest) -> CustomerNoticeOutcome:
-        """Hand a stage notice to the customer, who sends it with the others of its sending window."""
+    @activity.defn(name="notice_to_customer")
+    async def notice_to_customer(self, notice: NoticeRequest) -> NoticeTicket:
+        """Hand a stage notice to the customer, who gathers it with the others of its sending window."""
+        ...
+
+    @activity.defn(name="notice_sent_by_customer")
+    async def notice_sent_by_customer(self, asked: NoticeAsked) -> CustomerNoticeOutcome:
+        """How the customer sent a stage notice handed to it, alone or in a digest."""
         ...

@@ -20,7 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import contracts
     from workflows.customer_notices import CustomerNotices
     from workflows.customer_view import CustomerPublisher
-    from workflows.digests import CustomerNoticeOutcome
+    from workflows.digests import CustomerNoticeOutcome, NoticeAsked, NoticeTicket
     from workflows.holds import CustomerLedger, CustomerWorkflowInput, HoldOutcome, HoldRequest, Piece, ReleaseRequest
     from workflows.models import (
         EQUIPMENT_ACTIVITY_TIMEOUT,
@@ -187,13 +187,22 @@ class CustomerWorkflow:
         self._require_mine(request.customer_id)
 
     @workflow.update
-    async def send_stage_notice(self, notice: NoticeRequest) -> CustomerNoticeOutcome:
-        """An invoice's stage notice, sent with the others that come within the gathering delay (``customer_notices``)."""
-        return await self._notices.send(notice)
+    def take_stage_notice(self, notice: NoticeRequest) -> NoticeTicket:
+        """An invoice's stage notice, gathered with the others of its sending window; says when they go out."""
+        return self._notices.take(notice)
 
-    @send_stage_notice.validator
+    @take_stage_notice.validator
     def _validate_stage_notice(self, notice: NoticeRequest) -> None:
         self._notices.validate(notice)
+
+    @workflow.update
+    async def stage_notice_sent(self, asked: NoticeAsked) -> CustomerNoticeOutcome:
+        """How a stage notice went out, alone or in a digest; answers once it did (``customer_notices``)."""
+        return await self._notices.outcome(asked.idempotency_key)
+
+    @stage_notice_sent.validator
+    def _validate_notice_asked(self, asked: NoticeAsked) -> None:
+        self._notices.validate_asked(asked)
 
     @workflow.query
     def holds(self) -> CustomerLedger:

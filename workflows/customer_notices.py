@@ -1,8 +1,10 @@
 """The customer's side of notices per customer: gather the stage notices its invoices hand over, send one message
 per recipient, answer each invoice with how its notice went out.
 
-The first request starts a timer (the gathering delay); the requests that come before it fires go in the
-same send. A recipient with one notice gets it as the invoice built it, under the invoice's own key (as if the
+An invoice hands its notice over (``take``: the first of a gathering sets when they go out, the gathering delay
+from now), waits on its own timer until then, and asks how it went out (``outcome``): the first to ask sends
+everything gathered. Both sides wait on timers, not inside an activity, so a time-skipping test server skips
+them too. A recipient with one notice gets it as the invoice built it, under the invoice's own key (as if the
 invoice had sent it); one with several gets a digest keyed by the customer workflow (its id and first run) and
 the digest's number, so a retry or a replay never sends it twice. The requests wait in the ledger
 (``NoticeDesk``); an answer is kept under the request's key, so a retry after continue-as-new gets it again.
@@ -17,7 +19,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from workflows import contracts
-from workflows.digests import DIGESTIBLE, CustomerNoticeOutcome, DigestRequest, recipients
+from workflows.digests import DIGESTIBLE, CustomerNoticeOutcome, DigestRequest, NoticeAsked, NoticeTicket, recipients
 from workflows.holds import CustomerLedger
 from workflows.models import NoticeRequest
 from workflows.outbox import NOTICE_RETRY, one_line
@@ -33,6 +35,7 @@ class CustomerNotices:
         self.desk = ledger.notices
         self.customer_id = ledger.customer_id
         self.gathering = gathering
+        self._sending = False  # a handler is waiting out the delay or sending: the others wait for their answers
 
     def validate(self, notice: NoticeRequest) -> None:
         """Refuse a request before it reaches history: another customer's, or a notice that goes at once."""
@@ -41,19 +44,49 @@ class CustomerNotices:
         if notice.kind not in DIGESTIBLE:
             raise ApplicationError(f"a {notice.kind.value} notice goes out at once, not through the customer", type="InvalidRequest")
 
-    async def send(self, notice: NoticeRequest) -> CustomerNoticeOutcome:
-        """Send ``notice`` with the others that come within the gathering delay; answers once it went out."""
-        desk, key = self.desk, notice.idempotency_key
-        if key in desk.answers:
-            return desk.answers[key]
-        if all(n.idempotency_key != key for n in desk.gathering):
+    def validate_asked(self, asked: NoticeAsked) -> None:
+        """Refuse to wait for a notice nobody handed over (it would never be answered)."""
+        if asked.customer_id != self.customer_id:
+            raise ApplicationError(f"customer {asked.customer_id} asked the notices of {self.customer_id}", type="InvalidRequest")
+        if not self.desk.knows(asked.idempotency_key):
+            raise ApplicationError(f"no stage notice {asked.idempotency_key} was handed to this customer", type="InvalidRequest")
+
+    def take(self, notice: NoticeRequest) -> NoticeTicket:
+        """Gather ``notice`` with the others that come within the gathering delay; says when they go out."""
+        desk, now = self.desk, workflow.now()
+        if notice.idempotency_key in desk.answers or any(n.idempotency_key == notice.idempotency_key for n in desk.sending):
+            return NoticeTicket(send_at=now)  # a retry: it went out, or is going out now
+        if not desk.gathering:
+            desk.send_at = now + self.gathering
+        if all(n.idempotency_key != notice.idempotency_key for n in desk.gathering):
             desk.gathering.append(notice)
-            if len(desk.gathering) == 1:  # the first: it waits for the others, then sends them all
-                await workflow.sleep(self.gathering, summary="gather the notices of this sending window")
-                gathered, desk.gathering = desk.gathering, []
-                await asyncio.gather(*(self._send_to(group) for group in recipients(gathered)))
-        await workflow.wait_condition(lambda: key in desk.answers)
+        assert desk.send_at is not None
+        return NoticeTicket(send_at=desk.send_at)
+
+    async def outcome(self, key: str) -> CustomerNoticeOutcome:
+        """How the notice ``key`` went out; the first to ask sends what was gathered, once the delay is over."""
+        desk = self.desk
+        while key not in desk.answers:
+            if desk.gathering and not self._sending:
+                await self._send_gathered()
+            else:
+                await workflow.wait_condition(lambda: key in desk.answers or bool(desk.gathering and not self._sending))
         return desk.answers[key]
+
+    async def _send_gathered(self) -> None:
+        """Wait out the gathering delay (requests still join), then send what was gathered, a message per recipient."""
+        desk = self.desk
+        assert desk.send_at is not None
+        self._sending = True
+        try:
+            wait = desk.send_at - workflow.now()
+            if wait > timedelta(0):
+                await workflow.sleep(wait, summary="gather the stage notices of this sending window")
+            desk.sending, desk.gathering, desk.send_at = desk.gathering, [], None
+            await asyncio.gather(*(self._send_to(group) for group in recipients(desk.sending)))
+            desk.sending = []
+        finally:
+            self._sending = False
 
     async def _send_to(self, notices: list[NoticeRequest]) -> None:
         if len(notices) == 1:

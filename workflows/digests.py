@@ -10,7 +10,7 @@ client's own requests never wait: they are not digestible. Pure data: ``workflow
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -62,14 +62,33 @@ class CustomerNoticeOutcome(Strict):
     invoices: list[str] = Field(default_factory=list, description="every invoice the message listed")
 
 
+class NoticeTicket(Strict):
+    """The customer took a stage notice: it goes out at ``send_at``, when the gathering delay ends."""
+
+    send_at: datetime
+
+
+class NoticeAsked(Strict):
+    """An invoice asks how its stage notice went out (once its ticket's moment came)."""
+
+    customer_id: Identifier
+    idempotency_key: str = Field(min_length=1, max_length=200, description="the notice's key")
+
+
 class NoticeDesk(BaseModel):
     """The customer's notices in flight and sent: carried by continue-as-new."""
 
     model_config = ConfigDict(extra="forbid")
 
     gathering: list[NoticeRequest] = Field(default_factory=list, description="requests waiting for the next send")
+    send_at: datetime | None = Field(default=None, description="when the gathered requests go out")
+    sending: list[NoticeRequest] = Field(default_factory=list, description="requests being sent now")
     digests_sent: int = Field(default=0, description="digests numbered so far")
     answers: dict[str, CustomerNoticeOutcome] = Field(default_factory=dict, description="idempotency key -> answer")
+
+    def knows(self, key: str) -> bool:
+        """Whether a request with this key was taken (and may still be on its way)."""
+        return key in self.answers or any(n.idempotency_key == key for n in [*self.gathering, *self.sending])
 
     def answer(self, key: str, outcome: CustomerNoticeOutcome) -> None:
         self.answers[key] = outcome

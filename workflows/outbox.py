@@ -17,13 +17,13 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 from workflows import contracts, ladder, policy, snapshot
-from workflows.digests import DIGESTIBLE, CustomerNoticeOutcome
+from workflows.digests import DIGESTIBLE, CustomerNoticeOutcome, NoticeAsked, NoticeTicket
 from workflows.events import CutAnnounced, EventPayload, NoticeFailed, NoticeSent
 from workflows.models import DomainEvent, NoticeDelivery, NoticeKind, NoticeRequest
 from workflows.patches import PATCH_CUSTOMER_NOTICES, PATCH_SPLIT_EVENT_BATCHES
 from workflows.state import InvoiceLedger, QueuedNotice
 
-# a stage notice handed to the customer comes back once its message went out (after the gathering delay)
+# the customer answers how a stage notice went out once its message did (rendering and SMTP, retried)
 CUSTOMER_NOTICE_TIMEOUT = timedelta(hours=2)
 NOTICE_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=10), non_retryable_error_types=["PermanentDeliveryFailure"])
 IO_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
@@ -119,7 +119,7 @@ class Outbox:
         label = queued.kind.value.replace("_", " ")
         digest = ""
         try:
-            if self._via_customer and queued.kind in DIGESTIBLE:
+            if self._via_customer and queued.kind in DIGESTIBLE and ledger.invoice.policy.sending_window is not None:
                 result, digest = await self._send_via_customer(request)
             else:
                 result = await workflow.execute_activity_method(
@@ -143,14 +143,26 @@ class Outbox:
 
     async def _send_via_customer(self, request: NoticeRequest) -> tuple[NoticeDelivery, str]:
         """Hand a stage notice to the customer workflow, which sends it with the others of the sending window;
-        returns its delivery and the digest that carried it ("" when it went out alone)."""
-        answer: CustomerNoticeOutcome = await workflow.execute_activity_method(
-            contracts.Customers.notice_at_customer,
+        returns its delivery and the digest that carried it ("" when it went out alone).
+
+        The invoice waits for the gathering on a timer of its own, not inside an activity."""
+        label = request.kind.value.replace("_", " ")
+        ticket: NoticeTicket = await workflow.execute_activity_method(
+            contracts.Customers.notice_to_customer,
             request,
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=IO_RETRY,
+            summary=f"Hand the {label} notice to customer {request.customer_id}",
+        )
+        if ticket.send_at > workflow.now():
+            await workflow.sleep(ticket.send_at - workflow.now(), summary="the customer gathers this window's notices")
+        answer: CustomerNoticeOutcome = await workflow.execute_activity_method(
+            contracts.Customers.notice_sent_by_customer,
+            NoticeAsked(customer_id=request.customer_id, idempotency_key=request.idempotency_key),
             start_to_close_timeout=CUSTOMER_NOTICE_TIMEOUT,
             heartbeat_timeout=timedelta(minutes=1),
             retry_policy=IO_RETRY,
-            summary=f"Send {request.kind.value.replace('_', ' ')} notice through customer {request.customer_id}",
+            summary=f"Learn how customer {request.customer_id} sent the {label} notice",
         )
         if answer.delivery is None:
             raise NoticeNotSent(answer.error)
