@@ -71,6 +71,10 @@ class NoticeSent(EventPayload):
     channels: list[str] = Field(default_factory=list, description="channels that delivered it, e.g. ['email']")
     digest: str = Field(default="", description="the customer digest that carried it (its key); '' when sent alone")
 
+    def data(self) -> dict[str, Any]:
+        """As rows always were; a notice that went out in a customer digest adds the digest's key."""
+        return self.model_dump(mode="json", exclude={"digest"} if not self.digest else None)
+
 
 class NoticeFailed(EventPayload):
     event_kind = EventKind.NOTICE_FAILED

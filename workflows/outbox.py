@@ -75,17 +75,22 @@ class Outbox:
                 await self._send_notice(ledger.outbox[0])
                 ledger.outbox.pop(0)
                 continue
-            batch, now = self._next_batch(), workflow.now()
-            step = policy.next_step(ledger, now, self._window_applies)
-            taken = snapshot.take(ledger, step, now, through=batch[-1].sequence)
-            await workflow.execute_activity_method(
-                contracts.Ledger.append_events,
-                args=[batch, taken],
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=IO_RETRY,
-                summary=f"Record {len(batch)} event(s)",
-            )
-            del ledger.pending_events[: len(batch)]
+            await self._append_batch()
+
+    async def _append_batch(self) -> None:
+        """Append the oldest pending events, with the snapshot after them."""
+        ledger = self.ledger
+        batch, now = self._next_batch(), workflow.now()
+        step = policy.next_step(ledger, now, self._window_applies)
+        taken = snapshot.take(ledger, step, now, through=batch[-1].sequence)
+        await workflow.execute_activity_method(
+            contracts.Ledger.append_events,
+            args=[batch, taken],
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=IO_RETRY,
+            summary=f"Record {len(batch)} event(s)",
+        )
+        del ledger.pending_events[: len(batch)]
 
     def _next_batch(self) -> list[DomainEvent]:
         """The oldest pending events up to ``BATCH_EVENTS`` and ``BATCH_BYTES`` (at least one, however large).
@@ -154,6 +159,8 @@ class Outbox:
             retry_policy=IO_RETRY,
             summary=f"Hand the {label} notice to customer {request.customer_id}",
         )
+        while self.ledger.pending_events:  # the stage is a fact now, whenever its notice goes out
+            await self._append_batch()
         if ticket.send_at > workflow.now():
             await workflow.sleep(ticket.send_at - workflow.now(), summary="the customer gathers this window's notices")
         answer: CustomerNoticeOutcome = await workflow.execute_activity_method(
