@@ -9,7 +9,7 @@ have them (``projected_invoices``), with fees, payments and credits, and the bal
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -112,7 +112,14 @@ def date_of(digest: DigestRequest) -> date:
 def render_digest(digest: DigestRequest, others: list[StatementLine], payee: Payee) -> RenderedNotice:
     """The digest in the recipient's language, with the statement of account attached."""
     context = digest_context(digest, others, payee)
-    language = digest.lead.language
+    message = digest_message(context)
+    name = f"statement-{digest.customer_id}-{context['statement_date'].isoformat()}.pdf"
+    return replace(message, attachments=(Attachment(name, "application/pdf", statement_pdf(context)),))
+
+
+def digest_message(context: dict[str, Any]) -> RenderedNotice:
+    """The digest's subject, text and HTML (``digest_context``), without its attachment."""
+    language = context["lang"]
     env = environment(language)
     wording = env.get_template("digest.j2")
     subject = " ".join(
@@ -125,9 +132,7 @@ def render_digest(digest: DigestRequest, others: list[StatementLine], payee: Pay
     ]
     text = typeset(env.get_template("digest_layout.txt.j2").render(context, subject=subject, paragraphs=paragraphs), language)
     html = typeset(env.get_template("digest_layout.html.j2").render(context, subject=subject, paragraphs=paragraphs), language)
-    pdf = statement_pdf(context)
-    name = f"statement-{digest.customer_id}-{context['statement_date'].isoformat()}.pdf"
-    return RenderedNotice(subject=subject, text=text, html=html, attachments=(Attachment(name, "application/pdf", pdf),))
+    return RenderedNotice(subject=subject, text=text, html=html)
 
 
 def statement_pdf(context: dict[str, Any]) -> bytes:
