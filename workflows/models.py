@@ -180,6 +180,22 @@ class SendingWindow(Strict):
         return self
 
 
+class Allocation(StrEnum):
+    """What a payment pays first inside an invoice (``DunningPolicy.allocation``)."""
+
+    PRINCIPAL_FIRST = "principal_first"
+    COSTS_FIRST = "costs_first"  # late charges first, then the principal (the rule of several civil codes)
+
+    def apportion(self, principal_minor: int, costs_minor: int, paid_minor: int) -> tuple[int, int]:
+        """How much of ``paid_minor`` goes to the principal owed and how much to the costs owed, in this order
+        of precedence; what exceeds both is an overpayment."""
+        if self == Allocation.COSTS_FIRST:
+            costs = min(paid_minor, costs_minor)
+            return min(paid_minor - costs, principal_minor), costs
+        principal = min(paid_minor, principal_minor)
+        return principal, min(paid_minor - principal, costs_minor)
+
+
 class DunningPolicy(Strict):
     """The escalation ladder as data (domain.md, default policy); every value is a setting."""
 
@@ -209,6 +225,10 @@ class DunningPolicy(Strict):
         default=timedelta(days=5),
         ge=timedelta(days=1),
         description="no cut sooner than this after the delivered ultimatum that names the cut's moment",
+    )
+    allocation: Allocation = Field(
+        default=Allocation.PRINCIPAL_FIRST,
+        description="what a payment pays first: the principal (principal_first) or late charges (costs_first)",
     )
     recoveries_accepted_for: BoundedOffset = Field(
         default=timedelta(days=365),
@@ -349,7 +369,11 @@ class Payment(Strict):
     payment_id: Identifier
     amount_minor: PositiveMinor
     currency: Currency
-    received_at: BoundedMoment | None = Field(default=None, description="when the money arrived; defaults to now")
+    received_at: BoundedMoment | None = Field(
+        default=None,
+        description="the value date: when the money arrived (UTC if no offset is given); defaults to now."
+        " Not later than now plus 5 minutes, not more than 31 days before the invoice's issue date",
+    )
 
 
 class OpenDispute(Strict):
@@ -482,6 +506,7 @@ class EventKind(StrEnum):
     ESCALATION_STOPPED = "escalation_stopped"
     CUT_ANNOUNCED = "cut_announced"
     RECOVERY_RECORDED = "recovery_recorded"
+    LATE_FEE_REVERSED = "late_fee_reversed"
 
 
 class DomainEvent(Strict):
@@ -565,6 +590,12 @@ class NoticeRequest(Strict):
     residue_minor: int = Field(default=0, description="receipt: the small balance written off after the payment")
     recovery: bool = Field(default=False, description="receipt: a payment on a written-off invoice")
     unrecovered_minor: int = Field(default=0, description="receipt of a recovery: what is still written off")
+    principal_paid_minor: int = Field(default=0, description="receipt: what this payment paid of the invoice amount")
+    fees_paid_minor: int = Field(default=0, description="receipt: what this payment paid of late fees")
+    received_on: date | None = Field(default=None, description="receipt: the local date the money arrived")
+    fees_reversed: list[Fee] = Field(
+        default_factory=list, description="receipt: late fees charged after this payment's money had arrived, reversed"
+    )
 
 
 class AgencyHandover(Strict):

@@ -227,6 +227,10 @@ class Outbox:
             residue_minor=queued.residue_minor,
             recovery=queued.recovery,
             unrecovered_minor=max(0, ledger.written_off_minor - ledger.recovered_minor) if queued.recovery else 0,
+            principal_paid_minor=queued.principal_paid_minor,
+            fees_paid_minor=queued.fees_paid_minor,
+            received_on=policy.local_date(invoice, queued.received_at) if queued.received_at else None,
+            fees_reversed=list(queued.fees_reversed),
         )
 
 
