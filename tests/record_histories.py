@@ -19,6 +19,7 @@ from bench.measure_timeskip import time_skipping_environment
 from bench.recording import Recorder, recording_worker, with_pydantic
 from tests.harness import make_invoice, start_invoice
 from workflows import policy
+from workflows.digests import DIGEST_GATHERING
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
     Allocation,
@@ -181,6 +182,40 @@ async def fee_reversed_by_a_value_date(
     return handle
 
 
+async def _digest_of_two_invoices(env: WorkflowEnvironment, client: Client, queue: str) -> list[WorkflowHandle]:
+    """Two invoices of one customer whose warning and reminder fall due in one sending window: one digest (since
+    v7), then both paid."""
+    today = (await env.get_current_time()).date()
+    invoices = [
+        make_invoice(today, due_date=today + timedelta(days=days), policy=DunningPolicy.default()) for days in (1, 5)
+    ]
+    handles = [await start_invoice(client, queue, invoice) for invoice in invoices]
+    warning = policy.stage_due_at(invoices[0], invoices[0].policy.stage(StageAction.WARNING), timedelta(0))
+    sent_at = policy.next_sending_moment(invoices[0], warning, frozenset()) + DIGEST_GATHERING
+    await env.sleep(sent_at - await env.get_current_time() + timedelta(minutes=1))
+    for handle in handles:
+        await _settle(handle)
+        balance = (await handle.query(InvoiceWorkflow.status)).balance_minor
+        await handle.execute_update(InvoiceWorkflow.record_payment, Payment(payment_id="all", amount_minor=balance, currency="EUR"))
+        await handle.result()
+    return handles
+
+
+async def invoice_in_a_customer_digest(
+    env: WorkflowEnvironment, client: Client, queue: str, _: Recorder
+) -> WorkflowHandle:
+    """The invoice's side of a digest: its notice handed to the customer, the gathering waited out, the answer."""
+    return (await _digest_of_two_invoices(env, client, queue))[1]
+
+
+async def customer_digest_of_two_invoices(
+    env: WorkflowEnvironment, client: Client, queue: str, _: Recorder
+) -> WorkflowHandle:
+    """The customer's side: both invoices' stage notices gathered, one digest sent, lone notices before it."""
+    await _digest_of_two_invoices(env, client, queue)
+    return client.get_workflow_handle(customer_workflow_id("CUST-1"))
+
+
 SCENARIOS = [
     written_off_after_every_stage,
     paid_while_suspended,
@@ -190,6 +225,8 @@ SCENARIOS = [
     discount_lapsed_then_paid,
     customer_of_two_invoices,
     fee_reversed_by_a_value_date,
+    invoice_in_a_customer_digest,
+    customer_digest_of_two_invoices,
 ]
 
 
