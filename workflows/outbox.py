@@ -122,9 +122,9 @@ class Outbox:
         cut_at = policy.cut_to_announce(ledger, now, self._window_applies) if announces_cut else None
         request = self._notice_request(queued, cut_at)
         label = queued.kind.value.replace("_", " ")
-        digest = ""
+        digest, via_customer = "", self._via_customer and queued.kind in DIGESTIBLE and ledger.invoice.policy.sending_window is not None
         try:
-            if self._via_customer and queued.kind in DIGESTIBLE and ledger.invoice.policy.sending_window is not None:
+            if via_customer:
                 result, digest = await self._send_via_customer(request)
             else:
                 result = await workflow.execute_activity_method(
@@ -141,8 +141,8 @@ class Outbox:
             self.record(
                 NoticeSent(kind=queued.kind, step=queued.step, to=str(request.to_email), channels=result.delivered, digest=digest)
             )
-            if cut_at is not None:
-                self._cut_announced(cut_at, policy.notice_counts_from(now))
+            if cut_at is not None:  # through the customer, it went out after the gathering: notice counts from then
+                self._cut_announced(cut_at, policy.notice_counts_from(workflow.now() if via_customer else now))
         for channel, error in sorted(result.failed.items()):
             self.notice_failed(queued.kind.value, queued.step, channel, error)
 
