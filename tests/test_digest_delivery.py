@@ -22,6 +22,7 @@ from tests.notice_servers import (
     smtp_config,
 )
 from tests.test_notice_pdf import pdf_text
+from tests.test_notice_webhook import channels_for
 from workflows.digests import DigestRequest
 from workflows.models import NoticeKind
 
@@ -100,3 +101,19 @@ async def test_a_digest_refused_for_now_is_sent_once_by_the_retry(activities, st
     await run_activity(activities.send_digest, digest, lease=timedelta(seconds=30))
     await run_activity(activities.send_digest, digest, lease=timedelta(seconds=30))
     assert len(starttls_server.received) == 1
+
+
+async def test_a_digest_reaches_a_webhook_once_with_each_invoice(pool, starttls_server, trusted_ca, webhook_receiver):
+    customer_id = f"CUST-{uuid.uuid4().hex[:8]}"
+    channels = channels_for(webhook_receiver, "email", "webhook", customer_id=customer_id)
+    activities = notice_activities(pool, smtp_config(starttls_server, trusted_ca, "starttls"), channels)
+    digest = digest_for(customer_id)
+    for _ in range(2):  # the second: a retry after a lost reply
+        delivery = await run_activity(activities.send_digest, digest, lease=timedelta(seconds=30))
+        assert delivery.delivered == ["email", "webhook"]
+    assert len(starttls_server.received) == 1 and webhook_receiver.answered == [200]
+    [post] = webhook_receiver.accepted
+    body = post["body"]
+    assert (body["kind"], body["stage"], body["step"]) == ("digest", "warning", digest.idempotency_key)
+    assert [(i["invoice_id"], i["kind"]) for i in body["invoices"]] == [(n.invoice_id, n.kind.value) for n in digest.notices]
+    assert body["subject"] == "Payment overdue: several invoices"
