@@ -33,7 +33,7 @@ def digest_for(customer_id: str) -> DigestRequest:
         for kind, days in ((NoticeKind.REMINDER, 1), (NoticeKind.WARNING, 5))
     ]
     key = f"customer-{customer_id}/run-1/digest-1"
-    return DigestRequest(idempotency_key=key, number=1, customer_id=customer_id, notices=notices)
+    return DigestRequest(idempotency_key=key, number=1, at=datetime.now(UTC), customer_id=customer_id, notices=notices)
 
 
 async def project(pool: asyncpg.Pool, invoice_id: str, customer_id: str, *, closed: bool) -> None:

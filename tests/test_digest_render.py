@@ -6,7 +6,7 @@ anchor what a reader sees.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -27,6 +27,7 @@ ANCHORS = {
     "et": ("Konto väljavõte", "Viimane teade: teenuse peatamine"),
     "it": ("Estratto conto", "Ultimo avviso: sospensione del servizio"),
 }
+SENT = datetime(2025, 4, 8, 22, 30, tzinfo=UTC)  # 9 April in every client's zone but London's
 # an open invoice the read models know, in another currency than the digest's
 OTHER = StatementLine("INV-2025-0050", "USD", date(2025, 5, 2), 30_000, 0, 10_000, 2_500, 17_500)
 
@@ -36,7 +37,9 @@ def digest_of(language: str, *kinds: NoticeKind) -> DigestRequest:
         notice(kind, language, invoice_id=f"INV-2025-004{i}", idempotency_key=f"invoice-INV-2025-004{i}/0003-{kind.value}")
         for i, kind in enumerate(kinds, start=2)
     ]
-    return DigestRequest(idempotency_key="customer-RO-40512378/run-1/digest-3", number=3, customer_id="RO-40512378", notices=notices)
+    return DigestRequest(
+        idempotency_key="customer-RO-40512378/run-1/digest-3", number=3, at=SENT, customer_id="RO-40512378", notices=notices
+    )
 
 
 def subject_of(digest: DigestRequest) -> str:
@@ -72,7 +75,8 @@ def test_the_statement_lists_every_open_invoice_and_the_balance_per_currency(lan
     rendered = render_digest(digest_of(language, NoticeKind.WARNING, NoticeKind.LATE_FEE), [OTHER], PAYEE)
     [attachment] = rendered.attachments
     assert attachment.content_type == "application/pdf"
-    assert attachment.filename == "statement-RO-40512378-2025-04-09.pdf"  # dated by the days overdue, not the clock
+    # dated the day the customer sent it in the client's zone, not by the clock of the machine that renders it
+    assert attachment.filename == f"statement-RO-40512378-2025-04-{'08' if language == 'en' else '09'}.pdf"
     reader, text = pdf_text(attachment.data)
     locale = CLIENTS[language].locale
     assert len(reader.pages) == 1

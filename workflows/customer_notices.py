@@ -116,6 +116,7 @@ class CustomerNotices:
         digest = DigestRequest(
             idempotency_key=f"{info.workflow_id}/{info.first_execution_run_id}/digest-{number}",
             number=number,
+            at=workflow.now(),
             customer_id=self.customer_id,
             notices=notices,
         )

@@ -35,6 +35,7 @@ class DigestRequest(Strict):
 
     idempotency_key: str = Field(description="the customer workflow (id and first run) and the digest's number")
     number: int = Field(ge=1, description="the customer's digests so far, this one included")
+    at: datetime = Field(description="when the customer sent it: the statement's date")
     customer_id: Identifier
     notices: list[NoticeRequest] = Field(min_length=2, description="each invoice's notice as it would have sent it alone")
 

@@ -104,9 +104,8 @@ def digest_context(digest: DigestRequest, others: list[StatementLine], payee: Pa
 
 
 def date_of(digest: DigestRequest) -> date:
-    """The statement's date: the latest day any of its notices counts overdue from (deterministic, like the invoice
-    PDF's issue date), the due date plus the days overdue, in the client's calendar."""
-    return max(date.fromordinal(n.due_date.toordinal() + n.days_overdue) for n in digest.notices)
+    """The statement's date: the day the customer sent the digest, on the client's calendar (the same bytes on a retry)."""
+    return digest.at.astimezone(ZoneInfo(digest.lead.time_zone)).date()
 
 
 def render_digest(digest: DigestRequest, others: list[StatementLine], payee: Payee) -> RenderedNotice:
