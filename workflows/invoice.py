@@ -20,7 +20,7 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import contracts, policy
+    from workflows import accrual, contracts, policy
     from workflows.charges import note_late_charges_stop
     from workflows.events import (
         DiscountApplied,
@@ -62,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         PATCH_COUNTED_REJECTIONS,
         PATCH_MONEY_RULES,
         PATCH_SENDING_WINDOW,
+        PATCH_STATUTORY_INTEREST,
         PATCH_WAKE_ON_LONG_HISTORY,
     )
     from workflows.payments import PAYMENT_SIGNAL, Malformed, RawExcerpt, decode_payment, payment_problem, storable
@@ -102,6 +103,7 @@ class InvoiceWorkflow:
         self._counts_rejections = workflow.patched(PATCH_COUNTED_REJECTIONS)
         self._wakes_on_long_history = workflow.patched(PATCH_WAKE_ON_LONG_HISTORY)
         self._continues_on_signals = workflow.patched(PATCH_CONTINUE_ON_SIGNALS)
+        self.ledger.interest_rules = workflow.patched(PATCH_STATUTORY_INTEREST)
         self._outbox = Outbox(self.ledger, window_applies=self._windowed)
         self._suspension = Suspension(self._outbox)
         self._steps = Steps(self._outbox, self._suspension)
@@ -137,6 +139,7 @@ class InvoiceWorkflow:
                 continue
             if self._windowed:
                 await self._learn_public_holidays()
+            await accrual.learn_rates(self.ledger)
             step = self._next_step()
             self._publisher.publish(self.ledger, step)
             if step and step.at <= workflow.now():
@@ -173,6 +176,7 @@ class InvoiceWorkflow:
             balance_minor=self.ledger.balance_minor,
             last_sequence=self.ledger.next_sequence - 1,
             recovered_minor=self.ledger.recovered_minor,
+            interest_minor=self.ledger.interest_minor,
         )
 
     async def _take_recoveries(self) -> None:
@@ -246,6 +250,9 @@ class InvoiceWorkflow:
         if ledger.escalation == InvoiceState.WRITTEN_OFF:
             self._record_recovery(payment)
             return ledger.balance_minor
+        # interest on the old principal up to the day the money arrived; the paid part stops accruing then
+        value_day = policy.local_date(self.invoice, payment.received_at or now)
+        accrual.post(self._outbox, f"payment {payment.payment_id}", through=value_day)
         ledger.payments[payment.payment_id] = payment.amount_minor
         self._outbox.record(
             PaymentRecorded(
@@ -353,6 +360,7 @@ class InvoiceWorkflow:
                 fees_minor=ledger.fees_minor,
                 written_off_minor=ledger.written_off_minor,
                 overpaid_minor=ledger.overpaid_minor,
+                interest_minor=ledger.interest_minor,
             )
         )
         ledger.remember(workflow.now(), f"Invoice closed: {state.value.replace('_', ' ')}")
@@ -394,6 +402,7 @@ class InvoiceWorkflow:
     def open_dispute(self, dispute: OpenDispute) -> InvoiceStatus:
         """The client disputes the invoice: escalation pauses until the dispute is resolved."""
         now = workflow.now()
+        accrual.post(self._outbox, "dispute opened")  # interest stays frozen while the dispute is open
         self.ledger.dispute = Dispute(opened_at=now, reason=dispute.reason)
         self._outbox.record(DisputeOpened(reason=dispute.reason))
         self.ledger.remember(now, f"Dispute opened: {dispute.reason}")
@@ -418,6 +427,7 @@ class InvoiceWorkflow:
         moved_by = policy.dispute_shift(ledger, ledger.dispute.opened_at, now, rejected=rejected)
         ledger.paused += moved_by
         ledger.dispute = None
+        accrual.resume(ledger)
         ledger.credited_minor += resolution.credit_minor
         self._outbox.record(
             DisputeResolved(
@@ -451,6 +461,7 @@ class InvoiceWorkflow:
     def agree_payment_plan(self, plan: PaymentPlan) -> InvoiceStatus:
         """Replace escalation by instalments; a missed one resumes escalation where it stopped."""
         ledger, now = self.ledger, workflow.now()
+        accrual.post(self._outbox, "payment plan agreed")  # interest stays frozen while the plan holds
         ledger.plan = PlanInProgress(
             plan=plan, agreed_at=now, settled_at_agreement_minor=ledger.paid_minor + ledger.credited_minor
         )
@@ -466,9 +477,10 @@ class InvoiceWorkflow:
         ledger = self.ledger
         if ledger.dispute or ledger.plan:
             raise ApplicationError("the invoice already has an open dispute or payment plan", type="InvalidRequest")
-        if plan.total_minor != ledger.balance_minor:
+        balance = ledger.balance_minor + policy.interest_accruing_minor(ledger, workflow.now())  # posted at agreement
+        if plan.total_minor != balance:
             raise ApplicationError(
-                f"instalments sum to {self._money(plan.total_minor)} but the balance is {self._money(ledger.balance_minor)}",
+                f"instalments sum to {self._money(plan.total_minor)} but the balance is {self._money(balance)}",
                 type="InvalidRequest",
             )
         today = policy.local_date(self.invoice, workflow.now())
@@ -491,6 +503,7 @@ class InvoiceWorkflow:
     def decide_legal(self, decision: DecideLegal) -> InvoiceStatus:
         """A human's decision at legal review: sue, settle for an amount, write off, or back to agency."""
         ledger, now = self.ledger, workflow.now()
+        accrual.post(self._outbox, "legal decision")
         ledger.legal_decision = decision.decision
         self._outbox.record(
             LegalDecisionTaken(
@@ -538,6 +551,7 @@ class InvoiceWorkflow:
     def mark_factored(self, factoring: MarkFactored) -> InvoiceStatus:
         """The receivable was sold to a factor: client-facing escalation ends; the block, if any, lifts."""
         ledger = self.ledger
+        accrual.post(self._outbox, "sold to a factor")
         self._outbox.record(
             InvoiceFactored(factor=factoring.factor, advance_minor=factoring.advance_minor, balance_minor=ledger.balance_minor)
         )

@@ -23,6 +23,8 @@ PATCH_SPLIT_EVENT_BATCHES = "split-event-batches"  # a large batch of events goe
 PATCH_WAKE_ON_LONG_HISTORY = "wake-on-long-history"  # a dropped signal wakes the loop to continue as new
 PATCH_CONTINUE_ON_SIGNALS = "continue-on-signals"  # a run continues as new after SIGNALS_PER_RUN signals
 PATCH_CUSTOMER_HOLDS = "customer-holds"  # the customer workflow cuts and restores what its invoices hold
+# issue 20 item 4: a policy's statutory interest instead of the percent fee (``InvoiceLedger.interest_rules``)
+PATCH_STATUTORY_INTEREST = "statutory-interest"
 
 
 def closed_meanwhile(ledger: InvoiceLedger) -> bool:

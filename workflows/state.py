@@ -12,6 +12,7 @@ from datetime import date, datetime, timedelta
 from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.events import PaymentRejectionsCounted, ReceivableEntry
+from workflows.interest import InterestState
 from workflows.ladder import StepKind
 from workflows.models import (
     ActionTaken,
@@ -171,6 +172,8 @@ class InvoiceLedger(BaseModel):
     cut_announcement_tried_at: datetime | None = None
     minimum_notice_override: timedelta | None = Field(default=None, description="InvoiceWorkflowInput.minimum_notice")
     recoveries: dict[str, int] = Field(default_factory=dict, description="payment id -> amount, after a write-off")
+    interest_rules: bool = Field(default=False, description="a policy's statutory interest applies (workflows.accrual)")
+    interest: InterestState = Field(default_factory=InterestState)
 
     @property
     def recovered_minor(self) -> int:
@@ -179,6 +182,16 @@ class InvoiceLedger(BaseModel):
     @property
     def fees_minor(self) -> int:
         return sum(f.amount_minor for f in self.fees)
+
+    @property
+    def interest_minor(self) -> int:
+        """Statutory interest posted (``interest_accrued`` events): owed like a fee, but its own component."""
+        return self.interest.posted_minor
+
+    @property
+    def late_charges_minor(self) -> int:
+        """Fees and interest: what the policy's cap on late charges bounds."""
+        return self.fees_minor + self.interest_minor
 
     @property
     def paid_minor(self) -> int:
@@ -192,7 +205,7 @@ class InvoiceLedger(BaseModel):
     @property
     def net_minor(self) -> int:
         """What the client still owes; negative when overpaid."""
-        return self.invoice.amount_minor + self.fees_minor - self.paid_minor - self.deducted_minor
+        return self.invoice.amount_minor + self.late_charges_minor - self.paid_minor - self.deducted_minor
 
     @property
     def balance_minor(self) -> int:
