@@ -92,6 +92,13 @@ def post(outbox: Outbox, occasion: str, through: date | None = None) -> None:
             workflow.logger.warning("no interest for %s to %s: %s", period.first_day, period.last_day, period.source)
 
 
+def forgo(ledger: InvoiceLedger) -> None:
+    """A payment plan is agreed for the balance the client was told: interest since the last posting is not
+    charged (the client could not know it to the day), and none accrues while the plan holds."""
+    if ledger.interest.accrues_from is not None and policy.interest_applies(ledger):
+        ledger.interest.accrues_from = max(ledger.interest.accrues_from, today(ledger))
+
+
 def resume(ledger: InvoiceLedger) -> None:
     """A freeze ended (dispute resolved, instalment missed): interest runs again from today, not over the pause."""
     if ledger.interest.accrues_from is not None and policy.interest_applies(ledger):

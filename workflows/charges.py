@@ -19,6 +19,6 @@ def note_late_charges_stop(outbox: Outbox) -> None:
     if reason != "cap reached":
         accrual.post(outbox, f"late charges stop: {reason}")  # what accrued until now stays owed
     ledger.late_charges_stopped = reason
-    outbox.record(LateChargesStopped(reason=reason, fees_minor=ledger.fees_minor, interest_minor=ledger.interest_minor))
+    outbox.record(LateChargesStopped(reason=reason, fees_minor=ledger.fees_minor))
     fees = format_money(ledger.fees_minor, ledger.invoice.currency)
     ledger.remember(workflow.now(), f"Late charges stop ({reason}) at {fees}")

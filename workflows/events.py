@@ -280,7 +280,6 @@ class InvoiceClosed(EventPayload):
     fees_minor: Minor
     written_off_minor: Minor
     overpaid_minor: Minor
-    interest_minor: Minor = Field(default=0, description="statutory interest posted")
 
     @field_validator("state")
     @classmethod
@@ -305,7 +304,6 @@ class LateChargesStopped(EventPayload):
 
     reason: str = Field(description="'cap reached', 'handed to the agency' or 'legal action'")
     fees_minor: Minor = Field(description="the late fees charged, which stay owed")
-    interest_minor: Minor = Field(default=0, description="the statutory interest posted, which stays owed")
 
 
 class SmallBalanceWrittenOff(EventPayload):

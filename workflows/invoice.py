@@ -360,7 +360,6 @@ class InvoiceWorkflow:
                 fees_minor=ledger.fees_minor,
                 written_off_minor=ledger.written_off_minor,
                 overpaid_minor=ledger.overpaid_minor,
-                interest_minor=ledger.interest_minor,
             )
         )
         ledger.remember(workflow.now(), f"Invoice closed: {state.value.replace('_', ' ')}")
@@ -461,7 +460,7 @@ class InvoiceWorkflow:
     def agree_payment_plan(self, plan: PaymentPlan) -> InvoiceStatus:
         """Replace escalation by instalments; a missed one resumes escalation where it stopped."""
         ledger, now = self.ledger, workflow.now()
-        accrual.post(self._outbox, "payment plan agreed")  # interest stays frozen while the plan holds
+        accrual.forgo(ledger)  # the plan is for the balance as it stands; interest stays frozen while it holds
         ledger.plan = PlanInProgress(
             plan=plan, agreed_at=now, settled_at_agreement_minor=ledger.paid_minor + ledger.credited_minor
         )
@@ -477,10 +476,9 @@ class InvoiceWorkflow:
         ledger = self.ledger
         if ledger.dispute or ledger.plan:
             raise ApplicationError("the invoice already has an open dispute or payment plan", type="InvalidRequest")
-        balance = ledger.balance_minor + policy.interest_accruing_minor(ledger, workflow.now())  # posted at agreement
-        if plan.total_minor != balance:
+        if plan.total_minor != ledger.balance_minor:
             raise ApplicationError(
-                f"instalments sum to {self._money(plan.total_minor)} but the balance is {self._money(balance)}",
+                f"instalments sum to {self._money(plan.total_minor)} but the balance is {self._money(ledger.balance_minor)}",
                 type="InvalidRequest",
             )
         today = policy.local_date(self.invoice, workflow.now())
