@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from temporalio import workflow
@@ -165,7 +166,7 @@ class Outbox:
             country=invoice.country,
             days_overdue=policy.days_overdue(invoice, now),
             # statutory interest replaces the contract's late-fee terms
-            late_fee_percent_per_month=0 if interest else terms.late_fee_percent_per_month,
+            late_fee_percent_per_month=Decimal(0) if interest else terms.late_fee_percent_per_month,
             fixed_late_fee_minor=0 if interest else terms.fixed_late_fee_minor,
             payment_minor=queued.amount_minor if queued.kind == NoticeKind.RECEIPT else 0,
             credit_minor=queued.amount_minor if queued.kind == NoticeKind.DISPUTE_RESOLVED else 0,
