@@ -610,6 +610,7 @@ class AgencyHandover(Strict):
     )
     balance_minor: int
     days_overdue: int
+    interest_minor: int = Field(default=0, description="statutory interest posted, part of the balance")
 
 
 # how long one suspend_equipment/restore_equipment attempt may run; the registry refuses entries
