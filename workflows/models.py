@@ -699,7 +699,7 @@ class NextAction(Strict):
 
     what: str
     at: datetime
-    kind: str | None = Field(default=None, description="stage, late_fee, instalment, legal_review or discount_ends")
+    kind: str | None = Field(default=None, description="stage, late_fee, instalment, legal_review, discount_ends or interest")
 
 
 class InvoiceStatus(Strict):
