@@ -26,8 +26,8 @@ from workflows.models import COMPENSATION, Fee, InvoiceState, NoticeKind, OpenDi
 OLD_RATE, NEW_RATE = Decimal("2.00"), Decimal("3.00")  # reference rates of the two half-years, plus 8 points
 
 
-def policy_with_interest(**settings) -> dict:
-    return custom_policy({"reminder": 1, "late_fee": 10}, interest={"margin_percent": "8"}, **settings)
+def policy_with_interest(stages: dict[str, int] | None = None, **settings) -> dict:
+    return custom_policy(stages or {"reminder": 1, "late_fee": 10}, interest={"margin_percent": "8"}, **settings)
 
 
 def rates_around(boundary: date) -> CurrencyRates:
@@ -47,12 +47,13 @@ def interest(principal: int, percent: str, days: int) -> int:
     return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
-async def begin_with_interest(env, client, queue, recorder, **policy_settings):
+async def begin_with_interest(env, client, queue, recorder, stages: dict[str, int] | None = None, **policy_settings):
     """An invoice of 1,000.00 EUR due 15 days before the next half-year starts; returns it, its handle and ``B``."""
     boundary = next_half_year_start(await today(env) + timedelta(days=20))
     recorder.rates.table = {"EUR": rates_around(boundary)}
     invoice, handle = await begin(
-        env, client, queue, recorder, due_date=boundary - timedelta(days=15), policy=policy_with_interest(**policy_settings)
+        env, client, queue, recorder, due_date=boundary - timedelta(days=15),
+        policy=policy_with_interest(stages, **policy_settings),
     )
     return invoice, handle, boundary
 
@@ -125,6 +126,9 @@ def test_a_posting_across_the_boundary_splits_at_it_and_a_missing_rate_accrues_n
     ]
     assert split.amount_minor == interest(100_000, "10.15", 10) == 278
     assert "no reference rate for 2027-H1" in split.periods[1].source
+    # half a minor unit rounds up: 18.25 EUR at 10 % for a day is exactly 0.5 cent
+    ten_percent = CurrencyRates(rates=[rates.rates[0].model_copy(update={"reference_percent": Decimal(2)})])
+    assert accrue(1_825, date(2026, 12, 1), date(2026, 12, 2), Decimal(8), ten_percent).amount_minor == 1
 
 
 async def test_a_payment_stops_accrual_on_the_paid_part(env, client, queue, recorder):
@@ -172,6 +176,23 @@ async def test_a_dispute_freezes_interest(env, client, queue, recorder):
         ("month end", str(boundary + timedelta(days=20)), interest(100_000, "11", 11)),
     ]
     await assert_replays(handle)
+
+
+async def test_interest_stops_at_the_agency_hand_over(env, client, queue, recorder):
+    """Handed to the agency at B+25 (``charges_stop_at_agency``, the default): the 25 days are posted, then none."""
+    invoice, handle, boundary = await begin_with_interest(
+        env, client, queue, recorder, stages={"reminder": 1, "late_fee": 10, "agency": 40}
+    )
+    await sleep_until(env, at(boundary + timedelta(days=25)))
+    await settled_into(handle, InvoiceState.AGENCY)
+    handed_over = await status(handle)
+    await sleep_until(env, at(boundary + timedelta(days=90)))
+    posts = accrued(recorder, invoice.invoice_id)
+    assert [(p["occasion"], p["amount_minor"]) for p in posts[2:]] == [("stage agency", interest(100_000, "11", 25))]
+    [stopped] = recorder.events_of(invoice.invoice_id, "late_charges_stopped")
+    assert stopped.data["reason"] == "handed to the agency"
+    assert (await status(handle)).balance_minor == handed_over.balance_minor == 100_000 + 4_000 + 247 + 137 + 753
+    assert recorder.agency_packages[-1].interest_minor == 247 + 137 + 753
 
 
 async def test_paying_principal_compensation_and_interest_closes_the_invoice(env, client, queue, recorder):
