@@ -7,6 +7,7 @@ payment intake), so that target can change without touching parsing or matching.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from enum import StrEnum
 
@@ -56,8 +57,12 @@ class ImportSummary(BaseModel):
     lines: list[LineResult]
 
 
-async def import_statement(ctx: PaymentContext, document: bytes) -> ImportSummary:
-    """Import a camt.053/054 document. Raises :class:`camt.StatementError` (nothing imported) if unreadable."""
+async def import_statement(
+    ctx: PaymentContext, document: bytes, progress: Callable[[int, int], None] | None = None
+) -> ImportSummary:
+    """Import a camt.053/054 document. Raises :class:`camt.StatementError` (nothing imported) if unreadable.
+
+    ``progress(done, total)`` is called after each line (the CLI's progress bar)."""
     statement = camt.parse(document)
     references = InvoiceReferences(ctx.pool)
     results = []
@@ -65,6 +70,8 @@ async def import_statement(ctx: PaymentContext, document: bytes) -> ImportSummar
     for line in statement.lines:
         results.append(await _import_line(ctx, references, line, seen))
         seen.add(line.payment_id)
+        if progress:
+            progress(len(results), len(statement.lines))
     counts = {status: sum(1 for r in results if r.status == status) for status in LineStatus}
     return ImportSummary(
         document=statement.kind,

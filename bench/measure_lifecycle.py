@@ -37,6 +37,7 @@ from client import invoices
 from workflows.models import InvoiceState, Payment
 
 THROUGHPUT_TARGET = Target(on="ratio", op=">=", bound=0.8)
+INVOICES_PER_CUSTOMER = 3  # the lifecycle's invoices come in customers of three (a level's last may have fewer)
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,15 @@ class Lifecycle:
     workflow_id: str
 
 
+def customer_of(invoice_id: str) -> str:
+    """Invoices ``<prefix>-<n>`` share a customer ``INVOICES_PER_CUSTOMER`` at a time: ``<prefix>-C<n // k>``."""
+    prefix, n = invoice_id.rsplit("-", 1)
+    return f"{prefix}-C{int(n) // INVOICES_PER_CUSTOMER}"
+
+
 async def _real_lifecycle(client: Client, invoice_id: str, gap: timedelta, timeout: float) -> Lifecycle:
     began = time.monotonic()
-    invoice = lifecycle_invoice(invoice_id, utc_now() + gap, gap)
+    invoice = lifecycle_invoice(invoice_id, customer_of(invoice_id), utc_now() + gap, gap)
     handle = await invoices.start_invoice(client, INVOICE_QUEUE, invoice)
     await sleep_until(stage_moments(invoice)[-1])
     current = await poll(
@@ -97,6 +104,18 @@ def _cpu_per_lifecycle(usage: dict[str, Usage], worker: str, lifecycles: int) ->
     }
 
 
+def _per_lifecycle_seconds(task_seconds: dict[str, float], lifecycles: int) -> dict[str, float]:
+    """The worker's task seconds per lifecycle, by workflow and activity type (the SDK's histograms)."""
+    return {name: round(seconds / max(1, lifecycles), 4) for name, seconds in sorted(task_seconds.items()) if seconds > 0}
+
+
+def _customer_share(task_seconds: dict[str, float], worker_cpu_seconds: float) -> float:
+    """The customer workflow's tasks and its activities, as a share of the worker's CPU seconds (an upper bound:
+    a task's time includes waiting for the interpreter while other tasks run)."""
+    customer = sum(seconds for name, seconds in task_seconds.items() if "customer" in name.lower())
+    return round(customer / worker_cpu_seconds, 3) if worker_cpu_seconds > 0 else 0.0
+
+
 def _per_lifecycle(requests: Counter[str], lifecycles: int) -> dict[str, float]:
     """The dev server's requests per lifecycle, those made at least once in ten lifecycles."""
     per = {name: round(count / max(1, lifecycles), 1) for name, count in sorted(requests.items())}
@@ -130,11 +149,15 @@ async def measure_lifecycle(
         count = sizes.rounds * concurrency
         report_progress(f"lifecycle: {count} invoices, {concurrency} in flight")
         requests_before = await stack.dev_server_requests()
+        tasks_before = await stack.worker_task_seconds()
         async with stack.watch() as watch:
             real_rate, real, real_failed = await _level(
                 lambda i: _real_lifecycle(client, i, gap, sizes.timeout), f"L{run}-{concurrency}", concurrency, count
             )
         requests_between = await stack.dev_server_requests()
+        task_seconds = {
+            name: seconds - tasks_before.get(name, 0.0) for name, seconds in (await stack.worker_task_seconds()).items()
+        }
         report_progress(f"lifecycle: {count} baseline workflows, {concurrency} in flight")
         async with stack.watch() as base_watch:
             base_rate, base, base_failed = await _level(
@@ -163,6 +186,8 @@ async def measure_lifecycle(
                 "cpu_s_per_invoice": _cpu_per_lifecycle(usage, "worker", len(real)),
                 "cpu_s_per_baseline_workflow": _cpu_per_lifecycle(base_usage, "baseline_worker", len(base)),
                 "worker_peak_rss_mb": usage["worker"].peak_rss_mb,
+                "worker_task_s_per_invoice": _per_lifecycle_seconds(task_seconds, len(real)),
+                "customer_share_of_worker_cpu": _customer_share(task_seconds, usage["worker"].cpu_seconds),
                 "dev_server_requests_per_invoice": _per_lifecycle(requests_between - requests_before, len(real)),
                 "dev_server_requests_per_baseline_workflow": _per_lifecycle(requests_after - requests_between, len(base)),
             }

@@ -49,6 +49,11 @@ REQUEST_METRICS = {
     "persistence_requests": "persistence",
     "visibility_persistence_requests": "visibility",
 }
+# the SDK's histograms of the worker's task times, by the label that names the workflow or activity type
+SDK_TASK_METRICS = {
+    "temporal_workflow_task_execution_latency": "workflow",
+    "temporal_activity_execution_latency": "activity",
+}
 METRICS_LAG = 2.0  # seconds; the server publishes its counters about once a second (seen up to 1.2 s late)
 # what the SDK logs when the worker is too busy to finish a workflow task in time
 OVERLOAD_SIGNS = {
@@ -253,6 +258,7 @@ class BenchStack:
         self.workers: dict[str, WorkerProcess] = {}
         self.dev_server_pid = 0
         self.dev_server_metrics = ""
+        self.worker_metrics = ""
         self.postgres_pid = 0
         self.started_in = 0.0
 
@@ -309,8 +315,11 @@ class BenchStack:
             "worker": ([find_executable("dunning"), "worker"], INVOICE_QUEUE),
             "baseline_worker": ([sys.executable, "-m", "bench.baseline_worker"], BASELINE_QUEUE),
         }
+        sdk_metrics = f"127.0.0.1:{free_port()}"
+        self.worker_metrics = f"http://{sdk_metrics}/metrics"
         for name, (command, queue) in commands.items():
-            process = WorkerProcess(name, command, {**env, "DUNNING_TASK_QUEUE": queue}, self.root / f"{name}.log")
+            own = {"DUNNING_TASK_QUEUE": queue, **({"DUNNING_TEMPORAL_METRICS_BIND": sdk_metrics} if name == "worker" else {})}
+            process = WorkerProcess(name, command, {**env, **own}, self.root / f"{name}.log")
             self._exit.callback(process.stop)
             self.workers[name] = process
         for name, (_, queue) in commands.items():
@@ -354,6 +363,20 @@ class BenchStack:
                     continue  # the services' calls to one another
                 counts[f"{kind}:{sample.labels.get('operation', '?')}"] += int(sample.value)  # a counter's samples are whole
         return counts
+
+    async def worker_task_seconds(self) -> dict[str, float]:
+        """Seconds the service's worker has spent running tasks since it started, from the SDK's own histograms:
+        ``workflow:<type>`` (workflow tasks, the workflow code) and ``activity:<type>`` (activity executions)."""
+        async with httpx.AsyncClient(timeout=10) as http:
+            text = (await http.get(self.worker_metrics)).raise_for_status().text
+        seconds: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            label = SDK_TASK_METRICS.get(family.name)
+            for sample in family.samples if label else ():
+                if sample.name.endswith("_sum"):  # milliseconds, the SDK's default unit
+                    name = f"{label}:{sample.labels.get(f'{label}_type', '?')}"
+                    seconds[name] = seconds.get(name, 0.0) + sample.value / 1000
+        return seconds
 
     async def disk_usage_mb(self) -> dict[str, float]:
         """Size on disk of the service's database and of the dev server's SQLite files."""

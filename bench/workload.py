@@ -37,7 +37,7 @@ def utc_now() -> datetime:
 
 def _invoice(invoice_id: str, due_at: datetime, policy_fields: dict[str, Any], **fields: Any) -> Invoice:
     """An invoice of EUR 1,000.00 due on ``due_at``'s date at its time of day, read in the invoice's
-    time zone (UTC unless ``fields`` give another)."""
+    time zone (UTC unless ``fields`` give another), of customer ``BENCH-1`` unless ``fields`` name another."""
     return Invoice.model_validate(
         {
             "invoice_id": invoice_id,
@@ -54,10 +54,10 @@ def _invoice(invoice_id: str, due_at: datetime, policy_fields: dict[str, Any], *
     )
 
 
-def lifecycle_invoice(invoice_id: str, due_at: datetime, gap: timedelta) -> Invoice:
+def lifecycle_invoice(invoice_id: str, customer_id: str, due_at: datetime, gap: timedelta) -> Invoice:
     """Reminder, warning and late fee at one, two and three ``gap`` after ``due_at``, at any hour."""
     stages = [{"action": action.value, "offset": gap * (n + 1)} for n, action in enumerate(LIFECYCLE_STAGES)]
-    return _invoice(invoice_id, due_at, {"stages": stages, "sending_window": None})
+    return _invoice(invoice_id, due_at, {"stages": stages, "sending_window": None}, customer_id=customer_id)
 
 
 def stage_moments(invoice: Invoice) -> list[datetime]:

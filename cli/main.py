@@ -293,6 +293,10 @@ def pay(
     amount: Annotated[str, typer.Option(help="Amount in major units, e.g. 125.50", show_default=False)],
     payment_id: Annotated[str, typer.Option(help="Unique id of the payment (bank reference)", show_default=False)],
     signal: Annotated[bool, typer.Option("--signal", help="Send fire-and-forget instead of waiting for the new balance")] = False,
+    received_at: Annotated[
+        str | None,
+        typer.Option(help="When the money arrived (its value date), ISO 8601, e.g. 2026-12-03T10:00:00Z; default now"),
+    ] = None,
 ) -> None:
     """Record a payment received from the client."""
     _check_amount_syntax(amount, "--amount")
@@ -300,7 +304,10 @@ def pay(
     async def run(client: Client, settings: Settings) -> None:
         currency = await _currency_of(client, settings, invoice_id)
         minor = to_minor(amount, currency, "--amount")
-        payment = _model(Payment, "payment", payment_id=payment_id, amount_minor=minor, currency=currency)
+        payment = _model(
+            Payment, "payment", payment_id=payment_id, amount_minor=minor, currency=currency, received_at=received_at
+        )
+        _within_window(settings.date_window().payment(payment), "payment")
         paid = format_money(minor, currency)
         if signal:
             await invoices.send_payment_signal(client, invoice_id, payment)

@@ -14,6 +14,7 @@ from typing import Annotated, NoReturn
 import asyncpg
 import typer
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 from temporalio.client import Client
 
@@ -69,7 +70,14 @@ async def _import(document: bytes) -> ImportSummary:
     await apply_schema(settings.resolved_owner_database_url())
     pool = await create_pool(settings.resolved_database_url())
     try:
-        return await import_statement(_Connections(await connect(settings), pool, settings), document)
+        console = Console(stderr=True)
+        with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
+            task = bar.add_task("Importing the statement's lines", total=None)
+            return await import_statement(
+                _Connections(await connect(settings), pool, settings),
+                document,
+                lambda done, total: bar.update(task, completed=done, total=total),
+            )
     finally:
         await pool.close()
 

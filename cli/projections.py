@@ -72,9 +72,14 @@ def lag_command(as_json: Annotated[bool, typer.Option("--json", help="Print the 
 
 
 @quarantine_app.command("list")
-def quarantine_list_command() -> None:
+def quarantine_list_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the events as a JSON array")] = False,
+) -> None:
     """The quarantined events, in log order, each with the error that stopped it."""
     events = with_database(quarantined_events)
+    if as_json:
+        typer.echo(json.dumps([event.model_dump(mode="json") for event in events], indent=2))
+        return
     if not events:
         typer.echo("No event is quarantined.")
         return

@@ -52,6 +52,9 @@ from workflows.models import (
 from workflows.state import InvoiceWorkflowInput
 
 ANSWER_TIMEOUT = timedelta(seconds=20)
+# An invoice's run may hold up to 150 signals of 256 KiB (a flood; docs/guarantees.md): a worker that fetches and
+# replays that much on a busy machine needs more than Temporal's default 10 s; continued runs keep it.
+INVOICE_TASK_TIMEOUT = timedelta(seconds=30)
 """How long a query or update waits for a worker to answer before giving up."""
 
 
@@ -167,6 +170,7 @@ async def start_invoice(
             task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            task_timeout=INVOICE_TASK_TIMEOUT,
             search_attributes=initial_search_attributes(invoice),
             static_summary=invoice_summary(invoice),
             static_details=invoice_details(invoice),

@@ -21,6 +21,7 @@ from tests.harness import make_invoice, start_invoice
 from workflows import policy
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
+    Allocation,
     DecideLegal,
     DunningPolicy,
     Instalment,
@@ -162,6 +163,24 @@ async def customer_of_two_invoices(
     return client.get_workflow_handle(customer_workflow_id(invoices[0].customer_id))
 
 
+async def fee_reversed_by_a_value_date(
+    env: WorkflowEnvironment, client: Client, queue: str, _: Recorder
+) -> WorkflowHandle:
+    """The principal arrived two days after the due date and was booked after the late fee (the value-dates
+    patch): the fee is reversed and the invoice closes as paid; the policy pays costs first."""
+    invoice = make_invoice((await env.get_current_time()).date(), policy=DunningPolicy.default().model_copy(
+        update={"sending_window": None, "allocation": Allocation.COSTS_FIRST}
+    ))
+    handle = await start_invoice(client, queue, invoice)
+    await _skip_past(env, invoice, StageAction.LATE_FEE)
+    await _settle(handle)
+    arrived = policy.due_moment(invoice) + timedelta(days=2)
+    payment = Payment(payment_id="all", amount_minor=100_000, currency="EUR", received_at=arrived)
+    await handle.execute_update(InvoiceWorkflow.record_payment, payment)
+    await handle.result()
+    return handle
+
+
 SCENARIOS = [
     written_off_after_every_stage,
     paid_while_suspended,
@@ -170,6 +189,7 @@ SCENARIOS = [
     windowed_cut_handed_over_then_factored,
     discount_lapsed_then_paid,
     customer_of_two_invoices,
+    fee_reversed_by_a_value_date,
 ]
 
 

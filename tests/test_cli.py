@@ -182,6 +182,20 @@ async def _rejected(env: dict[str, str], invoice_id: str, count: int) -> bool:
     return (await status_of(env, invoice_id)).rejected_payments == count
 
 
+async def test_pay_with_the_date_the_money_arrived(cli_env, recorder, tmp_path):
+    """Issue 20: the value date goes with the payment; one in the future is refused before it reaches the workflow."""
+    invoice_id = (await started(cli_env, tmp_path, recorder))["invoice_id"]
+    tomorrow = (datetime.now(ZoneInfo("UTC")) + timedelta(days=1)).isoformat()
+    pay = ("invoice", "pay", invoice_id, "--amount", "10", "--payment-id", "P1", "--received-at")
+    failed(await dunning(cli_env, *pay, tomorrow), "invalid payment: received_at: must not be in the future")
+    failed(await dunning(cli_env, *pay, "last tuesday"), "invalid payment: received_at")
+    an_hour_ago = (datetime.now(ZoneInfo("UTC")) - timedelta(hours=1)).replace(microsecond=0)
+    assert "balance 12490.00 RON" in succeeded(await dunning(cli_env, *pay, an_hour_ago.isoformat()))
+    await eventually(lambda: recorder.events_of(invoice_id, "payment_recorded"))
+    [recorded] = recorder.events_of(invoice_id, "payment_recorded")
+    assert datetime.fromisoformat(recorded.data["received_at"]) == an_hour_ago
+
+
 async def test_dispute_resolve_and_resend(cli_env, recorder, tmp_path):
     invoice_id = (await started(cli_env, tmp_path, recorder))["invoice_id"]
 

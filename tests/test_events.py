@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -73,6 +73,7 @@ SAMPLES: dict[EventKind, dict[str, Any]] = {
     EventKind.LATE_FEE_CHARGED: {"number": 1, "amount_minor": 3_500, "reason": "late fee"},
     EventKind.PAYMENT_RECORDED: {
         "payment_id": "p1", "amount_minor": 10_000, "received_at": AT.isoformat(), "balance_minor": 90_000,
+        "principal_minor": 10_000, "fees_minor": 0,
     },
     EventKind.PAYMENT_REJECTED: {
         "reason": "malformed payment: not JSON", "payload": "garbage", "payload_bytes": 7, "payload_sha256": "ab" * 32,
@@ -80,7 +81,7 @@ SAMPLES: dict[EventKind, dict[str, Any]] = {
     EventKind.PAYMENT_REJECTIONS_COUNTED: {
         "count": 900, "first_at": AT.isoformat(), "last_at": AT.isoformat(), "reasons": {"malformed payment: x": 900},
     },
-    EventKind.DISCOUNT_APPLIED: {"amount_minor": 2_000},
+    EventKind.DISCOUNT_APPLIED: {"amount_minor": 2_000, "paid_on": "2026-11-05"},
     EventKind.OVERPAYMENT_CREDITED: {"amount_minor": 500},
     EventKind.DISPUTE_OPENED: {"reason": "hours billed twice"},
     EventKind.DISPUTE_RESOLVED: {"outcome": "upheld", "credit_minor": 10_000, "note": "", "escalation_moved_by": "P3D"},
@@ -113,6 +114,9 @@ SAMPLES: dict[EventKind, dict[str, Any]] = {
         "periods": [{"first_day": "2026-12-22", "last_day": "2026-12-30", "days": 9, "reference_percent": "2.15",
                      "rate_percent": "10.15", "source": "ECB main refinancing operations rate"}],
         "capped": False, "interest_minor": 250, "occasion": "late-fee stage",
+    },
+    EventKind.LATE_FEE_REVERSED: {
+        "number": 1, "amount_minor": 3_500, "charged_at": AT.isoformat(), "payment_id": "p1", "received_at": AT.isoformat(),
     },
 }
 
@@ -407,7 +411,9 @@ async def test_every_event_the_workflow_emits_validates_and_projects_like_its_st
         assert isinstance(stored_event.payload(), PAYLOADS[stored_event.kind])
     emitted = {e.kind for e in stored}
     # srv-2 was never cut, so never restored; small balances and recoveries have their own test
-    assert set(EventKind) - emitted == {EventKind.RESTORE_FAILED, EventKind.INTEREST_ACCRUED} | MONEY_RULE_KINDS
+    assert set(EventKind) - emitted == (
+        {EventKind.RESTORE_FAILED, EventKind.INTEREST_ACCRUED} | MONEY_RULE_KINDS | {EventKind.LATE_FEE_REVERSED}
+    )
 
 
 async def tables(pool: asyncpg.Pool) -> dict[str, list[dict]]:
@@ -514,3 +520,24 @@ async def test_statutory_interest_validates_and_projects_like_the_status(env, cl
     stored = await read_events(pool, invoice.invoice_id)
     accrued = [e.payload() for e in stored if e.kind == EventKind.INTEREST_ACCRUED]
     assert len(accrued) >= 3 and sum(a.amount_minor for a in accrued) == view.interest_minor  # type: ignore[attr-defined]
+
+
+async def test_a_fee_reversed_by_a_value_date_validates_and_projects_like_the_status(env, client, storing_queue, pool):
+    """The principal arrived before the late fee and was booked after it: the read model shows no fee, as the
+    workflow does, and the receivable entries net to nothing."""
+    today = (await env.get_current_time()).date()
+    invoice = make_invoice(today, policy=ladder(reminder=1, late_fee=2, ultimatum=8, suspend=13))
+    handle = await start_invoice(client, storing_queue, invoice)
+    await next_step(env, handle)  # the reminder
+    await next_step(env, handle)  # the late fee
+    arrived = datetime.combine(invoice.due_date + timedelta(days=1), time(12), tzinfo=UTC)
+    payment = Payment(payment_id="early", amount_minor=100_000, currency="EUR", received_at=arrived)
+    assert await handle.execute_update(InvoiceWorkflow.record_payment, payment) == 0
+    await assert_projected_like_the_workflow(pool, handle)
+    await catch_up(pool)
+    view = await invoice_view(pool, invoice.invoice_id)
+    assert (view.state, view.fees_minor, view.balance_minor) == (InvoiceState.PAID, 0, 0)
+    stored = await read_events(pool, invoice.invoice_id)
+    assert [e.kind for e in stored].count(EventKind.LATE_FEE_REVERSED) == 1
+    for stored_event in stored:
+        assert isinstance(stored_event.payload(), PAYLOADS[stored_event.kind])

@@ -171,6 +171,8 @@ async def test_invoice_lifecycle_end_to_end(client, pool, settings, env, smtp_se
     async with build_worker(client, pool, settings):
         succeeded(await dunning(env, "invoice", "start", str(path)))
         handle = handle_of(client, invoice)
+        # a flooded run's history takes longer than the default 10 s to fetch and replay on a busy machine
+        assert (await handle.describe()).raw_description.execution_config.default_workflow_task_timeout.seconds == 30
         await eventually(lambda: notice_recorded(pool, invoice, NoticeKind.LATE_FEE), timeout=30)
         current = await handle.query(InvoiceWorkflow.status)
         assert (current.state, current.fees_minor) == (InvoiceState.LATE_FEE, LATE_FEE)

@@ -266,6 +266,35 @@ def test_a_receipt_tells_a_small_balance_written_off_and_a_recovery(language: st
         assert "any block on your service is lifted" in fully
 
 
+@pytest.mark.parametrize("language", ["en", "ro", "bg", "et", "it"])
+def test_a_receipt_tells_the_fee_its_value_date_reversed_and_what_the_payment_paid(language: str) -> None:
+    """Issue 20: a late fee charged after the money arrived is reversed, and the receipt says what the payment paid."""
+    base = notice(NoticeKind.RECEIPT, language)
+    reversed_fee = base.fees[0]
+    rendered = render_notice(
+        base.model_copy(
+            update={
+                "fees": base.fees[1:],
+                "fees_reversed": [reversed_fee],
+                "received_on": date(2025, 3, 28),
+                "payment_minor": 1_210_000,
+                "principal_paid_minor": 1_200_000,
+                "fees_paid_minor": 10_000,
+            }
+        ),
+        PAYEE,
+    ).text
+    assert long_date(date(2025, 3, 28), language) in rendered
+    assert money(Decimal(reversed_fee.amount_minor) / 100, language) in rendered
+    assert money(Decimal("12000.00"), language) in rendered and money(Decimal("100.00"), language) in rendered
+    plain = render_notice(base, PAYEE).text
+    assert long_date(date(2025, 3, 28), language) not in plain
+    if language == "en":
+        assert f"Your payment arrived on 28 March 2025, before late fee 1 of {money(Decimal(reversed_fee.amount_minor) / 100, 'en')}" in rendered
+        assert "Of this payment, £12,000.00 went to the invoice amount and £100.00 to late fees." in rendered
+        assert "went to the invoice amount" not in plain
+
+
 def test_the_payment_plan_lists_each_instalment() -> None:
     text = render_notice(notice(NoticeKind.PLAN_AGREED, "ro"), PAYEE).text
     assert f"Rata 1: {money(Decimal('6000.00'), 'ro')}, scadentă la 1 mai 2025\n" in text

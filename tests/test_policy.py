@@ -13,7 +13,7 @@ from tests.notice_samples import notice
 from tests.test_agency_package import handover
 from workflows import policy
 from workflows.ladder import StepKind
-from workflows.models import DunningPolicy, Fee, Invoice, InvoiceState, NoticeKind, PaymentPlan, StageAction
+from workflows.models import Allocation, DunningPolicy, Fee, Invoice, InvoiceState, NoticeKind, PaymentPlan, StageAction
 from workflows.publishing import status_of
 from workflows.state import Dispute, InvoiceLedger, PlanInProgress
 
@@ -633,3 +633,46 @@ def test_a_notice_or_package_scheduled_before_v6_reads_its_sum_as_deducted() -> 
     for sample in (notice(NoticeKind.REMINDER, "en", deducted_minor=5_600), handover(make_invoice())):
         before_v6 = {("credited_minor" if k == "deducted_minor" else k): v for k, v in sample.model_dump().items()}
         assert type(sample).model_validate(before_v6) == sample
+
+
+# --- value dates and allocation (issue 20 items 1 and 2) -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("allocation", "paid", "expected"),
+    [
+        ("principal_first", 50_000, (50_000, 0)),
+        ("principal_first", 101_000, (100_000, 1_000)),
+        ("principal_first", 200_000, (100_000, 3_500)),  # the rest is an overpayment
+        ("costs_first", 50_000, (46_500, 3_500)),
+        ("costs_first", 2_000, (0, 2_000)),
+        ("costs_first", 200_000, (100_000, 3_500)),
+    ],
+)
+def test_the_allocation_apportions_a_payment(allocation: str, paid: int, expected: tuple[int, int]):
+    assert Allocation(allocation).apportion(100_000, 3_500, paid) == expected
+
+
+def test_costs_first_percentage_fees_run_on_the_principal_the_payments_left():
+    costs_first = make_invoice(policy={**harness.ROUND_THE_CLOCK.model_dump(mode="json"), "allocation": "costs_first"})
+    for invoice, outstanding in ((make_invoice(), 50_000), (costs_first, 53_500)):
+        ledger = ledger_with(invoice, fees=[fee(1, 3_500)], payments={"p1": 50_000})
+        assert ledger.principal_outstanding_minor == outstanding
+
+
+def test_a_fee_is_paid_in_time_when_the_money_that_had_arrived_covered_the_principal():
+    fees = [
+        Fee(number=1, amount_minor=3_500, charged_at=utc(2024, 3, 25, 9), reason="late fee"),
+        Fee(number=2, amount_minor=2_000, charged_at=utc(2024, 4, 15, 9), reason="late fee, month 2 of delay"),
+    ]
+    arrived_between = ledger_with(fees=fees, payments={"p1": 100_000}, arrived_at={"p1": utc(2024, 4, 1)})
+    assert [f.number for f in policy.late_fees_paid_in_time(arrived_between)] == [2]
+    costs_first = make_invoice(policy={**harness.ROUND_THE_CLOCK.model_dump(mode="json"), "allocation": "costs_first"})
+    fee_paid_first = ledger_with(costs_first, fees=fees, payments={"p1": 100_000}, arrived_at={"p1": utc(2024, 4, 1)})
+    assert policy.late_fees_paid_in_time(fee_paid_first) == []  # the money paid fee 1 first: principal still owed
+    arrived_early = ledger_with(fees=fees, payments={"p1": 100_000}, arrived_at={"p1": utc(2024, 3, 17)})
+    assert [f.number for f in policy.late_fees_paid_in_time(arrived_early)] == [1, 2]
+    partly = ledger_with(fees=fees, payments={"p1": 60_000}, arrived_at={"p1": utc(2024, 3, 17)})
+    assert policy.late_fees_paid_in_time(partly) == []
+    unknown_arrival = ledger_with(fees=fees, payments={"p1": 100_000})
+    assert policy.late_fees_paid_in_time(unknown_arrival) == []

@@ -138,6 +138,11 @@ async def test_a_poisoned_row_is_quarantined_and_the_rest_projects(database: Dat
     listed = await cli(db, "quarantine", "list")
     assert listed.exit_code == 0, listed.output
     assert "1 quarantined event(s)" in listed.output and f"{poison}" in listed.output and "OverflowError" in listed.output
+    as_json = await cli(db, "quarantine", "list", "--json")
+    assert as_json.exit_code == 0, as_json.output
+    [listed_event] = json.loads(as_json.output)
+    assert (listed_event["position"], listed_event["invoice_id"], listed_event["attempts"]) == (poison, "A1", 1)
+    assert listed_event["error"].startswith("OverflowError")
 
     # the row is still poison: a retry counts one more attempt and keeps it out
     retried = await cli(db, "quarantine", "retry", "--position", str(poison))

@@ -27,6 +27,7 @@ def workflow_runner() -> SandboxedWorkflowRunner:
         "workflows.suspension",
         "workflows.agency",
         "workflows.payments",
+        "workflows.decisions",
         "workflows.steps",
         "workflows.charges",
         "workflows.holds",

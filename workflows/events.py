@@ -101,8 +101,12 @@ class PaymentRecorded(EventPayload):
 
     payment_id: str
     amount_minor: PositiveMinor
-    received_at: IsoMoment
-    balance_minor: Minor = Field(description="the balance after this payment")
+    received_at: IsoMoment = Field(description="the value date: when the money arrived")
+    balance_minor: Minor = Field(description="the balance after this payment (and the fees and discount its value date decided)")
+    principal_minor: Minor | None = Field(
+        default=None, description="what it paid of the invoice amount, as the policy allocates (None: not told)"
+    )
+    fees_minor: Minor | None = Field(default=None, description="what it paid of late fees (None: not told)")
 
 
 class PaymentRejected(EventPayload):
@@ -135,6 +139,10 @@ class AmountApplied(EventPayload):
 
 class DiscountApplied(AmountApplied):
     event_kind = EventKind.DISCOUNT_APPLIED
+
+    paid_on: date | None = Field(
+        default=None, description="the local date the money paying in full arrived (None: recorded before value dates)"
+    )
 
 
 class OverpaymentCredited(AmountApplied):
@@ -359,6 +367,17 @@ class InterestAccrued(EventPayload):
     capped: bool = Field(default=False, description="the cap on late charges cut this posting short")
     interest_minor: Minor = Field(description="all interest posted so far")
     occasion: str = Field(description="what posted it: the late-fee stage, a stage, a payment, the month end, ...")
+class LateFeeReversed(EventPayload):
+    """A late fee charged after a payment's money had arrived (by its value date): the principal was paid by
+    then, so the fee is taken back."""
+
+    event_kind = EventKind.LATE_FEE_REVERSED
+
+    number: Annotated[int, Field(strict=True, ge=1)] = Field(description="the fee reversed (its late_fee_charged number)")
+    amount_minor: PositiveMinor
+    charged_at: IsoMoment = Field(description="when the fee was charged")
+    payment_id: str = Field(description="the payment whose value date reverses it")
+    received_at: IsoMoment = Field(description="that payment's value date")
 
 
 PAYLOADS: dict[EventKind, type[EventPayload]] = {
@@ -397,6 +416,7 @@ PAYLOADS: dict[EventKind, type[EventPayload]] = {
         CutAnnounced,
         RecoveryRecorded,
         InterestAccrued,
+        LateFeeReversed,
     )
 }
 """The payload class of each kind, for reading events back."""

@@ -194,6 +194,20 @@ class StatutoryInterest(Strict):
     compensation_minor: NonNegativeMinor | None = Field(
         default=None, description="recovery costs, once per invoice; None: the rates file's amount for the currency (40 EUR)"
     )
+class Allocation(StrEnum):
+    """What a payment pays first inside an invoice (``DunningPolicy.allocation``)."""
+
+    PRINCIPAL_FIRST = "principal_first"
+    COSTS_FIRST = "costs_first"  # late charges first, then the principal (the rule of several civil codes)
+
+    def apportion(self, principal_minor: int, costs_minor: int, paid_minor: int) -> tuple[int, int]:
+        """How much of ``paid_minor`` goes to the principal owed and how much to the costs owed, in this order
+        of precedence; what exceeds both is an overpayment."""
+        if self == Allocation.COSTS_FIRST:
+            costs = min(paid_minor, costs_minor)
+            return min(paid_minor - costs, principal_minor), costs
+        principal = min(paid_minor, principal_minor)
+        return principal, min(paid_minor - principal, costs_minor)
 
 
 class DunningPolicy(Strict):
@@ -225,6 +239,10 @@ class DunningPolicy(Strict):
         default=timedelta(days=5),
         ge=timedelta(days=1),
         description="no cut sooner than this after the delivered ultimatum that names the cut's moment",
+    )
+    allocation: Allocation = Field(
+        default=Allocation.PRINCIPAL_FIRST,
+        description="what a payment pays first: the principal (principal_first) or late charges (costs_first)",
     )
     recoveries_accepted_for: BoundedOffset = Field(
         default=timedelta(days=365),
@@ -370,7 +388,11 @@ class Payment(Strict):
     payment_id: Identifier
     amount_minor: PositiveMinor
     currency: Currency
-    received_at: BoundedMoment | None = Field(default=None, description="when the money arrived; defaults to now")
+    received_at: BoundedMoment | None = Field(
+        default=None,
+        description="the value date: when the money arrived (UTC if no offset is given); defaults to now."
+        " Not later than now plus 5 minutes, not more than 31 days before the invoice's issue date",
+    )
 
 
 class OpenDispute(Strict):
@@ -504,6 +526,7 @@ class EventKind(StrEnum):
     CUT_ANNOUNCED = "cut_announced"
     RECOVERY_RECORDED = "recovery_recorded"
     INTEREST_ACCRUED = "interest_accrued"
+    LATE_FEE_REVERSED = "late_fee_reversed"
 
 
 class DomainEvent(Strict):
@@ -594,6 +617,12 @@ class NoticeRequest(Strict):
     interest_through: date | None = Field(default=None, description="the last day the posted interest covers")
     interest_rate_percent: Decimal | None = Field(
         default=None, description="the statutory rate (reference rate plus margin) of the last day posted"
+    )
+    principal_paid_minor: int = Field(default=0, description="receipt: what this payment paid of the invoice amount")
+    fees_paid_minor: int = Field(default=0, description="receipt: what this payment paid of late fees")
+    received_on: date | None = Field(default=None, description="receipt: the local date the money arrived")
+    fees_reversed: list[Fee] = Field(
+        default_factory=list, description="receipt: late fees charged after this payment's money had arrived, reversed"
     )
 
 

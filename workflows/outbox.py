@@ -180,6 +180,10 @@ class Outbox:
             interest_minor=ledger.interest_minor,
             interest_through=ledger.interest.last_day_posted,
             interest_rate_percent=ledger.interest.last_rate_percent,
+            principal_paid_minor=queued.principal_paid_minor,
+            fees_paid_minor=queued.fees_paid_minor,
+            received_on=policy.local_date(invoice, queued.received_at) if queued.received_at else None,
+            fees_reversed=list(queued.fees_reversed),
         )
 
 

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from workflows import interest, ladder
 from workflows.ladder import StepKind
-from workflows.models import Invoice, InvoiceState, Stage, StageAction, format_money
+from workflows.models import Fee, Invoice, InvoiceState, Stage, StageAction, format_money
 from workflows.state import InvoiceLedger, Step
 
 
@@ -410,6 +410,49 @@ def discount_available(ledger: InvoiceLedger, now: datetime) -> int:
         return 0
     discount = Decimal(invoice.amount_minor) * offer.percent / 100
     return int(discount.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+# --- value dates and allocation --------------------------------------------------------------
+
+
+def paid_in_full_at(ledger: InvoiceLedger, now: datetime) -> datetime:
+    """When the money of every payment recorded had arrived: the latest value date (``now`` for a payment
+    recorded before value dates were kept)."""
+    return max((ledger.arrived_at.get(payment_id, now) for payment_id in ledger.payments), default=now)
+
+
+def late_fees_paid_in_time(ledger: InvoiceLedger) -> list[Fee]:
+    """The late fees charged when, counting money by its value date, the principal was already paid: taken back.
+
+    For each fee in charge order: the payments whose money had arrived by its moment, allocated as the policy
+    says to the principal (less credits and the discount) and the fees kept before it, covered the principal.
+    A payment recorded before value dates were kept is not counted: when its money arrived is unknown.
+    """
+    invoice = ledger.invoice
+    principal = max(0, invoice.amount_minor - ledger.credited_minor - ledger.discount_minor)
+    kept_minor, reversed_fees = 0, []
+    for fee in ledger.fees:
+        arrived = sum(
+            amount
+            for payment_id, amount in ledger.payments.items()
+            if payment_id in ledger.arrived_at and ledger.arrived_at[payment_id] <= fee.charged_at
+        )
+        principal_paid, _ = invoice.policy.allocation.apportion(principal, kept_minor, arrived)
+        if principal_paid >= principal:
+            reversed_fees.append(fee)
+        else:
+            kept_minor += fee.amount_minor
+    return reversed_fees
+
+
+def allocation_of(ledger: InvoiceLedger, amount_minor: int) -> tuple[int, int]:
+    """What the payment of ``amount_minor`` just recorded paid: of the invoice amount, and of late fees
+    (``DunningPolicy.allocation``; statutory interest counts with the fees); the rest, if any, is an overpayment."""
+    principal = max(0, ledger.invoice.amount_minor - ledger.deducted_minor)
+    split = ledger.invoice.policy.allocation.apportion
+    after = split(principal, ledger.late_charges_minor, ledger.paid_minor)
+    before = split(principal, ledger.late_charges_minor, ledger.paid_minor - amount_minor)
+    return after[0] - before[0], after[1] - before[1]
 
 
 def instalment_check_at(ledger: InvoiceLedger, index: int) -> datetime:

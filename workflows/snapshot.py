@@ -8,7 +8,7 @@ into it. Both work on the workflow's state alone, so the workflow stays determin
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from workflows import policy
@@ -38,8 +38,8 @@ def observe(facts: BatchFacts, invoice: Invoice, event: DomainEvent) -> None:
 def receivable_entry(invoice: Invoice, event: DomainEvent) -> ReceivableEntry | None:
     """How ``event`` changes what the client owes, dated in the client's time zone (None: it does not).
 
-    The invoice counts from its issue date, a payment from the day its money arrived, everything
-    else from the day it happened. A settlement writes off what exceeds the settled amount.
+    The invoice counts from its issue date, a payment and the discount it earned from the day its money
+    arrived, a late fee's reversal from the day the fee was charged, everything else from the day it happened. A settlement writes off what exceeds the settled amount.
     """
     kind, data = event.kind, event.data
     on = policy.local_date(invoice, event.occurred_at)
@@ -47,11 +47,16 @@ def receivable_entry(invoice: Invoice, event: DomainEvent) -> ReceivableEntry | 
         amount, on = invoice.amount_minor, invoice.issue_date
     elif kind in (EventKind.LATE_FEE_CHARGED, EventKind.INTEREST_ACCRUED):
         amount = int(data["amount_minor"])
+    elif kind == EventKind.LATE_FEE_REVERSED:  # as if never charged: dated when it was
+        amount = -int(data["amount_minor"])
+        on = policy.local_date(invoice, _moment(data["charged_at"]))
     elif kind == EventKind.PAYMENT_RECORDED:
         amount = -int(data["amount_minor"])
         on = policy.local_date(invoice, _moment(data["received_at"]))
     elif kind in (EventKind.DISCOUNT_APPLIED, EventKind.SMALL_BALANCE_WRITTEN_OFF):
         amount = -int(data["amount_minor"])
+        if data.get("paid_on"):  # a discount, from the day the money that earned it arrived
+            on = date.fromisoformat(str(data["paid_on"]))
     elif kind == EventKind.DISPUTE_RESOLVED:
         amount = -int(data["credit_minor"])
     elif kind == EventKind.INVOICE_FACTORED:

@@ -51,6 +51,10 @@ class QueuedNotice(BaseModel):
     residue_minor: int = Field(default=0, description="receipt: the small balance written off after the payment")
     recovery: bool = Field(default=False, description="receipt: the payment is a recovery after a write-off")
     instalments: list[Instalment] = Field(default_factory=list, description="plan agreed / instalment missed")
+    principal_paid_minor: int = Field(default=0, description="receipt: what the payment paid of the invoice amount")
+    fees_paid_minor: int = Field(default=0, description="receipt: what the payment paid of late fees")
+    received_at: datetime | None = Field(default=None, description="receipt: when the payment's money arrived")
+    fees_reversed: list[Fee] = Field(default_factory=list, description="receipt: late fees the payment reversed")
 
 
 class Dispute(BaseModel):
@@ -174,6 +178,10 @@ class InvoiceLedger(BaseModel):
     recoveries: dict[str, int] = Field(default_factory=dict, description="payment id -> amount, after a write-off")
     interest_rules: bool = Field(default=False, description="a policy's statutory interest applies (workflows.accrual)")
     interest: InterestState = Field(default_factory=InterestState)
+    value_dates: bool = Field(default=False, description="discount and late fees decided by when the money arrived")
+    arrived_at: dict[str, datetime] = Field(
+        default_factory=dict, description="payment id -> its value date (payments recorded before it was kept lack one)"
+    )
 
     @property
     def recovered_minor(self) -> int:
@@ -217,8 +225,11 @@ class InvoiceLedger(BaseModel):
 
     @property
     def principal_outstanding_minor(self) -> int:
-        """Unpaid part of the invoice amount itself: the basis of percentage late fees."""
-        return max(0, self.invoice.amount_minor - self.paid_minor - self.deducted_minor)
+        """Unpaid part of the invoice amount itself, as the policy allocates payments: the basis of percentage
+        late fees and statutory interest (which count as costs with the fees)."""
+        principal = max(0, self.invoice.amount_minor - self.deducted_minor)
+        paid, _ = self.invoice.policy.allocation.apportion(principal, self.late_charges_minor, self.paid_minor)
+        return principal - paid
 
     @property
     def state(self) -> InvoiceState:

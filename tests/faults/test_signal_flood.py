@@ -114,12 +114,14 @@ class Sender:
         await asyncio.gather(*(send(name, raw) for name, raw in signals))
 
 
-async def _runs(client: Client, workflow_id: str) -> list[tuple[int, int]]:
-    """``(history events, history bytes)`` of each run of the invoice's workflow."""
-    return [
-        (execution.history_length, execution.raw_info.history_size_bytes)
-        async for execution in client.list_workflows(f"WorkflowId = '{workflow_id}'")
-    ]
+async def _runs(client: Client, workflow_id: str) -> list[tuple[int, int, int]]:
+    """``(history events, history bytes, workflow task timeout in seconds)`` of each run of the invoice's workflow."""
+    runs = []
+    async for execution in client.list_workflows(f"WorkflowId = '{workflow_id}'"):
+        described = await client.get_workflow_handle(workflow_id, run_id=execution.run_id).describe()
+        task_timeout = described.raw_description.execution_config.default_workflow_task_timeout.seconds
+        runs.append((execution.history_length, execution.raw_info.history_size_bytes, task_timeout))
+    return runs
 
 
 async def test_a_flood_of_malformed_and_of_the_largest_signals_leaves_the_invoice_working():
@@ -190,9 +192,12 @@ async def test_a_flood_of_malformed_and_of_the_largest_signals_leaves_the_invoic
             report.other.append(f"rejection {data['payload'][:30]!r}: not the excerpt, size and hash of a payment sent")
         if len(data["payload"].encode()) > EXCERPT_BYTES:
             report.other.append(f"rejection keeps {len(data['payload'].encode())} bytes of what was sent")
-    largest_run = max(size for _, size in runs)
+    largest_run = max(size for _, size, _ in runs)
     if largest_run > RUN_BYTES_BOUND:
         report.other.append(f"a run's history reached {largest_run / 2**20:.1f} MB")
+    task_timeouts = {seconds for _, _, seconds in runs}
+    if task_timeouts != {invoices.INVOICE_TASK_TIMEOUT.total_seconds()}:
+        report.other.append(f"runs' workflow task timeouts {sorted(task_timeouts)} s: a large run's replay may not fit")
     if probe.failures:
         report.other += [f"status query not answered during the flood: {f}" for f in probe.failures[:5]]
     report.notes.append(
@@ -201,7 +206,7 @@ async def test_a_flood_of_malformed_and_of_the_largest_signals_leaves_the_invoic
         f" answered during the flood, the slowest in {max(probe.seconds, default=0):.2f} s"
     )
     report.notes.append(
-        f"{len(runs)} run(s); history events {sum(n for n, _ in runs)}, bytes {sum(s for _, s in runs) / 2**20:.1f} MB"
+        f"{len(runs)} run(s); history events {sum(n for n, _, _ in runs)}, bytes {sum(s for _, s, _ in runs) / 2**20:.1f} MB"
         f" in all, largest run {largest_run / 2**20:.2f} MB"
     )
     report.print()
