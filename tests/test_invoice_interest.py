@@ -16,6 +16,7 @@ import pytest
 
 from activities.interest_rates import PACKAGED_RATES, InterestRatesFileError, load_interest_rates
 from activities.notices.render import render_notice
+from tests.harness import eventually
 from tests.notice_samples import CLIENTS, PAYEE, money, notice
 from tests.test_invoice_money import assert_replays, custom_policy, snapshots
 from tests.test_invoice_workflow import begin, pay, settled_into, sleep_until, status, today
@@ -144,6 +145,21 @@ async def test_a_payment_stops_accrual_on_the_paid_part(env, client, queue, reco
     ]
     current = await status(handle)
     assert current.balance_minor == 40_000 + 4_000 + current.interest_minor
+
+
+async def test_costs_first_a_payment_pays_compensation_and_interest_before_the_principal(env, client, queue, recorder):
+    """With ``allocation: costs_first`` the 600.00 pays 40.00 + 6.85 of costs first: interest runs on 446.85."""
+    invoice, handle, boundary = await begin_with_interest(env, client, queue, recorder, allocation="costs_first")
+    await sleep_until(env, at(boundary + timedelta(days=10)))
+    await handle.execute_update(InvoiceWorkflow.record_payment, pay("part", 60_000))
+    await eventually(lambda: recorder.events_of(invoice.invoice_id, "payment_recorded"))
+    [recorded] = recorder.events_of(invoice.invoice_id, "payment_recorded")
+    costs = 4_000 + 247 + 137 + interest(100_000, "11", 10)
+    assert (recorded.data["principal_minor"], recorded.data["fees_minor"]) == (60_000 - costs, costs)
+    await sleep_until(env, at(month_after(boundary)))
+    last = accrued(recorder, invoice.invoice_id)[-1]
+    left = 100_000 - (60_000 - costs)
+    assert (last["principal_minor"], last["amount_minor"]) == (left, interest(left, "11", 21))
 
 
 async def test_the_cap_on_late_charges_bounds_interest(env, client, queue, recorder):
