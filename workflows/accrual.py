@@ -30,7 +30,7 @@ def today(ledger: InvoiceLedger) -> date:
 async def learn_rates(ledger: InvoiceLedger) -> None:
     """Ask the rates file for the currency's rates: once at the start, then at most once a day while the
     current half-year has none (ops add it)."""
-    if not policy.interest_applies(ledger) or ledger.escalation.closed:
+    if not policy.interest_applies(ledger) or ledger.escalation.closed or ledger.late_charges_stopped:
         return
     state, now_day = ledger.interest, today(ledger)
     known = state.rates is not None and state.rates.rate_for(half_year_of(now_day)) is not None
