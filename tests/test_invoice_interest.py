@@ -156,6 +156,9 @@ async def test_costs_first_a_payment_pays_compensation_and_interest_before_the_p
     [recorded] = recorder.events_of(invoice.invoice_id, "payment_recorded")
     costs = 4_000 + 247 + 137 + interest(100_000, "11", 10)
     assert (recorded.data["principal_minor"], recorded.data["fees_minor"]) == (60_000 - costs, costs)
+    await eventually(lambda: any(n.kind == NoticeKind.RECEIPT for n in recorder.notices))
+    [receipt] = [n for n in recorder.notices if n.kind == NoticeKind.RECEIPT]
+    assert (receipt.fees_paid_minor, receipt.interest_paid_minor) == (4_000, costs - 4_000)  # told apart
     await sleep_until(env, at(month_after(boundary)))
     last = accrued(recorder, invoice.invoice_id)[-1]
     left = 100_000 - (60_000 - costs)
@@ -270,10 +273,20 @@ def test_a_notice_shows_interest_and_compensation_apart_from_fees(language: str)
         "en": ("Statutory interest up to", "Compensation for recovery costs"),
         "ro": ("Dobândă legală penalizatoare până la", "Compensație pentru costurile de recuperare"),
         "bg": ("Законна лихва за забава до", "Обезщетение за разходите по събирането"),
-        "et": ("Seadusjärgne viivis kuni", "Hüvitis sissenõudmiskulude eest"),
+        "et": ("Seadusjärgne viivisintress kuni", "Hüvitis sissenõudmiskulude eest"),
         "it": ("Interessi legali di mora fino al", "Risarcimento dei costi di recupero"),
     }[language]
     for body in (rendered.text, rendered.html):
         assert money(Decimal("246.57"), language) in body and money(Decimal("40.00"), language) in body
         assert all(label in body for label in labels)
         assert CLIENTS[language].fee_label not in body  # the compensation is no numbered late fee
+
+
+@pytest.mark.parametrize("language", list(CLIENTS))
+def test_a_receipt_tells_what_went_to_interest(language: str):
+    rendered = render_notice(
+        notice(NoticeKind.RECEIPT, language, principal_paid_minor=53_000, fees_paid_minor=4_000, interest_paid_minor=3_000),
+        PAYEE,
+    )
+    for amount in ("530.00", "40.00", "30.00"):
+        assert money(Decimal(amount), language) in rendered.text

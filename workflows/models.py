@@ -620,6 +620,7 @@ class NoticeRequest(Strict):
     )
     principal_paid_minor: int = Field(default=0, description="receipt: what this payment paid of the invoice amount")
     fees_paid_minor: int = Field(default=0, description="receipt: what this payment paid of late fees")
+    interest_paid_minor: int = Field(default=0, description="receipt: what this payment paid of statutory interest")
     received_on: date | None = Field(default=None, description="receipt: the local date the money arrived")
     fees_reversed: list[Fee] = Field(
         default_factory=list, description="receipt: late fees charged after this payment's money had arrived, reversed"

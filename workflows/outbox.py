@@ -182,6 +182,7 @@ class Outbox:
             interest_rate_percent=ledger.interest.last_rate_percent,
             principal_paid_minor=queued.principal_paid_minor,
             fees_paid_minor=queued.fees_paid_minor,
+            interest_paid_minor=queued.interest_paid_minor,
             received_on=policy.local_date(invoice, queued.received_at) if queued.received_at else None,
             fees_reversed=list(queued.fees_reversed),
         )

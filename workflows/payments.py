@@ -119,6 +119,7 @@ class PaymentDesk:
         if discounted and by_value:
             ledger.discount_minor = discount  # before the payment is allocated: it pays the discounted amount
         principal_paid, fees_paid = policy.allocation_of(ledger, payment.amount_minor)
+        interest_paid = policy.interest_paid_of(ledger, payment.amount_minor)  # of fees_paid: the receipt tells it apart
         self.outbox.record(
             PaymentRecorded(
                 payment_id=payment.payment_id,
@@ -162,7 +163,8 @@ class PaymentDesk:
             amount_minor=payment.amount_minor,
             residue_minor=residue,
             principal_paid_minor=principal_paid,
-            fees_paid_minor=fees_paid,
+            fees_paid_minor=fees_paid - interest_paid,
+            interest_paid_minor=interest_paid,
             received_at=arrived if by_value else None,
             fees_reversed=reversed_fees,
         )

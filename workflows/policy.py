@@ -445,6 +445,19 @@ def late_fees_paid_in_time(ledger: InvoiceLedger) -> list[Fee]:
     return reversed_fees
 
 
+def interest_paid_of(ledger: InvoiceLedger, amount_minor: int) -> int:
+    """Of the late charges the payment of ``amount_minor`` just recorded paid (``allocation_of``), the statutory
+    interest: late charges are paid fees first, then interest."""
+    principal = max(0, ledger.invoice.amount_minor - ledger.deducted_minor)
+    split = ledger.invoice.policy.allocation.apportion
+
+    def interest_paid(paid: int) -> int:
+        charges_paid = split(principal, ledger.late_charges_minor, paid)[1]
+        return max(0, charges_paid - ledger.fees_minor)
+
+    return interest_paid(ledger.paid_minor) - interest_paid(ledger.paid_minor - amount_minor)
+
+
 def allocation_of(ledger: InvoiceLedger, amount_minor: int) -> tuple[int, int]:
     """What the payment of ``amount_minor`` just recorded paid: of the invoice amount, and of late fees
     (``DunningPolicy.allocation``; statutory interest counts with the fees); the rest, if any, is an overpayment."""

@@ -53,6 +53,7 @@ class QueuedNotice(BaseModel):
     instalments: list[Instalment] = Field(default_factory=list, description="plan agreed / instalment missed")
     principal_paid_minor: int = Field(default=0, description="receipt: what the payment paid of the invoice amount")
     fees_paid_minor: int = Field(default=0, description="receipt: what the payment paid of late fees")
+    interest_paid_minor: int = Field(default=0, description="receipt: what the payment paid of statutory interest")
     received_at: datetime | None = Field(default=None, description="receipt: when the payment's money arrived")
     fees_reversed: list[Fee] = Field(default_factory=list, description="receipt: late fees the payment reversed")
 
