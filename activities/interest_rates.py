@@ -6,7 +6,9 @@ the answer in its history, so a rate ops add or correct later never changes an i
 
 from __future__ import annotations
 
+import logging
 import tomllib
+from datetime import date
 from importlib.resources import files
 from pathlib import Path
 
@@ -14,11 +16,12 @@ from pydantic import TypeAdapter, ValidationError
 from temporalio import activity
 
 from workflows import contracts
-from workflows.interest import CurrencyRates, InterestRatesRequest
+from workflows.interest import CurrencyRates, InterestRatesRequest, half_year_of
 from workflows.models import Currency
 
 PACKAGED_RATES = Path(str(files("activities") / "data" / "interest_rates.toml"))
 _TABLE = TypeAdapter(dict[Currency, CurrencyRates])
+log = logging.getLogger(__name__)
 
 
 class InterestRatesFileError(ValueError):
@@ -38,6 +41,12 @@ def load_interest_rates(path: Path) -> dict[str, CurrencyRates]:
         raise InterestRatesFileError(f"interest rates file {path}: {problems}") from None
 
 
+def missing_current_rates(table: dict[str, CurrencyRates], today: date) -> list[str]:
+    """The currencies whose rates lack the half-year ``today`` falls in: interest on its days would not accrue."""
+    current = half_year_of(today)
+    return sorted(currency for currency, rates in table.items() if rates.rate_for(current) is None)
+
+
 class InterestRateActivities(contracts.InterestRates):
     """The local activity that answers from the rates file the worker loaded."""
 
@@ -46,8 +55,17 @@ class InterestRateActivities(contracts.InterestRates):
 
     @classmethod
     def load(cls, path: Path | None = None) -> InterestRateActivities:
-        """From ``path``, or the packaged file (ECB rates for EUR); fails now if the file is malformed."""
-        return cls(load_interest_rates(path or PACKAGED_RATES))
+        """From ``path``, or the packaged file (ECB rates for EUR); fails now if the file is malformed, and warns
+        of each currency without a rate for the current half-year."""
+        source = path or PACKAGED_RATES
+        table = load_interest_rates(source)
+        today = date.today()
+        for currency in missing_current_rates(table, today):
+            log.warning(
+                "interest rates file %s has no %s rate for %s: statutory interest on its days does not accrue"
+                " until ops add it", source, currency, half_year_of(today),
+            )
+        return cls(table)
 
     @activity.defn(name="interest_rates")
     async def interest_rates(self, request: InterestRatesRequest) -> CurrencyRates:

@@ -14,7 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from activities.interest_rates import PACKAGED_RATES, InterestRatesFileError, load_interest_rates
+from activities.interest_rates import (
+    PACKAGED_RATES,
+    InterestRatesFileError,
+    load_interest_rates,
+    missing_current_rates,
+)
 from activities.notices.render import render_notice
 from tests.harness import eventually
 from tests.notice_samples import CLIENTS, PAYEE, money, notice
@@ -228,9 +233,12 @@ async def test_paying_principal_compensation_and_interest_closes_the_invoice(env
 
 
 def test_the_packaged_rates_file_loads():
-    eur = load_interest_rates(PACKAGED_RATES)["EUR"]
+    table = load_interest_rates(PACKAGED_RATES)
+    eur = table["EUR"]
     assert eur.compensation_minor == 4_000
     assert eur.rate_for("2024-H1").reference_percent == Decimal("4.50")  # type: ignore[union-attr]
+    assert missing_current_rates(table, date(2025, 8, 1)) == []
+    assert missing_current_rates(table, date(2030, 1, 1)) == ["EUR"]  # what the worker warns of when it starts
 
 
 @pytest.mark.parametrize(
