@@ -27,7 +27,7 @@ from tests.test_invoice_money import assert_replays, custom_policy, snapshots
 from tests.test_invoice_workflow import begin, pay, settled_into, sleep_until, status, today
 from workflows.interest import CurrencyRates, ReferenceRate, accrue, half_year_of, next_half_year_start
 from workflows.invoice import InvoiceWorkflow
-from workflows.models import COMPENSATION, Fee, InvoiceState, NoticeKind, OpenDispute, ResolveDispute
+from workflows.models import COMPENSATION, DecideLegal, Fee, InvoiceState, NoticeKind, OpenDispute, ResolveDispute
 
 OLD_RATE, NEW_RATE = Decimal("2.00"), Decimal("3.00")  # reference rates of the two half-years, plus 8 points
 
@@ -217,6 +217,26 @@ async def test_interest_stops_at_the_agency_hand_over(env, client, queue, record
     assert stopped.data["reason"] == "handed to the agency"
     assert (await status(handle)).balance_minor == handed_over.balance_minor == 100_000 + 4_000 + 247 + 137 + 753
     assert recorder.agency_packages[-1].interest_minor == 247 + 137 + 753
+
+
+async def test_a_settlement_freezes_interest_and_paying_it_settles(env, client, queue, recorder):
+    """Settled at 800.00 at the legal review (B+25): 35 days later still 800.00, no interest posted since."""
+    invoice, handle, boundary = await begin_with_interest(
+        env, client, queue, recorder, stages={"reminder": 1, "late_fee": 10, "legal_review": 40}
+    )
+    await sleep_until(env, at(boundary + timedelta(days=25)))
+    await settled_into(handle, InvoiceState.LEGAL_REVIEW)
+    decided = await handle.execute_update(
+        InvoiceWorkflow.decide_legal, DecideLegal(decision="settle", settle_amount_minor=80_000)
+    )
+    assert decided.balance_minor == 80_000
+    posted = len(accrued(recorder, invoice.invoice_id))
+    await sleep_until(env, at(boundary + timedelta(days=60)))
+    assert (await status(handle)).balance_minor == 80_000
+    assert len(accrued(recorder, invoice.invoice_id)) == posted
+    assert accrued(recorder, invoice.invoice_id)[-1]["occasion"] == "stage legal review"
+    assert await handle.execute_update(InvoiceWorkflow.record_payment, pay("settlement", 80_000)) == 0
+    assert (await handle.result()).state == InvoiceState.SETTLED
 
 
 async def test_paying_principal_compensation_and_interest_closes_the_invoice(env, client, queue, recorder):
