@@ -18,6 +18,7 @@ from temporalio.worker import Worker
 
 from activities.calendar import public_holidays
 from activities.customer import hold_at_customer, notice_sent_by_customer, notice_to_customer, release_at_customer
+from activities.interest_rates import InterestRateActivities
 from activities.ledger import Batch
 from worker.sandbox import workflow_runner
 from workflows import contracts
@@ -62,6 +63,7 @@ class Recorder(contracts.Ledger, contracts.Notices, contracts.Service, contracts
     failing_channels: dict[str, str] = field(default_factory=dict)
     holds: list[Hold] = field(default_factory=list)
     batches: list[Batch] = field(default_factory=list)  # every batch appended, with its snapshot, in order
+    rates: InterestRateActivities = field(default_factory=InterestRateActivities.load)  # a test may change its table
 
     def hold(self, activity_name: str, when: Callable[[Any], bool] = lambda _: True) -> Hold:
         """Keep the next call of ``activity_name`` whose argument matches ``when`` running until released."""
@@ -169,6 +171,7 @@ class Recorder(contracts.Ledger, contracts.Notices, contracts.Service, contracts
             notice_to_customer,
             notice_sent_by_customer,
             public_holidays,
+            self.rates.interest_rates,  # the real one, on the packaged rates file unless a test sets another table
         ]
 
 

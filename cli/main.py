@@ -497,6 +497,9 @@ def print_status(current: InvoiceStatus, console: Console) -> None:
     figures.add_row("State", current.state.value)
     figures.add_row("Amount", money(current.amount_minor))
     figures.add_row("Fees", money(current.fees_minor))
+    if current.interest_minor or current.interest_accruing_minor:
+        figures.add_row("Interest", money(current.interest_minor))
+        figures.add_row("Interest accruing (not yet due)", money(current.interest_accruing_minor))
     figures.add_row("Paid", money(current.paid_minor))
     if current.credited_minor:
         figures.add_row("Credited", money(current.credited_minor))

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     equipment_dry_run: bool = False
     equipment_kill_switch: bool = Field(default=False, description="global: refuse every cut and restore")
     customers_file: Path | None = Field(default=None, description="per-customer standing settings (TOML)")
+    interest_rates_file: Path | None = Field(
+        default=None, description="reference rates for statutory interest (TOML); None: the packaged ECB rates"
+    )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_tokens: dict[str, Literal["integration", "ops", "metrics"]] = Field(

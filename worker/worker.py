@@ -16,6 +16,7 @@ from activities.calendar import public_holidays
 from activities.customer import CustomerActivities
 from activities.equipment.activities import EquipmentActivities
 from activities.equipment.registry import Registry
+from activities.interest_rates import InterestRateActivities
 from activities.ledger import LedgerActivities, apply_schema, create_pool
 from activities.notices.channels import load_channels
 from activities.notices.delivery import NoticeActivities
@@ -107,6 +108,7 @@ def build_worker(client: Client, pool: asyncpg.Pool, settings: Settings, rendere
             customers.notice_to_customer,
             customers.notice_sent_by_customer,
             public_holidays,
+            InterestRateActivities.load(settings.interest_rates_file).interest_rates,
         ],
     )
 

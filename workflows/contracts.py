@@ -16,6 +16,7 @@ from temporalio import activity
 from workflows.digests import CustomerNoticeOutcome, DigestRequest, NoticeAsked, NoticeTicket
 from workflows.events import InvoiceSnapshot
 from workflows.holds import HoldOutcome, HoldRequest, ReleaseRequest
+from workflows.interest import CurrencyRates, InterestRatesRequest
 from workflows.models import (
     AgencyHandover,
     DomainEvent,
@@ -69,6 +70,13 @@ class Calendar(Protocol):
     @activity.defn(name="public_holidays")
     async def public_holidays(self, request: PublicHolidaysRequest) -> list[date]:
         """The country's public holidays in the requested years (a local activity)."""
+        ...
+
+
+class InterestRates(Protocol):
+    @activity.defn(name="interest_rates")
+    async def interest_rates(self, request: InterestRatesRequest) -> CurrencyRates:
+        """The currency's reference rates and recovery-cost compensation from the rates file (a local activity)."""
         ...
 
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from temporalio import workflow
@@ -190,7 +191,7 @@ class Outbox:
 
     def _notice_request(self, queued: QueuedNotice, cut_at: datetime | None = None) -> NoticeRequest:
         ledger, invoice, now = self.ledger, self.ledger.invoice, workflow.now()
-        terms = invoice.terms
+        terms, interest = invoice.terms, policy.interest_applies(ledger)
         names_cut = queued.kind in ladder.NOTICES_NAMING_CUT_DATE
         suspension_at = cut_at or (policy.suspension_at(ledger, self._window_applies) if names_cut else None)
         return NoticeRequest(
@@ -216,8 +217,9 @@ class Outbox:
             detail=queued.detail,
             country=invoice.country,
             days_overdue=policy.days_overdue(invoice, now),
-            late_fee_percent_per_month=terms.late_fee_percent_per_month,
-            fixed_late_fee_minor=terms.fixed_late_fee_minor,
+            # statutory interest replaces the contract's late-fee terms
+            late_fee_percent_per_month=Decimal(0) if interest else terms.late_fee_percent_per_month,
+            fixed_late_fee_minor=0 if interest else terms.fixed_late_fee_minor,
             payment_minor=queued.amount_minor if queued.kind == NoticeKind.RECEIPT else 0,
             credit_minor=queued.amount_minor if queued.kind == NoticeKind.DISPUTE_RESOLVED else 0,
             instalments=list(queued.instalments),
@@ -227,8 +229,12 @@ class Outbox:
             residue_minor=queued.residue_minor,
             recovery=queued.recovery,
             unrecovered_minor=max(0, ledger.written_off_minor - ledger.recovered_minor) if queued.recovery else 0,
+            interest_minor=ledger.interest_minor,
+            interest_through=ledger.interest.last_day_posted,
+            interest_rate_percent=ledger.interest.last_rate_percent,
             principal_paid_minor=queued.principal_paid_minor,
             fees_paid_minor=queued.fees_paid_minor,
+            interest_paid_minor=queued.interest_paid_minor,
             received_on=policy.local_date(invoice, queued.received_at) if queued.received_at else None,
             fees_reversed=list(queued.fees_reversed),
         )
