@@ -217,10 +217,14 @@ async def customer_digest_of_two_invoices(
     """The customer's side: both invoices' stage notices gathered, one digest sent, lone notices before it."""
     await _digest_of_two_invoices(env, client, queue)
     return client.get_workflow_handle(customer_workflow_id("CUST-1"))
+
+
 async def interest_paid_after_a_dispute(
     env: WorkflowEnvironment, client: Client, queue: str, recorder: Recorder
+) -> WorkflowHandle:
     """Statutory interest (the statutory-interest patch): the rates from the interest_rates activity, posted at
     the late-fee stage, each later stage, a month end and two payments, frozen by a dispute."""
+    today = (await env.get_current_time()).date()
     half_years = sorted({half_year_of(today + timedelta(days=d)) for d in range(0, 400, 30)})
     recorder.rates.table = {"EUR": CurrencyRates(compensation_minor=4_000, rates=[
         ReferenceRate(half_year=h, reference_percent=Decimal("2.15"), set_on=today, source="recorded history")
