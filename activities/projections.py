@@ -105,9 +105,16 @@ SNAPSHOT_COLUMNS = {
     "escalation_stopped": "boolean",
     "cut_announced_for": "timestamptz",
     "recovered_minor": "bigint",
+    "interest_minor": "bigint",
+    "interest_accruing_minor": "bigint",
 }
 # columns a snapshot written before them lacks: copied as their default
-SNAPSHOT_DEFAULTS = {"escalation_stopped": "false", "recovered_minor": "0"}
+SNAPSHOT_DEFAULTS = {
+    "escalation_stopped": "false",
+    "recovered_minor": "0",
+    "interest_minor": "0",
+    "interest_accruing_minor": "0",
+}
 COPIED = {
     **{column: f"coalesce(s.{column}, {SNAPSHOT_DEFAULTS[column]})" if column in SNAPSHOT_DEFAULTS else f"s.{column}"
        for column in SNAPSHOT_COLUMNS},
@@ -557,6 +564,8 @@ class InvoiceView(Frozen):
     escalation_stopped: bool
     cut_announced_for: datetime | None
     recovered_minor: int
+    interest_minor: int = Field(description="statutory interest posted, in the balance")
+    interest_accruing_minor: int = Field(description="interest accrued since the last posting as of updated_at")
     updated_at: datetime
     quarantined_events: int = Field(
         description="events of this invoice the projector could not apply: when not 0 the row leaves them out"

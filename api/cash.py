@@ -8,6 +8,8 @@ so that invoices started before the customer learnt of its invoices are known to
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
@@ -46,7 +48,8 @@ async def pay_customer(ctx: PaymentContext, customer_id: str, body: CustomerPaym
             customer_id=customer_id, open_invoices=await open_invoices(ctx.pool, customer_id), **body.model_dump()
         )
         try:
-            return await customers.record_payment(ctx.client, ctx.settings.task_queue, payment)
+            gathering = timedelta(seconds=ctx.settings.notice_digest_gathering_s)
+            return await customers.record_payment(ctx.client, ctx.settings.task_queue, payment, gathering)
         except WorkflowUpdateFailedError as err:
             cause = err.cause
             if isinstance(cause, ApplicationError) and cause.type == "PaymentConflict":

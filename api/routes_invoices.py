@@ -7,6 +7,7 @@ workflow itself (its ``status`` query), as does a read of an invoice not project
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
@@ -114,7 +115,8 @@ async def create_invoice(invoice: InvoiceBody, response: Response, ctx: Context)
             f"invoice {invoice.invoice_id} already exists with other content, or was closed and archived;"
             " invoice ids cannot be reused",
         )
-    await customers.register_invoice(ctx.client, ctx.settings.task_queue, invoice)  # again on a repeat: harmless
+    gathering = timedelta(seconds=ctx.settings.notice_digest_gathering_s)
+    await customers.register_invoice(ctx.client, ctx.settings.task_queue, invoice, gathering)  # again on a repeat: harmless
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/invoices/{invoice.invoice_id}"
     return await invoices.status(ctx.client, invoice.invoice_id)

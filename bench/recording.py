@@ -17,12 +17,14 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from activities.calendar import public_holidays
-from activities.customer import hold_at_customer, release_at_customer
+from activities.customer import hold_at_customer, notice_sent_by_customer, notice_to_customer, release_at_customer
 from activities.customer_payments import deliver_allocation, invoice_balances
+from activities.interest_rates import InterestRateActivities
 from activities.ledger import Batch
 from worker.sandbox import workflow_runner
 from workflows import contracts
 from workflows.customer import CustomerWorkflow
+from workflows.digests import DigestRequest
 from workflows.events import InvoiceSnapshot
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
@@ -52,6 +54,8 @@ class Recorder(contracts.Ledger, contracts.Notices, contracts.Service, contracts
     """Activities registered by the real names that remember what they were asked to do."""
 
     notices: list[NoticeRequest] = field(default_factory=list)
+    digests: list[DigestRequest] = field(default_factory=list)  # one per digest key, however often it was sent
+    digest_attempts: int = 0
     events: dict[tuple[str, int], DomainEvent] = field(default_factory=dict)
     service_calls: list[tuple[str, ServiceAction]] = field(default_factory=list)
     equipment_calls: list[tuple[str, EquipmentRequest]] = field(default_factory=list)
@@ -60,6 +64,7 @@ class Recorder(contracts.Ledger, contracts.Notices, contracts.Service, contracts
     failing_channels: dict[str, str] = field(default_factory=dict)
     holds: list[Hold] = field(default_factory=list)
     batches: list[Batch] = field(default_factory=list)  # every batch appended, with its snapshot, in order
+    rates: InterestRateActivities = field(default_factory=InterestRateActivities.load)  # a test may change its table
 
     def hold(self, activity_name: str, when: Callable[[Any], bool] = lambda _: True) -> Hold:
         """Keep the next call of ``activity_name`` whose argument matches ``when`` running until released."""
@@ -84,6 +89,14 @@ class Recorder(contracts.Ledger, contracts.Notices, contracts.Service, contracts
             delivered=[c for c in delivered if c not in self.failing_channels],
             failed=dict(self.failing_channels),
         )
+
+    @activity.defn(name="send_digest")
+    async def send_digest(self, digest: DigestRequest) -> NoticeDelivery:
+        await self._wait_if_held("send_digest", digest)
+        self.digest_attempts += 1
+        if all(d.idempotency_key != digest.idempotency_key for d in self.digests):
+            self.digests.append(digest)
+        return NoticeDelivery(message_id=f"<{digest.idempotency_key}>", delivered=["email"])
 
     @activity.defn(name="suspend_equipment")
     async def suspend_equipment(self, request: EquipmentRequest) -> EquipmentResult:
@@ -153,11 +166,15 @@ class Recorder(contracts.Ledger, contracts.Notices, contracts.Service, contracts
             self.suspend_equipment,
             self.restore_equipment,
             self.send_agency_package,
+            self.send_digest,
             hold_at_customer,  # the real ones: they only ask the customer workflow, which records through these
             release_at_customer,
             invoice_balances,
             deliver_allocation,
+            notice_to_customer,
+            notice_sent_by_customer,
             public_holidays,
+            self.rates.interest_rates,  # the real one, on the packaged rates file unless a test sets another table
         ]
 
 

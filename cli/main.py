@@ -280,7 +280,8 @@ def start(file: Annotated[Path, typer.Argument(help="Invoice JSON (see examples/
 
     async def run(client: Client, settings: Settings) -> None:
         handle = await invoices.start_invoice(client, settings.task_queue, invoice)
-        await customers.register_invoice(client, settings.task_queue, invoice)  # it may take the customer's credit
+        gathering = timedelta(seconds=settings.notice_digest_gathering_s)
+        await customers.register_invoice(client, settings.task_queue, invoice, gathering)  # it may take the customer's credit
         typer.echo(f"Started invoice {invoice.invoice_id}: workflow {handle.id}")
         typer.echo(ui_url(settings, handle.id))
 
@@ -498,6 +499,9 @@ def print_status(current: InvoiceStatus, console: Console) -> None:
     figures.add_row("State", current.state.value)
     figures.add_row("Amount", money(current.amount_minor))
     figures.add_row("Fees", money(current.fees_minor))
+    if current.interest_minor or current.interest_accruing_minor:
+        figures.add_row("Interest", money(current.interest_minor))
+        figures.add_row("Interest accruing (not yet due)", money(current.interest_accruing_minor))
     figures.add_row("Paid", money(current.paid_minor))
     if current.credited_minor:
         figures.add_row("Credited", money(current.credited_minor))

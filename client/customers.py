@@ -1,6 +1,7 @@
 """Client-side customer operations, shared by the CLI and (later) the HTTP API.
 
-A customer's workflow (``customer-<customer id>``) starts on demand: an invoice's first hold
+A customer's workflow (``customer-<customer id>``) starts on demand (``digest_gathering``: the
+service's ``notice_digest_gathering_s``, as the worker starts customers): an invoice's first hold
 starts it with update-with-start (``activities.customer``), and so does any of these calls.
 """
 
@@ -22,6 +23,7 @@ from workflows.cash import (
     fingerprint,
 )
 from workflows.customer import CustomerWorkflow
+from workflows.digests import DIGEST_GATHERING
 from workflows.holds import CustomerLedger, CustomerWorkflowInput
 from workflows.models import Invoice, customer_workflow_id
 
@@ -47,8 +49,10 @@ async def customer_holds(client: Client, task_queue: str, customer_id: str) -> C
     return await handle.query(CustomerWorkflow.holds, rpc_timeout=ANSWER_TIMEOUT)
 
 
-def _start(customer_id: str, task_queue: str) -> WithStartWorkflowOperation[CustomerWorkflow, None]:
-    customer = CustomerWorkflowInput(customer_id=customer_id)
+def _start(
+    customer_id: str, task_queue: str, digest_gathering: timedelta = DIGEST_GATHERING
+) -> WithStartWorkflowOperation[CustomerWorkflow, None]:
+    customer = CustomerWorkflowInput(customer_id=customer_id, digest_gathering=digest_gathering)
     return WithStartWorkflowOperation(
         CustomerWorkflow.run,
         customer,
@@ -59,7 +63,9 @@ def _start(customer_id: str, task_queue: str) -> WithStartWorkflowOperation[Cust
     )
 
 
-async def record_payment(client: Client, task_queue: str, payment: CustomerPayment) -> PaymentApplication:
+async def record_payment(
+    client: Client, task_queue: str, payment: CustomerPayment, digest_gathering: timedelta = DIGEST_GATHERING
+) -> PaymentApplication:
     """Pay the customer (its workflow started if need be) and wait until every part reached its invoice.
 
     The update id is the payment id: concurrent posts of one payment attach to one update. Raises
@@ -68,15 +74,17 @@ async def record_payment(client: Client, task_queue: str, payment: CustomerPayme
     return await client.execute_update_with_start_workflow(
         CustomerWorkflow.record_payment,
         payment,
-        start_workflow_operation=_start(payment.customer_id, task_queue),
+        start_workflow_operation=_start(payment.customer_id, task_queue, digest_gathering),
         id=f"payment/{payment.payment_id}/{fingerprint(payment)}",  # a repeat shares the update, other content does not
         rpc_timeout=ANSWER_TIMEOUT,
     )
 
 
-async def send_payment(client: Client, task_queue: str, payment: CustomerPayment) -> None:
+async def send_payment(
+    client: Client, task_queue: str, payment: CustomerPayment, digest_gathering: timedelta = DIGEST_GATHERING
+) -> None:
     """Pay the customer fire-and-forget (signal-with-start): the workflow validates it and records a bad one as rejected."""
-    customer = CustomerWorkflowInput(customer_id=payment.customer_id)
+    customer = CustomerWorkflowInput(customer_id=payment.customer_id, digest_gathering=digest_gathering)
     await client.start_workflow(
         CustomerWorkflow.run,
         customer,
@@ -88,9 +96,11 @@ async def send_payment(client: Client, task_queue: str, payment: CustomerPayment
     )
 
 
-async def register_invoice(client: Client, task_queue: str, invoice: Invoice) -> None:
+async def register_invoice(
+    client: Client, task_queue: str, invoice: Invoice, digest_gathering: timedelta = DIGEST_GATHERING
+) -> None:
     """Tell the customer an invoice of theirs was started (signal-with-start): it may take the customer's credit."""
-    customer = CustomerWorkflowInput(customer_id=invoice.customer_id)
+    customer = CustomerWorkflowInput(customer_id=invoice.customer_id, digest_gathering=digest_gathering)
     opened = InvoiceOpened(
         customer_id=invoice.customer_id,
         invoice=OpenInvoice(invoice_id=invoice.invoice_id, due_date=invoice.due_date, currency=invoice.currency),

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
         default=1, ge=1, description="low-priority processes that render notices and PDFs beside the worker"
     )
     worker_workflow_task_slots: int = Field(default=10, ge=1, description="workflow tasks one worker runs at once")
+    notice_digest_gathering_s: float = Field(
+        default=180, ge=0, le=3600,
+        description="a customer started from now on gathers its invoices' stage notices this long before one digest goes out",
+    )
     worker_cached_workflows: int = Field(
         default=500, ge=0, description="open invoices a worker keeps in memory (others replay their history first)"
     )
@@ -76,6 +80,9 @@ class Settings(BaseSettings):
     equipment_dry_run: bool = False
     equipment_kill_switch: bool = Field(default=False, description="global: refuse every cut and restore")
     customers_file: Path | None = Field(default=None, description="per-customer standing settings (TOML)")
+    interest_rates_file: Path | None = Field(
+        default=None, description="reference rates for statutory interest (TOML); None: the packaged ECB rates"
+    )
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_tokens: dict[str, Literal["integration", "ops", "metrics"]] = Field(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowHandle
@@ -22,6 +23,8 @@ from tests.harness import make_invoice, start_invoice
 from workflows import policy
 from workflows.cash import CustomerPayment
 from workflows.customer import CustomerWorkflow
+from workflows.digests import DIGEST_GATHERING
+from workflows.interest import CurrencyRates, ReferenceRate, half_year_of
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
     Allocation,
@@ -34,6 +37,7 @@ from workflows.models import (
     PaymentPlan,
     ResolveDispute,
     StageAction,
+    StatutoryInterest,
     customer_workflow_id,
 )
 
@@ -211,6 +215,69 @@ async def customer_paid_by_one_transfer(
     return handle
 
 
+async def _digest_of_two_invoices(env: WorkflowEnvironment, client: Client, queue: str) -> list[WorkflowHandle]:
+    """Two invoices of one customer whose warning and reminder fall due in one sending window: one digest (since
+    v7), then both paid."""
+    today = (await env.get_current_time()).date()
+    invoices = [
+        make_invoice(today, due_date=today + timedelta(days=days), policy=DunningPolicy.default()) for days in (1, 5)
+    ]
+    handles = [await start_invoice(client, queue, invoice) for invoice in invoices]
+    warning = policy.stage_due_at(invoices[0], invoices[0].policy.stage(StageAction.WARNING), timedelta(0))
+    sent_at = policy.next_sending_moment(invoices[0], warning, frozenset()) + DIGEST_GATHERING
+    await env.sleep(sent_at - await env.get_current_time() + timedelta(minutes=1))
+    for handle in handles:
+        await _settle(handle)
+        balance = (await handle.query(InvoiceWorkflow.status)).balance_minor
+        await handle.execute_update(InvoiceWorkflow.record_payment, Payment(payment_id="all", amount_minor=balance, currency="EUR"))
+        await handle.result()
+    return handles
+
+
+async def invoice_in_a_customer_digest(
+    env: WorkflowEnvironment, client: Client, queue: str, _: Recorder
+) -> WorkflowHandle:
+    """The invoice's side of a digest: its notice handed to the customer, the gathering waited out, the answer."""
+    return (await _digest_of_two_invoices(env, client, queue))[1]
+
+
+async def customer_digest_of_two_invoices(
+    env: WorkflowEnvironment, client: Client, queue: str, _: Recorder
+) -> WorkflowHandle:
+    """The customer's side: both invoices' stage notices gathered, one digest sent, lone notices before it."""
+    await _digest_of_two_invoices(env, client, queue)
+    return client.get_workflow_handle(customer_workflow_id("CUST-1"))
+
+
+async def interest_paid_after_a_dispute(
+    env: WorkflowEnvironment, client: Client, queue: str, recorder: Recorder
+) -> WorkflowHandle:
+    """Statutory interest (the statutory-interest patch): the rates from the interest_rates activity, posted at
+    the late-fee stage, each later stage, a month end and two payments, frozen by a dispute."""
+    today = (await env.get_current_time()).date()
+    half_years = sorted({half_year_of(today + timedelta(days=d)) for d in range(0, 400, 30)})
+    recorder.rates.table = {"EUR": CurrencyRates(compensation_minor=4_000, rates=[
+        ReferenceRate(half_year=h, reference_percent=Decimal("2.15"), set_on=today, source="recorded history")
+        for h in half_years
+    ])}
+    invoice = make_invoice(today, policy=DunningPolicy.default().model_copy(
+        update={"sending_window": None, "interest": StatutoryInterest()}
+    ))
+    handle = await start_invoice(client, queue, invoice)
+    await _skip_past(env, invoice, StageAction.LATE_FEE)
+    await _settle(handle)
+    await env.sleep(timedelta(days=35))
+    await _settle(handle)
+    await handle.execute_update(InvoiceWorkflow.record_payment, Payment(payment_id="part", amount_minor=30_000, currency="EUR"))
+    await handle.execute_update(InvoiceWorkflow.open_dispute, OpenDispute(reason="interest disputed"))
+    await env.sleep(timedelta(days=5))
+    await handle.execute_update(InvoiceWorkflow.resolve_dispute, ResolveDispute(outcome="rejected"))
+    balance = (await handle.query(InvoiceWorkflow.status)).balance_minor
+    await handle.execute_update(InvoiceWorkflow.record_payment, Payment(payment_id="rest", amount_minor=balance, currency="EUR"))
+    await handle.result()
+    return handle
+
+
 SCENARIOS = [
     written_off_after_every_stage,
     paid_while_suspended,
@@ -220,6 +287,10 @@ SCENARIOS = [
     discount_lapsed_then_paid,
     customer_of_two_invoices,
     fee_reversed_by_a_value_date,
+    invoice_in_a_customer_digest,
+    customer_digest_of_two_invoices,
+    interest_paid_after_a_dispute,
+    customer_paid_by_one_transfer,
 ]
 
 

@@ -92,7 +92,7 @@ def test_the_json_lists_notices_payments_fees_and_disputes(package: tuple[Any, d
         "late_fee_percent_per_month": "1.5", "fixed_late_fee_minor": 15_000, "remote_disconnect_authorized": True,
     }
     assert document["amounts"] == {
-        "fees_minor": 33_750, "paid_minor": 250_000, "deducted_minor": 0, "balance_minor": 1_033_750,
+        "fees_minor": 33_750, "interest_minor": 0, "paid_minor": 250_000, "deducted_minor": 0, "balance_minor": 1_033_750,
         "days_overdue": 90,
     }
     assert document["notices"] == [

@@ -6,6 +6,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, time, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -25,6 +26,7 @@ from worker.sandbox import workflow_runner
 from workflows import events as ev
 from workflows.customer import CustomerWorkflow
 from workflows.events import PAYLOADS, payload_of
+from workflows.interest import CurrencyRates, ReferenceRate, half_year_of
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import (
     DecideLegal,
@@ -106,6 +108,12 @@ SAMPLES: dict[EventKind, dict[str, Any]] = {
     EventKind.RECOVERY_RECORDED: {
         "payment_id": "r1", "amount_minor": 10_000, "received_at": AT.isoformat(), "recovered_minor": 10_000,
         "unrecovered_minor": 0,
+    },
+    EventKind.INTEREST_ACCRUED: {
+        "amount_minor": 250, "principal_minor": 100_000, "first_day": "2026-12-22", "last_day": "2026-12-30",
+        "periods": [{"first_day": "2026-12-22", "last_day": "2026-12-30", "days": 9, "reference_percent": "2.15",
+                     "rate_percent": "10.15", "source": "ECB main refinancing operations rate"}],
+        "capped": False, "interest_minor": 250, "occasion": "late-fee stage",
     },
     EventKind.LATE_FEE_REVERSED: {
         "number": 1, "amount_minor": 3_500, "charged_at": AT.isoformat(), "payment_id": "p1", "received_at": AT.isoformat(),
@@ -403,7 +411,9 @@ async def test_every_event_the_workflow_emits_validates_and_projects_like_its_st
         assert isinstance(stored_event.payload(), PAYLOADS[stored_event.kind])
     emitted = {e.kind for e in stored}
     # srv-2 was never cut, so never restored; small balances and recoveries have their own test
-    assert set(EventKind) - emitted == {EventKind.RESTORE_FAILED} | MONEY_RULE_KINDS | {EventKind.LATE_FEE_REVERSED}
+    assert set(EventKind) - emitted == (
+        {EventKind.RESTORE_FAILED, EventKind.INTEREST_ACCRUED} | MONEY_RULE_KINDS | {EventKind.LATE_FEE_REVERSED}
+    )
 
 
 async def tables(pool: asyncpg.Pool) -> dict[str, list[dict]]:
@@ -484,6 +494,32 @@ async def test_small_balances_and_recoveries_validate_and_project_like_the_statu
     for stored_event in stored:
         assert isinstance(stored_event.payload(), PAYLOADS[stored_event.kind])
     assert {e.kind for e in stored} >= MONEY_RULE_KINDS
+
+
+async def test_statutory_interest_validates_and_projects_like_the_status(env, client, recorder, storing_queue, pool):
+    """Interest posted at the late-fee stage, month ends and a payment: the read model copies it, apart from fees."""
+    today = (await env.get_current_time()).date()
+    half_years = sorted({half_year_of(today + timedelta(days=d)) for d in range(0, 730, 30)})
+    recorder.rates.table = {"EUR": CurrencyRates(compensation_minor=4_000, rates=[
+        ReferenceRate(half_year=h, reference_percent=Decimal("2.15"), set_on=date(2025, 6, 11), source="test")
+        for h in half_years
+    ])}
+    policy = {**ladder(reminder=1, late_fee=10, agency=60).model_dump(mode="json"), "interest": {"margin_percent": "8"}}
+    invoice = make_invoice(today, policy=policy)
+    handle = await start_invoice(client, storing_queue, invoice)
+    await escalate_to(env, handle, InvoiceState.LATE_FEE)
+    await assert_projected_like_the_workflow(pool, handle)
+    await env.sleep(timedelta(days=40))
+    await handle.execute_update(InvoiceWorkflow.record_payment, pay("part", 30_000))
+    await assert_projected_like_the_workflow(pool, handle)
+    await escalate_to(env, handle, InvoiceState.AGENCY)
+    await assert_projected_like_the_workflow(pool, handle)
+    view = await invoice_view(pool, invoice.invoice_id)
+    assert view is not None and view.interest_minor > 0 and view.fees_minor == 4_000
+    assert view.balance_minor == 70_000 + 4_000 + view.interest_minor
+    stored = await read_events(pool, invoice.invoice_id)
+    accrued = [e.payload() for e in stored if e.kind == EventKind.INTEREST_ACCRUED]
+    assert len(accrued) >= 3 and sum(a.amount_minor for a in accrued) == view.interest_minor  # type: ignore[attr-defined]
 
 
 async def test_a_fee_reversed_by_a_value_date_validates_and_projects_like_the_status(env, client, storing_queue, pool):

@@ -24,6 +24,7 @@ from tests.harness import eventually, make_invoice, start_invoice
 from worker.sandbox import workflow_runner
 from workflows import ladder, policy
 from workflows import search_attributes as sa
+from workflows.digests import DIGEST_GATHERING
 from workflows.invoice import PAYMENT_SIGNAL, InvoiceWorkflow
 from workflows.models import (
     DecideLegal,
@@ -641,6 +642,8 @@ async def _reminder_waits_for_window(env, client, queue, recorder, reminder_day:
     reached = recorder.events_of(invoice.invoice_id, "stage_reached")[0]
     assert reached.data["stage"] == "reminder"
     assert reached.occurred_at.astimezone(zone) - opening < timedelta(seconds=1)
+    # a windowed stage notice goes through the customer, which gathers its invoices' notices a while first
+    await env.sleep(DIGEST_GATHERING + timedelta(seconds=1))
     await eventually(lambda: "reminder" in recorder.notice_kinds(invoice.invoice_id))
 
 

@@ -13,10 +13,11 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.calendar import public_holidays
-from activities.customer import hold_at_customer, release_at_customer
+from activities.customer import CustomerActivities
 from activities.customer_payments import deliver_allocation, invoice_balances
 from activities.equipment.activities import EquipmentActivities
 from activities.equipment.registry import Registry
+from activities.interest_rates import InterestRateActivities
 from activities.ledger import LedgerActivities, apply_schema, create_pool
 from activities.notices.channels import load_channels
 from activities.notices.delivery import NoticeActivities
@@ -84,6 +85,7 @@ def build_worker(client: Client, pool: asyncpg.Pool, settings: Settings, rendere
     """A worker for the invoice and customer workflows with every activity bound to its resources."""
     ledger, service = LedgerActivities(pool), ServiceActivities(pool)
     notices, equipment = notice_activities(pool, settings, renderer), equipment_activities(pool, settings)
+    customers = CustomerActivities(timedelta(seconds=settings.notice_digest_gathering_s))
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -97,15 +99,19 @@ def build_worker(client: Client, pool: asyncpg.Pool, settings: Settings, rendere
             ledger.append_events,
             notices.send_notice,
             notices.send_agency_package,
+            notices.send_digest,
             service.suspend_service,
             service.restore_service,
             equipment.suspend_equipment,
             equipment.restore_equipment,
-            hold_at_customer,
-            release_at_customer,
+            customers.hold_at_customer,
+            customers.release_at_customer,
+            customers.notice_to_customer,
+            customers.notice_sent_by_customer,
             invoice_balances,
             deliver_allocation,
             public_holidays,
+            InterestRateActivities.load(settings.interest_rates_file).interest_rates,
         ],
     )
 

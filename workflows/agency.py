@@ -42,6 +42,7 @@ async def _send_package(outbox: Outbox) -> bool:
         deducted_minor=ledger.deducted_minor,
         balance_minor=ledger.balance_minor,
         days_overdue=policy.days_overdue(ledger.invoice, workflow.now()),
+        interest_minor=ledger.interest_minor,
     )
     try:
         await workflow.execute_activity_method(

@@ -14,8 +14,10 @@ from typing import Protocol
 from temporalio import activity
 
 from workflows.cash import DeliverAllocation, Delivered, InvoiceBalance
+from workflows.digests import CustomerNoticeOutcome, DigestRequest, NoticeAsked, NoticeTicket
 from workflows.events import InvoiceSnapshot
 from workflows.holds import HoldOutcome, HoldRequest, ReleaseRequest
+from workflows.interest import CurrencyRates, InterestRatesRequest
 from workflows.models import (
     AgencyHandover,
     DomainEvent,
@@ -47,6 +49,11 @@ class Notices(Protocol):
         """E-mail the hand-over package to the collection agency; returns its Message-ID."""
         ...
 
+    @activity.defn(name="send_digest")
+    async def send_digest(self, digest: DigestRequest) -> NoticeDelivery:
+        """Deliver one message listing several invoices' stage notices, with the statement of account."""
+        ...
+
 
 class Service(Protocol):
     @activity.defn(name="suspend_service")
@@ -64,6 +71,13 @@ class Calendar(Protocol):
     @activity.defn(name="public_holidays")
     async def public_holidays(self, request: PublicHolidaysRequest) -> list[date]:
         """The country's public holidays in the requested years (a local activity)."""
+        ...
+
+
+class InterestRates(Protocol):
+    @activity.defn(name="interest_rates")
+    async def interest_rates(self, request: InterestRatesRequest) -> CurrencyRates:
+        """The currency's reference rates and recovery-cost compensation from the rates file (a local activity)."""
         ...
 
 
@@ -88,6 +102,16 @@ class Customers(Protocol):
     @activity.defn(name="release_at_customer")
     async def release_at_customer(self, request: ReleaseRequest) -> HoldOutcome:
         """Tell the customer the invoice closed; returns its pieces, restored or still held by others."""
+        ...
+
+    @activity.defn(name="notice_to_customer")
+    async def notice_to_customer(self, notice: NoticeRequest) -> NoticeTicket:
+        """Hand a stage notice to the customer, who gathers it with the others of its sending window."""
+        ...
+
+    @activity.defn(name="notice_sent_by_customer")
+    async def notice_sent_by_customer(self, asked: NoticeAsked) -> CustomerNoticeOutcome:
+        """How the customer sent a stage notice handed to it, alone or in a digest."""
         ...
 
 

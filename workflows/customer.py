@@ -20,13 +20,16 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from workflows import contracts
     from workflows.cash import CUSTOMER_PAYMENT_SIGNAL, CashBook, CustomerPayment, InvoiceOpened, PaymentApplication
+    from workflows.customer_notices import CustomerNotices
     from workflows.customer_payments import CashDesk
     from workflows.customer_view import CustomerPublisher
+    from workflows.digests import CustomerNoticeOutcome, NoticeAsked, NoticeTicket
     from workflows.holds import CustomerLedger, CustomerWorkflowInput, HoldOutcome, HoldRequest, Piece, ReleaseRequest
     from workflows.models import (
         EQUIPMENT_ACTIVITY_TIMEOUT,
         EquipmentRequest,
         EquipmentResult,
+        NoticeRequest,
         ServiceAction,
     )
     from workflows.outbox import IO_RETRY, one_line
@@ -44,6 +47,8 @@ class CustomerWorkflow:
         self._publisher = CustomerPublisher()
         self._changed = False  # a handler changed the ledger: the loop republishes
         self._cash = CashDesk(self.ledger)
+        self._digest_gathering = params.digest_gathering
+        self._notices = CustomerNotices(self.ledger, params.digest_gathering)
 
     @workflow.run
     async def run(self, params: CustomerWorkflowInput) -> None:
@@ -68,7 +73,10 @@ class CustomerWorkflow:
             if not self.ledger.pending and not self.ledger.cash.busy:
                 workflow.continue_as_new(
                     CustomerWorkflowInput(
-                        customer_id=self.ledger.customer_id, carried=self.ledger, history_limit=self._history_limit
+                        customer_id=self.ledger.customer_id,
+                        carried=self.ledger,
+                        history_limit=self._history_limit,
+                        digest_gathering=self._digest_gathering,
                     )
                 )
 
@@ -188,6 +196,24 @@ class CustomerWorkflow:
     @release.validator
     def _validate_release(self, request: ReleaseRequest) -> None:
         self._require_mine(request.customer_id)
+
+    @workflow.update
+    def take_stage_notice(self, notice: NoticeRequest) -> NoticeTicket:
+        """An invoice's stage notice, gathered with the others of its sending window; says when they go out."""
+        return self._notices.take(notice)
+
+    @take_stage_notice.validator
+    def _validate_stage_notice(self, notice: NoticeRequest) -> None:
+        self._notices.validate(notice)
+
+    @workflow.update
+    async def stage_notice_sent(self, asked: NoticeAsked) -> CustomerNoticeOutcome:
+        """How a stage notice went out, alone or in a digest; answers once it did (``customer_notices``)."""
+        return await self._notices.outcome(asked.idempotency_key)
+
+    @stage_notice_sent.validator
+    def _validate_notice_asked(self, asked: NoticeAsked) -> None:
+        self._notices.validate_asked(asked)
 
     @workflow.update
     async def record_payment(self, payment: CustomerPayment) -> PaymentApplication:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
-from workflows import policy
+from workflows import accrual, policy
 from workflows.charges import note_late_charges_stop
 from workflows.events import (
     DisputeOpened,
@@ -62,6 +62,7 @@ class Decisions:
 
     def open_dispute(self, dispute: OpenDispute) -> None:
         now = workflow.now()
+        accrual.post(self.outbox, "dispute opened")  # interest stays frozen while the dispute is open
         self.ledger.dispute = Dispute(opened_at=now, reason=dispute.reason)
         self.outbox.record(DisputeOpened(reason=dispute.reason))
         self.ledger.remember(now, f"Dispute opened: {dispute.reason}")
@@ -85,6 +86,7 @@ class Decisions:
         moved_by = policy.dispute_shift(ledger, ledger.dispute.opened_at, now, rejected=rejected)
         ledger.paused += moved_by
         ledger.dispute = None
+        accrual.resume(ledger)
         ledger.credited_minor += resolution.credit_minor
         self.outbox.record(
             DisputeResolved(
@@ -120,6 +122,7 @@ class Decisions:
 
     def agree_payment_plan(self, plan: PaymentPlan) -> None:
         ledger, now = self.ledger, workflow.now()
+        accrual.forgo(ledger)  # the plan is for the balance as it stands; interest stays frozen while it holds
         ledger.plan = PlanInProgress(
             plan=plan, agreed_at=now, settled_at_agreement_minor=ledger.paid_minor + ledger.credited_minor
         )
@@ -153,6 +156,7 @@ class Decisions:
 
     def decide_legal(self, decision: DecideLegal) -> None:
         ledger, now = self.ledger, workflow.now()
+        accrual.post(self.outbox, "legal decision")
         ledger.legal_decision = decision.decision
         self.outbox.record(
             LegalDecisionTaken(
@@ -186,6 +190,7 @@ class Decisions:
 
     def mark_factored(self, factoring: MarkFactored) -> None:
         ledger = self.ledger
+        accrual.post(self.outbox, "sold to a factor")
         self.outbox.record(
             InvoiceFactored(factor=factoring.factor, advance_minor=factoring.advance_minor, balance_minor=ledger.balance_minor)
         )

@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import Field, JsonValue, PlainSerializer, field_validator
 
+from workflows.interest import InterestPeriod
 from workflows.models import (
     ActionTaken,
     DisputeOutcome,
@@ -69,6 +70,11 @@ class NoticeSent(EventPayload):
     step: str
     to: str
     channels: list[str] = Field(default_factory=list, description="channels that delivered it, e.g. ['email']")
+    digest: str = Field(default="", description="the customer digest that carried it (its key); '' when sent alone")
+
+    def data(self) -> dict[str, Any]:
+        """As rows always were; a notice that went out in a customer digest adds the digest's key."""
+        return self.model_dump(mode="json", exclude={"digest"} if not self.digest else None)
 
 
 class NoticeFailed(EventPayload):
@@ -353,6 +359,19 @@ class RecoveryRecorded(EventPayload):
     unrecovered_minor: Minor = Field(description="what is still written off")
 
 
+class InterestAccrued(EventPayload):
+    """Statutory interest posted: the days since the last posting on the unpaid principal, now owed (docs/interest.md)."""
+
+    event_kind = EventKind.INTEREST_ACCRUED
+
+    amount_minor: Minor = Field(description="this posting, rounded half up to the minor unit (within the cap)")
+    principal_minor: Minor = Field(description="the unpaid principal it accrued on")
+    first_day: date
+    last_day: date
+    periods: list[InterestPeriod] = Field(description="the days at each rate, with the rate's source")
+    capped: bool = Field(default=False, description="the cap on late charges cut this posting short")
+    interest_minor: Minor = Field(description="all interest posted so far")
+    occasion: str = Field(description="what posted it: the late-fee stage, a stage, a payment, the month end, ...")
 class LateFeeReversed(EventPayload):
     """A late fee charged after a payment's money had arrived (by its value date): the principal was paid by
     then, so the fee is taken back."""
@@ -401,6 +420,7 @@ PAYLOADS: dict[EventKind, type[EventPayload]] = {
         EscalationStopped,
         CutAnnounced,
         RecoveryRecorded,
+        InterestAccrued,
         LateFeeReversed,
     )
 }
@@ -466,6 +486,10 @@ class InvoiceSnapshot(Payload):
     escalation_stopped: bool = Field(default=False, description="the balance fell below the policy's minimum")
     cut_announced_for: datetime | None = Field(default=None, description="the cut moment a delivered ultimatum named")
     recovered_minor: Minor = Field(default=0, description="paid on the invoice after it was written off")
+    interest_minor: Minor = Field(default=0, description="statutory interest posted (in the balance)")
+    interest_accruing_minor: Minor = Field(
+        default=0, description="interest accrued since the last posting as of ``taken_at``, not yet in the balance"
+    )
     receivables: list[ReceivableEntry] = Field(description="the changes to what is owed made by this batch")
     story: list[ActionTaken] = Field(description="the lines of the invoice's story told since the previous batch")
 

@@ -9,11 +9,12 @@ does the cutting.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.cash import CashBook
+from workflows.digests import DIGEST_GATHERING, NoticeDesk
 from workflows.models import (
     ActionTaken,
     Currency,
@@ -133,6 +134,7 @@ class CustomerLedger(BaseModel):
     answers: dict[str, HoldOutcome] = Field(default_factory=dict, description="idempotency key -> answer")
     on_hold: bool = Field(default=False, description="ops paused every escalation of the customer")
     cash: CashBook = Field(default_factory=CashBook, description="payments to the customer, their split and its credit")
+    notices: NoticeDesk = Field(default_factory=NoticeDesk, description="stage notices gathered and digests sent")
     story: list[ActionTaken] = Field(default_factory=list)
 
     @property
@@ -221,6 +223,10 @@ class CustomerWorkflowInput(BaseModel):
     customer_id: Identifier
     carried: CustomerLedger | None = None
     history_limit: int = Field(default=10_000, ge=50, description="continue-as-new beyond this many events")
+    digest_gathering: timedelta = Field(
+        default=DIGEST_GATHERING, ge=timedelta(0), le=timedelta(hours=1),
+        description="how long the first stage notice waits for others of the customer before they go out",
+    )
 
     @property
     def workflow_id(self) -> str:

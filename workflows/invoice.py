@@ -20,7 +20,7 @@ from temporalio import workflow
 from temporalio.common import RawValue
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import contracts, policy
+    from workflows import accrual, contracts, policy
     from workflows.decisions import Decisions, require_open
     from workflows.events import InvoiceClosed, InvoiceIssued
     from workflows.models import (
@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         PATCH_COUNTED_REJECTIONS,
         PATCH_MONEY_RULES,
         PATCH_SENDING_WINDOW,
+        PATCH_STATUTORY_INTEREST,
         PATCH_VALUE_DATES,
         PATCH_WAKE_ON_LONG_HISTORY,
     )
@@ -73,6 +74,7 @@ class InvoiceWorkflow:
         self._windowed = workflow.patched(PATCH_SENDING_WINDOW)
         self.ledger.money_rules = workflow.patched(PATCH_MONEY_RULES)
         self.ledger.value_dates = workflow.patched(PATCH_VALUE_DATES)
+        self.ledger.interest_rules = workflow.patched(PATCH_STATUTORY_INTEREST)
         # asked here, once a run, not in a handler: a request delivered with the start runs before the loop, and
         # a patch marker (with its search attribute) ahead of an update's acceptance would not replay
         counts_rejections = workflow.patched(PATCH_COUNTED_REJECTIONS)
@@ -117,6 +119,7 @@ class InvoiceWorkflow:
                 continue
             if self._windowed:
                 await self._learn_public_holidays()
+            await accrual.learn_rates(self.ledger)
             step = self._next_step()
             self._publisher.publish(self.ledger, step)
             if step and step.at <= workflow.now():
@@ -153,6 +156,7 @@ class InvoiceWorkflow:
             balance_minor=self.ledger.balance_minor,
             last_sequence=self.ledger.next_sequence - 1,
             recovered_minor=self.ledger.recovered_minor,
+            interest_minor=self.ledger.interest_minor,
         )
 
     async def _take_recoveries(self) -> None:

@@ -88,6 +88,7 @@ class StepKind(StrEnum):
     INSTALMENT = "instalment"  # an instalment's deadline passed: check it was paid
     LEGAL_REVIEW = "legal_review"  # review again after the agency had another go
     DISCOUNT_ENDS = "discount_ends"  # the early-payment discount lapses
+    INTEREST = "interest"  # the month-end posting of statutory interest (no notice)
 
 
 # the steps between rungs that talk to the client, so wait for its sending window (a rung says it itself)

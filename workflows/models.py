@@ -180,6 +180,20 @@ class SendingWindow(Strict):
         return self
 
 
+class StatutoryInterest(Strict):
+    """Late-payment interest instead of the percent-per-month fee (Directive 2011/7/EU; docs/interest.md).
+
+    Simple interest on the unpaid principal, day by day from the day after the due date, at the
+    currency's reference rate for the half-year (the rates file ops keep) plus ``margin_percent``;
+    and a fixed compensation for recovery costs, once per invoice.
+    """
+
+    margin_percent: Annotated[Decimal, Field(ge=8, le=50, max_digits=6, decimal_places=4)] = Field(
+        default=Decimal("8"), description="points above the reference rate (the Directive: at least 8)"
+    )
+    compensation_minor: NonNegativeMinor | None = Field(
+        default=None, description="recovery costs, once per invoice; None: the rates file's amount for the currency (40 EUR)"
+    )
 class Allocation(StrEnum):
     """What a payment pays first inside an invoice (``DunningPolicy.allocation``)."""
 
@@ -235,6 +249,9 @@ class DunningPolicy(Strict):
         ge=timedelta(0),
         description="after a write-off, the invoice takes payments as recoveries this long",
     )
+    interest: StatutoryInterest | None = Field(
+        default=None, description="statutory interest and compensation from the late-fee stage, instead of late fees"
+    )
 
     @model_validator(mode="after")
     def _stages_in_order(self) -> DunningPolicy:
@@ -252,6 +269,8 @@ class DunningPolicy(Strict):
             raise ValueError("an ultimatum names the suspension date: a policy with an ultimatum needs a suspend stage")
         if StageAction.COURTESY in actions and self.stage(StageAction.COURTESY).offset >= timedelta(0):
             raise ValueError("the courtesy note goes before the due date: its offset must be negative")
+        if self.interest is not None and StageAction.LATE_FEE not in actions:
+            raise ValueError("statutory interest is charged from the late-fee stage: a policy with interest needs one")
         return self
 
     def stage(self, action: StageAction) -> Stage:
@@ -506,6 +525,7 @@ class EventKind(StrEnum):
     ESCALATION_STOPPED = "escalation_stopped"
     CUT_ANNOUNCED = "cut_announced"
     RECOVERY_RECORDED = "recovery_recorded"
+    INTEREST_ACCRUED = "interest_accrued"
     LATE_FEE_REVERSED = "late_fee_reversed"
 
 
@@ -537,6 +557,9 @@ class NoticeKind(StrEnum):
     DISPUTE_RESOLVED = "dispute_resolved"
     AGENCY_HANDOVER = "agency_handover"
     LEGAL_REVIEW = "legal_review"
+
+
+COMPENSATION = "compensation for recovery costs"  # the reason of the fee statutory interest comes with
 
 
 class Fee(Strict):
@@ -590,8 +613,14 @@ class NoticeRequest(Strict):
     residue_minor: int = Field(default=0, description="receipt: the small balance written off after the payment")
     recovery: bool = Field(default=False, description="receipt: a payment on a written-off invoice")
     unrecovered_minor: int = Field(default=0, description="receipt of a recovery: what is still written off")
+    interest_minor: int = Field(default=0, description="statutory interest posted so far (part of the balance)")
+    interest_through: date | None = Field(default=None, description="the last day the posted interest covers")
+    interest_rate_percent: Decimal | None = Field(
+        default=None, description="the statutory rate (reference rate plus margin) of the last day posted"
+    )
     principal_paid_minor: int = Field(default=0, description="receipt: what this payment paid of the invoice amount")
     fees_paid_minor: int = Field(default=0, description="receipt: what this payment paid of late fees")
+    interest_paid_minor: int = Field(default=0, description="receipt: what this payment paid of statutory interest")
     received_on: date | None = Field(default=None, description="receipt: the local date the money arrived")
     fees_reversed: list[Fee] = Field(
         default_factory=list, description="receipt: late fees charged after this payment's money had arrived, reversed"
@@ -611,6 +640,7 @@ class AgencyHandover(Strict):
     )
     balance_minor: int
     days_overdue: int
+    interest_minor: int = Field(default=0, description="statutory interest posted, part of the balance")
 
 
 # how long one suspend_equipment/restore_equipment attempt may run; the registry refuses entries
@@ -699,7 +729,7 @@ class NextAction(Strict):
 
     what: str
     at: datetime
-    kind: str | None = Field(default=None, description="stage, late_fee, instalment, legal_review or discount_ends")
+    kind: str | None = Field(default=None, description="stage, late_fee, instalment, legal_review, discount_ends or interest")
 
 
 class InvoiceStatus(Strict):
@@ -720,6 +750,8 @@ class InvoiceStatus(Strict):
     written_off_minor: int
     balance_minor: int
     overpaid_minor: int
+    interest_minor: int = Field(default=0, description="statutory interest posted, part of the balance")
+    interest_accruing_minor: int = Field(default=0, description="interest accrued since the last posting, not yet owed")
     discount_available_minor: int
     days_overdue: int
     disputed: bool
@@ -743,3 +775,4 @@ class InvoiceOutcome(Strict):
     balance_minor: int = 0
     last_sequence: int = Field(default=0, description="the sequence of the last event the workflow wrote to the log")
     recovered_minor: int = Field(default=0, description="paid after the write-off")
+    interest_minor: int = Field(default=0, description="statutory interest posted")

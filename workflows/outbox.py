@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from temporalio import workflow
@@ -17,11 +18,14 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 from workflows import contracts, ladder, policy, snapshot
+from workflows.digests import DIGESTIBLE, CustomerNoticeOutcome, NoticeAsked, NoticeTicket
 from workflows.events import CutAnnounced, EventPayload, NoticeFailed, NoticeSent
-from workflows.models import DomainEvent, NoticeKind, NoticeRequest
-from workflows.patches import PATCH_SPLIT_EVENT_BATCHES
+from workflows.models import DomainEvent, NoticeDelivery, NoticeKind, NoticeRequest
+from workflows.patches import PATCH_CUSTOMER_NOTICES, PATCH_SPLIT_EVENT_BATCHES
 from workflows.state import InvoiceLedger, QueuedNotice
 
+# the customer answers how a stage notice went out once its message did (rendering and SMTP, retried)
+CUSTOMER_NOTICE_TIMEOUT = timedelta(hours=2)
 NOTICE_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=10), non_retryable_error_types=["PermanentDeliveryFailure"])
 IO_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 # one append's events: with its snapshot (at most ~120 KB: 200 story lines) well below the 256 KB
@@ -36,6 +40,8 @@ class Outbox:
     def __init__(self, ledger: InvoiceLedger, window_applies: bool) -> None:
         self.ledger = ledger
         self._window_applies = window_applies
+        # built once a run, in the workflow's __init__: runs started before the patch take it at continue-as-new
+        self._via_customer = workflow.patched(PATCH_CUSTOMER_NOTICES)
 
     def record(self, payload: EventPayload) -> None:
         """Record a domain event of the payload's kind; ``flush`` appends it to the event log, with the
@@ -70,17 +76,22 @@ class Outbox:
                 await self._send_notice(ledger.outbox[0])
                 ledger.outbox.pop(0)
                 continue
-            batch, now = self._next_batch(), workflow.now()
-            step = policy.next_step(ledger, now, self._window_applies)
-            taken = snapshot.take(ledger, step, now, through=batch[-1].sequence)
-            await workflow.execute_activity_method(
-                contracts.Ledger.append_events,
-                args=[batch, taken],
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=IO_RETRY,
-                summary=f"Record {len(batch)} event(s)",
-            )
-            del ledger.pending_events[: len(batch)]
+            await self._append_batch()
+
+    async def _append_batch(self) -> None:
+        """Append the oldest pending events, with the snapshot after them."""
+        ledger = self.ledger
+        batch, now = self._next_batch(), workflow.now()
+        step = policy.next_step(ledger, now, self._window_applies)
+        taken = snapshot.take(ledger, step, now, through=batch[-1].sequence)
+        await workflow.execute_activity_method(
+            contracts.Ledger.append_events,
+            args=[batch, taken],
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=IO_RETRY,
+            summary=f"Record {len(batch)} event(s)",
+        )
+        del ledger.pending_events[: len(batch)]
 
     def _next_batch(self) -> list[DomainEvent]:
         """The oldest pending events up to ``BATCH_EVENTS`` and ``BATCH_BYTES`` (at least one, however large).
@@ -112,23 +123,65 @@ class Outbox:
         cut_at = policy.cut_to_announce(ledger, now, self._window_applies) if announces_cut else None
         request = self._notice_request(queued, cut_at)
         label = queued.kind.value.replace("_", " ")
+        digest, via_customer = "", self._via_customer and queued.kind in DIGESTIBLE and ledger.invoice.policy.sending_window is not None
         try:
-            result = await workflow.execute_activity_method(
-                contracts.Notices.send_notice,
-                request,
-                start_to_close_timeout=timedelta(minutes=1),  # SMTP and webhook time out well within it
-                retry_policy=NOTICE_RETRY,
-                summary=f"Send {label} notice",
-            )
-        except ActivityError as err:
+            if via_customer:
+                result, digest = await self._send_via_customer(request)
+            else:
+                result = await workflow.execute_activity_method(
+                    contracts.Notices.send_notice,
+                    request,
+                    start_to_close_timeout=timedelta(minutes=1),  # SMTP and webhook time out well within it
+                    retry_policy=NOTICE_RETRY,
+                    summary=f"Send {label} notice",
+                )
+        except (ActivityError, NoticeNotSent) as err:
             self.notice_failed(queued.kind.value, queued.step, "all", err)
             return
         if result.delivered:
-            self.record(NoticeSent(kind=queued.kind, step=queued.step, to=str(request.to_email), channels=result.delivered))
-            if cut_at is not None:
-                self._cut_announced(cut_at, policy.notice_counts_from(now))
+            self.record(
+                NoticeSent(kind=queued.kind, step=queued.step, to=str(request.to_email), channels=result.delivered, digest=digest)
+            )
+            if cut_at is not None:  # through the customer, it went out after the gathering: notice counts from then
+                self._cut_announced(cut_at, policy.notice_counts_from(workflow.now() if via_customer else now))
         for channel, error in sorted(result.failed.items()):
             self.notice_failed(queued.kind.value, queued.step, channel, error)
+
+    async def _send_via_customer(self, request: NoticeRequest) -> tuple[NoticeDelivery, str]:
+        """Hand a stage notice to the customer workflow, which sends it with the others of the sending window;
+        returns its delivery and the digest that carried it ("" when it went out alone).
+
+        The invoice waits for the gathering on a timer of its own, not inside an activity."""
+        label = request.kind.value.replace("_", " ")
+        ticket: NoticeTicket = await workflow.execute_activity_method(
+            contracts.Customers.notice_to_customer,
+            request,
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=IO_RETRY,
+            summary=f"Hand the {label} notice to customer {request.customer_id}",
+        )
+        while self.ledger.pending_events:  # the stage is a fact now, whenever its notice goes out
+            await self._append_batch()
+        if ticket.send_at > workflow.now():
+            await workflow.sleep(ticket.send_at - workflow.now(), summary="the customer gathers this window's notices")
+        answer: CustomerNoticeOutcome = await workflow.execute_activity_method(
+            contracts.Customers.notice_sent_by_customer,
+            NoticeAsked(customer_id=request.customer_id, idempotency_key=request.idempotency_key),
+            start_to_close_timeout=CUSTOMER_NOTICE_TIMEOUT,
+            heartbeat_timeout=timedelta(minutes=1),
+            retry_policy=IO_RETRY,
+            summary=f"Learn how customer {request.customer_id} sent the {label} notice",
+        )
+        if answer.delivery is None:
+            raise NoticeNotSent(answer.error)
+        if answer.digest is not None:
+            others = ", ".join(i for i in answer.invoices if i != request.invoice_id)
+            self.ledger.remember(
+                workflow.now(),
+                f"{request.kind.value.replace('_', ' ').capitalize()} notice sent in digest {answer.digest}"
+                f" of customer {request.customer_id}, with invoice {others}",
+            )
+        return answer.delivery, answer.digest_key
 
     def _cut_announced(self, cut_at: datetime, notice_from: datetime) -> None:
         """An ultimatum naming ``cut_at`` was delivered: the interlock lets the cut happen from then."""
@@ -138,7 +191,7 @@ class Outbox:
 
     def _notice_request(self, queued: QueuedNotice, cut_at: datetime | None = None) -> NoticeRequest:
         ledger, invoice, now = self.ledger, self.ledger.invoice, workflow.now()
-        terms = invoice.terms
+        terms, interest = invoice.terms, policy.interest_applies(ledger)
         names_cut = queued.kind in ladder.NOTICES_NAMING_CUT_DATE
         suspension_at = cut_at or (policy.suspension_at(ledger, self._window_applies) if names_cut else None)
         return NoticeRequest(
@@ -164,8 +217,9 @@ class Outbox:
             detail=queued.detail,
             country=invoice.country,
             days_overdue=policy.days_overdue(invoice, now),
-            late_fee_percent_per_month=terms.late_fee_percent_per_month,
-            fixed_late_fee_minor=terms.fixed_late_fee_minor,
+            # statutory interest replaces the contract's late-fee terms
+            late_fee_percent_per_month=Decimal(0) if interest else terms.late_fee_percent_per_month,
+            fixed_late_fee_minor=0 if interest else terms.fixed_late_fee_minor,
             payment_minor=queued.amount_minor if queued.kind == NoticeKind.RECEIPT else 0,
             credit_minor=queued.amount_minor if queued.kind == NoticeKind.DISPUTE_RESOLVED else 0,
             instalments=list(queued.instalments),
@@ -175,11 +229,19 @@ class Outbox:
             residue_minor=queued.residue_minor,
             recovery=queued.recovery,
             unrecovered_minor=max(0, ledger.written_off_minor - ledger.recovered_minor) if queued.recovery else 0,
+            interest_minor=ledger.interest_minor,
+            interest_through=ledger.interest.last_day_posted,
+            interest_rate_percent=ledger.interest.last_rate_percent,
             principal_paid_minor=queued.principal_paid_minor,
             fees_paid_minor=queued.fees_paid_minor,
+            interest_paid_minor=queued.interest_paid_minor,
             received_on=policy.local_date(invoice, queued.received_at) if queued.received_at else None,
             fees_reversed=list(queued.fees_reversed),
         )
+
+
+class NoticeNotSent(Exception):
+    """The customer could not send a stage notice on any channel (its error says why)."""
 
 
 def one_line(err: object) -> str:

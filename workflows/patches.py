@@ -23,6 +23,9 @@ PATCH_SPLIT_EVENT_BATCHES = "split-event-batches"  # a large batch of events goe
 PATCH_WAKE_ON_LONG_HISTORY = "wake-on-long-history"  # a dropped signal wakes the loop to continue as new
 PATCH_CONTINUE_ON_SIGNALS = "continue-on-signals"  # a run continues as new after SIGNALS_PER_RUN signals
 PATCH_CUSTOMER_HOLDS = "customer-holds"  # the customer workflow cuts and restores what its invoices hold
+PATCH_CUSTOMER_NOTICES = "customer-notices"  # stage notices go through the customer, in digests (issue 19, item 3)
+# issue 20 item 4: a policy's statutory interest instead of the percent fee (``InvoiceLedger.interest_rules``)
+PATCH_STATUTORY_INTEREST = "statutory-interest"
 # issue 20 item 1: a payment's value date bounded, and deciding its discount and the late fees it reverses
 # (``InvoiceLedger.value_dates``, asked once a run like money-rules)
 PATCH_VALUE_DATES = "value-dates"

@@ -18,7 +18,7 @@ from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
-from workflows import policy
+from workflows import accrual, policy
 from workflows.events import (
     DiscountApplied,
     LateFeeReversed,
@@ -107,6 +107,8 @@ class PaymentDesk:
             self._record_recovery(payment)
             return ledger.balance_minor
         by_value, arrived = ledger.value_dates, value_date(payment, now)
+        # interest on the principal owed until the money arrived; the part it pays stops accruing then
+        accrual.post(self.outbox, f"payment {payment.payment_id}", through=policy.local_date(ledger.invoice, arrived))
         ledger.payments[payment.payment_id] = payment.amount_minor
         ledger.arrived_at[payment.payment_id] = arrived
         reversed_fees = policy.late_fees_paid_in_time(ledger) if by_value else []
@@ -117,6 +119,7 @@ class PaymentDesk:
         if discounted and by_value:
             ledger.discount_minor = discount  # before the payment is allocated: it pays the discounted amount
         principal_paid, fees_paid = policy.allocation_of(ledger, payment.amount_minor)
+        interest_paid = policy.interest_paid_of(ledger, payment.amount_minor)  # of fees_paid: the receipt tells it apart
         self.outbox.record(
             PaymentRecorded(
                 payment_id=payment.payment_id,
@@ -160,7 +163,8 @@ class PaymentDesk:
             amount_minor=payment.amount_minor,
             residue_minor=residue,
             principal_paid_minor=principal_paid,
-            fees_paid_minor=fees_paid,
+            fees_paid_minor=fees_paid - interest_paid,
+            interest_paid_minor=interest_paid,
             received_at=arrived if by_value else None,
             fees_reversed=reversed_fees,
         )

@@ -13,7 +13,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from workflows import ladder
+from workflows import interest, ladder
 from workflows.ladder import StepKind
 from workflows.models import Fee, Invoice, InvoiceState, Stage, StageAction, format_money
 from workflows.state import InvoiceLedger, Step
@@ -70,6 +70,9 @@ def next_step(ledger: InvoiceLedger, now: datetime, window_applies: bool) -> Ste
     fee_at = late_fee_due_at(ledger)
     if fee_at and ledger.principal_outstanding_minor > 0:
         candidates.append(_between_rungs(StepKind.LATE_FEE, fee_at, f"late fee {len(ledger.fees) + 1}"))
+    posting_at = interest_posting_due_at(ledger)
+    if posting_at:
+        candidates.append(_between_rungs(StepKind.INTEREST, posting_at, "interest posting (month end)"))
     if ledger.legal_review_again_at:
         candidates.append(_between_rungs(StepKind.LEGAL_REVIEW, ledger.legal_review_again_at, "legal review again"))
     discount_ends = discount_ends_at(ledger)
@@ -225,14 +228,22 @@ def late_fee_amount(ledger: InvoiceLedger, number: int) -> int:
     Within the policy's cap on late charges, and nothing once charges stopped (``late_charges_stop``).
     """
     terms = ledger.invoice.terms
-    percent_part = Decimal(ledger.principal_outstanding_minor) * terms.late_fee_percent_per_month / 100
-    amount = int(percent_part.quantize(Decimal(1), rounding=ROUND_HALF_UP))
-    amount += terms.fixed_late_fee_minor if number == 1 else 0
+    if interest_applies(ledger):
+        amount = compensation_minor(ledger) if number == 1 else 0  # statutory interest instead of the percent fee
+    else:
+        percent_part = Decimal(ledger.principal_outstanding_minor) * terms.late_fee_percent_per_month / 100
+        amount = int(percent_part.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+        amount += terms.fixed_late_fee_minor if number == 1 else 0
     if not ledger.money_rules:
         return amount
+    return within_cap(ledger, amount)
+
+
+def within_cap(ledger: InvoiceLedger, amount_minor: int) -> int:
+    """What of a late charge (a fee, or interest) may be charged: none once charges stopped, else up to the cap."""
     if ledger.late_charges_stopped:
         return 0
-    return max(0, min(amount, late_charges_cap_minor(ledger) - ledger.fees_minor))
+    return max(0, min(amount_minor, late_charges_cap_minor(ledger) - ledger.late_charges_minor))
 
 
 def late_charges_cap_minor(ledger: InvoiceLedger) -> int:
@@ -254,13 +265,72 @@ def late_charges_stop(ledger: InvoiceLedger) -> str | None:
         return "legal action"
     if ledger.handed_to_agency and ledger.invoice.policy.charges_stop_at_agency:
         return "handed to the agency"
-    if ledger.fees and ledger.fees_minor >= late_charges_cap_minor(ledger):
+    if (ledger.fees or ledger.interest_minor) and ledger.late_charges_minor >= late_charges_cap_minor(ledger):
         return "cap reached"
     return None
 
 
 def _charges_late_fees(invoice: Invoice) -> bool:
     return any(s.action == StageAction.LATE_FEE for s in invoice.policy.stages)
+
+
+# --- statutory interest (docs/interest.md) ------------------------------------------------------
+
+
+def interest_applies(ledger: InvoiceLedger) -> bool:
+    """The policy charges statutory interest instead of the percent-per-month fee (invoices started since the patch)."""
+    return ledger.interest_rules and ledger.invoice.policy.interest is not None
+
+
+def interest_accrues(ledger: InvoiceLedger) -> bool:
+    """Interest runs now: started at the late-fee stage, and no freeze (dispute, plan, charges stopped, closed)."""
+    return (
+        interest_applies(ledger)
+        and ledger.interest.accrues_from is not None
+        and not ledger.late_charges_stopped
+        and ledger.dispute is None
+        and ledger.plan is None
+        and not ledger.escalation.closed
+    )
+
+
+def compensation_minor(ledger: InvoiceLedger) -> int:
+    """The fixed compensation for recovery costs: the policy's, else the rates file's for the currency (0 if none)."""
+    settings = ledger.invoice.policy.interest
+    if settings is not None and settings.compensation_minor is not None:
+        return settings.compensation_minor
+    rates = ledger.interest.rates
+    return (rates.compensation_minor or 0) if rates else 0
+
+
+def interest_due(ledger: InvoiceLedger, today: date) -> interest.Accrual | None:
+    """The interest accrued since the last posting up to ``today`` (exclusive), within the cap; None if none runs."""
+    settings = ledger.invoice.policy.interest
+    first_day = ledger.interest.accrues_from
+    if not interest_accrues(ledger) or settings is None or first_day is None or first_day >= today:
+        return None
+    accrued = interest.accrue(
+        ledger.principal_outstanding_minor, first_day, today, settings.margin_percent, ledger.interest.rates
+    )
+    capped = within_cap(ledger, accrued.amount_minor) if ledger.money_rules else accrued.amount_minor
+    return accrued if capped == accrued.amount_minor else accrued.model_copy(update={"amount_minor": capped})
+
+
+def interest_accruing_minor(ledger: InvoiceLedger, now: datetime) -> int:
+    """Interest accrued since the last posting up to today, not yet owed: what status and snapshots show."""
+    due = interest_due(ledger, local_date(ledger.invoice, now))
+    return due.amount_minor if due else 0
+
+
+def interest_posting_due_at(ledger: InvoiceLedger) -> datetime | None:
+    """The month-end posting: the first day of the month after the first day not yet posted, at the due time."""
+    first_day = ledger.interest.accrues_from
+    if not interest_accrues(ledger) or first_day is None or ledger.principal_outstanding_minor <= 0:
+        return None
+    if within_cap(ledger, 1) <= 0 and ledger.money_rules:
+        return None
+    month_after = date(first_day.year + first_day.month // 12, first_day.month % 12 + 1, 1)
+    return local_moment(ledger.invoice, month_after)
 
 
 # --- small balances --------------------------------------------------------------------------
@@ -375,13 +445,26 @@ def late_fees_paid_in_time(ledger: InvoiceLedger) -> list[Fee]:
     return reversed_fees
 
 
-def allocation_of(ledger: InvoiceLedger, amount_minor: int) -> tuple[int, int]:
-    """What the payment of ``amount_minor`` just recorded paid: of the invoice amount, and of late fees
-    (``DunningPolicy.allocation``); the rest of it, if any, is an overpayment."""
+def interest_paid_of(ledger: InvoiceLedger, amount_minor: int) -> int:
+    """Of the late charges the payment of ``amount_minor`` just recorded paid (``allocation_of``), the statutory
+    interest: late charges are paid fees first, then interest."""
     principal = max(0, ledger.invoice.amount_minor - ledger.deducted_minor)
     split = ledger.invoice.policy.allocation.apportion
-    after = split(principal, ledger.fees_minor, ledger.paid_minor)
-    before = split(principal, ledger.fees_minor, ledger.paid_minor - amount_minor)
+
+    def interest_paid(paid: int) -> int:
+        charges_paid = split(principal, ledger.late_charges_minor, paid)[1]
+        return max(0, charges_paid - ledger.fees_minor)
+
+    return interest_paid(ledger.paid_minor) - interest_paid(ledger.paid_minor - amount_minor)
+
+
+def allocation_of(ledger: InvoiceLedger, amount_minor: int) -> tuple[int, int]:
+    """What the payment of ``amount_minor`` just recorded paid: of the invoice amount, and of late fees
+    (``DunningPolicy.allocation``; statutory interest counts with the fees); the rest, if any, is an overpayment."""
+    principal = max(0, ledger.invoice.amount_minor - ledger.deducted_minor)
+    split = ledger.invoice.policy.allocation.apportion
+    after = split(principal, ledger.late_charges_minor, ledger.paid_minor)
+    before = split(principal, ledger.late_charges_minor, ledger.paid_minor - amount_minor)
     return after[0] - before[0], after[1] - before[1]
 
 

@@ -57,6 +57,8 @@ def status_of(ledger: InvoiceLedger, step: Step | None, now: datetime) -> Invoic
         written_off_minor=ledger.written_off_minor,
         balance_minor=ledger.balance_minor,
         overpaid_minor=ledger.overpaid_minor,
+        interest_minor=ledger.interest_minor,
+        interest_accruing_minor=policy.interest_accruing_minor(ledger, now),
         days_overdue=policy.days_overdue(invoice, now),
         disputed=ledger.dispute is not None,
         on_payment_plan=ledger.plan is not None,

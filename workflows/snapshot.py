@@ -45,7 +45,7 @@ def receivable_entry(invoice: Invoice, event: DomainEvent) -> ReceivableEntry | 
     on = policy.local_date(invoice, event.occurred_at)
     if kind == EventKind.INVOICE_ISSUED:
         amount, on = invoice.amount_minor, invoice.issue_date
-    elif kind == EventKind.LATE_FEE_CHARGED:
+    elif kind in (EventKind.LATE_FEE_CHARGED, EventKind.INTEREST_ACCRUED):
         amount = int(data["amount_minor"])
     elif kind == EventKind.LATE_FEE_REVERSED:  # as if never charged: dated when it was
         amount = -int(data["amount_minor"])
@@ -132,6 +132,8 @@ def take(ledger: InvoiceLedger, step: Step | None, now: datetime, through: int |
         escalation_stopped=ledger.escalation_stopped,
         cut_announced_for=ledger.cut_announced_for,
         recovered_minor=ledger.recovered_minor,
+        interest_minor=ledger.interest_minor,
+        interest_accruing_minor=policy.interest_accruing_minor(ledger, now),
         receivables=receivables,
         story=ledger.actions[len(ledger.actions) - untold :] if untold else [],
     )

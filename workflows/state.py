@@ -12,6 +12,7 @@ from datetime import date, datetime, timedelta
 from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.events import PaymentRejectionsCounted, ReceivableEntry
+from workflows.interest import InterestState
 from workflows.ladder import StepKind
 from workflows.models import (
     ActionTaken,
@@ -52,6 +53,7 @@ class QueuedNotice(BaseModel):
     instalments: list[Instalment] = Field(default_factory=list, description="plan agreed / instalment missed")
     principal_paid_minor: int = Field(default=0, description="receipt: what the payment paid of the invoice amount")
     fees_paid_minor: int = Field(default=0, description="receipt: what the payment paid of late fees")
+    interest_paid_minor: int = Field(default=0, description="receipt: what the payment paid of statutory interest")
     received_at: datetime | None = Field(default=None, description="receipt: when the payment's money arrived")
     fees_reversed: list[Fee] = Field(default_factory=list, description="receipt: late fees the payment reversed")
 
@@ -175,6 +177,8 @@ class InvoiceLedger(BaseModel):
     cut_announcement_tried_at: datetime | None = None
     minimum_notice_override: timedelta | None = Field(default=None, description="InvoiceWorkflowInput.minimum_notice")
     recoveries: dict[str, int] = Field(default_factory=dict, description="payment id -> amount, after a write-off")
+    interest_rules: bool = Field(default=False, description="a policy's statutory interest applies (workflows.accrual)")
+    interest: InterestState = Field(default_factory=InterestState)
     value_dates: bool = Field(default=False, description="discount and late fees decided by when the money arrived")
     arrived_at: dict[str, datetime] = Field(
         default_factory=dict, description="payment id -> its value date (payments recorded before it was kept lack one)"
@@ -189,6 +193,16 @@ class InvoiceLedger(BaseModel):
         return sum(f.amount_minor for f in self.fees)
 
     @property
+    def interest_minor(self) -> int:
+        """Statutory interest posted (``interest_accrued`` events): owed like a fee, but its own component."""
+        return self.interest.posted_minor
+
+    @property
+    def late_charges_minor(self) -> int:
+        """Fees and interest: what the policy's cap on late charges bounds."""
+        return self.fees_minor + self.interest_minor
+
+    @property
     def paid_minor(self) -> int:
         return sum(self.payments.values())
 
@@ -200,7 +214,7 @@ class InvoiceLedger(BaseModel):
     @property
     def net_minor(self) -> int:
         """What the client still owes; negative when overpaid."""
-        return self.invoice.amount_minor + self.fees_minor - self.paid_minor - self.deducted_minor
+        return self.invoice.amount_minor + self.late_charges_minor - self.paid_minor - self.deducted_minor
 
     @property
     def balance_minor(self) -> int:
@@ -213,9 +227,9 @@ class InvoiceLedger(BaseModel):
     @property
     def principal_outstanding_minor(self) -> int:
         """Unpaid part of the invoice amount itself, as the policy allocates payments: the basis of percentage
-        late fees."""
+        late fees and statutory interest (which count as costs with the fees)."""
         principal = max(0, self.invoice.amount_minor - self.deducted_minor)
-        paid, _ = self.invoice.policy.allocation.apportion(principal, self.fees_minor, self.paid_minor)
+        paid, _ = self.invoice.policy.allocation.apportion(principal, self.late_charges_minor, self.paid_minor)
         return principal - paid
 
     @property

@@ -11,7 +11,7 @@ from functools import partial
 
 from temporalio import workflow
 
-from workflows import agency, ladder, policy
+from workflows import accrual, agency, ladder, policy
 from workflows.charges import note_late_charges_stop
 from workflows.events import (
     DiscountLapsed,
@@ -22,7 +22,7 @@ from workflows.events import (
     StageReached,
 )
 from workflows.ladder import StageWork, StepKind
-from workflows.models import Fee, InvoiceState, NoticeKind, StageAction, format_money
+from workflows.models import COMPENSATION, Fee, InvoiceState, NoticeKind, StageAction, format_money
 from workflows.outbox import Outbox
 from workflows.patches import PATCH_DISCOUNT_LAPSE_EVENT, closed_meanwhile
 from workflows.state import Step
@@ -45,6 +45,7 @@ class Steps:
             StepKind.INSTALMENT: self._check_instalment,
             StepKind.LEGAL_REVIEW: self._open_legal_review,
             StepKind.DISCOUNT_ENDS: self._note_discount_lapsed,
+            StepKind.INTEREST: self._post_interest,
         }
         await work[step.kind]()
 
@@ -59,6 +60,7 @@ class Steps:
             self._announce_cut()
             return
         ledger.next_stage_index += 1
+        accrual.post(self.outbox, f"stage {stage.action.value.replace('_', ' ')}")
         rung = ladder.RUNGS[stage.action]
         if rung.state_after is not None:
             ledger.escalation = rung.state_after
@@ -98,13 +100,23 @@ class Steps:
             self.outbox.record(DiscountLapsed(last_day=last_day))
         self.ledger.remember(workflow.now(), "Early-payment discount lapsed")
 
+    async def _post_interest(self) -> None:
+        accrual.post(self.outbox, "month end")
+        note_late_charges_stop(self.outbox)
+
     async def _charge_late_fee(self) -> None:
         ledger, now = self.ledger, workflow.now()
         number = len(ledger.fees) + 1
+        interest = policy.interest_applies(ledger)
+        if interest and number == 1:
+            accrual.start(self.outbox)
         amount = policy.late_fee_amount(ledger, number)
         if amount <= 0:
+            if interest:  # the interest posted is told, with the compensation if there is one
+                self.outbox.queue_notice(ladder.RUNGS[StageAction.LATE_FEE].notice)
+                note_late_charges_stop(self.outbox)
             return
-        reason = "late fee" if number == 1 else f"late fee, month {number} of delay"
+        reason = COMPENSATION if interest else "late fee" if number == 1 else f"late fee, month {number} of delay"
         ledger.fees.append(Fee(number=number, amount_minor=amount, charged_at=now, reason=reason))
         self.outbox.record(LateFeeCharged(number=number, amount_minor=amount, reason=reason))
         ledger.remember(now, f"Late fee {number} charged: {format_money(amount, self.ledger.invoice.currency)}")
@@ -122,6 +134,7 @@ class Steps:
         missed, instalments = ledger.plan.checked, ledger.plan.plan.instalments
         ledger.paused += now - ledger.plan.agreed_at
         ledger.plan = None
+        accrual.resume(ledger)
         self.outbox.record(InstalmentMissed(instalment=missed, expected_minor=expected, received_minor=received))
         ledger.remember(now, f"Instalment {missed} missed: escalation resumes at {ledger.escalation.value}")
         self.outbox.queue_notice(NoticeKind.INSTALMENT_MISSED, number=missed, instalments=instalments)

@@ -58,6 +58,7 @@ class InvoiceTerms(_Part):
 
 class Amounts(_Part):
     fees_minor: int
+    interest_minor: int = 0  # statutory interest posted (interest_accrued events)
     paid_minor: int
     deducted_minor: int  # dispute credits, discounts applied and write-offs
     balance_minor: int
@@ -167,6 +168,7 @@ def handover_package(handover: AgencyHandover, events: Sequence[DomainEvent], pa
         ),
         amounts=Amounts(
             fees_minor=sum(f.amount_minor for f in handover.fees),
+            interest_minor=handover.interest_minor,
             paid_minor=handover.paid_minor,
             deducted_minor=handover.deducted_minor,
             balance_minor=handover.balance_minor,
@@ -252,6 +254,7 @@ def handover_pdf(package: HandoverPackage) -> bytes:
         [
             ("Invoice amount", money(invoice.amount_minor)),
             ("Late fees", money(amounts.fees_minor)),
+            *([("Statutory interest", money(amounts.interest_minor))] if amounts.interest_minor else []),
             ("Paid", money(amounts.paid_minor)),
             ("Credits and discounts", money(amounts.deducted_minor)),
         ],

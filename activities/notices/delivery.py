@@ -23,7 +23,7 @@ import os
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import timedelta
-from typing import Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import asyncpg
 from temporalio import activity
@@ -32,6 +32,7 @@ from temporalio.exceptions import ApplicationError
 from activities.ledger import read_events
 from activities.notices.agency_package import agency_package
 from activities.notices.channels import Channel, ChannelsConfig, CustomerChannels, SecretResolver
+from activities.notices.digest import digest_payload, open_invoices, render_digest
 from activities.notices.render import Payee, RenderedNotice, render_notice
 from activities.notices.smtp import (
     SmtpConfig,
@@ -43,6 +44,7 @@ from activities.notices.smtp import (
 )
 from activities.notices.webhook import WebhookDeliveryError, post_webhook, webhook_payload
 from workflows import contracts
+from workflows.digests import DigestRequest
 from workflows.models import AgencyHandover, NoticeDelivery, NoticeRequest
 
 T = TypeVar("T")
@@ -70,6 +72,19 @@ def permanent_failure(message: str) -> ApplicationError:
 def transient_failure(message: str, retry_after: timedelta | None = None) -> ApplicationError:
     """An error Temporal retries with the activity's retry policy, or after ``retry_after`` if given."""
     return ApplicationError(message, type="TransientDeliveryFailure", next_retry_delay=retry_after)
+
+
+class Outgoing(NamedTuple):
+    """One message to deliver: its key, whom it goes to, and how to build it (rendered once, if a channel needs it)."""
+
+    key: str
+    customer_id: str
+    invoice_id: str  # the invoice, or the digest's invoices joined by commas
+    kind: str
+    to_name: str
+    to_email: str
+    render: Callable[[], Awaitable[RenderedNotice]]
+    payload: Callable[[RenderedNotice, str], dict[str, Any]]  # the webhook body, given the rendered message and its id
 
 
 class NoticeActivities(contracts.Notices):
@@ -109,19 +124,56 @@ class NoticeActivities(contracts.Notices):
         retryable error while any channel failed transiently, and ``PermanentDeliveryFailure``
         when no channel delivered and every failure was permanent.
         """
-        key = notice.idempotency_key
+        outgoing = Outgoing(
+            key=notice.idempotency_key,
+            customer_id=notice.customer_id,
+            invoice_id=notice.invoice_id,
+            kind=notice.kind.value,
+            to_name=notice.to_name,
+            to_email=str(notice.to_email),
+            render=lambda: self._on_renderer(render_notice, notice, self.payee),
+            payload=lambda rendered, message_id: webhook_payload(notice, rendered, message_id),
+        )
+        return await self._deliver(outgoing)
+
+    @activity.defn(name="send_digest")
+    async def send_digest(self, digest: DigestRequest) -> NoticeDelivery:
+        """Deliver one message listing several invoices' stage notices, with the statement of account (every open
+        invoice of the customer: those of the digest as their workflows tell, the others from the read models),
+        once per digest and channel, as ``send_notice`` does for a notice."""
+        lead = digest.lead
+
+        async def render() -> RenderedNotice:
+            others = await open_invoices(self.pool, digest.customer_id, exclude=digest.invoice_ids)
+            return await self._on_renderer(render_digest, digest, others, self.payee)
+
+        outgoing = Outgoing(
+            key=digest.idempotency_key,
+            customer_id=digest.customer_id,
+            invoice_id=",".join(digest.invoice_ids),
+            kind="digest",
+            to_name=lead.to_name,
+            to_email=str(lead.to_email),
+            render=render,
+            payload=lambda rendered, message_id: digest_payload(digest, rendered, message_id),
+        )
+        return await self._deliver(outgoing)
+
+    async def _deliver(self, outgoing: Outgoing) -> NoticeDelivery:
+        """Deliver on each of the customer's channels not delivered yet (see ``send_notice``)."""
+        key = outgoing.key
         message_id = message_id_for(key, self.sender)
-        customer = self.channels.for_customer(notice.customer_id)
+        customer = self.channels.for_customer(outgoing.customer_id)
         rendering: asyncio.Future[RenderedNotice] | None = None
 
         async def render() -> RenderedNotice:  # once, and only if a channel needs it
             nonlocal rendering
             if rendering is None:
-                rendering = self._on_renderer(render_notice, notice, self.payee)
+                rendering = asyncio.ensure_future(outgoing.render())
             return await rendering
 
         outcomes = {
-            channel: await self._deliver_once(notice, customer, channel, message_id, render)
+            channel: await self._deliver_once(outgoing, customer, channel, message_id, render)
             for channel in customer.channels
         }
         delivered = [channel for channel, done in outcomes.items() if done.state == "sent"]
@@ -143,16 +195,16 @@ class NoticeActivities(contracts.Notices):
 
     async def _deliver_once(
         self,
-        notice: NoticeRequest,
+        outgoing: Outgoing,
         customer: CustomerChannels,
         channel: Channel,
         message_id: str,
         render: Callable[[], Awaitable[RenderedNotice]],
     ) -> Channeled:
         """Send on one channel unless it is done or being sent."""
-        key = notice.idempotency_key
-        recipient = str(notice.to_email) if channel == Channel.EMAIL else str(customer.webhook_url)
-        claim = await self._claim(key, channel, notice.invoice_id, notice.kind.value, recipient, message_id)
+        key = outgoing.key
+        recipient = outgoing.to_email if channel == Channel.EMAIL else str(customer.webhook_url)
+        claim = await self._claim(key, channel, outgoing.invoice_id, outgoing.kind, recipient, message_id)
         if claim.state != "ours":
             return claim
         try:
@@ -162,9 +214,9 @@ class NoticeActivities(contracts.Notices):
             return Channeled("failed", f"cannot render: {err}")
         try:
             if channel == Channel.EMAIL:
-                await self._email(rendered, notice.to_name, str(notice.to_email), message_id, key)
+                await self._email(rendered, outgoing.to_name, outgoing.to_email, message_id, key)
             else:
-                await self._webhook(customer, webhook_payload(notice, rendered, message_id), key)
+                await self._webhook(customer, outgoing.payload(rendered, message_id), key)
         except (SmtpDeliveryError, WebhookDeliveryError) as err:
             activity.logger.warning("notice %s on %s failed: %s", key, channel, err)
             await self._record_failure(key, channel, str(err), permanent=err.permanent)

@@ -43,6 +43,7 @@ def webhook_payload(notice: NoticeRequest, rendered: RenderedNotice, message_id:
         "balance_minor": notice.balance_minor,
         "invoice_amount_minor": notice.invoice_amount_minor,
         "fees_minor": sum(fee.amount_minor for fee in notice.fees),
+        "interest_minor": notice.interest_minor,
         "currency": notice.currency,
         "due_date": notice.due_date.isoformat(),
         "suspension_at": notice.suspension_at.isoformat() if notice.suspension_at else None,
