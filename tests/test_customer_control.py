@@ -11,10 +11,13 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
 
 from bench.recording import Recorder
 from client import customers
 from tests.harness import eventually, make_invoice, start_invoice
+from worker.sandbox import workflow_runner
 from workflows import search_attributes as sa
 from workflows.customer import CustomerWorkflow
 from workflows.customer_control import CutsRequest, PauseCustomer, ResumeCustomer
@@ -89,6 +92,16 @@ async def test_a_pause_moves_both_invoices_steps_by_its_length_and_resume_ends_i
     story = [a.what for a in (await first_handle.query(InvoiceWorkflow.status)).actions]
     assert any(s.startswith("Escalation paused: customer on hold") and "ops:maria" in s for s in story)
     assert any(s.startswith("Escalation resumed") for s in story)
+
+    # the customer's history and its invoices' (each took the messages in a signal handler, behind the patch) replay
+    replayer = Replayer(
+        workflows=[CustomerWorkflow, InvoiceWorkflow], data_converter=pydantic_data_converter, workflow_runner=workflow_runner()
+    )
+    markers = [e async for e in first_handle.fetch_history_events() if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
+    assert any(b"customer-control" in m.SerializeToString() for m in markers)
+    for handle in (customer, first_handle, second_handle):
+        result = await replayer.replay_workflow(await handle.fetch_history(), raise_on_replay_failure=False)
+        assert result.replay_failure is None, result.replay_failure
 
 
 async def _not_paused(handle: WorkflowHandle) -> bool:
