@@ -112,9 +112,16 @@ async def test_an_until_date_ends_the_pause_by_itself(env, client, queue, record
     _, handle = await open_invoice(env, client, queue, recorder, customer_id)
     was = await next_at(handle)
     assert was is not None
-    until = await env.get_current_time() + timedelta(days=3)
-    await customers.pause(client, queue, pause(customer_id, until=until))
+    now = await env.get_current_time()
+    first = pause(customer_id, until=now + timedelta(days=5))
+    await customers.pause(client, queue, first)
+    await customers.pause(client, queue, first)  # a repeat changes nothing
     await eventually(lambda: paused(handle))
+    shortened = await customers.pause(client, queue, pause(customer_id, until=now + timedelta(days=3), reason="call moved"))
+    assert [d.what for d in shortened.decisions] == [
+        f"paused until {first.until.isoformat(timespec='minutes')}",
+        f"pause changed: now until {(now + timedelta(days=3)).isoformat(timespec='minutes')}",
+    ]
     await env.sleep(timedelta(days=3, minutes=1))
     await eventually(lambda: _not_paused(handle))
     moved = await next_at(handle)
@@ -122,7 +129,7 @@ async def test_an_until_date_ends_the_pause_by_itself(env, client, queue, record
     control = await customers.customer_control(client, customer_id)
     assert control.pause is None
     assert control.decisions[-1].what.startswith("pause ended: its until-date came")
-    assert control.decisions[-1].requested_by == "ops:maria"
+    assert control.decisions[-1].requested_by == "ops:maria" and control.decisions[-1].reason == "call moved"
 
 
 async def test_an_invoice_opened_during_the_pause_is_paused_too(env, client, queue, recorder, customer_id):

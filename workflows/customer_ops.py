@@ -67,6 +67,7 @@ class OpsDesk:
             what = f"paused{until}"
         else:
             pause.until, pause.reason, pause.requested_by = request.until, request.reason, request.requested_by
+            self._announce()  # the invoices show the new reason and until-date; their pause goes on
             what = f"pause changed: now{until or ' until resumed'}"
         self._decided(what, request.reason, request.requested_by)
         return control
