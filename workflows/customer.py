@@ -4,7 +4,9 @@ Invoices stay the unit of escalation; an invoice at suspension asks its customer
 hold the support-and-orders block and its equipment, and releases them when it closes
 (``release``). Each piece is cut when the first invoice holds it and restored when none holds it
 any more; the keys of those actions name the customer workflow (its id and first run), the piece
-and the hold generation, so a retry or a replay never acts twice. Started on demand by update-with-start (``activities.customer``,
+and the hold generation, so a retry or a replay never acts twice. Ops may pause every escalation of the
+customer's invoices and keep its equipment out of automatic cuts (``pause``, ``resume``, ``set_cuts``:
+``workflows.customer_ops``). Started on demand by update-with-start (``activities.customer``,
 ``client.customers``); it continues as new when Temporal suggests it, carrying its ledger.
 """
 
