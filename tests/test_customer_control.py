@@ -5,7 +5,7 @@ the equipment alone at suspension; a refused request leaves no trace in the hist
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from temporalio.api.enums.v1 import EventType
@@ -18,11 +18,13 @@ from bench.recording import Recorder
 from client import customers
 from tests.harness import eventually, make_invoice, start_invoice
 from worker.sandbox import workflow_runner
+from workflows import policy
 from workflows import search_attributes as sa
 from workflows.customer import CustomerWorkflow
 from workflows.customer_control import CutsRequest, PauseCustomer, ResumeCustomer
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import Invoice, customer_workflow_id
+from workflows.state import CustomerPause, Dispute, InvoiceLedger
 
 AUTHORISED = {"remote_disconnect_authorized": True, "equipment_ids": ["bmc-1"]}
 WORKFLOW_TASK_EVENTS = {
@@ -194,3 +196,33 @@ async def test_a_bad_until_date_or_an_empty_reason_is_refused_and_leaves_no_trac
     after = [e.event_type async for e in handle.fetch_history_events()][length:]
     assert after and set(after) <= WORKFLOW_TASK_EVENTS
     assert (await customers.customer_control(client, customer_id)).pause is None
+
+
+async def test_a_closed_invoice_is_left_out_and_a_malformed_message_is_dropped(env, client, queue, recorder, customer_id):
+    closed, closed_handle = await open_invoice(env, client, queue, recorder, customer_id)
+    await closed_handle.execute_update(InvoiceWorkflow.record_payment, {"payment_id": "p", "amount_minor": 100_000, "currency": "EUR"})
+    await closed_handle.result()
+    _, handle = await open_invoice(env, client, queue, recorder, customer_id)
+    for bad in ({"sequence": "x"}, {"customer_id": "SOMEONE-ELSE", "sequence": 99, "paused": True}):
+        await handle.signal("customer_control", bad)
+    assert not await paused(handle)  # dropped, and the invoice goes on
+    await customers.pause(client, queue, pause(customer_id))
+    await eventually(lambda: paused(handle))
+    customer = client.get_workflow_handle(customer_workflow_id(customer_id))
+    await eventually(lambda: _told_everyone(customer))
+    assert closed.invoice_id not in (await customer.query(CustomerWorkflow.cash)).open_invoices
+
+
+async def _told_everyone(customer: WorkflowHandle) -> bool:
+    return not (await customer.query(CustomerWorkflow.control)).to_tell
+
+
+def test_a_customer_pause_counts_once_beside_the_invoices_own_pause():
+    start = datetime(2027, 1, 1, tzinfo=timezone.utc)
+    ledger = InvoiceLedger(invoice=make_invoice(start.date()))
+    ledger.customer_pause = CustomerPause(since=start, reason="r", requested_by="ops")
+    assert policy.customer_pause_shift(ledger, start + timedelta(days=4)) == timedelta(days=4)
+    ledger.dispute = Dispute(opened_at=start + timedelta(days=1), reason="hours")  # disputed during the pause
+    assert policy.customer_pause_shift(ledger, start + timedelta(days=4)) == timedelta(days=1)
+    ledger.dispute = Dispute(opened_at=start - timedelta(days=1), reason="hours")  # disputed before it
+    assert policy.customer_pause_shift(ledger, start + timedelta(days=4)) == timedelta(0)
