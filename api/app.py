@@ -22,7 +22,7 @@ from activities.equipment.registry import Registry
 from activities.ledger import apply_schema, create_pool
 from activities.projections import ProjectionLag, Projector, projection_lag
 from activities.standing import StandingSettings
-from api import routes_invoices, routes_payment_formats, routes_payments, routes_reports
+from api import routes_customer_control, routes_invoices, routes_payment_formats, routes_payments, routes_reports
 from api.auth import metrics_scraper
 from api.context import ApiContext
 from api.metrics import metrics_router
@@ -101,6 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_payments.router)
     app.include_router(routes_payment_formats.router)
     app.include_router(routes_reports.router)
+    app.include_router(routes_customer_control.router)
     app.include_router(metrics_router(lambda: app.state.context.pool), dependencies=[metrics_scraper])
 
     @app.get("/health", tags=["service"], response_model=Health, responses=problem_responses(503), summary="Health")

@@ -1,27 +1,34 @@
-"""``dunning customer``: what a customer's invoices hold of its service and equipment, and its payments."""
+"""``dunning customer``: what a customer's invoices hold of its service and equipment, its payments, and ops
+control (pause, resume, exclude-from-cuts, include-in-cuts)."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
-from typing import Annotated, Any, NoReturn
+import getpass
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import asyncpg
 import typer
 from pydantic import TypeAdapter, ValidationError
+from temporalio.client import Client, WorkflowUpdateFailedError
 
 from api.cash import CustomerPaymentBody, pay_customer
 from cli.amounts import CliError, to_minor
 from cli.database import Connections, with_database
+from client import customers
 from client.customers import customer_cash, customer_holds
 from client.settings import Settings
 from client.temporal import connect
 from workflows.cash import CashBook, PaymentApplication
+from workflows.customer_control import CustomerControl, CutsRequest, PauseCustomer, ResumeCustomer
 from workflows.holds import CustomerLedger
 from workflows.models import Currency, format_money
 
 app = typer.Typer(
-    help="A customer's workflow: the service and equipment its invoices hold, its payments and credit.", no_args_is_help=True
+    help="A customer's workflow: the service and equipment its invoices hold, its payments and credit, and ops control.",
+    no_args_is_help=True,
 )
 
 
@@ -109,6 +116,76 @@ def _split(application: PaymentApplication) -> str:
         f"{payment.payment_id} ({payment.received_at.date()}): {format_money(payment.amount_minor, payment.currency)}"
         f" -> {parts or 'no invoice'}{left}"
     )
+
+
+M = TypeVar("M", PauseCustomer, ResumeCustomer, CutsRequest)
+CustomerArg = Annotated[str, typer.Argument(help="Customer id", show_default=False)]
+Reason = Annotated[str, typer.Option(help="Why (kept with the decision)", show_default=False)]
+By = Annotated[str | None, typer.Option("--by", help="Who asks; default the login name")]
+
+
+@app.command("pause")
+def pause(
+    customer_id: CustomerArg,
+    reason: Reason,
+    until: Annotated[
+        str | None, typer.Option(help="Ends by itself then, ISO 8601 with a zone, e.g. 2027-01-31T09:00:00Z; at most a year")
+    ] = None,
+    by: By = None,
+) -> None:
+    """Pause every escalation of the customer's invoices (their steps come later by the pause's length)."""
+    request = _request(
+        PauseCustomer, customer_id=customer_id, reason=reason, requested_by=by or getpass.getuser(), until=until
+    )
+    _decide(lambda client, queue, gathering: customers.pause(client, queue, request, gathering))
+
+
+@app.command("resume")
+def resume(customer_id: CustomerArg, reason: Annotated[str, typer.Option(help="Why")] = "", by: By = None) -> None:
+    """End the customer's pause now."""
+    request = _request(ResumeCustomer, customer_id=customer_id, reason=reason, requested_by=by or getpass.getuser())
+    _decide(lambda client, queue, gathering: customers.resume(client, queue, request, gathering))
+
+
+@app.command("exclude-from-cuts")
+def exclude_from_cuts(customer_id: CustomerArg, reason: Reason, by: By = None) -> None:
+    """Never cut the customer's equipment automatically: suspension blocks support and orders only (equipment
+    already cut stays cut until its invoices release it)."""
+    _cuts(customer_id, reason, by, excluded=True)
+
+
+@app.command("include-in-cuts")
+def include_in_cuts(customer_id: CustomerArg, reason: Reason, by: By = None) -> None:
+    """Undo ``exclude-from-cuts``: equipment a suspended invoice holds is cut now."""
+    _cuts(customer_id, reason, by, excluded=False)
+
+
+def _cuts(customer_id: str, reason: str, by: str | None, *, excluded: bool) -> None:
+    request = _request(CutsRequest, customer_id=customer_id, excluded=excluded, reason=reason, requested_by=by or getpass.getuser())
+    _decide(lambda client, queue, gathering: customers.set_cuts(client, queue, request, gathering))
+
+
+def _request(model: type[M], **fields: Any) -> M:
+    try:
+        return model.model_validate(fields)
+    except ValidationError as err:
+        _fail(f"invalid request: {'; '.join(_problem(p) for p in err.errors(include_url=False))}")
+
+
+def _decide(update: Callable[[Client, str, timedelta], Awaitable[CustomerControl]]) -> None:
+    settings = Settings()
+
+    async def work() -> CustomerControl:
+        return await update(await connect(settings), settings.task_queue, timedelta(seconds=settings.notice_digest_gathering_s))
+
+    try:
+        control = asyncio.run(work())
+    except WorkflowUpdateFailedError as err:
+        _fail(f"refused: {getattr(err.cause, 'message', err.cause)}")
+    pause = control.pause
+    until = f" until {pause.until.isoformat()}" if pause and pause.until else ""
+    typer.echo(f"paused since {pause.since.isoformat()}{until} ({pause.requested_by}: {pause.reason})" if pause else "not paused")
+    typer.echo("excluded from automatic cuts" if control.cuts_excluded else "in automatic cuts")
 
 
 def _problem(problem: Any) -> str:
