@@ -145,7 +145,8 @@ async def create_invoice(
     created = False
     if not await _issued(ctx, invoice.invoice_id):  # an id the event log knows is never started again
         try:
-            await invoices.start_invoice(ctx.client, ctx.settings.task_queue, invoice)
+            policy_name = ctx.policies.name_of(request)
+            await invoices.start_invoice(ctx.client, ctx.settings.task_queue, invoice, policy_name=policy_name)
             created = True
         except InvoiceError as err:
             problem = invoice_problem(err)

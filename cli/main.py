@@ -299,7 +299,7 @@ def start(
     _within_window(settings.date_window().invoice(invoice), f"invoice in {file}")
 
     async def run(client: Client, settings: Settings) -> None:
-        handle = await invoices.start_invoice(client, settings.task_queue, invoice)
+        handle = await invoices.start_invoice(client, settings.task_queue, invoice, policy_name=book.name_of(request))
         gathering = timedelta(seconds=settings.notice_digest_gathering_s)
         await customers.register_invoice(client, settings.task_queue, invoice, gathering)  # it may take the customer's credit
         typer.echo(f"Started invoice {invoice.invoice_id}: workflow {handle.id}")

@@ -162,6 +162,10 @@ class PolicyBook(BaseModel):
         fields = {name: getattr(request, name) for name in InvoiceFields.model_fields}
         return Invoice.model_validate({**fields, "policy": policy})
 
+    def name_of(self, request: InvoiceRequest) -> str | None:
+        """The name of the policy ``request`` gets (None: its inline one)."""
+        return None if request.policy is not None else request.policy_name or self.default_policy
+
     def integration_refusals(self, request: InvoiceRequest, now: datetime) -> Problems:
         """Why the integration role may not start ``request`` (empty: it may): an inline policy, or terms
         outside the bounds."""

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from activities.ledger import read_events
+from client.invoices import invoice_handle
 from tests.api_stack import INTEGRATION_TOKEN, ApiStack, assert_problem, eventually, invoice_json, local_today
 from workflows.models import DunningPolicy, Invoice, StageAction
 
@@ -64,6 +65,8 @@ async def test_the_integration_role_names_a_policy_and_gets_it_whole(api_stack: 
         assert created.status_code == 201, created.text
         assert (await integration.post("/invoices", json=invoice)).status_code == 200  # the same request again
     assert await started_policy(api_stack, invoice["invoice_id"]) == DunningPolicy.default().with_legal_thresholds("EUR")
+    description = await invoice_handle(api_stack.client, invoice["invoice_id"]).describe()
+    assert "**Policy:** standard: reminder +1d, warning +5d" in (await description.static_details() or "")
 
     neither = named()
     del neither["policy_name"]

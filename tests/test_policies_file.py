@@ -86,6 +86,9 @@ def test_a_request_gets_the_named_the_inline_or_the_default_policy_with_its_curr
     assert default.policy.cost_of_legal_action_minor == 150_000
     inline = book.invoice(request(policy=FAST))
     assert [(s.action, s.offset) for s in inline.policy.stages] == [(StageAction.SUSPEND, timedelta(0))]
+    assert [book.name_of(request(policy_name="key-account")), book.name_of(request()), book.name_of(request(policy=FAST))] == [
+        "key-account", "standard", None
+    ]
     with pytest.raises(UnknownPolicy, match="unknown policy 'fast': the policies are key-account, standard"):
         book.invoice(request(policy_name="fast"))
     with pytest.raises(ValidationError, match="give either policy_name or an inline policy, not both"):
