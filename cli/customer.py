@@ -1,18 +1,24 @@
-"""``dunning customer``: what a customer's invoices hold of its service and equipment."""
+"""``dunning customer``: what a customer's invoices hold of its service and equipment, and its payments."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from datetime import datetime, timezone
+from typing import Annotated, Any, NoReturn
 
+import asyncpg
 import typer
+from pydantic import TypeAdapter, ValidationError
 
+from api.cash import CustomerPaymentBody, pay_customer
+from cli.amounts import CliError, to_minor
+from cli.database import Connections, with_database
 from client.customers import customer_cash, customer_holds
 from client.settings import Settings
 from client.temporal import connect
-from workflows.cash import CashBook
+from workflows.cash import CashBook, PaymentApplication
 from workflows.holds import CustomerLedger
-from workflows.models import format_money
+from workflows.models import Currency, format_money
 
 app = typer.Typer(
     help="A customer's workflow: the service and equipment its invoices hold, its payments and credit.", no_args_is_help=True
@@ -49,13 +55,68 @@ def cash(customer_id: Annotated[str, typer.Argument(help="Customer id", show_def
     if not book.payments:
         typer.echo(f"customer {customer_id}: no payments")
     for application in book.payments.values():
-        payment = application.payment
-        parts = ", ".join(
-            f"{format_money(a.amount_minor, payment.currency)} to {a.invoice_id}{' (refused)' if a.refused else ''}"
-            for a in application.allocations
-        )
-        left = f"; credit {format_money(application.credit_minor, payment.currency)}" if application.credit_minor else ""
-        typer.echo(f"{payment.payment_id} ({payment.received_at.date()}): {format_money(payment.amount_minor, payment.currency)}"
-                   f" -> {parts or 'no invoice'}{left}")
+        typer.echo(_split(application))
     credit = ", ".join(format_money(amount, currency) for currency, amount in sorted(book.credit().items()))
     typer.echo(f"credit: {credit or 'none'}")
+
+
+@app.command("pay")
+def pay(
+    customer_id: Annotated[str, typer.Argument(help="Customer id", show_default=False)],
+    amount: Annotated[str, typer.Option(help="Amount in major units, e.g. 1500.00", show_default=False)],
+    currency: Annotated[str, typer.Option(help="ISO 4217 code, e.g. RON", show_default=False)],
+    payment_id: Annotated[str, typer.Option(help="Unique id of the transfer (bank reference)", show_default=False)],
+    remittance: Annotated[str, typer.Option(help="The payer's text: invoice numbers in it are paid first")] = "",
+    received_at: Annotated[
+        str | None,
+        typer.Option(help="When the money arrived (its value date), ISO 8601, e.g. 2026-12-03T10:00:00Z; default now"),
+    ] = None,
+) -> None:
+    """Record one transfer from the customer: split across its open invoices (those named in the remittance
+    first, then the oldest due), the rest kept as the customer's credit. Once per payment id."""
+    try:
+        code = TypeAdapter(Currency).validate_python(currency)
+        body = CustomerPaymentBody.model_validate(
+            {
+                "payment_id": payment_id,
+                "amount_minor": to_minor(amount, code, "--amount"),
+                "currency": code,
+                "received_at": received_at or datetime.now(timezone.utc),
+                "remittance": remittance,
+            }
+        )
+    except ValidationError as err:
+        _fail(f"invalid payment: {'; '.join(_problem(p) for p in err.errors(include_url=False))}")
+    except CliError as err:
+        _fail(str(err))
+
+    async def work(pool: asyncpg.Pool) -> PaymentApplication:
+        settings = Settings()
+        return await pay_customer(Connections(await connect(settings), pool, settings), customer_id, body)
+
+    typer.echo(_split(with_database(work)))
+
+
+def _split(application: PaymentApplication) -> str:
+    """``BT-1 (2026-12-03): 1,500.00 RON -> 1,250.00 RON to INV-1, 250.00 RON to INV-2; credit ...``"""
+    payment = application.payment
+    parts = ", ".join(
+        f"{format_money(a.amount_minor, payment.currency)} to {a.invoice_id}{' (refused)' if a.refused else ''}"
+        for a in application.allocations
+    )
+    left = f"; credit {format_money(application.credit_minor, payment.currency)}" if application.credit_minor else ""
+    return (
+        f"{payment.payment_id} ({payment.received_at.date()}): {format_money(payment.amount_minor, payment.currency)}"
+        f" -> {parts or 'no invoice'}{left}"
+    )
+
+
+def _problem(problem: Any) -> str:
+    where = ".".join(str(part) for part in problem["loc"])
+    message = str(problem["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)

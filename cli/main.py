@@ -16,7 +16,6 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable
 from datetime import timedelta, timezone
-from decimal import Decimal
 from enum import StrEnum
 from importlib.metadata import version
 from pathlib import Path
@@ -33,6 +32,7 @@ from temporalio.client import Client
 
 from activities.ledger import create_pool
 from activities.projections import invoice_status
+from cli.amounts import CliError, check_amount_syntax, to_minor
 from cli.customer import app as customer_app
 from cli.database import redacted_url, unreachable_database
 from cli.equipment import app as equipment_app
@@ -58,7 +58,6 @@ from workflows.models import (
     PaymentPlan,
     ResolveDispute,
     format_money,
-    minor_units_per_major,
 )
 
 app = typer.Typer(
@@ -81,14 +80,9 @@ app.add_typer(customer_app, name="customer")
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
-AMOUNT = re.compile(r"[0-9]+(\.[0-9]+)?")
 OUR_PACKAGES = ("activities", "api", "client", "worker", "workflows")
 InvoiceId = Annotated[str, typer.Argument(help="Invoice id", show_default=False)]
 Note = Annotated[str, typer.Option(help="Note for the record")]
-
-
-class CliError(Exception):
-    """A problem with what the user asked for; ``str()`` is the one-line message."""
 
 
 class LogLevel(StrEnum):
@@ -321,7 +315,7 @@ def pay(
     ] = None,
 ) -> None:
     """Record a payment received from the client."""
-    _check_amount_syntax(amount, "--amount")
+    check_amount_syntax(amount, "--amount")
 
     async def run(client: Client, settings: Settings) -> None:
         currency = await _currency_of(client, settings, invoice_id)
@@ -468,7 +462,7 @@ class _Amount(NamedTuple):
         """The option if it was given, its syntax checked at once (before connecting); None if not."""
         if text is None:
             return None
-        _check_amount_syntax(text, option, allow_zero)
+        check_amount_syntax(text, option, allow_zero)
         return cls(text, option, field, allow_zero)
 
 
@@ -562,18 +556,6 @@ def _state_line(current: InvoiceStatus) -> str:
 # --- input ----------------------------------------------------------------------------------
 
 
-def to_minor(amount: str, currency: str, option: str = "amount", allow_zero: bool = False) -> int:
-    """``'125.50', 'RON'`` -> ``12550``; more decimals than the currency has is an error."""
-    _check_amount_syntax(amount, option, allow_zero)
-    per_major = minor_units_per_major(currency)
-    minor = Decimal(amount) * per_major
-    if minor != minor.to_integral_value():
-        digits = len(str(per_major)) - 1
-        allowed = f"{digits} decimal{'s' if digits != 1 else ''}" if digits else "no decimals"
-        raise CliError(f"{option} {amount} has more decimals than {currency} allows ({allowed})")
-    return int(minor)
-
-
 async def _currency_of(client: Client, settings: Settings, invoice_id: str) -> str:
     """The invoice's currency, which never changes: read from the read models, so routine commands stay off the
     workflow's query path; from the workflow while the invoice is not projected yet, or where this machine
@@ -583,13 +565,6 @@ async def _currency_of(client: Client, settings: Settings, invoice_id: str) -> s
     except (OSError, asyncpg.PostgresError):
         projected = None
     return projected.currency if projected else (await invoices.status(client, invoice_id)).currency
-
-
-def _check_amount_syntax(amount: str, option: str, allow_zero: bool = False) -> None:
-    if not AMOUNT.fullmatch(amount):
-        raise CliError(f"{option} must be a plain decimal number such as 125.50, not {amount!r}")
-    if not allow_zero and Decimal(amount) == 0:
-        raise CliError(f"{option} must be greater than 0")
 
 
 def _load(file: Path, model: type[M], what: str) -> M:

@@ -23,7 +23,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from bench.recording import Recorder, with_pydantic
-from cli.main import to_minor
+from cli.amounts import to_minor
 from client.invoices import invoice_details, invoice_summary
 from tests.cli_helpers import EXAMPLES, dunning, example_invoice, failed, local_today, succeeded, usage_error
 from tests.cli_helpers import cli_env as cli_environment
