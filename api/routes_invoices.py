@@ -7,11 +7,11 @@ workflow itself (its ``status`` query), as does a read of an invoice not project
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities import projections
@@ -19,12 +19,22 @@ from activities.equipment.registry import EquipmentRefused
 from activities.ledger import read_events
 from activities.projections import InvoiceView
 from api import examples
-from api.auth import any_role, ops_only
+from api.auth import REALM, Role, any_role, ops_only
 from api.context import ApiContext, api_context
 from api.params import InvoiceId, Limit, Offset, Page, page
-from api.problems import Kind, Problem, invoice_problem, out_of_bounds, problem_responses
+from api.problems import (
+    FieldProblem,
+    Kind,
+    Problem,
+    body_problem,
+    invoice_problem,
+    out_of_bounds,
+    pointer,
+    problem_responses,
+)
 from client import customers, invoices
 from client.invoices import InvoiceError
+from client.policies import InvoiceRequest, UnknownPolicy
 from workflows.events import RecordedEvent
 from workflows.models import (
     DecideLegal,
@@ -44,7 +54,7 @@ ACTION_ERRORS = problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 503)
 READ_ERRORS = problem_responses(401, 403, 404, 422, 503)
 
 
-InvoiceBody = Annotated[Invoice, Body(openapi_examples=examples.INVOICE)]
+InvoiceBody = Annotated[InvoiceRequest, Body(openapi_examples=examples.INVOICE)]
 
 
 Live = Annotated[
@@ -69,6 +79,33 @@ async def _status(ctx: ApiContext, invoice_id: str, live: bool) -> InvoiceStatus
 # --- starting and reading --------------------------------------------------------------------
 
 
+def _authorize(ctx: ApiContext, role: Role, request: InvoiceRequest) -> None:
+    """The integration role may only name a policy and give terms within the policies file's bounds (else 403)."""
+    if role == Role.OPS:
+        return
+    refusals = ctx.policies.integration_refusals(request, datetime.now(timezone.utc))
+    if not refusals:
+        return
+    reasons = "; ".join(f"{'.'.join(map(str, path))}: {message}" for path, message in refusals)
+    raise Problem(
+        Kind.FORBIDDEN,
+        "this invoice needs the ops role: the integration role may only name a policy and give contract terms"
+        f" within the policies file's bounds ({reasons})",
+        headers={"WWW-Authenticate": f'Bearer realm="{REALM}", error="insufficient_scope"'},
+        errors=[FieldProblem(detail=message, pointer=pointer(path)) for path, message in refusals],
+    )
+
+
+def _resolved(ctx: ApiContext, request: InvoiceRequest) -> Invoice:
+    """The invoice with its policy (422 for an unknown policy name or a policy that does not fit the invoice)."""
+    try:
+        return ctx.policies.invoice(request)
+    except UnknownPolicy as err:
+        raise out_of_bounds([(("policy_name",), str(err))]) from None
+    except ValidationError as err:
+        raise body_problem(err) from None
+
+
 def _check_equipment(ctx: ApiContext, invoice: Invoice) -> None:
     """Equipment is named only by registry id, and only the customer's own (issue: no SSRF, no cross-customer cuts)."""
     if not invoice.terms.remote_disconnect_authorized:
@@ -82,7 +119,6 @@ def _check_equipment(ctx: ApiContext, invoice: Invoice) -> None:
 
 @router.post(
     "",
-    dependencies=[any_role],
     status_code=201,
     response_model=InvoiceStatus,
     responses={
@@ -91,19 +127,26 @@ def _check_equipment(ctx: ApiContext, invoice: Invoice) -> None:
     },
     summary="Start an invoice",
 )
-async def create_invoice(invoice: InvoiceBody, response: Response, ctx: Context) -> InvoiceStatus:
+async def create_invoice(
+    request: InvoiceBody, response: Response, ctx: Context, role: Annotated[Role, any_role]
+) -> InvoiceStatus:
     """Validate the invoice and start its workflow: it is sent at once and escalates per its policy.
 
-    Posting the very same invoice again is harmless (200); another invoice with a used id is 409.
-    Issue and due dates must lie within ``DUNNING_DATE_WINDOW_DAYS`` of today (422).
+    The policy is one of the policies file's, by ``policy_name`` (unknown: 422), or its default one; an
+    inline ``policy``, or contract terms beyond the file's bounds for the integration role, need the ops
+    role (403). Posting the very same invoice again is harmless (200); another invoice with a used id is
+    409. Issue and due dates must lie within ``DUNNING_DATE_WINDOW_DAYS`` of today (422).
     """
+    _authorize(ctx, role, request)
+    invoice = _resolved(ctx, request)
     if problems := ctx.settings.date_window().invoice(invoice):
         raise out_of_bounds(problems)
     _check_equipment(ctx, invoice)
     created = False
     if not await _issued(ctx, invoice.invoice_id):  # an id the event log knows is never started again
         try:
-            await invoices.start_invoice(ctx.client, ctx.settings.task_queue, invoice)
+            policy_name = ctx.policies.name_of(request)
+            await invoices.start_invoice(ctx.client, ctx.settings.task_queue, invoice, policy_name=policy_name)
             created = True
         except InvoiceError as err:
             problem = invoice_problem(err)

@@ -43,13 +43,13 @@ from client import customers, invoices
 from client.invoices import InvoiceError
 from client.logs import configure_logging
 from client.namespace import NotSetUp
+from client.policies import InvoiceRequest, PolicyBook, UnknownPolicy
 from client.settings import Settings
 from client.temporal import connect
 from workflows.bounds import Problems
 from workflows.models import (
     DecideLegal,
     DisputeOutcome,
-    Invoice,
     InvoiceStatus,
     LegalDecision,
     MarkFactored,
@@ -267,13 +267,33 @@ def _serve(run: Callable[[Settings], Awaitable[None]], keep_lines: bool = False,
 
 @invoice_app.command("start")
 @guarded
-def start(file: Annotated[Path, typer.Argument(help="Invoice JSON (see examples/invoice.json)", show_default=False)]) -> None:
-    """Validate an invoice file and start its workflow; prints the workflow id and its Temporal UI address."""
-    invoice = _load(file, Invoice, "invoice")
-    _within_window(Settings().date_window().invoice(invoice), f"invoice in {file}")
+def start(
+    file: Annotated[Path, typer.Argument(help="Invoice JSON (see examples/invoice.json)", show_default=False)],
+    policy: Annotated[
+        str | None, typer.Option("--policy", help="A policy of DUNNING_POLICIES_FILE, instead of the file's policy_name")
+    ] = None,
+) -> None:
+    """Validate an invoice file and start its workflow; prints the workflow id and its Temporal UI address.
+
+    Its policy: the one named (``--policy`` or the file's ``policy_name``), the file's inline one, or
+    the policies file's default one."""
+    settings = Settings()
+    book = PolicyBook.load(settings.policies_file)
+    request = _load(file, InvoiceRequest, "invoice")
+    if policy is not None:
+        if request.policy is not None or request.policy_name not in (None, policy):
+            raise CliError(f"{file} gives its own policy: leave out --policy, or its policy and policy_name")
+        request = request.model_copy(update={"policy_name": policy})
+    try:
+        invoice = book.invoice(request)
+    except UnknownPolicy as err:
+        raise CliError(f"invalid invoice in {file}: policy_name: {err}") from None
+    except ValidationError as err:
+        raise CliError(f"invalid invoice in {file}: {validation_text(err)}") from None
+    _within_window(settings.date_window().invoice(invoice), f"invoice in {file}")
 
     async def run(client: Client, settings: Settings) -> None:
-        handle = await invoices.start_invoice(client, settings.task_queue, invoice)
+        handle = await invoices.start_invoice(client, settings.task_queue, invoice, policy_name=book.name_of(request))
         gathering = timedelta(seconds=settings.notice_digest_gathering_s)
         await customers.register_invoice(client, settings.task_queue, invoice, gathering)  # it may take the customer's credit
         typer.echo(f"Started invoice {invoice.invoice_id}: workflow {handle.id}")
