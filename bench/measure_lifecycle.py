@@ -1,9 +1,11 @@
 """Measurement 1: invoices through their lifecycle per second, at several levels of concurrency.
 
-Each invoice is started, passes reminder, warning and late fee on real-time timers (its
-notices go to the loopback mail sink, its events to Postgres), and is then paid in full through
-``record_payment``. The baseline workflow has the same timers, activities and update, and its
-activities do nothing. At each level the two run one after the other on the same stack.
+Each invoice is started and registered with its customer (as the API and the CLI do; invoices come
+in customers of three), passes reminder, warning and late fee on real-time timers (its notices go to
+the loopback mail sink, its events to Postgres), and is then paid in full by a transfer to its
+customer naming it (the customer's ``record_payment``, which hands the invoice its part). The baseline
+workflow has the same timers, activities and one update, and its activities do nothing. At each level
+the two run one after the other on the same stack.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ from bench.workload import (
     stage_moments,
     utc_now,
 )
-from client import invoices
-from workflows.models import InvoiceState, Payment
+from client import customers, invoices
+from workflows.cash import CustomerPayment
+from workflows.models import InvoiceState
 
 THROUGHPUT_TARGET = Target(on="ratio", op=">=", bound=0.8)
 INVOICES_PER_CUSTOMER = 3  # the lifecycle's invoices come in customers of three (a level's last may have fewer)
@@ -66,14 +69,24 @@ async def _real_lifecycle(client: Client, invoice_id: str, gap: timedelta, timeo
     began = time.monotonic()
     invoice = lifecycle_invoice(invoice_id, customer_of(invoice_id), utc_now() + gap, gap)
     handle = await invoices.start_invoice(client, INVOICE_QUEUE, invoice)
+    await customers.register_invoice(client, INVOICE_QUEUE, invoice)
     await sleep_until(stage_moments(invoice)[-1])
     current = await poll(
         lambda: invoices.status(client, invoice_id),
         lambda s: s.state == InvoiceState.LATE_FEE and s.fees_minor > 0,
         timeout,
     )
-    payment = Payment(payment_id=f"PAY-{invoice_id}", amount_minor=current.balance_minor, currency=invoice.currency)
-    await invoices.record_payment(client, invoice_id, payment)
+    transfer = CustomerPayment(
+        payment_id=f"PAY-{invoice_id}",
+        customer_id=invoice.customer_id,
+        amount_minor=current.balance_minor,
+        currency=invoice.currency,
+        received_at=utc_now(),
+        remittance=invoice_id,
+    )
+    application = await customers.record_payment(client, INVOICE_QUEUE, transfer)
+    if [(a.invoice_id, a.amount_minor) for a in application.allocations] != [(invoice_id, current.balance_minor)]:
+        raise RuntimeError(f"the transfer for {invoice_id} was split {application.allocations}")
     outcome = await handle.result(rpc_timeout=timedelta(seconds=timeout))
     if outcome.state != InvoiceState.PAID or outcome.fees_minor <= 0:
         raise RuntimeError(f"{invoice_id} ended {outcome.state} with fees {outcome.fees_minor}")
