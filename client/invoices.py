@@ -43,6 +43,7 @@ from workflows.models import (
     InvoiceStatus,
     MarkFactored,
     OpenDispute,
+    Opening,
     Payment,
     PaymentPlan,
     ResolveDispute,
@@ -156,16 +157,21 @@ def initial_search_attributes(invoice: Invoice) -> TypedSearchAttributes:
 
 
 async def start_invoice(
-    client: Client, task_queue: str, invoice: Invoice, minimum_notice: timedelta | None = None
+    client: Client,
+    task_queue: str,
+    invoice: Invoice,
+    minimum_notice: timedelta | None = None,
+    opening: Opening | None = None,
 ) -> WorkflowHandle[InvoiceWorkflow, InvoiceOutcome]:
     """Start the invoice's workflow; an invoice id maps to one workflow, ever (within the namespace's retention).
 
     ``minimum_notice`` replaces the policy's notice before a cut: only for test stacks that run in real time.
+    ``opening``: an imported invoice's fees and last notice from the system that chased it before.
     """
     try:
         return await client.start_workflow(
             InvoiceWorkflow.run,
-            InvoiceWorkflowInput(invoice=invoice, minimum_notice=minimum_notice),
+            InvoiceWorkflowInput(invoice=invoice, minimum_notice=minimum_notice, opening=opening),
             id=invoice.workflow_id,
             task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
