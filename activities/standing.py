@@ -1,10 +1,10 @@
 """Customer standing: may this customer get support, place new orders, and must it pay a deposit?
 
-Decision: the standing is computed from the projections at the moment it is asked for; there is
-no per-customer workflow. The event log is the durable record: a suspension and its lifting are
-``service_suspended`` / ``service_restored`` events written by the invoice workflow, and the
-projections are rebuilt from them at will, so nothing would be gained by keeping the same state
-in a second workflow. The answer trails the event log by the projection lag (see
+Decision: the standing is computed from the read models at the moment it is asked for. The
+customer's workflow (``workflows/customer.py``) decides what of its service and equipment is cut
+for which invoices; each invoice writes its suspension and its lifting as ``service_suspended`` /
+``service_restored`` facts, and its disputes' outcomes as ``dispute_resolved``, which is what the
+rules below read. The answer trails the event log by the projection lag (see
 ``activities.projections.projection_lag``).
 
 Rules (techniques 2, 12 and 20 of domain.md), each with a plain reason in ``reasons``:
@@ -15,7 +15,10 @@ Rules (techniques 2, 12 and 20 of domain.md), each with a plain reason in ``reas
 - new orders stop while an open invoice has reached ``new_orders_block_at`` (default: the
   ultimatum), or while the open balance in a currency exceeds the customer's credit limit.
 - a deposit of ``deposit_percent`` is required before new work when an invoice was more than
-  ``deposit_after_overdue_days`` days overdue at some time in the last 365 days.
+  ``deposit_after_overdue_days`` days overdue at some time in the last 365 days, unless a dispute
+  on that invoice was upheld (the lateness was the service's, not the customer's); for a new
+  customer, until ``deposit_until_paid_invoices`` of its invoices are paid; and always where the
+  customer's ``deposit_always`` is set.
 """
 
 from __future__ import annotations
@@ -30,9 +33,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from activities.projections import CurrencyExposure, customer_view
 from workflows.ladder import ESCALATION_STATES, NEW_ORDERS_STOP_AT
-from workflows.models import Currency, Identifier, InvoiceState, NonNegativeMinor, Percent, format_money
+from workflows.models import (
+    Currency,
+    DisputeOutcome,
+    EventKind,
+    Identifier,
+    InvoiceState,
+    NonNegativeMinor,
+    Percent,
+    format_money,
+)
 
 DEPOSIT_LOOKBACK = timedelta(days=365)
+PAID_STATES = (InvoiceState.PAID.value, InvoiceState.SETTLED.value)
 
 
 def _escalation_state(state: InvoiceState | None) -> InvoiceState | None:
@@ -48,6 +61,8 @@ class StandingOverrides(BaseModel):
 
     deposit_percent: Percent | None = None
     deposit_after_overdue_days: int | None = Field(default=None, ge=0)
+    deposit_until_paid_invoices: int | None = Field(default=None, ge=0, le=1000)
+    deposit_always: bool | None = None
     credit_limit_minor: dict[Currency, NonNegativeMinor] = Field(
         default_factory=dict, description="per currency, merged over the defaults' limits"
     )
@@ -63,6 +78,10 @@ class StandingTerms(BaseModel):
 
     deposit_percent: Percent = Decimal(50)
     deposit_after_overdue_days: int = Field(default=30, ge=0)
+    deposit_until_paid_invoices: int = Field(
+        default=0, ge=0, le=1000, description="a new customer pays a deposit until this many of its invoices are paid"
+    )
+    deposit_always: bool = Field(default=False, description="a deposit before all new work, whatever the history")
     credit_limit_minor: dict[Currency, NonNegativeMinor] = Field(default_factory=dict)
     new_orders_block_at: InvoiceState = NEW_ORDERS_STOP_AT
 
@@ -159,18 +178,10 @@ async def customer_standing(
                 f" the credit limit {format_money(limit, exposure.currency)}"
             )
 
-    deposit_required = False
-    threshold = terms.deposit_after_overdue_days
-    for row in invoices:
-        until = row["closed_on"] or as_of
-        worst = (until - row["due_date"]).days
-        if worst > threshold and until >= as_of - DEPOSIT_LOOKBACK:
-            deposit_required = True
-            tense = "was" if row["closed_on"] else "is"
-            reasons.append(
-                f"invoice {row['invoice_id']} {tense} {worst} days overdue (more than {threshold}) within the last"
-                f" 365 days: a {terms.deposit_percent.normalize():f}% deposit is required before new work"
-            )
+    deposit_reasons = _deposit_reasons(invoices, await _upheld_disputes(pool, invoices), terms, as_of)
+    deposit_required = bool(deposit_reasons)
+    ask = f": a {terms.deposit_percent.normalize():f}% deposit is required before new work"
+    reasons.extend(reason + ask for reason in deposit_reasons)
 
     return CustomerStanding(
         customer_id=customer_id,
@@ -186,6 +197,40 @@ async def customer_standing(
         oldest_overdue_days=view.oldest_overdue_days if view else None,
         invoices_sent_to_agency=view.invoices_sent_to_agency if view else 0,
     )
+
+
+def _deposit_reasons(
+    invoices: list[asyncpg.Record], excused: set[str], terms: StandingTerms, as_of: date
+) -> list[str]:
+    """Why a deposit is asked, one reason per rule met (none: no deposit)."""
+    reasons = []
+    if terms.deposit_always:
+        reasons.append("the customer's settings ask a deposit for all new work")
+    paid = sum(row["state"] in PAID_STATES for row in invoices)
+    if paid < terms.deposit_until_paid_invoices:
+        reasons.append(f"a new customer: {paid} of its first {terms.deposit_until_paid_invoices} invoices paid so far")
+    threshold = terms.deposit_after_overdue_days
+    for row in invoices:
+        until = row["closed_on"] or as_of
+        worst = (until - row["due_date"]).days
+        if worst > threshold and until >= as_of - DEPOSIT_LOOKBACK and row["invoice_id"] not in excused:
+            tense = "was" if row["closed_on"] else "is"
+            reasons.append(
+                f"invoice {row['invoice_id']} {tense} {worst} days overdue (more than {threshold}) within the last 365 days"
+            )
+    return reasons
+
+
+async def _upheld_disputes(pool: asyncpg.Pool, invoices: list[asyncpg.Record]) -> set[str]:
+    """The invoices among ``invoices`` a dispute was upheld on, as their ``dispute_resolved`` facts say."""
+    rows = await pool.fetch(
+        "SELECT DISTINCT invoice_id FROM invoice_events WHERE invoice_id = ANY($1::text[]) AND kind = $2"
+        " AND data->>'outcome' = $3",
+        [row["invoice_id"] for row in invoices],
+        EventKind.DISPUTE_RESOLVED.value,
+        DisputeOutcome.UPHELD.value,
+    )
+    return {row["invoice_id"] for row in rows}
 
 
 def _label(state: InvoiceState) -> str:

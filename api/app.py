@@ -22,7 +22,7 @@ from activities.equipment.registry import Registry
 from activities.ledger import apply_schema, create_pool
 from activities.projections import ProjectionLag, Projector, projection_lag
 from activities.standing import StandingSettings
-from api import routes_invoices, routes_payment_formats, routes_payments, routes_reports
+from api import routes_customer_control, routes_invoices, routes_payment_formats, routes_payments, routes_reports
 from api.auth import metrics_scraper
 from api.context import ApiContext
 from api.metrics import metrics_router
@@ -37,6 +37,7 @@ from api.problems import (
 from api.routes_invoices import IMPORT_PATH, MAX_IMPORT_BYTES
 from api.routes_payment_formats import MAX_STATEMENT_BYTES, STATEMENTS_PATH
 from client.logs import bound_ids
+from client.policies import PolicyBook
 from client.settings import Settings
 from client.temporal import connect
 
@@ -49,8 +50,9 @@ Durable per-invoice dunning. Every change to an invoice goes through its Tempora
 and reports come from projections of the event log, which may trail it by a moment.
 
 **Money** is an integer in minor units (cents) with an ISO 4217 currency.
-**Authentication**: `Authorization: Bearer <token>`; the `integration` role may start invoices,
-record payments and read invoices, the `ops` role may do everything. The payment provider's
+**Authentication**: `Authorization: Bearer <token>`; the `integration` role may start invoices
+(naming a policy of the policies file, with contract terms within its bounds), record payments and
+read invoices, the `ops` role may do everything (an inline policy too). The payment provider's
 webhook is authenticated by its HMAC signature instead.
 **Errors** are RFC 9457 problem details (`application/problem+json`); switch on `type`.
 **Lists** are paginated with `limit` and `offset`; the `Link` header names the next page.
@@ -65,7 +67,11 @@ class Health(BaseModel):
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """The API for ``settings``; Temporal and Postgres are connected when it starts (its lifespan)."""
+    """The API for ``settings``; Temporal and Postgres are connected when it starts (its lifespan).
+
+    The policies file is read now: a bad one raises ``PoliciesFileError`` before anything starts.
+    """
+    policies = PolicyBook.load(settings.policies_file)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -78,7 +84,9 @@ def create_app(settings: Settings) -> FastAPI:
         stop = asyncio.Event()
         projector = asyncio.create_task(Projector().run(pool, stop), name="projector")
         registry = Registry.load(settings.equipment_file) if settings.equipment_file else Registry()
-        app.state.context = ApiContext(client=client, pool=pool, settings=settings, standing=standing, registry=registry)
+        app.state.context = ApiContext(
+            client=client, pool=pool, settings=settings, standing=standing, registry=registry, policies=policies
+        )
         try:
             yield
         finally:
@@ -103,6 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(routes_payments.router)
     app.include_router(routes_payment_formats.router)
     app.include_router(routes_reports.router)
+    app.include_router(routes_customer_control.router)
     app.include_router(metrics_router(lambda: app.state.context.pool), dependencies=[metrics_scraper])
 
     @app.get("/health", tags=["service"], response_model=Health, responses=problem_responses(503), summary="Health")

@@ -10,18 +10,20 @@ from temporalio.client import Client
 
 from activities.equipment.registry import Registry
 from activities.standing import StandingSettings
+from client.policies import PolicyBook
 from client.settings import Settings
 
 
 @dataclass(frozen=True)
 class ApiContext:
-    """The resources the app opened at start-up, and the customers file's standing terms."""
+    """The resources the app opened at start-up, the customers file's standing terms and the named policies."""
 
     client: Client
     pool: asyncpg.Pool
     settings: Settings
     standing: StandingSettings
     registry: Registry
+    policies: PolicyBook
 
 
 def api_context(request: Request) -> ApiContext:

@@ -27,6 +27,7 @@ INVOICE = _one(
         "country": "RO",
         "service": "hosting",
         "terms": {"late_fee_percent_per_month": "1.5", "fixed_late_fee_minor": 15_000},
+        "policy_name": "standard",
     },
 )
 PAYMENT = _one(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from enum import Enum, unique
 from http import HTTPStatus
 from typing import Any
@@ -182,7 +183,8 @@ def body_problem(err: ValidationError) -> Problem:
 
 
 def out_of_bounds(problems: Problems) -> Problem:
-    """The 422 for body values outside today's window (``workflows.bounds.DateWindow``), each field named."""
+    """The 422 for body values the edge refuses (outside today's window, ``workflows.bounds.DateWindow``; an
+    unknown policy name), each field named."""
     return _errors_problem([{"loc": ("body", *path), "msg": message, "type": "value_error"} for path, message in problems])
 
 
@@ -198,14 +200,18 @@ def _errors_problem(errors: list[dict[str, Any]]) -> Problem:
     return Problem(Kind.VALIDATION_FAILED, f"{summary}{more}", errors=problems)
 
 
+def pointer(path: Sequence[str | int]) -> str:
+    """The JSON Pointer into the body of a field path, e.g. ``#/terms/fixed_late_fee_minor``."""
+    return "#/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in path)
+
+
 def _field_problem(error: dict[str, Any]) -> FieldProblem:
     location, *path = error["loc"] or ("body",)
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "missing" and location == "body" and not path:
         message = "a JSON request body is required"
     if location == "body":
-        pointer = "#/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in path)
-        return FieldProblem(detail=message, pointer=pointer)
+        return FieldProblem(detail=message, pointer=pointer(path))
     name = ".".join(str(p) for p in path)
     if location == "header":
         return FieldProblem(detail=message, header=name)

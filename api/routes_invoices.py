@@ -7,11 +7,11 @@ workflow itself (its ``status`` query), as does a read of an invoice not project
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities import projections
@@ -19,13 +19,23 @@ from activities.equipment.registry import EquipmentRefused
 from activities.ledger import read_events
 from activities.projections import InvoiceView
 from api import examples
-from api.auth import any_role, ops_only
+from api.auth import REALM, Role, any_role, ops_only
 from api.context import ApiContext, api_context
 from api.params import InvoiceId, Limit, Offset, Page, page
-from api.problems import Kind, Problem, invoice_problem, out_of_bounds, problem_responses
+from api.problems import (
+    FieldProblem,
+    Kind,
+    Problem,
+    body_problem,
+    invoice_problem,
+    out_of_bounds,
+    pointer,
+    problem_responses,
+)
 from client import customers, invoice_import, invoices
 from client.invoice_import import InvoiceImportSummary
 from client.invoices import InvoiceError
+from client.policies import InvoiceRequest, UnknownPolicy
 from workflows.events import RecordedEvent
 from workflows.models import (
     DecideLegal,
@@ -48,7 +58,7 @@ MAX_IMPORT_BYTES = 16 * 1024 * 1024
 JSON_LINES = ("application/jsonl", "application/x-ndjson")
 
 
-InvoiceBody = Annotated[Invoice, Body(openapi_examples=examples.INVOICE)]
+InvoiceBody = Annotated[InvoiceRequest, Body(openapi_examples=examples.INVOICE)]
 
 
 Live = Annotated[
@@ -73,6 +83,33 @@ async def _status(ctx: ApiContext, invoice_id: str, live: bool) -> InvoiceStatus
 # --- starting and reading --------------------------------------------------------------------
 
 
+def _authorize(ctx: ApiContext, role: Role, request: InvoiceRequest) -> None:
+    """The integration role may only name a policy and give terms within the policies file's bounds (else 403)."""
+    if role == Role.OPS:
+        return
+    refusals = ctx.policies.integration_refusals(request, datetime.now(timezone.utc))
+    if not refusals:
+        return
+    reasons = "; ".join(f"{'.'.join(map(str, path))}: {message}" for path, message in refusals)
+    raise Problem(
+        Kind.FORBIDDEN,
+        "this invoice needs the ops role: the integration role may only name a policy and give contract terms"
+        f" within the policies file's bounds ({reasons})",
+        headers={"WWW-Authenticate": f'Bearer realm="{REALM}", error="insufficient_scope"'},
+        errors=[FieldProblem(detail=message, pointer=pointer(path)) for path, message in refusals],
+    )
+
+
+def _resolved(ctx: ApiContext, request: InvoiceRequest) -> Invoice:
+    """The invoice with its policy (422 for an unknown policy name or a policy that does not fit the invoice)."""
+    try:
+        return ctx.policies.invoice(request)
+    except UnknownPolicy as err:
+        raise out_of_bounds([(("policy_name",), str(err))]) from None
+    except ValidationError as err:
+        raise body_problem(err) from None
+
+
 def _check_equipment(ctx: ApiContext, invoice: Invoice) -> None:
     """Equipment is named only by registry id, and only the customer's own (issue: no SSRF, no cross-customer cuts)."""
     if not invoice.terms.remote_disconnect_authorized:
@@ -86,7 +123,6 @@ def _check_equipment(ctx: ApiContext, invoice: Invoice) -> None:
 
 @router.post(
     "",
-    dependencies=[any_role],
     status_code=201,
     response_model=InvoiceStatus,
     responses={
@@ -95,19 +131,26 @@ def _check_equipment(ctx: ApiContext, invoice: Invoice) -> None:
     },
     summary="Start an invoice",
 )
-async def create_invoice(invoice: InvoiceBody, response: Response, ctx: Context) -> InvoiceStatus:
+async def create_invoice(
+    request: InvoiceBody, response: Response, ctx: Context, role: Annotated[Role, any_role]
+) -> InvoiceStatus:
     """Validate the invoice and start its workflow: it is sent at once and escalates per its policy.
 
-    Posting the very same invoice again is harmless (200); another invoice with a used id is 409.
-    Issue and due dates must lie within ``DUNNING_DATE_WINDOW_DAYS`` of today (422).
+    The policy is one of the policies file's, by ``policy_name`` (unknown: 422), or its default one; an
+    inline ``policy``, or contract terms beyond the file's bounds for the integration role, need the ops
+    role (403). Posting the very same invoice again is harmless (200); another invoice with a used id is
+    409. Issue and due dates must lie within ``DUNNING_DATE_WINDOW_DAYS`` of today (422).
     """
+    _authorize(ctx, role, request)
+    invoice = _resolved(ctx, request)
     if problems := ctx.settings.date_window().invoice(invoice):
         raise out_of_bounds(problems)
     _check_equipment(ctx, invoice)
     created = False
     if not await _issued(ctx, invoice.invoice_id):  # an id the event log knows is never started again
         try:
-            await invoices.start_invoice(ctx.client, ctx.settings.task_queue, invoice)
+            policy_name = ctx.policies.name_of(request)
+            await invoices.start_invoice(ctx.client, ctx.settings.task_queue, invoice, policy_name=policy_name)
             created = True
         except InvoiceError as err:
             problem = invoice_problem(err)
@@ -128,19 +171,19 @@ async def create_invoice(invoice: InvoiceBody, response: Response, ctx: Context)
 
 @router.post(
     "/import",
-    dependencies=[any_role],
     response_model=InvoiceImportSummary,
     responses=problem_responses(400, 401, 403, 413, 415, 503),
     openapi_extra={"requestBody": {"required": True, "content": {t: {"schema": {"type": "string"}} for t in JSON_LINES}}},
     summary="Import invoices another system already chased (JSON Lines)",
 )
-async def import_invoices(request: Request, ctx: Context) -> InvoiceImportSummary:
+async def import_invoices(request: Request, ctx: Context, role: Annotated[Role, any_role]) -> InvoiceImportSummary:
     """Start each invoice of a JSON Lines body, one invoice a line as for ``POST /invoices``, with optional
     ``opening_fees`` and ``last_notice`` (docs/invoice-import.md).
 
     Idempotent by invoice id: a line whose invoice exists is reported ``already_there``; a line that does not
-    validate is reported ``refused`` with its line number and reason, and the others go on. No invoice notice
-    is sent: each invoice starts at the stage its days overdue reach, with one notice for it.
+    validate, or that the role may not start (as for ``POST /invoices``), is reported ``refused`` with its line
+    number and reason, and the others go on. No invoice notice is sent: each invoice starts at the stage its
+    days overdue reach, with one notice for it.
     """
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type not in JSON_LINES:
@@ -150,8 +193,9 @@ async def import_invoices(request: Request, ctx: Context) -> InvoiceImportSummar
     except UnicodeDecodeError:
         raise Problem(Kind.BAD_REQUEST, "the body is not UTF-8 text") from None
 
-    def check(invoice: Invoice) -> None:
+    def check(given: InvoiceRequest, invoice: Invoice) -> None:
         try:
+            _authorize(ctx, role, given)
             _check_equipment(ctx, invoice)
         except Problem as problem:
             raise ValueError(problem.detail) from None
@@ -162,6 +206,7 @@ async def import_invoices(request: Request, ctx: Context) -> InvoiceImportSummar
             ctx.settings.task_queue,
             lines,
             ctx.settings.date_window(),
+            ctx.policies,
             gathering=timedelta(seconds=ctx.settings.notice_digest_gathering_s),
             check=check,
         )

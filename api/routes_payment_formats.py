@@ -136,12 +136,9 @@ async def _pay_customer(ctx: ApiContext, reported: stripe_events.PaymentReport) 
     """No invoice named, a customer is: its cash application splits the payment; an invalid one is kept."""
     payment = reported.payment
     try:
-        body = CustomerPaymentBody(
-            payment_id=payment.payment_id,
-            amount_minor=payment.amount_minor,
-            currency=payment.currency,
-            received_at=payment.received_at,
-            remittance=intake.storable_remittance(reported.remittance),
+        fields = payment.model_dump(include={"payment_id", "amount_minor", "currency", "received_at"})
+        body = CustomerPaymentBody.model_validate(
+            {**fields, "remittance": intake.storable_remittance(reported.remittance)}
         )
         customer_id = TypeAdapter(Identifier).validate_python(reported.customer_reference)
     except ValidationError as err:

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import typer
+from temporalio.client import Client
 
 from activities.ledger import apply_schema, create_pool
 from client.settings import Settings
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Connections:
+    """What recording a payment needs (``api.intake.PaymentContext``), opened by the command itself."""
+
+    client: Client
+    pool: asyncpg.Pool
+    settings: Settings
 
 
 def with_database(work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:

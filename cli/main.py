@@ -16,7 +16,6 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable
 from datetime import timedelta, timezone
-from decimal import Decimal
 from enum import StrEnum
 from importlib.metadata import version
 from pathlib import Path
@@ -34,6 +33,7 @@ from temporalio.client import Client
 
 from activities.ledger import create_pool
 from activities.projections import invoice_status
+from cli.amounts import CliError, check_amount_syntax, to_minor
 from cli.customer import app as customer_app
 from cli.database import redacted_url, unreachable_database
 from cli.equipment import app as equipment_app
@@ -44,13 +44,13 @@ from client import customers, invoice_import, invoices
 from client.invoices import InvoiceError
 from client.logs import configure_logging
 from client.namespace import NotSetUp
+from client.policies import InvoiceRequest, PolicyBook, UnknownPolicy
 from client.settings import Settings
 from client.temporal import connect
 from workflows.bounds import Problems
 from workflows.models import (
     DecideLegal,
     DisputeOutcome,
-    Invoice,
     InvoiceStatus,
     LegalDecision,
     MarkFactored,
@@ -59,7 +59,6 @@ from workflows.models import (
     PaymentPlan,
     ResolveDispute,
     format_money,
-    minor_units_per_major,
 )
 
 app = typer.Typer(
@@ -82,14 +81,9 @@ app.add_typer(customer_app, name="customer")
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
-AMOUNT = re.compile(r"[0-9]+(\.[0-9]+)?")
 OUR_PACKAGES = ("activities", "api", "client", "worker", "workflows")
 InvoiceId = Annotated[str, typer.Argument(help="Invoice id", show_default=False)]
 Note = Annotated[str, typer.Option(help="Note for the record")]
-
-
-class CliError(Exception):
-    """A problem with what the user asked for; ``str()`` is the one-line message."""
 
 
 class LogLevel(StrEnum):
@@ -274,13 +268,33 @@ def _serve(run: Callable[[Settings], Awaitable[None]], keep_lines: bool = False,
 
 @invoice_app.command("start")
 @guarded
-def start(file: Annotated[Path, typer.Argument(help="Invoice JSON (see examples/invoice.json)", show_default=False)]) -> None:
-    """Validate an invoice file and start its workflow; prints the workflow id and its Temporal UI address."""
-    invoice = _load(file, Invoice, "invoice")
-    _within_window(Settings().date_window().invoice(invoice), f"invoice in {file}")
+def start(
+    file: Annotated[Path, typer.Argument(help="Invoice JSON (see examples/invoice.json)", show_default=False)],
+    policy: Annotated[
+        str | None, typer.Option("--policy", help="A policy of DUNNING_POLICIES_FILE, instead of the file's policy_name")
+    ] = None,
+) -> None:
+    """Validate an invoice file and start its workflow; prints the workflow id and its Temporal UI address.
+
+    Its policy: the one named (``--policy`` or the file's ``policy_name``), the file's inline one, or
+    the policies file's default one."""
+    settings = Settings()
+    book = PolicyBook.load(settings.policies_file)
+    request = _load(file, InvoiceRequest, "invoice")
+    if policy is not None:
+        if request.policy is not None or request.policy_name not in (None, policy):
+            raise CliError(f"{file} gives its own policy: leave out --policy, or its policy and policy_name")
+        request = request.model_copy(update={"policy_name": policy})
+    try:
+        invoice = book.invoice(request)
+    except UnknownPolicy as err:
+        raise CliError(f"invalid invoice in {file}: policy_name: {err}") from None
+    except ValidationError as err:
+        raise CliError(f"invalid invoice in {file}: {validation_text(err)}") from None
+    _within_window(settings.date_window().invoice(invoice), f"invoice in {file}")
 
     async def run(client: Client, settings: Settings) -> None:
-        handle = await invoices.start_invoice(client, settings.task_queue, invoice)
+        handle = await invoices.start_invoice(client, settings.task_queue, invoice, policy_name=book.name_of(request))
         gathering = timedelta(seconds=settings.notice_digest_gathering_s)
         await customers.register_invoice(client, settings.task_queue, invoice, gathering)  # it may take the customer's credit
         typer.echo(f"Started invoice {invoice.invoice_id}: workflow {handle.id}")
@@ -314,6 +328,7 @@ def import_invoices(
                 settings.task_queue,
                 lines,
                 settings.date_window(),
+                PolicyBook.load(settings.policies_file),
                 gathering=timedelta(seconds=settings.notice_digest_gathering_s),
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
@@ -343,7 +358,7 @@ def pay(
     ] = None,
 ) -> None:
     """Record a payment received from the client."""
-    _check_amount_syntax(amount, "--amount")
+    check_amount_syntax(amount, "--amount")
 
     async def run(client: Client, settings: Settings) -> None:
         currency = await _currency_of(client, settings, invoice_id)
@@ -490,7 +505,7 @@ class _Amount(NamedTuple):
         """The option if it was given, its syntax checked at once (before connecting); None if not."""
         if text is None:
             return None
-        _check_amount_syntax(text, option, allow_zero)
+        check_amount_syntax(text, option, allow_zero)
         return cls(text, option, field, allow_zero)
 
 
@@ -584,18 +599,6 @@ def _state_line(current: InvoiceStatus) -> str:
 # --- input ----------------------------------------------------------------------------------
 
 
-def to_minor(amount: str, currency: str, option: str = "amount", allow_zero: bool = False) -> int:
-    """``'125.50', 'RON'`` -> ``12550``; more decimals than the currency has is an error."""
-    _check_amount_syntax(amount, option, allow_zero)
-    per_major = minor_units_per_major(currency)
-    minor = Decimal(amount) * per_major
-    if minor != minor.to_integral_value():
-        digits = len(str(per_major)) - 1
-        allowed = f"{digits} decimal{'s' if digits != 1 else ''}" if digits else "no decimals"
-        raise CliError(f"{option} {amount} has more decimals than {currency} allows ({allowed})")
-    return int(minor)
-
-
 async def _currency_of(client: Client, settings: Settings, invoice_id: str) -> str:
     """The invoice's currency, which never changes: read from the read models, so routine commands stay off the
     workflow's query path; from the workflow while the invoice is not projected yet, or where this machine
@@ -605,13 +608,6 @@ async def _currency_of(client: Client, settings: Settings, invoice_id: str) -> s
     except (OSError, asyncpg.PostgresError):
         projected = None
     return projected.currency if projected else (await invoices.status(client, invoice_id)).currency
-
-
-def _check_amount_syntax(amount: str, option: str, allow_zero: bool = False) -> None:
-    if not AMOUNT.fullmatch(amount):
-        raise CliError(f"{option} must be a plain decimal number such as 125.50, not {amount!r}")
-    if not allow_zero and Decimal(amount) == 0:
-        raise CliError(f"{option} must be greater than 0")
 
 
 def _load(file: Path, model: type[M], what: str) -> M:

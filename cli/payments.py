@@ -7,21 +7,19 @@ and recorded on its invoice, the rest kept unapplied; importing the same file ag
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, NoReturn
 
-import asyncpg
 import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-from temporalio.client import Client
 
 from activities.ledger import apply_schema, create_pool
 from api.camt import StatementError
 from api.problems import Problem
 from api.statement_import import ImportSummary, LineStatus, import_statement
+from cli.database import Connections
 from client.settings import Settings
 from client.temporal import connect
 from workflows.models import format_money
@@ -30,15 +28,6 @@ app = typer.Typer(
     help="Payments in the formats banks send: import a camt.053 statement or camt.054 notification.",
     no_args_is_help=True,
 )
-
-
-@dataclass(frozen=True)
-class _Connections:
-    """What recording a payment needs (``api.intake.PaymentContext``), opened by the command itself."""
-
-    client: Client
-    pool: asyncpg.Pool
-    settings: Settings
 
 
 @app.command("import")
@@ -74,7 +63,7 @@ async def _import(document: bytes) -> ImportSummary:
         with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
             task = bar.add_task("Importing the statement's lines", total=None)
             return await import_statement(
-                _Connections(await connect(settings), pool, settings),
+                Connections(await connect(settings), pool, settings),
                 document,
                 lambda done, total: bar.update(task, completed=done, total=total),
             )

@@ -23,6 +23,7 @@ from workflows.cash import (
     fingerprint,
 )
 from workflows.customer import CustomerWorkflow
+from workflows.customer_control import CustomerControl, CutsRequest, PauseCustomer, ResumeCustomer
 from workflows.digests import DIGEST_GATHERING
 from workflows.holds import CustomerLedger, CustomerWorkflowInput
 from workflows.models import Invoice, customer_workflow_id
@@ -124,4 +125,47 @@ async def customer_cash(client: Client, customer_id: str) -> CashBook:
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             return CashBook()
+        raise
+
+
+
+async def pause(
+    client: Client, task_queue: str, request: PauseCustomer, digest_gathering: timedelta = DIGEST_GATHERING
+) -> CustomerControl:
+    """Pause every escalation of the customer's invoices (its workflow started if need be). Raises
+    ``WorkflowUpdateFailedError`` whose cause is the ``InvalidRequest`` refusal (e.g. an until-date in the past)."""
+    start = _start(request.customer_id, task_queue, digest_gathering)
+    return await client.execute_update_with_start_workflow(
+        CustomerWorkflow.pause, request, start_workflow_operation=start, rpc_timeout=ANSWER_TIMEOUT
+    )
+
+
+async def resume(
+    client: Client, task_queue: str, request: ResumeCustomer, digest_gathering: timedelta = DIGEST_GATHERING
+) -> CustomerControl:
+    """End the customer's pause now (nothing to do if it is not paused)."""
+    start = _start(request.customer_id, task_queue, digest_gathering)
+    return await client.execute_update_with_start_workflow(
+        CustomerWorkflow.resume, request, start_workflow_operation=start, rpc_timeout=ANSWER_TIMEOUT
+    )
+
+
+async def set_cuts(
+    client: Client, task_queue: str, request: CutsRequest, digest_gathering: timedelta = DIGEST_GATHERING
+) -> CustomerControl:
+    """Keep the customer's equipment out of automatic cuts (``excluded``), or put it back in."""
+    start = _start(request.customer_id, task_queue, digest_gathering)
+    return await client.execute_update_with_start_workflow(
+        CustomerWorkflow.set_cuts, request, start_workflow_operation=start, rpc_timeout=ANSWER_TIMEOUT
+    )
+
+
+async def customer_control(client: Client, customer_id: str) -> CustomerControl:
+    """What ops decided about the customer (nothing if its workflow never started)."""
+    handle = client.get_workflow_handle_for(CustomerWorkflow.run, customer_workflow_id(customer_id))
+    try:
+        return await handle.query(CustomerWorkflow.control, rpc_timeout=ANSWER_TIMEOUT)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return CustomerControl()
         raise

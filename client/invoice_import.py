@@ -1,6 +1,7 @@
 """Importing invoices another system already chased (``dunning invoice import``, ``POST /invoices/import``).
 
-A JSON Lines file, one invoice a line (the fields of ``POST /invoices``) with two optional keys:
+A JSON Lines file, one invoice a line (the fields of ``POST /invoices``, its policy by ``policy_name``,
+inline, or the policies file's default) with two optional keys:
 ``opening_fees`` (the late fees it charged, ``[{"amount_minor", "charged_on"}]``) and ``last_notice``
 (``{"stage", "sent_at"}``, the last stage notice it sent). Each invoice starts at the stage its days overdue
 reach, with one notice (``docs/invoice.md``, catch-up), or none if its last notice is the stage's. The
@@ -20,6 +21,7 @@ from temporalio.client import Client
 
 from client import customers, invoices
 from client.invoices import InvoiceError, Refusal
+from client.policies import InvoiceRequest, PolicyBook, UnknownPolicy
 from workflows import opening as openings
 from workflows.bounds import DateWindow
 from workflows.models import Invoice, Opening
@@ -56,8 +58,9 @@ class LineRefused(ValueError):
     """A line that cannot be imported; ``str()`` is the reason."""
 
 
-def read_line(text: str, window: DateWindow) -> tuple[Invoice, Opening]:
-    """The invoice and opening of one line, checked as ``POST /invoices`` checks an invoice (``LineRefused``)."""
+def read_line(text: str, window: DateWindow, book: PolicyBook) -> tuple[InvoiceRequest, Invoice, Opening]:
+    """The invoice as given, with its policy from ``book``, and the opening of one line, checked as
+    ``POST /invoices`` checks an invoice (``LineRefused``)."""
     if len(text.encode()) > MAX_LINE_BYTES:
         raise LineRefused(f"longer than {MAX_LINE_BYTES} bytes")
     try:
@@ -68,7 +71,10 @@ def read_line(text: str, window: DateWindow) -> tuple[Invoice, Opening]:
         raise LineRefused("not a JSON object")
     brought = {field: fields.pop(key) for key, field in OPENING_KEYS.items() if key in fields}
     try:
-        invoice, opening = Invoice.model_validate(fields), Opening.model_validate(brought)
+        request, opening = InvoiceRequest.model_validate(fields), Opening.model_validate(brought)
+        invoice = book.invoice(request)
+    except UnknownPolicy as err:
+        raise LineRefused(f"policy_name: {err}") from None
     except ValidationError as err:
         raise LineRefused(_validation_text(err)) from None
     problems = [f"{'.'.join(map(str, path))}: {message}" for path, message in window.invoice(invoice)]
@@ -77,7 +83,7 @@ def read_line(text: str, window: DateWindow) -> tuple[Invoice, Opening]:
         problems.append("last_notice: sent_at is in the future")
     if problems:
         raise LineRefused("; ".join(problems))
-    return invoice, opening
+    return request, invoice, opening
 
 
 def _validation_text(err: ValidationError) -> str:
@@ -89,20 +95,21 @@ async def import_invoices(
     task_queue: str,
     lines: Sequence[str],
     window: DateWindow,
+    book: PolicyBook,
     *,
     gathering: timedelta,
-    check: Callable[[Invoice], None] = lambda _: None,
+    check: Callable[[InvoiceRequest, Invoice], None] = lambda *_: None,
     progress: Callable[[int, int], None] | None = None,
 ) -> InvoiceImportSummary:
     """Start the invoice of each line not started yet, and register it with its customer.
 
-    ``check`` refuses an invoice by raising ``ValueError`` (the API's equipment check); ``progress(done, total)``
-    is called after each line. Raises ``InvoiceError`` (unavailable) if Temporal cannot be reached: a re-run
+    ``check`` refuses a line by raising ``ValueError`` (the API's role and equipment checks); ``progress(done,
+    total)`` is called after each line. Raises ``InvoiceError`` (unavailable) if Temporal cannot be reached: a re-run
     then takes up where it stopped."""
     outcomes = []
     for number, text in enumerate(lines, 1):
         if text.strip():
-            outcomes.append(await _import_line(client, task_queue, number, text, window, gathering, check))
+            outcomes.append(await _import_line(client, task_queue, number, text, window, book, gathering, check))
         if progress:
             progress(number, len(lines))
     counts = {outcome: sum(1 for o in outcomes if o.outcome == outcome) for outcome in Outcome}
@@ -120,17 +127,18 @@ async def _import_line(
     number: int,
     text: str,
     window: DateWindow,
+    book: PolicyBook,
     gathering: timedelta,
-    check: Callable[[Invoice], None],
+    check: Callable[[InvoiceRequest, Invoice], None],
 ) -> LineOutcome:
     try:
-        invoice, opening = read_line(text, window)
-        check(invoice)
+        request, invoice, opening = read_line(text, window, book)
+        check(request, invoice)
     except ValueError as err:
         return LineOutcome(line=number, invoice_id=_invoice_id(text), outcome=Outcome.REFUSED, reason=str(err))
     outcome, reason = Outcome.STARTED, None
     try:
-        await invoices.start_invoice(client, task_queue, invoice, opening=opening)
+        await invoices.start_invoice(client, task_queue, invoice, opening=opening, policy_name=book.name_of(request))
     except InvoiceError as err:
         if err.refusal != Refusal.EXISTS:
             raise

@@ -96,8 +96,9 @@ def invoice_summary(invoice: Invoice) -> str:
     return f"Invoice {invoice.invoice_id} · {invoice.customer_id} · {amount} due {invoice.due_date.isoformat()}"
 
 
-def invoice_details(invoice: Invoice) -> str:
-    """Markdown for the Temporal UI: contact, contract terms and the policy the invoice follows."""
+def invoice_details(invoice: Invoice, policy_name: str | None = None) -> str:
+    """Markdown for the Temporal UI: contact, contract terms and the policy the invoice follows (by its name, if
+    it has one)."""
     terms, currency = invoice.terms, invoice.currency
     due_at = f"{invoice.due_date.isoformat()} {invoice.policy.due_time:%H:%M} {invoice.time_zone}"
     lines = [
@@ -120,7 +121,7 @@ def invoice_details(invoice: Invoice) -> str:
             f"**Early-payment discount:** {_percent(offer.percent)} % if paid in full by {policy.discount_deadline(invoice)}"
         )
     stages = ", ".join(f"{s.action.value} {_offset(s.offset)}" for s in invoice.policy.stages)
-    lines.append(f"**Policy:** {stages}")
+    lines.append(f"**Policy:** {f'{policy_name}: ' if policy_name else ''}{stages}")
     return "\n\n".join(lines)
 
 
@@ -162,11 +163,13 @@ async def start_invoice(
     invoice: Invoice,
     minimum_notice: timedelta | None = None,
     opening: Opening | None = None,
+    policy_name: str | None = None,
 ) -> WorkflowHandle[InvoiceWorkflow, InvoiceOutcome]:
     """Start the invoice's workflow; an invoice id maps to one workflow, ever (within the namespace's retention).
 
     ``minimum_notice`` replaces the policy's notice before a cut: only for test stacks that run in real time.
     ``opening``: an imported invoice's fees and last notice from the system that chased it before.
+    ``policy_name`` (the policies file's name of the invoice's policy) is shown in the Temporal UI.
     """
     try:
         return await client.start_workflow(
@@ -179,7 +182,7 @@ async def start_invoice(
             task_timeout=INVOICE_TASK_TIMEOUT,
             search_attributes=initial_search_attributes(invoice),
             static_summary=invoice_summary(invoice),
-            static_details=invoice_details(invoice),
+            static_details=invoice_details(invoice, policy_name),
         )
     except WorkflowAlreadyStartedError:
         raise InvoiceError(

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     equipment_dry_run: bool = False
     equipment_kill_switch: bool = Field(default=False, description="global: refuse every cut and restore")
     customers_file: Path | None = Field(default=None, description="per-customer standing settings (TOML)")
+    policies_file: Path | None = Field(
+        default=None, description="named dunning policies and the integration role's bounds (TOML); None: `standard` only"
+    )
     interest_rates_file: Path | None = Field(
         default=None, description="reference rates for statutory interest (TOML); None: the packaged ECB rates"
     )

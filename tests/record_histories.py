@@ -23,6 +23,7 @@ from tests.harness import make_invoice, start_invoice
 from workflows import policy
 from workflows.cash import CustomerPayment
 from workflows.customer import CustomerWorkflow
+from workflows.customer_control import CutsRequest, PauseCustomer
 from workflows.digests import DIGEST_GATHERING
 from workflows.interest import CurrencyRates, ReferenceRate, half_year_of
 from workflows.invoice import InvoiceWorkflow
@@ -215,6 +216,44 @@ async def customer_paid_by_one_transfer(
     return handle
 
 
+async def _paused_customer(env: WorkflowEnvironment, client: Client, queue: str) -> tuple[WorkflowHandle, WorkflowHandle]:
+    """Ops control (customer-control): a customer excluded from cuts and paused with an until-date; its invoice,
+    disputed during the pause, hears of it, then of the pause's end; the dispute upheld, then paid after its cut
+    (support and orders only). Returns the invoice's and the customer's handles."""
+    terms = {"remote_disconnect_authorized": True, "equipment_ids": ["bmc-1"]}
+    today = (await env.get_current_time()).date()
+    invoice = make_invoice(today, customer_id="CUST-OPS", terms={**make_invoice(today).terms.model_dump(), **terms})
+    handle = await start_invoice(client, queue, invoice)
+    await customers.register_invoice(client, queue, invoice)
+    await customers.set_cuts(client, queue, CutsRequest(customer_id="CUST-OPS", excluded=True, reason="hospital", requested_by="ops"))
+    until = await env.get_current_time() + timedelta(days=10)
+    await customers.pause(client, queue, PauseCustomer(customer_id="CUST-OPS", reason="call", requested_by="ops", until=until))
+    await env.sleep(timedelta(days=3))
+    await handle.execute_update(InvoiceWorkflow.open_dispute, OpenDispute(reason="hours"))
+    await env.sleep(timedelta(days=8))  # the until-date passes meanwhile
+    await handle.execute_update(InvoiceWorkflow.resolve_dispute, ResolveDispute(outcome="upheld", credit_minor=10_000))
+    await _skip_past(env, invoice, StageAction.SUSPEND, paused=timedelta(days=11))
+    await _settle(handle)
+    balance = (await handle.query(InvoiceWorkflow.status)).balance_minor
+    await handle.execute_update(InvoiceWorkflow.record_payment, Payment(payment_id="all", amount_minor=balance, currency="EUR"))
+    await handle.result()
+    return handle, client.get_workflow_handle(customer_workflow_id("CUST-OPS"))
+
+
+async def invoice_paused_by_its_customer(
+    env: WorkflowEnvironment, client: Client, queue: str, _: Recorder
+) -> WorkflowHandle:
+    """The invoice's side of ops control: paused and resumed by its customer's customer_control signals."""
+    return (await _paused_customer(env, client, queue))[0]
+
+
+async def customer_paused_and_excluded_from_cuts(
+    env: WorkflowEnvironment, client: Client, queue: str, _: Recorder
+) -> WorkflowHandle:
+    """The customer's side: the decisions, the until-date's timer, the signals, and a hold left uncut."""
+    return (await _paused_customer(env, client, queue))[1]
+
+
 async def _digest_of_two_invoices(env: WorkflowEnvironment, client: Client, queue: str) -> list[WorkflowHandle]:
     """Two invoices of one customer whose warning and reminder fall due in one sending window: one digest (since
     v7), then both paid."""
@@ -291,6 +330,8 @@ SCENARIOS = [
     customer_digest_of_two_invoices,
     interest_paid_after_a_dispute,
     customer_paid_by_one_transfer,
+    invoice_paused_by_its_customer,
+    customer_paused_and_excluded_from_cuts,
 ]
 
 

@@ -23,7 +23,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from bench.recording import Recorder, with_pydantic
-from cli.main import to_minor
+from cli.amounts import to_minor
 from client.invoices import invoice_details, invoice_summary
 from tests.cli_helpers import EXAMPLES, dunning, example_invoice, failed, local_today, succeeded, usage_error
 from tests.cli_helpers import cli_env as cli_environment
@@ -97,6 +97,18 @@ def test_amounts_convert_to_minor_units(amount, currency, minor):
 
 
 # --- happy paths ---------------------------------------------------------------------------
+
+
+async def test_start_names_a_policy_of_the_policies_file(cli_env, client, recorder, tmp_path):
+    env = {**cli_env, "DUNNING_POLICIES_FILE": str(EXAMPLES / "policies.toml")}
+    by_option, option_data = example_invoice(tmp_path, policy=None)
+    in_file, file_data = example_invoice(tmp_path, policy=None, policy_name="standard")
+    succeeded(await dunning(env, "invoice", "start", str(by_option), "--policy", "key-account"))
+    succeeded(await dunning(env, "invoice", "start", str(in_file)))
+    for data, shown in ((option_data, "key-account: courtesy -3d, reminder +3d"), (file_data, "standard: reminder +1d")):
+        await eventually(lambda data=data: "invoice_issued" in recorder.notice_kinds(data["invoice_id"]))
+        description = await client.get_workflow_handle(invoice_workflow_id(data["invoice_id"])).describe()
+        assert f"**Policy:** {shown}" in (await description.static_details() or "")
 
 
 async def test_start_pay_and_status(cli_env, client, recorder, tmp_path):

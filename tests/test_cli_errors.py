@@ -163,3 +163,15 @@ async def test_lines_logged_in_an_activity_or_an_api_request_carry_their_ids(roo
         {"customer_id": "CUST-4"},
         {},
     ]
+
+
+async def test_a_customer_payment_with_bad_input_is_refused_on_one_line_before_anything_is_asked(stopped_stack):
+    pay = ["customer", "pay", "RO-1", "--payment-id", "BT-1"]
+    failed(await dunning(stopped_stack, *pay, "--amount", "1,5", "--currency", "RON"), "--amount must be a plain decimal number")
+    failed(await dunning(stopped_stack, *pay, "--amount", "1.505", "--currency", "RON"), "more decimals than RON allows")
+    failed(await dunning(stopped_stack, *pay, "--amount", "1.50", "--currency", "XYZ"), "invalid payment:")
+    line = failed(
+        await dunning(stopped_stack, *pay, "--amount", "1.50", "--currency", "RON", "--received-at", "yesterday"),
+        "invalid payment: received_at:",
+    )
+    assert "is the stack running" not in line  # refused before any connection

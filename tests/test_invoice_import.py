@@ -65,20 +65,26 @@ async def test_the_cli_imports_each_invoice_once_and_reports_refused_lines(env, 
     assert recorder.notice_kinds(plain.invoice_id) == ["ultimatum"]  # nothing started twice
 
 
-async def test_the_api_imports_for_the_integration_role(api_stack):
+async def test_the_api_imports_and_refuses_what_the_role_may_not_start(api_stack):
+    """Ops import an invoice with an inline policy; the integration role may not (item 9's rule holds in an import)."""
     start = local_today()
     invoice = overdue(start, 30, customer_id="CUST-API", time_zone="Europe/Bucharest")
     body = "\n".join([line(invoice), "not json"]).encode()
-    async with api_stack.http(INTEGRATION_TOKEN) as integration, api_stack.http(METRICS_TOKEN) as metrics:
+    async with api_stack.http(INTEGRATION_TOKEN) as integration, api_stack.http() as ops, api_stack.http(METRICS_TOKEN) as metrics:
         assert (await metrics.post("/invoices/import", content=body, headers=JSON_LINES)).status_code == 403
-        wrong_type = await integration.post("/invoices/import", content=body, headers={"Content-Type": "text/plain"})
+        wrong_type = await ops.post("/invoices/import", content=body, headers={"Content-Type": "text/plain"})
         assert wrong_type.status_code == 415
-        first = await integration.post("/invoices/import", content=body, headers=JSON_LINES)
+        refused = InvoiceImportSummary.model_validate(
+            (await integration.post("/invoices/import", content=body, headers=JSON_LINES)).json()
+        )
+        assert (refused.started, refused.already_there, refused.refused) == (0, 0, 2)
+        assert refused.lines[0].reason is not None and "needs the ops role" in refused.lines[0].reason
+
+        first = await ops.post("/invoices/import", content=body, headers=JSON_LINES)
         assert first.status_code == 200, first.text
         summary = InvoiceImportSummary.model_validate(first.json())
         assert (summary.started, summary.already_there, summary.refused) == (1, 0, 1)
         assert summary.lines[1].line == 2 and summary.lines[1].reason is not None
         assert summary.lines[1].reason.startswith("not JSON")
-        again = InvoiceImportSummary.model_validate((await integration.post("/invoices/import", content=body, headers=JSON_LINES)).json())
+        again = InvoiceImportSummary.model_validate((await ops.post("/invoices/import", content=body, headers=JSON_LINES)).json())
         assert (again.started, again.already_there, again.refused) == (0, 1, 1)
-

@@ -189,3 +189,38 @@ def test_settings_file(tmp_path: Path):
         bad.write_text(text)
         with pytest.raises(ValidationError, match=problem):
             StandingSettings.load(bad)
+
+
+async def test_an_invoice_whose_dispute_was_upheld_asks_no_deposit_however_late(pool):
+    story = Story(invoice("INV-1", "CUST-1", 100_000, date(2026, 4, 1), date(2026, 4, 15)), at(4, 1))
+    story.add(EventKind.DISPUTE_OPENED, at(4, 20), reason="hours billed twice")
+    story.add(EventKind.DISPUTE_RESOLVED, at(5, 25), outcome="upheld", credit_minor=100_000, note="")
+    await project(pool, story.closed(at(5, 25), "settled"))  # 40 days after the due date
+    assert not (await standing(pool)).deposit_required
+    rejected = Story(invoice("INV-2", "CUST-1", 100_000, date(2026, 4, 1), date(2026, 4, 15)), at(4, 1))
+    rejected.add(EventKind.DISPUTE_OPENED, at(4, 20), reason="no reason")
+    rejected.add(EventKind.DISPUTE_RESOLVED, at(5, 1), outcome="rejected", credit_minor=0, note="")
+    await project(pool, rejected.paid(at(5, 25), 100_000, "p2", 0).closed(at(5, 25), "paid", paid=100_000))
+    result = await standing(pool)
+    assert result.deposit_required and len(result.reasons) == 1 and result.reasons[0].startswith("invoice INV-2 was 40 days")
+
+
+async def test_a_new_customer_pays_a_deposit_until_its_first_invoices_are_paid(pool):
+    settings = StandingSettings.model_validate({"defaults": {"deposit_until_paid_invoices": 2}})
+    assert (await standing(pool, settings)).reasons == [
+        "a new customer: 0 of its first 2 invoices paid so far: a 50% deposit is required before new work"
+    ]
+    for n in (1, 2):
+        story = Story(invoice(f"INV-{n}", "CUST-1", 10_000, date(2026, 5, 1), date(2026, 5, 15)), at(5, 1))
+        await project(pool, story.paid(at(5, 10), 10_000, f"p{n}", 0).closed(at(5, 10), "paid", paid=10_000))
+        result = await standing(pool, settings)
+        assert result.deposit_required is (n < 2), result.reasons
+    assert not (await standing(pool)).deposit_required  # off by default
+
+
+async def test_a_customer_flagged_for_deposits_always_pays_one(pool):
+    settings = StandingSettings.model_validate({"customers": {"CUST-1": {"deposit_always": True, "deposit_percent": 20}}})
+    result = await standing(pool, settings)
+    assert result.deposit_required and result.deposit_percent == Decimal(20)
+    assert result.reasons == ["the customer's settings ask a deposit for all new work: a 20% deposit is required before new work"]
+    assert not (await standing(pool, settings, customer="CUST-2")).deposit_required

@@ -41,10 +41,10 @@ async def live_balance(ops: httpx.AsyncClient, invoice_id: str) -> int:
 
 async def test_a_statement_records_its_matched_credits_once_and_keeps_the_rest(api_stack, dev_env, tmp_path):
     today = local_today()
-    async with api_stack.http(INTEGRATION_TOKEN) as integration, api_stack.http() as ops:
+    async with api_stack.http() as ops:
         for invoice_id in ("INV-2026-1107", "INV-2026-1108"):
             invoice = invoice_json(invoice_id=invoice_id, issue_date=(today - timedelta(days=5)).isoformat())
-            assert (await integration.post("/invoices", json=invoice)).status_code == 201
+            assert (await ops.post("/invoices", json=invoice)).status_code == 201  # an inline policy: ops
         projected = "SELECT count(*) = 2 FROM projected_invoices WHERE invoice_id IN ('INV-2026-1107', 'INV-2026-1108')"
         await eventually(lambda: api_stack.pool.fetchval(projected))  # statements are matched against the read model
         document = sample_as_of_today()
@@ -150,13 +150,9 @@ def stripe_signed(event: dict, secret: str = STRIPE_SECRET, at: float | None = N
 
 
 async def test_stripe_events_record_a_payment_once_and_flag_a_refund(api_stack):
-    async with (
-        api_stack.http(INTEGRATION_TOKEN) as integration,
-        api_stack.http(None) as stripe,
-        api_stack.http() as ops,
-    ):
+    async with api_stack.http(None) as stripe, api_stack.http() as ops:
         invoice = invoice_json()
-        assert (await integration.post("/invoices", json=invoice)).status_code == 201
+        assert (await ops.post("/invoices", json=invoice)).status_code == 201  # an inline policy: ops
         succeeded_event = {
             "id": "evt_3Pay1",
             "type": "payment_intent.succeeded",

@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanProto
 
 from client.telemetry import tracing_enabled
-from tests.api_stack import INTEGRATION_TOKEN, ApiStack, eventually, invoice_json
+from tests.api_stack import ApiStack, eventually, invoice_json
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def traced(otlp_receiver: tuple[str, list[ReceivedSpan]]) -> Iterator[list[Recei
 
 async def test_one_request_that_starts_a_workflow_is_one_trace(api_stack: ApiStack, traced: list[ReceivedSpan]):
     invoice = invoice_json()
-    async with api_stack.http(INTEGRATION_TOKEN) as http:
+    async with api_stack.http() as http:  # an inline policy: ops
         created = await http.post("/invoices", json=invoice)
     assert created.status_code == 201, created.text
 

@@ -98,7 +98,8 @@ def _toml_table(fields: dict[str, Any]) -> str:
 
 def demo_invoices(now: datetime, unit: timedelta = MINUTE) -> list[Invoice]:
     """The demo customer's two invoices, due a moment from ``now``, on a ladder one ``unit`` a rung
-    (reminder, warning, late fee, ultimatum, suspension), sent at any hour. The first covers the
+    (reminder, warning, late fee, ultimatum, suspension), sent at any hour, so their customer sends each
+    rung's notices of both as one digest. The first covers the
     hosting and authorises cutting the server and the switch port; the second (support hours) only
     blocks support and new orders. Ids carry the start time, so every demo run has its own."""
     due = (now + unit / 2).astimezone(timezone.utc).replace(microsecond=0)
@@ -106,7 +107,8 @@ def demo_invoices(now: datetime, unit: timedelta = MINUTE) -> list[Invoice]:
     policy = {
         "stages": [{"action": action, "offset": rung * unit} for rung, action in enumerate(LADDER, 1)],
         "due_time": due.time().isoformat(),
-        "sending_window": None,
+        # open at every hour: the customer gathers the two invoices' stage notices into one digest
+        "sending_window": {"weekdays": list(range(7)), "opens": "00:00", "closes": "23:59:59", "skip_public_holidays": False},
     }
     common = {
         "customer_id": CUSTOMER_ID,
@@ -140,12 +142,21 @@ def demo_invoices(now: datetime, unit: timedelta = MINUTE) -> list[Invoice]:
     return [hosting, support]
 
 
-def pay_command(invoice_id: str, balance_minor: int, currency: str, payment_id: str) -> str:
-    """The CLI command that pays ``balance_minor`` on the invoice."""
+def demo_gathering(unit: timedelta) -> timedelta:
+    """How long the demo customer gathers its invoices' stage notices: a quarter of a rung."""
+    return unit / 4
+
+
+def pay_command(customer_id: str, balances: dict[str, int], currency: str, payment_id: str) -> str:
+    """The CLI command that pays every invoice of ``balances`` (``{invoice id: balance}``) with one transfer to
+    the customer, its remittance naming them."""
     digits = len(str(minor_units_per_major(currency))) - 1
-    major, minor = divmod(balance_minor, 10**digits)
+    major, minor = divmod(sum(balances.values()), 10**digits)
     amount = f"{major}.{minor:0{digits}d}" if digits else str(major)
-    return f".venv/bin/dunning invoice pay {invoice_id} --amount {amount} --payment-id {payment_id}"
+    return (
+        f".venv/bin/dunning customer pay {customer_id} --amount {amount} --currency {currency} --payment-id {payment_id}"
+        f" --remittance '{' '.join(balances)}'"
+    )
 
 
 async def tell_the_story(
@@ -153,7 +164,8 @@ async def tell_the_story(
     unit: timedelta = MINUTE, poll_s: float = 1.0,
 ) -> None:
     """Start the demo invoices, and once the hosting invoice is suspended show the equipment at the peers
-    and the commands that pay both; once it is paid show the equipment again. Runs until cancelled."""
+    and the command that pays both with one transfer; once it is paid show the equipment again. Runs until
+    cancelled."""
     hosting, support = demo_invoices(datetime.now(timezone.utc), unit)
     for invoice in (hosting, support):
         # the notice a cut needs after the ultimatum is a day at least in a policy: here it is one rung
@@ -167,10 +179,10 @@ async def tell_the_story(
     say(f"demo: equipment at the peers: {_states(await site.equipment())}")
     current = await _wait_for_state(client, hosting.invoice_id, InvoiceState.SUSPENDED, poll_s)
     say(f"demo: equipment at the peers: {_states(await _until_equipment(site, CUT, poll_s))}")
-    say("demo: to pay and watch the restore, run:")
-    for n, invoice in enumerate((hosting, support), 1):
-        balance = current if invoice is hosting else await _status(client, invoice.invoice_id)
-        say("  " + pay_command(invoice.invoice_id, balance.balance_minor, balance.currency, f"DEMO-PAY-{n}"))
+    say("demo: to pay both invoices with one transfer and watch the restore, run:")
+    balances = {hosting.invoice_id: current.balance_minor}
+    balances[support.invoice_id] = (await _status(client, support.invoice_id)).balance_minor
+    say("  " + pay_command(CUSTOMER_ID, balances, current.currency, "DEMO-PAY-1"))
     await _wait_for_state(client, hosting.invoice_id, InvoiceState.PAID, poll_s)
     say(f"demo: equipment at the peers: {_states(await _until_equipment(site, RUNNING, poll_s))}")
 

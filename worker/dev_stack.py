@@ -55,10 +55,12 @@ async def run_dev_stack(
     with ExitStack() as started:
         site = None
         if demo_unit is not None:
-            from worker.demo import demo_site
+            from worker.demo import demo_gathering, demo_site
 
             site = await asyncio.to_thread(started.enter_context, demo_site(data_dir / "demo"))
             settings = settings.model_copy(update={"equipment_file": site.registry_file})
+            if "notice_digest_gathering_s" not in settings.model_fields_set:  # a digest within the rung, not minutes after
+                settings = settings.model_copy(update={"notice_digest_gathering_s": demo_gathering(demo_unit).total_seconds()})
 
         temporal = await asyncio.to_thread(
             start_temporal_dev_server,

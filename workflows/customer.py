@@ -4,7 +4,9 @@ Invoices stay the unit of escalation; an invoice at suspension asks its customer
 hold the support-and-orders block and its equipment, and releases them when it closes
 (``release``). Each piece is cut when the first invoice holds it and restored when none holds it
 any more; the keys of those actions name the customer workflow (its id and first run), the piece
-and the hold generation, so a retry or a replay never acts twice. Started on demand by update-with-start (``activities.customer``,
+and the hold generation, so a retry or a replay never acts twice. Ops may pause every escalation of the
+customer's invoices and keep its equipment out of automatic cuts (``pause``, ``resume``, ``set_cuts``:
+``workflows.customer_ops``). Started on demand by update-with-start (``activities.customer``,
 ``client.customers``); it continues as new when Temporal suggests it, carrying its ledger.
 """
 
@@ -20,7 +22,9 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from workflows import contracts
     from workflows.cash import CUSTOMER_PAYMENT_SIGNAL, CashBook, CustomerPayment, InvoiceOpened, PaymentApplication
+    from workflows.customer_control import CustomerControl, CutsRequest, PauseCustomer, ResumeCustomer
     from workflows.customer_notices import CustomerNotices
+    from workflows.customer_ops import OpsDesk
     from workflows.customer_payments import CashDesk
     from workflows.customer_view import CustomerPublisher
     from workflows.digests import CustomerNoticeOutcome, NoticeAsked, NoticeTicket
@@ -49,28 +53,45 @@ class CustomerWorkflow:
         self._cash = CashDesk(self.ledger)
         self._digest_gathering = params.digest_gathering
         self._notices = CustomerNotices(self.ledger, params.digest_gathering)
+        self._ops = OpsDesk(self.ledger)
 
     @workflow.run
     async def run(self, params: CustomerWorkflowInput) -> None:
         while True:
+            self._ops.end_if_due()
             self._changed = False
             self._publisher.publish(self.ledger)
-            await workflow.wait_condition(
-                lambda: self._changed or bool(self.ledger.pending) or self.ledger.cash.busy or self._history_is_long()
-            )
+            try:
+                await workflow.wait_condition(
+                    lambda: self._changed
+                    or bool(self.ledger.pending)
+                    or self.ledger.cash.busy
+                    or bool(self.ledger.control.to_tell)
+                    or self._history_is_long(),
+                    timeout=self._ops.pause_left(),  # None unless ops paused the customer until a date
+                    timeout_summary="pause ends",
+                )
+            except TimeoutError:
+                continue
             if self._changed:
                 continue
             if self.ledger.pending:
                 await self._reconcile()
+                continue
+            if self.ledger.control.to_tell:
+                await self._ops.tell()
                 continue
             if self.ledger.cash.busy:
                 await self._cash.work()
                 continue
             # a hold or a payment that arrives meanwhile waits for its cut or split: serve it first
             await workflow.wait_condition(
-                lambda: workflow.all_handlers_finished() or bool(self.ledger.pending) or self.ledger.cash.busy
+                lambda: workflow.all_handlers_finished()
+                or bool(self.ledger.pending)
+                or self.ledger.cash.busy
+                or bool(self.ledger.control.to_tell)
             )
-            if not self.ledger.pending and not self.ledger.cash.busy:
+            if not self.ledger.pending and not self.ledger.cash.busy and not self.ledger.control.to_tell:
                 workflow.continue_as_new(
                     CustomerWorkflowInput(
                         customer_id=self.ledger.customer_id,
@@ -95,7 +116,7 @@ class CustomerWorkflow:
             await asyncio.gather(*(self._act(piece) for piece in group))
 
     async def _act(self, piece: Piece) -> None:
-        if not piece.pending:  # a release (or hold) while an earlier group acted made it right already
+        if not self.ledger.to_act(piece):  # a release (or hold) while an earlier group acted made it right already
             return
         cutting = bool(piece.holders)
         if cutting:
@@ -171,6 +192,8 @@ class CustomerWorkflow:
         names = self.ledger.take_hold(request)
         self._changed = True
         self.ledger.remember(workflow.now(), f"Invoice {request.invoice_id} holds {', '.join(names) or 'nothing'}")
+        if kept := self._ops.excluded(names):
+            self.ledger.remember(workflow.now(), f"{', '.join(kept)} not cut: ops excluded the customer from automatic cuts")
         await workflow.wait_condition(lambda: self.ledger.settled(names))
         self._changed = True
         return self.ledger.answer(request.idempotency_key, self.ledger.outcome(names, request.invoice_id))
@@ -249,12 +272,53 @@ class CustomerWorkflow:
             workflow.logger.warning("invoice %s of customer %s dropped", opened.invoice.invoice_id, opened.customer_id)
             return
         self._cash.opened(opened.invoice)
+        self._ops.opened(opened.invoice.invoice_id)
         self._changed = True
+
+    @workflow.update
+    def pause(self, request: PauseCustomer) -> CustomerControl:
+        """Ops pause every escalation of the customer's invoices (with who and why), until ``resume`` or the until-date."""
+        control = self._ops.pause(request)
+        self._changed = True
+        return control
+
+    @pause.validator
+    def _validate_pause(self, request: PauseCustomer) -> None:
+        self._require_mine(request.customer_id)
+        self._ops.check_pause(request)
+
+    @workflow.update
+    def resume(self, request: ResumeCustomer) -> CustomerControl:
+        """Ops end the customer's pause now; its invoices' steps come later by the pause's length."""
+        control = self._ops.resume(request)
+        self._changed = True
+        return control
+
+    @resume.validator
+    def _validate_resume(self, request: ResumeCustomer) -> None:
+        self._require_mine(request.customer_id)
+
+    @workflow.update
+    def set_cuts(self, request: CutsRequest) -> CustomerControl:
+        """Ops keep the customer's equipment out of automatic cuts, or put it back in (suspension still blocks
+        support and orders)."""
+        control = self._ops.set_cuts(request)
+        self._changed = True
+        return control
+
+    @set_cuts.validator
+    def _validate_cuts(self, request: CutsRequest) -> None:
+        self._require_mine(request.customer_id)
 
     @workflow.query
     def cash(self) -> CashBook:
         """The customer's payments, how each was split, and its credit."""
         return self.ledger.cash
+
+    @workflow.query
+    def control(self) -> CustomerControl:
+        """What ops decided about the customer: its pause, its exclusion from cuts, and the decisions with who and why."""
+        return self.ledger.control
 
     @workflow.query
     def holds(self) -> CustomerLedger:

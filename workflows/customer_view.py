@@ -48,12 +48,28 @@ class CustomerPublisher:
 
 
 def details(ledger: CustomerLedger) -> str:
-    """In a sentence: what the customer owes, what is cut for whom, and what happens next (and its credit)."""
-    credit = ledger.cash.credit()
-    if not credit:
-        return _holds_sentence(ledger)
-    kept = " and ".join(format_money(amount, currency) for currency, amount in sorted(credit.items()))
-    return f"{_holds_sentence(ledger)} Credit {kept}: applied to the next invoice that opens."
+    """In a sentence: what the customer owes, what is cut for whom, and what happens next (and its credit, and
+    what ops decided)."""
+    sentence = _holds_sentence(ledger)
+    if credit := ledger.cash.credit():
+        kept = " and ".join(format_money(amount, currency) for currency, amount in sorted(credit.items()))
+        sentence += f" Credit {kept}: applied to the next invoice that opens."
+    return sentence + _ops_sentence(ledger)
+
+
+def _ops_sentence(ledger: CustomerLedger) -> str:
+    control, said = ledger.control, ""
+    if pause := control.pause:
+        until = f" until {pause.until.isoformat(timespec='minutes')}" if pause.until else " until resumed"
+        said += (
+            f" On hold since {pause.since.isoformat(timespec='minutes')}{until}"
+            f" ({pause.requested_by}: {pause.reason}): no invoice escalates meanwhile."
+        )
+    if control.cuts_excluded:
+        decided = next((d for d in reversed(control.decisions) if d.what.startswith("excluded")), None)
+        why = f" ({decided.requested_by}: {decided.reason})" if decided else ""
+        said += f" Excluded from automatic cuts{why}: suspension blocks support and orders only."
+    return said
 
 
 def _holds_sentence(ledger: CustomerLedger) -> str:

@@ -1,4 +1,5 @@
-"""Requests that change an open invoice's course: disputes, payment plans, legal decisions, factoring, a re-send.
+"""Requests that change an open invoice's course: disputes, payment plans, legal decisions, factoring, a re-send,
+and its customer's pause (ops paused the customer: ``workflows.customer_ops``).
 
 The workflow's update handlers call ``check_*`` from their validators (a refusal never reaches the
 history) and then the request's method, which changes the ledger and records what it decided.
@@ -7,12 +8,14 @@ history) and then the request's method, which changes the ledger and records wha
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 from workflows import accrual, policy
 from workflows.charges import note_late_charges_stop
+from workflows.customer_control import ControlMessage
 from workflows.events import (
     DisputeOpened,
     DisputeResolved,
@@ -34,7 +37,7 @@ from workflows.models import (
     format_money,
 )
 from workflows.outbox import Outbox
-from workflows.state import Dispute, InvoiceLedger, PlanInProgress
+from workflows.state import CustomerPause, Dispute, InvoiceLedger, PlanInProgress
 
 
 class Decisions:
@@ -85,6 +88,9 @@ class Decisions:
         rejected = resolution.outcome == DisputeOutcome.REJECTED
         moved_by = policy.dispute_shift(ledger, ledger.dispute.opened_at, now, rejected=rejected)
         ledger.paused += moved_by
+        if pause := ledger.customer_pause:  # the customer's pause goes on: it counts from now, and before the dispute
+            ledger.paused += max(ledger.dispute.opened_at - pause.since, timedelta(0))
+            pause.since = now
         ledger.dispute = None
         accrual.resume(ledger)
         ledger.credited_minor += resolution.credit_minor
@@ -102,6 +108,31 @@ class Decisions:
         )
         if ledger.net_minor <= 0:
             self._close(InvoiceState.SETTLED)
+        self._changed()
+
+    # --- the customer's pause -------------------------------------------------------------------
+
+    def customer_control(self, message: ControlMessage) -> None:
+        """The customer was paused or resumed by ops: no step while paused; resumed, the steps still to come move
+        by the pause's length (as for an upheld dispute). A message no newer than the last one taken is dropped."""
+        ledger, now = self.ledger, workflow.now()
+        if message.sequence <= ledger.customer_control_seen or ledger.escalation.closed:
+            return
+        ledger.customer_control_seen = message.sequence
+        pause = ledger.customer_pause
+        by = f"{message.requested_by}: {message.reason}"
+        if message.paused:
+            until = f" until {message.until.isoformat(timespec='minutes')}" if message.until else ""
+            if pause is None:
+                ledger.remember(now, f"Escalation paused: customer on hold{until} ({by})")
+            ledger.customer_pause = CustomerPause(
+                since=pause.since if pause else now, reason=message.reason, requested_by=message.requested_by, until=message.until
+            )
+        elif pause is not None:
+            moved_by = policy.customer_pause_shift(ledger, now)
+            ledger.paused += moved_by
+            ledger.customer_pause = None
+            ledger.remember(now, f"Escalation resumed: customer no longer on hold; steps still to come move by {moved_by}")
         self._changed()
 
     # --- payment plans -------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from datetime import date, datetime, timedelta
 from pydantic import BaseModel, ConfigDict, Field
 
 from workflows.cash import CashBook
+from workflows.customer_control import CustomerControl
 from workflows.digests import DIGEST_GATHERING, NoticeDesk
 from workflows.models import (
     ActionTaken,
@@ -133,17 +134,26 @@ class CustomerLedger(BaseModel):
     invoices: dict[str, CustomerInvoice] = Field(default_factory=dict)
     answers: dict[str, HoldOutcome] = Field(default_factory=dict, description="idempotency key -> answer")
     on_hold: bool = Field(default=False, description="ops paused every escalation of the customer")
+    control: CustomerControl = Field(default_factory=CustomerControl, description="what ops decided about the customer")
     cash: CashBook = Field(default_factory=CashBook, description="payments to the customer, their split and its credit")
     notices: NoticeDesk = Field(default_factory=NoticeDesk, description="stage notices gathered and digests sent")
     story: list[ActionTaken] = Field(default_factory=list)
 
     @property
     def pending(self) -> list[Piece]:
-        return [p for p in self.pieces.values() if p.pending]
+        return [p for p in self.pieces.values() if self.to_act(p)]
+
+    def to_act(self, piece: Piece) -> bool:
+        """Whether the customer has to cut or restore the piece now (not equipment ops keep out of cuts)."""
+        return piece.pending and not self.cut_held_back(piece)
+
+    def cut_held_back(self, piece: Piece) -> bool:
+        """Held equipment left uncut: ops excluded the customer from automatic cuts."""
+        return self.control.cuts_excluded and piece.equipment_id is not None and bool(piece.holders) and not piece.cut
 
     def settled(self, names: list[str]) -> bool:
         """Whether nothing is to be done, or under way, on these pieces."""
-        return not any(self.pieces[n].pending or self.pieces[n].acting for n in names)
+        return not any(self.to_act(self.pieces[n]) or self.pieces[n].acting for n in names)
 
     def take_hold(self, request: HoldRequest) -> list[str]:
         """Register the invoice's hold on the pieces it names; returns their names."""
@@ -182,8 +192,9 @@ class CustomerLedger(BaseModel):
         return names
 
     def outcome(self, names: list[str], invoice_id: str) -> HoldOutcome:
-        """The pieces ``names`` as they are now, as the invoice ``invoice_id`` sees them."""
-        pieces = [self.pieces[name] for name in names]
+        """The pieces ``names`` as they are now, as the invoice ``invoice_id`` sees them (without equipment
+        left uncut for the exclusion from cuts: the invoice records no cut, and no failure, for it)."""
+        pieces = [self.pieces[name] for name in names if not self.cut_held_back(self.pieces[name])]
         return HoldOutcome(
             pieces=[
                 PieceOutcome(

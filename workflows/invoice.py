@@ -21,6 +21,7 @@ from temporalio.common import RawValue
 
 with workflow.unsafe.imports_passed_through():
     from workflows import accrual, contracts, policy
+    from workflows.customer_control import CUSTOMER_CONTROL_SIGNAL, ControlMessage
     from workflows.decisions import Decisions, require_open
     from workflows.events import InvoiceClosed, InvoiceIssued
     from workflows.models import (
@@ -46,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         PATCH_CATCH_UP,
         PATCH_CONTINUE_ON_SIGNALS,
         PATCH_COUNTED_REJECTIONS,
+        PATCH_CUSTOMER_CONTROL,
         PATCH_MONEY_RULES,
         PATCH_SENDING_WINDOW,
         PATCH_STATUTORY_INTEREST,
@@ -281,20 +283,40 @@ class InvoiceWorkflow:
         if problem := payment_problem(self.ledger, payment, workflow.now()):
             raise problem
 
-    @workflow.signal(dynamic=True, description=f"{PAYMENT_SIGNAL}: a payment, fire-and-forget (any other name is dropped)")
+    @workflow.signal(
+        dynamic=True,
+        description=f"{PAYMENT_SIGNAL}: a payment, fire-and-forget; {CUSTOMER_CONTROL_SIGNAL}: the customer's pause"
+        " (any other name is dropped)",
+    )
     def signal_received(self, name: str, args: Sequence[RawValue]) -> None:
         """Every signal, whatever its name or its arguments, so none can fail a workflow task.
 
         ``payment_received`` (one ``Payment``) records a payment; its arguments are decoded here,
-        so a bad one is recorded as rejected, never lost. Any other name is logged and dropped.
+        so a bad one is recorded as rejected, never lost. ``customer_control`` (one ``ControlMessage``,
+        from the customer workflow) pauses or resumes escalation. Any other name is logged and dropped.
         """
         self._signals += 1
+        if name == CUSTOMER_CONTROL_SIGNAL and workflow.patched(PATCH_CUSTOMER_CONTROL):
+            self._take_customer_control(args)
+            return
         if name != PAYMENT_SIGNAL:
             workflow.logger.warning("dropped a signal named %r: this workflow only takes %r", name[:200], PAYMENT_SIGNAL)
             if self._wakes_on_long_history and self._history_is_long():
                 self._wake = True  # the loop continues as new before dropped signals fill the history
             return
         self._payments.take_signal(args)
+
+    def _take_customer_control(self, args: Sequence[RawValue]) -> None:
+        """Decode the customer's message; a malformed one, or one for another customer, is logged and dropped."""
+        try:
+            message = workflow.payload_converter().from_payload(args[0].payload, ControlMessage) if len(args) == 1 else None
+        except Exception as err:  # noqa: BLE001 - a bad message is dropped, never a task failure
+            workflow.logger.warning("dropped a malformed %s signal: %s", CUSTOMER_CONTROL_SIGNAL, str(err)[:200])
+            return
+        if not isinstance(message, ControlMessage) or message.customer_id != self.invoice.customer_id:
+            workflow.logger.warning("dropped a %s signal not from this invoice's customer", CUSTOMER_CONTROL_SIGNAL)
+            return
+        self._decisions.customer_control(message)
 
     @workflow.update
     def open_dispute(self, dispute: OpenDispute) -> InvoiceStatus:

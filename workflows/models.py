@@ -336,8 +336,8 @@ class Contact(Strict):
     email: EmailStr
 
 
-class Invoice(Strict):
-    """An issued invoice with its contract terms and the policy that dunns it."""
+class InvoiceFields(Strict):
+    """An issued invoice with its contract terms, less the policy that dunns it (``Invoice`` adds it)."""
 
     invoice_id: Identifier
     customer_id: Identifier
@@ -351,14 +351,23 @@ class Invoice(Strict):
     country: Country | None = Field(default=None, description="the client's country: public holidays, locale")
     service: Identifier | None = Field(default=None, description="the service this invoice covers, e.g. 'hosting'")
     terms: ContractTerms = Field(default_factory=ContractTerms)
-    policy: DunningPolicy = Field(default_factory=DunningPolicy.default)
 
     @model_validator(mode="after")
-    def _consistent(self) -> Invoice:
+    def _consistent(self) -> InvoiceFields:
         if self.due_date < self.issue_date:
             raise ValueError(f"due date {self.due_date} is before issue date {self.issue_date}")
         if self.language not in SUPPORTED_LANGUAGES:
             raise ValueError(f"unsupported language {self.language!r}: use one of {', '.join(SUPPORTED_LANGUAGES)}")
+        return self
+
+
+class Invoice(InvoiceFields):
+    """An issued invoice with its contract terms and the policy that dunns it."""
+
+    policy: DunningPolicy = Field(default_factory=DunningPolicy.default)
+
+    @model_validator(mode="after")
+    def _with_thresholds(self) -> Invoice:
         # the thresholds in this invoice's currency become part of it (the issued event carries them)
         object.__setattr__(self, "policy", self.policy.with_legal_thresholds(self.currency))
         return self

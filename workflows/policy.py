@@ -51,13 +51,14 @@ def stage_step(invoice: Invoice, stage: Stage, paused: timedelta) -> Step:
 
 
 def next_step(ledger: InvoiceLedger, now: datetime, window_applies: bool) -> Step | None:
-    """The earliest of: next stage, next monthly late fee, instalment check, renewed legal review, discount end.
+    """The earliest of: next stage, next monthly late fee, instalment check, renewed legal review, discount end;
+    none while a dispute or the customer's pause (ops) holds escalation.
 
     ``window_applies``: steps that talk to the client wait for its sending window (not for invoices
     started before the window existed).
     """
     invoice = ledger.invoice
-    if ledger.escalation.closed or ledger.dispute:
+    if ledger.escalation.closed or ledger.dispute or ledger.customer_pause:
         return None
     if ledger.plan:
         index = ledger.plan.checked
@@ -386,6 +387,15 @@ def dispute_shift(ledger: InvoiceLedger, opened_at: datetime, now: datetime, rej
     if not due:
         return timedelta(0)
     return max(timedelta(0), now - max(opened_at, min(due)))
+
+
+def customer_pause_shift(ledger: InvoiceLedger, now: datetime) -> timedelta:
+    """How far the end of the customer's pause moves the steps: its length, less what the invoice's own pause
+    (an open dispute, a payment plan) counts for itself when it ends."""
+    assert ledger.customer_pause is not None
+    since = ledger.customer_pause.since
+    own = ledger.dispute.opened_at if ledger.dispute else ledger.plan.agreed_at if ledger.plan else None
+    return (now if own is None else max(since, min(own, now))) - since
 
 
 def days_overdue(invoice: Invoice, now: datetime) -> int:

@@ -78,6 +78,9 @@ def _details(ledger: InvoiceLedger, step: Step | None) -> str:
         lines.append(f"Next: {step.label.replace('_', ' ')} at {step.at.isoformat(timespec='minutes')}")
     elif ledger.dispute:
         lines.append(f"Waiting: dispute open since {ledger.dispute.opened_at:%Y-%m-%d} ({ledger.dispute.reason})")
+    elif pause := ledger.customer_pause:
+        until = f" until {pause.until:%Y-%m-%d %H:%M}" if pause.until else ""
+        lines.append(f"Waiting: customer on hold since {pause.since:%Y-%m-%d}{until} ({pause.requested_by}: {pause.reason})")
     elif ledger.escalation == InvoiceState.LEGAL_REVIEW:
         lines.append("Waiting: a legal decision (sue, settle, write off or back to agency)")
     if ledger.rejected_payments:

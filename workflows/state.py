@@ -64,6 +64,15 @@ class Dispute(BaseModel):
     reason: str
 
 
+class CustomerPause(BaseModel):
+    """Ops paused the invoice's customer (``workflows.customer_ops``): no step until the customer resumes."""
+
+    since: datetime = Field(description="when the invoice heard of the pause")
+    reason: str
+    requested_by: str
+    until: datetime | None = Field(default=None, description="when the customer's pause ends by itself, if ops said")
+
+
 class PlanInProgress(BaseModel):
     plan: PaymentPlan
     agreed_at: datetime
@@ -151,6 +160,8 @@ class InvoiceLedger(BaseModel):
     paused: timedelta = timedelta(0)
     dispute: Dispute | None = None
     plan: PlanInProgress | None = None
+    customer_pause: CustomerPause | None = None
+    customer_control_seen: int = Field(default=0, description="the newest customer_control message taken")
     suspended: bool = False
     held_at_customer: bool = Field(default=False, description="suspended through the customer workflow")
     equipment_cut: list[str] = Field(default_factory=list, description="equipment ids cut and not yet restored")

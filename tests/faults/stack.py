@@ -516,9 +516,11 @@ async def fault_stack(
     unreachable: Iterable[str] = (),
     codec_keys: str | None = None,
     api: bool = False,
+    registry: Path | None = None,
 ) -> AsyncIterator[FaultStack]:
     """Start everything: Postgres, the dev server, the SMTP server, the controller and a worker whose
-    registry holds ``equipment`` (``{id: customer id}``, the ``unreachable`` ids where nothing answers);
+    registry holds ``equipment`` (``{id: customer id}``, the ``unreachable`` ids where nothing answers),
+    or is the test's own ``registry`` file (real Redfish and SNMP peers, say);
     with ``codec_keys`` (``DUNNING_CODEC_KEYS``) the worker and the test's client encrypt every payload;
     with ``api``, ``dunning api`` runs too (``FaultStack.api_url``).
     Everything is stopped and deleted afterwards; after a failure the folder (worker logs, the dev server's
@@ -548,10 +550,11 @@ async def fault_stack(
         closed = ClosedPort()
         cleanup.callback(closed.close)
 
-        registry = folder / "equipment.toml"
-        write_registry(
-            registry, equipment, controller.peer.url, unreachable, f"http://{LOOPBACK}:{closed.port}/dunning"
-        )
+        if registry is None:
+            registry = folder / "equipment.toml"
+            write_registry(
+                registry, equipment, controller.peer.url, unreachable, f"http://{LOOPBACK}:{closed.port}/dunning"
+            )
         env = worker_environment(temporal, postgres.url, smtp.port, registry, folder, codec_keys)
         processes = Workers(env, folder)
         processes.start()
