@@ -72,3 +72,22 @@ async def test_an_imported_invoice_keeps_its_fees_and_counts_on_from_its_last_no
     second = recorder.events_of(invoice.invoice_id, "late_fee_charged")[1]
     assert second.data["number"] == 2 and second.data["amount_minor"] == 2_000  # the policy's fees count on after it
     await assert_replays(handle)
+
+
+async def test_stages_held_together_on_a_live_invoice_tell_one_notice(env, client, queue, recorder):
+    """A running invoice whose reminder and warning both wait for the same opening of its sending window
+    (one weekday only): the client gets the warning alone, not the reminder with it."""
+    due_date = await today(env) + timedelta(days=14)
+    opening_day = (due_date.weekday() + 3) % 7  # the reminder (+1) and the warning (+2) wait for it
+    window = {"weekdays": [opening_day], "opens": "09:00", "closes": "17:00", "skip_public_holidays": False}
+    stages = [{"action": "reminder", "offset": "P1D"}, {"action": "warning", "offset": "P2D"}]
+    invoice = make_invoice(await today(env), policy={"stages": stages, "sending_window": window})
+    handle = await start_invoice(client, queue, invoice)
+    await eventually(lambda: stage_notices(recorder, invoice.invoice_id) == ["invoice_issued"])
+    await sleep_until(env, policy.due_moment(invoice) + timedelta(days=3))
+    await settled_into(handle, InvoiceState.WARNED)
+    await env.sleep(timedelta(hours=1))  # the customer gathers its stage notices a while before they go out
+    await eventually(lambda: stage_notices(recorder, invoice.invoice_id) == ["invoice_issued", "warning"])
+    reached = [e.data["stage"] for e in recorder.events_of(invoice.invoice_id, "stage_reached")]
+    assert reached == ["reminder", "warning"]
+    await assert_replays(handle)
