@@ -87,7 +87,15 @@ def read_line(text: str, window: DateWindow, book: PolicyBook) -> tuple[InvoiceR
 
 
 def _validation_text(err: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'line'}: {e['msg']}" for e in err.errors())
+    """Every problem, located by the line's own keys (``opening_fees``, not the model's ``fees``)."""
+    renamed = {field: key for key, field in OPENING_KEYS.items()} if err.title == Opening.__name__ else {}
+    parts = []
+    for problem in err.errors():
+        location = [str(part) for part in problem["loc"]]
+        if location:
+            location[0] = renamed.get(location[0], location[0])
+        parts.append(f"{'.'.join(location) or 'line'}: {problem['msg']}")
+    return "; ".join(parts)
 
 
 async def import_invoices(

@@ -4,13 +4,18 @@ the API on the embedded stack. A good line starts once, a re-run starts nothing 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+import re
+from datetime import date, datetime, timedelta, timezone
 
-from client.invoice_import import InvoiceImportSummary
+import pytest
+
+from client.invoice_import import InvoiceImportSummary, LineRefused, read_line
+from client.policies import PolicyBook
 from tests.api_stack import INTEGRATION_TOKEN, METRICS_TOKEN, local_today
 from tests.cli_helpers import cli_env, dunning
 from tests.harness import eventually, make_invoice
 from tests.test_invoice_workflow import status, today
+from workflows.bounds import DateWindow
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import Invoice, InvoiceState
 
@@ -23,6 +28,27 @@ def overdue(start, days: int, **fields) -> Invoice:
 
 def line(invoice: Invoice, **opening) -> str:
     return json.dumps({**invoice.model_dump(mode="json"), **opening})
+
+
+@pytest.mark.parametrize(
+    ("opening", "reason"),
+    [
+        ({"last_notice": {"stage": "courtesy", "sent_at": "2026-11-20T09:00:00Z"}}, "the invoice's policy has no courtesy stage"),
+        ({"last_notice": {"stage": "agency", "sent_at": "2026-11-20T09:00:00Z"}}, "agency stage does more than tell"),
+        ({"last_notice": {"stage": "reminder", "sent_at": "2026-10-01T09:00:00Z"}}, "sent before the issue date 2026-11-01"),
+        ({"last_notice": {"stage": "reminder", "sent_at": "2026-12-07T13:00:00Z"}}, "sent_at is in the future"),
+        ({"opening_fees": [{"amount_minor": 100, "charged_on": "2026-11-10"}]}, "charged before the due date 2026-11-15"),
+        ({"opening_fees": [{"amount_minor": 0, "charged_on": "2026-11-20"}]}, "opening_fees.0.amount_minor"),
+        ({"policy_name": "no-such"}, "policy_name: unknown policy 'no-such'"),
+    ],
+)
+def test_a_line_that_does_not_fit_is_refused_with_its_reason(opening, reason):
+    invoice = make_invoice(date(2026, 11, 1), due_date=date(2026, 11, 15)).model_dump(mode="json")
+    if "policy_name" in opening:
+        del invoice["policy"]
+    window = DateWindow(now=datetime(2026, 12, 7, 12, tzinfo=timezone.utc), days=1096)
+    with pytest.raises(LineRefused, match=re.escape(reason)):
+        read_line(json.dumps({**invoice, **opening}), window, PolicyBook())
 
 
 async def test_the_cli_imports_each_invoice_once_and_reports_refused_lines(env, client, queue, recorder, tmp_path):
