@@ -11,6 +11,7 @@ with its number and reason.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -27,6 +28,7 @@ from workflows.bounds import DateWindow
 from workflows.models import Invoice, Opening
 
 MAX_LINE_BYTES = 64 * 1024
+STARTS_AT_ONCE = 16  # lines started in parallel: a large file's import is bound by round trips to Temporal
 OPENING_KEYS = {"opening_fees": "fees", "last_notice": "last_notice"}  # line key -> Opening field
 
 
@@ -112,14 +114,22 @@ async def import_invoices(
     """Start the invoice of each line not started yet, and register it with its customer.
 
     ``check`` refuses a line by raising ``ValueError`` (the API's role and equipment checks); ``progress(done,
-    total)`` is called after each line. Raises ``InvoiceError`` (unavailable) if Temporal cannot be reached: a re-run
+    total)`` is called as lines are done (blank lines do not count). Raises ``InvoiceError`` (unavailable) if Temporal cannot be reached: a re-run
     then takes up where it stopped."""
-    outcomes = []
-    for number, text in enumerate(lines, 1):
-        if text.strip():
-            outcomes.append(await _import_line(client, task_queue, number, text, window, book, gathering, check))
+    numbered = [(number, text) for number, text in enumerate(lines, 1) if text.strip()]
+    outcomes: list[LineOutcome] = []
+    for first in range(0, len(numbered), STARTS_AT_ONCE):
+        batch = numbered[first : first + STARTS_AT_ONCE]
+        results = await asyncio.gather(
+            *(_import_line(client, task_queue, n, text, window, book, gathering, check) for n, text in batch),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result  # once the batch's other starts are done, so none runs on unseen
+            outcomes.append(result)
         if progress:
-            progress(number, len(lines))
+            progress(len(outcomes), len(numbered))
     counts = {outcome: sum(1 for o in outcomes if o.outcome == outcome) for outcome in Outcome}
     return InvoiceImportSummary(
         started=counts[Outcome.STARTED],
