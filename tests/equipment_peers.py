@@ -174,7 +174,7 @@ class ControllerPeer:
             key = headers.get("Idempotency-Key", "")
             first_time = self.calls_per_key[key] == 0
             self.calls_per_key[key] += 1
-            self.calls.append({**call, "idempotency_key": key})
+            self.calls.append({**call, "idempotency_key": key, "at": time.time()})
             equipment_id = call["equipment_id"]
             if first_time and call["action"] in ("suspend", "restore"):
                 self.states[equipment_id] = "suspended" if call["action"] == "suspend" else "active"

@@ -49,6 +49,7 @@ from tests.faults.fates import (
     Driver,
     Money,
     ScriptedInvoice,
+    equipment_groups,
     equipment_owners,
     expected_money,
     play_through,
@@ -115,6 +116,7 @@ class Event:
     sequence: int
     kind: EventKind
     data: dict
+    occurred_at: float = 0.0  # epoch seconds, as ``time.time()``
 
 
 @dataclass(frozen=True)
@@ -158,9 +160,13 @@ class RunReport:
         for detail in [*(f"redelivered: {r}" for r in self.redelivered), *self.notes]:
             print(f"    {detail}")
 
-    def assert_clean(self) -> None:
+    def problems(self) -> list[str]:
+        """Every problem found, each with its kind."""
         problems = [f"lost: {p}" for p in self.lost] + [f"duplicated: {p}" for p in self.duplicated]
-        problems += [f"does not replay: {p}" for p in self.unreplayable] + [f"wrong: {p}" for p in self.other]
+        return problems + [f"does not replay: {p}" for p in self.unreplayable] + [f"wrong: {p}" for p in self.other]
+
+    def assert_clean(self) -> None:
+        problems = self.problems()
         assert not problems, f"{self.line()}; {len(problems)} problem(s):\n" + "\n".join(problems[:60])
 
 
@@ -174,6 +180,8 @@ def expected_notices(events: list[Event]) -> Counter[str]:
         elif event.kind in OPEN_INVOICE_NOTICE:
             overtaken = closed is not None and closed < _stage_end(event, events)
             notice = None if overtaken else OPEN_INVOICE_NOTICE[event.kind]
+        elif event.kind == EventKind.SERVICE_RESTORED and event.data.get("support_and_orders_blocked"):
+            notice = None  # released, but another invoice of the customer still holds the block: nothing to tell
         else:
             notice = EVENT_NOTICE.get(event.kind)
         if notice:
@@ -272,6 +280,8 @@ async def check_run(
         )
         invoice_events = events.get(script.invoice_id, [])
         check_books(report, script, invoice_events, outcomes[script.invoice_id], projected.get(script.invoice_id))
+    for group in equipment_groups(scripts):
+        check_equipment(report, stack, group, events, unreachable)
     known = {s.workflow_id for s in scripts}
     strays = sorted(step for step in deliveries if step.split("/")[0] not in known)
     report.other += [f"a message for no invoice of the run: {step}" for step in strays]
@@ -412,7 +422,6 @@ def _check_invoice(
     report.lost += [f"{who}: payment {pid} answered, not recorded" for pid in script.answered if pid not in paid]
 
     check_notices(report, script, events, deliveries, [*stack.faults, *stack.smtp.slow_answers])
-    _check_equipment(report, stack, script, events, stages, unreachable)
 
 
 def _check_nothing_escalates_after(report: RunReport, who: str, close: Event, events: list[Event]) -> None:
@@ -513,60 +522,84 @@ def _fault_between(first: Delivery, again: Delivery, faults: list[Fault]) -> str
     return None
 
 
-def _check_equipment(
+def check_equipment(
     report: RunReport,
     stack: FaultStack,
-    script: ScriptedInvoice,
-    events: list[Event],
-    stages: list[StageAction],
+    group: list[ScriptedInvoice],
+    events: dict[str, list[Event]],
     unreachable: frozenset[str],
 ) -> None:
-    """Each piece: cut once if the invoice was suspended while open, restored once unless written off; one
-    nothing answers for failed and showed in ``FailedEquipment``. A block made after the close is the
-    after-close check's: there, whatever was cut must have been restored."""
-    who = script.label
-    suspended = StageAction.SUSPEND in stages and not _after_close(EventKind.SERVICE_SUSPENDED, events)
-    late_block = _after_close(EventKind.SERVICE_SUSPENDED, events)
-    restoring = script.final_state != InvoiceState.WRITTEN_OFF
-    per_piece: dict[str, Counter] = defaultdict(Counter)
-    for e in events:
-        if e.kind in (
-            EventKind.EQUIPMENT_SUSPENDED,
-            EventKind.EQUIPMENT_RESTORED,
-            EventKind.SUSPEND_FAILED,
-            EventKind.RESTORE_FAILED,
-        ):
-            per_piece[e.data["equipment_id"]][e.kind] += 1
-    for equipment_id in script.equipment_ids:
-        calls = {action: stack.controller.calls(equipment_id, action) for action in ("suspend", "restore")}
-        report.cuts += calls["suspend"]
-        report.restores += calls["restore"]
+    """Each piece the ``group`` holds (one invoice's own, or two invoices of one customer sharing it): cut
+    while an invoice holds it, restored when none holds it any more, never while one does, and kept cut by a
+    written-off holder; no action twice in a row at the controller; each holder suspended while open records
+    its cut (one nothing answers for: its failure, shown in ``FailedEquipment``); every restore is recorded by
+    the invoice whose release made it. A block made after a holder's close is the after-close check's: there,
+    whatever was cut must have been restored."""
+    who = " + ".join(s.label for s in group)
+    holders = [(s, events.get(s.invoice_id, [])) for s in group]
+    late_block = any(_after_close(EventKind.SERVICE_SUSPENDED, ev) for _, ev in holders)
+    suspended = [
+        (s, ev) for s, ev in holders if _reached_suspension(ev) and not _after_close(EventKind.SERVICE_SUSPENDED, ev)
+    ]
+    keeps_cut = any(s.final_state == InvoiceState.WRITTEN_OFF for s, _ in suspended)
+    for equipment_id in group[0].equipment_ids:
         reachable = equipment_id not in unreachable
-        if late_block:
-            cut, failed = min(calls["suspend"], 1), 0
+        calls = [c for c in stack.controller.peer.calls_to(equipment_id) if c["action"] in ("suspend", "restore")]
+        actions = [c["action"] for c in calls]
+        report.cuts += actions.count("suspend")
+        report.restores += actions.count("restore")
+        if any(a == b for a, b in itertools.pairwise(actions)) or actions[:1] == ["restore"]:
+            report.duplicated.append(f"{who}: {equipment_id} got {actions} at the controller")
+        for script, ev in holders:
+            kinds = Counter(e.kind for e in ev if e.data.get("equipment_id") == equipment_id)
+            if (script, ev) in suspended:
+                cut, failed = int(reachable), int(not reachable)
+                _compare(report, script.label, f"equipment_suspended events of {equipment_id}", cut, kinds[EventKind.EQUIPMENT_SUSPENDED])
+                _compare(report, script.label, f"suspend_failed events of {equipment_id}", failed, kinds[EventKind.SUSPEND_FAILED])
+                if not late_block and bool(failed) != (equipment_id in script.failed_seen):
+                    shown = sorted(script.failed_seen) or "never anything"
+                    report.other.append(
+                        f"{script.label}: {equipment_id} {'failed' if failed else 'did not fail'}; FailedEquipment showed {shown}"
+                    )
+            elif not late_block:
+                _compare(report, script.label, f"equipment_suspended events of {equipment_id}", 0, kinds[EventKind.EQUIPMENT_SUSPENDED])
+            _compare(report, script.label, f"restore_failed events of {equipment_id}", 0, kinds[EventKind.RESTORE_FAILED])
+        restored_events = sum(
+            1 for _, ev in holders for e in ev if e.kind == EventKind.EQUIPMENT_RESTORED and e.data["equipment_id"] == equipment_id
+        )
+        _compare(report, who, f"equipment_restored events of {equipment_id}", actions.count("restore"), restored_events)
+        if late_block and not suspended:
+            should = "active"  # whatever the late block cut, the close lifted
+            _compare(report, who, f"cuts of {equipment_id} at the controller", min(actions.count("suspend"), 1), actions.count("suspend"))
         else:
-            cut, failed = int(suspended and reachable), int(suspended and not reachable)
-        restored = cut if restoring else 0
-        wanted = {
-            EventKind.EQUIPMENT_SUSPENDED: cut,
-            EventKind.EQUIPMENT_RESTORED: restored,
-            EventKind.SUSPEND_FAILED: failed,
-            EventKind.RESTORE_FAILED: 0,
-        }
-        for kind, n in wanted.items():
-            if not (late_block and kind == EventKind.SUSPEND_FAILED):
-                _compare(report, who, f"{kind.value} events of {equipment_id}", n, per_piece[equipment_id][kind])
-        _compare(report, who, f"cuts of {equipment_id} at the controller", cut, calls["suspend"])
-        _compare(report, who, f"restores of {equipment_id} at the controller", restored, calls["restore"])
+            should = "suspended" if suspended and reachable and keeps_cut else "active"
+            if suspended and reachable and not actions:
+                report.lost.append(f"{who}: {equipment_id} was never cut at the controller")
+            if not suspended or not reachable:
+                _compare(report, who, f"cuts of {equipment_id} at the controller", 0, actions.count("suspend"))
         left = stack.controller.peer.state(equipment_id)
-        should = "suspended" if cut and not restored else "active"
         if left != should:
             report.other.append(f"{who}: {equipment_id} is left {left}, expected {should}")
-        if not late_block and bool(failed) != (equipment_id in script.failed_seen):
-            shown = sorted(script.failed_seen) or "never anything"
-            report.other.append(
-                f"{who}: {equipment_id} {'failed' if failed else 'did not fail'}; FailedEquipment showed {shown}"
-            )
+        for call in (c for c in calls if c["action"] == "restore"):
+            report.other += [
+                f"{who}: {equipment_id} restored at {_clock(call['at'])} while {s.label} held it"
+                for s, ev in holders
+                if _held_at(s, ev, equipment_id, call["at"])
+            ]
+
+
+def _reached_suspension(events: list[Event]) -> bool:
+    return any(e.kind == EventKind.STAGE_REACHED and e.data["stage"] == StageAction.SUSPEND.value for e in events)
+
+
+def _held_at(script: ScriptedInvoice, events: list[Event], equipment_id: str, moment: float) -> bool:
+    """Whether the invoice held the piece at ``moment``: its cut recorded before, and not closed before (a
+    written-off invoice holds on after its close)."""
+    cut = [e.occurred_at for e in events if e.kind == EventKind.EQUIPMENT_SUSPENDED and e.data["equipment_id"] == equipment_id]
+    if not cut or cut[0] >= moment:
+        return False
+    closed = [e.occurred_at for e in events if e.kind == EventKind.INVOICE_CLOSED]
+    return script.final_state == InvoiceState.WRITTEN_OFF or not closed or closed[0] >= moment
 
 
 def _compare(report: RunReport, who: str, what: str, wanted: int, got: int) -> None:
@@ -580,10 +613,13 @@ def _compare(report: RunReport, who: str, what: str, wanted: int, got: int) -> N
 
 
 async def _events(pool: asyncpg.Pool) -> dict[str, list[Event]]:
-    rows = await pool.fetch("SELECT invoice_id, sequence, kind, data FROM invoice_events ORDER BY invoice_id, sequence")
+    rows = await pool.fetch(
+        "SELECT invoice_id, sequence, kind, data, occurred_at FROM invoice_events ORDER BY invoice_id, sequence"
+    )
     events: dict[str, list[Event]] = defaultdict(list)
     for row in rows:
-        events[row["invoice_id"]].append(Event(row["sequence"], EventKind(row["kind"]), row["data"]))
+        event = Event(row["sequence"], EventKind(row["kind"]), row["data"], row["occurred_at"].timestamp())
+        events[row["invoice_id"]].append(event)
     return events
 
 

@@ -156,6 +156,7 @@ class ScriptedInvoice:
     payments: dict[str, int] = field(default_factory=dict)  # payment id -> amount, every one the driver sent
     answered: set[str] = field(default_factory=set)  # the payments answered with a balance: surely recorded
     failed_seen: set[str] = field(default_factory=set)  # equipment ever shown in its FailedEquipment
+    shares_with: list[str] = field(default_factory=list)  # invoices of its customer that hold the same equipment
     done: bool = False
 
     @property
@@ -260,8 +261,8 @@ def required_notices(script: ScriptedInvoice) -> Counter[str]:
         wanted.update([NoticeKind.DISPUTE_OPENED.value, NoticeKind.DISPUTE_RESOLVED.value])
     if script.fate == Fate.PAID_IN_TWO:
         wanted[NoticeKind.LATE_FEE.value] = 1  # the rest is paid once the fee is charged
-    if script.equipment_ids and script.fate != Fate.WRITTEN_OFF:
-        wanted[NoticeKind.RESTORED.value] += 1
+    if script.equipment_ids and script.fate != Fate.WRITTEN_OFF and not script.shares_with:
+        wanted[NoticeKind.RESTORED.value] += 1  # shared, the last release tells it (the equipment check's)
     return wanted
 
 
@@ -271,18 +272,39 @@ def scripted_invoices(
     fates: list[Fate] | None = None,
     equipment_per_invoice: int = 2,
     ladder: list[tuple[StageAction, int]] = LADDER,
+    shared_equipment: bool = True,
 ) -> list[ScriptedInvoice]:
-    """``count`` invoices taking the ``fates`` in turn (all of them by default); ids start with ``run``."""
+    """``count`` invoices taking the ``fates`` in turn (all of them by default); ids start with ``run``. With
+    ``shared_equipment``, the invoices with equipment go in pairs: the second of a pair belongs to the first's
+    customer and holds the same equipment (so its customer cuts and restores for both)."""
     fates = fates or list(Fate)
     scripts = []
+    first_of_pair: ScriptedInvoice | None = None
     for n in range(count):
         fate = fates[n % len(fates)]
         invoice_id = f"{run}-{n:04d}"
         equipment = (
             [f"eq-{invoice_id}-{k}" for k in range(1, equipment_per_invoice + 1)] if fate in WITH_EQUIPMENT else []
         )
-        scripts.append(ScriptedInvoice(invoice_id, f"C-{run}-{n:04d}", fate, 100_000 + 7 * n, equipment, list(ladder)))
+        script = ScriptedInvoice(invoice_id, f"C-{run}-{n:04d}", fate, 100_000 + 7 * n, equipment, list(ladder))
+        if equipment and shared_equipment:
+            if first_of_pair is None:
+                first_of_pair = script
+            else:
+                script.customer_id, script.equipment_ids = first_of_pair.customer_id, list(first_of_pair.equipment_ids)
+                script.shares_with, first_of_pair.shares_with = [first_of_pair.invoice_id], [script.invoice_id]
+                first_of_pair = None
+        scripts.append(script)
     return scripts
+
+
+def equipment_groups(scripts: list[ScriptedInvoice]) -> list[list[ScriptedInvoice]]:
+    """The invoices that hold the same equipment, together: one invoice alone, or the two of a pair."""
+    groups: dict[tuple[str, ...], list[ScriptedInvoice]] = {}
+    for script in scripts:
+        if script.equipment_ids:
+            groups.setdefault(tuple(script.equipment_ids), []).append(script)
+    return list(groups.values())
 
 
 def equipment_owners(scripts: list[ScriptedInvoice]) -> dict[str, str]:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
-from tests.faults.checks import Event, Projected, RunReport, check_books, check_notices
+from tests.equipment_peers import ControllerPeer
+from tests.faults.checks import Event, Projected, RunReport, check_books, check_equipment, check_notices
 from tests.faults.fates import Fate, Money, ScriptedInvoice, first_late_fee
-from tests.faults.stack import Delivery, Fault
+from tests.faults.stack import Delivery, Fault, FaultStack
 from workflows.models import EventKind, InvoiceOutcome, InvoiceState
 
 AMOUNT = 100_000
@@ -146,3 +149,61 @@ def test_a_second_copy_is_explained_only_by_a_fault_around_the_first():
         deliveries[step] = [first, again]
         check_notices(report, script, events, deliveries, faults)
         assert (len(report.redelivered), len(report.duplicated)) == (redelivered, duplicated), report
+
+
+def shared_pair(restore_at: float | None, second_fate: Fate = Fate.SETTLED_AT_LEGAL):
+    """Two invoices of one customer holding ``eq-1``: the first suspended at 10 and paid at 20, the second
+    suspended at 12 and closed at 30 (settled, or written off: then it keeps holding); the controller cut
+    it at 10 and, with ``restore_at``, restored it then (recorded by the second invoice)."""
+    first = ScriptedInvoice("S-1", "C-S", Fate.PAID_AFTER_SUSPENSION, AMOUNT, ["eq-1"], shares_with=["S-2"])
+    second = ScriptedInvoice("S-2", "C-S", second_fate, AMOUNT, ["eq-1"], shares_with=["S-1"])
+    closing = "settled" if second_fate == Fate.SETTLED_AT_LEGAL else "written_off"
+
+    def log(suspended_at: float, closed_at: float, state: str, restored: bool) -> list[Event]:
+        facts = [
+            (E.STAGE_REACHED, {"stage": "suspend"}, suspended_at),
+            (E.SERVICE_SUSPENDED, {}, suspended_at),
+            (E.EQUIPMENT_SUSPENDED, {"equipment_id": "eq-1"}, suspended_at),
+            (E.INVOICE_CLOSED, {"state": state}, closed_at),
+        ]
+        if restored:
+            facts.append((E.EQUIPMENT_RESTORED, {"equipment_id": "eq-1"}, closed_at))
+        return [Event(n, kind, data, at) for n, (kind, data, at) in enumerate(facts, start=1)]
+
+    events = {"S-1": log(10, 20, "paid", False), "S-2": log(12, 30, closing, restore_at is not None)}
+    peer = ControllerPeer(url="", secret="")
+    peer.calls.append({"equipment_id": "eq-1", "action": "suspend", "at": 10.0})
+    peer.states["eq-1"] = "suspended"
+    if restore_at is not None:
+        peer.calls.append({"equipment_id": "eq-1", "action": "restore", "at": restore_at})
+        peer.states["eq-1"] = "active"
+    return [first, second], events, peer
+
+
+def equipment(group, events, peer) -> RunReport:
+    report = RunReport("unit")
+    stack = cast(FaultStack, SimpleNamespace(controller=SimpleNamespace(peer=peer)))
+    check_equipment(report, stack, group, events, frozenset())
+    return report
+
+
+def test_shared_equipment_cut_once_and_restored_after_the_last_release_passes():
+    assert equipment(*shared_pair(restore_at=31.0)).problems() == []
+
+
+def test_a_restore_while_the_other_invoice_still_holds_fails():
+    problems = equipment(*shared_pair(restore_at=25.0)).problems()
+    assert any("restored at" in p and "while S-2" in p for p in problems), problems
+
+
+def test_a_written_off_holder_keeps_the_equipment_cut():
+    assert equipment(*shared_pair(restore_at=None, second_fate=Fate.WRITTEN_OFF)).problems() == []
+    problems = equipment(*shared_pair(restore_at=31.0, second_fate=Fate.WRITTEN_OFF)).problems()
+    assert any("while S-2" in p for p in problems) and any("left active, expected suspended" in p for p in problems)
+
+
+def test_an_equipment_action_twice_in_a_row_fails():
+    group, events, peer = shared_pair(restore_at=31.0)
+    peer.calls.insert(1, {"equipment_id": "eq-1", "action": "suspend", "at": 12.0})
+    report = equipment(group, events, peer)
+    assert any("['suspend', 'suspend', 'restore']" in p for p in report.duplicated), report.problems()
