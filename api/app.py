@@ -34,6 +34,7 @@ from api.problems import (
     problem_response,
     problem_responses,
 )
+from api.routes_invoices import IMPORT_PATH, MAX_IMPORT_BYTES
 from api.routes_payment_formats import MAX_STATEMENT_BYTES, STATEMENTS_PATH
 from client.logs import bound_ids
 from client.policies import PolicyBook
@@ -102,7 +103,8 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES, larger={STATEMENTS_PATH: MAX_STATEMENT_BYTES})
+    larger = {STATEMENTS_PATH: MAX_STATEMENT_BYTES, IMPORT_PATH: MAX_IMPORT_BYTES}
+    app.add_middleware(BodySizeLimit, limit=MAX_BODY_BYTES, larger=larger)
     app.add_middleware(LogIds)
     install_problem_handlers(app)
     app.include_router(routes_invoices.router)

@@ -32,7 +32,8 @@ from api.problems import (
     pointer,
     problem_responses,
 )
-from client import customers, invoices
+from client import customers, invoice_import, invoices
+from client.invoice_import import InvoiceImportSummary
 from client.invoices import InvoiceError
 from client.policies import InvoiceRequest, UnknownPolicy
 from workflows.events import RecordedEvent
@@ -52,6 +53,9 @@ router = APIRouter(prefix="/invoices", tags=["invoices"])
 Context = Annotated[ApiContext, Depends(api_context)]
 ACTION_ERRORS = problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 503)
 READ_ERRORS = problem_responses(401, 403, 404, 422, 503)
+IMPORT_PATH = "/invoices/import"
+MAX_IMPORT_BYTES = 16 * 1024 * 1024
+JSON_LINES = ("application/jsonl", "application/x-ndjson")
 
 
 InvoiceBody = Annotated[InvoiceRequest, Body(openapi_examples=examples.INVOICE)]
@@ -163,6 +167,51 @@ async def create_invoice(
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/invoices/{invoice.invoice_id}"
     return await invoices.status(ctx.client, invoice.invoice_id)
+
+
+@router.post(
+    "/import",
+    response_model=InvoiceImportSummary,
+    responses=problem_responses(400, 401, 403, 413, 415, 503),
+    openapi_extra={"requestBody": {"required": True, "content": {t: {"schema": {"type": "string"}} for t in JSON_LINES}}},
+    summary="Import invoices another system already chased (JSON Lines)",
+)
+async def import_invoices(request: Request, ctx: Context, role: Annotated[Role, any_role]) -> InvoiceImportSummary:
+    """Start each invoice of a JSON Lines body, one invoice a line as for ``POST /invoices``, with optional
+    ``opening_fees`` and ``last_notice`` (docs/invoice-import.md).
+
+    Idempotent by invoice id: a line whose invoice exists is reported ``already_there``; a line that does not
+    validate, or that the role may not start (as for ``POST /invoices``), is reported ``refused`` with its line
+    number and reason, and the others go on. No invoice notice is sent: each invoice starts at the stage its
+    days overdue reach, with one notice for it.
+    """
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type not in JSON_LINES:
+        raise Problem(Kind.UNSUPPORTED_MEDIA_TYPE, f"send JSON Lines as {JSON_LINES[0]}, not {media_type or 'no type'}")
+    try:
+        lines = (await request.body()).decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise Problem(Kind.BAD_REQUEST, "the body is not UTF-8 text") from None
+
+    def check(given: InvoiceRequest, invoice: Invoice) -> None:
+        try:
+            _authorize(ctx, role, given)
+            _check_equipment(ctx, invoice)
+        except Problem as problem:
+            raise ValueError(problem.detail) from None
+
+    try:
+        return await invoice_import.import_invoices(
+            ctx.client,
+            ctx.settings.task_queue,
+            lines,
+            ctx.settings.date_window(),
+            ctx.policies,
+            gathering=timedelta(seconds=ctx.settings.notice_digest_gathering_s),
+            check=check,
+        )
+    except InvoiceError as err:
+        raise invoice_problem(err) from None
 
 
 async def _issued(ctx: ApiContext, invoice_id: str) -> bool:

@@ -27,6 +27,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 from rich import box
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 from temporalio.client import Client
 
@@ -39,7 +40,7 @@ from cli.equipment import app as equipment_app
 from cli.payments import app as payments_app
 from cli.projections import app as projections_app
 from cli.usage import CONTEXT, OneLineUsageErrors
-from client import customers, invoices
+from client import customers, invoice_import, invoices
 from client.invoices import InvoiceError
 from client.logs import configure_logging
 from client.namespace import NotSetUp
@@ -298,6 +299,48 @@ def start(
         await customers.register_invoice(client, settings.task_queue, invoice, gathering)  # it may take the customer's credit
         typer.echo(f"Started invoice {invoice.invoice_id}: workflow {handle.id}")
         typer.echo(ui_url(settings, handle.id))
+
+    _with_client(run)
+
+
+@invoice_app.command("import")
+@guarded
+def import_invoices(
+    file: Annotated[
+        Path, typer.Argument(help="JSON Lines: one invoice a line, with optional opening_fees and last_notice", show_default=False)
+    ],
+    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
+) -> None:
+    """Start invoices another system already chased (docs/invoice-import.md); a re-run starts nothing twice.
+
+    Prints each refused line with its reason and the counts; exit code 1 if a line was refused."""
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise CliError(f"cannot read {file}: {getattr(err, 'strerror', None) or err}") from None
+
+    async def run(client: Client, settings: Settings) -> None:
+        console = Console(stderr=True)
+        with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
+            task = bar.add_task(f"Importing {file.name}", total=len(lines))
+            summary = await invoice_import.import_invoices(
+                client,
+                settings.task_queue,
+                lines,
+                settings.date_window(),
+                PolicyBook.load(settings.policies_file),
+                gathering=timedelta(seconds=settings.notice_digest_gathering_s),
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        if json_output:
+            typer.echo(summary.model_dump_json(indent=2))
+        else:
+            for line in summary.lines:
+                if line.outcome == invoice_import.Outcome.REFUSED:
+                    typer.echo(f"line {line.line}{f' ({line.invoice_id})' if line.invoice_id else ''}: refused: {line.reason}")
+            typer.echo(f"{summary.started} started, {summary.already_there} already there, {summary.refused} refused")
+        if summary.refused:
+            raise typer.Exit(1)
 
     _with_client(run)
 

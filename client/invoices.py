@@ -43,6 +43,7 @@ from workflows.models import (
     InvoiceStatus,
     MarkFactored,
     OpenDispute,
+    Opening,
     Payment,
     PaymentPlan,
     ResolveDispute,
@@ -161,17 +162,19 @@ async def start_invoice(
     task_queue: str,
     invoice: Invoice,
     minimum_notice: timedelta | None = None,
+    opening: Opening | None = None,
     policy_name: str | None = None,
 ) -> WorkflowHandle[InvoiceWorkflow, InvoiceOutcome]:
     """Start the invoice's workflow; an invoice id maps to one workflow, ever (within the namespace's retention).
 
     ``minimum_notice`` replaces the policy's notice before a cut: only for test stacks that run in real time.
+    ``opening``: an imported invoice's fees and last notice from the system that chased it before.
     ``policy_name`` (the policies file's name of the invoice's policy) is shown in the Temporal UI.
     """
     try:
         return await client.start_workflow(
             InvoiceWorkflow.run,
-            InvoiceWorkflowInput(invoice=invoice, minimum_notice=minimum_notice),
+            InvoiceWorkflowInput(invoice=invoice, minimum_notice=minimum_notice, opening=opening),
             id=invoice.workflow_id,
             task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,

@@ -32,8 +32,11 @@ from workflows.models import (
     DecideLegal,
     DunningPolicy,
     Instalment,
+    LastNotice,
     MarkFactored,
     OpenDispute,
+    Opening,
+    OpeningFee,
     Payment,
     PaymentPlan,
     ResolveDispute,
@@ -317,6 +320,42 @@ async def interest_paid_after_a_dispute(
     return handle
 
 
+async def backdated_caught_up_then_paid(
+    env: WorkflowEnvironment, client: Client, queue: str, _: Recorder
+) -> WorkflowHandle:
+    """Started 100 days overdue: one ultimatum for every stage and fee due (catch-up), the cut it names, then paid."""
+    today = (await env.get_current_time()).date()
+    invoice = make_invoice(today, issue_date=today - timedelta(days=114), due_date=today - timedelta(days=100))
+    handle = await start_invoice(client, queue, invoice)
+    await _settle(handle)
+    await env.sleep(DunningPolicy.default().minimum_notice + timedelta(minutes=5))
+    await _settle(handle)
+    balance = (await handle.query(InvoiceWorkflow.status)).balance_minor
+    await handle.execute_update(InvoiceWorkflow.record_payment, Payment(payment_id="all", amount_minor=balance, currency="EUR"))
+    await handle.result()
+    return handle
+
+
+async def imported_at_its_last_notice_then_paid(
+    env: WorkflowEnvironment, client: Client, queue: str, _: Recorder
+) -> WorkflowHandle:
+    """Imported with an opening fee and its late-fee notice sent a day late: the ultimatum counts from it; paid."""
+    today = (await env.get_current_time()).date()
+    invoice = make_invoice(today, issue_date=today - timedelta(days=26), due_date=today - timedelta(days=12))
+    told_at = policy.stage_due_at(invoice, invoice.policy.stage(StageAction.LATE_FEE), timedelta(days=1))
+    opening = Opening(
+        fees=[OpeningFee(amount_minor=1_500, charged_on=told_at.date())],
+        last_notice=LastNotice(stage=StageAction.LATE_FEE, sent_at=told_at),
+    )
+    handle = await start_invoice(client, queue, invoice, opening=opening)
+    await _skip_past(env, invoice, StageAction.ULTIMATUM, paused=timedelta(days=1))
+    await _settle(handle)
+    balance = (await handle.query(InvoiceWorkflow.status)).balance_minor
+    await handle.execute_update(InvoiceWorkflow.record_payment, Payment(payment_id="all", amount_minor=balance, currency="EUR"))
+    await handle.result()
+    return handle
+
+
 SCENARIOS = [
     written_off_after_every_stage,
     paid_while_suspended,
@@ -332,6 +371,8 @@ SCENARIOS = [
     customer_paid_by_one_transfer,
     invoice_paused_by_its_customer,
     customer_paused_and_excluded_from_cuts,
+    backdated_caught_up_then_paid,
+    imported_at_its_last_notice_then_paid,
 ]
 
 

@@ -266,7 +266,8 @@ async def test_payment_plan(cli_env, recorder, tmp_path):
 
 
 async def test_legal_decisions(cli_env, recorder, tmp_path):
-    data = await started(cli_env, tmp_path, recorder, **due_now_policy(("legal_review", "PT0S")))
+    path, data = example_invoice(tmp_path, **due_now_policy(("legal_review", "PT0S")))
+    succeeded(await dunning(cli_env, "invoice", "start", str(path)))  # due at the start: its notice tells the invoice
     invoice_id = data["invoice_id"]
     await eventually(lambda: "legal_review" in recorder.notice_kinds(invoice_id))
     table = succeeded(await dunning(cli_env, "invoice", "status", invoice_id))

@@ -14,7 +14,7 @@ applied, recovered or refused), ``decisions`` (disputes, plans, legal decisions,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RawValue
@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         MarkFactored,
         NoticeKind,
         OpenDispute,
+        Opening,
         Payment,
         PaymentPlan,
         PublicHolidaysRequest,
@@ -40,8 +41,10 @@ with workflow.unsafe.imports_passed_through():
         StageAction,
         format_money,
     )
+    from workflows.opening import open_books
     from workflows.outbox import Outbox
     from workflows.patches import (
+        PATCH_CATCH_UP,
         PATCH_CONTINUE_ON_SIGNALS,
         PATCH_COUNTED_REJECTIONS,
         PATCH_CUSTOMER_CONTROL,
@@ -77,6 +80,7 @@ class InvoiceWorkflow:
         self.ledger.money_rules = workflow.patched(PATCH_MONEY_RULES)
         self.ledger.value_dates = workflow.patched(PATCH_VALUE_DATES)
         self.ledger.interest_rules = workflow.patched(PATCH_STATUTORY_INTEREST)
+        self.ledger.catch_up = workflow.patched(PATCH_CATCH_UP)
         # asked here, once a run, not in a handler: a request delivered with the start runs before the loop, and
         # a patch marker (with its search attribute) ahead of an update's acceptance would not replay
         counts_rejections = workflow.patched(PATCH_COUNTED_REJECTIONS)
@@ -91,7 +95,7 @@ class InvoiceWorkflow:
         self._decisions = Decisions(self._outbox, close=self._close, changed=self._changed)
         if params.carried is None:
             # here, not in run(): a request delivered with the start must find the invoice issued
-            self._issue()
+            self._issue(params.opening)
 
     @property
     def invoice(self) -> Invoice:
@@ -125,7 +129,7 @@ class InvoiceWorkflow:
             step = self._next_step()
             self._publisher.publish(self.ledger, step)
             if step and step.at <= workflow.now():
-                await self._steps.perform(step)
+                await self._take(step)
                 continue
             self._wake = False
             try:
@@ -136,7 +140,7 @@ class InvoiceWorkflow:
                 )
             except TimeoutError:
                 assert step is not None
-                await self._steps.perform(step)
+                await self._take(step)
         if self.ledger.escalation == InvoiceState.WRITTEN_OFF and self.ledger.money_rules:
             await self._take_recoveries()
         if self.ledger.suspended and (
@@ -160,6 +164,13 @@ class InvoiceWorkflow:
             recovered_minor=self.ledger.recovered_minor,
             interest_minor=self.ledger.interest_minor,
         )
+
+    async def _take(self, step: Step) -> None:
+        """Perform the step due; since ``catch-up``, with every step due with it, telling the client once."""
+        if self.ledger.catch_up:
+            await self._steps.catch_up(step, self._next_step)
+        else:
+            await self._steps.perform(step)
 
     async def _take_recoveries(self) -> None:
         """A written-off invoice takes payments as recoveries for the policy's while, until they cover the write-off."""
@@ -201,14 +212,26 @@ class InvoiceWorkflow:
         ledger.public_holidays = sorted(set(ledger.public_holidays) | set(days))
         ledger.holiday_years.extend(missing)
 
-    def _issue(self) -> None:
-        now = workflow.now()
+    def _issue(self, opening: Opening | None) -> None:
+        """Record the invoice and send it; an imported one, or one started with a stage already due
+        (``catch-up``), is told by that stage's notice instead."""
+        now, ledger = workflow.now(), self.ledger
         self._outbox.record(InvoiceIssued(invoice=self.invoice))
-        self._outbox.queue_notice(NoticeKind.INVOICE_ISSUED)
-        self.ledger.remember(now, f"Invoice issued for {format_money(self.invoice.amount_minor, self.invoice.currency)}")
+        ledger.remember(now, f"Invoice issued for {format_money(self.invoice.amount_minor, self.invoice.currency)}")
         stages = self.invoice.policy.stages
-        if stages[0].action == StageAction.COURTESY and policy.stage_due_at(self.invoice, stages[0], self.ledger.paused) <= now:
-            self.ledger.next_stage_index = 1  # too late for a courtesy note
+        if stages[0].action == StageAction.COURTESY and policy.stage_due_at(self.invoice, stages[0], ledger.paused) <= now:
+            ledger.next_stage_index = 1  # too late for a courtesy note
+        if opening is not None:
+            open_books(self._outbox, opening)
+        told_by_a_stage = ledger.catch_up and (opening is not None or self._stage_due_at_start(now))
+        if not told_by_a_stage:
+            self._outbox.queue_notice(NoticeKind.INVOICE_ISSUED)
+
+    def _stage_due_at_start(self, now: datetime) -> bool:
+        ledger, stages = self.ledger, self.invoice.policy.stages
+        if ledger.next_stage_index >= len(stages):
+            return False
+        return policy.stage_due_at(self.invoice, stages[ledger.next_stage_index], policy.stage_delay(ledger)) <= now
 
     def _next_step(self) -> Step | None:
         return policy.next_step(self.ledger, workflow.now(), self._windowed)

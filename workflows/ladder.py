@@ -77,6 +77,8 @@ ESCALATION_STATES: list[InvoiceState] = [InvoiceState.ISSUED, *STATE_AFTER_STAGE
 # standing's default ``new_orders_block_at``
 NEW_ORDERS_STOP_AT: InvoiceState = next(r.state_after for r in LADDER if r.stops_new_orders and r.state_after)
 NOTICES_NAMING_CUT_DATE = frozenset(rung.notice for rung in LADDER if rung.notice_names_cut_date)
+# the rungs' notices by height: of several due at once (a catch-up), the highest is the one told
+NOTICE_HEIGHT: dict[NoticeKind, int] = {rung.notice: height for height, rung in enumerate(LADDER)}
 FUNNEL_STAGES: list[str] = [InvoiceState.ISSUED.value, *(rung.funnel_stage for rung in LADDER)]
 
 

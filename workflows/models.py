@@ -7,7 +7,7 @@ Every model validates at the edge, so a bad invoice or payment never reaches a w
 from __future__ import annotations
 
 import unicodedata
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from enum import StrEnum
 from itertools import pairwise
@@ -376,6 +376,36 @@ class Invoice(InvoiceFields):
     def workflow_id(self) -> str:
         """Temporal workflow id of this invoice."""
         return invoice_workflow_id(self.invoice_id)
+
+
+def _utc_if_naive(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+OPENING_FEE = "opening fee"  # the reason of a fee another system charged before the invoice was imported
+
+
+class OpeningFee(Strict):
+    """A late fee the other system charged before the invoice was imported: owed like the policy's own."""
+
+    amount_minor: PositiveMinor
+    charged_on: BoundedDate
+
+
+class LastNotice(Strict):
+    """The last stage notice the other system sent: not sent again, and the next stage counts from it."""
+
+    stage: StageAction
+    sent_at: Annotated[BoundedMoment, AfterValidator(_utc_if_naive)] = Field(
+        description="when it went out (UTC if no offset is given)"
+    )
+
+
+class Opening(Strict):
+    """What an imported invoice brings from the system that chased it before (``dunning invoice import``)."""
+
+    fees: list[OpeningFee] = Field(default_factory=list, max_length=100)
+    last_notice: LastNotice | None = None
 
 
 def invoice_workflow_id(invoice_id: str) -> str:

@@ -42,6 +42,7 @@ class Outbox:
         self._window_applies = window_applies
         # built once a run, in the workflow's __init__: runs started before the patch take it at continue-as-new
         self._via_customer = workflow.patched(PATCH_CUSTOMER_NOTICES)
+        self._gathered: list[QueuedNotice] | None = None  # a catch-up's rung notices, held back (``gather``)
 
     def record(self, payload: EventPayload) -> None:
         """Record a domain event of the payload's kind; ``flush`` appends it to the event log, with the
@@ -60,9 +61,29 @@ class Outbox:
 
     def queue_notice(self, kind: NoticeKind, detail: str = "", **facts: Any) -> None:
         """Queue a notice to the client; ``flush`` sends it, keyed by its place in the queue."""
+        notice = QueuedNotice(kind=kind, step="", detail=detail, **facts)
+        if self._gathered is not None and kind in ladder.NOTICE_HEIGHT:
+            self._gathered.append(notice)
+            return
+        self._enqueue(notice)
+
+    def _enqueue(self, notice: QueuedNotice) -> None:
         self.ledger.notices_queued += 1
-        step = f"{self.ledger.notices_queued:04d}-{kind.value}"
-        self.ledger.outbox.append(QueuedNotice(kind=kind, step=step, detail=detail, **facts))
+        step = f"{self.ledger.notices_queued:04d}-{notice.kind.value}"
+        self.ledger.outbox.append(notice.model_copy(update={"step": step}))
+
+    def gather(self) -> None:
+        """Hold the rungs' notices back until ``tell_highest``; the others (a receipt, ...) are queued as ever."""
+        self._gathered = []
+
+    def tell_highest(self) -> int:
+        """Queue the highest rung's notice held back since ``gather`` (the latest of equals); none if the invoice
+        closed meanwhile. Returns how many were held back."""
+        gathered, self._gathered = self._gathered or [], None
+        if gathered and not self.ledger.escalation.closed:
+            _, highest = max(enumerate(gathered), key=lambda n: (ladder.NOTICE_HEIGHT[n[1].kind], n[0]))
+            self._enqueue(highest)
+        return len(gathered)
 
     async def flush(self) -> None:
         """Send every queued notice, then write every pending event, until nothing is left.

@@ -29,6 +29,9 @@ PATCH_STATUTORY_INTEREST = "statutory-interest"
 # issue 20 item 1: a payment's value date bounded, and deciding its discount and the late fees it reverses
 # (``InvoiceLedger.value_dates``, asked once a run like money-rules)
 PATCH_VALUE_DATES = "value-dates"
+# issue 20 item 7: steps that fell due together tell one notice, and the stages still to come count from then;
+# an invoice started with a stage already due sends no invoice notice (``InvoiceLedger.catch_up``)
+PATCH_CATCH_UP = "catch-up"
 # issue 19 item 5: an invoice takes its customer's pause (the ``customer_control`` signal; asked when one comes)
 PATCH_CUSTOMER_CONTROL = "customer-control"
 

@@ -39,6 +39,12 @@ def stage_due_at(invoice: Invoice, stage: Stage, paused: timedelta) -> datetime:
     return due_moment(invoice) + stage.offset + paused
 
 
+def stage_delay(ledger: InvoiceLedger) -> timedelta:
+    """How far the stages still to come moved: the pauses, and a catch-up or an imported last notice
+    (``InvoiceLedger.stages_moved_by``; monthly late fees count months of delay and do not move with it)."""
+    return ledger.paused + ledger.stages_moved_by
+
+
 def stage_step(invoice: Invoice, stage: Stage, paused: timedelta) -> Step:
     """The step that climbs to ``stage``, due when the stage is."""
     return Step(StepKind.STAGE, stage_due_at(invoice, stage, paused), stage.action.value, ladder.RUNGS[stage.action].windowed)
@@ -63,7 +69,7 @@ def next_step(ledger: InvoiceLedger, now: datetime, window_applies: bool) -> Ste
     candidates = []
     if ledger.next_stage_index < len(invoice.policy.stages) and not ledger.escalation_stopped:
         stage = invoice.policy.stages[ledger.next_stage_index]
-        step = stage_step(invoice, stage, ledger.paused)
+        step = stage_step(invoice, stage, stage_delay(ledger))
         held = cut_allowed_from(ledger) if stage.action == StageAction.SUSPEND and ledger.money_rules else None
         if held:
             step = replace(step, at=max(step.at, held))
@@ -103,7 +109,7 @@ def suspension_at(ledger: InvoiceLedger, window_applies: bool) -> datetime | Non
         suspend = ledger.invoice.policy.stage(StageAction.SUSPEND)
     except KeyError:
         return None
-    at = in_window(ledger, stage_step(ledger.invoice, suspend, ledger.paused), window_applies).at
+    at = in_window(ledger, stage_step(ledger.invoice, suspend, stage_delay(ledger)), window_applies).at
     if ledger.money_rules and ledger.cut_announced_for:
         at = max(at, ledger.cut_announced_for)
     return at
@@ -374,7 +380,7 @@ def dispute_shift(ledger: InvoiceLedger, opened_at: datetime, now: datetime, rej
     stages = ledger.invoice.policy.stages
     due = []
     if ledger.next_stage_index < len(stages) and not ledger.escalation_stopped:
-        due.append(stage_due_at(ledger.invoice, stages[ledger.next_stage_index], ledger.paused))
+        due.append(stage_due_at(ledger.invoice, stages[ledger.next_stage_index], stage_delay(ledger)))
     fee_at = late_fee_due_at(ledger)
     if fee_at:
         due.append(fee_at)

@@ -23,6 +23,7 @@ from workflows.models import (
     InvoiceState,
     LegalDecision,
     NoticeKind,
+    Opening,
     PaymentPlan,
     StageAction,
 )
@@ -194,6 +195,10 @@ class InvoiceLedger(BaseModel):
     arrived_at: dict[str, datetime] = Field(
         default_factory=dict, description="payment id -> its value date (payments recorded before it was kept lack one)"
     )
+    catch_up: bool = Field(default=False, description="steps due together tell one notice (workflows.steps)")
+    stages_moved_by: timedelta = Field(
+        default=timedelta(0), description="a catch-up or an imported last notice: how far the stages to come moved"
+    )
 
     @property
     def recovered_minor(self) -> int:
@@ -263,6 +268,9 @@ class InvoiceWorkflowInput(BaseModel):
     history_limit: int = Field(default=10_000, ge=50, description="continue-as-new beyond this many events")
     history_bytes_limit: int = Field(
         default=HISTORY_BYTES_LIMIT, ge=64 * 1024, description="continue-as-new beyond this history size in bytes"
+    )
+    opening: Opening | None = Field(
+        default=None, description="an imported invoice: the fees and the last notice of the system that chased it"
     )
     minimum_notice: timedelta | None = Field(
         default=None,

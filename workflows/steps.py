@@ -7,6 +7,7 @@ renewed legal review repeat the work of their rung, notice included.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from functools import partial
 
 from temporalio import workflow
@@ -49,6 +50,30 @@ class Steps:
         }
         await work[step.kind]()
 
+    async def catch_up(self, step: Step, next_step: Callable[[], Step | None]) -> None:
+        """Take ``step`` and every step due with it; the client hears only the highest rung's notice.
+
+        More than one notice due at once is a catch-up (a backdated invoice, a worker that was down): the
+        invoice is where its days overdue put it, fees due charged and listed in that one notice, and the
+        stages still to come count from now. The suspend rung still waits for its ultimatum (the interlock).
+        """
+        ledger = self.ledger
+        climbed_from = ledger.next_stage_index
+        self.outbox.gather()
+        due: Step | None = step
+        while due is not None and due.at <= workflow.now():
+            await self.perform(due)
+            due = next_step()
+        held_back = self.outbox.tell_highest()
+        if held_back < 2 or ledger.escalation.closed:
+            return
+        now = workflow.now()
+        if ledger.next_stage_index > climbed_from:
+            last = ledger.invoice.policy.stages[ledger.next_stage_index - 1]
+            late = now - policy.stage_due_at(ledger.invoice, last, policy.stage_delay(ledger))
+            ledger.stages_moved_by += max(late, timedelta(0))
+        ledger.remember(now, f"Caught up: {held_back} notices fell due at once, the client is told one")
+
     async def _climb(self) -> None:
         """Reach the policy's next stage and do what its rung of the ladder says."""
         ledger, now = self.ledger, workflow.now()
@@ -67,7 +92,7 @@ class Steps:
         self.outbox.record(StageReached(stage=rung.action, days_overdue=policy.days_overdue(ledger.invoice, now)))
         ledger.remember(now, f"Stage reached: {rung.action.value.replace('_', ' ')}")
         work: dict[StageWork, Callable[[], Awaitable[None]]] = {
-            StageWork.CHARGE_LATE_FEE: self._charge_late_fee,
+            StageWork.CHARGE_LATE_FEE: self._reach_late_fee,
             StageWork.SUSPEND_SERVICE: self.suspension.suspend,
             StageWork.HAND_OVER_TO_AGENCY: partial(agency.hand_over, self.outbox),
             StageWork.OPEN_LEGAL_REVIEW: self._open_legal_review,
@@ -103,6 +128,15 @@ class Steps:
     async def _post_interest(self) -> None:
         accrual.post(self.outbox, "month end")
         note_late_charges_stop(self.outbox)
+
+    async def _reach_late_fee(self) -> None:
+        """The late-fee stage charges the first fee; an imported invoice's opening fees took its place."""
+        if not self.ledger.fees:
+            await self._charge_late_fee()
+            return
+        if policy.interest_applies(self.ledger):
+            accrual.start(self.outbox)
+        self.outbox.queue_notice(ladder.RUNGS[StageAction.LATE_FEE].notice)
 
     async def _charge_late_fee(self) -> None:
         ledger, now = self.ledger, workflow.now()
