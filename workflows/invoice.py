@@ -223,15 +223,18 @@ class InvoiceWorkflow:
             ledger.next_stage_index = 1  # too late for a courtesy note
         if opening is not None:
             open_books(self._outbox, opening)
-        told_by_a_stage = ledger.catch_up and (opening is not None or self._stage_due_at_start(now))
+        # a stage due when the invoice was started, not one that fell due while no worker ran its first task:
+        # that invoice is sent as ever (its stage follows)
+        started = workflow.info().workflow_start_time
+        told_by_a_stage = ledger.catch_up and (opening is not None or self._stage_due_at_start(started))
         if not told_by_a_stage:
             self._outbox.queue_notice(NoticeKind.INVOICE_ISSUED)
 
-    def _stage_due_at_start(self, now: datetime) -> bool:
+    def _stage_due_at_start(self, started: datetime) -> bool:
         ledger, stages = self.ledger, self.invoice.policy.stages
         if ledger.next_stage_index >= len(stages):
             return False
-        return policy.stage_due_at(self.invoice, stages[ledger.next_stage_index], policy.stage_delay(ledger)) <= now
+        return policy.stage_due_at(self.invoice, stages[ledger.next_stage_index], policy.stage_delay(ledger)) <= started
 
     def _next_step(self) -> Step | None:
         return policy.next_step(self.ledger, workflow.now(), self._windowed)

@@ -43,7 +43,7 @@ def paid_in_two() -> tuple[ScriptedInvoice, list[Event], InvoiceOutcome, Project
         (E.INVOICE_CLOSED, {"state": "paid"}),
         (E.NOTICE_SENT, {"step": "0006-receipt", "kind": "receipt"}),
     ]
-    events = [Event(n, kind, data) for n, (kind, data) in enumerate(facts, start=1)]
+    events = [Event(n, kind, data, float(n)) for n, (kind, data) in enumerate(facts, start=1)]
     outcome = InvoiceOutcome(
         invoice_id=script.invoice_id,
         state=InvoiceState.PAID,
@@ -207,3 +207,22 @@ def test_an_equipment_action_twice_in_a_row_fails():
     peer.calls.insert(1, {"equipment_id": "eq-1", "action": "suspend", "at": 12.0})
     report = equipment(group, events, peer)
     assert any("['suspend', 'suspend', 'restore']" in p for p in report.duplicated), report.problems()
+
+
+def test_rungs_reached_together_need_only_the_highest_notice_and_apart_each_their_own():
+    """A catch-up (a worker back after a kill): reminder and warning reached before any notice went out, only
+    the warning told. With a notice sent between them (here the warning's own lost instead), each rung needs
+    its notice."""
+    script, events, _, _ = paid_in_two()
+
+    def without_notice(kind: str) -> list[Event]:
+        at = next(n for n, e in enumerate(events) if e.kind == E.NOTICE_SENT and e.data["kind"] == kind)
+        doctored = copy.deepcopy(events[:at] + events[at + 1 :])
+        for n, event in enumerate(doctored, start=1):
+            event.sequence = n
+        for n, notice in enumerate((e for e in doctored if e.kind == E.NOTICE_SENT), start=1):
+            notice.data["step"] = f"{n:04d}-{notice.data['kind']}"
+        return doctored
+
+    assert notices(script, without_notice("reminder")).problems() == []
+    assert any("warning notice missing" in p for p in notices(script, without_notice("warning")).lost)
