@@ -56,6 +56,7 @@ async def test_suspend_is_one_signed_call_and_again_changes_nothing(controller, 
     assert await adapter.suspend(cut) == Reading(changed=True, state="suspended")
     assert controller.state("fw-1") == "suspended"
     [call] = controller.calls_to("fw-1", "suspend")
+    assert isinstance(call.pop("at"), float)  # when the controller got it (the fault checks' clock)
     assert call == {
         "action": "suspend",
         "equipment_id": "fw-1",
