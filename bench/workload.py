@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import date, datetime, timedelta, timezone
@@ -52,6 +53,18 @@ def _invoice(invoice_id: str, due_at: datetime, policy_fields: dict[str, Any], *
             **fields,
         }
     )
+
+
+def imported_invoice_line(invoice_id: str, customer_id: str, boundary: datetime) -> str:
+    """A line of ``dunning invoice import``: an invoice on the default policy at any hour, already overdue,
+    whose reminder the other system sent when it fell due; its warning is due at ``boundary``
+    (which must lie less than the reminder-to-warning gap ahead, so that the reminder lies in the past)."""
+    stages = DunningPolicy.default()
+    due_at = boundary - stages.stage(StageAction.WARNING).offset
+    invoice = _invoice(invoice_id, due_at, {"stages": _default_stages(), "sending_window": None}, customer_id=customer_id)
+    sent_at = policy.stage_due_at(invoice, stages.stage(StageAction.REMINDER), timedelta(0))
+    line = invoice.model_dump(mode="json") | {"last_notice": {"stage": "reminder", "sent_at": sent_at.isoformat()}}
+    return json.dumps(line)
 
 
 def lifecycle_invoice(invoice_id: str, customer_id: str, due_at: datetime, gap: timedelta) -> Invoice:
