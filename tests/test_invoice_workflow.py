@@ -40,6 +40,7 @@ from workflows.models import (
     StageAction,
 )
 from workflows.outbox import BATCH_BYTES, BATCH_EVENTS
+from workflows.patches import PATCH_RUN_WIDE_V8
 from workflows.payments import EXCERPT_BYTES
 from workflows.state import REJECTIONS_STORED_PER_DAY
 
@@ -89,6 +90,31 @@ async def reach(env: WorkflowEnvironment, invoice: Invoice, handle: WorkflowHand
     """Skip time to the stage and wait until the workflow has acted on it."""
     await sleep_until(env, policy.stage_due_at(invoice, invoice.policy.stage(action), timedelta(0)))
     await settled_into(handle, ladder.STATE_AFTER_STAGE[action])
+
+
+# --- versioning ------------------------------------------------------------------------------
+
+
+async def test_a_new_invoice_takes_the_run_wide_patches_under_one_marker(env, client, queue, recorder):
+    """Each patch a run asks costs a marker and a TemporalChangeVersion upsert: a new invoice asks one, not nine."""
+    _, handle = await begin(env, client, queue, recorder)
+    history = await handle.fetch_history()
+    first_task = []
+    for event in history.events[1:]:
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            break
+        first_task.append(event)
+    markers = [
+        e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
+        for e in first_task
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+    ]
+    assert len(markers) == 1 and PATCH_RUN_WIDE_V8.encode() in markers[0], markers
+    upserts = [e for e in first_task if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES]
+    assert len(upserts) == 1
+    assert b"run-wide-v8" in upserts[0].upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields[
+        "TemporalChangeVersion"
+    ].data
 
 
 # --- the whole default policy ------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The deploy gate: every saved history (invoices; since v6 a customer too, since v7 a customer digest) replays with the current workflow code."""
+"""The deploy gate: every saved history (invoices; since v6 a customer too, since v7 a customer digest; since v8 the run-wide patches under one marker) replays with the current workflow code."""
 
 from pathlib import Path
 
@@ -16,7 +16,7 @@ HISTORIES = sorted((Path(__file__).parent / "histories").glob("*/*.json"))
 
 def test_every_release_left_histories_to_replay():
     releases = {path.parent.name for path in HISTORIES}
-    assert {"v1", "v2", "v3", "v4", "v5", "v6", "v7"} <= releases
+    assert {"v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8"} <= releases
     assert all(len([p for p in HISTORIES if p.parent.name == r]) >= 3 for r in releases)
 
 

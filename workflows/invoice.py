@@ -20,7 +20,7 @@ from temporalio import workflow
 from temporalio.common import RawValue
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import accrual, contracts, policy
+    from workflows import accrual, contracts, patches, policy
     from workflows.customer_control import CUSTOMER_CONTROL_SIGNAL, ControlMessage
     from workflows.decisions import Decisions, require_open
     from workflows.events import InvoiceClosed, InvoiceIssued
@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         PATCH_CONTINUE_ON_SIGNALS,
         PATCH_COUNTED_REJECTIONS,
         PATCH_CUSTOMER_CONTROL,
+        PATCH_CUSTOMER_NOTICES,
         PATCH_MONEY_RULES,
         PATCH_SENDING_WINDOW,
         PATCH_STATUTORY_INTEREST,
@@ -76,17 +77,18 @@ class InvoiceWorkflow:
         self._wake = False
         self._publisher = Publisher()
         self._running = False
-        self._windowed = workflow.patched(PATCH_SENDING_WINDOW)
-        self.ledger.money_rules = workflow.patched(PATCH_MONEY_RULES)
-        self.ledger.value_dates = workflow.patched(PATCH_VALUE_DATES)
-        self.ledger.interest_rules = workflow.patched(PATCH_STATUTORY_INTEREST)
-        self.ledger.catch_up = workflow.patched(PATCH_CATCH_UP)
         # asked here, once a run, not in a handler: a request delivered with the start runs before the loop, and
         # a patch marker (with its search attribute) ahead of an update's acceptance would not replay
-        counts_rejections = workflow.patched(PATCH_COUNTED_REJECTIONS)
-        self._wakes_on_long_history = workflow.patched(PATCH_WAKE_ON_LONG_HISTORY)
-        self._continues_on_signals = workflow.patched(PATCH_CONTINUE_ON_SIGNALS)
-        self._outbox = Outbox(self.ledger, window_applies=self._windowed)
+        taken = patches.taken_this_run()
+        self._windowed = PATCH_SENDING_WINDOW in taken
+        self.ledger.money_rules = PATCH_MONEY_RULES in taken
+        self.ledger.value_dates = PATCH_VALUE_DATES in taken
+        self.ledger.interest_rules = PATCH_STATUTORY_INTEREST in taken
+        self.ledger.catch_up = PATCH_CATCH_UP in taken
+        counts_rejections = PATCH_COUNTED_REJECTIONS in taken
+        self._wakes_on_long_history = PATCH_WAKE_ON_LONG_HISTORY in taken
+        self._continues_on_signals = PATCH_CONTINUE_ON_SIGNALS in taken
+        self._outbox = Outbox(self.ledger, window_applies=self._windowed, via_customer=PATCH_CUSTOMER_NOTICES in taken)
         self._suspension = Suspension(self._outbox)
         self._steps = Steps(self._outbox, self._suspension)
         self._payments = PaymentDesk(

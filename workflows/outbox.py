@@ -21,7 +21,7 @@ from workflows import contracts, ladder, policy, snapshot
 from workflows.digests import DIGESTIBLE, CustomerNoticeOutcome, NoticeAsked, NoticeTicket
 from workflows.events import CutAnnounced, EventPayload, NoticeFailed, NoticeSent
 from workflows.models import DomainEvent, NoticeDelivery, NoticeKind, NoticeRequest
-from workflows.patches import PATCH_CUSTOMER_NOTICES, PATCH_SPLIT_EVENT_BATCHES
+from workflows.patches import PATCH_SPLIT_EVENT_BATCHES
 from workflows.state import InvoiceLedger, QueuedNotice
 
 # the customer answers how a stage notice went out once its message did (rendering and SMTP, retried)
@@ -37,11 +37,11 @@ BATCH_BYTES = 64 * 1024
 class Outbox:
     """Queues and sends what one invoice tells the world; its state lives in the ledger, so it carries over."""
 
-    def __init__(self, ledger: InvoiceLedger, window_applies: bool) -> None:
+    def __init__(self, ledger: InvoiceLedger, window_applies: bool, via_customer: bool) -> None:
         self.ledger = ledger
         self._window_applies = window_applies
-        # built once a run, in the workflow's __init__: runs started before the patch take it at continue-as-new
-        self._via_customer = workflow.patched(PATCH_CUSTOMER_NOTICES)
+        # the customer-notices patch, taken once a run: runs started before it take it at continue-as-new
+        self._via_customer = via_customer
         self._gathered: list[QueuedNotice] | None = None  # a catch-up's rung notices, held back (``gather``)
 
     def record(self, payload: EventPayload) -> None:

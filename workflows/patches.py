@@ -35,6 +35,29 @@ PATCH_CATCH_UP = "catch-up"
 # issue 19 item 5: an invoice takes its customer's pause (the ``customer_control`` signal; asked when one comes)
 PATCH_CUSTOMER_CONTROL = "customer-control"
 
+# release v8: the run-wide patches above in one marker. Every patch asked in ``__init__`` costs a new run a
+# marker and an upsert of TemporalChangeVersion (the SDK's), nine of them on each invoice's first task;
+# a run started since v8 asks this one instead, and a history without it asks each as before, in this order
+RUN_WIDE = (
+    PATCH_SENDING_WINDOW,
+    PATCH_MONEY_RULES,
+    PATCH_VALUE_DATES,
+    PATCH_STATUTORY_INTEREST,
+    PATCH_CATCH_UP,
+    PATCH_COUNTED_REJECTIONS,
+    PATCH_WAKE_ON_LONG_HISTORY,
+    PATCH_CONTINUE_ON_SIGNALS,
+    PATCH_CUSTOMER_NOTICES,
+)
+PATCH_RUN_WIDE_V8 = "run-wide-v8"
+
+
+def taken_this_run() -> frozenset[str]:
+    """The run-wide patches this run takes; ask once a run, in the workflow's ``__init__``."""
+    if workflow.patched(PATCH_RUN_WIDE_V8):
+        return frozenset(RUN_WIDE)
+    return frozenset(patch for patch in RUN_WIDE if workflow.patched(patch))
+
 
 def closed_meanwhile(ledger: InvoiceLedger) -> bool:
     """A request closed the invoice while a stage waited on its activities: the stage stops there."""
