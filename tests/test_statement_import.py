@@ -365,7 +365,9 @@ async def _in_state(ops: httpx.AsyncClient, invoice_id: str, state: str) -> bool
     return (await ops.get(f"/invoices/{invoice_id}/status", params={"live": True})).json()["state"] == state
 
 
-def payment_intent(event_id: str, intent_id: str, amount_minor: int, created: int, **metadata: str) -> dict:
+def payment_intent(
+    event_id: str, intent_id: str, amount_minor: int, created: int, currency: str = "eur", **metadata: str
+) -> dict:
     return {
         "id": event_id,
         "type": "payment_intent.succeeded",
@@ -375,7 +377,7 @@ def payment_intent(event_id: str, intent_id: str, amount_minor: int, created: in
                 "id": intent_id,
                 "object": "payment_intent",
                 "amount_received": amount_minor,
-                "currency": "eur",
+                "currency": currency,
                 "metadata": metadata,
             }
         },
@@ -439,6 +441,14 @@ async def test_a_stripe_payment_whose_customer_is_not_its_invoices_is_kept_and_p
         for who in (customer, stranger):
             assert (await ops.get(f"/customers/{who}/payments")).json()["payments"] == {}
         assert await api_stack.pool.fetchval("SELECT count(*) FROM payment_claims WHERE payment_id = $1", intent) == 0
+
+        # in another currency than the invoice's: kept too, its customer not paid
+        dollars = f"pi_{uuid.uuid4().hex[:12]}"
+        event = payment_intent(f"evt_{uuid.uuid4().hex[:10]}", dollars, 40_000, int(time.time()), "usd", invoice_id=invoice_id)
+        kept = await stripe.post("/webhooks/stripe", content=(signed := stripe_signed(event))[0], headers=signed[1])
+        assert kept.status_code == 202 and "payment currency USD does not match invoice currency EUR" in kept.json()["reason"]
+        assert (await ops.get(f"/customers/{customer}/payments")).json()["payments"] == {}
+        assert await recorded(api_stack, invoice_id) == {}
 
 
 async def test_a_stripe_payment_recorded_on_its_invoice_before_is_answered_there_not_paid_again(api_stack):
