@@ -1,8 +1,9 @@
 """Payment intake: a payment goes to its invoice's workflow; one that cannot be applied is kept, never lost.
 
 The ways in share this module: the API (``POST /invoices/{id}/payments``), the provider's signed
-webhook, bank statements (``api.statement_import``), Stripe events (``api.stripe_events``) and ops
-applying a kept payment. Payments are idempotent by payment id: the workflow
+webhook, ops applying a kept payment, and bank statements (``api.statement_import``) and Stripe events
+(``api.stripe_events``) for what they keep unapplied and for an invoice whose customer the read model does
+not know yet (the others are paid through the customer: ``api.cash``). Payments are idempotent by payment id: the workflow
 answers a repeat while the invoice is open, the event log once it is closed, and
 ``unapplied_payments`` for a payment kept aside.
 """

@@ -23,6 +23,13 @@ def invoice_target(invoice_id: str) -> str:
     return f"invoice:{invoice_id}"
 
 
+async def target(pool: asyncpg.Pool, customer_id: str, payment_id: str) -> str | None:
+    """The target the customer's payment id is claimed for, if any."""
+    return await pool.fetchval(
+        "SELECT target FROM payment_claims WHERE customer_id = $1 AND payment_id = $2", customer_id, payment_id
+    )
+
+
 class Claim:
     """A claim held while recording: ``release`` gives it up (the payment was kept, not recorded)."""
 

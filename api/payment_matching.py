@@ -1,7 +1,8 @@
 """Which invoice a bank credit pays: by its ISO 11649 creditor reference, or an invoice number in its free text.
 
-Matching only names the invoice (or, when the remittance names several invoices of one customer, that
-customer); where the payment is then applied is ``api.statement_import``'s concern.
+Matching names the invoice and, where the read model knows it, the invoice's customer (or, when the
+remittance names several invoices of one customer, only that customer); where the payment is then
+applied is ``api.statement_import``'s concern.
 """
 
 from __future__ import annotations
@@ -21,13 +22,17 @@ _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9]|[A-Za-z0-9]")
 
 @dataclass(frozen=True)
 class Match:
-    """The invoice a line pays and how it was found, or why none was."""
+    """The invoice a line pays and how it was found, or why none was.
+
+    One invoice found: ``invoice_id`` and its ``customer_id`` (None while the read model has not projected
+    it). Several invoices of one customer named: ``invoice_id`` None, ``customer_id`` that customer.
+    """
 
     invoice_id: str | None
     matched_by: str | None = None  # "creditor reference" or "invoice number"
     reason: str | None = None
     payer_reference: str = ""  # what the payer quoted, kept with an unapplied payment
-    customer_id: str | None = None  # several invoices of one customer named: its cash application splits it
+    customer_id: str | None = None  # the invoice's customer, or the one customer of several invoices named
 
 
 class InvoiceReferences:
@@ -42,10 +47,12 @@ class InvoiceReferences:
         payer_reference = quoted[0] if quoted else (line.creditor_reference or line.unstructured[:140] or "(none)")
         for reference in quoted:
             if invoice_id := (await self._references()).get(reference):
-                return Match(invoice_id, "creditor reference", payer_reference=reference)
+                customer_id = await self._customer_of(invoice_id)
+                return Match(invoice_id, "creditor reference", payer_reference=reference, customer_id=customer_id)
         named = await self._invoices_named_in(line.unstructured)
         if len(named) == 1:
-            return Match(named[0], "invoice number", payer_reference=payer_reference)
+            customer_id = await self._customer_of(named[0])
+            return Match(named[0], "invoice number", payer_reference=payer_reference, customer_id=customer_id)
         if len(named) > 1 and (customer_id := await self._one_customer(named)):
             return Match(None, "invoice numbers", payer_reference=payer_reference, customer_id=customer_id)
         if len(named) > 1:
@@ -60,6 +67,9 @@ class InvoiceReferences:
         else:
             reason = "no creditor reference and no invoice number in the remittance"
         return Match(None, reason=reason, payer_reference=payer_reference)
+
+    async def _customer_of(self, invoice_id: str) -> str | None:
+        return await self._pool.fetchval("SELECT customer_id FROM projected_invoices WHERE invoice_id = $1", invoice_id)
 
     async def _one_customer(self, invoice_ids: list[str]) -> str | None:
         rows = await self._pool.fetch(

@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
+from temporalio.service import RPCError
 
-from api import cash, intake, statement_import, stripe_events
+from api import cash, intake, payment_claims, statement_import, stripe_events
 from api.auth import ops_only
 from api.camt import StatementError
 from api.cash import CustomerPaymentBody
@@ -18,7 +19,8 @@ from api.intake import KeptKind, PaymentReceipt, PaymentStatus, Source
 from api.problems import Kind, Problem, problem_responses
 from api.statement_import import ImportSummary
 from api.stripe_events import StripeEventError, StripeSignatureRefused
-from workflows.cash import PaymentApplication
+from client import customers
+from workflows.cash import CustomerPayment, PaymentApplication
 from workflows.models import Identifier
 from workflows.payments import field_problems
 
@@ -44,7 +46,9 @@ async def import_statement(request: Request, ctx: Context) -> ImportSummary:
     """Import an ISO 20022 camt.053 statement or camt.054 notification; idempotent by the lines' own ids.
 
     Booked credits are matched to invoices by ISO 11649 creditor reference or by an invoice number in
-    the remittance text and recorded; the rest are kept unapplied with the reason (``/payments/unapplied``).
+    the remittance text and paid to the invoice's customer (that invoice first, the rest to its other open
+    invoices oldest due first, what is left its credit); the rest are kept unapplied with the reason
+    (``/payments/unapplied``).
     A line imported before is reported as a duplicate and records nothing. A file that is not camt, or
     declares a DTD or entities (entity expansion, external entities), is refused (400), nothing imported.
     """
@@ -62,9 +66,13 @@ async def import_statement(request: Request, ctx: Context) -> ImportSummary:
 
 @router.post(
     "/webhooks/stripe",
-    response_model=PaymentReceipt,
+    response_model=PaymentReceipt | PaymentApplication,
     responses={
-        200: {"description": "Applied, or an event type the service does not use (acknowledged)."},
+        200: {
+            "description": "Applied: split by the customer's cash application (an invoice's payment, or a customer's),"
+            " or recorded on an invoice the read model does not know yet; or an event type the service does not"
+            " use (acknowledged)."
+        },
         202: {"model": PaymentReceipt, "description": "Kept unapplied, or a refund flagged for ops."},
         **problem_responses(400, 401, 409, 413, 422, 503),
     },
@@ -81,7 +89,10 @@ async def stripe_webhook(
 ) -> JSONResponse:
     """Record what a Stripe event reports; idempotent by the event id (a redelivery gets the first answer).
 
-    ``payment_intent.succeeded`` records the payment (by its PaymentIntent id) on ``metadata.invoice_id``;
+    ``payment_intent.succeeded`` pays the payment (by its PaymentIntent id) to the customer of
+    ``metadata.invoice_id``, that invoice first, the rest to the customer's other open invoices (oldest due
+    first) or its credit; without an invoice, to ``metadata.customer_id``. Kept unapplied (202) when the
+    two name different customers, the currency is not the invoice's, or neither is named.
     ``charge.refunded`` is kept as a flagged refund (the service has no refunds); other types are acknowledged.
     """
     secret = ctx.settings.stripe_webhook_secret
@@ -129,7 +140,51 @@ async def _record(ctx: ApiContext, reported: stripe_events.PaymentReport) -> Pay
     if not reported.invoice_reference:
         reason = "the PaymentIntent has no metadata.invoice_id"
         return await intake.keep_unapplied(ctx.pool, "", reported.payment, Source.STRIPE, reason)
-    return await intake.intake(ctx, reported.invoice_reference, reported.payment, Source.STRIPE)
+    invoice = await cash.projected_invoice(ctx.pool, reported.invoice_reference)
+    if invoice is None:  # not in the read model (yet): the invoice's own intake records it there, or keeps it
+        return await intake.intake(ctx, reported.invoice_reference, reported.payment, Source.STRIPE)
+    return await _pay_for_invoice(ctx, reported, invoice)
+
+
+async def _pay_for_invoice(
+    ctx: ApiContext, reported: stripe_events.PaymentReport, invoice: cash.ProjectedInvoice
+) -> PaymentReceipt | PaymentApplication:
+    """The invoice's customer pays it (the invoice first, the rest to its other invoices or credit); kept unapplied
+    if ``metadata.customer_id`` names another customer, or the payment is in another currency than the invoice.
+
+    A PaymentIntent is one payment: once claimed for the customer, another event for it (another event id, so
+    another ``created`` time) is answered with the payment as first received; one recorded on the invoice
+    itself (before payments from Stripe went through the customer) is answered by the invoice.
+    """
+    payment = reported.payment
+    if reported.customer_reference and reported.customer_reference != invoice.customer_id:
+        reason = (
+            f"metadata.customer_id {reported.customer_reference!r} is not the customer of invoice {invoice.invoice_id}"
+            f" ({invoice.customer_id}): nothing paid to either; apply it by hand"
+        )
+        return await intake.keep_unapplied(ctx.pool, reported.invoice_reference, payment, Source.STRIPE, reason)
+    claimed_for = await payment_claims.target(ctx.pool, invoice.customer_id, payment.payment_id)
+    if claimed_for is not None and claimed_for != payment_claims.CUSTOMER_TARGET:
+        return await intake.intake(ctx, invoice.invoice_id, payment, Source.STRIPE)
+    first = await _received_before(ctx, invoice.customer_id, payment.payment_id) if claimed_for else None
+    if first is not None and (first.amount_minor, first.currency) == (payment.amount_minor, payment.currency):
+        body = CustomerPaymentBody.model_validate(first.model_dump(include=set(CustomerPaymentBody.model_fields)))
+        return await cash.pay_customer(ctx, invoice.customer_id, body)
+    try:
+        return await cash.pay_for_invoice(ctx, invoice, payment, reported.remittance)
+    except Problem as problem:
+        if problem.kind != Kind.WRONG_CURRENCY:  # as the invoice's intake: other refusals are the sender's to correct
+            raise
+        return await intake.keep_unapplied(ctx.pool, invoice.invoice_id, payment, Source.STRIPE, problem.detail)
+
+
+async def _received_before(ctx: ApiContext, customer_id: str, payment_id: str) -> CustomerPayment | None:
+    """The payment as the customer first received it, if its workflow still holds it whole."""
+    try:
+        application = (await customers.customer_cash(ctx.client, customer_id)).payments.get(payment_id)
+    except RPCError as err:
+        raise Problem(Kind.UNAVAILABLE, f"customer {customer_id} did not answer: {err}; try again") from None
+    return application.payment if application else None
 
 
 async def _pay_customer(ctx: ApiContext, reported: stripe_events.PaymentReport) -> PaymentReceipt | PaymentApplication:

@@ -1,9 +1,13 @@
 """Importing a bank statement: each booked credit is matched to an invoice and recorded once, the rest kept.
 
-Reading the document is ``api.camt``'s concern, naming the invoice ``api.payment_matching``'s;
-:func:`_apply` decides where a payment matched to one invoice goes (the invoice's own payment intake); a
-line whose remittance names several invoices of one customer goes to that customer's cash application
-(``api.cash``), which splits it: the named invoices first, the rest oldest due first, what is left its credit.
+Reading the document is ``api.camt``'s concern, naming the invoice ``api.payment_matching``'s. Where a
+matched payment goes: through its customer's payment path (``api.cash``), whose cash application splits
+it: a line matched to one invoice (by ``RF`` reference or invoice number) pays that invoice first, then the
+customer's other open invoices oldest due first, what is left the customer's credit; a line whose
+remittance names several invoices of one customer pays those first. A line matched to an invoice whose
+customer the read model does not know yet, or without a value date, goes to the invoice's own payment
+intake (:func:`_apply`); a payment either refuses (other currency, a value date it may not carry) is kept
+unapplied with the reason, as is every line matched to no invoice.
 """
 
 from __future__ import annotations
@@ -16,16 +20,19 @@ from pydantic import BaseModel, Field, ValidationError
 
 from api import camt, intake
 from api.camt import Direction, StatementLine
-from api.cash import CustomerPaymentBody, pay_customer
+from api.cash import CustomerPaymentBody, pay_customer, pay_for_invoice, projected_invoice
 from api.intake import PaymentContext, PaymentReceipt, PaymentStatus, Source
 from api.payment_matching import InvoiceReferences, Match
 from api.problems import Kind, Problem
 from workflows.cash import PaymentApplication
 from workflows.models import Payment
 
+# what the customer's payment path refuses as this payment's fault: the line is kept unapplied with the reason
+_REFUSALS = (Kind.VALIDATION_FAILED, Kind.WRONG_CURRENCY, Kind.REQUEST_REFUSED)
+
 
 class LineStatus(StrEnum):
-    MATCHED = "matched"  # recorded on the invoice it names
+    MATCHED = "matched"  # paid to the customer of the invoice(s) it names (or recorded on the invoice)
     UNMATCHED = "unmatched"  # kept unapplied, with the reason
     DUPLICATE = "duplicate"  # imported before (or twice in this document): nothing recorded
     IGNORED = "ignored"  # a debit, or an entry not booked yet
@@ -42,12 +49,20 @@ class LineResult(BaseModel):
     amount_minor: int
     currency: str
     value_date: date | None
-    invoice_id: str | None = Field(default=None, description="matched: the invoice it was recorded on")
+    invoice_id: str | None = Field(
+        default=None, description="matched to one invoice: that invoice (paid first); None for several invoice numbers"
+    )
     matched_by: str | None = Field(default=None, description="'creditor reference', 'invoice number' or 'invoice numbers'")
-    customer_id: str | None = Field(default=None, description="matched by several invoice numbers: the customer it paid")
+    customer_id: str | None = Field(
+        default=None, description="paid to this customer (its cash application split it); None if recorded on the invoice"
+    )
     allocations: dict[str, int] = Field(default_factory=dict, description="customer payment: invoice id -> amount")
     credit_minor: int | None = Field(default=None, description="customer payment: what was left as the customer's credit")
-    balance_minor: int | None = Field(default=None, description="matched: the invoice's balance after it")
+    balance_minor: int | None = Field(
+        default=None,
+        description="matched to one invoice: its balance after the payment (None if the split gave it nothing,"
+        " e.g. it was closed or paid already)",
+    )
     reason: str | None = Field(default=None, description="unmatched, duplicate or ignored: why")
 
 
@@ -131,12 +146,29 @@ async def _import_line(
         return result(LineStatus.DUPLICATE, reason="this transaction was imported before: nothing recorded again")
     match = await references.match(line)
     if match.customer_id is not None and payment.received_at is not None:
-        application = await _pay_customer(ctx, payment, match.customer_id, line)
-        await _remember(ctx, line, None, LineStatus.MATCHED)
-        return result(LineStatus.MATCHED, matched_by=match.matched_by).model_copy(
+        try:
+            application = await _pay_customer(ctx, payment, match, line)
+        except Problem as problem:
+            if problem.kind not in _REFUSALS:  # a payment id used for another payment, or no answer: raise
+                raise
+            where = f"invoice {match.invoice_id} (by {match.matched_by})" if match.invoice_id else f"customer {match.customer_id}"
+            reason = f"{where} refused it: {problem.detail}"
+            reference = match.invoice_id or match.payer_reference
+            receipt = await intake.keep_unapplied(ctx.pool, reference, payment, Source.STATEMENT, reason)
+            await _remember(ctx, line, None, LineStatus.UNMATCHED)
+            return result(LineStatus.UNMATCHED, reason=receipt.reason)
+        delivered = {a.invoice_id: a for a in application.allocations if a.delivered}
+        paid = delivered.get(match.invoice_id) if match.invoice_id else None
+        await _remember(ctx, line, paid.invoice_id if paid else None, LineStatus.MATCHED)
+        return result(
+            LineStatus.MATCHED,
+            invoice_id=match.invoice_id,
+            matched_by=match.matched_by,
+            balance_minor=paid.balance_minor if paid else None,
+        ).model_copy(
             update={
                 "customer_id": match.customer_id,
-                "allocations": {a.invoice_id: a.amount_minor for a in application.allocations if a.delivered},
+                "allocations": {invoice_id: a.amount_minor for invoice_id, a in delivered.items()},
                 "credit_minor": application.credit_minor,
             }
         )
@@ -176,9 +208,14 @@ async def _remember(ctx: PaymentContext, line: StatementLine, invoice_id: str | 
     )
 
 
-async def _pay_customer(ctx: PaymentContext, payment: Payment, customer_id: str, line: StatementLine) -> PaymentApplication:
-    """The line names several invoices of one customer: the customer's cash application splits it."""
-    assert payment.received_at is not None
+async def _pay_customer(ctx: PaymentContext, payment: Payment, match: Match, line: StatementLine) -> PaymentApplication:
+    """The customer's cash application splits the line: the invoice it was matched to first (named ahead of the
+    payer's text, as a match by the structured reference is not in it), or the several invoices it names."""
+    assert payment.received_at is not None and match.customer_id is not None
+    if match.invoice_id is not None:
+        invoice = await projected_invoice(ctx.pool, match.invoice_id)
+        if invoice is not None:  # it was just matched in the read model
+            return await pay_for_invoice(ctx, invoice, payment, line.unstructured)
     body = CustomerPaymentBody(
         payment_id=payment.payment_id,
         amount_minor=payment.amount_minor,
@@ -186,7 +223,7 @@ async def _pay_customer(ctx: PaymentContext, payment: Payment, customer_id: str,
         received_at=payment.received_at,
         remittance=intake.storable_remittance(line.unstructured),
     )
-    return await pay_customer(ctx, customer_id, body)
+    return await pay_customer(ctx, match.customer_id, body)
 
 
 async def _imported_before(ctx: PaymentContext, payment_id: str) -> bool:

@@ -4,7 +4,7 @@ Verification follows Stripe's published scheme: ``Stripe-Signature: t=<unix seco
 where each ``v1`` is the HMAC-SHA256 of ``"<t>.<raw body>"`` under the endpoint's signing secret (the
 ``whsec_…`` string as it is, UTF-8), and ``t`` must lie within the tolerance of now. Two events are
 read: ``payment_intent.succeeded`` (a payment, by its PaymentIntent id, for ``metadata.invoice_id``, or
-without one for ``metadata.customer_id``, split by the customer's cash application)
+without one for ``metadata.customer_id``; either is split by the customer's cash application)
 and ``charge.refunded`` (kept as a refund flagged for ops: the service has no refunds). Others are
 acknowledged and ignored, so Stripe stops resending them.
 """

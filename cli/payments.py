@@ -1,7 +1,8 @@
 """``dunning payments import``: record the payments of a bank statement (camt.053 / camt.054).
 
 Talks to Temporal and the database directly, as the other commands do: each booked credit is matched
-and recorded on its invoice, the rest kept unapplied; importing the same file again records nothing.
+and paid to the customer of its invoice (that invoice first, the rest to the customer's other invoices or
+its credit), the rest kept unapplied; importing the same file again records nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from rich.table import Table
 from activities.ledger import apply_schema, create_pool
 from api.camt import StatementError
 from api.problems import Problem
-from api.statement_import import ImportSummary, LineStatus, import_statement
+from api.statement_import import ImportSummary, LineResult, LineStatus, import_statement
 from cli.database import Connections
 from client.settings import Settings
 from client.temporal import connect
@@ -78,7 +79,7 @@ def _print(summary: ImportSummary) -> None:
     )
     table = Table("line", "entry", "amount", "value date", "status", "invoice / reason", title=title)
     for line in summary.lines:
-        detail = f"{line.invoice_id} (by {line.matched_by})" if line.status == LineStatus.MATCHED else line.reason or ""
+        detail = _matched(line) if line.status == LineStatus.MATCHED else line.reason or ""
         value_date = line.value_date.isoformat() if line.value_date else ""
         table.add_row(
             str(line.line),
@@ -91,6 +92,17 @@ def _print(summary: ImportSummary) -> None:
     Console(width=160).print(table)
     if summary.unmatched:
         typer.echo("Unmatched payments are kept: see GET /payments/unapplied and apply each to its invoice.")
+
+
+def _matched(line: LineResult) -> str:
+    """``INV-1 (by creditor reference)``, and where a customer's cash application split it, the split."""
+    detail = f"{line.invoice_id or f'customer {line.customer_id}'} (by {line.matched_by})"
+    if line.customer_id is None:
+        return detail
+    split = [f"{format_money(amount, line.currency)} to {invoice_id}" for invoice_id, amount in line.allocations.items()]
+    if line.credit_minor:
+        split.append(f"{format_money(line.credit_minor, line.currency)} credit")
+    return f"{detail}: {', '.join(split) or 'nothing'}"
 
 
 def _fail(message: str) -> NoReturn:

@@ -13,10 +13,12 @@ import pytest
 
 from api import camt, stripe_events
 from api.camt import Direction, StatementError, StatementLine
+from api.cash import naming_first
 from api.payment_matching import quoted_references
 from api.statement_import import LineStatus, _import_line
 from api.stripe_events import StripeEventError, StripeSignatureRefused
 from workflows import creditor_reference
+from workflows.cash import named_invoices
 
 SAMPLE = Path(__file__).parent / "data" / "camt" / "statement.camt.053.001.08.xml"
 
@@ -264,3 +266,21 @@ async def test_a_line_whose_value_date_no_payment_may_carry_is_not_recorded_and_
     result = await _import_line(None, None, line, set())  # type: ignore[arg-type]
     assert result.status == LineStatus.IGNORED
     assert result.reason is not None and result.reason.startswith("not recorded:") and "2000" in result.reason
+
+
+# --- a payment matched to one invoice, paid through its customer ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "pays INV-3 and INV-7", "INV-3 first please", "RF" + "9" * 30 + " INV-3 " + "x" * 600],
+)
+def test_the_matched_invoice_is_named_first_in_the_remittance_the_customer_gets(text):
+    """The cash application pays the invoices a remittance names in its order: the matched one goes first even
+    when the payer's text names another first (or the match was by the structured reference, not in the text)."""
+    for invoice_id in ("INV-7", "INV-7."):  # the second is no single word of the text: named by its RF reference
+        remittance = naming_first(invoice_id, text)
+        assert len(remittance) <= 500
+        assert named_invoices(remittance, ["INV-3", invoice_id])[0] == invoice_id
+    assert naming_first("INV-7", text).startswith("INV-7")
+    assert naming_first("INV-7.", text).startswith(creditor_reference.for_invoice("INV-7."))
