@@ -7,11 +7,20 @@ starts it with update-with-start (``activities.customer``), and so does any of t
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
+from typing import Any, TypeVar
 
-from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowHandle,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.workflow import UpdateMethodMultiParam
 
 from workflows.cash import (
     CUSTOMER_PAYMENT_SIGNAL,
@@ -29,6 +38,8 @@ from workflows.holds import CustomerLedger, CustomerWorkflowInput
 from workflows.models import Invoice, customer_workflow_id
 
 ANSWER_TIMEOUT = timedelta(seconds=20)
+Request = TypeVar("Request")
+Answer = TypeVar("Answer")
 
 
 async def customer_workflow(client: Client, task_queue: str, customer_id: str) -> WorkflowHandle[CustomerWorkflow, None]:
@@ -72,13 +83,33 @@ async def record_payment(
     The update id is the payment id: concurrent posts of one payment attach to one update. Raises
     ``WorkflowUpdateFailedError`` whose cause is the ``PaymentConflict`` or ``InvalidRequest`` refusal.
     """
-    return await client.execute_update_with_start_workflow(
-        CustomerWorkflow.record_payment,
-        payment,
-        start_workflow_operation=_start(payment.customer_id, task_queue, digest_gathering),
-        id=f"payment/{payment.payment_id}/{fingerprint(payment)}",  # a repeat shares the update, other content does not
-        rpc_timeout=ANSWER_TIMEOUT,
+    start = _start(payment.customer_id, task_queue, digest_gathering)
+    # a repeat shares the update, other content does not
+    return await _update_with_start(
+        client, CustomerWorkflow.record_payment, payment, start, f"payment/{payment.payment_id}/{fingerprint(payment)}"
     )
+
+
+async def _update_with_start(
+    client: Client,
+    update: UpdateMethodMultiParam[[CustomerWorkflow, Request], Answer],
+    request: Request,
+    start: WithStartWorkflowOperation[CustomerWorkflow, Any],
+    update_id: str | None = None,
+) -> Answer:
+    """The customer's answer to ``update``, its workflow started by ``start`` if need be.
+
+    When the call fails before the start was seen, the SDK also sets that failure on ``start``; asked for by
+    nobody, asyncio logs it as a "Future exception was never retrieved" whenever it is collected (on another
+    command's stderr, say). It is taken here; the call's own error is raised as it came."""
+    try:
+        return await client.execute_update_with_start_workflow(
+            update, request, start_workflow_operation=start, id=update_id, rpc_timeout=ANSWER_TIMEOUT
+        )
+    except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError, WorkflowAlreadyStartedError):
+        with contextlib.suppress(Exception):  # the start's outcome is set by now: this does not wait
+            await start.workflow_handle()
+        raise
 
 
 async def send_payment(
@@ -134,9 +165,8 @@ async def pause(
 ) -> CustomerControl:
     """Pause every escalation of the customer's invoices (its workflow started if need be). Raises
     ``WorkflowUpdateFailedError`` whose cause is the ``InvalidRequest`` refusal (e.g. an until-date in the past)."""
-    start = _start(request.customer_id, task_queue, digest_gathering)
-    return await client.execute_update_with_start_workflow(
-        CustomerWorkflow.pause, request, start_workflow_operation=start, rpc_timeout=ANSWER_TIMEOUT
+    return await _update_with_start(
+        client, CustomerWorkflow.pause, request, _start(request.customer_id, task_queue, digest_gathering)
     )
 
 
@@ -144,9 +174,8 @@ async def resume(
     client: Client, task_queue: str, request: ResumeCustomer, digest_gathering: timedelta = DIGEST_GATHERING
 ) -> CustomerControl:
     """End the customer's pause now (nothing to do if it is not paused)."""
-    start = _start(request.customer_id, task_queue, digest_gathering)
-    return await client.execute_update_with_start_workflow(
-        CustomerWorkflow.resume, request, start_workflow_operation=start, rpc_timeout=ANSWER_TIMEOUT
+    return await _update_with_start(
+        client, CustomerWorkflow.resume, request, _start(request.customer_id, task_queue, digest_gathering)
     )
 
 
@@ -154,9 +183,8 @@ async def set_cuts(
     client: Client, task_queue: str, request: CutsRequest, digest_gathering: timedelta = DIGEST_GATHERING
 ) -> CustomerControl:
     """Keep the customer's equipment out of automatic cuts (``excluded``), or put it back in."""
-    start = _start(request.customer_id, task_queue, digest_gathering)
-    return await client.execute_update_with_start_workflow(
-        CustomerWorkflow.set_cuts, request, start_workflow_operation=start, rpc_timeout=ANSWER_TIMEOUT
+    return await _update_with_start(
+        client, CustomerWorkflow.set_cuts, request, _start(request.customer_id, task_queue, digest_gathering)
     )
 
 
