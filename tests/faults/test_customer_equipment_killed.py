@@ -9,6 +9,7 @@ Real time drives the invoices (due in 3 s, suspended 2 s later, a one-second not
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -23,6 +24,10 @@ from tests.faults.stack import TASK_QUEUE, FaultStack, fault_stack
 from tests.harness import eventually, make_invoice, start_invoice
 from workflows.invoice import InvoiceWorkflow
 from workflows.models import Invoice, InvoiceOutcome, InvoiceState, Payment
+
+# a minute of it waits on a heartbeat timeout: make test has the shared equipment without kills
+# (test_customer_redfish_dev_server) and the worker killed mid-cut (test_together); this runs in make soak
+pytestmark = pytest.mark.skipif(os.environ.get("DUNNING_SOAK") != "1", reason="runs in make soak (DUNNING_SOAK=1)")
 
 # an attempt cut short by the kill is retried once its heartbeat times out (a minute)
 RECOVERY_S = 60 + 2 * POWER_CHANGE_S + 30

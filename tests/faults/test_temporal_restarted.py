@@ -6,11 +6,14 @@ import functools
 import os
 import uuid
 
+import pytest
+
 from tests.faults.checks import run_under_fault
 from tests.faults.fates import scripted_invoices
 from tests.faults.stack import repeat_fault
 
 SOAK = os.environ.get("DUNNING_SOAK") == "1"
+pytestmark = pytest.mark.skipif(not SOAK, reason="runs in make soak (DUNNING_SOAK=1); make test runs test_together")
 INVOICES = 120 if SOAK else 24
 RESTARTS = 3 if SOAK else 1
 STARTS_PER_SECOND = 3.0

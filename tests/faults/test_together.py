@@ -1,5 +1,9 @@
-"""The newer fault cases in one run, for ``make test``: each on its own, at volume, runs in ``make soak``
-(``test_api_intake``, ``test_encrypted``, ``test_two_workers``, ``test_rebuild_cut``, ``test_slow_smtp``)."""
+"""The fault cases in two runs, for ``make test``: each on its own, at volume, runs in ``make soak``.
+
+The infrastructure run: the worker killed, the dev server restarted, PostgreSQL stopped (``test_worker_killed``,
+``test_temporal_restarted``, ``test_postgres_down``). The newer cases' run: API intake, encryption, two workers,
+a rebuild cut, slow SMTP (``test_api_intake``, ``test_encrypted``, ``test_two_workers``, ``test_rebuild_cut``,
+``test_slow_smtp``)."""
 
 from __future__ import annotations
 
@@ -18,6 +22,36 @@ from tests.faults.test_slow_smtp import SLOW_STEP_S
 INVOICES = 16
 STARTS_PER_SECOND = 2.0
 DEADLINE_S = 6 * 60.0
+INFRASTRUCTURE_INVOICES = 24
+POSTGRES_DOWN_S = 15.0
+TEMPORAL_DOWN_S = 5.0
+
+
+async def infrastructure_one_after_another(stack: FaultStack) -> None:
+    """5 s in, the worker SIGKILLed (back after 2 s); 5 s later the dev server stopped for 5 s and started on its
+    SQLite file; 5 s later PostgreSQL stopped for 15 s and started on its data: while invoices are being started,
+    issued and escalated."""
+    await asyncio.sleep(5.0)
+    await stack.kill_workers(down_for=2.0)
+    await asyncio.sleep(5.0)
+    await stack.restart_temporal(down_for=TEMPORAL_DOWN_S)
+    await asyncio.sleep(5.0)
+    await stack.stop_postgres(down_for=POSTGRES_DOWN_S)
+
+
+async def test_infrastructure_faults_one_after_another():
+    """24 invoices over every fate, started 2 a second; the worker is SIGKILLed, the dev server restarted and
+    PostgreSQL stopped for 15 s, one after the other. Every check of ``checks`` passes: each invoice ends as its
+    fate says (money and last sequence the same in workflow, log and projection), every notice step reached the
+    SMTP server once, every cut and restore was done once, and the event log has no gap and no duplicate."""
+    scripts = scripted_invoices(INFRASTRUCTURE_INVOICES, run=f"TI{uuid.uuid4().hex[:4]}")
+    await run_under_fault(
+        scripts,
+        STARTS_PER_SECOND,
+        DEADLINE_S,
+        infrastructure_one_after_another,
+        f"worker killed, temporal restarted {TEMPORAL_DOWN_S:.0f} s, postgres down {POSTGRES_DOWN_S:.0f} s",
+    )
 
 
 async def one_after_another(stack: FaultStack) -> None:

@@ -8,11 +8,14 @@ import random
 import time
 import uuid
 
+import pytest
+
 from tests.faults.checks import run_under_fault
 from tests.faults.fates import STATUS_READS, scripted_invoices
 from tests.faults.stack import FaultStack
 
 SOAK = os.environ.get("DUNNING_SOAK") == "1"
+pytestmark = pytest.mark.skipif(not SOAK, reason="runs in make soak (DUNNING_SOAK=1); make test runs test_together")
 INVOICES = 200 if SOAK else 40
 KILLS = 12 if SOAK else 3
 STARTS_PER_SECOND = 2.0
