@@ -7,8 +7,9 @@ workflow itself (its ``status`` query), as does a read of an invoice not project
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import BaseModel, Field, ValidationError
@@ -52,6 +53,7 @@ from workflows.state import InvoiceWorkflowInput
 router = APIRouter(prefix="/invoices", tags=["invoices"])
 Context = Annotated[ApiContext, Depends(api_context)]
 ACTION_ERRORS = problem_responses(400, 401, 403, 404, 409, 413, 415, 422, 503)
+Action = TypeVar("Action", bound=Callable[..., Awaitable[Any]])
 READ_ERRORS = problem_responses(401, 403, 404, 422, 503)
 IMPORT_PATH = "/invoices/import"
 MAX_IMPORT_BYTES = 16 * 1024 * 1024
@@ -311,37 +313,24 @@ async def invoice_events(
 # --- acting on an invoice (ops) --------------------------------------------------------------
 
 
-@router.post(
-    "/{invoice_id}/disputes",
-    dependencies=[ops_only],
-    response_model=InvoiceStatus,
-    responses=ACTION_ERRORS,
-    summary="Open a dispute",
-)
+def ops_action(path: str, summary: str) -> Callable[[Action], Action]:
+    """``POST`` an ops request to one invoice: answered with its status, refused as ``ACTION_ERRORS`` say."""
+    return router.post(path, dependencies=[ops_only], response_model=InvoiceStatus, responses=ACTION_ERRORS, summary=summary)
+
+
+@ops_action("/{invoice_id}/disputes", "Open a dispute")
 async def open_dispute(invoice_id: InvoiceId, dispute: Annotated[OpenDispute, Body(openapi_examples=examples.DISPUTE)], ctx: Context) -> InvoiceStatus:
     """The client contests the invoice: escalation pauses until the dispute is resolved."""
     return await invoices.open_dispute(ctx.client, invoice_id, dispute)
 
 
-@router.post(
-    "/{invoice_id}/disputes/resolve",
-    dependencies=[ops_only],
-    response_model=InvoiceStatus,
-    responses=ACTION_ERRORS,
-    summary="Resolve the open dispute",
-)
+@ops_action("/{invoice_id}/disputes/resolve", "Resolve the open dispute")
 async def resolve_dispute(invoice_id: InvoiceId, resolution: Annotated[ResolveDispute, Body(openapi_examples=examples.RESOLUTION)], ctx: Context) -> InvoiceStatus:
     """Upheld (with an optional credit) or rejected; escalation resumes, shifted by the pause."""
     return await invoices.resolve_dispute(ctx.client, invoice_id, resolution)
 
 
-@router.post(
-    "/{invoice_id}/payment-plan",
-    dependencies=[ops_only],
-    response_model=InvoiceStatus,
-    responses=ACTION_ERRORS,
-    summary="Agree a payment plan",
-)
+@ops_action("/{invoice_id}/payment-plan", "Agree a payment plan")
 async def agree_plan(invoice_id: InvoiceId, plan: Annotated[PaymentPlan, Body(openapi_examples=examples.PLAN)], ctx: Context) -> InvoiceStatus:
     """Instalments summing to the balance replace escalation; a missed one resumes it. Their dates must lie
     within ``DUNNING_DATE_WINDOW_DAYS`` of today (422)."""
@@ -363,25 +352,13 @@ async def resend(invoice_id: InvoiceId, ctx: Context) -> InvoiceStatus:
     return await invoices.status(ctx.client, invoice_id)
 
 
-@router.post(
-    "/{invoice_id}/legal-decision",
-    dependencies=[ops_only],
-    response_model=InvoiceStatus,
-    responses=ACTION_ERRORS,
-    summary="Decide at legal review",
-)
+@ops_action("/{invoice_id}/legal-decision", "Decide at legal review")
 async def decide_legal(invoice_id: InvoiceId, decision: Annotated[DecideLegal, Body(openapi_examples=examples.LEGAL_DECISION)], ctx: Context) -> InvoiceStatus:
     """Sue, settle for an amount, write off, or send back to the agency."""
     return await invoices.decide_legal(ctx.client, invoice_id, decision)
 
 
-@router.post(
-    "/{invoice_id}/factored",
-    dependencies=[ops_only],
-    response_model=InvoiceStatus,
-    responses=ACTION_ERRORS,
-    summary="Mark the invoice factored",
-)
+@ops_action("/{invoice_id}/factored", "Mark the invoice factored")
 async def mark_factored(invoice_id: InvoiceId, factoring: Annotated[MarkFactored, Body(openapi_examples=examples.FACTORED)], ctx: Context) -> InvoiceStatus:
     """The receivable was sold to a factor: client-facing escalation ends."""
     return await invoices.mark_factored(ctx.client, invoice_id, factoring)

@@ -8,6 +8,7 @@ starts it with update-with-start (``activities.customer``), and so does any of t
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -150,12 +151,17 @@ async def register_invoice(
 
 async def customer_cash(client: Client, customer_id: str) -> CashBook:
     """The customer's payments, how each was split, and its credit (empty if its workflow never started)."""
+    return await _ask(client, customer_id, CustomerWorkflow.cash, CashBook())
+
+
+async def _ask(client: Client, customer_id: str, query: Callable[[CustomerWorkflow], Answer], nothing: Answer) -> Answer:
+    """The customer workflow's answer to ``query``; ``nothing`` if its workflow never started."""
     handle = client.get_workflow_handle_for(CustomerWorkflow.run, customer_workflow_id(customer_id))
     try:
-        return await handle.query(CustomerWorkflow.cash, rpc_timeout=ANSWER_TIMEOUT)
+        return await handle.query(query, rpc_timeout=ANSWER_TIMEOUT)
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
-            return CashBook()
+            return nothing
         raise
 
 
@@ -190,10 +196,4 @@ async def set_cuts(
 
 async def customer_control(client: Client, customer_id: str) -> CustomerControl:
     """What ops decided about the customer (nothing if its workflow never started)."""
-    handle = client.get_workflow_handle_for(CustomerWorkflow.run, customer_workflow_id(customer_id))
-    try:
-        return await handle.query(CustomerWorkflow.control, rpc_timeout=ANSWER_TIMEOUT)
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            return CustomerControl()
-        raise
+    return await _ask(client, customer_id, CustomerWorkflow.control, CustomerControl())

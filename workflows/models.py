@@ -610,6 +610,16 @@ class Fee(Strict):
     reason: str
 
 
+# dispute credits, discounts applied and write-offs, as a request to an activity carries them
+DeductedMinor = Annotated[
+    int,
+    Field(
+        validation_alias=AliasChoices("deducted_minor", "credited_minor"),  # so named before release v6
+        description="dispute credits, discounts applied and write-offs (InvoiceLedger.deducted_minor)",
+    ),
+]
+
+
 class NoticeRequest(Strict):
     """Everything a notice needs; built by the workflow, rendered and sent by an activity.
 
@@ -628,10 +638,7 @@ class NoticeRequest(Strict):
     invoice_amount_minor: int
     fees: list[Fee]
     paid_minor: int
-    deducted_minor: int = Field(
-        validation_alias=AliasChoices("deducted_minor", "credited_minor"),  # so named before release v6
-        description="dispute credits, discounts applied and write-offs (InvoiceLedger.deducted_minor)",
-    )
+    deducted_minor: DeductedMinor
     balance_minor: int
     issue_date: date
     due_date: date
@@ -673,10 +680,7 @@ class AgencyHandover(Strict):
     invoice: Invoice
     fees: list[Fee]
     paid_minor: int
-    deducted_minor: int = Field(
-        validation_alias=AliasChoices("deducted_minor", "credited_minor"),  # so named before release v6
-        description="dispute credits, discounts applied and write-offs (InvoiceLedger.deducted_minor)",
-    )
+    deducted_minor: DeductedMinor
     balance_minor: int
     days_overdue: int
     interest_minor: int = Field(default=0, description="statutory interest posted, part of the balance")

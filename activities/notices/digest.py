@@ -18,7 +18,7 @@ import asyncpg
 
 from activities.notices.content import Attachment, Payee, RenderedNotice
 from activities.notices.i18n import locale_for
-from activities.notices.pdf import LINE, heading, new_document, paragraph, table
+from activities.notices.pdf import LINE, heading, how_to_pay, new_document, paragraph, table
 from activities.notices.templating import LocalFormat, environment, notice_context, render_block, typeset
 from workflows.digests import DigestRequest
 from workflows.models import NoticeKind, NoticeRequest
@@ -178,14 +178,7 @@ def statement_pdf(context: dict[str, Any]) -> bytes:
     pdf.set_font_size(10)
     pdf.ln(LINE / 2)
     table(pdf, labels.total_rows, col_widths=(7, 3), align=("LEFT", "RIGHT"))
-    heading(pdf, common.how_to_pay)
-    if payee.payment_instructions:
-        paragraph(pdf, payee.payment_instructions)
-    paragraph(pdf, f"{common.payee_label}: {payee.name}")
-    if payee.iban:
-        paragraph(pdf, f"IBAN: {payee.iban}")
-    if payee.payment_link:
-        paragraph(pdf, f"{common.pay_online}: {payee.payment_link}", link=payee.payment_link)
+    how_to_pay(pdf, common, payee)
     paragraph(pdf, typeset(labels.quote_references, lead.language))
     return bytes(pdf.output())
 

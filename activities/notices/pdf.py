@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from fontTools.ttLib import TTFont
 from fpdf import FPDF, FontFace
@@ -137,13 +138,18 @@ def invoice_pdf(notice: NoticeRequest, payee: Payee) -> bytes:
         pdf.ln(LINE / 2)
         paragraph(pdf, typeset(sentence, notice.language))
     if notice.balance_minor > 0:
-        heading(pdf, common.how_to_pay)
-        if payee.payment_instructions:
-            paragraph(pdf, payee.payment_instructions)
-        paragraph(pdf, f"{common.payee_label}: {payee.name}")
-        if payee.iban:
-            paragraph(pdf, f"IBAN: {payee.iban}")
-        if payee.payment_link:
-            paragraph(pdf, f"{common.pay_online}: {payee.payment_link}", link=payee.payment_link)
+        how_to_pay(pdf, common, payee)
         paragraph(pdf, common.quote_reference)
     return bytes(pdf.output())
+
+
+def how_to_pay(pdf: FPDF, common: Any, payee: Payee) -> None:
+    """The "how to pay" section: the payee's instructions, name, IBAN and payment link, as ``common.j2`` labels them."""
+    heading(pdf, common.how_to_pay)
+    if payee.payment_instructions:
+        paragraph(pdf, payee.payment_instructions)
+    paragraph(pdf, f"{common.payee_label}: {payee.name}")
+    if payee.iban:
+        paragraph(pdf, f"IBAN: {payee.iban}")
+    if payee.payment_link:
+        paragraph(pdf, f"{common.pay_online}: {payee.payment_link}", link=payee.payment_link)
