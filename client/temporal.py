@@ -1,10 +1,13 @@
-"""The Temporal client, with the pydantic data converter (and, when keys are set, encryption) every part shares."""
+"""The Temporal client, with the pydantic data converter (and, when keys are set, encryption) every part shares;
+its failures are bounded (``client.failures``)."""
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.service import TLSConfig
 
 from client.codec import codec_from_settings, with_encryption
+from client.failures import bounded_failures
 from client.settings import Settings
 from client.telemetry import temporal_plugins, temporal_runtime
 
@@ -14,12 +17,18 @@ async def connect(settings: Settings) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=with_encryption(pydantic_data_converter, codec_from_settings(settings.codec_keys)),
+        data_converter=data_converter(settings),
         runtime=temporal_runtime(settings.temporal_metrics_bind),
         plugins=temporal_plugins(),
         tls=tls_config(settings),
         api_key=settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None,
     )
+
+
+def data_converter(settings: Settings) -> DataConverter:
+    """Pydantic payloads, encrypted when ``codec_keys`` are set, and failures of a bounded size (an activity's
+    failure keeps its reason in Temporal: ``client.failures``)."""
+    return bounded_failures(with_encryption(pydantic_data_converter, codec_from_settings(settings.codec_keys)))
 
 
 def tls_config(settings: Settings) -> TLSConfig | bool:

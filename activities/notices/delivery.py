@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, Literal, NamedTuple, TypeVar
 
@@ -72,6 +73,17 @@ def permanent_failure(message: str) -> ApplicationError:
 def transient_failure(message: str, retry_after: timedelta | None = None) -> ApplicationError:
     """An error Temporal retries with the activity's retry policy, or after ``retry_after`` if given."""
     return ApplicationError(message, type="TransientDeliveryFailure", next_retry_delay=retry_after)
+
+
+@contextmanager
+def _delivery_record(key: str, channel: str) -> Iterator[None]:
+    """A database error reading or writing the delivery record of ``key`` on ``channel`` (PostgreSQL down, a
+    connection lost) as a transient failure that names the step: as retryable as the error itself, and short
+    (the error is its cause; ``client.failures`` cuts asyncpg's long stack trace)."""
+    try:
+        yield
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+        raise transient_failure(f"recording the delivery failed: {type(err).__name__}: {err} ({key} on {channel})") from err
 
 
 class Outgoing(NamedTuple):
@@ -280,6 +292,12 @@ class NoticeActivities(contracts.Notices):
         self, key: str, channel: str, invoice_id: str, kind: str, recipient: str, message_id: str
     ) -> Channeled:
         """Record an attempt as ``sending`` under a lease, unless the channel is done or leased."""
+        with _delivery_record(key, channel):
+            return await self._claim_record(key, channel, invoice_id, kind, recipient, message_id)
+
+    async def _claim_record(
+        self, key: str, channel: str, invoice_id: str, kind: str, recipient: str, message_id: str
+    ) -> Channeled:
         lease = activity.info().start_to_close_timeout or DEFAULT_LEASE
         claimed = await self.pool.fetchval(
             "INSERT INTO notice_deliveries AS d"
@@ -312,22 +330,24 @@ class NoticeActivities(contracts.Notices):
         return Channeled(row["status"], row["error"] or "")
 
     async def _record_sent(self, key: str, channel: str) -> None:
-        await self.pool.execute(
-            "UPDATE notice_deliveries SET status = 'sent', sent_at = now(), error = NULL, lease_until = NULL"
-            " WHERE idempotency_key = $1 AND channel = $2",
-            key,
-            channel,
-        )
+        with _delivery_record(key, channel):
+            await self.pool.execute(
+                "UPDATE notice_deliveries SET status = 'sent', sent_at = now(), error = NULL, lease_until = NULL"
+                " WHERE idempotency_key = $1 AND channel = $2",
+                key,
+                channel,
+            )
 
     async def _record_failure(self, key: str, channel: str, error: str, *, permanent: bool) -> None:
-        await self.pool.execute(
-            "UPDATE notice_deliveries SET status = CASE WHEN $3 THEN 'failed' ELSE status END,"
-            " error = $4, lease_until = NULL WHERE idempotency_key = $1 AND channel = $2",
-            key,
-            channel,
-            permanent,
-            error,
-        )
+        with _delivery_record(key, channel):
+            await self.pool.execute(
+                "UPDATE notice_deliveries SET status = CASE WHEN $3 THEN 'failed' ELSE status END,"
+                " error = $4, lease_until = NULL WHERE idempotency_key = $1 AND channel = $2",
+                key,
+                channel,
+                permanent,
+                error,
+            )
 
 
 def _describe(errors: dict[Channel, str]) -> str:

@@ -23,7 +23,9 @@ For every invoice, once its workflow has completed:
   invoice was open (the workflow drops a piece never cut from it at the close);
 - the projections have caught up and equal a rebuild from the events;
 - its history replays with the current code (``unreplayable`` counts those that do not: a history the
-  SDK defect of ``test_worker_gone_mid_stage`` wrote would fail the invoice's next replay).
+  SDK defect of ``test_worker_gone_mid_stage`` wrote would fail the invoice's next replay);
+- no activity failure in its history is one Temporal replaced for its size ("Failure exceeds size limit."): ops
+  would see no reason for it (``client.failures`` bounds every failure the worker sends).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client, WorkflowHistory
 from temporalio.converter import DataConverter
 from temporalio.worker import Replayer
@@ -104,6 +107,7 @@ ONCE = {
 ESCALATION_EVENTS = {EventKind.STAGE_REACHED, EventKind.LATE_FEE_CHARGED, EventKind.LEGAL_REVIEW_OPENED}
 CUT_EVENTS = {EventKind.EQUIPMENT_SUSPENDED, EventKind.SUSPEND_FAILED}
 STAGE_OF_STATE = {state: stage for stage, state in ladder.STATE_AFTER_STAGE.items()}
+OVERSIZED = "exceeds size limit"  # Temporal's message for a failure it replaced because of its size
 # a fault under way at any moment from 5 s before a first copy to 30 s after it (and begun before the second)
 # explains a second copy: a copy sent while PostgreSQL is down cannot be recorded sent
 REDELIVERY_WINDOW_S = (5.0, 30.0)
@@ -277,6 +281,7 @@ async def check_run(
     report.events = sum(len(e) for e in events.values())
     deliveries = _by_step(stack.smtp.deliveries)
     outcomes, task_failures, retried, histories = await _read_workflows(stack.client, scripts)
+    report.other += oversized_failures(histories, {s.workflow_id: s.label for s in scripts})
     replay_began = time.monotonic()
     report.unreplayable = await _unreplayable(
         histories, {s.workflow_id: s.label for s in scripts}, stack.client.data_converter
@@ -709,6 +714,44 @@ async def _read_workflows(
 
     await asyncio.gather(*(read(s) for s in scripts))
     return outcomes, failures, retried, histories
+
+
+def oversized_failures(histories: list[WorkflowHistory], labels: dict[str, str]) -> list[str]:
+    """Every activity failure of ``histories`` (an attempt's, as the next attempt's last failure, or the last one)
+    that Temporal replaced because of its size, with its invoice, the activity and what is left of the reason."""
+    problems = []
+    for history in histories:
+        scheduled: dict[int, str] = {}
+        for event in history.events:
+            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+                scheduled[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
+                continue
+            if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+                started = event.activity_task_started_event_attributes
+                failure, scheduled_id = started.last_failure, started.scheduled_event_id
+            elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
+                failed = event.activity_task_failed_event_attributes
+                failure, scheduled_id = failed.failure, failed.scheduled_event_id
+            else:
+                continue
+            messages = failure_messages(failure)
+            if any(OVERSIZED in message for message in messages):
+                reason = " ".join(" / ".join(messages).split())[:200]
+                problems.append(
+                    f"{labels.get(history.workflow_id, history.workflow_id)}: a failure of {scheduled.get(scheduled_id)}"
+                    f" exceeded Temporal's size limit (event {event.event_id}): {reason}"
+                )
+    return problems
+
+
+def failure_messages(failure: Failure) -> list[str]:
+    """The message of ``failure`` and of each of its causes."""
+    messages = []
+    level: Failure | None = failure
+    while level is not None and (level.message or level.HasField("cause")):
+        messages.append(level.message)
+        level = level.cause if level.HasField("cause") else None
+    return messages
 
 
 async def _unreplayable(
