@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import tempfile
 import time
@@ -25,6 +26,7 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.ledger import apply_schema, create_pool
@@ -127,11 +129,24 @@ async def api_stack(dev_env: WorkflowEnvironment, postgres_url: str) -> AsyncIte
             finally:
                 stop.set()
                 await asyncio.wait_for(api, 30)
+                await end_left_running(client, settings.task_queue)
     finally:
         await pool.close()
         smtp.controller.stop()
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def end_left_running(client: Client, task_queue: str) -> None:
+    """Terminate what the module left running on its task queue: the dev server outlives the module, and a
+    customer workflow whose worker is gone (customer ``CUST-API``, say) would leave the next module's calls
+    to that customer waiting for an answer."""
+    query = f"TaskQueue = '{task_queue}' AND ExecutionStatus = 'Running'"
+    async for execution in client.list_workflows(query):
+        with contextlib.suppress(RPCError):  # closed meanwhile
+            await client.get_workflow_handle(execution.id, run_id=execution.run_id).terminate(
+                reason="the test module that started it has ended"
+            )
 
 
 # --- building requests ---------------------------------------------------------------------------
