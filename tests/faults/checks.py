@@ -188,19 +188,38 @@ def expected_notices(events: list[Event]) -> Counter[str]:
 def caught_up_notices(events: list[Event]) -> Counter[str]:
     """The rungs' notices a catch-up held back: of several rungs reached before any notice went out (a
     worker back after a kill, a cut that waited for its ultimatum), only the highest rung's is told, and
-    it is the next notice sent. A notice sent between two rungs shows they were not taken together."""
+    it is the next notice sent. A notice sent between two rungs shows they were not taken together.
+
+    A catch-up tells its highest rung only once its last step is done; a close that came meanwhile (a
+    factoring while the hand-over that followed the cut was under way) leaves every rung of it untold, as
+    ``Outbox.tell_highest`` says. So several stages reached with no notice between them (one step alone
+    is told at once), then the close and none of their notices after it: all of them were held back."""
     closed = next((e.sequence for e in events if e.kind == EventKind.INVOICE_CLOSED), None)
     held_back: Counter[str] = Counter()
     together: list[NoticeKind] = []
+    stages = 0  # reached since the last notice sent: more than one, they were taken together
+    cut_short = False  # the close came after them, before any notice
+
+    def dropped_by_the_close() -> None:
+        if stages > 1 and cut_short:
+            held_back.update(n.value for n in together)
+
     for event in events:
         if event.kind == EventKind.NOTICE_SENT:
             highest = max(together, key=ladder.NOTICE_HEIGHT.__getitem__, default=None)
             if len(together) > 1 and highest is not None and event.data["kind"] == highest.value:
                 held_back.update(n.value for n in together)
                 held_back[highest.value] -= 1
-            together = []
-        elif (notice := _notice_of(event, events, closed)) in ladder.NOTICE_HEIGHT:
+            else:
+                dropped_by_the_close()
+            together, stages, cut_short = [], 0, False
+            continue
+        stages += event.kind == EventKind.STAGE_REACHED
+        if (notice := _notice_of(event, events, closed)) in ladder.NOTICE_HEIGHT:
             together.append(notice)
+        elif event.kind == EventKind.INVOICE_CLOSED:
+            cut_short = bool(together)
+    dropped_by_the_close()
     return +held_back
 
 
@@ -481,6 +500,16 @@ def _after_close(kind: EventKind, events: list[Event]) -> bool:
     return closed is not None and any(e.kind == kind and e.sequence > closed for e in events)
 
 
+def trail(events: list[Event]) -> str:
+    """The invoice's log in one line, to read a finding by: ``#7 service_suspended, #8 notice_sent (ultimatum), ...``."""
+    return ", ".join(f"#{e.sequence} {e.kind.value}{_told(e)}" for e in events)
+
+
+def _told(event: Event) -> str:
+    detail = event.data.get("kind") or event.data.get("stage") or event.data.get("equipment_id") or event.data.get("reason")
+    return f" ({detail})" if isinstance(detail, str) else ""
+
+
 def _brief(event: Event) -> str:
     detail = event.data.get("stage") or event.data.get("equipment_id")
     return f"({detail}) " if detail else ""
@@ -512,7 +541,10 @@ def check_notices(
         for kind, n in required.items()
         if got[kind] < n
     ]
-    report.lost += [f"{who}: {kind} notice missing ({n} of {wanted[kind]})" for kind, n in (wanted - got).items()]
+    report.lost += [
+        f"{who}: {kind} notice missing ({n} of {wanted[kind]}); its log: {trail(events)}"
+        for kind, n in (wanted - got).items()
+    ]
     told_after_close = {notice.value for cause, notice in OPEN_INVOICE_NOTICE.items() if _after_close(cause, events)}
     report.duplicated += [
         f"{who}: {n} {kind} notice(s) too many" for kind, n in (got - wanted).items() if kind not in told_after_close

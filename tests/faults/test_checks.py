@@ -226,3 +226,24 @@ def test_rungs_reached_together_need_only_the_highest_notice_and_apart_each_thei
 
     assert notices(script, without_notice("reminder")).problems() == []
     assert any("warning notice missing" in p for p in notices(script, without_notice("warning")).lost)
+
+
+def test_rungs_taken_together_and_cut_short_by_a_close_need_no_notice_but_one_rung_alone_does():
+    """A catch-up of reminder and warning that a close overtook before it told the highest: neither is owed
+    (the invoice tells a catch-up only at its end, and not once closed). The reminder alone, then the close,
+    with its notice lost: owed, and missing."""
+    script = ScriptedInvoice("T-0002", "C-T-0002", Fate.PAID_IN_TWO, AMOUNT, [])
+
+    def log(*middle: tuple[EventKind, dict]) -> list[Event]:
+        facts = [
+            (E.INVOICE_ISSUED, {"invoice": {"amount_minor": AMOUNT}}),
+            (E.NOTICE_SENT, {"step": "0001-invoice_issued", "kind": "invoice_issued"}),
+            *middle,
+            (E.INVOICE_CLOSED, {"state": "factored"}),
+        ]
+        return [Event(n, kind, data, float(n)) for n, (kind, data) in enumerate(facts, start=1)]
+
+    together = log((E.STAGE_REACHED, {"stage": "reminder"}), (E.STAGE_REACHED, {"stage": "warning"}))
+    assert not [p for p in notices(script, together).lost if "reminder" in p or "warning" in p]
+    alone = log((E.STAGE_REACHED, {"stage": "reminder"}))
+    assert any("reminder notice missing" in p for p in notices(script, alone).lost)
