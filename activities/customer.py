@@ -18,6 +18,7 @@ from temporalio.client import WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
 from activities.equipment.activities import heartbeating
+from client.temporal import take_start_outcome
 from workflows import contracts
 from workflows.digests import DIGEST_GATHERING, CustomerNoticeOutcome, NoticeAsked, NoticeTicket
 from workflows.holds import CustomerWorkflowInput, HoldOutcome, HoldRequest, ReleaseRequest
@@ -74,11 +75,14 @@ class CustomerActivities(contracts.Customers):
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             static_summary=f"Customer {customer_id}: what its invoices hold of its service and equipment",
         )
-        return await heartbeating(
-            activity.client().execute_update_with_start_workflow(
-                update, request, start_workflow_operation=start, id=request.idempotency_key + suffix, result_type=answer
+        try:
+            return await heartbeating(
+                activity.client().execute_update_with_start_workflow(
+                    update, request, start_workflow_operation=start, id=request.idempotency_key + suffix, result_type=answer
+                )
             )
-        )
+        finally:
+            take_start_outcome(start)
 
 
 _customer_activities = CustomerActivities()  # the default gathering delay

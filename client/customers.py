@@ -7,7 +7,6 @@ starts it with update-with-start (``activities.customer``), and so does any of t
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -16,13 +15,12 @@ from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
     WorkflowHandle,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.workflow import UpdateMethodMultiParam
 
+from client.temporal import take_start_outcome
 from workflows.cash import (
     CUSTOMER_PAYMENT_SIGNAL,
     CashBook,
@@ -98,19 +96,13 @@ async def _update_with_start(
     start: WithStartWorkflowOperation[CustomerWorkflow, Any],
     update_id: str | None = None,
 ) -> Answer:
-    """The customer's answer to ``update``, its workflow started by ``start`` if need be.
-
-    When the call fails before the start was seen, the SDK also sets that failure on ``start``; asked for by
-    nobody, asyncio logs it as a "Future exception was never retrieved" whenever it is collected (on another
-    command's stderr, say). It is taken here; the call's own error is raised as it came."""
+    """The customer's answer to ``update``, its workflow started by ``start`` if need be."""
     try:
         return await client.execute_update_with_start_workflow(
             update, request, start_workflow_operation=start, id=update_id, rpc_timeout=ANSWER_TIMEOUT
         )
-    except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError, WorkflowAlreadyStartedError):
-        with contextlib.suppress(Exception):  # the start's outcome is set by now: this does not wait
-            await start.workflow_handle()
-        raise
+    finally:
+        take_start_outcome(start)
 
 
 async def send_payment(

@@ -1,7 +1,10 @@
 """The Temporal client, with the pydantic data converter (and, when keys are set, encryption) every part shares;
 its failures are bounded (``client.failures``)."""
 
-from temporalio.client import Client
+import asyncio
+from typing import Any
+
+from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 from temporalio.service import TLSConfig
@@ -40,3 +43,14 @@ def tls_config(settings: Settings) -> TLSConfig | bool:
             server_root_ca_cert=ca, client_cert=cert, client_private_key=key, domain=settings.temporal_tls_server_name
         )
     return settings.temporal_tls or settings.temporal_api_key is not None
+
+
+def take_start_outcome(start: WithStartWorkflowOperation[Any, Any]) -> None:
+    """Mark an update-with-start's start outcome as seen; never waits.
+
+    The SDK also sets a start that failed (the call cancelled or refused before the start was seen) on the
+    operation. Asked for by nobody, asyncio logs it as "Future exception was never retrieved" whenever the
+    operation is collected, onto whatever runs then (a CLI command's stderr, say)."""
+    outcome = getattr(start, "_workflow_handle", None)  # where the SDK keeps it
+    if isinstance(outcome, asyncio.Future) and outcome.done() and not outcome.cancelled():
+        outcome.exception()

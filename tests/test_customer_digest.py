@@ -130,4 +130,5 @@ async def test_receipts_go_out_at_once_not_in_a_digest(env, client, queue, recor
     receipts = {n.invoice_id: n.detail for n in recorder.notices if n.kind == NoticeKind.RECEIPT}
     assert receipts == {a.invoice_id: "pay-a", b.invoice_id: "pay-b"}
     assert recorder.digests == []
+    await eventually(lambda: sent(recorder, a, "receipt"))  # recorded once the invoice appended its events
     assert "digest" not in sent(recorder, a, "receipt")[0]
