@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from api.camt import StatementLine
+from api.cash import ProjectedInvoice, projected_invoice
 from workflows import creditor_reference
 
 _RF_IN_TEXT = re.compile(r"\bRF\d{2}", re.IGNORECASE)
@@ -33,6 +34,7 @@ class Match:
     reason: str | None = None
     payer_reference: str = ""  # what the payer quoted, kept with an unapplied payment
     customer_id: str | None = None  # the invoice's customer, or the one customer of several invoices named
+    invoice: ProjectedInvoice | None = None  # the one invoice found, as the read model has it
 
 
 class InvoiceReferences:
@@ -47,12 +49,10 @@ class InvoiceReferences:
         payer_reference = quoted[0] if quoted else (line.creditor_reference or line.unstructured[:140] or "(none)")
         for reference in quoted:
             if invoice_id := (await self._references()).get(reference):
-                customer_id = await self._customer_of(invoice_id)
-                return Match(invoice_id, "creditor reference", payer_reference=reference, customer_id=customer_id)
+                return await self._found(invoice_id, "creditor reference", reference)
         named = await self._invoices_named_in(line.unstructured)
         if len(named) == 1:
-            customer_id = await self._customer_of(named[0])
-            return Match(named[0], "invoice number", payer_reference=payer_reference, customer_id=customer_id)
+            return await self._found(named[0], "invoice number", payer_reference)
         if len(named) > 1 and (customer_id := await self._one_customer(named)):
             return Match(None, "invoice numbers", payer_reference=payer_reference, customer_id=customer_id)
         if len(named) > 1:
@@ -68,8 +68,10 @@ class InvoiceReferences:
             reason = "no creditor reference and no invoice number in the remittance"
         return Match(None, reason=reason, payer_reference=payer_reference)
 
-    async def _customer_of(self, invoice_id: str) -> str | None:
-        return await self._pool.fetchval("SELECT customer_id FROM projected_invoices WHERE invoice_id = $1", invoice_id)
+    async def _found(self, invoice_id: str, matched_by: str, payer_reference: str) -> Match:
+        invoice = await projected_invoice(self._pool, invoice_id)
+        customer_id = invoice.customer_id if invoice else None
+        return Match(invoice_id, matched_by, payer_reference=payer_reference, customer_id=customer_id, invoice=invoice)
 
     async def _one_customer(self, invoice_ids: list[str]) -> str | None:
         rows = await self._pool.fetch(

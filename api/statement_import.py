@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from api import camt, intake
 from api.camt import Direction, StatementLine
-from api.cash import CustomerPaymentBody, pay_customer, pay_for_invoice, projected_invoice
+from api.cash import CustomerPaymentBody, pay_customer, pay_for_invoice
 from api.intake import PaymentContext, PaymentReceipt, PaymentStatus, Source
 from api.payment_matching import InvoiceReferences, Match
 from api.problems import Kind, Problem
@@ -212,10 +212,8 @@ async def _pay_customer(ctx: PaymentContext, payment: Payment, match: Match, lin
     """The customer's cash application splits the line: the invoice it was matched to first (named ahead of the
     payer's text, as a match by the structured reference is not in it), or the several invoices it names."""
     assert payment.received_at is not None and match.customer_id is not None
-    if match.invoice_id is not None:
-        invoice = await projected_invoice(ctx.pool, match.invoice_id)
-        if invoice is not None:  # it was just matched in the read model
-            return await pay_for_invoice(ctx, invoice, payment, line.unstructured)
+    if match.invoice is not None:
+        return await pay_for_invoice(ctx, match.invoice, payment, line.unstructured)
     body = CustomerPaymentBody(
         payment_id=payment.payment_id,
         amount_minor=payment.amount_minor,
