@@ -7,14 +7,14 @@ the answer in its history, so a rate ops add or correct later never changes an i
 from __future__ import annotations
 
 import logging
-import tomllib
 from datetime import date
 from importlib.resources import files
 from pathlib import Path
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 from temporalio import activity
 
+from client.settings_files import SettingsFileError, load_toml
 from workflows import contracts
 from workflows.interest import CurrencyRates, InterestRatesRequest, half_year_of
 from workflows.models import Currency
@@ -24,21 +24,13 @@ _TABLE = TypeAdapter(dict[Currency, CurrencyRates])
 log = logging.getLogger(__name__)
 
 
-class InterestRatesFileError(ValueError):
+class InterestRatesFileError(SettingsFileError):
     """The rates file cannot be used: what is wrong, and where."""
 
 
 def load_interest_rates(path: Path) -> dict[str, CurrencyRates]:
     """Every currency's rates from ``path`` (TOML), validated; ``InterestRatesFileError`` names each problem."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise InterestRatesFileError(f"interest rates file {path}: {err}") from err
-    try:
-        return _TABLE.validate_python(raw)
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors(include_url=False))
-        raise InterestRatesFileError(f"interest rates file {path}: {problems}") from None
+    return load_toml(path, "interest rates file", _TABLE.validate_python, InterestRatesFileError)
 
 
 def missing_current_rates(table: dict[str, CurrencyRates], today: date) -> list[str]:

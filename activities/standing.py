@@ -23,7 +23,6 @@ Rules (techniques 2, 12 and 20 of domain.md), each with a plain reason in ``reas
 
 from __future__ import annotations
 
-import tomllib
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -32,6 +31,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from activities.projections import CurrencyExposure, customer_view
+from client.settings_files import SettingsFileError, load_toml
 from workflows.ladder import ESCALATION_STATES, NEW_ORDERS_STOP_AT
 from workflows.models import (
     Currency,
@@ -93,6 +93,10 @@ class StandingTerms(BaseModel):
         return self.model_copy(update=changes)
 
 
+class StandingFileError(SettingsFileError):
+    """The customers file cannot be read, is not TOML, or does not validate."""
+
+
 class StandingSettings(BaseModel):
     """The customers file (TOML): ``[defaults]`` and ``[customers."<id>"]`` tables."""
 
@@ -103,11 +107,11 @@ class StandingSettings(BaseModel):
 
     @classmethod
     def load(cls, path: Path | None) -> StandingSettings:
-        """Read and validate the file; no file means the defaults for everyone."""
+        """Read and validate the file (``StandingFileError`` says what is wrong where); no file means the defaults for
+        everyone."""
         if path is None:
             return cls()
-        with path.open("rb") as file:
-            return cls.model_validate(tomllib.load(file))
+        return load_toml(path, "customers file", cls.model_validate, StandingFileError)
 
     def for_customer(self, customer_id: str) -> StandingTerms:
         overrides = self.customers.get(customer_id)

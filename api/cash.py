@@ -15,13 +15,10 @@ from datetime import date, timedelta
 
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
-from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
-from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
 
 from api.intake import PaymentContext, storable_remittance
 from api.payment_claims import CUSTOMER_TARGET, claimed
-from api.problems import Kind, Problem, out_of_bounds
+from api.problems import Kind, Problem, customer_answer, out_of_bounds
 from client import customers
 from workflows import creditor_reference
 from workflows.bounds import BoundedMoment
@@ -51,16 +48,10 @@ async def pay_customer(ctx: PaymentContext, customer_id: str, body: CustomerPaym
         payment = CustomerPayment(
             customer_id=customer_id, open_invoices=await open_invoices(ctx.pool, customer_id), **body.model_dump()
         )
-        try:
-            gathering = timedelta(seconds=ctx.settings.notice_digest_gathering_s)
-            return await customers.record_payment(ctx.client, ctx.settings.task_queue, payment, gathering)
-        except WorkflowUpdateFailedError as err:
-            cause = err.cause
-            if isinstance(cause, ApplicationError) and cause.type == "PaymentConflict":
-                raise Problem(Kind.PAYMENT_CONFLICT, cause.message) from None
-            raise Problem(Kind.REQUEST_REFUSED, getattr(cause, "message", str(cause))) from None
-        except (WorkflowUpdateRPCTimeoutOrCancelledError, RPCError) as err:
-            raise Problem(Kind.UNAVAILABLE, f"customer {customer_id} did not answer: {err}; try again") from None
+        gathering = timedelta(seconds=ctx.settings.notice_digest_gathering_s)
+        return await customer_answer(
+            customer_id, customers.record_payment(ctx.client, ctx.settings.task_queue, payment, gathering)
+        )
 
 
 async def open_invoices(pool: asyncpg.Pool, customer_id: str) -> list[OpenInvoice]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Generic, TypeVar
 
-from fastapi import Path, Query, Request, Response
+from fastapi import Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from api import examples
@@ -34,14 +35,35 @@ class Page(BaseModel, Generic[T]):
     total: int = Field(description="matching items on all pages")
 
 
-def page(request: Request, response: Response, items: list[T], limit: int, offset: int, total: int) -> Page[T]:
-    """The page, with the ``Link`` header (RFC 8288: ``first``, ``prev``, ``next``) set on ``response``."""
-    links = {"first": 0}
-    if offset > 0:
-        links["prev"] = max(0, min(offset - limit, total - limit))
-    if offset + limit < total:
-        links["next"] = offset + limit
-    response.headers["Link"] = ", ".join(
-        f'<{request.url.include_query_params(limit=limit, offset=at)}>; rel="{rel}"' for rel, at in links.items()
-    )
-    return Page(items=items, limit=limit, offset=offset, total=total)
+@dataclass(frozen=True)
+class Paging:
+    """A list route's ``limit`` and ``offset``, and what it needs to answer with a :class:`Page`."""
+
+    request: Request
+    response: Response
+    limit: int
+    offset: int
+
+    def page(self, items: list[T], total: int) -> Page[T]:
+        """``items`` as this page of ``total``, with the ``Link`` header (RFC 8288: ``first``, ``prev``, ``next``)."""
+        limit, offset = self.limit, self.offset
+        links = {"first": 0}
+        if offset > 0:
+            links["prev"] = max(0, min(offset - limit, total - limit))
+        if offset + limit < total:
+            links["next"] = offset + limit
+        self.response.headers["Link"] = ", ".join(
+            f'<{self.request.url.include_query_params(limit=limit, offset=at)}>; rel="{rel}"' for rel, at in links.items()
+        )
+        return Page(items=items, limit=limit, offset=offset, total=total)
+
+    def window(self, every: list[T]) -> Page[T]:
+        """This page of a list held whole."""
+        return self.page(every[self.offset : self.offset + self.limit], len(every))
+
+
+def _paging(request: Request, response: Response, limit: Limit = 50, offset: Offset = 0) -> Paging:
+    return Paging(request, response, limit, offset)
+
+
+Paged = Annotated[Paging, Depends(_paging)]

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from enum import Enum, unique
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from fastapi import FastAPI, Request
@@ -21,10 +21,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from client.invoices import InvoiceError, Refusal
 from workflows.bounds import Problems
+
+Answer = TypeVar("Answer")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "https://dunning.invalid/problems/"
@@ -159,6 +163,22 @@ _REFUSAL_KINDS = {
     Refusal.REJECTED: Kind.REQUEST_REFUSED,
     Refusal.UNAVAILABLE: Kind.UNAVAILABLE,
 }
+
+
+async def customer_answer(customer_id: str, asked: Awaitable[Answer]) -> Answer:
+    """What the customer's workflow answers: an update it refused is 422 (409 for a payment id already used
+    otherwise), no answer in time is 503."""
+    try:
+        return await asked
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        if isinstance(cause, ApplicationError) and cause.type == "PaymentConflict":
+            raise Problem(Kind.PAYMENT_CONFLICT, cause.message) from None
+        raise Problem(Kind.REQUEST_REFUSED, getattr(cause, "message", str(cause))) from None
+    except (WorkflowUpdateRPCTimeoutOrCancelledError, RPCError) as err:
+        reason = getattr(err, "message", None) or str(err)
+        detail = f"customer {customer_id} did not answer: {reason}; try again"
+        raise Problem(Kind.UNAVAILABLE, detail, headers={"Retry-After": "5"}) from None
 
 
 def rpc_problem(err: RPCError, detail: str | None = None) -> Problem:

@@ -3,19 +3,16 @@ out of automatic cuts, and read what ops decided. Each is an update of the custo
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
-from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
-from temporalio.service import RPCError
 
 from api.auth import ops_only
 from api.context import ApiContext, api_context
 from api.params import CustomerId
-from api.problems import Kind, Problem, out_of_bounds, problem_responses
+from api.problems import customer_answer, out_of_bounds, problem_responses
 from client import customers
 from workflows.bounds import BoundedMoment
 from workflows.customer_control import CustomerControl, CutsRequest, PauseCustomer, ResumeCustomer, until_problem
@@ -59,14 +56,14 @@ async def pause(customer_id: CustomerId, body: PauseBody, ctx: Context) -> Custo
     if problem := until_problem(body.until, datetime.now(timezone.utc)):
         raise out_of_bounds([(("until",), problem)])
     request = PauseCustomer(customer_id=customer_id, **body.model_dump())
-    return await _decide(customers.pause(ctx.client, ctx.settings.task_queue, request, _gathering(ctx)), customer_id)
+    return await customer_answer(customer_id, customers.pause(ctx.client, ctx.settings.task_queue, request, _gathering(ctx)))
 
 
 @router.post("/customers/{customer_id}/resume", response_model=CustomerControl, responses=RESPONSES, summary="Resume a customer")
 async def resume(customer_id: CustomerId, body: ResumeBody, ctx: Context) -> CustomerControl:
     """End the customer's pause now (nothing to do if it is not paused)."""
     request = ResumeCustomer(customer_id=customer_id, **body.model_dump())
-    return await _decide(customers.resume(ctx.client, ctx.settings.task_queue, request, _gathering(ctx)), customer_id)
+    return await customer_answer(customer_id, customers.resume(ctx.client, ctx.settings.task_queue, request, _gathering(ctx)))
 
 
 @router.post(
@@ -76,7 +73,7 @@ async def cuts(customer_id: CustomerId, body: CutsBody, ctx: Context) -> Custome
     """``excluded: true``: suspension blocks support and orders only, no equipment is cut automatically (what is
     already cut stays cut until its invoices release it). ``false``: equipment a suspended invoice holds is cut now."""
     request = CutsRequest(customer_id=customer_id, **body.model_dump())
-    return await _decide(customers.set_cuts(ctx.client, ctx.settings.task_queue, request, _gathering(ctx)), customer_id)
+    return await customer_answer(customer_id, customers.set_cuts(ctx.client, ctx.settings.task_queue, request, _gathering(ctx)))
 
 
 @router.get(
@@ -87,20 +84,8 @@ async def cuts(customer_id: CustomerId, body: CutsBody, ctx: Context) -> Custome
 )
 async def control(customer_id: CustomerId, ctx: Context) -> CustomerControl:
     """The customer's pause, its exclusion from cuts, and the latest decisions with who and why."""
-    try:
-        return await customers.customer_control(ctx.client, customer_id)
-    except RPCError as err:
-        raise Problem(Kind.UNAVAILABLE, f"customer {customer_id} did not answer: {err.message}; try again") from None
+    return await customer_answer(customer_id, customers.customer_control(ctx.client, customer_id))
 
 
 def _gathering(ctx: ApiContext) -> timedelta:
     return timedelta(seconds=ctx.settings.notice_digest_gathering_s)
-
-
-async def _decide(update: Awaitable[CustomerControl], customer_id: str) -> CustomerControl:
-    try:
-        return await update
-    except WorkflowUpdateFailedError as err:
-        raise Problem(Kind.REQUEST_REFUSED, getattr(err.cause, "message", str(err.cause))) from None
-    except (WorkflowUpdateRPCTimeoutOrCancelledError, RPCError) as err:
-        raise Problem(Kind.UNAVAILABLE, f"customer {customer_id} did not answer: {err}; try again") from None

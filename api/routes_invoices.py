@@ -22,7 +22,7 @@ from activities.projections import InvoiceView
 from api import examples
 from api.auth import REALM, Role, any_role, ops_only
 from api.context import ApiContext, api_context
-from api.params import InvoiceId, Limit, Offset, Page, page
+from api.params import InvoiceId, Page, Paged
 from api.problems import (
     FieldProblem,
     Kind,
@@ -242,23 +242,22 @@ async def _started_with(ctx: ApiContext, invoice_id: str) -> Invoice | None:
     summary="List invoices",
 )
 async def list_invoices(
-    request: Request,
-    response: Response,
+    paging: Paged,
     ctx: Context,
     customer_id: Annotated[str | None, Query(min_length=1, max_length=64, description="only this customer's")] = None,
     state: Annotated[InvoiceState | None, Query(description="only invoices in this state")] = None,
-    limit: Limit = 50,
-    offset: Offset = 0,
 ) -> Page[InvoiceView]:
     """Invoices from the projections, by due date."""
-    items = await projections.list_invoices(ctx.pool, customer_id=customer_id, state=state, limit=limit, offset=offset)
+    items = await projections.list_invoices(
+        ctx.pool, customer_id=customer_id, state=state, limit=paging.limit, offset=paging.offset
+    )
     total = await ctx.pool.fetchval(
         "SELECT count(*) FROM projected_invoices WHERE ($1::text IS NULL OR customer_id = $1)"
         " AND ($2::text IS NULL OR state = $2)",
         customer_id,
         state.value if state else None,
     )
-    return page(request, response, items, limit, offset, total)
+    return paging.page(items, total)
 
 
 @router.get(
@@ -300,14 +299,12 @@ async def invoice_status(invoice_id: InvoiceId, ctx: Context, live: Live = False
     responses=READ_ERRORS,
     summary="Events of an invoice",
 )
-async def invoice_events(
-    invoice_id: InvoiceId, request: Request, response: Response, ctx: Context, limit: Limit = 50, offset: Offset = 0
-) -> Page[RecordedEvent]:
+async def invoice_events(invoice_id: InvoiceId, paging: Paged, ctx: Context) -> Page[RecordedEvent]:
     """The invoice's facts from the event log, oldest first."""
     events = await read_events(ctx.pool, invoice_id)
     if not events:
         await invoices.status(ctx.client, invoice_id)  # 404 if no such invoice; else it has no event yet
-    return page(request, response, events[offset : offset + limit], limit, offset, len(events))
+    return paging.window(events)
 
 
 # --- acting on an invoice (ops) --------------------------------------------------------------

@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
-from temporalio.service import RPCError
 
 from api import cash, intake, payment_claims, statement_import, stripe_events
 from api.auth import ops_only
@@ -16,7 +15,7 @@ from api.camt import StatementError
 from api.cash import CustomerPaymentBody
 from api.context import ApiContext, api_context
 from api.intake import KeptKind, PaymentReceipt, PaymentStatus, Source
-from api.problems import Kind, Problem, problem_responses
+from api.problems import Kind, Problem, customer_answer, problem_responses
 from api.statement_import import ImportSummary
 from api.stripe_events import StripeEventError, StripeSignatureRefused
 from client import customers
@@ -180,10 +179,8 @@ async def _pay_for_invoice(
 
 async def _received_before(ctx: ApiContext, customer_id: str, payment_id: str) -> CustomerPayment | None:
     """The payment as the customer first received it, if its workflow still holds it whole."""
-    try:
-        application = (await customers.customer_cash(ctx.client, customer_id)).payments.get(payment_id)
-    except RPCError as err:
-        raise Problem(Kind.UNAVAILABLE, f"customer {customer_id} did not answer: {err}; try again") from None
+    book = await customer_answer(customer_id, customers.customer_cash(ctx.client, customer_id))
+    application = book.payments.get(payment_id)
     return application.payment if application else None
 
 

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from temporalio.service import RPCError
 
 from activities import signing
 from api import cash, examples, intake
@@ -16,8 +15,8 @@ from api.auth import any_role, ops_only
 from api.cash import CustomerPaymentBody
 from api.context import ApiContext, api_context
 from api.intake import ApplyPayment, PaymentNotification, PaymentReceipt, PaymentStatus, Source, UnappliedPayment
-from api.params import CustomerId, InvoiceId, Limit, Offset, Page, PaymentId, page
-from api.problems import Kind, Problem, body_problem, problem_responses
+from api.params import CustomerId, InvoiceId, Page, Paged, PaymentId
+from api.problems import Kind, Problem, body_problem, customer_answer, problem_responses
 from client import customers
 from workflows.cash import CashBook, PaymentApplication
 from workflows.models import Payment
@@ -62,16 +61,15 @@ async def record_payment(
     summary="Payments kept unapplied",
 )
 async def list_unapplied(
-    request: Request,
-    response: Response,
+    paging: Paged,
     ctx: Context,
-    limit: Limit = 50,
-    offset: Offset = 0,
     include_applied: Annotated[bool, Query(description="also those applied since")] = False,
 ) -> Page[UnappliedPayment]:
     """Payments that no invoice could take, oldest first, until ops apply them."""
-    items, total = await intake.list_unapplied(ctx.pool, include_applied=include_applied, limit=limit, offset=offset)
-    return page(request, response, items, limit, offset, total)
+    items, total = await intake.list_unapplied(
+        ctx.pool, include_applied=include_applied, limit=paging.limit, offset=paging.offset
+    )
+    return paging.page(items, total)
 
 
 @router.post(
@@ -117,10 +115,7 @@ async def pay_customer(customer_id: CustomerId, payment: CustomerPaymentBody, ct
 )
 async def customer_payments(customer_id: CustomerId, ctx: Context) -> CashBook:
     """Every payment to the customer, how its workflow split it across the invoices, and the credit left."""
-    try:
-        return await customers.customer_cash(ctx.client, customer_id)
-    except RPCError as err:
-        raise Problem(Kind.UNAVAILABLE, f"customer {customer_id} did not answer: {err.message}; try again") from None
+    return await customer_answer(customer_id, customers.customer_cash(ctx.client, customer_id))
 
 
 @router.post(

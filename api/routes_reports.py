@@ -21,7 +21,7 @@ from activities.projections import AgingRow, CustomerView, DsoRow, FunnelRow
 from activities.standing import CustomerStanding, customer_standing
 from api.auth import ops_only
 from api.context import ApiContext, api_context
-from api.params import MAX_OFFSET, CustomerId, Limit, Offset, Page, page
+from api.params import MAX_OFFSET, CustomerId, Page, Paged
 from api.problems import Kind, Problem, problem_responses
 from workflows.models import Currency
 
@@ -80,17 +80,14 @@ def _report_responses(model: type[BaseModel]) -> dict[int | str, dict]:
     summary="Customers ranked by what they owe",
 )
 async def rank_customers(
-    request: Request,
-    response: Response,
+    paging: Paged,
     ctx: Context,
-    limit: Limit = 50,
-    offset: Offset = 0,
     currency: Annotated[Currency | None, Query(description="count only this currency")] = None,
     as_of: AsOf = None,
 ) -> Page[CustomerView]:
     """Customers who owe something, the most overdue first, then the most open (technique 20)."""
     ranked = await projections.rank_customers(ctx.pool, limit=MAX_OFFSET, offset=0, currency=currency, as_of=as_of)
-    return page(request, response, ranked[offset : offset + limit], limit, offset, len(ranked))
+    return paging.window(ranked)
 
 
 @router.get(

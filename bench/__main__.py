@@ -187,6 +187,7 @@ async def run_bench(chosen: list[Name], sizes: dict[str, Any], shared_stack: boo
                     measurement = await runs[name](stack, say)
                     if stack is not None:
                         measurement.details["stack_started_in_s"] = stack.started_in
+                measurement.seconds = round(time.monotonic() - began, 1)
                 report.measurements.append(measurement)
                 write_report(report, out)
                 progress.update(task, description=f"{name.value}: done in {time.monotonic() - began:.0f} s")

@@ -70,7 +70,6 @@ async def measure_projection(
     stack: BenchStack, sizes: ProjectionSizes, report_progress: Say = lambda text: None
 ) -> Measurement:
     """Append, catch up and rebuild against COPY, each in new databases on ``stack``'s Postgres."""
-    began = time.monotonic()
     report_progress("projection: recording one paid invoice's batches on the time-skipping server")
     recorded = await record_paid_lifecycle()
     per_invoice = [copied(recorded, f"P-{n}") for n in range(sizes.invoices)]
@@ -92,7 +91,6 @@ async def measure_projection(
     copy_s = await _copy(await new_database(stack.server_url, f"copy_{run}"), calls)
     return Measurement(
         name="projection",
-        seconds=round(time.monotonic() - began, 1),
         figures=[
             Figure(
                 name="events rebuilt into the read models per second",

@@ -153,7 +153,6 @@ async def _baseline_phase(client: Client, sizes: ScaleSizes, run: str, report_pr
 
 async def measure_scale(stack: BenchStack, sizes: ScaleSizes, report_progress: Say = lambda text: None) -> Measurement:
     """Baseline workflows, then invoices, waiting on one boundary each, on ``stack``."""
-    began = time.monotonic()
     run = uuid.uuid4().hex[:6]
     assert stack.client is not None
     async with stack.watch() as watch:
@@ -186,7 +185,6 @@ async def measure_scale(stack: BenchStack, sizes: ScaleSizes, report_progress: S
     ]
     return Measurement(
         name="scale",
-        seconds=round(time.monotonic() - began, 1),
         figures=figures,
         details={
             "open_invoices": count,

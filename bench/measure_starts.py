@@ -132,7 +132,6 @@ async def _sample_projection_lag(pool: asyncpg.Pool, lags: list[float], stop: as
 
 async def measure_starts(stack: BenchStack, sizes: StartSizes, report_progress: Say = lambda text: None) -> Measurement:
     """Start rates of invoices and bare workflows, then payment and bare-update round trips, on ``stack``."""
-    began = time.monotonic()
     run = uuid.uuid4().hex[:6]
     count = sizes.open_invoices
     assert stack.client is not None and stack.pool is not None
@@ -214,7 +213,6 @@ async def measure_starts(stack: BenchStack, sizes: StartSizes, report_progress: 
     ]
     return Measurement(
         name="starts_and_payments",
-        seconds=round(time.monotonic() - began, 1),
         figures=figures,
         details={
             "open_invoices": count,

@@ -59,8 +59,8 @@ class Measurement(BaseModel):
     """One measurement: its figures and what else it saw (sizes, process usage, diagnostics)."""
 
     name: str
-    seconds: float
     figures: list[Figure]
+    seconds: float = 0.0  # set by the runner: the whole measurement, its stack's start included
     details: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
-    WorkflowHandle,
 )
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
@@ -41,22 +40,21 @@ Request = TypeVar("Request")
 Answer = TypeVar("Answer")
 
 
-async def customer_workflow(client: Client, task_queue: str, customer_id: str) -> WorkflowHandle[CustomerWorkflow, None]:
-    """The customer's workflow, started now if it is not running."""
-    customer = CustomerWorkflowInput(customer_id=customer_id)
-    return await client.start_workflow(
-        CustomerWorkflow.run,
-        customer,
-        id=customer.workflow_id,
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        static_summary=f"Customer {customer_id}: what its invoices hold of its service and equipment",
-    )
+def _start_options(customer: CustomerWorkflowInput, task_queue: str) -> dict[str, Any]:
+    """How a customer's workflow starts, whoever starts it: once, joined if it is running."""
+    return {
+        "id": customer.workflow_id,
+        "task_queue": task_queue,
+        "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
+        "static_summary": f"Customer {customer.customer_id}: what its invoices hold, its payments and its credit",
+    }
 
 
 async def customer_holds(client: Client, task_queue: str, customer_id: str) -> CustomerLedger:
-    """Every piece of the customer's service and equipment, which invoices hold it and what was done to it."""
-    handle = await customer_workflow(client, task_queue, customer_id)
+    """Every piece of the customer's service and equipment, which invoices hold it and what was done to it (its
+    workflow started now if it is not running)."""
+    customer = CustomerWorkflowInput(customer_id=customer_id)
+    handle = await client.start_workflow(CustomerWorkflow.run, customer, **_start_options(customer, task_queue))
     return await handle.query(CustomerWorkflow.holds, rpc_timeout=ANSWER_TIMEOUT)
 
 
@@ -64,14 +62,7 @@ def _start(
     customer_id: str, task_queue: str, digest_gathering: timedelta = DIGEST_GATHERING
 ) -> WithStartWorkflowOperation[CustomerWorkflow, None]:
     customer = CustomerWorkflowInput(customer_id=customer_id, digest_gathering=digest_gathering)
-    return WithStartWorkflowOperation(
-        CustomerWorkflow.run,
-        customer,
-        id=customer.workflow_id,
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        static_summary=f"Customer {customer_id}: what its invoices hold, its payments and its credit",
-    )
+    return WithStartWorkflowOperation(CustomerWorkflow.run, customer, **_start_options(customer, task_queue))
 
 
 async def record_payment(
@@ -110,15 +101,7 @@ async def send_payment(
 ) -> None:
     """Pay the customer fire-and-forget (signal-with-start): the workflow validates it and records a bad one as rejected."""
     customer = CustomerWorkflowInput(customer_id=payment.customer_id, digest_gathering=digest_gathering)
-    await client.start_workflow(
-        CustomerWorkflow.run,
-        customer,
-        id=customer.workflow_id,
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        start_signal=CUSTOMER_PAYMENT_SIGNAL,
-        start_signal_args=[payment],
-    )
+    await _signal_with_start(client, customer, task_queue, CUSTOMER_PAYMENT_SIGNAL, payment)
 
 
 async def register_invoice(
@@ -130,14 +113,18 @@ async def register_invoice(
         customer_id=invoice.customer_id,
         invoice=OpenInvoice(invoice_id=invoice.invoice_id, due_date=invoice.due_date, currency=invoice.currency),
     )
+    await _signal_with_start(client, customer, task_queue, "invoice_opened", opened)
+
+
+async def _signal_with_start(
+    client: Client, customer: CustomerWorkflowInput, task_queue: str, signal: str, argument: Any
+) -> None:
     await client.start_workflow(
         CustomerWorkflow.run,
         customer,
-        id=customer.workflow_id,
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        start_signal="invoice_opened",
-        start_signal_args=[opened],
+        **_start_options(customer, task_queue),
+        start_signal=signal,
+        start_signal_args=[argument],
     )
 
 

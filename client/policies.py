@@ -8,14 +8,15 @@ and the CLI read and validate it once, when they start. Without a file there is 
 
 from __future__ import annotations
 
-import tomllib
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from client.settings_files import SettingsFileError, load_toml
 from workflows.bounds import Problems
 from workflows.models import (
     Currency,
@@ -31,7 +32,7 @@ from workflows.models import (
 STANDARD = "standard"
 
 
-class PoliciesFileError(ValueError):
+class PoliciesFileError(SettingsFileError):
     """The policies file cannot be read or is invalid; ``str()`` is one line naming the policy and field."""
 
 
@@ -131,17 +132,7 @@ class PolicyBook(BaseModel):
         """Read and validate the file (None: ``standard`` only); raises :class:`PoliciesFileError`."""
         if path is None:
             return cls()
-        try:
-            with path.open("rb") as file:
-                data = tomllib.load(file)
-        except OSError as err:
-            raise PoliciesFileError(f"cannot read the policies file {path}: {err.strerror or err}") from None
-        except tomllib.TOMLDecodeError as err:
-            raise PoliciesFileError(f"the policies file {path} is not valid TOML: {err}") from None
-        try:
-            return cls.model_validate(data)
-        except ValidationError as err:
-            raise PoliciesFileError(f"invalid policies file {path}: {_errors_text(err)}") from None
+        return load_toml(path, "policies file", cls.model_validate, PoliciesFileError, _errors_text)
 
     def _names(self) -> str:
         return ", ".join(sorted(self.policies))
@@ -176,7 +167,7 @@ class PolicyBook(BaseModel):
         return found + self.integration.refusals(request, now)
 
 
-def _errors_text(err: ValidationError) -> str:
+def _errors_text(err: ValidationError, document: dict[str, Any]) -> str:
     """Every problem on one line, a policy's named as ``policy 'fast': stages.1.offset: ...``."""
     parts = []
     for problem in err.errors(include_url=False):

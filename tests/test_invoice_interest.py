@@ -266,7 +266,7 @@ def test_the_packaged_rates_file_loads():
     [
         ("[EUR\n", "Expected ']'"),
         ('[EUR]\n[[EUR.rates]]\nhalf_year = "2026-H3"\nreference_percent = "2"\nset_on = 2026-06-01\nsource = "x"\n',
-         "EUR.rates.0.half_year: Value error, half-year '2026-H3' must read YYYY-H1"),
+         "EUR.rates.0.half_year: half-year '2026-H3' must read YYYY-H1"),
         ('[EUR]\n[[EUR.rates]]\nhalf_year = "2026-H2"\nreference_percent = "2"\nsource = "x"\n', "EUR.rates.0.set_on: Field required"),
         ('[EUR]\ncompensation_minor = -1\n', "EUR.compensation_minor: Input should be greater than or equal to 0"),
         ('[EURO]\n', "EURO.[key]"),
@@ -279,7 +279,7 @@ def test_a_malformed_rates_file_is_refused_with_what_is_wrong_and_where(tmp_path
     path.write_text(text)
     with pytest.raises(InterestRatesFileError) as refused:
         load_interest_rates(path)
-    assert str(refused.value).startswith(f"interest rates file {path}: ")
+    assert str(refused.value).startswith(f"the interest rates file {path} ")
     assert problem in str(refused.value)
 
 

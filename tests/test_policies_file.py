@@ -153,8 +153,8 @@ async def test_the_cli_and_the_api_fail_on_one_line_for_a_bad_file_and_the_cli_f
     path, _ = example_invoice(tmp_path)
     bad = write(tmp_path, '[policies.fast]\nstages = [{ action = "suspend", offset = "P1D" }, { action = "reminder", offset = "P2D" }]')
     env = {"DUNNING_POLICIES_FILE": str(bad)}
-    failed(await dunning(env, "invoice", "start", str(path)), "invalid policies file", "policy 'fast'", "out of order")
-    failed(await dunning(env, "api"), "invalid policies file", "policy 'fast'", "out of order")  # before it connects
+    failed(await dunning(env, "invoice", "start", str(path)), "is invalid", "policy 'fast'", "out of order")
+    failed(await dunning(env, "api"), "is invalid", "policy 'fast'", "out of order")  # before it connects
     env = {"DUNNING_POLICIES_FILE": str(EXAMPLES / "policies.toml")}
     failed(await dunning(env, "invoice", "start", str(path), "--policy", "fast"), "its own policy: leave out --policy")
     named, _ = example_invoice(tmp_path, policy=None)

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from pydantic import ValidationError
 
 from activities.ledger import LedgerActivities, create_pool
 from activities.projections import catch_up
-from activities.standing import CustomerStanding, StandingSettings, customer_standing
+from activities.standing import CustomerStanding, StandingFileError, StandingSettings, customer_standing
 from tests.event_stories import Story, at, invoice
 from workflows.models import EventKind, InvoiceState, StageAction
 
@@ -187,8 +186,9 @@ def test_settings_file(tmp_path: Path):
         ("[defaults]\ndeposit_after_overdue = 3\n", "Extra inputs are not permitted"),
     ]:
         bad.write_text(text)
-        with pytest.raises(ValidationError, match=problem):
+        with pytest.raises(StandingFileError, match=problem) as refused:
             StandingSettings.load(bad)
+        assert str(refused.value).startswith(f"the customers file {bad} is invalid: ")
 
 
 async def test_an_invoice_whose_dispute_was_upheld_asks_no_deposit_however_late(pool):

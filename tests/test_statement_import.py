@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -351,6 +352,38 @@ async def test_a_line_matched_to_one_invoice_pays_it_first_and_its_customer_gets
         again_book = (await ops.get(f"/customers/{customer}/payments")).json()
         assert sorted(again_book["payments"]) == sorted(book["payments"])
         assert credit_of(again_book) == credit_of(book) == 25_000
+
+
+async def test_the_same_statement_posted_twice_at_once_records_each_payment_once(api_stack):
+    """Two imports of one statement racing (a retried upload, two operators): each line's money reaches its
+    invoices once, the customer's credit is left once, the refused line is kept once, whichever import saw it first."""
+    customer = f"CUST-{uuid.uuid4().hex[:8]}"
+    async with api_stack.http() as ops:
+        later, sooner = await open_invoices(ops, api_stack, customer, 20, 10)
+        document = credits(
+            local_today(),
+            ("1750.00", "EUR", creditor_reference.for_invoice(later), "Thank you"),
+            ("1500.00", "EUR", None, f"Invoice {sooner}"),
+            ("300.00", "USD", None, f"Invoice {sooner}"),
+        )
+        lines = parse(document).lines
+        first, second = await asyncio.gather(
+            *(ops.post("/payments/statements", content=document, headers=XML) for _ in range(2))
+        )
+        assert (first.status_code, second.status_code) == (200, 200), (first.text, second.text)
+        for n, expected in enumerate(("matched", "matched", "unmatched")):
+            statuses = {first.json()["lines"][n]["status"], second.json()["lines"][n]["status"]}
+            assert statuses <= {expected, "duplicate"} and expected in statuses, (n, statuses)
+
+        by_reference, by_number = (allocation_id(line.payment_id, i) for line, i in ((lines[0], later), (lines[1], sooner)))
+        spill = allocation_id(lines[0].payment_id, sooner)
+        await eventually(lambda: _recorded_as(api_stack, later, {by_reference: 100_000}))
+        await eventually(lambda: _recorded_as(api_stack, sooner, {spill: 75_000, by_number: 25_000}))
+        book = (await ops.get(f"/customers/{customer}/payments")).json()
+        assert sorted(book["payments"]) == sorted([lines[0].payment_id, lines[1].payment_id])
+        assert credit_of(book) == 125_000
+        kept = [k for k in (await ops.get("/payments/unapplied")).json()["items"] if k["payment_id"] == lines[2].payment_id]
+        assert [(k["invoice_id"], k["amount_minor"], k["currency"]) for k in kept] == [(sooner, 30_000, "USD")]
 
 
 def credit_of(book: dict) -> int:

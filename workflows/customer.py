@@ -30,14 +30,13 @@ with workflow.unsafe.imports_passed_through():
     from workflows.digests import CustomerNoticeOutcome, NoticeAsked, NoticeTicket
     from workflows.holds import CustomerLedger, CustomerWorkflowInput, HoldOutcome, HoldRequest, Piece, ReleaseRequest
     from workflows.models import (
-        EQUIPMENT_ACTIVITY_TIMEOUT,
         EquipmentRequest,
         EquipmentResult,
         NoticeRequest,
         ServiceAction,
     )
     from workflows.outbox import IO_RETRY, one_line
-    from workflows.suspension import EQUIPMENT_RETRY
+    from workflows.suspension import change_equipment
 
 
 @workflow.defn
@@ -154,15 +153,7 @@ class CustomerWorkflow:
             reason=(f"invoices {holders} unpaid" if verb == "suspend" else "no invoice holds it any more")[:200],
             requested_by=f"workflow {workflow.info().workflow_id} for invoice {piece.cut_for}"[:200],
         )
-        act = contracts.Equipment.suspend_equipment if verb == "suspend" else contracts.Equipment.restore_equipment
-        return await workflow.execute_activity_method(
-            act,
-            request,
-            start_to_close_timeout=EQUIPMENT_ACTIVITY_TIMEOUT,
-            heartbeat_timeout=timedelta(minutes=1),
-            retry_policy=EQUIPMENT_RETRY,
-            summary=f"{verb.capitalize()} equipment {piece.equipment_id}",
-        )
+        return await change_equipment(verb, request)
 
     async def _block(self, verb: str, key: str, piece: Piece) -> None:
         """The support-and-orders block is a recorded decision, under the invoice whose hold started it."""

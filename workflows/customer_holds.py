@@ -6,6 +6,7 @@ customer answered as its own events and story (the same events as when each invo
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 
@@ -137,23 +138,23 @@ class CustomerHolds:
 
     async def _ask_hold(self, request: HoldRequest) -> HoldOutcome:
         return await workflow.execute_activity_method(
-            contracts.Customers.hold_at_customer,
-            request,
-            start_to_close_timeout=CUSTOMER_ANSWER_TIMEOUT,
-            heartbeat_timeout=CUSTOMER_HEARTBEAT,
-            retry_policy=IO_RETRY,
-            summary=f"Hold at customer {request.customer_id}",
+            contracts.Customers.hold_at_customer, request, **_asking(f"Hold at customer {request.customer_id}")
         )
 
     async def _ask_release(self, request: ReleaseRequest) -> HoldOutcome:
         return await workflow.execute_activity_method(
-            contracts.Customers.release_at_customer,
-            request,
-            start_to_close_timeout=CUSTOMER_ANSWER_TIMEOUT,
-            heartbeat_timeout=CUSTOMER_HEARTBEAT,
-            retry_policy=IO_RETRY,
-            summary=f"Release at customer {request.customer_id}",
+            contracts.Customers.release_at_customer, request, **_asking(f"Release at customer {request.customer_id}")
         )
+
+
+def _asking(summary: str) -> dict[str, Any]:
+    """An activity that asks the customer's workflow and waits for its answer (heartbeating meanwhile)."""
+    return {
+        "start_to_close_timeout": CUSTOMER_ANSWER_TIMEOUT,
+        "heartbeat_timeout": CUSTOMER_HEARTBEAT,
+        "retry_policy": IO_RETRY,
+        "summary": summary,
+    }
 
 
 def _equipment_event(kind: type[EquipmentSuspended] | type[EquipmentRestored], result: EquipmentResult) -> EquipmentSuspended | EquipmentRestored:

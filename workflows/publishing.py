@@ -10,7 +10,8 @@ from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeUp
 
 from workflows import policy
 from workflows import search_attributes as sa
-from workflows.models import InvoiceState, InvoiceStatus, NextAction, format_money
+from workflows.models import InvoiceState, InvoiceStatus, format_money
+from workflows.snapshot import decided_now
 from workflows.state import InvoiceLedger, Step
 
 
@@ -44,28 +45,12 @@ def status_of(ledger: InvoiceLedger, step: Step | None, now: datetime) -> Invoic
     """The status query's answer: state, amounts, next action and the story so far."""
     invoice = ledger.invoice
     return InvoiceStatus(
+        **decided_now(ledger, step, now),
         invoice_id=invoice.invoice_id,
         customer_id=invoice.customer_id,
-        state=ledger.state,
         time_zone=invoice.time_zone,
         currency=invoice.currency,
         amount_minor=invoice.amount_minor,
-        fees_minor=ledger.fees_minor,
-        paid_minor=ledger.paid_minor,
-        credited_minor=ledger.credited_minor,
-        discount_minor=ledger.discount_minor,
-        written_off_minor=ledger.written_off_minor,
-        balance_minor=ledger.balance_minor,
-        overpaid_minor=ledger.overpaid_minor,
-        interest_minor=ledger.interest_minor,
-        interest_accruing_minor=policy.interest_accruing_minor(ledger, now),
-        days_overdue=policy.days_overdue(invoice, now),
-        disputed=ledger.dispute is not None,
-        on_payment_plan=ledger.plan is not None,
-        rejected_payments=ledger.rejected_payments,
-        next_action=NextAction(what=step.label, at=step.at, kind=step.kind) if step else None,
-        discount_available_minor=policy.discount_available(ledger, now),
-        legal_summary=policy.legal_summary(ledger, now) if ledger.escalation == InvoiceState.LEGAL_REVIEW else None,
         actions=list(ledger.actions),
     )
 

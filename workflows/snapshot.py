@@ -85,6 +85,30 @@ def invoice_facts(invoice: Invoice) -> dict[str, Any]:
     }
 
 
+def decided_now(ledger: InvoiceLedger, step: Step | None, now: datetime) -> dict[str, Any]:
+    """What the status query and the snapshot both show: the state, the amounts and what comes next."""
+    invoice = ledger.invoice
+    return {
+        "state": ledger.state,
+        "fees_minor": ledger.fees_minor,
+        "paid_minor": ledger.paid_minor,
+        "credited_minor": ledger.credited_minor,
+        "discount_minor": ledger.discount_minor,
+        "written_off_minor": ledger.written_off_minor,
+        "balance_minor": ledger.balance_minor,
+        "overpaid_minor": ledger.overpaid_minor,
+        "interest_minor": ledger.interest_minor,
+        "interest_accruing_minor": policy.interest_accruing_minor(ledger, now),
+        "discount_available_minor": policy.discount_available(ledger, now),
+        "days_overdue": policy.days_overdue(invoice, now),
+        "next_action": NextAction(what=step.label, at=step.at, kind=step.kind) if step else None,
+        "disputed": ledger.dispute is not None,
+        "on_payment_plan": ledger.plan is not None,
+        "rejected_payments": ledger.rejected_payments,
+        "legal_summary": policy.legal_summary(ledger, now) if ledger.escalation == InvoiceState.LEGAL_REVIEW else None,
+    }
+
+
 def take(ledger: InvoiceLedger, step: Step | None, now: datetime, through: int | None = None) -> InvoiceSnapshot:
     """The invoice after the events emitted so far; ``step`` is the next step the workflow will take.
 
@@ -100,31 +124,17 @@ def take(ledger: InvoiceLedger, step: Step | None, now: datetime, through: int |
     facts.story_told = ledger.actions_total
     return InvoiceSnapshot(
         **invoice_facts(invoice),
+        **decided_now(ledger, step, now),
         taken_at=now,
         last_sequence=last,
-        state=ledger.state,
         escalation=ledger.escalation,
         last_stage=facts.last_stage,
-        fees_minor=ledger.fees_minor,
-        paid_minor=ledger.paid_minor,
-        credited_minor=ledger.credited_minor,
-        discount_minor=ledger.discount_minor,
-        written_off_minor=ledger.written_off_minor,
-        balance_minor=ledger.balance_minor,
-        overpaid_minor=ledger.overpaid_minor,
-        discount_available_minor=policy.discount_available(ledger, now),
-        days_overdue=policy.days_overdue(invoice, now),
-        next_action=NextAction(what=step.label, at=step.at, kind=step.kind) if step else None,
-        disputed=ledger.dispute is not None,
-        on_payment_plan=ledger.plan is not None,
         suspended=ledger.suspended,
         suspended_service=invoice.service if ledger.suspended else None,
         sent_to_agency=facts.sent_to_agency,
         factored_to=facts.factored_to,
         equipment_held=list(ledger.equipment_cut),
         legal_review_again_at=ledger.legal_review_again_at,
-        legal_summary=policy.legal_summary(ledger, now) if ledger.escalation == InvoiceState.LEGAL_REVIEW else None,
-        rejected_payments=ledger.rejected_payments,
         failed_notices=facts.notices_failed,
         closed_at=facts.closed_at if ledger.escalation.closed else None,
         closed_on=policy.local_date(invoice, facts.closed_at) if facts.closed_at and ledger.escalation.closed else None,
@@ -132,8 +142,6 @@ def take(ledger: InvoiceLedger, step: Step | None, now: datetime, through: int |
         escalation_stopped=ledger.escalation_stopped,
         cut_announced_for=ledger.cut_announced_for,
         recovered_minor=ledger.recovered_minor,
-        interest_minor=ledger.interest_minor,
-        interest_accruing_minor=policy.interest_accruing_minor(ledger, now),
         receivables=receivables,
         story=ledger.actions[len(ledger.actions) - untold :] if untold else [],
     )

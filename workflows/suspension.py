@@ -39,6 +39,19 @@ EQUIPMENT_RETRY = RetryPolicy(
 )
 
 
+async def change_equipment(verb: str, request: EquipmentRequest) -> EquipmentResult:
+    """Cut (``suspend``) or restore one piece of equipment through its adapter, retried as ``EQUIPMENT_RETRY`` says."""
+    change = contracts.Equipment.suspend_equipment if verb == "suspend" else contracts.Equipment.restore_equipment
+    return await workflow.execute_activity_method(
+        change,
+        request,
+        start_to_close_timeout=EQUIPMENT_ACTIVITY_TIMEOUT,
+        heartbeat_timeout=timedelta(minutes=1),
+        retry_policy=EQUIPMENT_RETRY,
+        summary=f"{verb.capitalize()} equipment {request.equipment_id}",
+    )
+
+
 class Suspension:
     """The suspend rung's work and its undoing when the invoice closes; state in the ledger, output via the outbox."""
 
@@ -122,15 +135,7 @@ class Suspension:
             requested_by=f"workflow {workflow.info().workflow_id}",
         )
         try:
-            change = contracts.Equipment.suspend_equipment if verb == "suspend" else contracts.Equipment.restore_equipment
-            result = await workflow.execute_activity_method(
-                change,
-                request,
-                start_to_close_timeout=EQUIPMENT_ACTIVITY_TIMEOUT,
-                heartbeat_timeout=timedelta(minutes=1),
-                retry_policy=EQUIPMENT_RETRY,
-                summary=f"{verb.capitalize()} equipment {equipment_id}",
-            )
+            result = await change_equipment(verb, request)
         except ActivityError as err:
             return equipment_id, None, one_line(err.cause or err)
         return equipment_id, result, ""

@@ -17,20 +17,20 @@ file), never the secrets themselves; they are read at each use.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, HttpUrl, ValidationError, model_validator
 
 from activities.equipment.adapter import EquipmentMisconfigured
 from activities.tls import normalise_fingerprint
+from client.settings_files import SettingsFileError, load_toml
 from workflows.models import EQUIPMENT_ACTIVITY_TIMEOUT, Identifier, Strict
 
 
-class RegistryError(Exception):
+class RegistryError(SettingsFileError):
     """The registry file is missing, is not TOML, or does not validate."""
 
 
@@ -275,17 +275,7 @@ class Registry:
     @classmethod
     def load(cls, path: Path) -> Registry:
         """Read and validate the registry file; ``RegistryError`` says what is wrong and where."""
-        try:
-            document = tomllib.loads(Path(path).read_text())
-        except OSError as exc:
-            raise RegistryError(f"cannot read the equipment registry {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise RegistryError(f"the equipment registry {path} is not valid TOML: {exc}") from None
-        try:
-            parsed = RegistryFile.model_validate(document)
-        except ValidationError as exc:
-            problems = "\n".join(f"  {_where(error['loc'], document)}: {error['msg']}" for error in exc.errors())
-            raise RegistryError(f"the equipment registry {path} is invalid:\n{problems}") from None
+        parsed = load_toml(path, "equipment registry", RegistryFile.model_validate, RegistryError, _problems)
         return cls(parsed.equipment)
 
     def resolve(self, equipment_id: str, customer_id: str) -> Equipment:
@@ -301,6 +291,11 @@ class Registry:
     def ids(self) -> list[str]:
         """Every registered id, sorted."""
         return sorted(self._by_id)
+
+
+def _problems(err: ValidationError, document: dict[str, Any]) -> str:
+    """Each problem named by the entry it is in, e.g. ``equipment[1] (sw-cluj-core-port-12).ports: ...``."""
+    return "; ".join(f"{_where(error['loc'], document)}: {error['msg']}" for error in err.errors(include_url=False))
 
 
 def _where(loc: tuple, document: dict) -> str:

@@ -14,14 +14,14 @@ webhook's secret, never the secret itself.
 from __future__ import annotations
 
 import ipaddress
-import tomllib
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
+from client.settings_files import SettingsFileError, load_toml
 from workflows.models import Identifier
 
 SecretResolver = Callable[[str], str | None]
@@ -32,7 +32,7 @@ class Channel(StrEnum):
     WEBHOOK = "webhook"
 
 
-class ChannelsFileError(ValueError):
+class ChannelsFileError(SettingsFileError):
     """The channels file is missing, not TOML, or not valid; the message says where and why."""
 
 
@@ -99,15 +99,4 @@ def load_channels(path: Path | None) -> ChannelsConfig:
     """Read and validate the channels file; no file means e-mail for everyone."""
     if path is None:
         return ChannelsConfig()
-    try:
-        with path.open("rb") as file:
-            data = tomllib.load(file)
-    except OSError as err:
-        raise ChannelsFileError(f"channels file {path}: cannot read it: {err.strerror or err}") from err
-    except tomllib.TOMLDecodeError as err:
-        raise ChannelsFileError(f"channels file {path}: not valid TOML: {err}") from err
-    try:
-        return ChannelsConfig.model_validate(data)
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in err.errors())
-        raise ChannelsFileError(f"channels file {path}: {problems}") from err
+    return load_toml(path, "channels file", ChannelsConfig.model_validate, ChannelsFileError)
