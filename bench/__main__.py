@@ -148,10 +148,13 @@ def _given(stack: BenchStack | None) -> BenchStack:
 
 
 def _progress_line(progress: Progress, task: TaskID) -> Say:
-    """A ``Say`` that shows its text as the task's progress line."""
+    """A ``Say`` that shows its text as the task's progress line; where the output is not a terminal (a run left
+    in the background), each line is also printed with the time, so the log tells how far it got."""
 
     def say(text: str) -> None:
         progress.update(task, description=text)
+        if not progress.console.is_terminal:
+            progress.console.print(f"{datetime.now(timezone.utc):%H:%M:%S} {text}", highlight=False)
 
     return say
 
