@@ -407,6 +407,8 @@ def money_in_log(events: list[Event]) -> Money:
             paid += int(data["amount_minor"])
         elif event.kind == EventKind.LATE_FEE_CHARGED:
             fees += int(data["amount_minor"])
+        elif event.kind == EventKind.LATE_FEE_REVERSED:  # a payment whose money arrived before the fee was charged
+            fees -= int(data["amount_minor"])
         elif event.kind == EventKind.DISPUTE_RESOLVED:
             credited += int(data["credit_minor"])
         elif event.kind == EventKind.DISCOUNT_APPLIED:

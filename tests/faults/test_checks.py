@@ -9,7 +9,7 @@ from typing import cast
 import pytest
 
 from tests.equipment_peers import ControllerPeer
-from tests.faults.checks import Event, Projected, RunReport, check_books, check_equipment, check_notices
+from tests.faults.checks import Event, Projected, RunReport, check_books, check_equipment, check_notices, money_in_log
 from tests.faults.fates import Fate, Money, ScriptedInvoice, first_late_fee
 from tests.faults.stack import Delivery, Fault, FaultStack
 from workflows.models import EventKind, InvoiceOutcome, InvoiceState
@@ -247,3 +247,17 @@ def test_rungs_taken_together_and_cut_short_by_a_close_need_no_notice_but_one_ru
     assert not [p for p in notices(script, together).lost if "reminder" in p or "warning" in p]
     alone = log((E.STAGE_REACHED, {"stage": "reminder"}))
     assert any("reminder notice missing" in p for p in notices(script, alone).lost)
+
+
+def test_a_fee_reversed_by_a_payments_value_date_counts_as_no_fee_in_the_log():
+    """A payment booked after the late fee whose money arrived before it takes the fee back: the log's reader
+    must see no fee, as the workflow does (a slow run turns a payment made early into one booked late)."""
+    facts = [
+        (E.INVOICE_ISSUED, {"invoice": {"amount_minor": AMOUNT}}),
+        (E.LATE_FEE_CHARGED, {"amount_minor": FEE}),
+        (E.PAYMENT_RECORDED, {"payment_id": "T-0001-P1", "amount_minor": AMOUNT}),
+        (E.LATE_FEE_REVERSED, {"amount_minor": FEE}),
+    ]
+    events = [Event(n, kind, data) for n, (kind, data) in enumerate(facts, 1)]
+    assert money_in_log(events) == Money(paid=AMOUNT, fees=0, credited=0, written_off=0, balance=0)
+    assert money_in_log(events[:-1]).fees == FEE
