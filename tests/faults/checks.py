@@ -409,6 +409,8 @@ def money_in_log(events: list[Event]) -> Money:
             fees += int(data["amount_minor"])
         elif event.kind == EventKind.LATE_FEE_REVERSED:  # a payment whose money arrived before the fee was charged
             fees -= int(data["amount_minor"])
+        elif event.kind == EventKind.SMALL_BALANCE_WRITTEN_OFF:  # a residue under the policy's tolerance
+            written_off += int(data["amount_minor"])
         elif event.kind == EventKind.DISPUTE_RESOLVED:
             credited += int(data["credit_minor"])
         elif event.kind == EventKind.DISCOUNT_APPLIED:

@@ -261,3 +261,14 @@ def test_a_fee_reversed_by_a_payments_value_date_counts_as_no_fee_in_the_log():
     events = [Event(n, kind, data) for n, (kind, data) in enumerate(facts, 1)]
     assert money_in_log(events) == Money(paid=AMOUNT, fees=0, credited=0, written_off=0, balance=0)
     assert money_in_log(events[:-1]).fees == FEE
+
+
+def test_a_small_balance_written_off_counts_in_the_log():
+    """A residue under the tolerance is written off by the workflow: a reader of the log sees it written off, not owed."""
+    facts = [
+        (E.INVOICE_ISSUED, {"invoice": {"amount_minor": AMOUNT}}),
+        (E.PAYMENT_RECORDED, {"payment_id": "T-0001-P1", "amount_minor": AMOUNT - 1}),
+        (E.SMALL_BALANCE_WRITTEN_OFF, {"amount_minor": 1}),
+    ]
+    events = [Event(n, kind, data) for n, (kind, data) in enumerate(facts, 1)]
+    assert money_in_log(events) == Money(paid=AMOUNT - 1, fees=0, credited=0, written_off=1, balance=0)
